@@ -1,0 +1,174 @@
+"""The ``netwarden`` command line.
+
+argparse rather than typer: ``--flows PATH [PATH ...]`` takes several values after one flag,
+which other tools script against, and argparse expresses that directly (``nargs="+"``).
+A user mistake (missing file, bad option value, unwritable output) prints one clear line and
+exits with status 2; bad lines inside flow files are skipped, counted and reported with their
+file and line number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+
+from netwarden import __version__
+
+__all__ = ["main"]
+
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netwarden",
+        description="Network anomaly detection for Kubernetes: Hubble/eBPF flows in, per-identity "
+                    "feature windows, explained anomalies and CiliumNetworkPolicy proposals out.",
+    )
+    parser.add_argument("--version", action="version", version=f"netwarden {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run", help="run the main job on its embedded default (no cluster needed)",
+        description="Generate a labelled day of cluster traffic with every attack scenario, build "
+                    "its per-identity feature windows and print a summary showing what each "
+                    "attack looks like in the windows.")
+    run.add_argument("--out", type=Path, default=Path("netwarden-data/demo"),
+                     help="folder for the generated flows, labels and windows "
+                          "(default: %(default)s)")
+    run.add_argument("--hours", type=_positive_float, default=24.0,
+                     help="hours of traffic to generate (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
+    run.add_argument("--window", type=_positive_float, default=60.0, metavar="SECONDS",
+                     help="window length in seconds (default: %(default)s)")
+    run.set_defaults(handler=_cmd_run)
+
+    gen = sub.add_parser(
+        "generate", help="generate labelled cluster traffic as Hubble JSON lines",
+        description="Write realistic Kubernetes cluster traffic in the newest `hubble observe -o "
+                    "json` shape to OUT/flows.jsonl, with labelled attacks injected on request "
+                    "and described in OUT/labels.csv (scenario, identity, start, end).")
+    gen.add_argument("--hours", type=_positive_float, default=24.0,
+                     help="hours of traffic (default: %(default)s)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    gen.add_argument("--out", type=Path, required=True, help="output folder")
+    gen.add_argument("--attacks", nargs="*", default=[], metavar="SCENARIO",
+                     help="attack scenarios to inject, or 'all' (default: none); one of: "
+                          + ", ".join(_scenarios()))
+    gen.add_argument("--rate", type=_positive_float, default=1.0,
+                     help="multiplier of normal traffic volume (default: %(default)s)")
+    gen.add_argument("--start", default=None, metavar="RFC3339",
+                     help="start time, e.g. 2026-01-05T00:00:00Z (default: that time)")
+    gen.add_argument("--gzip", action="store_true", help="write flows.jsonl.gz")
+    gen.set_defaults(handler=_cmd_generate)
+
+    win = sub.add_parser(
+        "windows", help="build per-identity feature windows from Hubble flow files",
+        description="Read Hubble JSON flows (hubble observe -o json, exporter files, legacy bare "
+                    "flows; plain or gzip; '-' for stdin) and write one row per identity-window "
+                    "with its features. Bad lines are skipped, counted and reported.")
+    win.add_argument("--flows", nargs="+", required=True, metavar="FILE",
+                     help="flow files, read in the order given ('-' for stdin)")
+    win.add_argument("--out", type=Path, required=True,
+                     help="output file: .parquet or .jsonl")
+    win.add_argument("--window", type=_positive_float, default=60.0, metavar="SECONDS",
+                     help="window length in seconds (default: %(default)s)")
+    win.add_argument("--lateness", type=_non_negative_float, default=15.0, metavar="SECONDS",
+                     help="allowed lateness of flows behind the newest event time "
+                          "(default: %(default)s)")
+    win.set_defaults(handler=_cmd_windows)
+
+    feats = sub.add_parser("features", help="list the window features and what they mean",
+                           description="Print the table of window features.")
+    feats.set_defaults(handler=_cmd_features)
+    return parser
+
+
+def _scenarios() -> tuple[str, ...]:
+    from netwarden.ingest.generator import SCENARIOS
+
+    return SCENARIOS
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from netwarden.api import commands
+
+    commands.generate(args.out, hours=args.hours, seed=args.seed, attacks=args.attacks,
+                      rate=args.rate, start=args.start, gzip=args.gzip, console=_stderr)
+    return 0
+
+
+def _cmd_windows(args: argparse.Namespace) -> int:
+    from netwarden.api import commands
+
+    commands.windows(args.flows, args.out, window=args.window, lateness=args.lateness,
+                     console=_stderr)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from netwarden.api import commands
+
+    commands.run_demo(args.out, hours=args.hours, seed=args.seed, window=args.window,
+                      console=Console(highlight=False, soft_wrap=True))
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from netwarden.api import commands
+
+    commands.print_features(Console(highlight=False))
+    return 0
+
+
+def _fail(message: str) -> NoReturn:
+    _stderr.print(f"[bold red]netwarden: error:[/] {message}", markup=True, highlight=False)
+    raise SystemExit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``netwarden`` command."""
+    from netwarden.api.commands import UserError
+    from netwarden.ingest.sources import InputError
+
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], Any] = args.handler
+    try:
+        code = handler(args)
+    except (UserError, InputError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _stderr.print("interrupted")
+        raise SystemExit(130) from None
+    except BrokenPipeError:
+        raise SystemExit(0) from None
+    sys.exit(code)

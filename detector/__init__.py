@@ -1,0 +1,1 @@
+"""Scoring, thresholds, explanations, the anomaly lifecycle and alert sinks."""

@@ -1,0 +1,1 @@
+"""Flow schema, sources and readers, identity resolution, event-time windows and features."""

@@ -1,0 +1,64 @@
+"""A lean Flow for the windowing hot path: only the fields features read.
+
+Same field names and types as :class:`netwarden.ingest.flow.Flow`, so every stage that reads a
+``Flow`` reads a ``CompactFlow`` too; fields no feature uses are not declared (msgspec skips them
+without allocating) and endpoint labels stay raw JSON until identity resolution needs them, once
+per distinct endpoint. Decoding this instead of the full Flow is what lets the whole path from
+bytes to windows beat plain ``orjson.loads``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from netwarden.ingest.flow import IP, CiliumEventType, Layer4, Workload
+
+__all__ = ["CompactDNS", "CompactEndpoint", "CompactFlow", "CompactHTTP", "CompactLayer7"]
+
+_EMPTY_LIST = msgspec.Raw(b"[]")
+
+
+class CompactEndpoint(msgspec.Struct):
+    identity: int = 0
+    namespace: str = ""
+    labels: msgspec.Raw = _EMPTY_LIST
+    pod_name: str = ""
+    workloads: list[Workload] = []
+
+
+class CompactDNS(msgspec.Struct):
+    query: str = ""
+    rcode: int = 0
+
+
+class CompactHTTP(msgspec.Struct):
+    code: int = 0
+
+
+class CompactLayer7(msgspec.Struct):
+    type: str | int = 0
+    dns: CompactDNS | None = None
+    http: CompactHTTP | None = None
+
+
+class CompactFlow(msgspec.Struct):
+    time: datetime | None = None
+    verdict: str | int = 0
+    drop_reason: int = 0
+    drop_reason_desc: str | int = 0
+    IP: IP | None = None
+    l4: Layer4 | None = None
+    source: CompactEndpoint | None = None
+    destination: CompactEndpoint | None = None
+    Type: str | int = 0
+    node_name: str = ""
+    source_names: list[str] = []
+    destination_names: list[str] = []
+    l7: CompactLayer7 | None = None
+    reply: bool = False
+    event_type: CiliumEventType | None = None
+    traffic_direction: str | int = 0
+    trace_observation_point: str | int = 0
+    is_reply: bool | None = None

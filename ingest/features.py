@@ -1,0 +1,258 @@
+"""Window features: mergeable per-side statistics and the table that documents them.
+
+A window holds two :class:`SideStats`, one for the subject as a **client** (connections it
+initiates: egress) and one as a **server** (connections it accepts: ingress). Every statistic
+is mergeable: counts and sums add, maxima take the max, distinct counts use
+:class:`~netwarden.ingest.sketch.DistinctSketch` (exact union), the port histogram adds
+bucket-wise. So two partial windows of one identity (two nodes, two batches) merge, with ``+``,
+to exactly the window one builder fed both would produce; ``tests/test_features.py`` proves it.
+
+The features a model sees are derived from these statistics when the window closes
+(:meth:`SideStats.features`); their names are ``egress_<name>`` and ``ingress_<name>`` with
+``<name>`` from :data:`FEATURES`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Final
+
+from netwarden.ingest.sketch import DistinctSketch
+
+__all__ = [
+    "FEATURES",
+    "FEATURE_NAMES",
+    "Feature",
+    "PORT_BUCKETS",
+    "SideStats",
+    "feature_columns",
+    "port_bucket",
+]
+
+#: Destination ports are counted in this many hashed buckets (exact below ~30 distinct ports;
+#: the entropy saturates at log2(PORT_BUCKETS) = 10 bits).
+PORT_BUCKETS: Final = 1024
+#: How many distinct peers per window are remembered for the new-peer baseline (bottom-k by hash,
+#: so the kept set is the same however the window was split).
+BASELINE_PEERS_PER_WINDOW: Final = 256
+_SKETCH_PRECISION: Final = 10
+_SKETCH_EXACT: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    description: str
+
+
+#: Every per-side feature, in column order. ``egress_*`` describes the subject as a client,
+#: ``ingress_*`` as a server. "Flow" means an L3/L4 flow event counted for that side (see
+#: ``netwarden.ingest.direction``); L7 events feed only the dns_* and http_* features.
+FEATURES: Final[tuple[Feature, ...]] = (
+    Feature("flows", "L3/L4 flow events (not replies) counted for this side"),
+    Feature("new_conns", "TCP connection attempts: SYN without ACK"),
+    Feature("distinct_peers", "distinct peers: workloads, reserved identities, world IPs (sketch)"),
+    Feature("distinct_dst_ports", "distinct destination (service) ports, by protocol (sketch)"),
+    Feature("dst_port_entropy", "Shannon entropy in bits of the destination port distribution"),
+    Feature("new_peer_share", "share of the window's distinct peers not in this identity's baseline "
+            "(the peers of its earlier windows; bottom-256 sample by hash)"),
+    Feature("drops", "flows dropped, any reason (verdict DROPPED)"),
+    Feature("policy_drops", "drops by policy: POLICY_DENIED (133), POLICY_DENY (181), L7 denials"),
+    Feature("tcp_resets", "TCP segments with RST, either direction"),
+    Feature("unanswered_syns", "SYNs without a SYN-ACK reply in the window (max(SYN - SYN-ACK, 0))"),
+    Feature("icmp", "ICMPv4/ICMPv6 flow events"),
+    Feature("dns_queries", "DNS requests (L7)"),
+    Feature("dns_nxdomain_share", "share of DNS responses with rcode 3 (NXDOMAIN)"),
+    Feature("dns_qname_len_mean", "mean length of queried names (characters, no trailing dot)"),
+    Feature("dns_qname_len_max", "longest queried name"),
+    Feature("dns_qname_entropy_mean", "mean per-name character entropy of queried names (bits)"),
+    Feature("dns_distinct_names", "distinct queried names (sketch)"),
+    Feature("http_requests", "HTTP requests (L7)"),
+    Feature("http_4xx_share", "share of HTTP responses with status 400-499"),
+    Feature("http_5xx_share", "share of HTTP responses with status 500-599"),
+    Feature("world_flows", "flows to (egress) or from (ingress) world addresses"),
+    Feature("world_distinct_peers", "distinct world IP addresses (sketch)"),
+    Feature("world_distinct_fqdns", "distinct DNS names of world peers (sketch)"),
+)
+FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)
+
+
+def feature_columns() -> list[str]:
+    """Model feature columns in their fixed order: every egress feature, then every ingress one."""
+    return [f"egress_{n}" for n in FEATURE_NAMES] + [f"ingress_{n}" for n in FEATURE_NAMES]
+
+
+def port_bucket(port: int) -> int:
+    """Spread a port number over :data:`PORT_BUCKETS` buckets (Fibonacci hashing)."""
+    return ((port * 40503) & 0xFFFF) >> 6
+
+
+def _entropy(counts: Counter[int] | dict[int, int]) -> float:
+    total = sum(counts.values())
+    if total <= 0:
+        return 0.0
+    h = 0.0
+    for c in counts.values():
+        if c:
+            p = c / total
+            h -= p * math.log2(p)
+    return h + 0.0
+
+
+def _sketch() -> DistinctSketch:
+    return DistinctSketch(precision=_SKETCH_PRECISION, exact_limit=_SKETCH_EXACT)
+
+
+class SideStats:
+    """Mergeable statistics of one subject, one side (client or server), one window.
+
+    The window builder updates the public counters directly (it is the hot path); everything
+    else goes through :meth:`__iadd__` and :meth:`features`.
+    """
+
+    __slots__ = (
+        "flows", "new_conns", "syn_acks", "drops", "policy_drops",
+        "tcp_resets", "icmp", "dns_queries", "dns_responses", "dns_nxdomain", "qname_len_sum",
+        "qname_len_max", "qname_entropy_sum", "http_requests", "http_responses", "http_4xx",
+        "http_5xx", "world_flows", "drop_reasons", "port_hist", "peers", "dst_ports", "dns_names",
+        "world_peers", "world_fqdns", "peers_seen", "new_peers",
+    )
+
+    def __init__(self) -> None:
+        self.flows = 0
+        self.new_conns = 0
+        self.syn_acks = 0
+        self.drops = 0
+        self.policy_drops = 0
+        self.tcp_resets = 0
+        self.icmp = 0
+        self.dns_queries = 0
+        self.dns_responses = 0
+        self.dns_nxdomain = 0
+        self.qname_len_sum = 0
+        self.qname_len_max = 0
+        self.qname_entropy_sum = 0.0
+        self.http_requests = 0
+        self.http_responses = 0
+        self.http_4xx = 0
+        self.http_5xx = 0
+        self.world_flows = 0
+        self.drop_reasons: Counter[str] = Counter()
+        self.port_hist: Counter[int] = Counter()
+        self.peers = _sketch()
+        self.dst_ports = _sketch()
+        self.dns_names = _sketch()
+        self.world_peers = _sketch()
+        self.world_fqdns = _sketch()
+        #: Peer hashes seen, for the baseline; pruned to the smallest BASELINE_PEERS_PER_WINDOW.
+        self.peers_seen: set[int] = set()
+        #: Of ``peers_seen``, those not in the identity's baseline; set when the window closes.
+        self.new_peers: set[int] = set()
+
+    _SUMS = (
+        "flows", "new_conns", "syn_acks", "drops", "policy_drops",
+        "tcp_resets", "icmp", "dns_queries", "dns_responses", "dns_nxdomain", "qname_len_sum",
+        "http_requests", "http_responses", "http_4xx", "http_5xx", "world_flows",
+    )
+    _SKETCHES = ("peers", "dst_ports", "dns_names", "world_peers", "world_fqdns")
+
+    def __iadd__(self, other: SideStats) -> SideStats:
+        for name in self._SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.qname_len_max = max(self.qname_len_max, other.qname_len_max)
+        # Float sums of per-name entropies: addition order can differ in the last ulp between
+        # a merged and a single window; features() rounds to 9 decimals, far below any signal.
+        self.qname_entropy_sum += other.qname_entropy_sum
+        self.drop_reasons.update(other.drop_reasons)
+        self.port_hist.update(other.port_hist)
+        for name in self._SKETCHES:
+            mine: DistinctSketch = getattr(self, name)
+            mine += getattr(other, name)
+        self.peers_seen |= other.peers_seen
+        self.new_peers |= other.new_peers
+        self.prune_peers_seen()
+        return self
+
+    def __add__(self, other: SideStats) -> SideStats:
+        out = SideStats()
+        out += self
+        out += other
+        return out
+
+    @property
+    def empty(self) -> bool:
+        return not (self.flows or self.drops or self.dns_queries or self.dns_responses
+                    or self.http_requests or self.http_responses or self.icmp or self.tcp_resets
+                    or self.syn_acks)
+
+    def prune_peers_seen(self) -> None:
+        """Keep the smallest hashes (bottom-k): the same set however the stream was split."""
+        if len(self.peers_seen) > BASELINE_PEERS_PER_WINDOW:
+            self.peers_seen = set(sorted(self.peers_seen)[:BASELINE_PEERS_PER_WINDOW])
+            self.new_peers &= self.peers_seen
+
+    def features(self) -> dict[str, float]:
+        """The documented features (:data:`FEATURES`), by bare name."""
+        flows = self.flows
+        dns_resp = self.dns_responses
+        http_resp = self.http_responses
+        q = self.dns_queries
+        return {
+            "flows": float(flows),
+            "new_conns": float(self.new_conns),
+            "distinct_peers": round(self.peers.count(), 3),
+            "distinct_dst_ports": round(self.dst_ports.count(), 3),
+            "dst_port_entropy": round(_entropy(self.port_hist), 9),
+            "new_peer_share": (round(len(self.new_peers & self.peers_seen) / len(self.peers_seen), 9)
+                               if self.peers_seen else 0.0),
+            "drops": float(self.drops),
+            "policy_drops": float(self.policy_drops),
+            "tcp_resets": float(self.tcp_resets),
+            "unanswered_syns": float(max(self.new_conns - self.syn_acks, 0)),
+            "icmp": float(self.icmp),
+            "dns_queries": float(q),
+            "dns_nxdomain_share": round(self.dns_nxdomain / dns_resp, 9) if dns_resp else 0.0,
+            "dns_qname_len_mean": round(self.qname_len_sum / q, 9) if q else 0.0,
+            "dns_qname_len_max": float(self.qname_len_max),
+            "dns_qname_entropy_mean": round(self.qname_entropy_sum / q, 9) if q else 0.0,
+            "dns_distinct_names": round(self.dns_names.count(), 3),
+            "http_requests": float(self.http_requests),
+            "http_4xx_share": round(self.http_4xx / http_resp, 9) if http_resp else 0.0,
+            "http_5xx_share": round(self.http_5xx / http_resp, 9) if http_resp else 0.0,
+            "world_flows": float(self.world_flows),
+            "world_distinct_peers": round(self.world_peers.count(), 3),
+            "world_distinct_fqdns": round(self.world_fqdns.count(), 3),
+        }
+
+    def nbytes(self) -> int:
+        """Approximate memory held by this side's state."""
+        sketches = sum(getattr(self, name).nbytes() for name in self._SKETCHES)
+        return (
+            64 + 8 * len(self.__slots__) + sketches
+            + 100 * (len(self.port_hist) + len(self.drop_reasons))
+            + 40 * (len(self.peers_seen) + len(self.new_peers))
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SideStats):
+            return NotImplemented
+        return (
+            all(getattr(self, n) == getattr(other, n) for n in self._SUMS)
+            and self.qname_len_max == other.qname_len_max
+            and math.isclose(self.qname_entropy_sum, other.qname_entropy_sum, rel_tol=1e-12,
+                             abs_tol=1e-9)
+            and +self.drop_reasons == +other.drop_reasons
+            and +self.port_hist == +other.port_hist
+            and all(getattr(self, n) == getattr(other, n) for n in self._SKETCHES)
+            and self._pruned(self.peers_seen) == self._pruned(other.peers_seen)
+            and (self.new_peers & set(self._pruned(self.peers_seen)))
+            == (other.new_peers & set(self._pruned(other.peers_seen)))
+        )
+
+    @staticmethod
+    def _pruned(peers: set[int]) -> list[int]:
+        return sorted(peers)[:BASELINE_PEERS_PER_WINDOW]
+
+    __hash__ = None  # type: ignore[assignment]

@@ -1,0 +1,12 @@
+"""Labelled synthetic Hubble traffic: a seeded cluster, a daily load cycle and injected attacks.
+
+``generate`` writes ``flows.jsonl`` in the ``hubble observe -o json`` / exporter envelope exactly
+as Hubble 1.20 prints it, plus ``labels.csv`` with one row per attack, so detectors can be
+measured without a cluster (see DESIGN.md, "A built-in traffic generator").
+"""
+
+from .attacks import SCENARIOS
+from .generate import GenerateResult, generate
+from .labels import AttackLabel, read_labels
+
+__all__ = ["SCENARIOS", "AttackLabel", "GenerateResult", "generate", "read_labels"]

@@ -1,0 +1,369 @@
+"""One streaming reader for every Hubble JSON line shape.
+
+Shapes (``shared/data/INTERFACES.md`` §2.2), told apart per line:
+
+* ``{"flow": {...}, "node_name": ..., "time": ...}``: ``hubble observe -o json`` (CLI >= 0.11)
+  and the Hubble exporter (``GetFlowsResponse`` / ``ExportEvent``);
+* ``{"lost_events": ...}``, ``{"node_status": ...}``, ``{"agent_event": ...}``,
+  ``{"debug_event": ...}``: exporter / observe lines that are not flows. They are counted (lost
+  events also by number lost and source), never treated as flows;
+* a bare Flow object (legacy ``-o json`` output, ``HUBBLE_COMPAT=legacy-json-output``).
+
+The reader works in one pass with constant memory: it reads fixed-size blocks, decodes a block's
+lines in one msgspec call and only when that fails decodes the block line by line to find the bad
+lines. A bad line (not JSON, not a flow, wrong types, too long) is skipped, counted by reason and
+remembered with its file and line number (the first few), and the stream goes on. No exception
+escapes the reader for bad content; an unreadable file (corrupt gzip, I/O error) ends that file
+with a counted error.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Generic, TypeVar
+
+import msgspec
+
+from netwarden.ingest.flow import LOST_EVENT_SOURCES, Flow, LostEvent, NodeStatusEvent, enum_code
+from netwarden.ingest.sources import open_input
+
+__all__ = ["BadLine", "ErrorReason", "FlowReader", "ReadStats", "read_flows"]
+
+F = TypeVar("F", bound=msgspec.Struct)
+
+_BLOCK_BYTES = 1 << 20
+#: Lines longer than this are skipped (reason ``line_too_long``), bounding memory per line.
+MAX_LINE_BYTES = 16 << 20
+
+
+class ErrorReason:
+    """Why a line was skipped. Stable strings: they are metric label values."""
+
+    NOT_JSON = "not_json"
+    NOT_A_FLOW = "not_a_flow"
+    WRONG_TYPE = "wrong_type"
+    MISSING_TIME = "missing_time"
+    LINE_TOO_LONG = "line_too_long"
+    UNREADABLE = "unreadable_input"
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A skipped line: where it is and why."""
+
+    source: str
+    line: int
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}: {self.message}"
+
+
+@dataclass
+class ReadStats:
+    """What the reader saw, over every input it read. Mergeable with ``+=``."""
+
+    lines: int = 0
+    flows: int = 0
+    blank_lines: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    examples: list[BadLine] = field(default_factory=list)
+    max_examples: int = 5
+    lost_event_lines: int = 0
+    events_lost: Counter[str] = field(default_factory=Counter)
+    node_status_lines: int = 0
+    agent_event_lines: int = 0
+    debug_event_lines: int = 0
+
+    @property
+    def error_lines(self) -> int:
+        return sum(self.errors.values())
+
+    def record_error(self, source: str, line: int, reason: str, message: str) -> None:
+        self.errors[reason] += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(BadLine(source, line, reason, message))
+
+    def __iadd__(self, other: ReadStats) -> ReadStats:
+        self.lines += other.lines
+        self.flows += other.flows
+        self.blank_lines += other.blank_lines
+        self.errors.update(other.errors)
+        room = self.max_examples - len(self.examples)
+        self.examples.extend(other.examples[: max(room, 0)])
+        self.lost_event_lines += other.lost_event_lines
+        self.events_lost.update(other.events_lost)
+        self.node_status_lines += other.node_status_lines
+        self.agent_event_lines += other.agent_event_lines
+        self.debug_event_lines += other.debug_event_lines
+        return self
+
+    def summary_lines(self) -> list[str]:
+        """Human summary: totals, errors by reason, the first bad lines."""
+        out = [
+            f"{self.lines:,} lines: {self.flows:,} flows, {self.error_lines:,} skipped as bad, "
+            f"{self.lost_event_lines + self.node_status_lines + self.agent_event_lines + self.debug_event_lines:,}"
+            " non-flow events"
+        ]
+        if self.events_lost:
+            lost = ", ".join(f"{n:,} ({src})" for src, n in sorted(self.events_lost.items()))
+            out.append(f"producer reported lost events: {lost}")
+        if self.errors:
+            out.append("bad lines by reason: " + ", ".join(
+                f"{reason} {n:,}" for reason, n in self.errors.most_common()))
+            out.extend(f"  {bad}" for bad in self.examples)
+            if self.error_lines > len(self.examples):
+                out.append(f"  ... and {self.error_lines - len(self.examples):,} more")
+        return out
+
+
+def _line_type(flow_type: type[F]) -> type[Any]:
+    """A struct that decodes any line shape: the flow fields at top level plus the envelope keys."""
+    return msgspec.defstruct(
+        f"{flow_type.__name__}Line",
+        [
+            ("flow", flow_type | None, None),  # type: ignore[operator]
+            ("lost_events", LostEvent | None, None),
+            ("node_status", NodeStatusEvent | None, None),
+            ("agent_event", dict | None, None),
+            ("debug_event", dict | None, None),
+        ],
+        bases=(flow_type,),
+    )
+
+
+_BARE_FLOW_KEYS = ("IP", "l4", "source", "destination", "l7", "event_type")
+
+
+class FlowReader(Generic[F]):
+    """Reads Hubble JSON lines into ``flow_type`` records, counting what it cannot use.
+
+    Parameters
+    ----------
+    flow_type:
+        The msgspec struct to decode flows into: :class:`~netwarden.ingest.flow.Flow`, or a
+        leaner struct with the same field names for hot paths.
+    batch_lines:
+        Flows per yielded batch (bounded memory, amortised per-call cost).
+    max_examples:
+        How many bad lines are kept with their location; all are counted.
+    """
+
+    def __init__(self, *, flow_type: type[F] = Flow, batch_lines: int = 4096,  # type: ignore[assignment]
+                 max_examples: int = 5) -> None:
+        if batch_lines < 1:
+            raise ValueError(f"batch_lines must be >= 1, got {batch_lines}")
+        self.flow_type = flow_type
+        self.batch_lines = batch_lines
+        self.stats = ReadStats(max_examples=max_examples)
+        self._line_type = _line_type(flow_type)
+        self._decoder = msgspec.json.Decoder(self._line_type, strict=False)
+        self._required_time = "time" in flow_type.__struct_fields__
+
+    # -- public ---------------------------------------------------------------------------
+
+    def read(self, path: str | Path, *,
+             on_position: Callable[[int], Any] | None = None) -> Iterator[list[F]]:
+        """Yield batches of flows from a file (plain or gzip) or ``-`` for stdin.
+
+        ``on_position`` is called after each block with the bytes of the file consumed so far.
+        """
+        name = str(path)
+        with open_input(path) as (stream, position):
+            report = None
+            if on_position is not None:
+                report = lambda: on_position(position())  # noqa: E731
+            yield from self.read_stream(stream, name, on_block=report)
+
+    def read_stream(self, stream: BinaryIO, name: str = "<stream>", *,
+                    on_block: Callable[[], Any] | None = None) -> Iterator[list[F]]:
+        """Yield batches of flows from an open binary stream."""
+        out: list[F] = []
+        for first_line, lines in self._blocks(stream, name):
+            if on_block is not None:
+                on_block()
+            self._decode_block(lines, first_line, name, out)
+            if len(out) >= self.batch_lines:
+                yield out
+                out = []
+        if out:
+            yield out
+
+    # -- blocks ---------------------------------------------------------------------------
+
+    def _blocks(self, stream: BinaryIO, name: str) -> Iterator[tuple[int, list[bytes]]]:
+        """Split the stream into lists of complete lines, with the number of the first line."""
+        line_no = 1
+        carry = b""
+        skipping_long = False
+        failure: BaseException | None = None
+        read = getattr(stream, "read1", stream.read)
+        while failure is None:
+            parts: list[bytes] = []
+            size = 0
+            try:  # read1: a truncated gzip still yields everything before the damage
+                while size < _BLOCK_BYTES:
+                    part = read(_BLOCK_BYTES - size)
+                    if not part:
+                        break
+                    parts.append(part)
+                    size += len(part)
+            except (OSError, EOFError, zlib.error) as exc:
+                failure = exc
+            block = b"".join(parts)
+            if not block:
+                break
+            if skipping_long:
+                cut = block.find(b"\n")
+                if cut < 0:
+                    continue
+                block = block[cut + 1:]
+                skipping_long = False
+                line_no += 1
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                if len(carry) > MAX_LINE_BYTES:
+                    self.stats.lines += 1
+                    self.stats.record_error(name, line_no, ErrorReason.LINE_TOO_LONG,
+                                            f"line longer than {MAX_LINE_BYTES:,} bytes")
+                    carry = b""
+                    skipping_long = True
+                continue
+            lines = data[:cut].split(b"\n")
+            carry = data[cut + 1:]
+            yield line_no, lines
+            line_no += len(lines)
+        if carry and not skipping_long and failure is None:
+            yield line_no, [carry]
+        if failure is not None:
+            self.stats.record_error(name, line_no, ErrorReason.UNREADABLE,
+                                    f"cannot read further: {failure}")
+
+    # -- decoding -------------------------------------------------------------------------
+
+    def _decode_block(self, lines: list[bytes], first_line: int, name: str, out: list[F]) -> None:
+        stats = self.stats
+        stats.lines += len(lines)
+        nonblank = [ln for ln in lines if ln.strip()]
+        stats.blank_lines += len(lines) - len(nonblank)
+        if not nonblank:
+            return
+        try:
+            decoded = self._decoder.decode_lines(b"\n".join(nonblank))
+        except Exception:  # noqa: BLE001 - any failure: find the bad lines one by one
+            decoded = None
+        if decoded is None or len(decoded) != len(nonblank):
+            self._decode_lines_one_by_one(lines, first_line, name, out)
+            return
+        offsets: list[int] | None = None
+        classify = self._classify
+        append = out.append
+        for index, item in enumerate(decoded):
+            result = classify(item)
+            if result is None:
+                continue
+            if isinstance(result, str):
+                if offsets is None:
+                    offsets = [i for i, ln in enumerate(lines) if ln.strip()]
+                self._record(result, name, first_line + offsets[index])
+                continue
+            append(result)
+
+    def _decode_lines_one_by_one(self, lines: list[bytes], first_line: int, name: str,
+                                 out: list[F]) -> None:
+        decode = self._decoder.decode
+        for offset, raw in enumerate(lines):
+            if not raw.strip():
+                continue
+            line_no = first_line + offset
+            try:
+                item = decode(raw)
+            except msgspec.ValidationError as exc:
+                msg = str(exc)
+                if " - at `$" in msg:
+                    self.stats.record_error(name, line_no, ErrorReason.WRONG_TYPE, msg)
+                else:
+                    self.stats.record_error(name, line_no, ErrorReason.NOT_A_FLOW,
+                                            f"expected a JSON object per line: {msg}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - DecodeError, RecursionError, ...
+                self.stats.record_error(name, line_no, ErrorReason.NOT_JSON, _short(exc))
+                continue
+            result = self._classify(item)
+            if isinstance(result, str):
+                self._record(result, name, line_no)
+            elif result is not None:
+                out.append(result)
+
+    def _record(self, reason: str, name: str, line_no: int) -> None:
+        message = _MESSAGES[reason]
+        self.stats.record_error(name, line_no, reason, message)
+
+    def _classify(self, item: Any) -> F | str | None:
+        """The flow a decoded line holds; else count the non-flow event (None) or name the error."""
+        flow = item.flow
+        if flow is not None:
+            if flow.time is None:
+                if item.time is None and self._required_time:
+                    return ErrorReason.MISSING_TIME
+                flow.time = item.time
+            if not flow.node_name and item.node_name:
+                flow.node_name = item.node_name
+            self.stats.flows += 1
+            return flow  # type: ignore[no-any-return]
+        stats = self.stats
+        if item.lost_events is not None:
+            stats.lost_event_lines += 1
+            lost: LostEvent = item.lost_events
+            source = lost.source if isinstance(lost.source, str) else _lost_source_name(lost.source)
+            stats.events_lost[source or "UNKNOWN_LOST_EVENT_SOURCE"] += lost.num_events_lost
+            return None
+        if item.node_status is not None:
+            stats.node_status_lines += 1
+            return None
+        if item.agent_event is not None:
+            stats.agent_event_lines += 1
+            return None
+        if item.debug_event is not None:
+            stats.debug_event_lines += 1
+            return None
+        if item.verdict or any(getattr(item, key) is not None for key in _BARE_FLOW_KEYS):
+            if self._required_time and item.time is None:
+                return ErrorReason.MISSING_TIME
+            stats.flows += 1
+            return item  # type: ignore[no-any-return]
+        return ErrorReason.NOT_A_FLOW
+
+
+_MESSAGES = {
+    ErrorReason.NOT_A_FLOW: "JSON object without flow, lost_events, node_status, agent_event,"
+                            " debug_event or any flow field",
+    ErrorReason.MISSING_TIME: "flow has no event time (neither flow.time nor the envelope's time)",
+}
+
+
+def _lost_source_name(code: int) -> str:
+    for name, number in LOST_EVENT_SOURCES.items():
+        if number == code:
+            return name
+    return f"LOST_EVENT_SOURCE_{code}"
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, msgspec.DecodeError) else str(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_flows(paths: Iterable[str | Path], reader: FlowReader[F] | None = None) -> Iterator[F]:
+    """Yield every flow of ``paths`` in order; ``reader.stats`` holds the counts afterwards."""
+    rd: FlowReader[Any] = reader if reader is not None else FlowReader()
+    for path in paths:
+        for batch in rd.read(path):
+            yield from batch

@@ -1,0 +1,449 @@
+"""Tumbling event-time windows per identity, closed by a watermark with bounded lateness.
+
+A flow belongs to window ``floor(t / window_seconds)`` of each subject it counts for (see
+:mod:`netwarden.ingest.direction`). The watermark is the largest event time seen minus the
+allowed lateness; a window closes when the watermark passes its end. A flow whose window had
+already closed when it arrived is *late*: it is counted (``BuilderStats.late_flows``) and not
+added, so closed windows never change. Lateness is decided per flow against the watermark as it
+was when that flow arrived, so the result does not depend on how the stream is batched.
+
+Memory is bounded by the active identities: open windows exist only for identities seen within
+the lateness horizon, window statistics are counters and fixed-size sketches, the new-peer
+baseline keeps at most ``baseline_peers`` peers per identity side and at most
+``max_baseline_subjects`` identities (least recently active evicted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from netwarden.ingest.direction import CLIENT, NOT_COUNTED_EVENT_TYPES, SERVER, counted_sides
+from netwarden.ingest.features import BASELINE_PEERS_PER_WINDOW, FEATURE_NAMES, SideStats, port_bucket
+from netwarden.ingest.flow import DROP_REASONS
+from netwarden.ingest.identity import IdentityResolver, Peer, Subject
+from netwarden.ingest.sketch import stable_hash64
+
+__all__ = ["BuilderStats", "ClosedWindow", "WindowBuilder", "WindowConfig"]
+
+_POLICY_REASONS: Final = frozenset({"POLICY_DENIED", "POLICY_DENY", "L7_DENIED"})
+_HASH_CACHE_LIMIT: Final = 1 << 17
+_PROTO_TCP, _PROTO_UDP, _PROTO_SCTP = 6, 17, 132
+_PEERS_SEEN_SLACK: Final = 2 * BASELINE_PEERS_PER_WINDOW
+
+
+#: Valid ranges of the WindowConfig parameters, checked once when a config is made.
+_CONSTRAINTS: Final[dict[str, tuple[float, float]]] = {
+    "window_seconds": (1.0, 86_400.0),
+    "allowed_lateness": (0.0, 86_400.0),
+    "baseline_peers": (1, 1 << 20),
+    "max_baseline_subjects": (1, 1 << 24),
+}
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Window settings, validated once.
+
+    Parameters
+    ----------
+    window_seconds:
+        Length of the tumbling windows, 1 s to 1 day (default 60).
+    allowed_lateness:
+        How far behind the newest event time a flow may arrive and still be counted, 0 s to
+        1 day (default 15). Larger values keep windows open longer.
+    baseline_peers:
+        Peers remembered per identity and side for the "new peer" feature (default 4096).
+    max_baseline_subjects:
+        Identities whose baseline is kept (least recently active evicted first).
+    """
+
+    window_seconds: float = 60.0
+    allowed_lateness: float = 15.0
+    baseline_peers: int = 4096
+    max_baseline_subjects: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in _CONSTRAINTS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+
+
+@dataclass
+class BuilderStats:
+    """What the builder did with the flows it was given."""
+
+    flows_seen: int = 0
+    flows_counted: int = 0
+    late_flows: int = 0
+    not_counted: Counter[str] = field(default_factory=Counter)
+    windows_closed: int = 0
+    max_open_windows: int = 0
+    watermark: float = -math.inf
+
+
+@dataclass(eq=False)
+class ClosedWindow:
+    """One identity's window: bounds, and its client (egress) and server (ingress) statistics."""
+
+    subject: Subject
+    start: float  # epoch seconds, inclusive
+    end: float  # epoch seconds, exclusive
+    client: SideStats
+    server: SideStats
+
+    @property
+    def identity(self) -> str:
+        return self.subject.id
+
+    def start_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.start, tz=timezone.utc)
+
+    def end_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.end, tz=timezone.utc)
+
+    def features(self) -> dict[str, float]:
+        """``egress_*`` then ``ingress_*`` features, in :func:`feature_columns` order."""
+        out = {f"egress_{k}": v for k, v in self.client.features().items()}
+        out.update({f"ingress_{k}": v for k, v in self.server.features().items()})
+        return out
+
+    def drop_reasons(self) -> tuple[dict[str, int], dict[str, int]]:
+        return dict(self.client.drop_reasons), dict(self.server.drop_reasons)
+
+    def merge(self, other: ClosedWindow) -> ClosedWindow:
+        """Combine two partials of the same identity and window (e.g. from two nodes)."""
+        if other.subject.id != self.subject.id or (other.start, other.end) != (self.start, self.end):
+            raise ValueError(
+                f"cannot merge window {other.subject.id} [{other.start}, {other.end}) into "
+                f"{self.subject.id} [{self.start}, {self.end})")
+        return ClosedWindow(self.subject, self.start, self.end, self.client + other.client,
+                            self.server + other.server)
+
+    def nbytes(self) -> int:
+        return 120 + self.client.nbytes() + self.server.nbytes()
+
+
+class _Open:
+    __slots__ = ("client", "server")
+
+    def __init__(self) -> None:
+        self.client = SideStats()
+        self.server = SideStats()
+
+
+class WindowBuilder:
+    """Turns a stream of flow batches into closed per-identity windows.
+
+    Feed it with :meth:`add` (any iterable of Flow-like records, in roughly event-time order),
+    collect the windows it returns as the watermark passes them, and :meth:`flush` at the end.
+    """
+
+    def __init__(self, config: WindowConfig | None = None, *,
+                 resolver: IdentityResolver | None = None) -> None:
+        self.config = config or WindowConfig()
+        self.resolver = resolver or IdentityResolver()
+        self.stats = BuilderStats()
+        self._width = float(self.config.window_seconds)
+        self._lateness = float(self.config.allowed_lateness)
+        self._open: dict[int, dict[Subject, _Open]] = {}
+        self._max_time = -math.inf
+        # Late iff (window index + 1) <= _late_limit, i.e. its end is at or before the watermark.
+        self._late_limit = -math.inf
+        self._baseline: dict[tuple[Subject, int], dict[int, None]] = {}
+        self._hash_cache: dict[Any, int] = {}
+        self._entropy_cache: dict[str, tuple[int, float]] = {}
+
+    # -- public ---------------------------------------------------------------------------
+
+    def add(self, flows: Iterable[Any]) -> list[ClosedWindow]:
+        """Add flows; return the windows the advanced watermark closed (oldest first)."""
+        self._add(flows)
+        return self._close_until(self._late_limit)
+
+    def flush(self) -> list[ClosedWindow]:
+        """Close every open window (end of stream)."""
+        return self._close_until(math.inf)
+
+    @property
+    def open_windows(self) -> int:
+        return sum(len(v) for v in self._open.values())
+
+    def open_bytes(self) -> int:
+        """Approximate memory held by the open windows."""
+        return sum(120 + o.client.nbytes() + o.server.nbytes()
+                   for wins in self._open.values() for o in wins.values())
+
+    # -- hot path -------------------------------------------------------------------------
+
+    def _add(self, flows: Iterable[Any]) -> None:
+        stats = self.stats
+        resolve = self.resolver.resolve
+        width = self._width
+        lateness = self._lateness
+        max_time = self._max_time
+        late_limit = self._late_limit
+        open_windows = self._open
+        not_counted = stats.not_counted
+        count_side = self._count_side
+        seen = counted = late = 0
+        for f in flows:
+            seen += 1
+            t = f.time.timestamp()
+            if t > max_time:
+                max_time = t
+                late_limit = (t - lateness) / width
+            widx = int(t // width)
+            if widx + 1 <= late_limit:
+                late += 1
+                continue
+            et = f.event_type
+            etype = et.type if et is not None else 0
+            if etype in NOT_COUNTED_EVENT_TYPES:
+                not_counted[f"event_type_{etype}"] += 1
+                continue
+            reply = f.is_reply if f.is_reply is not None else f.reply
+            sides = counted_sides(f.traffic_direction, f.trace_observation_point, reply)
+            ip = f.IP
+            if ip is not None:
+                src_subj, src_peer = resolve(f.source, ip.source)
+                dst_subj, dst_peer = resolve(f.destination, ip.destination)
+            else:
+                src_subj, src_peer = resolve(f.source, "")
+                dst_subj, dst_peer = resolve(f.destination, "")
+            if reply:
+                client, client_peer, server, server_peer = dst_subj, dst_peer, src_subj, src_peer
+            else:
+                client, client_peer, server, server_peer = src_subj, src_peer, dst_subj, dst_peer
+            wins = open_windows.get(widx)
+            if wins is None:
+                wins = open_windows[widx] = {}
+            did = False
+            if sides & CLIENT and client is not None:
+                acc = wins.get(client)
+                if acc is None:
+                    acc = wins[client] = _Open()
+                count_side(acc.client, client, CLIENT, server_peer, f, reply, True)
+                did = True
+            if sides & SERVER and server is not None:
+                acc = wins.get(server)
+                if acc is None:
+                    acc = wins[server] = _Open()
+                count_side(acc.server, server, SERVER, client_peer, f, reply, False)
+                did = True
+            if did:
+                counted += 1
+            else:
+                not_counted["no_subject"] += 1
+        stats.flows_seen += seen
+        stats.flows_counted += counted
+        stats.late_flows += late
+        self._max_time = max_time
+        self._late_limit = late_limit
+        stats.watermark = max_time - lateness
+
+    def _count_side(self, side: SideStats, subject: Subject, which: int, peer: Peer, f: Any,
+                    reply: bool, is_client: bool) -> None:
+        """Add one flow event to one subject's side (client: peer is the server; server: the client)."""
+        verdict = f.verdict
+        dropped = verdict == "DROPPED" or verdict == 2
+        l7 = f.l7
+        if l7 is not None or f.Type == "L7" or f.Type == 2:
+            if l7 is not None:
+                self._count_l7(side, l7, reply)
+            if dropped:  # L7 denials carry no drop reason (INTERFACES.md §2.3)
+                side.drops += 1
+                side.policy_drops += 1
+                side.drop_reasons["L7_DENIED"] += 1
+            return
+        if dropped:
+            side.drops += 1
+            reason = f.drop_reason_desc
+            if not reason:
+                reason = f.drop_reason
+            if isinstance(reason, int):
+                reason = DROP_REASONS.get(reason, f"DROP_REASON_{reason}")
+            side.drop_reasons[reason] += 1
+            if reason in _POLICY_REASONS:
+                side.policy_drops += 1
+        l4 = f.l4
+        port = 0
+        proto = 0
+        if l4 is not None:
+            tcp = l4.TCP
+            if tcp is not None:
+                proto = _PROTO_TCP
+                port = tcp.source_port if reply else tcp.destination_port
+                flags = tcp.flags
+                if flags is not None:
+                    if flags.RST:
+                        side.tcp_resets += 1
+                    if flags.SYN:
+                        if flags.ACK:
+                            if reply:
+                                side.syn_acks += 1
+                        elif not reply:
+                            side.new_conns += 1
+            elif l4.UDP is not None:
+                udp = l4.UDP
+                proto = _PROTO_UDP
+                port = udp.source_port if reply else udp.destination_port
+            elif l4.ICMPv4 is not None or l4.ICMPv6 is not None:
+                if not reply:
+                    side.icmp += 1
+            elif l4.SCTP is not None:
+                sctp = l4.SCTP
+                proto = _PROTO_SCTP
+                port = sctp.source_port if reply else sctp.destination_port
+        if reply:
+            return
+        side.flows += 1
+        h = peer.hash
+        side.peers.add(h)
+        seen = side.peers_seen
+        seen.add(h)
+        if len(seen) > _PEERS_SEEN_SLACK:
+            side.prune_peers_seen()
+        if proto:
+            key = (proto << 16) | port
+            ph = self._hash_cache.get(key)
+            if ph is None:
+                ph = self._cache_hash(key)
+            side.dst_ports.add(ph)
+            side.port_hist[port_bucket(port)] += 1
+        if peer.is_world:
+            side.world_flows += 1
+            side.world_peers.add(h)
+            names = f.destination_names if is_client else f.source_names
+            for name in names:
+                nh = self._hash_cache.get(name)
+                if nh is None:
+                    nh = self._cache_hash(name)
+                side.world_fqdns.add(nh)
+
+    def _count_l7(self, side: SideStats, l7: Any, reply: bool) -> None:
+        dns = l7.dns
+        if dns is not None:
+            kind = l7.type
+            if kind == "RESPONSE" or kind == 2 or (reply and kind not in ("REQUEST", 1)):
+                side.dns_responses += 1
+                if dns.rcode == 3:
+                    side.dns_nxdomain += 1
+                return
+            query = dns.query
+            name = query[:-1] if query.endswith(".") else query
+            cached = self._entropy_cache.get(name)
+            if cached is None:
+                cached = self._name_stats(name)
+            side.dns_queries += 1
+            side.qname_len_sum += cached[0]
+            if cached[0] > side.qname_len_max:
+                side.qname_len_max = cached[0]
+            side.qname_entropy_sum += cached[1]
+            nh = self._hash_cache.get(name)
+            if nh is None:
+                nh = self._cache_hash(name)
+            side.dns_names.add(nh)
+            return
+        http = l7.http
+        if http is not None:
+            kind = l7.type
+            if kind == "RESPONSE" or kind == 2 or (reply and kind not in ("REQUEST", 1)):
+                side.http_responses += 1
+                code = http.code
+                if 400 <= code < 500:
+                    side.http_4xx += 1
+                elif 500 <= code < 600:
+                    side.http_5xx += 1
+            else:
+                side.http_requests += 1
+
+    def _cache_hash(self, value: Any) -> int:
+        if len(self._hash_cache) >= _HASH_CACHE_LIMIT:
+            self._hash_cache.clear()
+        h = self._hash_cache[value] = stable_hash64(value)
+        return h
+
+    def _name_stats(self, name: str) -> tuple[int, float]:
+        if len(self._entropy_cache) >= _HASH_CACHE_LIMIT:
+            self._entropy_cache.clear()
+        n = len(name)
+        entropy = 0.0
+        if n:
+            for c in Counter(name).values():
+                p = c / n
+                entropy -= p * math.log2(p)
+        stats = self._entropy_cache[name] = (n, entropy + 0.0)
+        return stats
+
+    # -- closing --------------------------------------------------------------------------
+
+    def _close_until(self, limit: float) -> list[ClosedWindow]:
+        """Close the windows whose index + 1 <= limit (their end is at or before the watermark)."""
+        open_windows = self._open
+        self.stats.max_open_windows = max(self.stats.max_open_windows, self.open_windows)
+        ready = sorted(w for w in open_windows if w + 1 <= limit)
+        closed: list[ClosedWindow] = []
+        width = self._width
+        for widx in ready:
+            wins = open_windows.pop(widx)
+            start = widx * width
+            for subject in sorted(wins, key=lambda s: s.id):
+                acc = wins[subject]
+                self._learn(subject, CLIENT, acc.client)
+                self._learn(subject, SERVER, acc.server)
+                closed.append(ClosedWindow(subject, start, start + width, acc.client, acc.server))
+        self.stats.windows_closed += len(closed)
+        return closed
+
+    def _learn(self, subject: Subject, which: int, side: SideStats) -> None:
+        """Mark the window's new peers, then add its peers to the identity's bounded baseline."""
+        side.prune_peers_seen()
+        key = (subject, which)
+        baseline = self._baseline.pop(key, None)  # re-inserted below: dict order = recency
+        if baseline is None:
+            side.new_peers = set(side.peers_seen)
+            if not side.peers_seen:
+                return
+            baseline = {}
+            if len(self._baseline) >= self.config.max_baseline_subjects:
+                del self._baseline[next(iter(self._baseline))]
+        else:
+            side.new_peers = {h for h in side.peers_seen if h not in baseline}
+        self._baseline[key] = baseline
+        for h in sorted(side.peers_seen):
+            baseline.pop(h, None)
+            baseline[h] = None
+        over = len(baseline) - self.config.baseline_peers
+        if over > 0:
+            for h in list(baseline)[:over]:
+                del baseline[h]
+
+
+def windows_to_rows(windows: Sequence[ClosedWindow]) -> list[dict[str, Any]]:
+    """Flatten windows into row dicts: identity, bounds, features, drop reasons."""
+    rows = []
+    for w in windows:
+        row: dict[str, Any] = {
+            "identity": w.subject.id,
+            "namespace": w.subject.namespace,
+            "workload": w.subject.workload,
+            "window_start": w.start_datetime(),
+            "window_end": w.end_datetime(),
+        }
+        row.update(w.features())
+        egress_reasons, ingress_reasons = w.drop_reasons()
+        row["egress_drop_reasons"] = egress_reasons
+        row["ingress_drop_reasons"] = ingress_reasons
+        rows.append(row)
+    return rows
+
+
+_ = FEATURE_NAMES  # re-exported for callers that build column lists

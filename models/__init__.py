@@ -1,0 +1,1 @@
+"""Model training, the model registry, retraining schedules and drift checks."""

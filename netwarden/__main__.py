@@ -1,0 +1,5 @@
+"""Allow ``python -m netwarden``."""
+
+from netwarden.api.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""CiliumNetworkPolicy building, CRD validation, simulation against flows, apply/rollback."""

@@ -1,0 +1,17 @@
+"""Shared fixtures: where the reference data lives, and small flow builders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HUBBLE_SAMPLES = sorted((SHARED_DATA / "hubble").glob("*/*.json*"))
+
+
+@pytest.fixture(scope="session")
+def hubble_samples() -> list[Path]:
+    if not HUBBLE_SAMPLES:
+        pytest.skip(f"reference samples not found under {SHARED_DATA}")
+    return HUBBLE_SAMPLES

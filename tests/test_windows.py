@@ -1,0 +1,243 @@
+"""Event-time windows, the once-per-subject rule, lateness, and each feature's meaning."""
+
+from __future__ import annotations
+
+import pytest
+
+from netwarden.ingest.direction import CLIENT, SERVER, counted_sides
+from netwarden.ingest.windows import WindowBuilder, WindowConfig
+from tests.flowfactory import T0, connection, decode, flow, pod, reserved, world
+
+CART = pod("checkout", "cart", 30001, "10.244.1.10")
+PAYMENTS = pod("checkout", "payments", 30002, "10.244.2.20")
+REDIS = pod("db", "redis", 30003, "10.244.3.30")
+DNS = pod("kube-system", "kube-dns", 102, "10.244.0.53")
+HOST = reserved("host", 1, "172.18.0.2")
+
+
+def _build(lines, config: WindowConfig | None = None, batch: int = 10_000):
+    builder = WindowBuilder(config)
+    flows = decode(lines)
+    windows = []
+    for i in range(0, len(flows), batch):
+        windows += builder.add(flows[i:i + batch])
+    windows += builder.flush()
+    return windows, builder
+
+
+def _one(windows, identity: str, start_offset: float = 0.0):
+    found = [w for w in windows if w.identity == identity
+             and w.start == T0.timestamp() + start_offset]
+    assert len(found) == 1, [(w.identity, w.start) for w in windows]
+    return found[0]
+
+
+@pytest.mark.parametrize("both_ends", [True, False])
+def test_connection_counts_once_per_subject(both_ends) -> None:
+    lines = connection(CART, PAYMENTS, seconds=5, dport=8080, both_ends=both_ends)
+    windows, builder = _build(lines)
+    cart = _one(windows, "checkout/cart").client.features()
+    assert cart["new_conns"] == 1 and cart["flows"] == 2  # SYN and ACK/PSH, no replies
+    assert cart["distinct_peers"] == 1 and cart["distinct_dst_ports"] == 1
+    assert cart["unanswered_syns"] == 0
+    if both_ends:
+        server = _one(windows, "checkout/payments").server.features()
+        assert server["new_conns"] == 1 and server["flows"] == 2 and server["unanswered_syns"] == 0
+    else:
+        assert [w.identity for w in windows] == ["checkout/cart"]
+    # neither subject counts the other side of the connection
+    assert _one(windows, "checkout/cart").server.empty
+    assert builder.stats.flows_counted == len(lines)
+
+
+def test_counted_sides_rule() -> None:
+    assert counted_sides("EGRESS", "FROM_ENDPOINT", False) == CLIENT
+    assert counted_sides("EGRESS", "TO_ENDPOINT", True) == CLIENT
+    assert counted_sides("INGRESS", "TO_ENDPOINT", False) == SERVER
+    assert counted_sides(1, 0, True) == SERVER
+    assert counted_sides("TRAFFIC_DIRECTION_UNKNOWN", "FROM_ENDPOINT", False) == CLIENT
+    assert counted_sides("TRAFFIC_DIRECTION_UNKNOWN", "TO_ENDPOINT", False) == SERVER
+    assert counted_sides("TRAFFIC_DIRECTION_UNKNOWN", "TO_ENDPOINT", True) == CLIENT
+    assert counted_sides(0, "UNKNOWN_POINT", False) == CLIENT | SERVER
+
+
+def test_reply_only_flow_from_real_sample_counts_for_the_server(hubble_samples) -> None:
+    """hubble-otel line 1: reviews replies to the host (INGRESS, reply): reviews is the server."""
+    from netwarden.ingest.reader import FlowReader
+
+    path = next(p for p in hubble_samples if p.name == "basic-sample-10-flows.json")
+    first = next(iter(FlowReader().read(path)))[0]
+    builder = WindowBuilder()
+    builder.add([first])
+    (w,) = builder.flush()
+    assert w.identity == "bookinfo/reviews"
+    assert w.client.empty and w.server.empty  # a FIN/ACK reply adds no flow, peer or counter
+
+
+def test_windows_are_tumbling_and_aligned() -> None:
+    lines = [flow(CART, PAYMENTS, seconds=s, sport=41000 + i) for i, s in
+             enumerate([0, 30, 59.999, 60, 119, 121])]
+    windows, _ = _build(lines)
+    cart = sorted((w.start - T0.timestamp(), w.client.flows) for w in windows
+                  if w.identity == "checkout/cart")
+    assert cart == [(0.0, 3), (60.0, 2), (120.0, 1)]
+    assert all(w.end - w.start == 60 for w in windows)
+
+
+def test_window_length_is_configurable() -> None:
+    lines = [flow(CART, PAYMENTS, seconds=s, sport=41000 + i) for i, s in enumerate([0, 9, 10, 25])]
+    windows, _ = _build(lines, WindowConfig(window_seconds=10, allowed_lateness=0))
+    cart = sorted((w.start - T0.timestamp(), w.client.flows) for w in windows
+                  if w.identity == "checkout/cart")
+    assert cart == [(0.0, 2), (10.0, 1), (20.0, 1)]
+
+
+def test_late_flows_are_counted_not_added() -> None:
+    lines = [
+        flow(CART, PAYMENTS, seconds=10, sport=1),
+        flow(CART, PAYMENTS, seconds=70, sport=2),
+        flow(CART, PAYMENTS, seconds=55, sport=3),   # 15 s behind, lateness 15: still on time
+        flow(CART, PAYMENTS, seconds=80, sport=4),   # watermark 65 closes [0, 60)
+        flow(CART, PAYMENTS, seconds=59, sport=5),   # its window has closed: late
+    ]
+    windows, builder = _build(lines, WindowConfig(allowed_lateness=15), batch=1)
+    assert builder.stats.late_flows == 1
+    cart = {w.start - T0.timestamp(): w.client.flows for w in windows if w.identity == "checkout/cart"}
+    assert cart == {0.0: 2, 60.0: 2}
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 1000])
+def test_result_does_not_depend_on_batching(batch) -> None:
+    lines = []
+    for i in range(60):
+        lines += connection(CART if i % 2 else PAYMENTS, REDIS, seconds=i * 7.3 % 300, sport=50000 + i)
+    lines.sort(key=lambda x: x["time"])
+    lines[10], lines[40] = lines[40], lines[10]  # some disorder
+    reference, ref_builder = _build(lines, batch=10_000)
+    windows, builder = _build(lines, batch=batch)
+    assert [(w.identity, w.start) for w in windows] == [(w.identity, w.start) for w in reference]
+    assert [w.features() for w in windows] == [w.features() for w in reference]
+    assert builder.stats.late_flows == ref_builder.stats.late_flows
+
+
+def test_open_windows_stay_bounded_on_a_long_stream() -> None:
+    builder = WindowBuilder()
+    peak = 0
+    for minute in range(120):
+        lines = connection(CART, REDIS, seconds=minute * 60 + 1, sport=40000 + minute)
+        lines += connection(PAYMENTS, REDIS, seconds=minute * 60 + 2, sport=40000 + minute)
+        builder.add(decode(lines))
+        peak = max(peak, builder.open_windows)
+    assert peak <= 3 * 2  # identities x (windows inside the lateness horizon + 1)
+    assert builder.stats.windows_closed >= 3 * 118
+
+
+def test_config_is_validated_with_clear_errors() -> None:
+    with pytest.raises(ValueError, match="window_seconds must be between 1 and 86400, got 0"):
+        WindowConfig(window_seconds=0)
+    with pytest.raises(ValueError, match="allowed_lateness must be between 0 and 86400"):
+        WindowConfig(allowed_lateness=-1)
+    with pytest.raises(ValueError, match="window_seconds must be a number"):
+        WindowConfig(window_seconds="60")  # type: ignore[arg-type]
+
+
+def test_drops_by_reason_and_policy_drops() -> None:
+    lines = [
+        flow(CART, REDIS, seconds=1, dport=6379, verdict="DROPPED", drop_reason="POLICY_DENIED",
+             event_type=1, direction="TRAFFIC_DIRECTION_UNKNOWN", point="UNKNOWN_POINT"),
+        flow(CART, REDIS, seconds=2, dport=6379, verdict="DROPPED", drop_reason="POLICY_DENY",
+             event_type=1, direction="EGRESS"),
+        flow(CART, REDIS, seconds=3, dport=6379, verdict="DROPPED",
+             drop_reason="CT_MAP_INSERTION_FAILED", event_type=1, direction="EGRESS"),
+        # the policy-verdict event for the same packet repeats it: not counted again
+        flow(CART, REDIS, seconds=2, dport=6379, verdict="DROPPED", drop_reason="POLICY_DENY",
+             event_type=5, direction="EGRESS"),
+    ]
+    windows, builder = _build(lines)
+    cart = _one(windows, "checkout/cart").client
+    assert cart.drops == 3 and cart.policy_drops == 2
+    assert dict(cart.drop_reasons) == {"POLICY_DENIED": 1, "POLICY_DENY": 1,
+                                       "CT_MAP_INSERTION_FAILED": 1}
+    redis = _one(windows, "db/redis").server  # unknown direction: the drop counts for both ends
+    assert redis.drops == 1 and redis.policy_drops == 1
+    assert builder.stats.not_counted == {"event_type_5": 1}
+
+
+def test_resets_and_unanswered_syns_of_a_port_scan() -> None:
+    lines = []
+    for i, port in enumerate(range(1000, 1100)):
+        lines.append(flow(CART, REDIS, seconds=1 + i * 0.1, sport=50000, dport=port))
+        lines.append(flow(REDIS, CART, seconds=1.001 + i * 0.1, sport=port, dport=50000,
+                          flags=("RST", "ACK"), reply=True))
+    windows, _ = _build(lines)
+    cart = _one(windows, "checkout/cart").client.features()
+    assert cart["new_conns"] == 100 and cart["unanswered_syns"] == 100
+    assert cart["tcp_resets"] == 100
+    assert 95 <= cart["distinct_dst_ports"] <= 105  # sketch: within its error bound
+    assert cart["dst_port_entropy"] > 6.0
+    assert cart["distinct_peers"] == 1
+
+
+def test_dns_features() -> None:
+    def q(name: str, t: float) -> list[dict]:
+        return [
+            flow(CART, DNS, seconds=t, proto="UDP", dport=53, event_type=129,
+                 l7={"type": "REQUEST", "dns": {"query": name, "qtypes": ["A"]}}),
+            flow(DNS, CART, seconds=t + 0.01, proto="UDP", sport=53, reply=True, event_type=129,
+                 l7={"type": "RESPONSE", "dns": {"query": name, "rcode": 3 if "svc" in name else 0}}),
+        ]
+    lines = q("payments.checkout.svc.cluster.local.", 1) + q("api.stripe.com.", 2) + \
+        q("aaaa.example.", 3) + q("api.stripe.com.", 4)
+    windows, _ = _build(lines)
+    cart = _one(windows, "checkout/cart").client.features()
+    assert cart["dns_queries"] == 4
+    assert cart["dns_nxdomain_share"] == 0.25
+    assert cart["dns_distinct_names"] == 3
+    lengths = [len("payments.checkout.svc.cluster.local"), 14, 12, 14]
+    assert cart["dns_qname_len_mean"] == pytest.approx(sum(lengths) / 4)
+    assert cart["dns_qname_len_max"] == max(lengths)
+    assert 2.5 < cart["dns_qname_entropy_mean"] < 4.0
+    assert cart["flows"] == 0  # L7 events feed only dns_* / http_* features
+
+
+def test_http_features() -> None:
+    lines = []
+    for i, code in enumerate([200, 200, 404, 503]):
+        lines.append(flow(CART, PAYMENTS, seconds=1 + i, event_type=129, sport=42000 + i,
+                          l7={"type": "REQUEST", "http": {"method": "GET", "url": "http://payments/x"}}))
+        lines.append(flow(PAYMENTS, CART, seconds=1.1 + i, event_type=129, reply=True,
+                          l7={"type": "RESPONSE", "http": {"code": code, "method": "GET"}}))
+    windows, _ = _build(lines)
+    cart = _one(windows, "checkout/cart").client.features()
+    assert cart["http_requests"] == 4
+    assert cart["http_4xx_share"] == 0.25 and cart["http_5xx_share"] == 0.25
+
+
+def test_world_features() -> None:
+    lines = [
+        flow(PAYMENTS, world("203.0.113.10"), seconds=1, dport=443, destination_names=["api.stripe.com"]),
+        flow(PAYMENTS, world("203.0.113.11"), seconds=2, dport=443, destination_names=["api.stripe.com"]),
+        flow(PAYMENTS, world("198.51.100.5"), seconds=3, dport=443, destination_names=["evil.example"]),
+        flow(PAYMENTS, HOST, seconds=4, dport=10250),
+    ]
+    windows, _ = _build(lines)
+    pay = _one(windows, "checkout/payments").client.features()
+    assert pay["world_flows"] == 3
+    assert pay["world_distinct_peers"] == 3
+    assert pay["world_distinct_fqdns"] == 2
+    assert pay["distinct_peers"] == 4  # three world addresses and the host
+
+
+def test_icmp_counted() -> None:
+    windows, _ = _build([flow(CART, REDIS, seconds=1, proto="ICMPv4")])
+    assert _one(windows, "checkout/cart").client.icmp == 1
+
+
+def test_new_peer_share_against_the_baseline() -> None:
+    lines = connection(CART, REDIS, seconds=1) + connection(CART, PAYMENTS, seconds=2)
+    lines += connection(CART, REDIS, seconds=61) + connection(CART, PAYMENTS, seconds=62)
+    lines += connection(CART, REDIS, seconds=121) + connection(CART, DNS, seconds=122, dport=53)
+    windows, _ = _build(lines)
+    shares = [_one(windows, "checkout/cart", off).client.features()["new_peer_share"]
+              for off in (0, 60, 120)]
+    assert shares == [1.0, 0.0, 0.5]  # cold start, all known, one of two peers new
