@@ -101,6 +101,10 @@ def _build_parser() -> argparse.ArgumentParser:
     win.add_argument("--lateness", type=_non_negative_float, default=15.0, metavar="SECONDS",
                      help="allowed lateness of flows behind the newest event time "
                           "(default: %(default)s)")
+    win.add_argument("--metrics-file", type=Path, default=None, metavar="FILE",
+                     help="also write ingest metrics (flows, parse errors by reason, late flows, "
+                          "lost events, windows) in Prometheus text format, e.g. for the "
+                          "node_exporter textfile collector")
     win.set_defaults(handler=_cmd_windows)
 
     feats = sub.add_parser("features", help="list the window features and what they mean",
@@ -130,7 +134,7 @@ def _cmd_windows(args: argparse.Namespace) -> int:
     from netwarden.api import commands
 
     commands.windows(args.flows, args.out, window=args.window, lateness=args.lateness,
-                     console=_stderr)
+                     console=_stderr, metrics_file=args.metrics_file)
     return 0
 
 

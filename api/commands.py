@@ -85,8 +85,12 @@ def generate(out: Path, *, hours: float, seed: int, attacks: Sequence[str], rate
 
 
 def windows(flows: Sequence[str], out: Path, *, window: float, lateness: float,
-            console: Console, keep: list[ClosedWindow] | None = None) -> IngestResult:
+            console: Console, keep: list[ClosedWindow] | None = None,
+            metrics_file: Path | None = None) -> IngestResult:
     """Build windows from ``flows`` into ``out``; print the summary to ``console``."""
+    from prometheus_client import write_to_textfile
+
+    from netwarden.ingest.metrics import IngestMetrics
     from netwarden.ingest.output import WindowWriter
 
     if sum(1 for f in flows if f == STDIN) > 1:
@@ -120,7 +124,14 @@ def windows(flows: Sequence[str], out: Path, *, window: float, lateness: float,
             last[0] = position
             progress.update(task, completed=done_before[0] + position)
 
-        result = build_windows(flows, sink, config=config, progress=on_position)
+        metrics = IngestMetrics()
+        result = build_windows(flows, sink, config=config, progress=on_position, metrics=metrics)
+    if metrics_file is not None:
+        try:
+            write_to_textfile(str(metrics_file), metrics.registry)
+        except OSError as exc:
+            raise UserError(f"--metrics-file {metrics_file}: cannot write: "
+                            f"{exc.strerror or exc}") from None
     for line in result.summary_lines():
         console.print(line, markup=False)
     console.print(f"wrote {writer.rows:,} identity-windows to {out}", markup=False)

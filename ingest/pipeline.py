@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from netwarden.ingest.compact import CompactFlow
+from netwarden.ingest.metrics import IngestMetrics
 from netwarden.ingest.reader import FlowReader, ReadStats
 from netwarden.ingest.sources import STDIN
 from netwarden.ingest.windows import BuilderStats, ClosedWindow, WindowBuilder, WindowConfig
@@ -73,6 +74,7 @@ def build_windows(
     reader: FlowReader[Any] | None = None,
     builder: WindowBuilder | None = None,
     progress: Callable[[int], Any] | None = None,
+    metrics: IngestMetrics | None = None,
 ) -> IngestResult:
     """Read every input in order, build windows, hand each group of closed windows to ``on_windows``.
 
@@ -95,10 +97,14 @@ def build_windows(
                 windows += len(closed)
                 identities.update(w.subject.id for w in closed)
                 on_windows(closed)
+            if metrics is not None:
+                metrics.observe(reader.stats, builder.stats, builder.open_windows)
     max_open_bytes = max(max_open_bytes, builder.open_bytes())
     closed = builder.flush()
     if closed:
         windows += len(closed)
         identities.update(w.subject.id for w in closed)
         on_windows(closed)
+    if metrics is not None:
+        metrics.observe(reader.stats, builder.stats, builder.open_windows)
     return IngestResult(reader.stats, builder.stats, windows, len(identities), max_open_bytes)

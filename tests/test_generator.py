@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 
 from netwarden.ingest.generator import SCENARIOS, AttackLabel, generate, read_labels
@@ -60,7 +61,7 @@ def lines(path: Path) -> Iterator[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
         for raw in fh:
-            yield json.loads(raw)
+            yield orjson.loads(raw)
 
 
 def ns(ts: str) -> int:
@@ -93,7 +94,7 @@ def key_paths(obj: object, path: str, out: dict[str, set[str]]) -> None:
 def attacked(tmp_path_factory: pytest.TempPathFactory):
     """Two busy hours with every scenario: shared by the format and scenario tests."""
     out = tmp_path_factory.mktemp("attacked")
-    res = generate(out, hours=2.0, seed=7, attacks=SCENARIOS, start=NOON, rate=0.5)
+    res = generate(out, hours=2.0, seed=7, attacks=SCENARIOS, start=NOON, rate=0.2)
     return res, list(lines(res.flows_path))
 
 
@@ -361,7 +362,7 @@ def test_no_attack_traffic_without_attacks(tmp_path: Path) -> None:
 def test_normal_traffic_is_independent_of_attacks(attacked, tmp_path: Path) -> None:
     """Same seed with and without attacks: identical normal flows (modulo uuid)."""
     res, docs = attacked
-    clean = generate(tmp_path, hours=2.0, seed=7, start=NOON, rate=0.5)
+    clean = generate(tmp_path, hours=2.0, seed=7, start=NOON, rate=0.2)
     first = next(lines(clean.flows_path))["flow"]
     first.pop("uuid")
     some = [d["flow"] for d in docs[:50]]

@@ -144,7 +144,7 @@ def _exfil(topo: Topology, conv: Conversations, rnd: random.Random, s: int, e: i
     ip = _world_ip(rnd, 100, 199)
     n = int((e - s) / _MIN * rnd.uniform(30, 80))
     a = Attack("exfiltration", w.ident, s, e,
-               f"{w.ident} uploads over {n:,} connections to new world peer {fqdn} ({ip}:443)")
+               f"{w.ident} uploads data over {n:,} connections to new world peer {fqdn} ({ip}:443)")
     world = topo.world
     last_lookup = [-(10**18)]
 

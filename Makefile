@@ -1,0 +1,49 @@
+# netwarden: the two commands a new user runs are `make run` and `make test`.
+# Each sets itself up: a local virtual environment in .venv with the packages it needs.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test test-fast bench clean venv
+
+run: $(VENV)/.installed  ## install and run the main job on its embedded default (no cluster)
+	$(BIN)/netwarden run
+
+test: $(VENV)/.installed-test  ## install the test dependencies and run every test, slow ones too
+	$(BIN)/pytest -m "" -q
+
+test-fast: $(VENV)/.installed-test  ## the quick subset (skips tests marked slow)
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.installed  ## ingest benchmark (about 1M flows; several minutes)
+	$(BIN)/python benchmarks/ingest.py
+
+venv: $(VENV)/.installed
+
+# Python >= 3.11 is required. On a fresh Debian machine `python3 -m venv` needs python3-venv
+# (ensurepip); as root we install it, otherwise we say what to run.
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+ (Debian: apt-get install python3)" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: netwarden needs Python 3.11+, $(PYTHON) is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) >/dev/null 2>&1 || { \
+	  rm -rf $(VENV); \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing python3-venv (needed to create $(VENV)) ..." >&2; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	    $(PYTHON) -m venv $(VENV); \
+	  else echo "error: '$(PYTHON) -m venv' failed; on Debian run: sudo apt-get install python3-venv" >&2; exit 1; fi; }
+	@echo "created virtual environment $(VENV) ($$($(BIN)/python -V))"
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $@
+
+clean:
+	rm -rf $(VENV) netwarden-data .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,128 @@
+"""The command line as a user meets it: help, summaries, clear errors, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from netwarden.ingest.features import feature_columns
+from netwarden.ingest.output import read_windows
+
+
+def _run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "netwarden", *args], capture_output=True,
+                          text=stdin is None, input=stdin, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["generate"], ["windows"], ["features"]])
+def test_every_subcommand_has_help(command) -> None:
+    proc = _run(*command, "--help")
+    assert proc.returncode == 0
+    assert "usage: netwarden" in proc.stdout and "-h, --help" in proc.stdout
+
+
+def _assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_missing_flow_file(tmp_path) -> None:
+    _assert_user_error(_run("windows", "--flows", str(tmp_path / "nope.json"), "--out",
+                            str(tmp_path / "w.parquet")), "nope.json: no such file")
+
+
+def test_bad_window_value(tmp_path, hubble_samples) -> None:
+    _assert_user_error(_run("windows", "--flows", str(hubble_samples[0]), "--out",
+                            str(tmp_path / "w.parquet"), "--window", "-5"),
+                       "--window", "must be greater than 0")
+    _assert_user_error(_run("windows", "--flows", str(hubble_samples[0]), "--out",
+                            str(tmp_path / "w.parquet"), "--window", "100000"),
+                       "window_seconds must be between 1 and 86400")
+
+
+def test_bad_output_suffix_and_unwritable_output(tmp_path, hubble_samples) -> None:
+    _assert_user_error(_run("windows", "--flows", str(hubble_samples[0]), "--out",
+                            str(tmp_path / "w.csv")), "must end in .parquet or .jsonl")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _assert_user_error(_run("windows", "--flows", str(hubble_samples[0]), "--out",
+                            str(blocker / "sub" / "w.parquet")), "cannot write")
+
+
+def test_unknown_attack_scenario(tmp_path) -> None:
+    _assert_user_error(_run("generate", "--hours", "1", "--out", str(tmp_path), "--attacks",
+                            "port_scan", "teleport"), "unknown scenario teleport", "dns_tunnel")
+
+
+def test_bad_lines_are_reported_with_file_and_line(tmp_path, hubble_samples) -> None:
+    path = next(p for p in hubble_samples if "5-dns" in p.name)
+    lines = path.read_bytes().splitlines()
+    lines.insert(2, b'{"flow": {"time": "not a time"}}')
+    lines.insert(4, b"garbage")
+    bad = tmp_path / "mixed.json"
+    bad.write_bytes(b"\n".join(lines) + b"\n")
+    proc = _run("windows", "--flows", str(bad), "--out", str(tmp_path / "w.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    assert "7 lines: 5 flows, 2 skipped as bad" in proc.stderr
+    assert f"{bad}:3: wrong_type: Invalid RFC3339 encoded datetime - at `$.flow.time`" in proc.stderr
+    assert f"{bad}:5: not_json" in proc.stderr
+
+
+def test_windows_parquet_and_metrics(tmp_path, hubble_samples) -> None:
+    out = tmp_path / "w.parquet"
+    metrics = tmp_path / "ingest.prom"
+    path = next(p for p in hubble_samples if "400-tcp" in p.name)
+    proc = _run("windows", "--flows", str(path), "--out", str(out), "--metrics-file", str(metrics))
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(out)
+    assert table.num_rows == 10
+    assert table.column_names[:5] == ["identity", "namespace", "workload", "window_start",
+                                      "window_end"]
+    assert set(feature_columns()) <= set(table.column_names)
+    assert "bookinfo/productpage" in table.column("identity").to_pylist()
+    text = metrics.read_text()
+    assert "netwarden_ingest_flows_total 400.0" in text
+    assert 'netwarden_ingest_flows_not_counted_total{reason="event_type_5"} 27.0' in text
+    assert "netwarden_ingest_late_flows_total 0.0" in text
+
+
+def test_jsonl_and_parquet_hold_the_same_windows(tmp_path, hubble_samples) -> None:
+    path = next(p for p in hubble_samples if "330-dns" in p.name)
+    for suffix in ("parquet", "jsonl"):
+        assert _run("windows", "--flows", str(path), "--out", str(tmp_path / f"w.{suffix}")).returncode == 0
+    a = read_windows(tmp_path / "w.parquet").to_pylist()
+    b = read_windows(tmp_path / "w.jsonl").to_pylist()
+    assert a == b and len(a) == 5
+    assert a[0]["egress_dns_queries"] > 0
+
+
+def test_features_command_lists_the_table() -> None:
+    proc = _run("features")
+    assert proc.returncode == 0
+    assert "dst_port_entropy" in proc.stdout and "NXDOMAIN" in proc.stdout
+
+
+def test_version() -> None:
+    proc = _run("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("netwarden ")
+
+
+def test_late_flows_in_summary_and_metric(tmp_path) -> None:
+    from tests.flowfactory import flow, pod
+    import orjson
+
+    a, b = pod("x", "a", 300, "10.244.0.1"), pod("x", "b", 301, "10.244.0.2")
+    lines = [flow(a, b, seconds=s, sport=i) for i, s in enumerate([0, 200, 10, 11])]
+    path = tmp_path / "late.json"
+    path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines))
+    proc = _run("windows", "--flows", str(path), "--out", str(tmp_path / "w.jsonl"),
+                "--metrics-file", str(tmp_path / "m.prom"))
+    assert proc.returncode == 0, proc.stderr
+    assert "2 late" in proc.stderr
+    assert "netwarden_ingest_late_flows_total 2.0" in (tmp_path / "m.prom").read_text()
