@@ -187,11 +187,12 @@ def test_same_connection_seen_at_both_ends(attacked) -> None:
     for d in docs:
         f = d["flow"]
         tcp = f["l4"].get("TCP", {})
-        if f["Type"] == "L3_L4" and tcp.get("flags") == {"SYN": True} and f["verdict"] == "FORWARDED":
+        if f["verdict"] == "FORWARDED" and tcp.get("flags") == {"SYN": True}:
             five = (f["IP"]["source"], tcp["source_port"], f["IP"]["destination"],
                     tcp["destination_port"])
             syn[five].add((f["trace_observation_point"], f["node_name"]))
-    pod_to_pod = [v for k, v in syn.items() if k[0].startswith("10.244.") and k[2].startswith("10.244.")]
+    pod_to_pod = [v for k, v in syn.items()
+                  if k[0].startswith("10.244.") and k[2].startswith("10.244.")]
     assert pod_to_pod
     both = [v for v in pod_to_pod if {p for p, _ in v} == {"FROM_ENDPOINT", "TO_ENDPOINT"}]
     assert len(both) == len(pod_to_pod)
@@ -237,7 +238,7 @@ def test_labels_file_round_trip(attacked) -> None:
     assert sorted(lab.scenario for lab in back) == sorted(SCENARIOS)
     for lab in back:
         assert isinstance(lab, AttackLabel) and lab.start.tzinfo is not None
-        assert timedelta(seconds=20) <= lab.end - lab.start <= timedelta(minutes=15)
+        assert timedelta(minutes=1) <= lab.end - lab.start <= timedelta(minutes=15)
         assert res.start < lab.start and lab.end < res.end
     ordered = sorted(back, key=lambda lab: lab.start)
     assert all(x.end <= y.start for x, y in zip(ordered, ordered[1:]))  # never overlap
@@ -270,7 +271,8 @@ def test_port_scan(attacked) -> None:
     for d in docs:
         f = d["flow"]
         tcp = f["l4"].get("TCP", {})
-        if ident(f["source"]) == lab.identity and tcp.get("flags") == {"SYN": True} and _inside(f, lab):
+        is_syn = tcp.get("flags") == {"SYN": True}
+        if ident(f["source"]) == lab.identity and is_syn and _inside(f, lab):
             syn_ports.add((f["IP"]["destination"], tcp["destination_port"]))
         if ident(f["destination"]) == lab.identity and tcp.get("flags", {}).get("RST"):
             assert _inside(f, lab)
@@ -284,7 +286,8 @@ def test_lateral_movement(attacked) -> None:
     lab = _by_scenario(res)["lateral_movement"]
     target = re.search(r"to (\S+):(\d+),", lab.description)
     assert target
-    hits = [d["flow"] for d in docs if ident(d["flow"]["source"]) == lab.identity
+    hits = [d["flow"] for d in docs if d["flow"]["verdict"] == "FORWARDED"
+            and ident(d["flow"]["source"]) == lab.identity
             and ident(d["flow"]["destination"]) == target.group(1)
             and d["flow"]["l4"].get("TCP", {}).get("destination_port") == int(target.group(2))]
     assert len([f for f in hits if f["l4"]["TCP"].get("flags") == {"SYN": True}]) >= 8
@@ -311,7 +314,7 @@ def test_dns_tunnel(attacked) -> None:
     assert len(requests) >= 300 and all(_inside(f, lab) for f in queries)
     assert {ident(f["source"]) for f in requests} == {lab.identity}
     labels = [f["l7"]["dns"]["query"].split(".")[0] for f in requests]
-    assert all(40 <= len(x) <= 60 and entropy(x) > 3.8 for x in labels)
+    assert all(40 <= len(x) <= 60 and entropy(x) > 3.5 for x in labels)
     nx = [f for f in queries if f["l7"]["dns"].get("rcode") == 3]
     txt = [f for f in queries if f["l7"]["dns"]["qtypes"] == ["TXT"]]
     assert len(nx) > len(queries) // 5 and txt
@@ -400,6 +403,7 @@ def test_rate_scales_volume(tmp_path: Path) -> None:
         ({"hours": -1.5}, "hours must be > 0"),
         ({"rate": 0}, "rate must be > 0"),
         ({"rate": float("nan")}, "rate must be > 0"),
+        ({"hours": 0.1, "attacks": SCENARIOS}, "too short for 6 attack"),
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:

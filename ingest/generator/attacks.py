@@ -58,6 +58,10 @@ def plan_attacks(names: list[str], topo: Topology, conv: Conversations, rnd: ran
     lo = start_ns + (end_ns - start_ns) * 15 // 100
     hi = start_ns + (end_ns - start_ns) * 90 // 100
     slot = (hi - lo) // len(names)
+    if slot * 8 // 10 < _MIN:
+        need = len(names) * 100 / 3600
+        raise ValueError(f"a {(end_ns - start_ns) / 3600e9:g} h range is too short for "
+                         f"{len(names)} attack(s): use hours >= {need:.2f}")
     order = list(names)
     rnd.shuffle(order)
     planners = {"port_scan": _port_scan, "lateral_movement": _lateral, "exfiltration": _exfil,
@@ -66,7 +70,7 @@ def plan_attacks(names: list[str], topo: Topology, conv: Conversations, rnd: ran
     for i, name in enumerate(order):
         lo_min = 8 if name == "c2_beacon" else 3  # a beacon needs time to look periodic
         dur = int(rnd.uniform(lo_min, 15) * _MIN)
-        dur = max(min(dur, slot * 8 // 10), 20 * _S) // _S * _S
+        dur = min(dur, slot * 8 // 10) // _S * _S  # at least one minute, see the check above
         s0 = lo + i * slot + int(rnd.random() * (slot - dur))
         s0 = -(-s0 // _S) * _S  # whole seconds, so labels contain their flows exactly
         attacks.append(planners[name](topo, conv, rnd, s0, s0 + dur))
@@ -80,7 +84,8 @@ def _times(rnd: random.Random, start: int, end: int, n: int) -> list[int]:
     return sorted(start + int(rnd.random() * span) for _ in range(n))
 
 
-def _attacker(topo: Topology, rnd: random.Random, choices: tuple[str, ...]) -> tuple[Workload, Endpoint]:
+def _attacker(topo: Topology, rnd: random.Random,
+              choices: tuple[str, ...]) -> tuple[Workload, Endpoint]:
     w = topo.workloads[rnd.choice(choices)]
     return w, rnd.choice(w.pods)
 
@@ -140,7 +145,8 @@ def _lateral(topo: Topology, conv: Conversations, rnd: random.Random, s: int, e:
 def _exfil(topo: Topology, conv: Conversations, rnd: random.Random, s: int, e: int) -> Attack:
     w, pod = _attacker(topo, rnd, ("checkout/orders", "shop/catalog", "checkout/payments",
                                    "db/postgres", "shop/recommendations"))
-    fqdn = f"{rnd.choice(('files', 'backup', 'upload', 'sync'))}-{rnd.randrange(16**4):04x}.example.net"
+    word = rnd.choice(("files", "backup", "upload", "sync"))
+    fqdn = f"{word}-{rnd.randrange(16**4):04x}.example.net"
     ip = _world_ip(rnd, 100, 199)
     n = int((e - s) / _MIN * rnd.uniform(30, 80))
     a = Attack("exfiltration", w.ident, s, e,

@@ -1,8 +1,8 @@
 """Hubble 1.20 JSON lines from prebuilt templates, fast enough for a million lines in seconds.
 
 Everything about a flow that is fixed for a given (node, source, destination, packet kind) is
-serialised once with orjson into a ``%``-template; per line only time, uuid, addresses, ports
-and (for L7) the record are filled in. Field order follows ``flow.proto`` declaration order, as
+serialised once with orjson and split into static text around the variable fields; per line
+only time, uuid, addresses, ports and (for L7) the record are joined in. Field order follows ``flow.proto`` declaration order, as
 protojson writes it; zero values are omitted and uint64s are strings (INTERFACES.md §2.1).
 """
 
@@ -33,7 +33,7 @@ _TO_ENDPOINT, _FROM_ENDPOINT = "TO_ENDPOINT", "FROM_ENDPOINT"
 _MONITOR_SUBTYPE = {_TO_ENDPOINT: 0, _FROM_ENDPOINT: 5}
 _BPF_FILE = {"EGRESS": "bpf_lxc.c", "INGRESS": "bpf_lxc.c", "": "bpf_host.c"}
 
-# sentinels replaced by %s after serialisation (all appear in this order in every template)
+# placeholders for the variable fields; they appear in this order in every template
 _S = ("@T@", "@U@", "@SIP@", "@DIP@", "@SP@", "@DP@", "@L7@", "@SUM@")
 
 
@@ -50,17 +50,19 @@ class Sink:
         return len(self.lines)
 
 
-_sec_cache: dict[int, str] = {}
+def format_time(t_ns: int, cache: dict[int, str] | None = None) -> str:
+    """RFC3339 UTC as protojson writes Timestamps: 0, 3, 6 or 9 fractional digits.
 
-
-def format_time(t_ns: int) -> str:
-    """RFC3339 UTC as protojson writes Timestamps: 0, 3, 6 or 9 fractional digits."""
+    ``cache`` maps whole seconds to their text; the encoder passes one to skip ``strftime``.
+    """
     sec, frac = divmod(t_ns, 1_000_000_000)
-    hms = _sec_cache.get(sec)
+    hms = cache.get(sec) if cache is not None else None
     if hms is None:
-        if len(_sec_cache) > 100_000:
-            _sec_cache.clear()
-        hms = _sec_cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        hms = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        if cache is not None:
+            if len(cache) > 100_000:
+                cache.clear()
+            cache[sec] = hms
     if frac % 1000:
         return f"{hms}.{frac:09d}Z"
     if frac == 0:
@@ -76,7 +78,8 @@ def _hex_of(*parts: object) -> str:
 
 def _lxc_mac(ep: Endpoint) -> str:
     h = _hex_of("lxc", ep.pod_name, ep.ip)
-    return ":".join(["%02x" % ((int(h[0:2], 16) & 0xFC) | 2)] + [h[i:i + 2] for i in range(2, 12, 2)])
+    first = (int(h[0:2], 16) & 0xFC) | 2  # locally administered, unicast
+    return ":".join([f"{first:02x}"] + [h[i:i + 2] for i in range(2, 12, 2)])
 
 
 class FlowEncoder:
@@ -88,6 +91,7 @@ class FlowEncoder:
         self._pool = ""
         self._pos = 0
         self._templates: dict[tuple, tuple[str, ...]] = {}
+        self._seconds: dict[int, str] = {}
 
     # -- per-line helpers -------------------------------------------------------------------
     def _uuid(self) -> str:
@@ -102,7 +106,7 @@ class FlowEncoder:
     def _emit(self, tpl: tuple[str, ...], node: Node, t_ns: int, sip: str, dip: str,
               sport: int, dport: int) -> None:
         p = tpl
-        ts = format_time(t_ns)
+        ts = format_time(t_ns, self._seconds)
         self.sink.keys.append(t_ns + node.lag_ns)
         self.sink.lines.append(f"{p[0]}{ts}{p[1]}{self._uuid()}{p[2]}{sip}{p[3]}{dip}{p[4]}"
                                f"{sport}{p[5]}{dport}{p[6]}{ts}{p[7]}")
@@ -110,7 +114,7 @@ class FlowEncoder:
     def _emit_l7(self, tpl: tuple[str, ...], node: Node, t_ns: int, sip: str, dip: str,
                  sport: int, dport: int, l7: str, summary: str) -> None:
         p = tpl
-        ts = format_time(t_ns)
+        ts = format_time(t_ns, self._seconds)
         self.sink.keys.append(t_ns + node.lag_ns)
         self.sink.lines.append(f"{p[0]}{ts}{p[1]}{self._uuid()}{p[2]}{sip}{p[3]}{dip}{p[4]}"
                                f"{sport}{p[5]}{dport}{p[6]}{l7}{p[7]}{summary}{p[8]}{ts}{p[9]}")
@@ -144,7 +148,8 @@ class FlowEncoder:
         if sender_local is not None:
             flow["ethernet"] = {"source": sender_local.mac, "destination": _lxc_mac(sender_local)}
         elif receiver_local is not None:
-            flow["ethernet"] = {"source": _lxc_mac(receiver_local), "destination": receiver_local.mac}
+            flow["ethernet"] = {"source": _lxc_mac(receiver_local),
+                                "destination": receiver_local.mac}
         flow["IP"] = {"source": "@SIP@", "destination": "@DIP@", "ipVersion": "IPv4"}
         l4: dict[str, object] = {"source_port": "@SP@", "destination_port": "@DP@"}
         if proto == "TCP" and flags:
@@ -202,7 +207,7 @@ class FlowEncoder:
     def drop(self, t_ns: int, node: Node, src: Endpoint, dst: Endpoint, sip: str, dip: str,
              proto: str, sport: int, dport: int, flags: str, code: int, desc: str,
              direction: str) -> None:
-        """A datapath drop (type 1, sub_type = reason): no ``is_reply``, as Hubble leaves it unset."""
+        """A datapath drop (type 1, sub_type = reason); Hubble leaves ``is_reply`` unset."""
         key = (2, node.index, src.key, dst.key, proto, flags, code, direction)
         tpl = self._templates.get(key)
         if tpl is None:

@@ -35,6 +35,8 @@ _MIN = 60 * _S
 
 @dataclass(frozen=True)
 class GenerateResult:
+    """What was written: paths, line count, the attack labels and the covered time range."""
+
     flows_path: Path
     labels_path: Path
     flows: int
@@ -75,39 +77,37 @@ def generate(out_dir: Path, *, hours: float = 24.0, seed: int = 0, attacks: Sequ
     """
     names = _check(attacks, hours, rate)
     start = DEFAULT_START if start is None else start
-    start = start.replace(tzinfo=timezone.utc) if start.tzinfo is None else start.astimezone(timezone.utc)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    start = start.astimezone(timezone.utc)
     t_start = _to_ns(start)
     t_end = t_start + int(round(hours * 3600 * _S))
 
-    topo_ss, traffic_ss, attack_ss, uuid_ss = np.random.SeedSequence(seed).spawn(4)
+    seeds = np.random.SeedSequence(seed).spawn(7)
 
     def rnd_of(ss: np.random.SeedSequence) -> random.Random:
         return random.Random(int(ss.generate_state(2, np.uint64)[0]))
 
-    topo = build_topology(rnd_of(topo_ss))
+    topo = build_topology(rnd_of(seeds[0]))
     sink = Sink()
-    times: list[int] = []
-    enc = FlowEncoder(np.random.Generator(np.random.PCG64(uuid_ss)), sink)
-    normal = NormalTraffic(topo, Conversations(topo, enc, rnd_of(traffic_ss)),
-                           np.random.Generator(np.random.PCG64(traffic_ss)), rnd_of(traffic_ss),
-                           rate)
-    planned = plan_attacks(names, topo, Conversations(topo, enc, rnd_of(attack_ss)),
-                           rnd_of(attack_ss), t_start, t_end)
+    enc = FlowEncoder(np.random.Generator(np.random.PCG64(seeds[1])), sink)
+    normal = NormalTraffic(topo, Conversations(topo, enc, rnd_of(seeds[2])),
+                           np.random.Generator(np.random.PCG64(seeds[3])), rnd_of(seeds[4]), rate)
+    planned = plan_attacks(names, topo, Conversations(topo, enc, rnd_of(seeds[5])),
+                           rnd_of(seeds[6]), t_start, t_end)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     flows_path = out_dir / ("flows.jsonl.gz" if gzip else "flows.jsonl")
     labels_path = out_dir / "labels.csv"
-    min_lag = min(n.lag_ns for n in topo.nodes)
+    pending = _ArrivalBuffer(min(n.lag_ns for n in topo.nodes))
     written = 0
+    chunks = max(1, -(-(t_end - t_start) // _MIN))
+    last_pct = -1
     with flows_path.open("wb", buffering=1 << 20) as raw:
         out: io.BufferedIOBase = raw
         if gzip:  # no name and mtime 0 in the header keep the bytes reproducible
-            out = _gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=2, mtime=0)
-        pend_keys: list[int] = []
-        pend_lines: list[str] = []
-        chunks = max(1, -(-(t_end - t_start) // _MIN))
-        last_pct = -1
+            out = _gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0)
         for i in range(chunks):
             t0 = t_start + i * _MIN
             t1 = min(t0 + _MIN, t_end)
@@ -115,28 +115,8 @@ def generate(out_dir: Path, *, hours: float = 24.0, seed: int = 0, attacks: Sequ
             for a in planned:
                 if a.start_ns < t1 and a.end_ns >= t0:
                     a.emit(t0, t1)
-            pend_keys += sink.keys
-            pend_lines += sink.lines
-            sink.keys.clear()
-            sink.lines.clear()
-            final = i == chunks - 1
-            cut = t1 + min_lag
-            order = sorted(range(len(pend_keys)), key=pend_keys.__getitem__)
-            keep_k: list[int] = []
-            keep_l: list[str] = []
-            batch: list[str] = []
-            for j in order:
-                k = pend_keys[j]
-                if k < cut:
-                    batch.append(pend_lines[j])
-                elif final:
-                    line = pend_lines[j]
-                    if _event_ns(line) < t_end:
-                        batch.append(line)
-                else:
-                    keep_k.append(k)
-                    keep_l.append(pend_lines[j])
-            pend_keys, pend_lines = keep_k, keep_l
+            pending.add(sink)
+            batch = pending.release(t1) if i < chunks - 1 else pending.drain(t_end)
             if batch:
                 out.write(("\n".join(batch) + "\n").encode())
                 written += len(batch)
@@ -144,13 +124,44 @@ def generate(out_dir: Path, *, hours: float = 24.0, seed: int = 0, attacks: Sequ
             if progress is not None and pct != last_pct:
                 last_pct = pct
                 progress((i + 1) / chunks)
-        out.flush()
         if gzip:
             out.close()
     labels = tuple(AttackLabel(a.scenario, a.identity, _from_ns(a.start_ns), _from_ns(a.end_ns),
                                a.description) for a in planned)
     write_labels(labels_path, labels)
     return GenerateResult(flows_path, labels_path, written, labels, start, _from_ns(t_end))
+
+
+class _ArrivalBuffer:
+    """Lines waiting for every line that could still precede them (by arrival time)."""
+
+    def __init__(self, min_lag_ns: int) -> None:
+        self.min_lag = min_lag_ns
+        self.keys: list[int] = []
+        self.lines: list[str] = []
+
+    def add(self, sink: Sink) -> None:
+        self.keys += sink.keys
+        self.lines += sink.lines
+        sink.keys.clear()
+        sink.lines.clear()
+
+    def release(self, t_next_ns: int) -> list[str]:
+        """Lines no later session can precede: sessions from ``t_next_ns`` on arrive later."""
+        order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
+        cut = t_next_ns + self.min_lag
+        n = next((i for i, j in enumerate(order) if self.keys[j] >= cut), len(order))
+        out = [self.lines[j] for j in order[:n]]
+        self.keys = [self.keys[j] for j in order[n:]]
+        self.lines = [self.lines[j] for j in order[n:]]
+        return out
+
+    def drain(self, t_end_ns: int) -> list[str]:
+        """Everything left, minus packets of sessions that spill past the end of the range."""
+        order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
+        out = [self.lines[j] for j in order]
+        self.keys, self.lines = [], []
+        return [line for line in out if _event_ns(line) < t_end_ns]
 
 
 def _event_ns(line: str) -> int:

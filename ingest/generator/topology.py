@@ -16,7 +16,6 @@ __all__ = [
     "CLUSTER",
     "Endpoint",
     "Node",
-    "Pod",
     "Topology",
     "WorldService",
     "Workload",
@@ -81,9 +80,6 @@ class Endpoint:
         return out
 
 
-Pod = Endpoint  # a pod is an Endpoint with a node; the alias documents intent at call sites
-
-
 @dataclass
 class Workload:
     """A Deployment/StatefulSet/DaemonSet and its pods; ``ident`` is ``namespace/name``."""
@@ -125,15 +121,11 @@ class Topology:
     world_services: dict[str, WorldService]
     dns_upstream: WorldService
 
-    def endpoints(self) -> list[Endpoint]:
-        eps = [p for w in self.workloads.values() for p in w.pods]
-        return eps + [self.world, self.remote_node, self.kube_apiserver, self.host_apiserver,
-                      *self.host.values()]
-
 
 # namespace, name, kind, container port, metrics port, replica range, service account, app key
 _SPECS: tuple[tuple[str, str, str, int, int | None, tuple[int, int], str, str], ...] = (
-    ("ingress-nginx", "ingress-nginx-controller", "Deployment", 443, 10254, (2, 2), "ingress-nginx", "app.kubernetes.io/name"),
+    ("ingress-nginx", "ingress-nginx-controller", "Deployment", 443, 10254, (2, 2),
+     "ingress-nginx", "app.kubernetes.io/name"),
     ("shop", "storefront", "Deployment", 8080, 8080, (2, 4), "storefront", "app"),
     ("shop", "catalog", "Deployment", 8080, 8080, (2, 3), "catalog", "app"),
     ("shop", "recommendations", "Deployment", 8080, 8080, (1, 2), "recommendations", "app"),

@@ -75,7 +75,8 @@ def load_factor(t_ns: int) -> float:
 def _dns_name(client: Workload, server: Workload) -> tuple[str, str]:
     """The name a client uses for a service and the FQDN that answers it."""
     hit = f"{server.name}.{server.namespace}.svc.cluster.local."
-    name = server.name if client.namespace == server.namespace else f"{server.name}.{server.namespace}"
+    same_ns = client.namespace == server.namespace
+    name = server.name if same_ns else f"{server.name}.{server.namespace}"
     return name, hit
 
 
@@ -90,15 +91,16 @@ class NormalTraffic:
                  rnd: random.Random, rate: float) -> None:
         self.topo, self.conv, self.np_rng, self.rnd, self.rate = topo, conv, np_rng, rnd, rate
         self.wobble = np.zeros(len(EDGES))
-        # internet users (198.51.100.0/24); SaaS peers live in 203.0.113.0/24, attackers in 192.0.2.0/24
+        # internet users: 198.51.100.0/24 (SaaS peers: 203.0.113.0/24, attackers: 192.0.2.0/24)
         self.visitors = [f"198.51.100.{rnd.randint(1, 254)}" for _ in range(200)]
         wl = topo.workloads
         self.prometheus = wl["monitoring/prometheus"].pods[0]
-        self.scrape_targets = [(p, w.metrics_port, rnd.randrange(30 * _S), self.conv.ephemeral_port())
+        self.scrape_targets = [(p, w.metrics_port, rnd.randrange(30 * _S), conv.ephemeral_port())
                                for w in wl.values() if w.metrics_port for p in w.pods]
-        self.watchers = [(p, rnd.randrange(60 * _S), self.conv.ephemeral_port())
-                         for key in ("kube-system/coredns", "ingress-nginx/ingress-nginx-controller",
-                                     "monitoring/prometheus") for p in wl[key].pods]
+        watching = ("kube-system/coredns", "ingress-nginx/ingress-nginx-controller",
+                    "monitoring/prometheus")
+        self.watchers = [(p, rnd.randrange(60 * _S), conv.ephemeral_port())
+                         for key in watching for p in wl[key].pods]
         self.node_phase = [rnd.randrange(60 * _S) for _ in topo.nodes]
 
     # -- scheduling ----------------------------------------------------------------------------
@@ -132,7 +134,8 @@ class NormalTraffic:
             for t in _ticks(t0, t1, phase, 60 * _S):
                 conv.activity(t, prom, peer, prom.ip, node.ip, 41000 + node.index, 9100)
         for pod, phase, cport in self.watchers:
-            api = self.topo.host_apiserver if pod.node is self.topo.nodes[0] else self.topo.kube_apiserver
+            on_cp = pod.node is self.topo.nodes[0]  # the apiserver's own node sees it as host
+            api = self.topo.host_apiserver if on_cp else self.topo.kube_apiserver
             for t in _ticks(t0, t1, phase, 60 * _S):
                 conv.activity(t + self.rnd.randrange(5 * _S), pod, api, pod.ip,
                               self.topo.apiserver_ip, cport, 6443)
