@@ -24,24 +24,31 @@ __all__ = ["main"]
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _positive_float(text: str) -> float:
+def _stdout() -> Console:
+    """Tables stay readable when piped: a wide fixed width instead of 80 columns."""
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=140)
+    return console
+
+
+def _number(text: str, *, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise argparse.ArgumentTypeError(
+            f"must be {'0 or more' if allow_zero else 'greater than 0'}, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, allow_zero=False)
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+    return _number(text, allow_zero=True)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -142,14 +149,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from netwarden.api import commands
 
     commands.run_demo(args.out, hours=args.hours, seed=args.seed, window=args.window,
-                      console=Console(highlight=False, soft_wrap=True))
+                      console=_stdout())
     return 0
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from netwarden.api import commands
 
-    commands.print_features(Console(highlight=False))
+    commands.print_features(_stdout())
     return 0
 
 

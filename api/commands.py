@@ -169,7 +169,7 @@ def _print_identities(kept: list[ClosedWindow], console: Console) -> None:
         per[w.identity].append(w)
     table = Table(title=f"{len(per)} identities")
     for col in ("identity", "windows", "egress flows", "ingress flows", "dns queries", "drops"):
-        table.add_column(col, justify="left" if col == "identity" else "right")
+        table.add_column(col, justify="left" if col == "identity" else "right", no_wrap=True)
     for identity in sorted(per, key=lambda i: -sum(w.client.flows + w.server.flows for w in per[i])):
         ws = per[identity]
         table.add_row(identity, f"{len(ws):,}", f"{sum(w.client.flows for w in ws):,}",
@@ -190,8 +190,9 @@ def _print_attacks(labels: Sequence[Any], kept: list[ClosedWindow], console: Con
         return
     columns = feature_columns()
     table = Table(title="labelled attacks and what their windows show")
-    for col in ("scenario", "identity", "time (UTC)", "windows", "top moving features (attack / usual)"):
-        table.add_column(col)
+    for col in ("scenario", "identity", "time (UTC)", "windows"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("features that moved most: peak in attack (usual median)")
     for label in labels:
         start, end = label.start.timestamp(), label.end.timestamp()
         mine = [w for w in kept if w.identity == label.identity]
@@ -211,7 +212,7 @@ def _print_attacks(labels: Sequence[Any], kept: list[ClosedWindow], console: Con
             peak = max(f[col] for f in inside_f)
             moves.append(((peak - med) / (mad + 1.0), col, peak, med))
         moves.sort(reverse=True)
-        text = "; ".join(f"{col} {peak:,.3g} / {med:,.3g}" for _, col, peak, med in moves[:3])
+        text = "\n".join(f"{col} {peak:,.4g} ({med:,.4g})" for _, col, peak, med in moves[:3])
         table.add_row(label.scenario, label.identity,
                       f"{label.start:%H:%M}-{label.end:%H:%M}", str(len(inside)), text)
     console.print(table)

@@ -13,37 +13,41 @@ from datetime import datetime
 
 import msgspec
 
-from netwarden.ingest.flow import IP, CiliumEventType, Layer4, Workload
+from netwarden.ingest.flow import IP, CiliumEventType, Layer4
 
 __all__ = ["CompactDNS", "CompactEndpoint", "CompactFlow", "CompactHTTP", "CompactLayer7"]
 
 _EMPTY_LIST = msgspec.Raw(b"[]")
 
 
-class CompactEndpoint(msgspec.Struct):
+class CompactEndpoint(msgspec.Struct, gc=False):
+    """Identity, namespace and pod name decoded; labels and workloads kept as raw JSON."""
+
     identity: int = 0
     namespace: str = ""
     labels: msgspec.Raw = _EMPTY_LIST
     pod_name: str = ""
-    workloads: list[Workload] = []
+    workloads: msgspec.Raw = _EMPTY_LIST
 
 
-class CompactDNS(msgspec.Struct):
+class CompactDNS(msgspec.Struct, gc=False, frozen=True):
     query: str = ""
     rcode: int = 0
 
 
-class CompactHTTP(msgspec.Struct):
+class CompactHTTP(msgspec.Struct, gc=False, frozen=True):
     code: int = 0
 
 
-class CompactLayer7(msgspec.Struct):
+class CompactLayer7(msgspec.Struct, gc=False, frozen=True):
+    """Frozen, so hashable: the window builder aggregates equal L7 records."""
+
     type: str | int = 0
     dns: CompactDNS | None = None
     http: CompactHTTP | None = None
 
 
-class CompactFlow(msgspec.Struct):
+class CompactFlow(msgspec.Struct, gc=False):
     time: datetime | None = None
     verdict: str | int = 0
     drop_reason: int = 0
@@ -54,8 +58,8 @@ class CompactFlow(msgspec.Struct):
     destination: CompactEndpoint | None = None
     Type: str | int = 0
     node_name: str = ""
-    source_names: list[str] = []
-    destination_names: list[str] = []
+    source_names: tuple[str, ...] = ()
+    destination_names: tuple[str, ...] = ()
     l7: CompactLayer7 | None = None
     reply: bool = False
     event_type: CiliumEventType | None = None

@@ -36,6 +36,7 @@ __all__ = [
     "CLIENT",
     "NOT_COUNTED_EVENT_TYPES",
     "SERVER",
+    "SIDES_TABLE",
     "counted_sides",
 ]
 
@@ -76,7 +77,9 @@ def _sides(direction: str | int, point: str | int, reply: bool) -> int:
     return BOTH
 
 
-_TABLE: Final = _build_table()
+#: (traffic_direction, trace_observation_point, is_reply) -> sides, for the common values;
+#: :func:`counted_sides` handles the rest.
+SIDES_TABLE: Final = _build_table()
 
 
 def counted_sides(direction: str | int, point: str | int, reply: bool) -> int:
@@ -89,7 +92,7 @@ def counted_sides(direction: str | int, point: str | int, reply: bool) -> int:
     >>> counted_sides(0, 0, False) == CLIENT | SERVER           # a drop of unknown direction
     True
     """
-    found = _TABLE.get((direction, point, reply))
+    found = SIDES_TABLE.get((direction, point, reply))
     if found is None:
         found = _sides(direction, point, reply)
     return found

@@ -14,12 +14,14 @@ The features a model sees are derived from these statistics when the window clos
 
 from __future__ import annotations
 
+import functools
 import math
-from collections import Counter
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from netwarden.ingest.sketch import DistinctSketch
+import numpy as np
+
+from netwarden.ingest.sketch import DistinctSketch, stable_hash64, stable_hash64_many
 
 __all__ = [
     "FEATURES",
@@ -37,6 +39,8 @@ PORT_BUCKETS: Final = 1024
 #: How many distinct peers per window are remembered for the new-peer baseline (bottom-k by hash,
 #: so the kept set is the same however the window was split).
 BASELINE_PEERS_PER_WINDOW: Final = 256
+#: Pending (peer, port) pairs per side before they are folded into the sketches.
+PENDING_LIMIT: Final = 4096
 _SKETCH_PRECISION: Final = 10
 _SKETCH_EXACT: Final = 32
 
@@ -89,7 +93,7 @@ def port_bucket(port: int) -> int:
     return ((port * 40503) & 0xFFFF) >> 6
 
 
-def _entropy(counts: Counter[int] | dict[int, int]) -> float:
+def _entropy(counts: dict[int, int]) -> float:
     total = sum(counts.values())
     if total <= 0:
         return 0.0
@@ -99,6 +103,23 @@ def _entropy(counts: Counter[int] | dict[int, int]) -> float:
             p = c / total
             h -= p * math.log2(p)
     return h + 0.0
+
+
+_SMALL_FOLD: Final = 64
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _port_hash(port_key: int) -> int:
+    """Stable hash of ``protocol << 16 | port`` (memoised: a pure function of a small domain)."""
+    return stable_hash64(port_key)
+
+
+def _count(sketch: DistinctSketch | None) -> float:
+    return 0.0 if sketch is None else round(sketch.count(), 3)
+
+
+def _nonzero(counts: dict[Any, int]) -> dict[Any, int]:
+    return {k: v for k, v in counts.items() if v}
 
 
 def _sketch() -> DistinctSketch:
@@ -117,7 +138,7 @@ class SideStats:
         "tcp_resets", "icmp", "dns_queries", "dns_responses", "dns_nxdomain", "qname_len_sum",
         "qname_len_max", "qname_entropy_sum", "http_requests", "http_responses", "http_4xx",
         "http_5xx", "world_flows", "drop_reasons", "port_hist", "peers", "dst_ports", "dns_names",
-        "world_peers", "world_fqdns", "peers_seen", "new_peers",
+        "world_peers", "world_fqdns", "peers_seen", "new_peers", "pending",
     )
 
     def __init__(self) -> None:
@@ -139,17 +160,24 @@ class SideStats:
         self.http_4xx = 0
         self.http_5xx = 0
         self.world_flows = 0
-        self.drop_reasons: Counter[str] = Counter()
-        self.port_hist: Counter[int] = Counter()
-        self.peers = _sketch()
-        self.dst_ports = _sketch()
-        self.dns_names = _sketch()
-        self.world_peers = _sketch()
-        self.world_fqdns = _sketch()
+        self.drop_reasons: dict[str, int] = {}
+        self.port_hist: dict[int, int] = {}
+        # Sketches are created on first use (see sketch()): most sides of most windows never
+        # need some of them, and creating five per side per window is measurable.
+        self.peers: DistinctSketch | None = None
+        self.dst_ports: DistinctSketch | None = None
+        self.dns_names: DistinctSketch | None = None
+        self.world_peers: DistinctSketch | None = None
+        self.world_fqdns: DistinctSketch | None = None
         #: Peer hashes seen, for the baseline; pruned to the smallest BASELINE_PEERS_PER_WINDOW.
         self.peers_seen: set[int] = set()
         #: Of ``peers_seen``, those not in the identity's baseline; set when the window closes.
         self.new_peers: set[int] = set()
+        #: (peer hash, protocol << 16 | port, or -1 without a port) -> flows, not yet folded into
+        #: the sketches and the port histogram. Folding in bulk is what keeps the per-flow cost
+        #: at one dict update; :meth:`fold` runs when it grows past PENDING_LIMIT and before
+        #: anything reads the state, so the result is the same as updating flow by flow.
+        self.pending: dict[tuple[int, int], int] = {}
 
     _SUMS = (
         "flows", "new_conns", "syn_acks", "drops", "policy_drops",
@@ -158,18 +186,65 @@ class SideStats:
     )
     _SKETCHES = ("peers", "dst_ports", "dns_names", "world_peers", "world_fqdns")
 
+    def sketch(self, name: str) -> DistinctSketch:
+        """The named distinct-count sketch, created empty on first use."""
+        found: DistinctSketch | None = getattr(self, name)
+        if found is None:
+            found = _sketch()
+            setattr(self, name, found)
+        return found
+
+    def add_reason(self, reason: str, n: int) -> None:
+        self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + n
+
+    def fold(self) -> None:
+        """Move the pending (peer, port) counts into the sketches, histogram and peer sample."""
+        pending = self.pending
+        if not pending:
+            return
+        peers = {h for h, _ in pending}
+        ports = {pk for _, pk in pending if pk >= 0}
+        if len(pending) < _SMALL_FOLD:  # numpy's fixed cost dominates small folds
+            add = self.sketch("peers").add
+            for h in peers:
+                add(h)
+            if ports:
+                add = self.sketch("dst_ports").add
+                for pk in ports:
+                    add(_port_hash(pk))
+        else:
+            self.sketch("peers").update(np.fromiter(peers, dtype=np.uint64, count=len(peers)))
+            if ports:
+                self.sketch("dst_ports").update(stable_hash64_many(
+                    np.fromiter(ports, dtype=np.int64, count=len(ports))))
+        hist = self.port_hist
+        for (_, pk), n in pending.items():
+            if pk >= 0:
+                bucket = port_bucket(pk & 0xFFFF)
+                hist[bucket] = hist.get(bucket, 0) + n
+        self.peers_seen |= peers
+        self.prune_peers_seen()
+        pending.clear()
+
     def __iadd__(self, other: SideStats) -> SideStats:
+        self.fold()
+        other.fold()
         for name in self._SUMS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.qname_len_max = max(self.qname_len_max, other.qname_len_max)
         # Float sums of per-name entropies: addition order can differ in the last ulp between
         # a merged and a single window; features() rounds to 9 decimals, far below any signal.
         self.qname_entropy_sum += other.qname_entropy_sum
-        self.drop_reasons.update(other.drop_reasons)
-        self.port_hist.update(other.port_hist)
+        for reason, n in other.drop_reasons.items():
+            self.add_reason(reason, n)
+        hist = self.port_hist
+        for bucket, n in other.port_hist.items():
+            hist[bucket] = hist.get(bucket, 0) + n
         for name in self._SKETCHES:
-            mine: DistinctSketch = getattr(self, name)
-            mine += getattr(other, name)
+            theirs: DistinctSketch | None = getattr(other, name)
+            if theirs is not None:
+                mine = self.sketch(name)
+                mine += theirs
         self.peers_seen |= other.peers_seen
         self.new_peers |= other.new_peers
         self.prune_peers_seen()
@@ -195,6 +270,7 @@ class SideStats:
 
     def features(self) -> dict[str, float]:
         """The documented features (:data:`FEATURES`), by bare name."""
+        self.fold()
         flows = self.flows
         dns_resp = self.dns_responses
         http_resp = self.http_responses
@@ -202,8 +278,8 @@ class SideStats:
         return {
             "flows": float(flows),
             "new_conns": float(self.new_conns),
-            "distinct_peers": round(self.peers.count(), 3),
-            "distinct_dst_ports": round(self.dst_ports.count(), 3),
+            "distinct_peers": _count(self.peers),
+            "distinct_dst_ports": _count(self.dst_ports),
             "dst_port_entropy": round(_entropy(self.port_hist), 9),
             "new_peer_share": (round(len(self.new_peers & self.peers_seen) / len(self.peers_seen), 9)
                                if self.peers_seen else 0.0),
@@ -217,35 +293,39 @@ class SideStats:
             "dns_qname_len_mean": round(self.qname_len_sum / q, 9) if q else 0.0,
             "dns_qname_len_max": float(self.qname_len_max),
             "dns_qname_entropy_mean": round(self.qname_entropy_sum / q, 9) if q else 0.0,
-            "dns_distinct_names": round(self.dns_names.count(), 3),
+            "dns_distinct_names": _count(self.dns_names),
             "http_requests": float(self.http_requests),
             "http_4xx_share": round(self.http_4xx / http_resp, 9) if http_resp else 0.0,
             "http_5xx_share": round(self.http_5xx / http_resp, 9) if http_resp else 0.0,
             "world_flows": float(self.world_flows),
-            "world_distinct_peers": round(self.world_peers.count(), 3),
-            "world_distinct_fqdns": round(self.world_fqdns.count(), 3),
+            "world_distinct_peers": _count(self.world_peers),
+            "world_distinct_fqdns": _count(self.world_fqdns),
         }
 
     def nbytes(self) -> int:
         """Approximate memory held by this side's state."""
-        sketches = sum(getattr(self, name).nbytes() for name in self._SKETCHES)
+        sketches = sum(getattr(self, name).nbytes() for name in self._SKETCHES
+                       if getattr(self, name) is not None)
         return (
             64 + 8 * len(self.__slots__) + sketches
             + 100 * (len(self.port_hist) + len(self.drop_reasons))
-            + 40 * (len(self.peers_seen) + len(self.new_peers))
+            + 40 * (len(self.peers_seen) + len(self.new_peers)) + 120 * len(self.pending)
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SideStats):
             return NotImplemented
+        self.fold()
+        other.fold()
         return (
             all(getattr(self, n) == getattr(other, n) for n in self._SUMS)
             and self.qname_len_max == other.qname_len_max
             and math.isclose(self.qname_entropy_sum, other.qname_entropy_sum, rel_tol=1e-12,
                              abs_tol=1e-9)
-            and +self.drop_reasons == +other.drop_reasons
-            and +self.port_hist == +other.port_hist
-            and all(getattr(self, n) == getattr(other, n) for n in self._SKETCHES)
+            and _nonzero(self.drop_reasons) == _nonzero(other.drop_reasons)
+            and _nonzero(self.port_hist) == _nonzero(other.port_hist)
+            and all((getattr(self, n) or _sketch()) == (getattr(other, n) or _sketch())
+                    for n in self._SKETCHES)
             and self._pruned(self.peers_seen) == self._pruned(other.peers_seen)
             and (self.new_peers & set(self._pruned(self.peers_seen)))
             == (other.new_peers & set(self._pruned(other.peers_seen)))

@@ -13,7 +13,10 @@ Encoding rules this module absorbs (protojson with ``UseProtoNames``):
   ``str | int`` and :func:`enum_code` maps either form to the number.
 
 Fields that no stage of netwarden reads (ethernet, tunnel, policy correlation, ...) are not
-declared: msgspec skips them without building objects, which keeps decoding cheap.
+declared: msgspec skips them without building objects, which keeps decoding cheap. Repeated
+fields are tuples and the structs are not tracked by the cyclic garbage collector (``gc=False``;
+a flow holds no reference cycles): with lists and tracked structs, the collector's passes over
+the flows in flight cost more than decoding them.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ __all__ = [
 ]
 
 
-class TCPFlags(msgspec.Struct, omit_defaults=True):
+class TCPFlags(msgspec.Struct, omit_defaults=True, gc=False):
     """TCP flags; only the flags that are set appear in Hubble JSON."""
 
     FIN: bool = False
@@ -65,30 +68,30 @@ class TCPFlags(msgspec.Struct, omit_defaults=True):
     NS: bool = False
 
 
-class TCP(msgspec.Struct, omit_defaults=True):
+class TCP(msgspec.Struct, omit_defaults=True, gc=False):
     source_port: int = 0
     destination_port: int = 0
     flags: TCPFlags | None = None
 
 
-class UDP(msgspec.Struct, omit_defaults=True):
+class UDP(msgspec.Struct, omit_defaults=True, gc=False):
     source_port: int = 0
     destination_port: int = 0
 
 
-class SCTP(msgspec.Struct, omit_defaults=True):
+class SCTP(msgspec.Struct, omit_defaults=True, gc=False):
     source_port: int = 0
     destination_port: int = 0
 
 
-class ICMP(msgspec.Struct, omit_defaults=True):
+class ICMP(msgspec.Struct, omit_defaults=True, gc=False):
     """ICMPv4 or ICMPv6 type and code."""
 
     type: int = 0
     code: int = 0
 
 
-class Layer4(msgspec.Struct, omit_defaults=True):
+class Layer4(msgspec.Struct, omit_defaults=True, gc=False):
     """Hubble's ``Layer4`` oneof: at most one member is set."""
 
     TCP: TCP | None = None
@@ -98,7 +101,7 @@ class Layer4(msgspec.Struct, omit_defaults=True):
     SCTP: SCTP | None = None
 
 
-class IP(msgspec.Struct, omit_defaults=True):
+class IP(msgspec.Struct, omit_defaults=True, gc=False):
     source: str = ""
     destination: str = ""
     ipVersion: str | int = 0
@@ -106,61 +109,61 @@ class IP(msgspec.Struct, omit_defaults=True):
     encrypted: bool = False
 
 
-class Workload(msgspec.Struct, omit_defaults=True):
+class Workload(msgspec.Struct, omit_defaults=True, gc=False):
     name: str = ""
     kind: str = ""
 
 
-class Endpoint(msgspec.Struct, omit_defaults=True):
+class Endpoint(msgspec.Struct, omit_defaults=True, gc=False):
     """One end of a flow. ``labels`` are ``source:key=value`` strings, sorted by Cilium."""
 
     ID: int = 0
     identity: int = 0
     cluster_name: str = ""
     namespace: str = ""
-    labels: list[str] = []
+    labels: tuple[str, ...] = ()
     pod_name: str = ""
-    workloads: list[Workload] = []
+    workloads: tuple[Workload, ...] = ()
 
 
-class Service(msgspec.Struct, omit_defaults=True):
+class Service(msgspec.Struct, omit_defaults=True, gc=False):
     name: str = ""
     namespace: str = ""
 
 
-class CiliumEventType(msgspec.Struct, omit_defaults=True):
+class CiliumEventType(msgspec.Struct, omit_defaults=True, gc=False):
     """Monitor event type (1 drop, 4 trace, 5 policy verdict, 129 L7, ...) and sub type."""
 
     type: int = 0
     sub_type: int = 0
 
 
-class DNS(msgspec.Struct, omit_defaults=True):
+class DNS(msgspec.Struct, omit_defaults=True, gc=False, frozen=True):
     query: str = ""
-    ips: list[str] = []
+    ips: tuple[str, ...] = ()
     ttl: int = 0
-    cnames: list[str] = []
+    cnames: tuple[str, ...] = ()
     observation_source: str = ""
     rcode: int = 0
-    qtypes: list[str] = []
-    rrtypes: list[str] = []
+    qtypes: tuple[str, ...] = ()
+    rrtypes: tuple[str, ...] = ()
 
 
-class HTTP(msgspec.Struct, omit_defaults=True):
+class HTTP(msgspec.Struct, omit_defaults=True, gc=False, frozen=True):
     code: int = 0
     method: str = ""
     url: str = ""
     protocol: str = ""
 
 
-class Layer7(msgspec.Struct, omit_defaults=True):
+class Layer7(msgspec.Struct, omit_defaults=True, gc=False, frozen=True):
     type: str | int = 0
     latency_ns: int = 0
     dns: DNS | None = None
     http: HTTP | None = None
 
 
-class Flow(msgspec.Struct, omit_defaults=True):
+class Flow(msgspec.Struct, omit_defaults=True, gc=False):
     """One Hubble flow event. ``time`` is the event time (UTC, microsecond precision)."""
 
     time: datetime | None = None
@@ -174,8 +177,8 @@ class Flow(msgspec.Struct, omit_defaults=True):
     destination: Endpoint | None = None
     Type: str | int = 0
     node_name: str = ""
-    source_names: list[str] = []
-    destination_names: list[str] = []
+    source_names: tuple[str, ...] = ()
+    destination_names: tuple[str, ...] = ()
     l7: Layer7 | None = None
     reply: bool = False
     event_type: CiliumEventType | None = None
@@ -188,16 +191,16 @@ class Flow(msgspec.Struct, omit_defaults=True):
     Summary: str = ""
 
 
-class LostEvent(msgspec.Struct, omit_defaults=True):
+class LostEvent(msgspec.Struct, omit_defaults=True, gc=False):
     """Events the producer lost (ring buffer overflow ...): counted, never a flow."""
 
     source: str | int = 0
     num_events_lost: int = 0
 
 
-class NodeStatusEvent(msgspec.Struct, omit_defaults=True):
+class NodeStatusEvent(msgspec.Struct, omit_defaults=True, gc=False):
     state_change: str | int = 0
-    node_names: list[str] = []
+    node_names: tuple[str, ...] = ()
     message: str = ""
 
 

@@ -62,6 +62,13 @@ _CACHE_LIMIT: Final = 1 << 16
 _labels_decoder = msgspec.json.Decoder(list[str])
 
 
+class _Workload(msgspec.Struct):
+    name: str = ""
+
+
+_workloads_decoder = msgspec.json.Decoder(list[_Workload])
+
+
 class EndpointLike(Protocol):
     """The fields of a Hubble Endpoint that identity resolution reads."""
 
@@ -119,8 +126,8 @@ def strip_pod_suffix(pod_name: str) -> str:
     return pod_name
 
 
-def _label_list(labels: Any) -> list[str]:
-    if isinstance(labels, list):
+def _label_list(labels: Any) -> list[str] | tuple[str, ...]:
+    if isinstance(labels, (tuple, list)):
         return labels
     if isinstance(labels, msgspec.Raw):
         raw = bytes(labels)
@@ -133,7 +140,20 @@ def _label_list(labels: Any) -> list[str]:
     return []
 
 
-def _parse_labels(labels: list[str]) -> tuple[dict[str, str], str]:
+def _first_workload(workloads: Any) -> str:
+    """``workloads[0].name`` from a decoded list/tuple or from raw JSON."""
+    if isinstance(workloads, msgspec.Raw):
+        raw = bytes(workloads)
+        if not raw:
+            return ""
+        try:
+            workloads = _workloads_decoder.decode(raw)
+        except msgspec.MsgspecError:
+            return ""
+    return workloads[0].name if workloads else ""
+
+
+def _parse_labels(labels: list[str] | tuple[str, ...]) -> tuple[dict[str, str], str]:
     """Split ``source:key=value`` labels; return k8s/unspecified-source labels and a reserved name."""
     k8s: dict[str, str] = {}
     reserved = ""
@@ -158,30 +178,41 @@ class IdentityResolver:
     """
 
     def __init__(self, *, cache_limit: int = _CACHE_LIMIT) -> None:
-        self._cache: dict[tuple[Any, ...], tuple[Subject | None, Peer]] = {}
+        self.cache: dict[tuple[Any, ...], tuple[Subject | None, Peer]] = {}
         self._subjects: dict[str, Subject] = {}
         self._cache_limit = cache_limit
 
-    def resolve(self, endpoint: EndpointLike | None, ip: str) -> tuple[Subject | None, Peer]:
-        """Return ``(subject or None if reserved/unknown-world, peer)`` for one flow end."""
-        if endpoint is None:
-            key: tuple[Any, ...] = (0, "", "", "", ip)
-        else:
-            workloads = endpoint.workloads
-            wname = workloads[0].name if workloads else ""
-            ident = endpoint.identity
-            if endpoint.pod_name or wname or (ident >= 256 and not is_world_identity(ident)):
-                key = (ident, endpoint.namespace, endpoint.pod_name, wname, "")
-            else:  # reserved, world or anonymous: the address matters
-                key = (ident, endpoint.namespace, endpoint.pod_name, wname, ip)
-        hit = self._cache.get(key)
+    def resolve(self, endpoint: EndpointLike | None, ip: str, *,
+                trim: bool = True) -> tuple[Subject | None, Peer]:
+        """Return ``(subject or None if reserved/world, peer)`` for one flow end.
+
+        Results are cached under :meth:`cache_key`; hot loops may look up :attr:`cache` with
+        that key themselves, call this only on a miss with ``trim=False`` (so entries they rely
+        on stay) and call :meth:`trim` when done with them.
+        """
+        key = self.cache_key(endpoint, ip)
+        hit = self.cache.get(key)
         if hit is not None:
             return hit
-        result = self._resolve(endpoint, ip)
-        if len(self._cache) >= self._cache_limit:
-            self._cache.clear()
-        self._cache[key] = result
+        if trim:
+            self.trim()
+        result = self.cache[key] = self._resolve(endpoint, ip)
         return result
+
+    def trim(self) -> None:
+        """Bound the cache: empty it once it holds ``cache_limit`` endpoints."""
+        if len(self.cache) >= self._cache_limit:
+            self.cache.clear()
+
+    @staticmethod
+    def cache_key(endpoint: EndpointLike | None, ip: str) -> tuple[int, str, str, str]:
+        """(identity, namespace, pod name, IP): what tells endpoints apart.
+
+        A pod keeps its workload for life, so its labels need not be part of the key.
+        """
+        if endpoint is None:
+            return (0, "", "", ip)
+        return (endpoint.identity, endpoint.namespace, endpoint.pod_name, ip)
 
     def subject(self, namespace: str, workload: str) -> Subject:
         sid = f"{namespace}/{workload}"
@@ -203,8 +234,7 @@ class IdentityResolver:
         if reserved:
             return None, Peer.of(f"reserved:{reserved}", False, reserved)
         namespace = endpoint.namespace or k8s.get(_NAMESPACE_LABEL, "")
-        workloads = endpoint.workloads
-        workload = workloads[0].name if workloads and workloads[0].name else ""
+        workload = _first_workload(endpoint.workloads)
         if not workload:
             for key in _APP_LABEL_KEYS:
                 if k8s.get(key):

@@ -21,6 +21,9 @@ from netwarden.ingest.windows import BuilderStats, ClosedWindow, WindowBuilder, 
 
 __all__ = ["IngestResult", "build_windows", "input_size"]
 
+#: Batches between samples of open-window memory and metric updates.
+_SAMPLE_EVERY = 64
+
 
 @dataclass
 class IngestResult:
@@ -87,24 +90,24 @@ def build_windows(
     identities: set[str] = set()
     max_open_bytes = 0
     batches = 0
+
+    def emit(closed: list[ClosedWindow]) -> None:
+        nonlocal windows
+        if closed:
+            windows += len(closed)
+            identities.update(w.subject.id for w in closed)
+            on_windows(closed)
+
     for path in paths:
         for batch in reader.read(path, on_position=progress):
-            closed = builder.add(batch)
+            emit(builder.add(batch))
             batches += 1
-            if batches % 64 == 0:
+            if batches % _SAMPLE_EVERY == 0:  # sampling keeps this bookkeeping off the hot path
                 max_open_bytes = max(max_open_bytes, builder.open_bytes())
-            if closed:
-                windows += len(closed)
-                identities.update(w.subject.id for w in closed)
-                on_windows(closed)
-            if metrics is not None:
-                metrics.observe(reader.stats, builder.stats, builder.open_windows)
+                if metrics is not None:
+                    metrics.observe(reader.stats, builder.stats, builder.open_windows)
     max_open_bytes = max(max_open_bytes, builder.open_bytes())
-    closed = builder.flush()
-    if closed:
-        windows += len(closed)
-        identities.update(w.subject.id for w in closed)
-        on_windows(closed)
+    emit(builder.flush())
     if metrics is not None:
         metrics.observe(reader.stats, builder.stats, builder.open_windows)
     return IngestResult(reader.stats, builder.stats, windows, len(identities), max_open_bytes)

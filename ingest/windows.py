@@ -22,8 +22,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final
 
-from netwarden.ingest.direction import CLIENT, NOT_COUNTED_EVENT_TYPES, SERVER, counted_sides
-from netwarden.ingest.features import BASELINE_PEERS_PER_WINDOW, FEATURE_NAMES, SideStats, port_bucket
+from netwarden.ingest.direction import (
+    CLIENT,
+    NOT_COUNTED_EVENT_TYPES,
+    SERVER,
+    SIDES_TABLE,
+    counted_sides,
+)
+from netwarden.ingest.features import FEATURE_NAMES, PENDING_LIMIT, SideStats
 from netwarden.ingest.flow import DROP_REASONS
 from netwarden.ingest.identity import IdentityResolver, Peer, Subject
 from netwarden.ingest.sketch import stable_hash64
@@ -32,8 +38,7 @@ __all__ = ["BuilderStats", "ClosedWindow", "WindowBuilder", "WindowConfig"]
 
 _POLICY_REASONS: Final = frozenset({"POLICY_DENIED", "POLICY_DENY", "L7_DENIED"})
 _HASH_CACHE_LIMIT: Final = 1 << 17
-_PROTO_TCP, _PROTO_UDP, _PROTO_SCTP = 6, 17, 132
-_PEERS_SEEN_SLACK: Final = 2 * BASELINE_PEERS_PER_WINDOW
+_PROTO_ICMP, _PROTO_TCP, _PROTO_UDP, _PROTO_SCTP = 1, 6, 17, 132
 
 
 #: Valid ranges of the WindowConfig parameters, checked once when a config is made.
@@ -184,16 +189,25 @@ class WindowBuilder:
     # -- hot path -------------------------------------------------------------------------
 
     def _add(self, flows: Iterable[Any]) -> None:
+        """Reduce the flows to counts of distinct (window, ends, port, flags, verdict, L7) records,
+        then apply each distinct record once with its count.
+
+        Most events of a window repeat an earlier one in everything features read (the packets
+        of one connection, the scrapes of one target), so the per-flow work is one tuple and one
+        dict update, and the feature logic runs once per distinct record.
+        """
         stats = self.stats
-        resolve = self.resolver.resolve
+        resolver = self.resolver
+        cache = resolver.cache
+        resolve = resolver.resolve
         width = self._width
         lateness = self._lateness
         max_time = self._max_time
         late_limit = self._late_limit
-        open_windows = self._open
         not_counted = stats.not_counted
-        count_side = self._count_side
-        seen = counted = late = 0
+        records: dict[tuple[Any, ...], int] = {}
+        get = records.get
+        seen = late = 0
         for f in flows:
             seen += 1
             t = f.time.timestamp()
@@ -205,165 +219,188 @@ class WindowBuilder:
                 late += 1
                 continue
             et = f.event_type
-            etype = et.type if et is not None else 0
-            if etype in NOT_COUNTED_EVENT_TYPES:
-                not_counted[f"event_type_{etype}"] += 1
+            if et is not None and et.type in NOT_COUNTED_EVENT_TYPES:
+                not_counted[f"event_type_{et.type}"] += 1
                 continue
-            reply = f.is_reply if f.is_reply is not None else f.reply
-            sides = counted_sides(f.traffic_direction, f.trace_observation_point, reply)
+            reply = f.is_reply
+            if reply is None:
+                reply = f.reply
             ip = f.IP
             if ip is not None:
-                src_subj, src_peer = resolve(f.source, ip.source)
-                dst_subj, dst_peer = resolve(f.destination, ip.destination)
+                sip = ip.source
+                dip = ip.destination
             else:
-                src_subj, src_peer = resolve(f.source, "")
-                dst_subj, dst_peer = resolve(f.destination, "")
-            if reply:
-                client, client_peer, server, server_peer = dst_subj, dst_peer, src_subj, src_peer
-            else:
-                client, client_peer, server, server_peer = src_subj, src_peer, dst_subj, dst_peer
-            wins = open_windows.get(widx)
-            if wins is None:
-                wins = open_windows[widx] = {}
-            did = False
-            if sides & CLIENT and client is not None:
-                acc = wins.get(client)
-                if acc is None:
-                    acc = wins[client] = _Open()
-                count_side(acc.client, client, CLIENT, server_peer, f, reply, True)
-                did = True
-            if sides & SERVER and server is not None:
-                acc = wins.get(server)
-                if acc is None:
-                    acc = wins[server] = _Open()
-                count_side(acc.server, server, SERVER, client_peer, f, reply, False)
-                did = True
-            if did:
-                counted += 1
-            else:
-                not_counted["no_subject"] += 1
+                sip = dip = ""
+            ep = f.source
+            skey = (ep.identity, ep.namespace, ep.pod_name, sip) if ep is not None else (0, "", "", sip)
+            if skey not in cache:
+                resolve(ep, sip, trim=False)
+            ep = f.destination
+            dkey = (ep.identity, ep.namespace, ep.pod_name, dip) if ep is not None else (0, "", "", dip)
+            if dkey not in cache:
+                resolve(ep, dip, trim=False)
+            proto = port = flags = 0
+            l4 = f.l4
+            if l4 is not None:
+                tcp = l4.TCP
+                if tcp is not None:
+                    proto = _PROTO_TCP
+                    port = tcp.source_port if reply else tcp.destination_port
+                    fl = tcp.flags
+                    if fl is not None:
+                        flags = fl.SYN | (fl.ACK << 1) | (fl.RST << 2)
+                else:
+                    udp = l4.UDP
+                    if udp is not None:
+                        proto = _PROTO_UDP
+                        port = udp.source_port if reply else udp.destination_port
+                    elif l4.ICMPv4 is not None or l4.ICMPv6 is not None:
+                        proto = _PROTO_ICMP
+                    elif l4.SCTP is not None:
+                        proto = _PROTO_SCTP
+                        port = l4.SCTP.source_port if reply else l4.SCTP.destination_port
+            key = (widx, reply, f.traffic_direction, f.trace_observation_point, skey, dkey, proto,
+                   port, flags, f.verdict, f.drop_reason_desc or f.drop_reason, f.l7, f.Type,
+                   f.source_names, f.destination_names)
+            records[key] = get(key, 0) + 1
         stats.flows_seen += seen
-        stats.flows_counted += counted
         stats.late_flows += late
         self._max_time = max_time
         self._late_limit = late_limit
         stats.watermark = max_time - lateness
+        self._apply(records)
+        resolver.trim()
 
-    def _count_side(self, side: SideStats, subject: Subject, which: int, peer: Peer, f: Any,
-                    reply: bool, is_client: bool) -> None:
-        """Add one flow event to one subject's side (client: peer is the server; server: the client)."""
-        verdict = f.verdict
+    def _apply(self, records: dict[tuple[Any, ...], int]) -> None:
+        """Count each distinct record ``n`` times for the sides it counts for."""
+        cache = self.resolver.cache
+        open_windows = self._open
+        count_side = self._count_side
+        counted = 0
+        no_subject = 0
+        for key, n in records.items():
+            (widx, reply, direction, point, skey, dkey, proto, port, flags, verdict, reason, l7,
+             ftype, snames, dnames) = key
+            sides = SIDES_TABLE.get((direction, point, reply))
+            if sides is None:
+                sides = counted_sides(direction, point, reply)
+            if reply:
+                client, server = cache[dkey], cache[skey]
+            else:
+                client, server = cache[skey], cache[dkey]
+            wins = open_windows.get(widx)
+            if wins is None:
+                wins = open_windows[widx] = {}
+            did = False
+            if sides & CLIENT and client[0] is not None:
+                acc = wins.get(client[0])
+                if acc is None:
+                    acc = wins[client[0]] = _Open()
+                count_side(acc.client, server[1], n, reply, proto, port, flags, verdict, reason,
+                           l7, ftype, dnames if not reply else snames)
+                did = True
+            if sides & SERVER and server[0] is not None:
+                acc = wins.get(server[0])
+                if acc is None:
+                    acc = wins[server[0]] = _Open()
+                count_side(acc.server, client[1], n, reply, proto, port, flags, verdict, reason,
+                           l7, ftype, snames if not reply else dnames)
+                did = True
+            if did:
+                counted += n
+            else:
+                no_subject += n
+        self.stats.flows_counted += counted
+        if no_subject:
+            self.stats.not_counted["no_subject"] += no_subject
+
+    def _count_side(self, side: SideStats, peer: Peer, n: int, reply: bool, proto: int, port: int,
+                    flags: int, verdict: Any, reason: Any, l7: Any, ftype: Any,
+                    peer_names: tuple[str, ...]) -> None:
+        """Add ``n`` equal flow events to one subject's side; ``peer`` is the other end."""
         dropped = verdict == "DROPPED" or verdict == 2
-        l7 = f.l7
-        if l7 is not None or f.Type == "L7" or f.Type == 2:
+        if l7 is not None or ftype == "L7" or ftype == 2:
             if l7 is not None:
-                self._count_l7(side, l7, reply)
-            if dropped:  # L7 denials carry no drop reason (INTERFACES.md §2.3)
-                side.drops += 1
-                side.policy_drops += 1
-                side.drop_reasons["L7_DENIED"] += 1
+                self._count_l7(side, l7, reply, n)
+            if dropped:  # L7 denials carry no drop reason (INTERFACES.md section 2.3)
+                side.drops += n
+                side.policy_drops += n
+                side.add_reason("L7_DENIED", n)
             return
         if dropped:
-            side.drops += 1
-            reason = f.drop_reason_desc
-            if not reason:
-                reason = f.drop_reason
+            side.drops += n
             if isinstance(reason, int):
                 reason = DROP_REASONS.get(reason, f"DROP_REASON_{reason}")
-            side.drop_reasons[reason] += 1
+            side.add_reason(reason, n)
             if reason in _POLICY_REASONS:
-                side.policy_drops += 1
-        l4 = f.l4
-        port = 0
-        proto = 0
-        if l4 is not None:
-            tcp = l4.TCP
-            if tcp is not None:
-                proto = _PROTO_TCP
-                port = tcp.source_port if reply else tcp.destination_port
-                flags = tcp.flags
-                if flags is not None:
-                    if flags.RST:
-                        side.tcp_resets += 1
-                    if flags.SYN:
-                        if flags.ACK:
-                            if reply:
-                                side.syn_acks += 1
-                        elif not reply:
-                            side.new_conns += 1
-            elif l4.UDP is not None:
-                udp = l4.UDP
-                proto = _PROTO_UDP
-                port = udp.source_port if reply else udp.destination_port
-            elif l4.ICMPv4 is not None or l4.ICMPv6 is not None:
-                if not reply:
-                    side.icmp += 1
-            elif l4.SCTP is not None:
-                sctp = l4.SCTP
-                proto = _PROTO_SCTP
-                port = sctp.source_port if reply else sctp.destination_port
+                side.policy_drops += n
+        if proto == _PROTO_TCP:
+            if flags & 4:
+                side.tcp_resets += n
+            if flags & 1:
+                if flags & 2:
+                    if reply:
+                        side.syn_acks += n
+                elif not reply:
+                    side.new_conns += n
+        elif proto == _PROTO_ICMP:
+            if not reply:
+                side.icmp += n
         if reply:
             return
-        side.flows += 1
-        h = peer.hash
-        side.peers.add(h)
-        seen = side.peers_seen
-        seen.add(h)
-        if len(seen) > _PEERS_SEEN_SLACK:
-            side.prune_peers_seen()
-        if proto:
-            key = (proto << 16) | port
-            ph = self._hash_cache.get(key)
-            if ph is None:
-                ph = self._cache_hash(key)
-            side.dst_ports.add(ph)
-            side.port_hist[port_bucket(port)] += 1
+        side.flows += n
+        pending = side.pending
+        pkey = (peer.hash, (proto << 16) | port if proto and proto != _PROTO_ICMP else -1)
+        pending[pkey] = pending.get(pkey, 0) + n
+        if len(pending) > PENDING_LIMIT:
+            side.fold()
         if peer.is_world:
-            side.world_flows += 1
-            side.world_peers.add(h)
-            names = f.destination_names if is_client else f.source_names
-            for name in names:
-                nh = self._hash_cache.get(name)
-                if nh is None:
-                    nh = self._cache_hash(name)
-                side.world_fqdns.add(nh)
+            side.world_flows += n
+            side.sketch("world_peers").add(peer.hash)
+            if peer_names:
+                fqdns = side.sketch("world_fqdns")
+                for name in peer_names:
+                    nh = self._hash_cache.get(name)
+                    if nh is None:
+                        nh = self._cache_hash(name)
+                    fqdns.add(nh)
 
-    def _count_l7(self, side: SideStats, l7: Any, reply: bool) -> None:
+    def _count_l7(self, side: SideStats, l7: Any, reply: bool, n: int) -> None:
+        kind = l7.type
+        response = kind == "RESPONSE" or kind == 2 or (reply and kind not in ("REQUEST", 1))
         dns = l7.dns
         if dns is not None:
-            kind = l7.type
-            if kind == "RESPONSE" or kind == 2 or (reply and kind not in ("REQUEST", 1)):
-                side.dns_responses += 1
+            if response:
+                side.dns_responses += n
                 if dns.rcode == 3:
-                    side.dns_nxdomain += 1
+                    side.dns_nxdomain += n
                 return
             query = dns.query
             name = query[:-1] if query.endswith(".") else query
             cached = self._entropy_cache.get(name)
             if cached is None:
                 cached = self._name_stats(name)
-            side.dns_queries += 1
-            side.qname_len_sum += cached[0]
+            side.dns_queries += n
+            side.qname_len_sum += cached[0] * n
             if cached[0] > side.qname_len_max:
                 side.qname_len_max = cached[0]
-            side.qname_entropy_sum += cached[1]
+            side.qname_entropy_sum += cached[1] * n
             nh = self._hash_cache.get(name)
             if nh is None:
                 nh = self._cache_hash(name)
-            side.dns_names.add(nh)
+            side.sketch("dns_names").add(nh)
             return
         http = l7.http
         if http is not None:
-            kind = l7.type
-            if kind == "RESPONSE" or kind == 2 or (reply and kind not in ("REQUEST", 1)):
-                side.http_responses += 1
+            if response:
+                side.http_responses += n
                 code = http.code
                 if 400 <= code < 500:
-                    side.http_4xx += 1
+                    side.http_4xx += n
                 elif 500 <= code < 600:
-                    side.http_5xx += 1
+                    side.http_5xx += n
             else:
-                side.http_requests += 1
+                side.http_requests += n
 
     def _cache_hash(self, value: Any) -> int:
         if len(self._hash_cache) >= _HASH_CACHE_LIMIT:
@@ -397,6 +434,8 @@ class WindowBuilder:
             start = widx * width
             for subject in sorted(wins, key=lambda s: s.id):
                 acc = wins[subject]
+                acc.client.fold()
+                acc.server.fold()
                 self._learn(subject, CLIENT, acc.client)
                 self._learn(subject, SERVER, acc.server)
                 closed.append(ClosedWindow(subject, start, start + width, acc.client, acc.server))

@@ -138,4 +138,4 @@ def test_subjects_are_interned_and_cache_bounded() -> None:
         resolver.resolve(Endpoint(identity=400 + i, namespace="a", pod_name=f"x{i}"), "10.0.0.2")
     again, _ = resolver.resolve(Endpoint(identity=300, namespace="a", pod_name="web-1"), "10.0.0.3")
     assert first is again  # same workload, same object
-    assert len(resolver._cache) <= 4
+    assert len(resolver.cache) <= 4

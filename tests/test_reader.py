@@ -51,7 +51,7 @@ def test_fields_match_the_json(hubble_samples) -> None:
             assert flow.verdict == raw.get("verdict", 0)
             assert (flow.IP.source if flow.IP else "") == raw.get("IP", {}).get("source", "")
             src = raw.get("source", {})
-            assert (flow.source.labels if flow.source else []) == src.get("labels", [])
+            assert list(flow.source.labels if flow.source else []) == src.get("labels", [])
             assert (flow.source.pod_name if flow.source else "") == src.get("pod_name", "")
             if "l7" in raw and "latency_ns" in raw["l7"]:
                 # uint64 arrives as a JSON string and decodes to int

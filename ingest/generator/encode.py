@@ -82,6 +82,14 @@ def _lxc_mac(ep: Endpoint) -> str:
     return ":".join([f"{first:02x}"] + [h[i:i + 2] for i in range(2, 12, 2)])
 
 
+def _summary(proto: str, flags: str) -> str:
+    """The deprecated ``Summary`` text Hubble still prints ("TCP Flags: ACK, PSH")."""
+    if proto != "TCP":
+        return "UDP"
+    on = set(_FLAGS[flags])
+    return "TCP Flags: " + ", ".join(f for f in _SUMMARY_ORDER if f in on)
+
+
 class FlowEncoder:
     """Turns flow facts into Hubble JSON lines appended to a :class:`Sink`."""
 
@@ -196,11 +204,7 @@ class FlowEncoder:
             if receiver is not None:
                 flow["interface"] = {"index": receiver.ifindex,
                                      "name": "lxc" + _hex_of("if", receiver.pod_name)[:11]}
-            if proto == "TCP":
-                on = set(_FLAGS[flags])
-                flow["Summary"] = "TCP Flags: " + ", ".join(f for f in _SUMMARY_ORDER if f in on)
-            else:
-                flow["Summary"] = "UDP"
+            flow["Summary"] = _summary(proto, flags)
             tpl = self._templates[key] = self._template(flow, node)
         self._emit(tpl, node, t_ns, sip, dip, sport, dport)
 
@@ -221,11 +225,7 @@ class FlowEncoder:
                 flow["traffic_direction"] = direction
             flow["file"] = {"name": _BPF_FILE[direction], "line": 1000 + code * 13 % 997}
             flow["drop_reason_desc"] = desc
-            if proto == "TCP":
-                on = set(_FLAGS[flags])
-                flow["Summary"] = "TCP Flags: " + ", ".join(f for f in _SUMMARY_ORDER if f in on)
-            else:
-                flow["Summary"] = "UDP"
+            flow["Summary"] = _summary(proto, flags)
             tpl = self._templates[key] = self._template(flow, node)
         self._emit(tpl, node, t_ns, sip, dip, sport, dport)
 
