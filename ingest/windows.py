@@ -198,14 +198,12 @@ class WindowBuilder:
         """
         stats = self.stats
         resolver = self.resolver
-        cache = resolver.cache
-        resolve = resolver.resolve
         width = self._width
         lateness = self._lateness
         max_time = self._max_time
         late_limit = self._late_limit
         not_counted = stats.not_counted
-        records: dict[tuple[Any, ...], int] = {}
+        records: dict[tuple[Any, ...], list[Any]] = {}
         get = records.get
         seen = late = 0
         for f in flows:
@@ -233,12 +231,8 @@ class WindowBuilder:
                 sip = dip = ""
             ep = f.source
             skey = (ep.identity, ep.namespace, ep.pod_name, sip) if ep is not None else (0, "", "", sip)
-            if skey not in cache:
-                resolve(ep, sip, trim=False)
             ep = f.destination
             dkey = (ep.identity, ep.namespace, ep.pod_name, dip) if ep is not None else (0, "", "", dip)
-            if dkey not in cache:
-                resolve(ep, dip, trim=False)
             proto = port = flags = 0
             l4 = f.l4
             if l4 is not None:
@@ -262,7 +256,11 @@ class WindowBuilder:
             key = (widx, reply, f.traffic_direction, f.trace_observation_point, skey, dkey, proto,
                    port, flags, f.verdict, f.drop_reason_desc or f.drop_reason, f.l7, f.Type,
                    f.source_names, f.destination_names)
-            records[key] = get(key, 0) + 1
+            record = get(key)
+            if record is None:
+                records[key] = [1, f]  # the first flow stands for the record's endpoints
+            else:
+                record[0] += 1
         stats.flows_seen += seen
         stats.late_flows += late
         self._max_time = max_time
@@ -271,23 +269,30 @@ class WindowBuilder:
         self._apply(records)
         resolver.trim()
 
-    def _apply(self, records: dict[tuple[Any, ...], int]) -> None:
+    def _apply(self, records: dict[tuple[Any, ...], list[Any]]) -> None:
         """Count each distinct record ``n`` times for the sides it counts for."""
         cache = self.resolver.cache
+        resolve = self.resolver.resolve
         open_windows = self._open
         count_side = self._count_side
         counted = 0
         no_subject = 0
-        for key, n in records.items():
+        for key, (n, first) in records.items():
             (widx, reply, direction, point, skey, dkey, proto, port, flags, verdict, reason, l7,
              ftype, snames, dnames) = key
             sides = SIDES_TABLE.get((direction, point, reply))
             if sides is None:
                 sides = counted_sides(direction, point, reply)
+            src = cache.get(skey)
+            if src is None:
+                src = resolve(first.source, skey[3], trim=False)
+            dst = cache.get(dkey)
+            if dst is None:
+                dst = resolve(first.destination, dkey[3], trim=False)
             if reply:
-                client, server = cache[dkey], cache[skey]
+                client, server = dst, src
             else:
-                client, server = cache[skey], cache[dkey]
+                client, server = src, dst
             wins = open_windows.get(widx)
             if wins is None:
                 wins = open_windows[widx] = {}

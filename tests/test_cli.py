@@ -126,3 +126,17 @@ def test_late_flows_in_summary_and_metric(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "2 late" in proc.stderr
     assert "netwarden_ingest_late_flows_total 2.0" in (tmp_path / "m.prom").read_text()
+
+
+@pytest.mark.slow
+def test_run_the_embedded_demo(tmp_path) -> None:
+    """The README's run command, on a shorter day."""
+    proc = _run("run", "--hours", "2", "--out", str(tmp_path / "demo"))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "labelled attacks and what their windows show" in out
+    for scenario in ("port_scan", "lateral_movement", "exfiltration", "dns_tunnel", "c2_beacon",
+                     "drop_storm"):
+        assert scenario in out
+    assert (tmp_path / "demo" / "windows.parquet").stat().st_size > 0
+    assert "0 skipped as bad" in out
