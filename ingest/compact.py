@@ -13,9 +13,9 @@ from datetime import datetime
 
 import msgspec
 
-from netwarden.ingest.flow import IP, CiliumEventType, Layer4
+from netwarden.ingest.flow import CiliumEventType, Layer4
 
-__all__ = ["CompactDNS", "CompactEndpoint", "CompactFlow", "CompactHTTP", "CompactLayer7"]
+__all__ = ["CompactDNS", "CompactIP", "CompactEndpoint", "CompactFlow", "CompactHTTP", "CompactLayer7"]
 
 _EMPTY_LIST = msgspec.Raw(b"[]")
 
@@ -28,6 +28,11 @@ class CompactEndpoint(msgspec.Struct, gc=False):
     labels: msgspec.Raw = _EMPTY_LIST
     pod_name: str = ""
     workloads: msgspec.Raw = _EMPTY_LIST
+
+
+class CompactIP(msgspec.Struct, gc=False):
+    source: str = ""
+    destination: str = ""
 
 
 class CompactDNS(msgspec.Struct, gc=False, frozen=True):
@@ -52,12 +57,11 @@ class CompactFlow(msgspec.Struct, gc=False):
     verdict: str | int = 0
     drop_reason: int = 0
     drop_reason_desc: str | int = 0
-    IP: IP | None = None
+    IP: CompactIP | None = None
     l4: Layer4 | None = None
     source: CompactEndpoint | None = None
     destination: CompactEndpoint | None = None
     Type: str | int = 0
-    node_name: str = ""
     source_names: tuple[str, ...] = ()
     destination_names: tuple[str, ...] = ()
     l7: CompactLayer7 | None = None

@@ -175,6 +175,7 @@ class FlowReader(Generic[F]):
         self._bare_decoder = msgspec.json.Decoder(flow_type, strict=False)
         self._last_error = ""
         self._required_time = "time" in flow_type.__struct_fields__
+        self._has_node_name = "node_name" in flow_type.__struct_fields__
 
     # -- public ---------------------------------------------------------------------------
 
@@ -269,11 +270,12 @@ class FlowReader(Generic[F]):
             self._decode_lines_one_by_one(lines, first_line, name, out)
             return
         append = out.append
+        has_node = self._has_node_name
         flows = 0
         for index, item in enumerate(decoded):
             flow = item.flow
             if flow is not None and flow.time is not None:
-                if not flow.node_name:
+                if has_node and not flow.node_name:
                     flow.node_name = item.node_name
                 append(flow)
                 flows += 1
@@ -324,7 +326,7 @@ class FlowReader(Generic[F]):
                 if item.time is None and self._required_time:
                     return ErrorReason.MISSING_TIME
                 flow.time = item.time
-            if not flow.node_name and item.node_name:
+            if self._has_node_name and not flow.node_name and item.node_name:
                 flow.node_name = item.node_name
             self.stats.flows += 1
             return flow  # type: ignore[no-any-return]
