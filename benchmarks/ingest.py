@@ -82,8 +82,20 @@ def _phase_windows(path: Path) -> dict:
 def _child(phase: str, path: Path, cpu: int) -> dict:
     _pin(cpu)
     out = _phase_parse(path) if phase == "parse" else _phase_windows(path)
-    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss"] = _peak_rss()
     return out
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    exec, so a child of a large parent would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _run_child(phase: str, path: Path, cpu: int) -> dict:
