@@ -37,6 +37,10 @@ from netwarden.ingest.sketch import stable_hash64
 __all__ = ["BuilderStats", "ClosedWindow", "WindowBuilder", "WindowConfig"]
 
 _POLICY_REASONS: Final = frozenset({"POLICY_DENIED", "POLICY_DENY", "L7_DENIED"})
+_DROPPED: Final = frozenset({"DROPPED", 2})  # verdict by name or number
+_L7_TYPES: Final = frozenset({"L7", 2})  # FlowType
+_RESPONSE: Final = frozenset({"RESPONSE", 2})  # L7FlowType
+_REQUEST: Final = frozenset({"REQUEST", 1})
 _HASH_CACHE_LIMIT: Final = 1 << 17
 _PROTO_ICMP, _PROTO_TCP, _PROTO_UDP, _PROTO_SCTP = 1, 6, 17, 132
 
@@ -163,8 +167,7 @@ class WindowBuilder:
         # Late iff (window index + 1) <= _late_limit, i.e. its end is at or before the watermark.
         self._late_limit = -math.inf
         self._baseline: dict[tuple[Subject, int], dict[int, None]] = {}
-        self._hash_cache: dict[Any, int] = {}
-        self._entropy_cache: dict[str, tuple[int, float]] = {}
+        self._names: dict[str, tuple[int, float, int]] = {}
 
     # -- public ---------------------------------------------------------------------------
 
@@ -189,23 +192,21 @@ class WindowBuilder:
     # -- hot path -------------------------------------------------------------------------
 
     def _add(self, flows: Iterable[Any]) -> None:
-        """Reduce the flows to counts of distinct (window, ends, port, flags, verdict, L7) records,
-        then apply each distinct record once with its count.
-
-        Most events of a window repeat an earlier one in everything features read (the packets
-        of one connection, the scrapes of one target), so the per-flow work is one tuple and one
-        dict update, and the feature logic runs once per distinct record.
-        """
         stats = self.stats
         resolver = self.resolver
+        cache_get = resolver.cache.get
+        resolve = resolver.resolve
+        sides_get = SIDES_TABLE.get
         width = self._width
         lateness = self._lateness
         max_time = self._max_time
         late_limit = self._late_limit
+        open_windows = self._open
         not_counted = stats.not_counted
-        records: dict[tuple[Any, ...], list[Any]] = {}
-        get = records.get
-        seen = late = 0
+        count_side = self._count_side
+        seen = late = counted = no_subject = 0
+        last_widx = None
+        wins: dict[Subject, _Open] = {}
         for f in flows:
             seen += 1
             t = f.time.timestamp()
@@ -223,6 +224,11 @@ class WindowBuilder:
             reply = f.is_reply
             if reply is None:
                 reply = f.reply
+            direction = f.traffic_direction
+            point = f.trace_observation_point
+            sides = sides_get((direction, point, reply))
+            if sides is None:
+                sides = counted_sides(direction, point, reply)
             ip = f.IP
             if ip is not None:
                 sip = ip.source
@@ -230,9 +236,19 @@ class WindowBuilder:
             else:
                 sip = dip = ""
             ep = f.source
-            skey = (ep.identity, ep.namespace, ep.pod_name, sip) if ep is not None else (0, "", "", sip)
+            src = cache_get((ep.identity, ep.namespace, ep.pod_name, sip) if ep is not None
+                            else (0, "", "", sip))
+            if src is None:
+                src = resolve(ep, sip, trim=False)
             ep = f.destination
-            dkey = (ep.identity, ep.namespace, ep.pod_name, dip) if ep is not None else (0, "", "", dip)
+            dst = cache_get((ep.identity, ep.namespace, ep.pod_name, dip) if ep is not None
+                            else (0, "", "", dip))
+            if dst is None:
+                dst = resolve(ep, dip, trim=False)
+            if reply:
+                client, server = dst, src
+            else:
+                client, server = src, dst
             proto = port = flags = 0
             l4 = f.l4
             if l4 is not None:
@@ -253,177 +269,144 @@ class WindowBuilder:
                     elif l4.SCTP is not None:
                         proto = _PROTO_SCTP
                         port = l4.SCTP.source_port if reply else l4.SCTP.destination_port
-            key = (widx, reply, f.traffic_direction, f.trace_observation_point, skey, dkey, proto,
-                   port, flags, f.verdict, f.drop_reason_desc or f.drop_reason, f.l7, f.Type,
-                   f.source_names, f.destination_names)
-            record = get(key)
-            if record is None:
-                records[key] = [1, f]  # the first flow stands for the record's endpoints
+            if widx != last_widx:
+                wins = open_windows.get(widx)  # type: ignore[assignment]
+                if wins is None:
+                    wins = open_windows[widx] = {}
+                last_widx = widx
+            did = False
+            if sides & CLIENT:
+                subject = client[0]
+                if subject is not None:
+                    acc = wins.get(subject)
+                    if acc is None:
+                        acc = wins[subject] = _Open()
+                    count_side(acc.client, server[1], reply, proto, port, flags, f,
+                               f.source_names if reply else f.destination_names)
+                    did = True
+            if sides & SERVER:
+                subject = server[0]
+                if subject is not None:
+                    acc = wins.get(subject)
+                    if acc is None:
+                        acc = wins[subject] = _Open()
+                    count_side(acc.server, client[1], reply, proto, port, flags, f,
+                               f.destination_names if reply else f.source_names)
+                    did = True
+            if did:
+                counted += 1
             else:
-                record[0] += 1
+                no_subject += 1
         stats.flows_seen += seen
+        stats.flows_counted += counted
         stats.late_flows += late
+        if no_subject:
+            not_counted["no_subject"] += no_subject
         self._max_time = max_time
         self._late_limit = late_limit
         stats.watermark = max_time - lateness
-        self._apply(records)
         resolver.trim()
 
-    def _apply(self, records: dict[tuple[Any, ...], list[Any]]) -> None:
-        """Count each distinct record ``n`` times for the sides it counts for."""
-        cache = self.resolver.cache
-        resolve = self.resolver.resolve
-        open_windows = self._open
-        count_side = self._count_side
-        counted = 0
-        no_subject = 0
-        for key, (n, first) in records.items():
-            (widx, reply, direction, point, skey, dkey, proto, port, flags, verdict, reason, l7,
-             ftype, snames, dnames) = key
-            sides = SIDES_TABLE.get((direction, point, reply))
-            if sides is None:
-                sides = counted_sides(direction, point, reply)
-            src = cache.get(skey)
-            if src is None:
-                src = resolve(first.source, skey[3], trim=False)
-            dst = cache.get(dkey)
-            if dst is None:
-                dst = resolve(first.destination, dkey[3], trim=False)
-            if reply:
-                client, server = dst, src
-            else:
-                client, server = src, dst
-            wins = open_windows.get(widx)
-            if wins is None:
-                wins = open_windows[widx] = {}
-            did = False
-            if sides & CLIENT and client[0] is not None:
-                acc = wins.get(client[0])
-                if acc is None:
-                    acc = wins[client[0]] = _Open()
-                count_side(acc.client, server[1], n, reply, proto, port, flags, verdict, reason,
-                           l7, ftype, dnames if not reply else snames)
-                did = True
-            if sides & SERVER and server[0] is not None:
-                acc = wins.get(server[0])
-                if acc is None:
-                    acc = wins[server[0]] = _Open()
-                count_side(acc.server, client[1], n, reply, proto, port, flags, verdict, reason,
-                           l7, ftype, snames if not reply else dnames)
-                did = True
-            if did:
-                counted += n
-            else:
-                no_subject += n
-        self.stats.flows_counted += counted
-        if no_subject:
-            self.stats.not_counted["no_subject"] += no_subject
-
-    def _count_side(self, side: SideStats, peer: Peer, n: int, reply: bool, proto: int, port: int,
-                    flags: int, verdict: Any, reason: Any, l7: Any, ftype: Any,
-                    peer_names: tuple[str, ...]) -> None:
-        """Add ``n`` equal flow events to one subject's side; ``peer`` is the other end."""
-        dropped = verdict == "DROPPED" or verdict == 2
-        if l7 is not None or ftype == "L7" or ftype == 2:
+    def _count_side(self, side: SideStats, peer: Peer, reply: bool, proto: int, port: int,
+                    flags: int, f: Any, peer_names: tuple[str, ...]) -> None:
+        """Add one flow event to one subject's side; ``peer`` is the other end."""
+        dropped = f.verdict in _DROPPED
+        l7 = f.l7
+        if l7 is not None or f.Type in _L7_TYPES:
             if l7 is not None:
-                self._count_l7(side, l7, reply, n)
+                self._count_l7(side, l7, reply)
             if dropped:  # L7 denials carry no drop reason (INTERFACES.md section 2.3)
-                side.drops += n
-                side.policy_drops += n
-                side.add_reason("L7_DENIED", n)
+                side.drops += 1
+                side.policy_drops += 1
+                side.add_reason("L7_DENIED", 1)
             return
         if dropped:
-            side.drops += n
+            side.drops += 1
+            reason = f.drop_reason_desc or f.drop_reason
             if isinstance(reason, int):
                 reason = DROP_REASONS.get(reason, f"DROP_REASON_{reason}")
-            side.add_reason(reason, n)
+            side.add_reason(reason, 1)
             if reason in _POLICY_REASONS:
-                side.policy_drops += n
+                side.policy_drops += 1
         if proto == _PROTO_TCP:
             if flags & 4:
-                side.tcp_resets += n
+                side.tcp_resets += 1
             if flags & 1:
                 if flags & 2:
                     if reply:
-                        side.syn_acks += n
+                        side.syn_acks += 1
                 elif not reply:
-                    side.new_conns += n
+                    side.new_conns += 1
         elif proto == _PROTO_ICMP:
             if not reply:
-                side.icmp += n
+                side.icmp += 1
         if reply:
             return
-        side.flows += n
+        side.flows += 1
         pending = side.pending
         pkey = (peer.hash, (proto << 16) | port if proto and proto != _PROTO_ICMP else -1)
-        pending[pkey] = pending.get(pkey, 0) + n
+        pending[pkey] = pending.get(pkey, 0) + 1
         if len(pending) > PENDING_LIMIT:
             side.fold()
         if peer.is_world:
-            side.world_flows += n
-            side.sketch("world_peers").add(peer.hash)
+            side.world_flows += 1
+            sketch = side.world_peers
+            if sketch is None:
+                sketch = side.sketch("world_peers")
+            sketch.add(peer.hash)
             if peer_names:
                 fqdns = side.sketch("world_fqdns")
                 for name in peer_names:
-                    nh = self._hash_cache.get(name)
-                    if nh is None:
-                        nh = self._cache_hash(name)
-                    fqdns.add(nh)
+                    fqdns.add(self._name_info(name)[2])
 
-    def _count_l7(self, side: SideStats, l7: Any, reply: bool, n: int) -> None:
+    def _count_l7(self, side: SideStats, l7: Any, reply: bool) -> None:
         kind = l7.type
-        response = kind == "RESPONSE" or kind == 2 or (reply and kind not in ("REQUEST", 1))
+        response = kind in _RESPONSE or (reply and kind not in _REQUEST)
         dns = l7.dns
         if dns is not None:
             if response:
-                side.dns_responses += n
+                side.dns_responses += 1
                 if dns.rcode == 3:
-                    side.dns_nxdomain += n
+                    side.dns_nxdomain += 1
                 return
             query = dns.query
-            name = query[:-1] if query.endswith(".") else query
-            cached = self._entropy_cache.get(name)
-            if cached is None:
-                cached = self._name_stats(name)
-            side.dns_queries += n
-            side.qname_len_sum += cached[0] * n
-            if cached[0] > side.qname_len_max:
-                side.qname_len_max = cached[0]
-            side.qname_entropy_sum += cached[1] * n
-            nh = self._hash_cache.get(name)
-            if nh is None:
-                nh = self._cache_hash(name)
-            side.sketch("dns_names").add(nh)
+            length, entropy, h = self._name_info(query[:-1] if query[-1:] == "." else query)
+            side.dns_queries += 1
+            side.qname_len_sum += length
+            if length > side.qname_len_max:
+                side.qname_len_max = length
+            side.qname_entropy_sum += entropy
+            sketch = side.dns_names
+            if sketch is None:
+                sketch = side.sketch("dns_names")
+            sketch.add(h)
             return
         http = l7.http
         if http is not None:
             if response:
-                side.http_responses += n
+                side.http_responses += 1
                 code = http.code
                 if 400 <= code < 500:
-                    side.http_4xx += n
+                    side.http_4xx += 1
                 elif 500 <= code < 600:
-                    side.http_5xx += n
+                    side.http_5xx += 1
             else:
-                side.http_requests += n
+                side.http_requests += 1
 
-    def _cache_hash(self, value: Any) -> int:
-        if len(self._hash_cache) >= _HASH_CACHE_LIMIT:
-            self._hash_cache.clear()
-        h = self._hash_cache[value] = stable_hash64(value)
-        return h
-
-    def _name_stats(self, name: str) -> tuple[int, float]:
-        if len(self._entropy_cache) >= _HASH_CACHE_LIMIT:
-            self._entropy_cache.clear()
-        n = len(name)
-        entropy = 0.0
-        if n:
-            for c in Counter(name).values():
-                p = c / n
-                entropy -= p * math.log2(p)
-        stats = self._entropy_cache[name] = (n, entropy + 0.0)
-        return stats
+    def _name_info(self, name: str) -> tuple[int, float, int]:
+        """(length, character entropy in bits, stable hash) of a DNS name, cached (bounded)."""
+        info = self._names.get(name)
+        if info is None:
+            if len(self._names) >= _HASH_CACHE_LIMIT:
+                self._names.clear()
+            n = len(name)
+            entropy = 0.0
+            if n:
+                for c in Counter(name).values():
+                    p = c / n
+                    entropy -= p * math.log2(p)
+            info = self._names[name] = (n, entropy + 0.0, stable_hash64(name))
+        return info
 
     # -- closing --------------------------------------------------------------------------
 
