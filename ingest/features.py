@@ -122,8 +122,11 @@ def _nonzero(counts: dict[Any, int]) -> dict[Any, int]:
     return {k: v for k, v in counts.items() if v}
 
 
+_PROTOTYPE: Final = DistinctSketch(precision=_SKETCH_PRECISION, exact_limit=_SKETCH_EXACT)
+
+
 def _sketch() -> DistinctSketch:
-    return DistinctSketch(precision=_SKETCH_PRECISION, exact_limit=_SKETCH_EXACT)
+    return _PROTOTYPE.empty_like()
 
 
 class SideStats:

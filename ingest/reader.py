@@ -147,6 +147,10 @@ def _line_type(flow_type: type[F]) -> type[Any]:
 _BARE_FLOW_KEYS = ("IP", "l4", "source", "destination", "l7", "event_type")
 
 
+class _NotPlain(Exception):
+    """A line the fast path does not handle (non-flow event, legacy shape, missing time)."""
+
+
 class FlowReader(Generic[F]):
     """Reads Hubble JSON lines into ``flow_type`` records, counting what it cannot use.
 
@@ -264,28 +268,23 @@ class FlowReader(Generic[F]):
         stats = self.stats
         stats.lines += len(lines)
         decode = self._decoder.decode
-        try:  # the common case: every line is a good envelope (a blank one raises, too)
-            decoded = [decode(line) for line in lines]
-        except Exception:  # noqa: BLE001 - any failure: find the bad lines one by one
-            self._decode_lines_one_by_one(lines, first_line, name, out)
-            return
-        append = out.append
         has_node = self._has_node_name
-        flows = 0
-        for index, item in enumerate(decoded):
-            flow = item.flow
-            if flow is not None and flow.time is not None:
+        append = out.append
+        start = len(out)
+        try:  # the common case: every line is an envelope with a timed flow
+            for line in lines:
+                item = decode(line)
+                flow = item.flow
+                if flow is None or flow.time is None:
+                    raise _NotPlain
                 if has_node and not flow.node_name:
                     flow.node_name = item.node_name
                 append(flow)
-                flows += 1
-                continue
-            result = self._classify(item, lines, index)
-            if isinstance(result, str):
-                self._record(result, name, first_line + index)
-            elif result is not None:
-                append(result)
-        stats.flows += flows
+        except Exception:  # noqa: BLE001 - bad or unusual line: redo the block line by line
+            del out[start:]
+            self._decode_lines_one_by_one(lines, first_line, name, out)
+            return
+        stats.flows += len(out) - start
 
     def _decode_lines_one_by_one(self, lines: list[bytes], first_line: int, name: str,
                                  out: list[F]) -> None:

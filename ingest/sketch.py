@@ -328,6 +328,16 @@ class DistinctSketch:
         self._exact = set()
         self._registers = None
 
+    def empty_like(self) -> DistinctSketch:
+        """A new empty sketch with the same parameters, without re-validating them (cheap:
+        window statistics create many)."""
+        new = DistinctSketch.__new__(DistinctSketch)
+        new._precision = self._precision
+        new._exact_limit = self._exact_limit
+        new._exact = set()
+        new._registers = None
+        return new
+
     # -- parameters and mode -----------------------------------------------------------------
 
     @property

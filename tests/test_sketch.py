@@ -413,3 +413,13 @@ def test_stable_hash64_many_matches_the_scalar_hash() -> None:
 def test_docstring_examples() -> None:
     results = doctest.testmod(sketch_module, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0 and results.failed == 0
+
+
+def test_empty_like_matches_a_fresh_sketch() -> None:
+    from netwarden.ingest.sketch import DistinctSketch
+
+    proto = DistinctSketch(precision=12, exact_limit=8)
+    proto.add(5)
+    new = proto.empty_like()
+    assert new == DistinctSketch(precision=12, exact_limit=8)
+    assert new.count() == 0 and proto.count() == 1
