@@ -26,7 +26,6 @@ from netwarden.ingest.direction import (
     CLIENT,
     NOT_COUNTED_EVENT_TYPES,
     SERVER,
-    SIDES_TABLE,
     counted_sides,
 )
 from netwarden.ingest.features import FEATURE_NAMES, PENDING_LIMIT, SideStats
@@ -37,6 +36,8 @@ from netwarden.ingest.sketch import stable_hash64
 __all__ = ["BuilderStats", "ClosedWindow", "WindowBuilder", "WindowConfig"]
 
 _POLICY_REASONS: Final = frozenset({"POLICY_DENIED", "POLICY_DENY", "L7_DENIED"})
+#: Rule 2 of netwarden.ingest.direction, for the common case of a known traffic direction.
+_SIDES_BY_DIRECTION: Final = {"EGRESS": CLIENT, 2: CLIENT, "INGRESS": SERVER, 1: SERVER}
 _DROPPED: Final = frozenset({"DROPPED", 2})  # verdict by name or number
 _L7_TYPES: Final = frozenset({"L7", 2})  # FlowType
 _RESPONSE: Final = frozenset({"RESPONSE", 2})  # L7FlowType
@@ -196,7 +197,7 @@ class WindowBuilder:
         resolver = self.resolver
         cache_get = resolver.cache.get
         resolve = resolver.resolve
-        sides_get = SIDES_TABLE.get
+        by_direction = _SIDES_BY_DIRECTION
         width = self._width
         lateness = self._lateness
         max_time = self._max_time
@@ -225,10 +226,9 @@ class WindowBuilder:
             if reply is None:
                 reply = f.reply
             direction = f.traffic_direction
-            point = f.trace_observation_point
-            sides = sides_get((direction, point, reply))
-            if sides is None:
-                sides = counted_sides(direction, point, reply)
+            sides = by_direction.get(direction)
+            if sides is None:  # direction unknown: the observation point decides
+                sides = counted_sides(direction, f.trace_observation_point, reply)
             ip = f.IP
             if ip is not None:
                 sip = ip.source
