@@ -140,3 +140,23 @@ def test_run_the_embedded_demo(tmp_path) -> None:
         assert scenario in out
     assert (tmp_path / "demo" / "windows.parquet").stat().st_size > 0
     assert "0 skipped as bad" in out
+
+
+def test_generate_then_windows_from_gzip(tmp_path) -> None:
+    out = tmp_path / "gen"
+    proc = _run("generate", "--hours", "1", "--seed", "5", "--out", str(out), "--attacks",
+                "dns_tunnel", "--gzip", "--start", "2026-03-02T12:00:00Z")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 1 attack labels" in proc.stderr
+    flows = out / "flows.jsonl.gz"
+    labels = (out / "labels.csv").read_text().splitlines()
+    assert labels[0] == "scenario,identity,start,end,description"
+    assert labels[1].startswith("dns_tunnel,") and "2026-03-02T12:" in labels[1]
+    proc = _run("windows", "--flows", str(flows), "--out", str(tmp_path / "w.parquet"))
+    assert proc.returncode == 0, proc.stderr
+    assert "0 skipped as bad" in proc.stderr and "0 late" in proc.stderr
+
+
+def test_bad_start_time(tmp_path) -> None:
+    _assert_user_error(_run("generate", "--hours", "1", "--out", str(tmp_path), "--start",
+                            "yesterday"), "--start: not an RFC3339 time")
