@@ -11,7 +11,7 @@ Each measurement runs in its own child process (so peak RSS is its own), alterna
 ``--repeat`` times; the best time of each is reported with the ratio b/a in flows per second
 (>= 1.0 means the whole path is at least as fast as parsing alone).
 
-    python benchmarks/ingest.py [--hours 24] [--rate 3] [--repeat 3] [--cpu 0]
+    python benchmarks/ingest.py [--hours 24] [--rate 3] [--repeat 5] [--cpu 0] [--file FLOWS]
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=3.0,
                         help="traffic multiplier; 3 gives over a million flows per day")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5, help="alternating runs of each; the best counts")
     parser.add_argument("--cpu", type=int, default=0, help="core to pin the measurements to")
     parser.add_argument("--file", type=Path, help="use this flow file instead of generating")
     parser.add_argument("--child", choices=["parse", "windows"], help=argparse.SUPPRESS)
