@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import msgspec
 
-from netwarden.ingest.flow import LOST_EVENT_SOURCES, Flow, LostEvent, NodeStatusEvent, enum_code
+from netwarden.ingest.flow import LOST_EVENT_SOURCES, Flow, LostEvent, NodeStatusEvent
 from netwarden.ingest.sources import open_input
 
 __all__ = ["BadLine", "ErrorReason", "FlowReader", "ReadStats", "read_flows"]

@@ -28,12 +28,12 @@ from netwarden.ingest.direction import (
     SERVER,
     counted_sides,
 )
-from netwarden.ingest.features import FEATURE_NAMES, PENDING_LIMIT, SideStats
+from netwarden.ingest.features import PENDING_LIMIT, SideStats
 from netwarden.ingest.flow import DROP_REASONS
 from netwarden.ingest.identity import IdentityResolver, Peer, Subject
 from netwarden.ingest.sketch import stable_hash64
 
-__all__ = ["BuilderStats", "ClosedWindow", "WindowBuilder", "WindowConfig"]
+__all__ = ["BuilderStats", "ClosedWindow", "WindowBuilder", "WindowConfig", "windows_to_rows"]
 
 _POLICY_REASONS: Final = frozenset({"POLICY_DENIED", "POLICY_DENY", "L7_DENIED"})
 #: Rule 2 of netwarden.ingest.direction, for the common case of a known traffic direction.
@@ -472,5 +472,3 @@ def windows_to_rows(windows: Sequence[ClosedWindow]) -> list[dict[str, Any]]:
         rows.append(row)
     return rows
 
-
-_ = FEATURE_NAMES  # re-exported for callers that build column lists
