@@ -1,0 +1,48 @@
+"""What scoring produces: scored windows with their reasons, shared by the scorer, the store,
+the command line and (later) the API and alert sinks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["Reason", "ScoredWindow"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One feature that made a window anomalous.
+
+    ``contribution`` is how much the anomaly score drops when this feature alone is set back to
+    the identity's baseline (higher = more responsible); ``value`` is what the window showed and
+    ``baseline``/``spread`` the identity's training median and robust spread (IQR/1.349).
+    """
+
+    feature: str
+    value: float
+    baseline: float
+    spread: float
+    contribution: float
+    text: str  # the reason in words, e.g. "contacted 212 destination ports (baseline 3)"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredWindow:
+    """One identity-window as the detector saw it. Scores: higher is more anomalous."""
+
+    identity: str  # "namespace/workload"
+    namespace: str
+    workload: str
+    window_start: datetime  # UTC
+    window_end: datetime
+    score: float
+    threshold: float
+    anomalous: bool
+    model: str  # which model scored it: "identity:<ns>/<wl>", "namespace:<ns>" or "global"
+    fallback: bool  # scored by a namespace/global model (unseen identity or too little history)
+    reasons: tuple[Reason, ...] = ()
+    #: Example flows behind the window: {"peers": [...], "ports": [...], "dns_names": [...],
+    #: "drop_reasons": {...}} (bounded lists; see netwarden.ingest.features.SideStats.examples).
+    examples: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""  # one sentence a person can act on
