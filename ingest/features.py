@@ -39,6 +39,9 @@ PORT_BUCKETS: Final = 1024
 #: How many distinct peers per window are remembered for the new-peer baseline (bottom-k by hash,
 #: so the kept set is the same however the window was split).
 BASELINE_PEERS_PER_WINDOW: Final = 256
+#: Example (peer, port) pairs and DNS names kept per side for explanations.
+EXAMPLE_PAIRS: Final = 8
+EXAMPLE_NAMES: Final = 5
 #: Pending (peer, port) pairs per side before they are folded into the sketches.
 PENDING_LIMIT: Final = 4096
 _SKETCH_PRECISION: Final = 10
@@ -141,7 +144,8 @@ class SideStats:
         "tcp_resets", "icmp", "dns_queries", "dns_responses", "dns_nxdomain", "qname_len_sum",
         "qname_len_max", "qname_entropy_sum", "http_requests", "http_responses", "http_4xx",
         "http_5xx", "world_flows", "drop_reasons", "port_hist", "peers", "dst_ports", "dns_names",
-        "world_peers", "world_fqdns", "peers_seen", "new_peers", "pending",
+        "world_peers", "world_fqdns", "peers_seen", "new_peers", "pending", "top_pairs",
+        "sample_names",
     )
 
     def __init__(self) -> None:
@@ -181,6 +185,10 @@ class SideStats:
         #: at one dict update; :meth:`fold` runs when it grows past PENDING_LIMIT and before
         #: anything reads the state, so the result is the same as updating flow by flow.
         self.pending: dict[tuple[int, int], int] = {}
+        #: Examples, not features (approximate, not part of the merge contract): the busiest
+        #: (peer hash, port key) pairs and the first few DNS names queried.
+        self.top_pairs: dict[tuple[int, int], int] = {}
+        self.sample_names: list[str] = []
 
     _SUMS = (
         "flows", "new_conns", "syn_acks", "drops", "policy_drops",
@@ -221,10 +229,15 @@ class SideStats:
                 self.sketch("dst_ports").update(stable_hash64_many(
                     np.fromiter(ports, dtype=np.int64, count=len(ports))))
         hist = self.port_hist
-        for (_, pk), n in pending.items():
+        top = self.top_pairs
+        for pair, n in pending.items():
+            top[pair] = top.get(pair, 0) + n
+            pk = pair[1]
             if pk >= 0:
                 bucket = (((pk & 0xFFFF) * 40503) & 0xFFFF) >> 6  # port_bucket(), inlined
                 hist[bucket] = hist.get(bucket, 0) + n
+        if len(top) > EXAMPLE_PAIRS:
+            self.top_pairs = dict(sorted(top.items(), key=lambda kv: (-kv[1], kv[0]))[:EXAMPLE_PAIRS])
         self.peers_seen |= peers
         self.prune_peers_seen()
         pending.clear()
@@ -250,6 +263,11 @@ class SideStats:
                 mine += theirs
         self.peers_seen |= other.peers_seen
         self.new_peers |= other.new_peers
+        for pair, n in other.top_pairs.items():
+            self.top_pairs[pair] = self.top_pairs.get(pair, 0) + n
+        for name in other.sample_names:
+            if len(self.sample_names) < EXAMPLE_NAMES and name not in self.sample_names:
+                self.sample_names.append(name)
         self.prune_peers_seen()
         return self
 

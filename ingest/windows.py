@@ -28,7 +28,7 @@ from netwarden.ingest.direction import (
     SERVER,
     counted_sides,
 )
-from netwarden.ingest.features import PENDING_LIMIT, SideStats
+from netwarden.ingest.features import EXAMPLE_NAMES, PENDING_LIMIT, SideStats
 from netwarden.ingest.flow import DROP_REASONS
 from netwarden.ingest.identity import IdentityResolver, Peer, Subject
 from netwarden.ingest.sketch import stable_hash64
@@ -44,6 +44,7 @@ _RESPONSE: Final = frozenset({"RESPONSE", 2})  # L7FlowType
 _REQUEST: Final = frozenset({"REQUEST", 1})
 _HASH_CACHE_LIMIT: Final = 1 << 17
 _PROTO_ICMP, _PROTO_TCP, _PROTO_UDP, _PROTO_SCTP = 1, 6, 17, 132
+_PROTO_NAMES: Final = {_PROTO_TCP: "TCP", _PROTO_UDP: "UDP", _PROTO_SCTP: "SCTP"}
 
 
 #: Valid ranges of the WindowConfig parameters, checked once when a config is made.
@@ -108,6 +109,8 @@ class ClosedWindow:
     end: float  # epoch seconds, exclusive
     client: SideStats
     server: SideStats
+    #: Peer hash -> readable key (the builder's, shared) for :meth:`examples`.
+    peer_names: dict[int, str] = field(default_factory=dict, repr=False)
 
     @property
     def identity(self) -> str:
@@ -135,10 +138,30 @@ class ClosedWindow:
                 f"cannot merge window {other.subject.id} [{other.start}, {other.end}) into "
                 f"{self.subject.id} [{self.start}, {self.end})")
         return ClosedWindow(self.subject, self.start, self.end, self.client + other.client,
-                            self.server + other.server)
+                            self.server + other.server, {**other.peer_names, **self.peer_names})
 
     def nbytes(self) -> int:
         return 120 + self.client.nbytes() + self.server.nbytes()
+
+    def examples(self) -> dict[str, Any]:
+        """Readable examples of what the window holds: busiest peers and ports, DNS names,
+        drop reasons, per side. Computed on demand (only anomalies need them)."""
+        names = self.peer_names
+
+        def pairs(side: SideStats) -> list[dict[str, Any]]:
+            side.fold()
+            out = []
+            for (h, pk), n in sorted(side.top_pairs.items(), key=lambda kv: (-kv[1], kv[0])):
+                port = "" if pk < 0 else f"{_PROTO_NAMES.get(pk >> 16, pk >> 16)}/{pk & 0xFFFF}"
+                out.append({"peer": names.get(h, f"peer:{h:016x}"), "port": port, "flows": n})
+            return out
+
+        return {
+            "egress": {"to": pairs(self.client), "dns_names": list(self.client.sample_names),
+                       "drop_reasons": dict(self.client.drop_reasons)},
+            "ingress": {"from": pairs(self.server), "dns_names": list(self.server.sample_names),
+                        "drop_reasons": dict(self.server.drop_reasons)},
+        }
 
 
 class _Open:
@@ -169,6 +192,8 @@ class WindowBuilder:
         self._late_limit = -math.inf
         self._baseline: dict[tuple[Subject, int], dict[int, None]] = {}
         self._names: dict[str, tuple[int, float, int]] = {}
+        #: Peer hash -> readable peer key, for examples in closed windows (bounded).
+        self._peer_names: dict[int, str] = {}
 
     # -- public ---------------------------------------------------------------------------
 
@@ -180,6 +205,25 @@ class WindowBuilder:
     def flush(self) -> list[ClosedWindow]:
         """Close every open window (end of stream)."""
         return self._close_until(math.inf)
+
+    def export_baselines(self) -> dict[str, dict[str, list[int]]]:
+        """The learned peer baselines, ``{identity: {"egress": [...], "ingress": [...]}}``,
+        oldest first; saved with a model so scoring starts from what training saw."""
+        out: dict[str, dict[str, list[int]]] = {}
+        for (subject, which), peers in self._baseline.items():
+            side = "egress" if which == CLIENT else "ingress"
+            out.setdefault(subject.id, {})[side] = list(peers)
+        return out
+
+    def seed_baselines(self, baselines: dict[str, dict[str, list[int]]]) -> None:
+        """Start from exported baselines (before any flow is added)."""
+        for identity, sides in baselines.items():
+            namespace, _, workload = identity.partition("/")
+            subject = self.resolver.subject(namespace, workload)
+            for side, peers in sides.items():
+                which = CLIENT if side == "egress" else SERVER
+                self._baseline[(subject, which)] = dict.fromkeys(
+                    int(h) for h in peers[-self.config.baseline_peers:])
 
     @property
     def open_windows(self) -> int:
@@ -198,6 +242,7 @@ class WindowBuilder:
         cache_get = resolver.cache.get
         resolve = resolver.resolve
         by_direction = _SIDES_BY_DIRECTION
+        peer_names = self._peer_names
         width = self._width
         lateness = self._lateness
         max_time = self._max_time
@@ -240,11 +285,13 @@ class WindowBuilder:
                             else (0, "", "", sip))
             if src is None:
                 src = resolve(ep, sip, trim=False)
+                peer_names[src[1].hash] = src[1].key
             ep = f.destination
             dst = cache_get((ep.identity, ep.namespace, ep.pod_name, dip) if ep is not None
                             else (0, "", "", dip))
             if dst is None:
                 dst = resolve(ep, dip, trim=False)
+                peer_names[dst[1].hash] = dst[1].key
             if reply:
                 client, server = dst, src
             else:
@@ -305,6 +352,8 @@ class WindowBuilder:
         self._max_time = max_time
         self._late_limit = late_limit
         stats.watermark = max_time - lateness
+        if len(peer_names) > _HASH_CACHE_LIMIT:
+            peer_names.clear()  # bounded; names are re-learned when endpoints are resolved again
         resolver.trim()
 
     def _count_side(self, side: SideStats, peer: Peer, reply: bool, proto: int, port: int,
@@ -380,6 +429,9 @@ class WindowBuilder:
             if sketch is None:
                 sketch = side.sketch("dns_names")
             sketch.add(h)
+            names = side.sample_names
+            if len(names) < EXAMPLE_NAMES and query not in names:
+                names.append(query)
             return
         http = l7.http
         if http is not None:
@@ -426,7 +478,8 @@ class WindowBuilder:
                 acc.server.fold()
                 self._learn(subject, CLIENT, acc.client)
                 self._learn(subject, SERVER, acc.server)
-                closed.append(ClosedWindow(subject, start, start + width, acc.client, acc.server))
+                closed.append(ClosedWindow(subject, start, start + width, acc.client, acc.server,
+                                           self._peer_names))
         self.stats.windows_closed += len(closed)
         return closed
 

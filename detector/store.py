@@ -1,0 +1,736 @@
+"""The embedded anomaly store: every scored window, the anomalies they form, and their audit trail.
+
+One SQLAlchemy ORM schema on an embedded SQLite file (``sqlite:///path/netwarden.db``, or
+``sqlite://`` in memory); the same schema runs on PostgreSQL in cluster mode, so only portable
+types and ORM statements are used (SQLite only gets connection settings: WAL, busy timeout,
+``BEGIN IMMEDIATE``). Callers get frozen dataclasses, never ORM objects or sessions.
+
+Three tables:
+
+- ``scored_windows``: every window the detector scored, anomalous or not, unique on
+  ``(identity, window_start)``. Recording a window again (re-scoring) updates the row.
+- ``anomalies``: runs of anomalous windows of one identity, with the peak window's explanation
+  and a lifecycle state (see :mod:`netwarden.detector.lifecycle`).
+- ``anomaly_events``: the audit trail, one row per lifecycle transition (and one for creation).
+
+Merging rule (strict)
+---------------------
+Windows are recorded in event-time order per identity (a batch may mix identities; it is sorted
+by ``window_start`` before use). An anomalous window **extends** an anomaly of its identity only
+when it is *directly consecutive*: its ``window_start`` equals that anomaly's ``last_window_end``
+and that anomaly is not resolved. Otherwise it **starts a new anomaly**. So a normal window in
+between, or a gap with no window at all (an identity without traffic has no window), splits.
+A resolved anomaly is never extended or reopened; a suppressed one is extended and stays
+suppressed. The window with the highest score (the earliest on ties) is the *peak*: it supplies
+the anomaly's score, threshold, model, reasons, examples and summary.
+
+``ongoing`` is true for at most one anomaly per identity: the one holding the identity's latest
+recorded window, unless resolved. A normal window that is the identity's latest ends the run.
+
+Re-scoring: a re-recorded window that is still anomalous stays in its anomaly, whose count,
+bounds and peak are recomputed. One that is now normal leaves its anomaly (recomputed from the
+windows left; anomalies are never split); an anomaly left with no window is resolved by
+``netwarden``. A re-recorded window that was normal and is now anomalous follows the rule above.
+
+Lifecycle and time
+------------------
+Suppression expiry (``suppressed`` -> ``open`` once ``suppressed_until`` has passed) is applied
+lazily at the start of every call, with the event dated at ``suppressed_until``. The clock is
+injectable (``now=``) for tests. All timestamps are stored as UTC and returned timezone-aware;
+naive datetimes are refused rather than guessed.
+
+Concurrency: one store may be shared by threads. Each call is one short transaction from a
+``sessionmaker``; on SQLite the calls of one store are serialized by a lock and every
+transaction starts with ``BEGIN IMMEDIATE`` (so other processes wait on the busy timeout instead
+of failing on a lock upgrade).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Final, Self
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+from netwarden.detector.lifecycle import (
+    OPEN,
+    RESOLVED,
+    STATES,
+    SUPPRESSED,
+    SYSTEM_ACTOR,
+    AnomalyNotFound,
+    LifecycleError,
+    next_state,
+)
+from netwarden.detector.results import Reason, ScoredWindow
+
+__all__ = ["AnomalyNotFound", "AnomalyRecord", "AnomalyStore", "LifecycleError", "LifecycleEvent"]
+
+_IN_CHUNK: Final = 500  # values per IN (...) list: far below every backend's parameter limit
+_SQLITE_BUSY_TIMEOUT_S: Final = 30.0
+
+
+def _utc(value: datetime, what: str) -> datetime:
+    """``value`` in UTC; a naive datetime is an error (its zone would be a guess)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
+    return value.astimezone(timezone.utc)
+
+
+class _UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back timezone-aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = _utc(value, "timestamp")
+        # SQLite keeps no offset: store every value as naive UTC so that text order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite: stored naive, always UTC
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# --------------------------------------------------------------------------------------- schema
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _AnomalyRow(_Base):
+    __tablename__ = "anomalies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity: Mapped[str] = mapped_column(String(512))
+    namespace: Mapped[str] = mapped_column(String(253))
+    workload: Mapped[str] = mapped_column(String(253))
+    state: Mapped[str] = mapped_column(String(16))
+    ongoing: Mapped[bool] = mapped_column(Boolean)
+    first_window_start: Mapped[datetime] = mapped_column(_UTCDateTime())
+    last_window_end: Mapped[datetime] = mapped_column(_UTCDateTime())
+    window_count: Mapped[int] = mapped_column(Integer)
+    peak_window_start: Mapped[datetime] = mapped_column(_UTCDateTime())
+    peak_score: Mapped[float] = mapped_column(Float)
+    peak_threshold: Mapped[float] = mapped_column(Float)
+    model: Mapped[str] = mapped_column(String(512))
+    fallback: Mapped[bool] = mapped_column(Boolean)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    examples: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[str] = mapped_column(Text)
+    suppressed_until: Mapped[datetime | None] = mapped_column(_UTCDateTime(), nullable=True)
+    state_note: Mapped[str] = mapped_column(Text)
+    state_actor: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(_UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(_UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_anomalies_last_window_end", "last_window_end"),
+        Index("ix_anomalies_identity_end", "identity", "last_window_end"),
+        Index("ix_anomalies_namespace_end", "namespace", "last_window_end"),
+        Index("ix_anomalies_state_end", "state", "last_window_end"),
+        Index("ix_anomalies_state_suppressed_until", "state", "suppressed_until"),
+    )
+
+
+class _WindowRow(_Base):
+    __tablename__ = "scored_windows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity: Mapped[str] = mapped_column(String(512))
+    namespace: Mapped[str] = mapped_column(String(253))
+    workload: Mapped[str] = mapped_column(String(253))
+    window_start: Mapped[datetime] = mapped_column(_UTCDateTime())
+    window_end: Mapped[datetime] = mapped_column(_UTCDateTime())
+    score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    anomalous: Mapped[bool] = mapped_column(Boolean)
+    model: Mapped[str] = mapped_column(String(512))
+    fallback: Mapped[bool] = mapped_column(Boolean)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    examples: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[str] = mapped_column(Text)
+    anomaly_id: Mapped[int | None] = mapped_column(ForeignKey("anomalies.id"), nullable=True,
+                                                   index=True)
+    anomaly: Mapped[_AnomalyRow | None] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("identity", "window_start", name="uq_scored_windows_identity_start"),
+    )
+
+
+class _EventRow(_Base):
+    __tablename__ = "anomaly_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    anomaly_id: Mapped[int] = mapped_column(ForeignKey("anomalies.id"), index=True)
+    at: Mapped[datetime] = mapped_column(_UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text)
+
+
+# ------------------------------------------------------------------------------ public records
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyRecord:
+    """One anomaly as callers see it: a run of consecutive anomalous windows of one identity.
+
+    ``peak_*``, ``model``, ``fallback``, ``reasons``, ``examples`` and ``summary`` come from the
+    peak window (highest score). ``state_note`` says why it is in its state (the suppression
+    reason, or the note given to acknowledge/resolve) and ``state_actor`` who put it there.
+    """
+
+    id: int
+    identity: str
+    namespace: str
+    workload: str
+    state: str
+    ongoing: bool  # still growing: it holds the identity's latest window
+    first_window_start: datetime
+    last_window_end: datetime
+    window_count: int
+    peak_window_start: datetime
+    peak_score: float
+    peak_threshold: float
+    model: str
+    fallback: bool
+    reasons: tuple[Reason, ...]
+    examples: dict[str, Any]
+    summary: str
+    suppressed_until: datetime | None
+    state_note: str
+    state_actor: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """One audit entry: who moved which anomaly from which state to which, when and why.
+
+    ``action`` is ``open`` (created by netwarden, ``from_state`` None), ``acknowledge``,
+    ``suppress``, ``resolve`` or ``unsuppress`` (suppression expired).
+    """
+
+    id: int
+    anomaly_id: int
+    at: datetime
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str
+    note: str
+
+
+def _reasons_json(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in reasons]
+
+
+def _reasons_from_json(data: Iterable[dict[str, Any]] | None) -> tuple[Reason, ...]:
+    return tuple(Reason(**d) for d in data or ())
+
+
+def _to_record(row: _AnomalyRow) -> AnomalyRecord:
+    return AnomalyRecord(
+        id=row.id, identity=row.identity, namespace=row.namespace, workload=row.workload,
+        state=row.state, ongoing=row.ongoing, first_window_start=row.first_window_start,
+        last_window_end=row.last_window_end, window_count=row.window_count,
+        peak_window_start=row.peak_window_start, peak_score=row.peak_score,
+        peak_threshold=row.peak_threshold, model=row.model, fallback=row.fallback,
+        reasons=_reasons_from_json(row.reasons), examples=dict(row.examples or {}),
+        summary=row.summary, suppressed_until=row.suppressed_until, state_note=row.state_note,
+        state_actor=row.state_actor, created_at=row.created_at, updated_at=row.updated_at,
+    )
+
+
+def _to_window(row: _WindowRow) -> ScoredWindow:
+    return ScoredWindow(
+        identity=row.identity, namespace=row.namespace, workload=row.workload,
+        window_start=row.window_start, window_end=row.window_end, score=row.score,
+        threshold=row.threshold, anomalous=row.anomalous, model=row.model, fallback=row.fallback,
+        reasons=_reasons_from_json(row.reasons), examples=dict(row.examples or {}),
+        summary=row.summary,
+    )
+
+
+def _to_event(row: _EventRow) -> LifecycleEvent:
+    return LifecycleEvent(id=row.id, anomaly_id=row.anomaly_id, at=row.at, actor=row.actor,
+                          action=row.action, from_state=row.from_state, to_state=row.to_state,
+                          note=row.note)
+
+
+# -------------------------------------------------------------------------------- validation
+
+
+def _checked_window(w: ScoredWindow) -> ScoredWindow:
+    """``w`` with UTC times, or a ValueError naming the window (once per window, at the edge)."""
+    if not w.identity:
+        raise ValueError(f"scored window without identity: {w!r}")
+    start = _utc(w.window_start, f"window_start of {w.identity}")
+    end = _utc(w.window_end, f"window_end of {w.identity}")
+    if end <= start:
+        raise ValueError(f"window of {w.identity} ends ({end.isoformat()}) before it starts "
+                         f"({start.isoformat()})")
+    if math.isnan(w.score) or math.isnan(w.threshold):
+        raise ValueError(f"window {w.identity}@{start.isoformat()} has a NaN score or threshold")
+    if start is w.window_start and end is w.window_end:
+        return w
+    return replace(w, window_start=start, window_end=end)
+
+
+def _text(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string")
+    return value.strip()
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(values), _IN_CHUNK):
+        yield values[i:i + _IN_CHUNK]
+
+
+# ------------------------------------------------------------------------------------ engine
+
+
+def _is_memory_sqlite(database: str | None, query: dict[str, Any]) -> bool:
+    return (not database or database == ":memory:" or database.startswith("file::memory:")
+            or query.get("mode") == "memory")
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any, *, wal: bool) -> None:
+    # Let SQLAlchemy's "begin" hook emit BEGIN (pysqlite would otherwise defer it to the first
+    # write, so a read-then-write transaction could fail to upgrade its lock).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front (see above)
+
+
+def _make_engine(url: str) -> tuple[Engine, bool]:
+    """The engine for ``url`` and whether it is SQLite (whose calls are then serialized)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True), False
+    memory = _is_memory_sqlite(parsed.database, dict(parsed.query))
+    connect_args: dict[str, Any] = {"check_same_thread": False}
+    if memory:  # one shared connection, or every thread would see its own empty database
+        engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
+    else:
+        connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT_S
+        engine = create_engine(parsed, connect_args=connect_args)
+    event.listen(engine, "connect",
+                 lambda conn, record: _sqlite_on_connect(conn, record, wal=not memory))
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine, True
+
+
+def _system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ------------------------------------------------------------------------------------- store
+
+
+class AnomalyStore:
+    """Persist scored windows, merge them into anomalies, and run the anomaly lifecycle.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy database URL: ``sqlite:///path/netwarden.db`` (embedded default),
+        ``sqlite://`` (in memory, for tests) or, in cluster mode, a PostgreSQL URL.
+        Tables are created if missing.
+    now : callable, optional
+        The clock, returning an aware datetime; injected by tests to expire suppressions.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timedelta, timezone
+    >>> store = AnomalyStore("sqlite://")
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> w = ScoredWindow("shop/cart", "shop", "cart", t0, t0 + timedelta(seconds=60), score=0.9,
+    ...                  threshold=0.6, anomalous=True, model="global", fallback=True)
+    >>> [a.window_count for a in store.record([w])]
+    [1]
+    >>> store.acknowledge(1, actor="alice").state
+    'acknowledged'
+    >>> store.close()
+    """
+
+    def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
+        self.url = url
+        self._clock = now or _system_clock
+        self._engine, sqlite = _make_engine(url)
+        self._lock: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._closed = False
+        _Base.metadata.create_all(self._engine)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AnomalyStore({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def _transaction(self) -> Iterator[tuple[Session, datetime]]:
+        """One short transaction, with due suppression expiries applied first."""
+        if self._closed:
+            raise RuntimeError("the anomaly store is closed")
+        with self._lock, self._sessions.begin() as session:
+            now = _utc(self._clock(), "the store clock's time")
+            self._expire_suppressions(session, now)
+            yield session, now
+
+    def _expire_suppressions(self, session: Session, now: datetime) -> None:
+        due = session.scalars(select(_AnomalyRow).where(
+            _AnomalyRow.state == SUPPRESSED, _AnomalyRow.suppressed_until <= now)).all()
+        for row in due:
+            until = row.suppressed_until
+            assert until is not None
+            self._transition(session, row, "unsuppress", actor=SYSTEM_ACTOR, at=until, now=now,
+                             note=f"suppression until {until.isoformat()} expired")
+
+    @staticmethod
+    def _transition(session: Session, row: _AnomalyRow, action: str, *, actor: str, note: str,
+                    at: datetime, now: datetime) -> None:
+        to_state = next_state(row.id, row.state, action)
+        session.add(_EventRow(anomaly_id=row.id, at=at, actor=actor, action=action,
+                              from_state=row.state, to_state=to_state, note=note))
+        row.state, row.state_actor, row.state_note, row.updated_at = to_state, actor, note, now
+        if to_state != SUPPRESSED:
+            row.suppressed_until = None
+        if to_state == RESOLVED:
+            row.ongoing = False  # a resolved anomaly never grows again
+
+    # ----------------------------------------------------------------------------- record
+
+    def record(self, windows: Sequence[ScoredWindow]) -> list[AnomalyRecord]:
+        """Store scored windows and merge the anomalous ones into anomalies, in one transaction.
+
+        Returns the anomalies this batch created or changed (extended, re-scored), in the order
+        first touched. Re-recording a window updates it in place, so retrying a batch is safe.
+        The merging rule is in the module docstring.
+        """
+        batch = sorted((_checked_window(w) for w in windows), key=lambda w: w.window_start)
+        if not batch:
+            return []
+        with self._transaction() as (session, now):
+            return [_to_record(row) for row in _BatchRecorder(session, now).run(batch)]
+
+    # ------------------------------------------------------------------------------ reads
+
+    def get(self, anomaly_id: int) -> AnomalyRecord | None:
+        """The anomaly with this id, or None."""
+        with self._transaction() as (session, _):
+            row = session.get(_AnomalyRow, anomaly_id)
+            return None if row is None else _to_record(row)
+
+    def list(self, *, identity: str | None = None, namespace: str | None = None,
+             state: str | None = None, since: datetime | None = None,
+             until: datetime | None = None, limit: int = 100,
+             offset: int = 0) -> list[AnomalyRecord]:
+        """Anomalies matching every given filter, most recent (latest ``last_window_end``) first.
+
+        ``since``/``until`` select anomalies that overlap ``[since, until)``: ending after
+        ``since`` and starting before ``until``. ``limit``/``offset`` paginate.
+        """
+        if state is not None and state not in STATES:
+            raise ValueError(f"unknown state {state!r}: expected one of {', '.join(STATES)}")
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+        stmt = select(_AnomalyRow)
+        if identity is not None:
+            stmt = stmt.where(_AnomalyRow.identity == identity)
+        if namespace is not None:
+            stmt = stmt.where(_AnomalyRow.namespace == namespace)
+        if state is not None:
+            stmt = stmt.where(_AnomalyRow.state == state)
+        if since is not None:
+            stmt = stmt.where(_AnomalyRow.last_window_end > _utc(since, "since"))
+        if until is not None:
+            stmt = stmt.where(_AnomalyRow.first_window_start < _utc(until, "until"))
+        stmt = stmt.order_by(_AnomalyRow.last_window_end.desc(), _AnomalyRow.id.desc())
+        with self._transaction() as (session, _):
+            return [_to_record(r) for r in session.scalars(stmt.limit(limit).offset(offset))]
+
+    def windows(self, identity: str, *, since: datetime | None = None,
+                until: datetime | None = None, limit: int = 1000) -> list[ScoredWindow]:
+        """The scored windows of one identity, oldest first (normal ones included).
+
+        ``since``/``until`` select windows that overlap ``[since, until)``.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        stmt = select(_WindowRow).where(_WindowRow.identity == identity)
+        if since is not None:
+            stmt = stmt.where(_WindowRow.window_end > _utc(since, "since"))
+        if until is not None:
+            stmt = stmt.where(_WindowRow.window_start < _utc(until, "until"))
+        stmt = stmt.order_by(_WindowRow.window_start).limit(limit)
+        with self._transaction() as (session, _):
+            return [_to_window(r) for r in session.scalars(stmt)]
+
+    def events(self, anomaly_id: int) -> list[LifecycleEvent]:
+        """The audit trail of one anomaly, oldest first; AnomalyNotFound for an unknown id."""
+        with self._transaction() as (session, _):
+            if session.get(_AnomalyRow, anomaly_id) is None:
+                raise AnomalyNotFound(anomaly_id)
+            rows = session.scalars(select(_EventRow).where(_EventRow.anomaly_id == anomaly_id)
+                                   .order_by(_EventRow.id))
+            return [_to_event(r) for r in rows]
+
+    # -------------------------------------------------------------------------- lifecycle
+
+    def acknowledge(self, anomaly_id: int, *, actor: str, note: str = "") -> AnomalyRecord:
+        """Someone has seen it and is on it (open -> acknowledged); alerts stay quiet."""
+        return self._act(anomaly_id, "acknowledge", actor=actor, note=note)
+
+    def suppress(self, anomaly_id: int, *, actor: str, until: datetime,
+                 reason: str) -> AnomalyRecord:
+        """Silence it until ``until`` (future, aware), for a stated reason; it reopens after.
+
+        New consecutive windows still merge into a suppressed anomaly, which stays suppressed.
+        """
+        reason = _text(reason, "suppression reason")
+        until = _utc(until, "until")
+        return self._act(anomaly_id, "suppress", actor=actor, note=reason, until=until)
+
+    def resolve(self, anomaly_id: int, *, actor: str, note: str = "") -> AnomalyRecord:
+        """Close it for good; a later anomalous window of the identity starts a new anomaly."""
+        return self._act(anomaly_id, "resolve", actor=actor, note=note)
+
+    def _act(self, anomaly_id: int, action: str, *, actor: str, note: str,
+             until: datetime | None = None) -> AnomalyRecord:
+        actor = _text(actor, "actor")
+        with self._transaction() as (session, now):
+            if until is not None and until <= now:
+                raise ValueError(f"cannot suppress anomaly {anomaly_id} until "
+                                 f"{until.isoformat()}: that is not in the future "
+                                 f"(now {now.isoformat()})")
+            row = session.get(_AnomalyRow, anomaly_id, with_for_update=True)
+            if row is None:
+                raise AnomalyNotFound(anomaly_id)
+            self._transition(session, row, action, actor=actor, note=note, at=now, now=now)
+            if until is not None:
+                row.suppressed_until = until
+            return _to_record(row)
+
+    def close(self) -> None:
+        """Release the database connections; the store cannot be used afterwards."""
+        self._closed = True
+        self._engine.dispose()
+
+
+class _BatchRecorder:
+    """Merges one sorted batch of windows inside one session (see the module docstring).
+
+    It loads what the batch can touch in a few queries per 500 identities (existing rows of
+    these windows, candidate anomalies to extend, each identity's latest window), not per window.
+    """
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session = session
+        self.now = now
+        self.touched: dict[int, _AnomalyRow] = {}  # id(row) -> row, in first-touch order
+        self.opened: list[tuple[_AnomalyRow, ScoredWindow]] = []  # new, awaiting their event
+        self.rescored: dict[int, _AnomalyRow] = {}  # anomalies whose windows were re-scored
+
+    def run(self, batch: Sequence[ScoredWindow]) -> list[_AnomalyRow]:
+        session = self.session
+        identities = sorted({w.identity for w in batch})
+        lo, hi = batch[0].window_start, batch[-1].window_start
+        existing: dict[tuple[str, datetime], _WindowRow] = {}
+        # (identity, last_window_end) -> the anomaly a window starting there would extend
+        extendable: dict[tuple[str, datetime], _AnomalyRow] = {}
+        latest: dict[str, datetime] = {}
+        for chunk in _chunks(identities):
+            for row in session.scalars(select(_WindowRow).where(
+                    _WindowRow.identity.in_(chunk), _WindowRow.window_start >= lo,
+                    _WindowRow.window_start <= hi)):
+                existing[row.identity, row.window_start] = row
+            for a in session.scalars(select(_AnomalyRow).where(
+                    _AnomalyRow.identity.in_(chunk), _AnomalyRow.state != RESOLVED,
+                    _AnomalyRow.last_window_end >= lo, _AnomalyRow.last_window_end <= hi)
+                    .order_by(_AnomalyRow.id)):
+                extendable[a.identity, a.last_window_end] = a  # the newest wins a (rare) tie
+            for ident, start in session.execute(
+                    select(_WindowRow.identity, func.max(_WindowRow.window_start))
+                    .where(_WindowRow.identity.in_(chunk)).group_by(_WindowRow.identity)):
+                latest[ident] = start
+
+        # identity -> the anomaly holding its latest window (None: the latest is normal)
+        run_of: dict[str, _AnomalyRow | None] = {}
+        for w in batch:
+            row = existing.get((w.identity, w.window_start))
+            if row is None:
+                row = existing[w.identity, w.window_start] = _WindowRow(identity=w.identity)
+                session.add(row)
+            previous = row.anomaly
+            _fill_window(row, w)
+            anomaly: _AnomalyRow | None = None
+            if w.anomalous:
+                if previous is not None:  # re-scored, still anomalous: stays where it was
+                    anomaly = previous
+                    self._touch(previous, rescored=True)
+                else:
+                    anomaly = extendable.get((w.identity, w.window_start))
+                    if anomaly is None:
+                        anomaly = self._open(w)
+                    else:
+                        self._extend(anomaly, w)
+                    row.anomaly = anomaly
+                if anomaly.state != RESOLVED and w.window_end >= anomaly.last_window_end:
+                    extendable[w.identity, w.window_end] = anomaly
+            elif previous is not None:  # re-scored as normal: leaves its anomaly
+                row.anomaly = None
+                self._touch(previous, rescored=True)
+            if w.identity not in latest or w.window_start >= latest[w.identity]:
+                latest[w.identity] = w.window_start
+                run_of[w.identity] = anomaly
+
+        session.flush()  # ids for new anomalies, anomaly_id for windows
+        for anomaly, w in self.opened:
+            session.add(_EventRow(anomaly_id=anomaly.id, at=self.now, actor=SYSTEM_ACTOR,
+                                  action="open", from_state=None, to_state=OPEN,
+                                  note=f"first anomalous window {w.window_start.isoformat()}"))
+        for anomaly in self.rescored.values():
+            self._recompute(anomaly)
+        self._set_ongoing(run_of)
+        session.flush()
+        return list(self.touched.values())
+
+    def _touch(self, anomaly: _AnomalyRow, *, rescored: bool = False) -> None:
+        self.touched.setdefault(id(anomaly), anomaly)
+        if rescored:
+            self.rescored.setdefault(id(anomaly), anomaly)
+        anomaly.updated_at = self.now
+
+    def _open(self, w: ScoredWindow) -> _AnomalyRow:
+        anomaly = _AnomalyRow(
+            identity=w.identity, namespace=w.namespace, workload=w.workload, state=OPEN,
+            ongoing=False, first_window_start=w.window_start, last_window_end=w.window_end,
+            window_count=1, suppressed_until=None, state_note="", state_actor=SYSTEM_ACTOR,
+            created_at=self.now, updated_at=self.now)
+        _set_peak(anomaly, w)
+        self.session.add(anomaly)
+        self.opened.append((anomaly, w))
+        self._touch(anomaly)
+        return anomaly
+
+    def _extend(self, anomaly: _AnomalyRow, w: ScoredWindow) -> None:
+        anomaly.last_window_end = max(anomaly.last_window_end, w.window_end)
+        anomaly.window_count += 1
+        if w.score > anomaly.peak_score:
+            _set_peak(anomaly, w)
+        self._touch(anomaly)
+
+    def _recompute(self, anomaly: _AnomalyRow) -> None:
+        """Count, bounds and peak from the anomaly's windows, after some were re-scored."""
+        rows = self.session.scalars(select(_WindowRow).where(_WindowRow.anomaly_id == anomaly.id)
+                                    .order_by(_WindowRow.window_start)).all()
+        anomaly.window_count = len(rows)
+        if not rows:  # every window was re-scored as normal: nothing is left to look at
+            if anomaly.state != RESOLVED:
+                AnomalyStore._transition(
+                    self.session, anomaly, "resolve", actor=SYSTEM_ACTOR, at=self.now,
+                    now=self.now, note="re-scored: none of its windows is anomalous any more")
+            return
+        anomaly.first_window_start = rows[0].window_start
+        anomaly.last_window_end = max(r.window_end for r in rows)
+        peak = max(rows, key=lambda r: r.score)  # max() keeps the first (earliest) on ties
+        _set_peak(anomaly, _to_window(peak))
+
+    def _set_ongoing(self, run_of: dict[str, _AnomalyRow | None]) -> None:
+        """Only the anomaly holding an identity's latest window is ongoing (none if normal)."""
+        for anomaly in self.touched.values():
+            if anomaly.identity in run_of:
+                anomaly.ongoing = False
+        keep: dict[str, int] = {}
+        for identity, anomaly in run_of.items():
+            if anomaly is not None and anomaly.state != RESOLVED:
+                anomaly.ongoing = True
+                keep[identity] = anomaly.id
+        self.session.flush()
+        for chunk in _chunks(sorted(run_of)):
+            stmt = (update(_AnomalyRow)
+                    .where(_AnomalyRow.identity.in_(chunk), _AnomalyRow.ongoing.is_(True))
+                    .values(ongoing=False, updated_at=self.now)
+                    .execution_options(synchronize_session=False))
+            kept = [keep[i] for i in chunk if i in keep]
+            if kept:
+                stmt = stmt.where(_AnomalyRow.id.not_in(kept))
+            self.session.execute(stmt)
+
+def _fill_window(row: _WindowRow, w: ScoredWindow) -> None:
+    row.identity, row.namespace, row.workload = w.identity, w.namespace, w.workload
+    row.window_start, row.window_end = w.window_start, w.window_end
+    row.score, row.threshold, row.anomalous = float(w.score), float(w.threshold), bool(w.anomalous)
+    row.model, row.fallback, row.summary = w.model, bool(w.fallback), w.summary
+    row.reasons, row.examples = _reasons_json(w.reasons), dict(w.examples)
+
+
+def _set_peak(anomaly: _AnomalyRow, w: ScoredWindow) -> None:
+    anomaly.peak_window_start = w.window_start
+    anomaly.peak_score, anomaly.peak_threshold = float(w.score), float(w.threshold)
+    anomaly.model, anomaly.fallback, anomaly.summary = w.model, bool(w.fallback), w.summary
+    anomaly.reasons, anomaly.examples = _reasons_json(w.reasons), dict(w.examples)

@@ -1,0 +1,225 @@
+"""Model artifacts on disk: a folder per version, safe to load.
+
+Layout of ``MODEL_DIR``::
+
+    CURRENT                     name of the version in use
+    <version>/manifest.json     format, columns, config, training window, rows, data hash,
+                                library versions, and per model: file, sha256, threshold, baseline
+    <version>/models/<n>.skops  scaling + IsolationForest pipelines (skops, never pickle)
+    <version>/baselines.json    peer baselines per identity side
+
+Loading never runs code from the files: skops rebuilds only the types it is told to trust, and
+netwarden trusts exactly the scikit-learn types of its pipeline. Every file's SHA-256 is checked
+against the manifest first, so a changed or truncated file is refused with its name, and a
+manifest from another format or with other feature columns is refused with what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import skops.io as sio
+
+from netwarden import __version__
+from netwarden.models.forest import FittedModel
+from netwarden.models.spec import MODEL_COLUMNS
+from netwarden.models.training import ModelBundle, TrainConfig
+
+__all__ = ["ArtifactError", "FORMAT", "load_bundle", "save_bundle"]
+
+FORMAT: Final = "netwarden-models/1"
+#: The only types skops may rebuild beyond its defaults (numpy, builtins, sklearn estimators).
+TRUSTED_TYPES: Final = frozenset({"sklearn.tree._tree.Tree"})
+
+
+class ArtifactError(ValueError):
+    """A model folder that cannot be used: missing, corrupted, tampered with or incompatible."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _libraries() -> dict[str, str]:
+    import sklearn
+    import skops
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__, "skops": skops.__version__,
+            "netwarden": __version__}
+
+
+def save_bundle(bundle: ModelBundle, model_dir: str | Path) -> Path:
+    """Write ``bundle`` as a new version under ``model_dir`` and make it current."""
+    root = Path(model_dir)
+    created = datetime.now(timezone.utc)
+    version = f"v{created:%Y%m%dT%H%M%S}Z-{bundle.data_hash[:8]}"
+    folder = root / version
+    (folder / "models").mkdir(parents=True, exist_ok=False)
+    entries = []
+    for n, (key, model) in enumerate(sorted(bundle.models.items())):
+        rel = f"models/{n:04d}.skops"
+        sio.dump(model.pipeline, folder / rel, compression=zipfile.ZIP_DEFLATED)
+        entries.append({
+            "key": key, "file": rel, "sha256": _sha256(folder / rel), "rows": model.rows,
+            "forest_threshold": model.forest_threshold,
+            "deviation_limits": [x if np.isfinite(x) else None
+                                 for x in model.deviation_limits.tolist()],
+            "median": model.median.tolist(), "spread": model.spread.tolist(),
+            "t_median": model.t_median.tolist(),
+            "t_scale": [x if np.isfinite(x) else None for x in model.t_scale.tolist()],
+            "train_score_quantiles": model.train_score_quantiles,
+        })
+    baselines = folder / "baselines.json"
+    baselines.write_text(json.dumps(bundle.baselines, sort_keys=True))
+    manifest = {
+        "format": FORMAT, "version": version, "created": created.isoformat(),
+        "libraries": _libraries(), "columns": list(bundle.columns),
+        "config": {k: getattr(bundle.config, k) for k in bundle.config.__dataclass_fields__},
+        "window_seconds": bundle.window_seconds,
+        "training_start": bundle.training_start.isoformat(),
+        "training_end": bundle.training_end.isoformat(),
+        "rows": bundle.rows, "data_hash": bundle.data_hash, "namespaces": bundle.namespaces,
+        "baselines": {"file": "baselines.json", "sha256": _sha256(baselines)},
+        "models": entries,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    tmp = root / "CURRENT.tmp"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, root / "CURRENT")  # atomic: readers see the old or the new version
+    return folder
+
+
+def _read_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
+    if not root.is_dir():
+        raise ArtifactError(f"{root}: no such model folder; create one with `netwarden train`")
+    current = root / "CURRENT"
+    if not current.is_file():
+        raise ArtifactError(f"{root}: holds no trained model (no CURRENT file); "
+                            "run `netwarden train --model-dir` first")
+    version = current.read_text().strip()
+    folder = root / version
+    if not version or "/" in version or not (folder / "manifest.json").is_file():
+        raise ArtifactError(f"{root}: CURRENT names version {version!r}, which has no manifest")
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if not isinstance(manifest, dict):
+            raise TypeError("not a JSON object")
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{folder / 'manifest.json'}: corrupted manifest ({exc})") from None
+    return folder, manifest
+
+
+def _check_compatible(folder: Path, manifest: dict[str, Any]) -> None:
+    fmt = manifest.get("format")
+    if fmt != FORMAT:
+        made_by = manifest.get("libraries", {}).get("netwarden", "an unknown version")
+        raise ArtifactError(
+            f"{folder}: model format {fmt!r} (written by netwarden {made_by}) cannot be read by "
+            f"netwarden {__version__}, which reads {FORMAT!r}; retrain with `netwarden train`")
+    columns = manifest.get("columns")
+    if columns != list(MODEL_COLUMNS):
+        theirs = set(columns or [])
+        ours = set(MODEL_COLUMNS)
+        detail = []
+        if ours - theirs:
+            detail.append("missing " + ", ".join(sorted(ours - theirs)))
+        if theirs - ours:
+            detail.append("unknown " + ", ".join(sorted(theirs - ours)))
+        if not detail:
+            detail.append("same features in another order")
+        raise ArtifactError(
+            f"{folder}: the model's feature columns do not match this netwarden's "
+            f"({'; '.join(detail)}); retrain with `netwarden train`")
+
+
+def _verified(folder: Path, rel: str, expected: str) -> Path:
+    path = (folder / rel).resolve()
+    if folder.resolve() not in path.parents:
+        raise ArtifactError(f"{folder}: manifest points outside the model folder: {rel!r}")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing from the model folder")
+    actual = _sha256(path)
+    if actual != expected:
+        raise ArtifactError(f"{path}: changed since it was written (sha256 {actual[:12]}..., "
+                            f"manifest says {str(expected)[:12]}...); refusing to load it")
+    return path
+
+
+def _load_pipeline(path: Path) -> Any:
+    try:
+        untrusted = set(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a corrupted artifact
+        raise ArtifactError(f"{path}: not a readable skops file ({exc})") from None
+    unexpected = untrusted - TRUSTED_TYPES
+    if unexpected:
+        raise ArtifactError(f"{path}: contains types netwarden does not trust "
+                            f"({', '.join(sorted(unexpected))}); refusing to load it")
+    try:
+        return sio.load(path, trusted=sorted(untrusted))
+    except Exception as exc:  # noqa: BLE001
+        raise ArtifactError(f"{path}: cannot be loaded ({exc})") from None
+
+
+def _floats(values: list[float | None]) -> np.ndarray:
+    """A manifest vector (None stands for infinity) with the length of the model columns."""
+    if not isinstance(values, list) or len(values) != len(MODEL_COLUMNS):
+        raise ValueError(f"expected {len(MODEL_COLUMNS)} numbers")
+    return np.asarray([np.inf if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def load_bundle(model_dir: str | Path) -> ModelBundle:
+    """Load the current version of ``model_dir``, verifying it before trusting any of it."""
+    root = Path(model_dir)
+    folder, manifest = _read_manifest(root)
+    _check_compatible(folder, manifest)
+    try:
+        models: dict[str, FittedModel] = {}
+        for entry in manifest["models"]:
+            path = _verified(folder, entry["file"], entry["sha256"])
+            models[entry["key"]] = FittedModel(
+                key=entry["key"], pipeline=_load_pipeline(path),
+                forest_threshold=float(entry["forest_threshold"]),
+                deviation_limits=_floats(entry["deviation_limits"]),
+                rows=int(entry["rows"]), median=_floats(entry["median"]),
+                spread=_floats(entry["spread"]), t_median=_floats(entry["t_median"]),
+                t_scale=_floats(entry["t_scale"]),
+                train_score_quantiles=dict(entry.get("train_score_quantiles", {})))
+        base = manifest["baselines"]
+        baselines = json.loads(_verified(folder, base["file"], base["sha256"]).read_text())
+        return ModelBundle(
+            models=models, columns=tuple(manifest["columns"]),
+            config=TrainConfig(**manifest["config"]),
+            window_seconds=float(manifest["window_seconds"]),
+            training_start=datetime.fromisoformat(manifest["training_start"]),
+            training_end=datetime.fromisoformat(manifest["training_end"]),
+            rows=int(manifest["rows"]), data_hash=str(manifest["data_hash"]),
+            namespaces=dict(manifest["namespaces"]), baselines=baselines)
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{folder / 'manifest.json'}: corrupted manifest "
+                            f"({type(exc).__name__}: {exc})") from None
+
+
+def library_mismatch(model_dir: str | Path) -> str | None:
+    """A warning when the current version was written with another scikit-learn release."""
+    _, manifest = _read_manifest(Path(model_dir))
+    theirs = manifest.get("libraries", {}).get("scikit-learn", "")
+    ours = _libraries()["scikit-learn"]
+    if theirs.split(".")[:2] != ours.split(".")[:2]:
+        return (f"models were trained with scikit-learn {theirs}, this is {ours}: scores may "
+                "differ slightly; retrain when convenient")
+    return None

@@ -1,0 +1,211 @@
+"""Training, model artifacts (safe loading, tamper and compatibility checks) and scoring."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+
+from netwarden.detector.explain import reason_text, summary
+from netwarden.detector.scorer import Scorer
+from netwarden.ingest.generator import generate
+from netwarden.ingest.pipeline import build_windows
+from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
+from netwarden.models.artifact import ArtifactError, load_bundle, save_bundle
+from netwarden.models.forest import anomaly_score
+from netwarden.models.spec import LOG_COLUMNS, MODEL_COLUMNS, raw_matrix, transform
+from netwarden.models.training import ModelBundle, NotEnoughData, TrainConfig, train
+
+T0 = datetime(2026, 2, 2, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[ModelBundle, list[ClosedWindow], Path]:
+    out = tmp_path_factory.mktemp("models")
+    result = generate(out / "train", hours=5, seed=41, start=T0)
+    builder = WindowBuilder()
+    windows: list[ClosedWindow] = []
+    build_windows([result.flows_path], windows.extend, builder=builder)
+    bundle = train(windows_to_rows(windows), config=TrainConfig(n_estimators=50, seed=3))
+    bundle.baselines = builder.export_baselines()
+    return bundle, windows, out
+
+
+def test_columns_and_transform() -> None:
+    assert len(MODEL_COLUMNS) == len(set(MODEL_COLUMNS))
+    assert "egress_flows" in LOG_COLUMNS and "egress_new_peer_share" not in LOG_COLUMNS
+    row = {c: 0.0 for c in MODEL_COLUMNS}
+    row.update(window_start=T0 + timedelta(hours=6), egress_flows=np.e - 1)
+    x = transform(raw_matrix([row]))
+    assert x[0, MODEL_COLUMNS.index("egress_flows")] == pytest.approx(1.0)
+    assert x[0, MODEL_COLUMNS.index("time_of_day_sin")] == pytest.approx(1.0)  # 06:00
+
+
+def test_models_per_identity_namespace_and_global(trained) -> None:
+    bundle, windows, _ = trained
+    keys = set(bundle.models)
+    assert "global" in keys
+    assert "identity:monitoring/prometheus" in keys
+    assert any(k.startswith("namespace:") for k in keys)
+    model, fallback = bundle.model_for("monitoring/prometheus", "monitoring")
+    assert model.key == "identity:monitoring/prometheus" and not fallback
+    model, fallback = bundle.model_for("newns/newapp", "newns")
+    assert model.key == "global" and fallback
+
+
+def test_threshold_matches_the_expected_rate_on_training_data(trained) -> None:
+    bundle, windows, _ = trained
+    rows = windows_to_rows(windows)
+    for key, model in bundle.models.items():
+        if not key.startswith("identity:"):
+            continue
+        mine = sorted((r for r in rows if f"identity:{r['identity']}" == key),
+                      key=lambda r: r["window_start"])[bundle.config.warmup_windows:]
+        scores = model.score(transform(raw_matrix(mine)))
+        assert (scores > model.threshold).mean() <= 2 * bundle.config.expected_rate + 1 / len(mine)
+
+
+def test_score_direction_is_flipped_once(trained) -> None:
+    bundle, _, _ = trained
+    model = bundle.models["global"]
+    x = np.zeros((1, len(MODEL_COLUMNS)))
+    assert anomaly_score(model.pipeline, x)[0] == -model.pipeline.score_samples(x)[0]
+
+
+def test_artifact_round_trip_gives_the_same_scores(trained, tmp_path) -> None:
+    bundle, windows, _ = trained
+    folder = save_bundle(bundle, tmp_path / "m")
+    assert (tmp_path / "m" / "CURRENT").read_text().strip() == folder.name
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["data_hash"] == bundle.data_hash and manifest["rows"] == bundle.rows
+    assert {"python", "numpy", "scikit-learn", "skops", "netwarden"} <= set(manifest["libraries"])
+    loaded = load_bundle(tmp_path / "m")
+    a = Scorer(bundle).score(windows[-200:])
+    b = Scorer(loaded).score(windows[-200:])
+    assert [s.score for s in a] == [s.score for s in b]
+    assert loaded.baselines == json.loads(json.dumps(bundle.baselines))
+
+
+def test_tampered_model_file_is_refused(trained, tmp_path) -> None:
+    bundle, _, _ = trained
+    folder = save_bundle(bundle, tmp_path / "m")
+    victim = sorted((folder / "models").glob("*.skops"))[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"changed since it was written.*refusing"):
+        load_bundle(tmp_path / "m")
+
+
+class Evil:
+    """Stands for any type an attacker could ask skops to rebuild."""
+
+
+def test_untrusted_types_are_refused_even_with_a_matching_checksum(trained, tmp_path) -> None:
+    bundle, _, _ = trained
+    folder = save_bundle(bundle, tmp_path / "m")
+    victim = sorted((folder / "models").glob("*.skops"))[0]
+    sio.dump({"x": Evil()}, victim)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    import hashlib
+
+    for entry in manifest["models"]:  # an attacker able to rewrite the manifest too
+        if entry["file"] == f"models/{victim.name}":
+            entry["sha256"] = hashlib.sha256(victim.read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="types netwarden does not trust"):
+        load_bundle(tmp_path / "m")
+
+
+def test_incompatible_columns_and_format_are_explained(trained, tmp_path) -> None:
+    bundle, _, _ = trained
+    folder = save_bundle(bundle, tmp_path / "m")
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["columns"] = manifest["columns"][:-3] + ["egress_quantum_flux"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="missing .*time_of_day.*unknown egress_quantum_flux"):
+        load_bundle(tmp_path / "m")
+    manifest["format"] = "netwarden-models/0"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="cannot be read by netwarden"):
+        load_bundle(tmp_path / "m")
+    path.write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupted manifest"):
+        load_bundle(tmp_path / "m")
+
+
+def test_missing_model_folder_messages(tmp_path) -> None:
+    with pytest.raises(ArtifactError, match="no such model folder"):
+        load_bundle(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="holds no trained model"):
+        load_bundle(tmp_path / "empty")
+
+
+def test_not_enough_data_says_how_much(trained) -> None:
+    _, windows, _ = trained
+    rows = windows_to_rows(windows)[:30]
+    with pytest.raises(NotEnoughData, match=r"need at least 120"):
+        train(rows)
+
+
+def test_train_config_validation() -> None:
+    with pytest.raises(ValueError, match="expected_rate must be between"):
+        TrainConfig(expected_rate=0.5)
+    with pytest.raises(ValueError, match="min_windows must be between"):
+        TrainConfig(min_windows=1)
+
+
+def test_reason_texts() -> None:
+    assert reason_text("egress_distinct_dst_ports", 212, 3) == \
+        "contacted 212 distinct destination ports (baseline 3)"
+    assert reason_text("egress_dns_nxdomain_share", 0.9, 0.05) == \
+        "got NXDOMAIN for 90% of its DNS answers (baseline 5%)"
+    assert summary("cart", ["contacted 212 distinct destination ports (baseline 3)",
+                            "contacted 38 peers (baseline 4)"]) == \
+        "cart contacted 212 distinct destination ports (baseline 3) and contacted 38 peers (baseline 4)"
+
+
+@pytest.fixture(scope="module")
+def trained_day(tmp_path_factory) -> tuple[ModelBundle, Path]:
+    """A whole day of training, so the daily cycle is normal."""
+    out = tmp_path_factory.mktemp("day")
+    result = generate(out / "train", hours=24, seed=43, start=T0)
+    builder = WindowBuilder()
+    windows: list[ClosedWindow] = []
+    build_windows([result.flows_path], windows.extend, builder=builder)
+    bundle = train(windows_to_rows(windows), config=TrainConfig(n_estimators=50, seed=3))
+    bundle.baselines = builder.export_baselines()
+    return bundle, out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("seed", "hour"), [(101, 9), (202, 20)])
+def test_attacks_detected_and_quiet_traffic_not(trained_day, seed, hour) -> None:
+    """Seeds the benchmark does not use; three hours of the next day."""
+    bundle, out = trained_day
+    start = T0 + timedelta(days=1, hours=hour)
+    test = generate(out / f"test{seed}", hours=3, seed=seed, start=start,
+                    attacks=["port_scan", "exfiltration", "drop_storm"], rate=1.0)
+    builder = WindowBuilder()
+    builder.seed_baselines(bundle.baselines)
+    windows: list[ClosedWindow] = []
+    build_windows([test.flows_path], windows.extend, builder=builder)
+    scored = Scorer(bundle).score(windows)
+
+    def during(s, lb) -> bool:
+        return s.window_end > lb.start and s.window_start < lb.end
+
+    for label in test.labels:
+        hits = [s for s in scored if s.anomalous and s.identity == label.identity
+                and during(s, label)]
+        assert hits, f"{label.scenario} on {label.identity} not detected"
+        assert hits[0].reasons and hits[0].summary.startswith(label.identity.split("/")[1])
+    quiet = [s for s in scored if not any(during(s, lb) for lb in test.labels)]
+    false = [s for s in quiet if s.anomalous]
+    assert len(false) <= max(2, len(quiet) // 500), [(s.identity, s.summary) for s in false]
