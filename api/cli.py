@@ -114,6 +114,41 @@ def _build_parser() -> argparse.ArgumentParser:
                           "node_exporter textfile collector")
     win.set_defaults(handler=_cmd_windows)
 
+    tr = sub.add_parser(
+        "train", help="train anomaly models from Hubble flow files",
+        description="Build windows from the flows (normal traffic: a day or more, so the daily "
+                    "cycle is learned), train one model per identity with enough history plus "
+                    "per-namespace and global fallbacks, and save them as a new version in "
+                    "MODEL_DIR.")
+    tr.add_argument("--flows", nargs="+", required=True, metavar="PATH",
+                    help="flow files, read in the order given ('-' for stdin)")
+    tr.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
+                    help="model folder; a new version is added and made current")
+    tr.add_argument("--window", type=_positive_float, default=60.0, metavar="SECONDS",
+                    help="window length in seconds (default: %(default)s); scoring uses the same")
+    tr.add_argument("--expected-rate", type=_positive_float, default=2e-4, metavar="RATE",
+                    help="share of normal windows expected above the threshold "
+                         "(default: %(default)s, about 0.3 windows per identity-day)")
+    tr.add_argument("--min-windows", type=int, default=120, metavar="N",
+                    help="windows an identity needs for its own model (default: %(default)s)")
+    tr.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    tr.set_defaults(handler=_cmd_train)
+
+    sc = sub.add_parser(
+        "score", help="score Hubble flows with trained models",
+        description="Build windows from the flows with the model's window length, score each "
+                    "identity-window and write one JSON object per window to FILE.jsonl; print "
+                    "the anomalies with their top reasons on stderr.")
+    sc.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
+                    help="model folder written by `netwarden train`")
+    sc.add_argument("--flows", nargs="+", required=True, metavar="PATH",
+                    help="flow files, read in the order given ('-' for stdin)")
+    sc.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl",
+                    help="where to write the scored windows (JSON lines)")
+    sc.add_argument("--db", type=Path, default=None, metavar="FILE",
+                    help="also record scored windows and anomalies in this SQLite database")
+    sc.set_defaults(handler=_cmd_score)
+
     feats = sub.add_parser("features", help="list the window features and what they mean",
                            description="Print the table of window features.")
     feats.set_defaults(handler=_cmd_features)
@@ -142,6 +177,22 @@ def _cmd_windows(args: argparse.Namespace) -> int:
 
     commands.windows(args.flows, args.out, window=args.window, lateness=args.lateness,
                      console=_stderr, metrics_file=args.metrics_file)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from netwarden.api import detection
+
+    detection.train(args.flows, args.model_dir, window=args.window,
+                    expected_rate=args.expected_rate, min_windows=args.min_windows,
+                    seed=args.seed, console=_stderr)
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from netwarden.api import detection
+
+    detection.score(args.model_dir, args.flows, args.out, db=args.db, console=_stderr)
     return 0
 
 

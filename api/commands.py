@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from rich.table import Table
 from netwarden.ingest.features import FEATURES, feature_columns
 from netwarden.ingest.pipeline import IngestResult, build_windows, input_size
 from netwarden.ingest.sources import STDIN
-from netwarden.ingest.windows import ClosedWindow, WindowConfig
+from netwarden.ingest.windows import ClosedWindow, WindowBuilder, WindowConfig
 
 __all__ = ["UserError", "generate", "print_features", "run_demo", "windows"]
 
@@ -93,39 +93,25 @@ def windows(flows: Sequence[str], out: Path, *, window: float, lateness: float,
     from netwarden.ingest.metrics import IngestMetrics
     from netwarden.ingest.output import WindowWriter
 
-    if sum(1 for f in flows if f == STDIN) > 1:
-        raise UserError("--flows: '-' (stdin) can be given only once")
+    check_flow_paths(flows)
     try:
         config = WindowConfig(window_seconds=window, allowed_lateness=lateness)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    for path in flows:
-        if path != STDIN and not Path(path).is_file():
-            raise UserError(f"--flows {path}: no such file")
     try:
         writer = WindowWriter(out)
     except ValueError as exc:
         raise UserError(f"--out {exc}") from None
-    total = input_size(flows)
 
     def sink(closed: list[ClosedWindow]) -> None:
         writer.write(closed)
         if keep is not None:
             keep.extend(closed)
 
-    with writer, _progress(console) as progress:
-        task = progress.add_task("building windows", total=total)
-        done_before = [0]
-        last = [0]
-
-        def on_position(position: int) -> None:
-            if position < last[0]:  # next file
-                done_before[0] += last[0]
-            last[0] = position
-            progress.update(task, completed=done_before[0] + position)
-
-        metrics = IngestMetrics()
-        result = build_windows(flows, sink, config=config, progress=on_position, metrics=metrics)
+    metrics = IngestMetrics()
+    with writer:
+        result = ingest_with_progress(flows, sink, console=console,
+                                      builder=WindowBuilder(config), metrics=metrics)
     if metrics_file is not None:
         try:
             write_to_textfile(str(metrics_file), metrics.registry)
@@ -136,6 +122,34 @@ def windows(flows: Sequence[str], out: Path, *, window: float, lateness: float,
         console.print(line, markup=False)
     console.print(f"wrote {writer.rows:,} identity-windows to {out}", markup=False)
     return result
+
+
+def check_flow_paths(flows: Sequence[str]) -> None:
+    if sum(1 for f in flows if f == STDIN) > 1:
+        raise UserError("--flows: '-' (stdin) can be given only once")
+    for path in flows:
+        if path != STDIN and not Path(path).is_file():
+            raise UserError(f"--flows {path}: no such file")
+
+
+def ingest_with_progress(flows: Sequence[str], on_windows: Callable[[list[ClosedWindow]], Any], *,
+                         console: Console, builder: WindowBuilder,
+                         metrics: Any = None, label: str = "building windows") -> IngestResult:
+    """Run the ingest pipeline with a progress bar over the input bytes."""
+    total = input_size(flows)
+    with _progress(console) as progress:
+        task = progress.add_task(label, total=total)
+        done_before = [0]
+        last = [0]
+
+        def on_position(position: int) -> None:
+            if position < last[0]:  # next file
+                done_before[0] += last[0]
+            last[0] = position
+            progress.update(task, completed=done_before[0] + position)
+
+        return build_windows(flows, on_windows, builder=builder, progress=on_position,
+                             metrics=metrics)
 
 
 def print_features(console: Console) -> None:

@@ -1,0 +1,107 @@
+"""`netwarden train` and `netwarden score` as other tools use them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from netwarden.ingest.generator import generate
+
+START = datetime(2026, 3, 2, tzinfo=timezone.utc)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "netwarden", *args], capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("cli")
+    train = generate(out / "train", hours=4, seed=8, start=START)
+    proc = _run("train", "--flows", str(train.flows_path), "--model-dir", str(out / "models"))
+    assert proc.returncode == 0, proc.stderr
+    assert "trained" in proc.stderr and "now current" in proc.stderr
+    return out / "models", out
+
+
+@pytest.mark.slow
+def test_score_writes_the_documented_lines(model, tmp_path) -> None:
+    model_dir, out = model
+    test = generate(out / "test", hours=1, seed=9, start=datetime(2026, 3, 2, 4, tzinfo=timezone.utc),
+                    attacks=["port_scan"])
+    result = tmp_path / "scores.jsonl"
+    db = tmp_path / "anomalies.db"
+    proc = _run("score", "--model-dir", str(model_dir), "--flows", str(test.flows_path),
+                "--out", str(result), "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in result.read_text().splitlines()]
+    assert lines
+    for obj in lines:
+        assert {"identity", "window_start", "window_end", "score", "threshold", "anomalous",
+                "reasons"} <= set(obj)
+        assert "/" in obj["identity"] and obj["window_start"].endswith("Z")
+        assert isinstance(obj["score"], float) and isinstance(obj["anomalous"], bool)
+        assert obj["anomalous"] == (obj["score"] > obj["threshold"])
+        for reason in obj["reasons"]:
+            assert {"feature", "value", "baseline"} <= set(reason)
+    (label,) = test.labels
+    hits = [o for o in lines if o["anomalous"] and o["identity"] == label.identity]
+    assert hits and hits[0]["reasons"] and hits[0]["summary"]
+    assert f"{label.identity}:" in proc.stderr  # the human summary names the identity
+    with sqlite3.connect(db) as conn:
+        (n,) = conn.execute("select count(*) from scored_windows").fetchone()
+        (a,) = conn.execute("select count(*) from anomalies").fetchone()
+    assert n == len(lines) and a >= 1
+
+
+@pytest.mark.slow
+def test_unseen_identity_is_scored_by_a_fallback(model, tmp_path) -> None:
+    from tests.flowfactory import flow, pod
+    import orjson
+
+    model_dir, _ = model
+    newcomer = pod("shop", "brand-new-app", 45678, "10.244.9.9")
+    db = pod("db", "postgres", 39869, "10.244.3.24", replica="")
+    lines = [flow(newcomer, db, seconds=s, sport=40000 + s, dport=5432) for s in range(0, 180, 5)]
+    path = tmp_path / "new.json"
+    path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines))
+    result = tmp_path / "s.jsonl"
+    proc = _run("score", "--model-dir", str(model_dir), "--flows", str(path), "--out", str(result))
+    assert proc.returncode == 0, proc.stderr
+    scored = [json.loads(x) for x in result.read_text().splitlines()]
+    mine = [o for o in scored if o["identity"] == "shop/brand-new-app"]
+    assert mine and all(o["fallback"] and o["model"] in ("namespace:shop", "global") for o in mine)
+
+
+def test_too_little_training_data(tmp_path, hubble_samples) -> None:
+    path = next(p for p in hubble_samples if "400-tcp" in p.name)
+    proc = _run("train", "--flows", str(path), "--model-dir", str(tmp_path / "m"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "not enough training data" in proc.stderr and "need at least 120" in proc.stderr
+
+
+@pytest.mark.slow
+def test_missing_and_tampered_models(model, tmp_path, hubble_samples) -> None:
+    flows = str(hubble_samples[0])
+    proc = _run("score", "--model-dir", str(tmp_path / "none"), "--flows", flows, "--out",
+                str(tmp_path / "s.jsonl"))
+    assert proc.returncode == 2 and "no such model folder" in proc.stderr
+    model_dir, _ = model
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(model_dir, copy)
+    version = (copy / "CURRENT").read_text().strip()
+    victim = sorted((copy / version / "models").glob("*.skops"))[-1]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    proc = _run("score", "--model-dir", str(copy), "--flows", flows, "--out",
+                str(tmp_path / "s.jsonl"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "changed since it was written" in proc.stderr and victim.name in proc.stderr
