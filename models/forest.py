@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import RobustScaler
@@ -88,6 +89,26 @@ class FittedModel:
         return np.maximum(occlusion, self.deviations(x_row[None, :])[0])
 
 
+def _held_out_threshold(pipeline: Pipeline, x: np.ndarray, q: float, seed: int) -> float:
+    """The forest's threshold from scores of windows it did not learn from.
+
+    Two forests are fitted on alternate halves of the windows (in time order) and each scores
+    the other half; the threshold is the ``q`` quantile of those out-of-sample scores (and never
+    below the in-sample one). A forest's scores for its own training windows run slightly low,
+    so an in-sample threshold would flag ordinary new windows too often.
+    """
+    in_sample = float(np.quantile(anomaly_score(pipeline, x), q, method="higher"))
+    if len(x) < 64:
+        return in_sample
+    held_out = []
+    for part in (0, 1):
+        learn, check = x[part::2], x[1 - part::2]
+        half = clone(pipeline).set_params(forest__random_state=seed + 1 + part)
+        half.fit(learn)
+        held_out.append(anomaly_score(half, check))
+    return max(in_sample, float(np.quantile(np.concatenate(held_out), q, method="higher")))
+
+
 def fit_model(key: str, x: np.ndarray, raw: np.ndarray, *, expected_rate: float,
               n_estimators: int, max_samples: int, seed: int,
               floor: np.ndarray) -> FittedModel:
@@ -104,8 +125,7 @@ def fit_model(key: str, x: np.ndarray, raw: np.ndarray, *, expected_rate: float,
     ])
     pipeline.fit(x)
     q = 1.0 - expected_rate
-    forest = anomaly_score(pipeline, x)
-    forest_threshold = float(np.quantile(forest, q, method="higher"))
+    forest_threshold = _held_out_threshold(pipeline, x, q, seed)
     t_median = np.median(x, axis=0)
     t_q25, t_q75 = np.percentile(x, [25, 75], axis=0)
     t_scale = np.maximum((t_q75 - t_q25) / _IQR_TO_SIGMA, floor)
