@@ -76,6 +76,8 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("dns_qname_len_max", "longest queried name"),
     Feature("dns_qname_entropy_mean", "mean per-name character entropy of queried names (bits)"),
     Feature("dns_distinct_names", "distinct queried names (sketch)"),
+    Feature("dns_new_name_share", "share of the window's distinct queried names not in this "
+            "identity's baseline (names of its earlier windows; bottom-256 sample by hash)"),
     Feature("http_requests", "HTTP requests (L7)"),
     Feature("http_4xx_share", "share of HTTP responses with status 400-499"),
     Feature("http_5xx_share", "share of HTTP responses with status 500-599"),
@@ -144,7 +146,8 @@ class SideStats:
         "tcp_resets", "icmp", "dns_queries", "dns_responses", "dns_nxdomain", "qname_len_sum",
         "qname_len_max", "qname_entropy_sum", "http_requests", "http_responses", "http_4xx",
         "http_5xx", "world_flows", "drop_reasons", "port_hist", "peers", "dst_ports", "dns_names",
-        "world_peers", "world_fqdns", "peers_seen", "new_peers", "pending", "top_pairs",
+        "world_peers", "world_fqdns", "peers_seen", "new_peers", "names_seen", "new_names",
+        "pending", "top_pairs",
         "sample_names",
     )
 
@@ -180,6 +183,9 @@ class SideStats:
         self.peers_seen: set[int] = set()
         #: Of ``peers_seen``, those not in the identity's baseline; set when the window closes.
         self.new_peers: set[int] = set()
+        #: DNS name hashes queried (bottom-k like peers) and, at close, those new to the identity.
+        self.names_seen: set[int] = set()
+        self.new_names: set[int] = set()
         #: (peer hash, protocol << 16 | port, or -1 without a port) -> flows, not yet folded into
         #: the sketches and the port histogram. Folding in bulk is what keeps the per-flow cost
         #: at one dict update; :meth:`fold` runs when it grows past PENDING_LIMIT and before
@@ -263,6 +269,8 @@ class SideStats:
                 mine += theirs
         self.peers_seen |= other.peers_seen
         self.new_peers |= other.new_peers
+        self.names_seen |= other.names_seen
+        self.new_names |= other.new_names
         for pair, n in other.top_pairs.items():
             self.top_pairs[pair] = self.top_pairs.get(pair, 0) + n
         for name in other.sample_names:
@@ -288,6 +296,9 @@ class SideStats:
         if len(self.peers_seen) > BASELINE_PEERS_PER_WINDOW:
             self.peers_seen = set(sorted(self.peers_seen)[:BASELINE_PEERS_PER_WINDOW])
             self.new_peers &= self.peers_seen
+        if len(self.names_seen) > BASELINE_PEERS_PER_WINDOW:
+            self.names_seen = set(sorted(self.names_seen)[:BASELINE_PEERS_PER_WINDOW])
+            self.new_names &= self.names_seen
 
     def features(self) -> dict[str, float]:
         """The documented features (:data:`FEATURES`), by bare name."""
@@ -315,6 +326,8 @@ class SideStats:
             "dns_qname_len_max": float(self.qname_len_max),
             "dns_qname_entropy_mean": round(self.qname_entropy_sum / q, 9) if q else 0.0,
             "dns_distinct_names": _count(self.dns_names),
+            "dns_new_name_share": (round(len(self.new_names & self.names_seen) / len(self.names_seen), 9)
+                                   if self.names_seen else 0.0),
             "http_requests": float(self.http_requests),
             "http_4xx_share": round(self.http_4xx / http_resp, 9) if http_resp else 0.0,
             "http_5xx_share": round(self.http_5xx / http_resp, 9) if http_resp else 0.0,
@@ -330,7 +343,8 @@ class SideStats:
         return (
             64 + 8 * len(self.__slots__) + sketches
             + 100 * (len(self.port_hist) + len(self.drop_reasons))
-            + 40 * (len(self.peers_seen) + len(self.new_peers)) + 120 * len(self.pending)
+            + 40 * (len(self.peers_seen) + len(self.new_peers) + len(self.names_seen)
+                    + len(self.new_names)) + 120 * len(self.pending)
         )
 
     def __eq__(self, other: object) -> bool:
@@ -350,6 +364,9 @@ class SideStats:
             and self._pruned(self.peers_seen) == self._pruned(other.peers_seen)
             and (self.new_peers & set(self._pruned(self.peers_seen)))
             == (other.new_peers & set(self._pruned(other.peers_seen)))
+            and self._pruned(self.names_seen) == self._pruned(other.names_seen)
+            and (self.new_names & set(self._pruned(self.names_seen)))
+            == (other.new_names & set(self._pruned(other.names_seen)))
         )
 
     @staticmethod

@@ -28,7 +28,12 @@ from netwarden.ingest.direction import (
     SERVER,
     counted_sides,
 )
-from netwarden.ingest.features import EXAMPLE_NAMES, PENDING_LIMIT, SideStats
+from netwarden.ingest.features import (
+    BASELINE_PEERS_PER_WINDOW,
+    EXAMPLE_NAMES,
+    PENDING_LIMIT,
+    SideStats,
+)
 from netwarden.ingest.flow import DROP_REASONS
 from netwarden.ingest.identity import IdentityResolver, Peer, Subject
 from netwarden.ingest.sketch import stable_hash64
@@ -191,6 +196,7 @@ class WindowBuilder:
         # Late iff (window index + 1) <= _late_limit, i.e. its end is at or before the watermark.
         self._late_limit = -math.inf
         self._baseline: dict[tuple[Subject, int], dict[int, None]] = {}
+        self._name_baseline: dict[tuple[Subject, int], dict[int, None]] = {}
         self._names: dict[str, tuple[int, float, int]] = {}
         #: Peer hash -> readable peer key, for examples in closed windows (bounded).
         self._peer_names: dict[int, str] = {}
@@ -207,12 +213,14 @@ class WindowBuilder:
         return self._close_until(math.inf)
 
     def export_baselines(self) -> dict[str, dict[str, list[int]]]:
-        """The learned peer baselines, ``{identity: {"egress": [...], "ingress": [...]}}``,
-        oldest first; saved with a model so scoring starts from what training saw."""
+        """The learned baselines, ``{identity: {"egress": [...], "ingress": [...],
+        "egress_names": [...], "ingress_names": [...]}}`` (peer and DNS-name hashes, oldest
+        first); saved with a model so scoring starts from what training saw."""
         out: dict[str, dict[str, list[int]]] = {}
-        for (subject, which), peers in self._baseline.items():
-            side = "egress" if which == CLIENT else "ingress"
-            out.setdefault(subject.id, {})[side] = list(peers)
+        for suffix, baselines in (("", self._baseline), ("_names", self._name_baseline)):
+            for (subject, which), hashes in baselines.items():
+                side = ("egress" if which == CLIENT else "ingress") + suffix
+                out.setdefault(subject.id, {})[side] = list(hashes)
         return out
 
     def seed_baselines(self, baselines: dict[str, dict[str, list[int]]]) -> None:
@@ -220,10 +228,12 @@ class WindowBuilder:
         for identity, sides in baselines.items():
             namespace, _, workload = identity.partition("/")
             subject = self.resolver.subject(namespace, workload)
-            for side, peers in sides.items():
-                which = CLIENT if side == "egress" else SERVER
-                self._baseline[(subject, which)] = dict.fromkeys(
-                    int(h) for h in peers[-self.config.baseline_peers:])
+            for side, hashes in sides.items():
+                direction, _, kind = side.partition("_")
+                which = CLIENT if direction == "egress" else SERVER
+                store = self._name_baseline if kind == "names" else self._baseline
+                store[(subject, which)] = dict.fromkeys(
+                    int(h) for h in hashes[-self.config.baseline_peers:])
 
     @property
     def open_windows(self) -> int:
@@ -429,6 +439,10 @@ class WindowBuilder:
             if sketch is None:
                 sketch = side.sketch("dns_names")
             sketch.add(h)
+            seen = side.names_seen
+            seen.add(h)
+            if len(seen) > 2 * BASELINE_PEERS_PER_WINDOW:
+                side.prune_peers_seen()
             names = side.sample_names
             if len(names) < EXAMPLE_NAMES and query not in names:
                 names.append(query)
@@ -484,27 +498,35 @@ class WindowBuilder:
         return closed
 
     def _learn(self, subject: Subject, which: int, side: SideStats) -> None:
-        """Mark the window's new peers, then add its peers to the identity's bounded baseline."""
+        """Mark the window's new peers and DNS names, then add them to the identity's bounded
+        baselines."""
         side.prune_peers_seen()
         key = (subject, which)
-        baseline = self._baseline.pop(key, None)  # re-inserted below: dict order = recency
+        side.new_peers = self._novel(self._baseline, key, side.peers_seen)
+        side.new_names = self._novel(self._name_baseline, key, side.names_seen)
+
+    def _novel(self, baselines: dict[tuple[Subject, int], dict[int, None]],
+               key: tuple[Subject, int], seen: set[int]) -> set[int]:
+        """Of ``seen``, what the baseline of ``key`` lacks; then learn ``seen`` (most recent kept)."""
+        baseline = baselines.pop(key, None)  # re-inserted below: dict order = recency
         if baseline is None:
-            side.new_peers = set(side.peers_seen)
-            if not side.peers_seen:
-                return
+            new = set(seen)
+            if not seen:
+                return new
             baseline = {}
-            if len(self._baseline) >= self.config.max_baseline_subjects:
-                del self._baseline[next(iter(self._baseline))]
+            if len(baselines) >= self.config.max_baseline_subjects:
+                del baselines[next(iter(baselines))]
         else:
-            side.new_peers = {h for h in side.peers_seen if h not in baseline}
-        self._baseline[key] = baseline
-        for h in sorted(side.peers_seen):
+            new = {h for h in seen if h not in baseline}
+        baselines[key] = baseline
+        for h in sorted(seen):
             baseline.pop(h, None)
             baseline[h] = None
         over = len(baseline) - self.config.baseline_peers
         if over > 0:
             for h in list(baseline)[:over]:
                 del baseline[h]
+        return new
 
 
 def windows_to_rows(windows: Sequence[ClosedWindow]) -> list[dict[str, Any]]:

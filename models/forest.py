@@ -103,7 +103,9 @@ def _held_out_threshold(pipeline: Pipeline, x: np.ndarray, q: float, seed: int) 
     held_out = []
     for part in (0, 1):
         learn, check = x[part::2], x[1 - part::2]
-        half = clone(pipeline).set_params(forest__random_state=seed + 1 + part)
+        half = clone(pipeline).set_params(
+            forest__random_state=seed + 1 + part,
+            forest__max_samples=min(pipeline.named_steps["forest"].max_samples, len(learn)))
         half.fit(learn)
         held_out.append(anomaly_score(half, check))
     return max(in_sample, float(np.quantile(np.concatenate(held_out), q, method="higher")))

@@ -53,12 +53,12 @@ class TrainConfig:
         60 s windows); identities with fewer are scored by their namespace's or the global model.
     warmup_windows:
         Each identity's first windows are left out of training: their "new peer" share is high
-        only because the baseline is still empty (default 5).
+        only because the baselines (peers, DNS names) are still filling (default 60: an hour).
     """
 
     expected_rate: float = 2e-4
     min_windows: int = 120
-    warmup_windows: int = 5
+    warmup_windows: int = 60
     n_estimators: int = 100
     max_samples: int = 256
     seed: int = 0
