@@ -52,6 +52,17 @@ _PROTO_ICMP, _PROTO_TCP, _PROTO_UDP, _PROTO_SCTP = 1, 6, 17, 132
 _PROTO_NAMES: Final = {_PROTO_TCP: "TCP", _PROTO_UDP: "UDP", _PROTO_SCTP: "SCTP"}
 
 
+def check_ranges(config: object, constraints: dict[str, tuple[float, float]]) -> None:
+    """Validate a settings object once: each named field is a number within its range; the
+    error names the parameter and the range."""
+    for name, (low, high) in constraints.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+
+
 #: Valid ranges of the WindowConfig parameters, checked once when a config is made.
 _CONSTRAINTS: Final[dict[str, tuple[float, float]]] = {
     "window_seconds": (1.0, 86_400.0),
@@ -84,12 +95,7 @@ class WindowConfig:
     max_baseline_subjects: int = 100_000
 
     def __post_init__(self) -> None:
-        for name, (low, high) in _CONSTRAINTS.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            if not low <= value <= high:
-                raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+        check_ranges(self, _CONSTRAINTS)
 
 
 @dataclass

@@ -6,13 +6,13 @@ Retraining is a fresh :func:`train` on new data; a fitted bundle is never modifi
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from netwarden.ingest.windows import check_ranges
 from netwarden.models.forest import GLOBAL, FittedModel, fit_model
 from netwarden.models.spec import (
     DEVIATION_FLOOR,
@@ -64,12 +64,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, (low, high) in _CONSTRAINTS.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            if not low <= value <= high:
-                raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+        check_ranges(self, _CONSTRAINTS)
 
 
 @dataclass
