@@ -51,6 +51,16 @@ def _non_negative_float(text: str) -> float:
     return _number(text, allow_zero=True)
 
 
+def _add_flows_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--flows", nargs="+", required=True, metavar="PATH",
+                        help="flow files, read in the order given ('-' for stdin)")
+
+
+def _add_window_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument("--window", type=_positive_float, default=60.0, metavar="SECONDS",
+                        help=f"window length in seconds (default: %(default)s){note}")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netwarden",
@@ -99,12 +109,10 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Read Hubble JSON flows (hubble observe -o json, exporter files, legacy bare "
                     "flows; plain or gzip; '-' for stdin) and write one row per identity-window "
                     "with its features. Bad lines are skipped, counted and reported.")
-    win.add_argument("--flows", nargs="+", required=True, metavar="FILE",
-                     help="flow files, read in the order given ('-' for stdin)")
+    _add_flows_argument(win)
     win.add_argument("--out", type=Path, required=True,
                      help="output file: .parquet or .jsonl")
-    win.add_argument("--window", type=_positive_float, default=60.0, metavar="SECONDS",
-                     help="window length in seconds (default: %(default)s)")
+    _add_window_argument(win)
     win.add_argument("--lateness", type=_non_negative_float, default=15.0, metavar="SECONDS",
                      help="allowed lateness of flows behind the newest event time "
                           "(default: %(default)s)")
@@ -120,12 +128,10 @@ def _build_parser() -> argparse.ArgumentParser:
                     "cycle is learned), train one model per identity with enough history plus "
                     "per-namespace and global fallbacks, and save them as a new version in "
                     "MODEL_DIR.")
-    tr.add_argument("--flows", nargs="+", required=True, metavar="PATH",
-                    help="flow files, read in the order given ('-' for stdin)")
+    _add_flows_argument(tr)
     tr.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
                     help="model folder; a new version is added and made current")
-    tr.add_argument("--window", type=_positive_float, default=60.0, metavar="SECONDS",
-                    help="window length in seconds (default: %(default)s); scoring uses the same")
+    _add_window_argument(tr, "; scoring uses the same")
     tr.add_argument("--expected-rate", type=_positive_float, default=2e-4, metavar="RATE",
                     help="share of normal windows expected above the threshold "
                          "(default: %(default)s, about 0.3 windows per identity-day)")
@@ -141,8 +147,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     "the anomalies with their top reasons on stderr.")
     sc.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
                     help="model folder written by `netwarden train`")
-    sc.add_argument("--flows", nargs="+", required=True, metavar="PATH",
-                    help="flow files, read in the order given ('-' for stdin)")
+    _add_flows_argument(sc)
     sc.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl",
                     help="where to write the scored windows (JSON lines)")
     sc.add_argument("--db", type=Path, default=None, metavar="FILE",

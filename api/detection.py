@@ -23,6 +23,7 @@ import orjson
 from rich.console import Console
 
 from netwarden.api.commands import UserError, _progress, check_flow_paths, ingest_with_progress
+from netwarden.detector.explain import examples_text
 from netwarden.detector.results import ScoredWindow
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder, WindowConfig, windows_to_rows
 
@@ -180,5 +181,9 @@ def _print_anomalies(anomalies: dict[str, list[ScoredWindow]], console: Console)
             console.print(f"  {run[0].window_start:%Y-%m-%d %H:%M}-{run[-1].window_end:%H:%M} "
                           f"score {peak.score:.2f} (threshold {peak.threshold:g}): {peak.summary}",
                           markup=False)
+            side = peak.reasons[0].feature.split("_", 1)[0] if peak.reasons else "egress"
+            flows = examples_text(peak.examples, side if side in ("egress", "ingress") else "egress")
+            if flows:
+                console.print(f"    e.g. {flows}", markup=False)
         if len(runs) > 5:
             console.print(f"  ... and {len(runs) - 5} more", markup=False)

@@ -8,9 +8,9 @@ workload's name, e.g. "cart contacted 212 distinct destination ports (baseline 3
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["phrase", "reason_text", "summary"]
+__all__ = ["examples_text", "phrase", "reason_text", "summary"]
 
 # {v} is the value; phrases are written for the egress (client) side and adapted for ingress.
 _EGRESS: Final[dict[str, str]] = {
@@ -19,7 +19,8 @@ _EGRESS: Final[dict[str, str]] = {
     "distinct_peers": "contacted {v} peers",
     "distinct_dst_ports": "contacted {v} distinct destination ports",
     "dst_port_entropy": "spread its connections over ports with {v} bits of entropy",
-    "new_peer_share": "talked to peers it had never contacted before ({pct} of its peers)",
+    "new_peers": "talked to {v} peers it had never contacted before",
+    "new_peer_flows": "sent {v} flows to peers it had never contacted before",
     "drops": "had {v} flows dropped",
     "policy_drops": "had {v} flows denied by network policy",
     "tcp_resets": "saw {v} TCP resets",
@@ -31,7 +32,7 @@ _EGRESS: Final[dict[str, str]] = {
     "dns_qname_len_max": "queried a DNS name {v} characters long",
     "dns_qname_entropy_mean": "queried DNS names with {v} bits of character entropy",
     "dns_distinct_names": "queried {v} distinct DNS names",
-    "dns_new_name_share": "queried DNS names it had never queried before ({pct} of its names)",
+    "dns_new_names": "queried {v} DNS names it had never queried before",
     "http_requests": "made {v} HTTP requests",
     "http_4xx_share": "got 4xx for {pct} of its HTTP responses",
     "http_5xx_share": "got 5xx for {pct} of its HTTP responses",
@@ -45,7 +46,8 @@ _INGRESS: Final[dict[str, str]] = {
     "distinct_peers": "was contacted by {v} peers",
     "distinct_dst_ports": "was contacted on {v} distinct ports",
     "dst_port_entropy": "was contacted on ports with {v} bits of entropy",
-    "new_peer_share": "was contacted by peers never seen before ({pct} of its peers)",
+    "new_peers": "was contacted by {v} peers never seen before",
+    "new_peer_flows": "received {v} flows from peers never seen before",
     "drops": "had {v} incoming flows dropped",
     "policy_drops": "had {v} incoming flows denied by network policy",
     "tcp_resets": "saw {v} TCP resets on incoming connections",
@@ -57,7 +59,7 @@ _INGRESS: Final[dict[str, str]] = {
     "dns_qname_len_max": "was asked a DNS name {v} characters long",
     "dns_qname_entropy_mean": "was asked DNS names with {v} bits of character entropy",
     "dns_distinct_names": "was asked {v} distinct DNS names",
-    "dns_new_name_share": "was asked DNS names never asked before ({pct} of the names)",
+    "dns_new_names": "was asked {v} DNS names never asked before",
     "http_requests": "served {v} HTTP requests",
     "http_4xx_share": "answered 4xx to {pct} of HTTP requests",
     "http_5xx_share": "answered 5xx to {pct} of HTTP requests",
@@ -102,3 +104,26 @@ def summary(workload: str, reasons: list[str], *, fallback: bool = False) -> str
     body = reasons[0] if len(reasons) == 1 else ", ".join(reasons[:-1]) + " and " + reasons[-1]
     tail = " (scored by a fallback model: too little history of its own)" if fallback else ""
     return f"{workload} {body}{tail}"
+
+
+def examples_text(examples: dict[str, Any], side: str, *, limit: int = 4) -> str:
+    """The example flows of one side (``"egress"`` or ``"ingress"``) in one line, e.g.
+    "to shop/catalog TCP/8080 (41 flows), world:203.0.113.9 TCP/443 (12 flows); DNS names:
+    x1.example.net; drops: POLICY_DENIED 30". Empty when the side has nothing to show."""
+    data = examples.get(side) or {}
+    parts = []
+    pairs = data.get("to" if side == "egress" else "from") or []
+    if pairs:
+        shown = ", ".join(f"{p['peer']} {p['port']} ({p['flows']:,} flows)".replace("  ", " ")
+                          for p in pairs[:limit])
+        more = f" and {len(pairs) - limit} more" if len(pairs) > limit else ""
+        parts.append(f"{'to' if side == 'egress' else 'from'} {shown}{more}")
+    names = data.get("dns_names") or []
+    if names:
+        more = f" and {len(names) - limit} more" if len(names) > limit else ""
+        parts.append(f"DNS names: {', '.join(names[:limit])}{more}")
+    drops = data.get("drop_reasons") or {}
+    if drops:
+        top = sorted(drops.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        parts.append("drops: " + ", ".join(f"{reason} {n:,}" for reason, n in top))
+    return "; ".join(parts)

@@ -15,6 +15,7 @@ The features a model sees are derived from these statistics when the window clos
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection, Iterable
 import math
 from dataclasses import dataclass
 from typing import Any, Final
@@ -63,8 +64,10 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("distinct_peers", "distinct peers: workloads, reserved identities, world IPs (sketch)"),
     Feature("distinct_dst_ports", "distinct destination (service) ports, by protocol (sketch)"),
     Feature("dst_port_entropy", "Shannon entropy in bits of the destination port distribution"),
-    Feature("new_peer_share", "share of the window's distinct peers not in this identity's baseline "
-            "(the peers of its earlier windows; bottom-256 sample by hash)"),
+    Feature("new_peers", "distinct peers new to this identity: first seen less than an hour ago "
+            "(WindowConfig.novelty_seconds); estimated from a bottom-256 sample by hash, exact up "
+            "to 256 peers"),
+    Feature("new_peer_flows", "flows to (egress) or from (ingress) those new peers"),
     Feature("drops", "flows dropped, any reason (verdict DROPPED)"),
     Feature("policy_drops", "drops by policy: POLICY_DENIED (133), POLICY_DENY (181), L7 denials"),
     Feature("tcp_resets", "TCP segments with RST, either direction"),
@@ -76,8 +79,8 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("dns_qname_len_max", "longest queried name"),
     Feature("dns_qname_entropy_mean", "mean per-name character entropy of queried names (bits)"),
     Feature("dns_distinct_names", "distinct queried names (sketch)"),
-    Feature("dns_new_name_share", "share of the window's distinct queried names not in this "
-            "identity's baseline (names of its earlier windows; bottom-256 sample by hash)"),
+    Feature("dns_new_names", "distinct queried names new to this identity (first queried less "
+            "than an hour ago), estimated like new_peers"),
     Feature("http_requests", "HTTP requests (L7)"),
     Feature("http_4xx_share", "share of HTTP responses with status 400-499"),
     Feature("http_5xx_share", "share of HTTP responses with status 500-599"),
@@ -117,6 +120,30 @@ _SMALL_FOLD: Final = 64
 def _port_hash(port_key: int) -> int:
     """Stable hash of ``protocol << 16 | port`` (memoised: a pure function of a small domain)."""
     return stable_hash64(port_key)
+
+
+def _novel_flows(new: set[int], seen: dict[int, int], flows: int) -> float:
+    """Flows of the window's new peers: exact while the sample holds every peer, else the
+    sample's new-peer share of flows times all flows (a ratio estimate)."""
+    if not seen or not new:
+        return 0.0
+    novel = sum(seen.get(h, 0) for h in new)
+    if len(seen) < BASELINE_PEERS_PER_WINDOW:
+        return float(novel)
+    return float(round(novel / max(sum(seen.values()), 1) * flows))
+
+
+def _novel_count(new: set[int], seen: Collection[int], distinct: DistinctSketch | None) -> float:
+    """How many of the window's distinct keys are new: exact while the bottom-k sample ``seen``
+    holds them all, else the sample's new share times the distinct count (a uniform sample by
+    hash, so the share carries over). A count, not a share: one new name in a quiet window and a
+    hundred in a tunnel are both 100% new, but only one of them is an anomaly."""
+    if not seen:
+        return 0.0
+    novel = len(new & seen)
+    if len(seen) < BASELINE_PEERS_PER_WINDOW:
+        return float(novel)
+    return float(round(novel / len(seen) * max(_count(distinct), len(seen))))
 
 
 def _count(sketch: DistinctSketch | None) -> float:
@@ -179,8 +206,9 @@ class SideStats:
         self.dns_names: DistinctSketch | None = None
         self.world_peers: DistinctSketch | None = None
         self.world_fqdns: DistinctSketch | None = None
-        #: Peer hashes seen, for the baseline; pruned to the smallest BASELINE_PEERS_PER_WINDOW.
-        self.peers_seen: set[int] = set()
+        #: Peer hash -> flows, for the baseline; pruned to the smallest BASELINE_PEERS_PER_WINDOW
+        #: hashes (a uniform sample of the peers, the same however the stream was split).
+        self.peers_seen: dict[int, int] = {}
         #: Of ``peers_seen``, those not in the identity's baseline; set when the window closes.
         self.new_peers: set[int] = set()
         #: DNS name hashes queried (bottom-k like peers) and, at close, those new to the identity.
@@ -236,15 +264,17 @@ class SideStats:
                     np.fromiter(ports, dtype=np.int64, count=len(ports))))
         hist = self.port_hist
         top = self.top_pairs
+        seen = self.peers_seen
         for pair, n in pending.items():
             top[pair] = top.get(pair, 0) + n
+            h = pair[0]
+            seen[h] = seen.get(h, 0) + n
             pk = pair[1]
             if pk >= 0:
                 bucket = (((pk & 0xFFFF) * 40503) & 0xFFFF) >> 6  # port_bucket(), inlined
                 hist[bucket] = hist.get(bucket, 0) + n
         if len(top) > EXAMPLE_PAIRS:
             self.top_pairs = dict(sorted(top.items(), key=lambda kv: (-kv[1], kv[0]))[:EXAMPLE_PAIRS])
-        self.peers_seen |= peers
         self.prune_peers_seen()
         pending.clear()
 
@@ -267,7 +297,9 @@ class SideStats:
             if theirs is not None:
                 mine = self.sketch(name)
                 mine += theirs
-        self.peers_seen |= other.peers_seen
+        seen = self.peers_seen
+        for h, n in other.peers_seen.items():
+            seen[h] = seen.get(h, 0) + n
         self.new_peers |= other.new_peers
         self.names_seen |= other.names_seen
         self.new_names |= other.new_names
@@ -294,8 +326,9 @@ class SideStats:
     def prune_peers_seen(self) -> None:
         """Keep the smallest hashes (bottom-k): the same set however the stream was split."""
         if len(self.peers_seen) > BASELINE_PEERS_PER_WINDOW:
-            self.peers_seen = set(sorted(self.peers_seen)[:BASELINE_PEERS_PER_WINDOW])
-            self.new_peers &= self.peers_seen
+            seen = self.peers_seen
+            self.peers_seen = {h: seen[h] for h in sorted(seen)[:BASELINE_PEERS_PER_WINDOW]}
+            self.new_peers &= self.peers_seen.keys()
         if len(self.names_seen) > BASELINE_PEERS_PER_WINDOW:
             self.names_seen = set(sorted(self.names_seen)[:BASELINE_PEERS_PER_WINDOW])
             self.new_names &= self.names_seen
@@ -313,8 +346,8 @@ class SideStats:
             "distinct_peers": _count(self.peers),
             "distinct_dst_ports": _count(self.dst_ports),
             "dst_port_entropy": round(_entropy(self.port_hist), 9),
-            "new_peer_share": (round(len(self.new_peers & self.peers_seen) / len(self.peers_seen), 9)
-                               if self.peers_seen else 0.0),
+            "new_peers": _novel_count(self.new_peers, self.peers_seen.keys(), self.peers),
+            "new_peer_flows": _novel_flows(self.new_peers, self.peers_seen, flows),
             "drops": float(self.drops),
             "policy_drops": float(self.policy_drops),
             "tcp_resets": float(self.tcp_resets),
@@ -326,8 +359,7 @@ class SideStats:
             "dns_qname_len_max": float(self.qname_len_max),
             "dns_qname_entropy_mean": round(self.qname_entropy_sum / q, 9) if q else 0.0,
             "dns_distinct_names": _count(self.dns_names),
-            "dns_new_name_share": (round(len(self.new_names & self.names_seen) / len(self.names_seen), 9)
-                                   if self.names_seen else 0.0),
+            "dns_new_names": _novel_count(self.new_names, self.names_seen, self.dns_names),
             "http_requests": float(self.http_requests),
             "http_4xx_share": round(self.http_4xx / http_resp, 9) if http_resp else 0.0,
             "http_5xx_share": round(self.http_5xx / http_resp, 9) if http_resp else 0.0,
@@ -361,7 +393,7 @@ class SideStats:
             and _nonzero(self.port_hist) == _nonzero(other.port_hist)
             and all((getattr(self, n) or _sketch()) == (getattr(other, n) or _sketch())
                     for n in self._SKETCHES)
-            and self._pruned(self.peers_seen) == self._pruned(other.peers_seen)
+            and self._pruned_counts(self.peers_seen) == self._pruned_counts(other.peers_seen)
             and (self.new_peers & set(self._pruned(self.peers_seen)))
             == (other.new_peers & set(self._pruned(other.peers_seen)))
             and self._pruned(self.names_seen) == self._pruned(other.names_seen)
@@ -370,7 +402,11 @@ class SideStats:
         )
 
     @staticmethod
-    def _pruned(peers: set[int]) -> list[int]:
+    def _pruned(peers: Iterable[int]) -> list[int]:
         return sorted(peers)[:BASELINE_PEERS_PER_WINDOW]
+
+    @staticmethod
+    def _pruned_counts(peers: dict[int, int]) -> dict[int, int]:
+        return {h: peers[h] for h in sorted(peers)[:BASELINE_PEERS_PER_WINDOW]}
 
     __hash__ = None  # type: ignore[assignment]

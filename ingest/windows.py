@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final
@@ -37,6 +37,7 @@ from netwarden.ingest.features import (
 from netwarden.ingest.flow import DROP_REASONS
 from netwarden.ingest.identity import IdentityResolver, Peer, Subject
 from netwarden.ingest.sketch import stable_hash64
+from netwarden.validation import check_ranges
 
 __all__ = ["BuilderStats", "ClosedWindow", "WindowBuilder", "WindowConfig", "windows_to_rows"]
 
@@ -52,16 +53,6 @@ _PROTO_ICMP, _PROTO_TCP, _PROTO_UDP, _PROTO_SCTP = 1, 6, 17, 132
 _PROTO_NAMES: Final = {_PROTO_TCP: "TCP", _PROTO_UDP: "UDP", _PROTO_SCTP: "SCTP"}
 
 
-def check_ranges(config: object, constraints: dict[str, tuple[float, float]]) -> None:
-    """Validate a settings object once: each named field is a number within its range; the
-    error names the parameter and the range."""
-    for name, (low, high) in constraints.items():
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            raise ValueError(f"{name} must be a number, got {value!r}")
-        if not low <= value <= high:
-            raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
-
 
 #: Valid ranges of the WindowConfig parameters, checked once when a config is made.
 _CONSTRAINTS: Final[dict[str, tuple[float, float]]] = {
@@ -69,6 +60,7 @@ _CONSTRAINTS: Final[dict[str, tuple[float, float]]] = {
     "allowed_lateness": (0.0, 86_400.0),
     "baseline_peers": (1, 1 << 20),
     "max_baseline_subjects": (1, 1 << 24),
+    "novelty_seconds": (0.0, 30 * 86_400.0),
 }
 
 
@@ -87,12 +79,17 @@ class WindowConfig:
         Peers remembered per identity and side for the "new peer" feature (default 4096).
     max_baseline_subjects:
         Identities whose baseline is kept (least recently active evicted first).
+    novelty_seconds:
+        How long a peer or DNS name stays *new* to an identity after its first use, 0 s to 30
+        days (default 3600). An attacker's new connection is new in every window of its first
+        hour, not only in the first one; a benign new dependency settles into the baseline.
     """
 
     window_seconds: float = 60.0
     allowed_lateness: float = 15.0
     baseline_peers: int = 4096
     max_baseline_subjects: int = 100_000
+    novelty_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         check_ranges(self, _CONSTRAINTS)
@@ -218,28 +215,29 @@ class WindowBuilder:
         """Close every open window (end of stream)."""
         return self._close_until(math.inf)
 
-    def export_baselines(self) -> dict[str, dict[str, list[int]]]:
+    def export_baselines(self) -> dict[str, dict[str, list[list[float]]]]:
         """The learned baselines, ``{identity: {"egress": [...], "ingress": [...],
-        "egress_names": [...], "ingress_names": [...]}}`` (peer and DNS-name hashes, oldest
-        first); saved with a model so scoring starts from what training saw."""
-        out: dict[str, dict[str, list[int]]] = {}
+        "egress_names": [...], "ingress_names": [...]}}``, each a list of ``[hash, first
+        used (Unix seconds)]`` pairs for peers or DNS names, least recently used first; saved
+        with a model so scoring starts from what training saw."""
+        out: dict[str, dict[str, list[list[float]]]] = {}
         for suffix, baselines in (("", self._baseline), ("_names", self._name_baseline)):
-            for (subject, which), hashes in baselines.items():
+            for (subject, which), first_use in baselines.items():
                 side = ("egress" if which == CLIENT else "ingress") + suffix
-                out.setdefault(subject.id, {})[side] = list(hashes)
+                out.setdefault(subject.id, {})[side] = [[h, t] for h, t in first_use.items()]
         return out
 
-    def seed_baselines(self, baselines: dict[str, dict[str, list[int]]]) -> None:
+    def seed_baselines(self, baselines: dict[str, dict[str, list[list[float]]]]) -> None:
         """Start from exported baselines (before any flow is added)."""
         for identity, sides in baselines.items():
             namespace, _, workload = identity.partition("/")
             subject = self.resolver.subject(namespace, workload)
-            for side, hashes in sides.items():
+            for side, pairs in sides.items():
                 direction, _, kind = side.partition("_")
                 which = CLIENT if direction == "egress" else SERVER
                 store = self._name_baseline if kind == "names" else self._baseline
-                store[(subject, which)] = dict.fromkeys(
-                    int(h) for h in hashes[-self.config.baseline_peers:])
+                store[(subject, which)] = {
+                    int(h): float(t) for h, t in pairs[-self.config.baseline_peers:]}
 
     @property
     def open_windows(self) -> int:
@@ -496,24 +494,25 @@ class WindowBuilder:
                 acc = wins[subject]
                 acc.client.fold()
                 acc.server.fold()
-                self._learn(subject, CLIENT, acc.client)
-                self._learn(subject, SERVER, acc.server)
+                self._learn(subject, CLIENT, acc.client, start)
+                self._learn(subject, SERVER, acc.server, start)
                 closed.append(ClosedWindow(subject, start, start + width, acc.client, acc.server,
                                            self._peer_names))
         self.stats.windows_closed += len(closed)
         return closed
 
-    def _learn(self, subject: Subject, which: int, side: SideStats) -> None:
+    def _learn(self, subject: Subject, which: int, side: SideStats, start: float) -> None:
         """Mark the window's new peers and DNS names, then add them to the identity's bounded
         baselines."""
         side.prune_peers_seen()
         key = (subject, which)
-        side.new_peers = self._novel(self._baseline, key, side.peers_seen)
-        side.new_names = self._novel(self._name_baseline, key, side.names_seen)
+        side.new_peers = self._novel(self._baseline, key, side.peers_seen.keys(), start)
+        side.new_names = self._novel(self._name_baseline, key, side.names_seen, start)
 
-    def _novel(self, baselines: dict[tuple[Subject, int], dict[int, None]],
-               key: tuple[Subject, int], seen: set[int]) -> set[int]:
-        """Of ``seen``, what the baseline of ``key`` lacks; then learn ``seen`` (most recent kept)."""
+    def _novel(self, baselines: dict[tuple[Subject, int], dict[int, float]],
+               key: tuple[Subject, int], seen: Collection[int], start: float) -> set[int]:
+        """Of ``seen``, what ``key`` first used less than ``novelty_seconds`` before ``start``
+        (or never); then learn ``seen``: first-use times kept, most recently used kept."""
         baseline = baselines.pop(key, None)  # re-inserted below: dict order = recency
         if baseline is None:
             new = set(seen)
@@ -523,11 +522,11 @@ class WindowBuilder:
             if len(baselines) >= self.config.max_baseline_subjects:
                 del baselines[next(iter(baselines))]
         else:
-            new = {h for h in seen if h not in baseline}
+            young = start - self.config.novelty_seconds
+            new = {h for h in seen if baseline.get(h, start) > young}
         baselines[key] = baseline
         for h in sorted(seen):
-            baseline.pop(h, None)
-            baseline[h] = None
+            baseline[h] = baseline.pop(h, start)
         over = len(baseline) - self.config.baseline_peers
         if over > 0:
             for h in list(baseline)[:over]:

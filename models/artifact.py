@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import zipfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
@@ -33,15 +34,62 @@ from netwarden.models.forest import FittedModel
 from netwarden.models.spec import MODEL_COLUMNS
 from netwarden.models.training import ModelBundle, TrainConfig
 
-__all__ = ["ArtifactError", "FORMAT", "load_bundle", "save_bundle"]
+__all__ = ["ArtifactError", "FORMAT", "ModelVersion", "list_versions", "load_bundle", "save_bundle"]
 
-FORMAT: Final = "netwarden-models/1"
+FORMAT: Final = "netwarden-models/2"  # 2: baselines hold first-use times
 #: The only types skops may rebuild beyond its defaults (numpy, builtins, sklearn estimators).
 TRUSTED_TYPES: Final = frozenset({"sklearn.tree._tree.Tree"})
 
 
 class ArtifactError(ValueError):
     """A model folder that cannot be used: missing, corrupted, tampered with or incompatible."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One saved model version (a folder under the model directory), from its manifest."""
+
+    version: str
+    created: datetime
+    current: bool
+    format: str
+    window_seconds: float
+    rows: int  # training windows
+    models: int  # fitted models: per identity, namespace and global
+    identities: tuple[str, ...] = ()  # identities with a model of their own
+    training_start: datetime | None = None
+    training_end: datetime | None = None
+    data_hash: str = ""
+    libraries: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def list_versions(model_dir: str | Path) -> list[ModelVersion]:
+    """Every version folder with a readable manifest, newest first; an empty list when the
+    folder does not exist. Reads manifests only (cheap), and checks nothing else: loading does."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        return []
+    current_file = root / "CURRENT"
+    current = current_file.read_text().strip() if current_file.is_file() else ""
+    out = []
+    for folder in root.iterdir():
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            out.append(ModelVersion(
+                version=folder.name, created=datetime.fromisoformat(manifest["created"]),
+                current=folder.name == current, format=str(manifest.get("format", "")),
+                window_seconds=float(manifest["window_seconds"]), rows=int(manifest["rows"]),
+                models=len(manifest["models"]),
+                identities=tuple(sorted(m["key"].split(":", 1)[1] for m in manifest["models"]
+                                        if m["key"].startswith("identity:"))),
+                training_start=datetime.fromisoformat(manifest["training_start"]),
+                training_end=datetime.fromisoformat(manifest["training_end"]),
+                data_hash=str(manifest.get("data_hash", "")),
+                libraries=dict(manifest.get("libraries", {})), path=folder))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not a version folder (or a broken one: load_bundle says why)
+    return sorted(out, key=lambda v: (v.created, v.version), reverse=True)
 
 
 def _sha256(path: Path) -> str:

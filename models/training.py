@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from netwarden.ingest.windows import check_ranges
+from netwarden.validation import check_ranges
 from netwarden.models.forest import GLOBAL, FittedModel, fit_model
 from netwarden.models.spec import (
     DEVIATION_FLOOR,
@@ -52,8 +52,9 @@ class TrainConfig:
         Windows an identity (or namespace) needs for its own model (default 120: two hours at
         60 s windows); identities with fewer are scored by their namespace's or the global model.
     warmup_windows:
-        Each identity's first windows are left out of training: their "new peer" share is high
-        only because the baselines (peers, DNS names) are still filling (default 60: an hour).
+        Each identity's first windows are left out of training: every peer and DNS name in them
+        counts as new only because the baselines are still filling (default 60: an hour of 60 s
+        windows, the default ``WindowConfig.novelty_seconds``).
     """
 
     expected_rate: float = 2e-4

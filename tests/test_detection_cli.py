@@ -55,6 +55,7 @@ def test_score_writes_the_documented_lines(model, tmp_path) -> None:
     hits = [o for o in lines if o["anomalous"] and o["identity"] == label.identity]
     assert hits and hits[0]["reasons"] and hits[0]["summary"]
     assert f"{label.identity}:" in proc.stderr  # the human summary names the identity
+    assert "    e.g. to " in proc.stderr  # ... and shows example flows behind the anomaly
     with sqlite3.connect(db) as conn:
         (n,) = conn.execute("select count(*) from scored_windows").fetchone()
         (a,) = conn.execute("select count(*) from anomalies").fetchone()

@@ -7,6 +7,8 @@ every window of C must equal the merge of A's and B's windows, empty partials in
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -130,3 +132,11 @@ def test_feature_table_documents_every_feature() -> None:
 
 def test_empty_side_features_are_zero_not_nan() -> None:
     assert all(v == 0.0 for v in SideStats().features().values())
+
+
+def test_readme_feature_table_matches_the_code() -> None:
+    """The README documents every feature, in column order, with the code's own description."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("| feature | meaning |\n| --- | --- |\n", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \| (.+) \|$", table, flags=re.M)
+    assert rows == [(f.name, f.description) for f in FEATURES]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from netwarden.detector.explain import reason_text, summary
+from netwarden.detector.explain import examples_text, reason_text, summary
 from netwarden.detector.scorer import Scorer
 from netwarden.ingest.generator import generate
 from netwarden.ingest.pipeline import build_windows
@@ -37,7 +37,7 @@ def trained(tmp_path_factory) -> tuple[ModelBundle, list[ClosedWindow], Path]:
 
 def test_columns_and_transform() -> None:
     assert len(MODEL_COLUMNS) == len(set(MODEL_COLUMNS))
-    assert "egress_flows" in LOG_COLUMNS and "egress_new_peer_share" not in LOG_COLUMNS
+    assert "egress_flows" in LOG_COLUMNS and "egress_http_4xx_share" not in LOG_COLUMNS and "egress_new_peers" in LOG_COLUMNS
     row = {c: 0.0 for c in MODEL_COLUMNS}
     row.update(window_start=T0 + timedelta(hours=6), egress_flows=np.e - 1)
     x = transform(raw_matrix([row]))
@@ -171,27 +171,43 @@ def test_reason_texts() -> None:
         "cart contacted 212 distinct destination ports (baseline 3) and contacted 38 peers (baseline 4)"
 
 
-@pytest.fixture(scope="module")
-def trained_day(tmp_path_factory) -> tuple[ModelBundle, Path]:
-    """A whole day of training, so the daily cycle is normal."""
-    out = tmp_path_factory.mktemp("day")
-    result = generate(out / "train", hours=24, seed=43, start=T0)
+def test_examples_text() -> None:
+    examples = {"egress": {"to": [{"peer": "shop/catalog", "port": "TCP/8080", "flows": 41},
+                                  {"peer": "world:203.0.113.9", "port": "TCP/443", "flows": 1200}],
+                           "dns_names": ["a.example.net"], "drop_reasons": {"POLICY_DENIED": 30}},
+                "ingress": {"from": [], "dns_names": [], "drop_reasons": {}}}
+    assert examples_text(examples, "egress", limit=1) == (
+        "to shop/catalog TCP/8080 (41 flows) and 1 more; DNS names: a.example.net; "
+        "drops: POLICY_DENIED 30")
+    assert examples_text(examples, "ingress") == ""
+
+
+@pytest.fixture(scope="module", params=[(43, 1.0), (44, 0.4)], ids=["rate1.0", "rate0.4"])
+def trained_day(request, tmp_path_factory) -> tuple[ModelBundle, Path, float]:
+    """A whole day of training, so the daily cycle is normal; two clusters (the seed also draws
+    the topology: nodes, replica counts, addresses) at two traffic rates."""
+    seed, rate = request.param
+    out = tmp_path_factory.mktemp(f"day{seed}")
+    result = generate(out / "train", hours=24, seed=seed, start=T0, rate=rate)
     builder = WindowBuilder()
     windows: list[ClosedWindow] = []
     build_windows([result.flows_path], windows.extend, builder=builder)
     bundle = train(windows_to_rows(windows), config=TrainConfig(n_estimators=50, seed=3))
     bundle.baselines = builder.export_baselines()
-    return bundle, out
+    return bundle, out, rate
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("seed", "hour"), [(101, 9), (202, 20)])
-def test_attacks_detected_and_quiet_traffic_not(trained_day, seed, hour) -> None:
-    """Seeds the benchmark does not use; three hours of the next day."""
-    bundle, out = trained_day
+@pytest.mark.parametrize(("seed", "hour", "attacks"), [
+    (101, 9, ["port_scan", "exfiltration", "drop_storm"]),
+    (202, 20, ["lateral_movement", "dns_tunnel", "c2_beacon"]),
+])
+def test_attacks_detected_and_quiet_traffic_not(trained_day, seed, hour, attacks) -> None:
+    """Seeds the benchmark does not use; three hours of the next day, at the training rate."""
+    bundle, out, rate = trained_day
     start = T0 + timedelta(days=1, hours=hour)
-    test = generate(out / f"test{seed}", hours=3, seed=seed, start=start,
-                    attacks=["port_scan", "exfiltration", "drop_storm"], rate=1.0)
+    test = generate(out / f"test{seed}", hours=3, seed=seed, start=start, attacks=attacks,
+                    rate=rate)
     builder = WindowBuilder()
     builder.seed_baselines(bundle.baselines)
     windows: list[ClosedWindow] = []
@@ -206,6 +222,24 @@ def test_attacks_detected_and_quiet_traffic_not(trained_day, seed, hour) -> None
                 and during(s, label)]
         assert hits, f"{label.scenario} on {label.identity} not detected"
         assert hits[0].reasons and hits[0].summary.startswith(label.identity.split("/")[1])
+        # by the end of the second whole window of the attack (the one it starts in may hold
+        # only its first second)
+        first_boundary = -(-label.start.timestamp() // 60) * 60
+        assert hits[0].window_end.timestamp() <= first_boundary + 2 * 60, label.scenario
     quiet = [s for s in scored if not any(during(s, lb) for lb in test.labels)]
     false = [s for s in quiet if s.anomalous]
     assert len(false) <= max(2, len(quiet) // 500), [(s.identity, s.summary) for s in false]
+
+
+def test_list_versions(trained, tmp_path) -> None:
+    from netwarden.models.artifact import list_versions
+
+    bundle, _, _ = trained
+    assert list_versions(tmp_path / "none") == []
+    first = save_bundle(bundle, tmp_path)
+    (tmp_path / "not-a-version").mkdir()
+    versions = list_versions(tmp_path)
+    assert [v.version for v in versions] == [first.name] and versions[0].current
+    assert versions[0].rows == bundle.rows and versions[0].models == len(bundle.models)
+    assert set(versions[0].identities) == {k.split(":", 1)[1] for k in bundle.models
+                                           if k.startswith("identity:")}

@@ -233,11 +233,34 @@ def test_icmp_counted() -> None:
     assert _one(windows, "checkout/cart").client.icmp == 1
 
 
-def test_new_peer_share_against_the_baseline() -> None:
+def test_new_peers_against_the_baseline() -> None:
     lines = connection(CART, REDIS, seconds=1) + connection(CART, PAYMENTS, seconds=2)
     lines += connection(CART, REDIS, seconds=61) + connection(CART, PAYMENTS, seconds=62)
     lines += connection(CART, REDIS, seconds=121) + connection(CART, DNS, seconds=122, dport=53)
-    windows, _ = _build(lines)
-    shares = [_one(windows, "checkout/cart", off).client.features()["new_peer_share"]
-              for off in (0, 60, 120)]
-    assert shares == [1.0, 0.0, 0.5]  # cold start, all known, one of two peers new
+
+    def new(config: WindowConfig, feature: str) -> list[float]:
+        windows, _ = _build(lines, config)
+        return [_one(windows, "checkout/cart", off).client.features()[feature]
+                for off in (0, 60, 120)]
+
+    # a peer is new for one window: cold start, all known, one of two peers new
+    assert new(WindowConfig(novelty_seconds=60), "new_peers") == [2.0, 0.0, 1.0]
+    # for the default hour, every peer first used in the last hour is new
+    assert new(WindowConfig(), "new_peers") == [2.0, 2.0, 2.0]
+    flows = [_one(_build(lines)[0], "checkout/cart", off).client.flows for off in (0, 60, 120)]
+    assert new(WindowConfig(), "new_peer_flows") == flows
+    assert new(WindowConfig(novelty_seconds=60), "new_peer_flows")[1] == 0.0
+
+
+def test_new_peers_survive_export_and_seed() -> None:
+    """Scoring seeded with a training baseline sees the same novelty as one long run."""
+    early = connection(CART, REDIS, seconds=1)
+    late = connection(CART, REDIS, seconds=1801) + connection(CART, PAYMENTS, seconds=1802)
+    _, trained = _build(early)
+    seeded = WindowBuilder()
+    seeded.seed_baselines(trained.export_baselines())
+    windows = seeded.add(decode(late)) + seeded.flush()
+    one_run, _ = _build(early + late)
+    assert (_one(windows, "checkout/cart", 1800).client.features()
+            == _one(one_run, "checkout/cart", 1800).client.features())
+    assert _one(windows, "checkout/cart", 1800).client.features()["new_peers"] == 2.0  # < 1 h

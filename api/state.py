@@ -1,0 +1,53 @@
+"""What the HTTP API reads from the running service, as plain data and one protocol.
+
+The service (``netwarden serve``) owns the source, the pipeline, the models and the store; the
+API only reads their state and acts on anomalies through the store. Tests give the API a small
+object with these members instead of a whole service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+
+from netwarden.detector.store import AnomalyStore
+from netwarden.models.artifact import ModelVersion
+
+__all__ = ["ModelVersion", "ServiceState", "SourceStatus"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """The live source as the service sees it now."""
+
+    kind: str  # "file", "stdin", "generator"; later "hubble", "ebpf"
+    name: str  # what it reads, e.g. the file path
+    up: bool  # connected / readable and not failed
+    error: str | None = None  # why it is down, in words
+    flows: int = 0  # flows delivered since start
+    last_flow_at: datetime | None = None  # wall-clock time of the last delivered batch (UTC)
+
+
+class ServiceState(Protocol):
+    """The running service, as the API needs it."""
+
+    @property
+    def store(self) -> AnomalyStore: ...
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The Prometheus registry served at /metrics."""
+        ...
+
+    def source_status(self) -> SourceStatus: ...
+
+    def model_versions(self) -> list[ModelVersion]:
+        """Every saved version, newest first."""
+        ...
+
+    def current_model(self) -> ModelVersion | None:
+        """The version scoring now, or None while no model is loaded."""
+        ...
