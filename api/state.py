@@ -7,28 +7,15 @@ object with these members instead of a whole service.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
 from netwarden.detector.store import AnomalyStore
+from netwarden.ingest.live import SourceStatus
 from netwarden.models.artifact import ModelVersion
 
 __all__ = ["ModelVersion", "ServiceState", "SourceStatus"]
-
-
-@dataclass(frozen=True, slots=True)
-class SourceStatus:
-    """The live source as the service sees it now."""
-
-    kind: str  # "file", "stdin", "generator"; later "hubble", "ebpf"
-    name: str  # what it reads, e.g. the file path
-    up: bool  # connected / readable and not failed
-    error: str | None = None  # why it is down, in words
-    flows: int = 0  # flows delivered since start
-    last_flow_at: datetime | None = None  # wall-clock time of the last delivered batch (UTC)
 
 
 class ServiceState(Protocol):
