@@ -101,6 +101,7 @@ def _rfc3339(value: Any) -> str:
 def score(model_dir: Path, flows: Sequence[str], out: Path, *, db: Path | None,
           console: Console) -> None:
     from netwarden.detector.scorer import Scorer
+    from netwarden.detector.stream import StreamScorer
     from netwarden.models.artifact import ArtifactError, library_mismatch, load_bundle
 
     check_flow_paths(flows)
@@ -127,13 +128,10 @@ def score(model_dir: Path, flows: Sequence[str], out: Path, *, db: Path | None,
         sink: IO[bytes] = open(out, "wb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
-    pending: list[ClosedWindow] = []
     anomalies: dict[str, list[ScoredWindow]] = defaultdict(list)
     totals = {"windows": 0, "anomalous": 0, "fallback": 0}
 
-    def flush() -> None:
-        scored = scorer.score(pending)
-        pending.clear()
+    def write(_: list[ClosedWindow], scored: list[ScoredWindow]) -> None:
         sink.write(b"".join(orjson.dumps(scored_to_json(s), option=orjson.OPT_APPEND_NEWLINE)
                             for s in scored))
         if store is not None:
@@ -145,15 +143,12 @@ def score(model_dir: Path, flows: Sequence[str], out: Path, *, db: Path | None,
                 totals["anomalous"] += 1
                 anomalies[s.identity].append(s)
 
-    def on_windows(closed: list[ClosedWindow]) -> None:
-        pending.extend(closed)
-        if len(pending) >= _SCORE_BATCH:
-            flush()
+    stream = StreamScorer(scorer, builder, write, max_windows=_SCORE_BATCH)
 
     try:
-        result = ingest_with_progress(flows, on_windows, console=console, builder=builder,
+        result = ingest_with_progress(flows, stream.add, console=console, builder=builder,
                                       label="scoring windows")
-        flush()
+        stream.flush()
     finally:
         sink.close()
         if store is not None:

@@ -198,8 +198,10 @@ class WindowBuilder:
         self._max_time = -math.inf
         # Late iff (window index + 1) <= _late_limit, i.e. its end is at or before the watermark.
         self._late_limit = -math.inf
-        self._baseline: dict[tuple[Subject, int], dict[int, None]] = {}
-        self._name_baseline: dict[tuple[Subject, int], dict[int, None]] = {}
+        #: (subject, side) -> {peer or DNS-name hash: first use (window start, Unix seconds)},
+        #: least recently used first.
+        self._baseline: dict[tuple[Subject, int], dict[int, float]] = {}
+        self._name_baseline: dict[tuple[Subject, int], dict[int, float]] = {}
         self._names: dict[str, tuple[int, float, int]] = {}
         #: Peer hash -> readable peer key, for examples in closed windows (bounded).
         self._peer_names: dict[int, str] = {}
@@ -214,6 +216,30 @@ class WindowBuilder:
     def flush(self) -> list[ClosedWindow]:
         """Close every open window (end of stream)."""
         return self._close_until(math.inf)
+
+    def advance(self, event_time: float) -> list[ClosedWindow]:
+        """Move event time to ``event_time`` (Unix seconds) without a flow, as a live service
+        does when its stream is quiet, and return the windows the watermark now passes. Never
+        moves time backwards."""
+        if event_time > self._max_time:
+            self._max_time = event_time
+            self._late_limit = (event_time - self._lateness) / self._width
+            self.stats.watermark = event_time - self._lateness
+        return self._close_until(self._late_limit)
+
+    def forget(self, window: ClosedWindow) -> None:
+        """Take back what ``window`` taught the baselines: the peers and DNS names first used in
+        it. Called for anomalous windows, so that an attack's peers stay new for as long as the
+        attack is flagged, instead of becoming normal because the attack used them."""
+        for which, side in ((CLIENT, window.client), (SERVER, window.server)):
+            key = (window.subject, which)
+            for baselines, new in ((self._baseline, side.new_peers),
+                                   (self._name_baseline, side.new_names)):
+                baseline = baselines.get(key)
+                if baseline:
+                    for h in new:
+                        if baseline.get(h) == window.start:
+                            del baseline[h]
 
     def export_baselines(self) -> dict[str, dict[str, list[list[float]]]]:
         """The learned baselines, ``{identity: {"egress": [...], "ingress": [...],

@@ -12,6 +12,7 @@ import skops.io as sio
 
 from netwarden.detector.explain import examples_text, reason_text, summary
 from netwarden.detector.scorer import Scorer
+from netwarden.detector.stream import StreamScorer
 from netwarden.ingest.generator import generate
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
@@ -210,9 +211,10 @@ def test_attacks_detected_and_quiet_traffic_not(trained_day, seed, hour, attacks
                     rate=rate)
     builder = WindowBuilder()
     builder.seed_baselines(bundle.baselines)
-    windows: list[ClosedWindow] = []
-    build_windows([test.flows_path], windows.extend, builder=builder)
-    scored = Scorer(bundle).score(windows)
+    scored: list = []
+    stream = StreamScorer(Scorer(bundle), builder, lambda _, results: scored.extend(results))
+    build_windows([test.flows_path], stream.add, builder=builder)
+    stream.flush()
 
     def during(s, lb) -> bool:
         return s.window_end > lb.start and s.window_start < lb.end
@@ -243,3 +245,24 @@ def test_list_versions(trained, tmp_path) -> None:
     assert versions[0].rows == bundle.rows and versions[0].models == len(bundle.models)
     assert set(versions[0].identities) == {k.split(":", 1)[1] for k in bundle.models
                                            if k.startswith("identity:")}
+
+
+def test_stream_scorer_batches_within_the_novelty_horizon(trained) -> None:
+    """Every window is scored once, in order, in batches spanning under half the novelty
+    horizon; anomalous windows are handed back to the builder's forget()."""
+    bundle, windows, _ = trained
+    builder = WindowBuilder()
+    forgotten: list[ClosedWindow] = []
+    builder.forget = forgotten.append  # type: ignore[method-assign]
+    batches: list[tuple[list[ClosedWindow], list]] = []
+    stream = StreamScorer(Scorer(bundle), builder, lambda w, s: batches.append((w, s)),
+                          max_windows=10_000)
+    for i in range(0, len(windows), 50):
+        stream.add(windows[i:i + 50])
+    stream.flush()
+    assert [w for ws, _ in batches for w in ws] == windows
+    span = builder.config.novelty_seconds / 2
+    assert all(ws[-1].end - ws[0].start < span + 60 * 50 for ws, _ in batches)
+    assert len(batches) > 1
+    anomalous = [w for ws, ss in batches for w, s in zip(ws, ss) if s.anomalous]
+    assert forgotten == anomalous

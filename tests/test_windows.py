@@ -264,3 +264,27 @@ def test_new_peers_survive_export_and_seed() -> None:
     assert (_one(windows, "checkout/cart", 1800).client.features()
             == _one(one_run, "checkout/cart", 1800).client.features())
     assert _one(windows, "checkout/cart", 1800).client.features()["new_peers"] == 2.0  # < 1 h
+
+
+def test_advance_closes_windows_of_a_quiet_stream() -> None:
+    t0 = T0.timestamp()
+    builder = WindowBuilder(WindowConfig(window_seconds=60, allowed_lateness=15))
+    assert builder.add(decode(connection(CART, REDIS, seconds=1))) == []
+    assert builder.advance(t0 + 70) == []  # watermark t0 + 55: [t0, t0 + 60) is still open
+    closed = builder.advance(t0 + 75.5)
+    assert {w.identity for w in closed} >= {"checkout/cart"} and closed[0].end == t0 + 60
+    assert builder.advance(t0) == [] and builder.stats.watermark == t0 + 60.5  # never backwards
+
+
+def test_forget_keeps_an_anomalous_windows_peers_new() -> None:
+    builder = WindowBuilder(WindowConfig(novelty_seconds=60))
+    windows = builder.add(decode(connection(CART, REDIS, seconds=1))) + builder.advance(
+        T0.timestamp() + 100)
+    builder.forget(_one(windows, "checkout/cart"))
+    windows = builder.add(decode(connection(CART, REDIS, seconds=121))) + builder.flush()
+    assert _one(windows, "checkout/cart", 120).client.features()["new_peers"] == 1.0
+    # without forget, the peer is known after its first window
+    builder = WindowBuilder(WindowConfig(novelty_seconds=60))
+    builder.add(decode(connection(CART, REDIS, seconds=1)))
+    windows = builder.add(decode(connection(CART, REDIS, seconds=121))) + builder.flush()
+    assert _one(windows, "checkout/cart", 120).client.features()["new_peers"] == 0.0
