@@ -7,8 +7,8 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test test-fast bench clean venv
 
-run: $(VENV)/.installed  ## install and run the main job on its embedded default (no cluster)
-	$(BIN)/netwarden run
+run: $(VENV)/.installed  ## install and start the service on its embedded default (no cluster): live generated traffic, API on :8080
+	$(BIN)/netwarden serve
 
 test: $(VENV)/.installed-test  ## install the test dependencies and run every test, slow ones too
 	$(BIN)/pytest -m "" -q

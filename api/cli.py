@@ -154,6 +154,31 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="also record scored windows and anomalies in this SQLite database")
     sc.set_defaults(handler=_cmd_score)
 
+    srv = sub.add_parser(
+        "serve", help="run the service: live flows, scoring, alerts and the HTTP API",
+        description="Follow a live flow source, close windows as event time passes, score them "
+                    "with the current model, store anomalies, send alerts and serve the HTTP "
+                    "API (under /api/v1; /healthz, /readyz, /metrics). Without --config it runs "
+                    "the embedded default: the built-in generator in real time, a first model "
+                    "trained on generated history, everything under netwarden-data/service. "
+                    "Every option can be overridden as NETWARDEN_<SECTION>__<OPTION>.")
+    srv.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="YAML configuration file (see --print-config)")
+    srv.add_argument("--print-config", action="store_true",
+                     help="print every option with its default and meaning, then exit")
+    srv.set_defaults(handler=_cmd_serve)
+
+    tok = sub.add_parser(
+        "token", help="create an API token",
+        description="Print a new random API token (give it to its user) and the hashed entry to "
+                    "add to the tokens file (api.tokens_file) or to NETWARDEN_API_TOKENS. Only "
+                    "the hash is stored; the token cannot be recovered from it.")
+    tok.add_argument("--name", required=True, help="who or what uses the token (audit trail)")
+    tok.add_argument("--role", required=True, choices=("viewer", "operator", "reviewer", "admin"),
+                     help="viewer reads; operator also acknowledges, suppresses and resolves; "
+                          "reviewer and admin are for policy review and apply")
+    tok.set_defaults(handler=_cmd_token)
+
     feats = sub.add_parser("features", help="list the window features and what they mean",
                            description="Print the table of window features.")
     feats.set_defaults(handler=_cmd_features)
@@ -206,6 +231,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     commands.run_demo(args.out, hours=args.hours, seed=args.seed, window=args.window,
                       console=_stdout())
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from netwarden.api.commands import UserError
+    from netwarden.api.config import ConfigError, defaults_yaml, load_config
+
+    if args.print_config:
+        _stdout().print(defaults_yaml(), markup=False, highlight=False, end="")
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    from netwarden.api.service import serve
+
+    serve(config, console=_stderr)
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from netwarden.api.auth import new_token
+
+    token, entry = new_token(args.name, args.role)
+    out = _stdout()
+    out.print(f"token:  {token}", markup=False, highlight=False)
+    out.print(f"file:   - {{name: {entry.name}, role: {entry.role.name}, sha256: {entry.sha256}}}",
+              markup=False, highlight=False)
+    out.print(f"env:    NETWARDEN_API_TOKENS={entry.line}", markup=False, highlight=False)
     return 0
 
 

@@ -58,6 +58,7 @@ from typing import Any, Final, Self
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -66,6 +67,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     create_engine,
     event,
     func,
@@ -96,7 +98,8 @@ from netwarden.detector.lifecycle import (
 )
 from netwarden.detector.results import Reason, ScoredWindow
 
-__all__ = ["AnomalyNotFound", "AnomalyRecord", "AnomalyStore", "LifecycleError", "LifecycleEvent"]
+__all__ = ["AnomalyNotFound", "AnomalyRecord", "AnomalyStore", "IdentitySummary", "LifecycleError",
+           "LifecycleEvent"]
 
 _IN_CHUNK: Final = 500  # values per IN (...) list: far below every backend's parameter limit
 _SQLITE_BUSY_TIMEOUT_S: Final = 30.0
@@ -267,6 +270,26 @@ class LifecycleEvent:
     note: str
 
 
+@dataclass(frozen=True, slots=True)
+class IdentitySummary:
+    """One identity as the detector knows it: how much of it was scored, how it looks now.
+
+    ``namespace``/``workload`` and ``last_*`` come from the identity's latest window;
+    ``open_anomalies`` counts its anomalies in state ``open`` (nobody has acted on them yet).
+    """
+
+    identity: str
+    namespace: str
+    workload: str
+    windows: int  # scored windows recorded
+    first_window_start: datetime
+    last_window_end: datetime
+    last_score: float
+    last_threshold: float
+    last_anomalous: bool
+    open_anomalies: int
+
+
 def _reasons_json(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
     return [asdict(r) for r in reasons]
 
@@ -327,6 +350,35 @@ def _text(value: str, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what} must be a non-empty string")
     return value.strip()
+
+
+def _anomaly_conditions(*, identity: str | None, namespace: str | None, state: str | None,
+                        since: datetime | None, until: datetime | None,
+                        min_score: float | None,
+                        max_score: float | None) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of an anomaly query, shared by ``list`` and ``count`` so that a page
+    and its total always mean the same filter."""
+    if state is not None and state not in STATES:
+        raise ValueError(f"unknown state {state!r}: expected one of {', '.join(STATES)}")
+    for name, score in (("min_score", min_score), ("max_score", max_score)):
+        if score is not None and math.isnan(score):
+            raise ValueError(f"{name} must be a number, got NaN")
+    conditions: list[ColumnElement[bool]] = []
+    if identity is not None:
+        conditions.append(_AnomalyRow.identity == identity)
+    if namespace is not None:
+        conditions.append(_AnomalyRow.namespace == namespace)
+    if state is not None:
+        conditions.append(_AnomalyRow.state == state)
+    if since is not None:
+        conditions.append(_AnomalyRow.last_window_end > _utc(since, "since"))
+    if until is not None:
+        conditions.append(_AnomalyRow.first_window_start < _utc(until, "until"))
+    if min_score is not None and min_score != -math.inf:  # -inf: no lower bound
+        conditions.append(_AnomalyRow.peak_score >= min_score)
+    if max_score is not None and max_score != math.inf:  # +inf: no upper bound
+        conditions.append(_AnomalyRow.peak_score < max_score)
+    return conditions
 
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -488,36 +540,32 @@ class AnomalyStore:
     def list(self, *, identity: str | None = None, namespace: str | None = None,
              state: str | None = None, since: datetime | None = None,
              until: datetime | None = None, limit: int = 100,
-             offset: int = 0) -> list[AnomalyRecord]:
+             offset: int = 0, min_score: float | None = None,
+             max_score: float | None = None) -> list[AnomalyRecord]:
         """Anomalies matching every given filter, most recent (latest ``last_window_end``) first.
 
         ``since``/``until`` select anomalies that overlap ``[since, until)``: ending after
-        ``since`` and starting before ``until``. ``limit``/``offset`` paginate.
+        ``since`` and starting before ``until``. ``min_score``/``max_score`` select peak scores
+        in ``[min_score, max_score)``, the shape of
+        :func:`netwarden.detector.severity.score_range`. ``limit``/``offset`` paginate.
         """
-        if state is not None and state not in STATES:
-            raise ValueError(f"unknown state {state!r}: expected one of {', '.join(STATES)}")
+        conditions = _anomaly_conditions(identity=identity, namespace=namespace, state=state,
+                                         since=since, until=until, min_score=min_score,
+                                         max_score=max_score)
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
-        stmt = select(_AnomalyRow)
-        if identity is not None:
-            stmt = stmt.where(_AnomalyRow.identity == identity)
-        if namespace is not None:
-            stmt = stmt.where(_AnomalyRow.namespace == namespace)
-        if state is not None:
-            stmt = stmt.where(_AnomalyRow.state == state)
-        if since is not None:
-            stmt = stmt.where(_AnomalyRow.last_window_end > _utc(since, "since"))
-        if until is not None:
-            stmt = stmt.where(_AnomalyRow.first_window_start < _utc(until, "until"))
+        stmt = select(_AnomalyRow).where(*conditions)
         stmt = stmt.order_by(_AnomalyRow.last_window_end.desc(), _AnomalyRow.id.desc())
         with self._transaction() as (session, _):
             return [_to_record(r) for r in session.scalars(stmt.limit(limit).offset(offset))]
 
     def windows(self, identity: str, *, since: datetime | None = None,
-                until: datetime | None = None, limit: int = 1000) -> list[ScoredWindow]:
+                until: datetime | None = None, limit: int = 1000,
+                newest_first: bool = False) -> list[ScoredWindow]:
         """The scored windows of one identity, oldest first (normal ones included).
 
-        ``since``/``until`` select windows that overlap ``[since, until)``.
+        ``since``/``until`` select windows that overlap ``[since, until)``. ``newest_first``
+        returns the latest ``limit`` windows, latest first (what "recent windows" means).
         """
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -526,9 +574,59 @@ class AnomalyStore:
             stmt = stmt.where(_WindowRow.window_end > _utc(since, "since"))
         if until is not None:
             stmt = stmt.where(_WindowRow.window_start < _utc(until, "until"))
-        stmt = stmt.order_by(_WindowRow.window_start).limit(limit)
+        order = _WindowRow.window_start.desc() if newest_first else _WindowRow.window_start
+        stmt = stmt.order_by(order).limit(limit)
         with self._transaction() as (session, _):
             return [_to_window(r) for r in session.scalars(stmt)]
+
+    def count(self, *, identity: str | None = None, namespace: str | None = None,
+              state: str | None = None, since: datetime | None = None,
+              until: datetime | None = None, min_score: float | None = None,
+              max_score: float | None = None) -> int:
+        """How many anomalies :meth:`list` would return with these filters and no limit."""
+        conditions = _anomaly_conditions(identity=identity, namespace=namespace, state=state,
+                                         since=since, until=until, min_score=min_score,
+                                         max_score=max_score)
+        stmt = select(func.count()).select_from(_AnomalyRow).where(*conditions)
+        with self._transaction() as (session, _):
+            return int(session.scalar(stmt) or 0)
+
+    def identities(self, *, namespace: str | None = None) -> list[IdentitySummary]:
+        """Every identity with a scored window (of ``namespace`` if given), sorted by identity.
+
+        One query: a GROUP BY over ``scored_windows`` joined to each identity's latest window
+        (by the unique ``(identity, window_start)`` index) and to its count of open anomalies.
+        """
+        per = select(_WindowRow.identity.label("identity"),
+                     func.count().label("windows"),
+                     func.min(_WindowRow.window_start).label("first_start"),
+                     func.max(_WindowRow.window_start).label("last_start"))
+        if namespace is not None:
+            per = per.where(_WindowRow.namespace == namespace)
+        agg = per.group_by(_WindowRow.identity).subquery()
+        opened = (select(_AnomalyRow.identity.label("identity"), func.count().label("n"))
+                  .where(_AnomalyRow.state == OPEN).group_by(_AnomalyRow.identity).subquery())
+        stmt = (select(_WindowRow.identity, _WindowRow.namespace, _WindowRow.workload,
+                       agg.c.windows, agg.c.first_start, _WindowRow.window_end,
+                       _WindowRow.score, _WindowRow.threshold, _WindowRow.anomalous,
+                       func.coalesce(opened.c.n, 0))
+                .join(agg, and_(_WindowRow.identity == agg.c.identity,
+                                _WindowRow.window_start == agg.c.last_start))
+                .outerjoin(opened, opened.c.identity == _WindowRow.identity)
+                .order_by(_WindowRow.identity))
+        with self._transaction() as (session, _):
+            return [IdentitySummary(
+                identity=ident, namespace=ns, workload=wl, windows=int(n),
+                first_window_start=first, last_window_end=end,
+                last_score=float(score), last_threshold=float(threshold),
+                last_anomalous=bool(anomalous), open_anomalies=int(n_open))
+                for ident, ns, wl, n, first, end, score, threshold, anomalous, n_open
+                in session.execute(stmt)]
+
+    def now(self) -> datetime:
+        """The store's clock (UTC): what suppression expiries are checked against, so a caller
+        turning "for an hour" into an ``until`` uses the same time the store does."""
+        return _utc(self._clock(), "the store clock's time")
 
     def events(self, anomaly_id: int) -> list[LifecycleEvent]:
         """The audit trail of one anomaly, oldest first; AnomalyNotFound for an unknown id."""
@@ -538,6 +636,35 @@ class AnomalyStore:
             rows = session.scalars(select(_EventRow).where(_EventRow.anomaly_id == anomaly_id)
                                    .order_by(_EventRow.id))
             return [_to_event(r) for r in rows]
+
+    def updated_since(self, since: datetime, *, after_id: int = 0,
+                      limit: int = 500) -> list[AnomalyRecord]:
+        """Anomalies changed after ``(since, after_id)``, oldest change first.
+
+        The order is ``(updated_at, id)`` and the bound is exclusive on that pair, so a caller
+        pages through one batch's many equal ``updated_at`` values by passing the last record's
+        ``updated_at`` and ``id`` back (the alerter follows changes this way).
+        """
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        since = _utc(since, "since")
+        after = (_AnomalyRow.updated_at > since) | (
+            (_AnomalyRow.updated_at == since) & (_AnomalyRow.id > after_id))
+        stmt = (select(_AnomalyRow).where(after)
+                .order_by(_AnomalyRow.updated_at, _AnomalyRow.id).limit(limit))
+        with self._transaction() as (session, _):
+            return [_to_record(r) for r in session.scalars(stmt)]
+
+    def get_many(self, ids: Iterable[int]) -> list[AnomalyRecord]:
+        """The anomalies with these ids, by id; unknown ids are left out."""
+        wanted = sorted(set(ids))
+        found: list[AnomalyRecord] = []
+        with self._transaction() as (session, _):
+            for i in range(0, len(wanted), _IN_CHUNK):
+                stmt = (select(_AnomalyRow).where(_AnomalyRow.id.in_(wanted[i:i + _IN_CHUNK]))
+                        .order_by(_AnomalyRow.id))
+                found.extend(_to_record(r) for r in session.scalars(stmt))
+        return found
 
     # -------------------------------------------------------------------------- lifecycle
 

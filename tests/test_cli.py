@@ -129,7 +129,7 @@ def test_late_flows_in_summary_and_metric(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_run_the_embedded_demo(tmp_path) -> None:
-    """The README's run command, on a shorter day."""
+    """The offline demo (`netwarden run`), on a shorter day."""
     proc = _run("run", "--hours", "2", "--out", str(tmp_path / "demo"))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout

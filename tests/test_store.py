@@ -411,6 +411,74 @@ def test_windows_query(store) -> None:
     assert store.windows("nobody/here") == []
 
 
+def test_list_by_peak_score_range(store) -> None:
+    store.record([win(0, "a/x", score=0.6), win(0, "b/y", score=2.0), win(0, "c/z", score=3.5)])
+
+    def by(**kwargs: float | str) -> list[str]:
+        return sorted(a.identity for a in store.list(**kwargs))
+
+    assert by(min_score=2.0) == ["b/y", "c/z"]  # the lower bound is inclusive
+    assert by(max_score=2.0) == ["a/x"]  # the upper bound is exclusive
+    assert by(min_score=1.0, max_score=3.5) == ["b/y"]
+    assert by(min_score=float("-inf"), max_score=float("inf")) == ["a/x", "b/y", "c/z"]
+    assert by(min_score=2.0, namespace="c") == ["c/z"]
+    with pytest.raises(ValueError, match="min_score"):
+        store.list(min_score=float("nan"))
+
+
+def test_count_matches_list(populated) -> None:
+    s = populated
+    filters = [{}, {"identity": "shop/pay"}, {"namespace": "shop"}, {"state": "open"},
+               {"since": T0 + 4 * STEP, "until": T0 + 9 * STEP}, {"min_score": 0.95},
+               {"max_score": 0.95, "namespace": "db"}, {"identity": "nope/nope"}]
+    for kwargs in filters:
+        assert s.count(**kwargs) == len(s.list(limit=1000, **kwargs)), kwargs
+    assert s.count() == 9
+    with pytest.raises(ValueError, match="unknown state"):
+        s.count(state="closed")
+
+
+def test_identities_summary(store, clock) -> None:
+    store.record([win(0), win(1), normal(2), win(3, score=0.8)])  # two anomalies of shop/cart
+    store.record([win(0, "db/pg"), normal(1, "db/pg")])
+    store.record([normal(5, "shop/pay")])
+    (first, *_) = store.list(identity="shop/cart")
+    store.acknowledge(first.id, actor="alice")  # acknowledged: no longer counted as open
+    summaries = {i.identity: i for i in store.identities()}
+    assert list(summaries) == ["db/pg", "shop/cart", "shop/pay"]  # sorted by identity
+    cart = summaries["shop/cart"]
+    assert (cart.namespace, cart.workload, cart.windows, cart.open_anomalies) == \
+        ("shop", "cart", 4, 1)
+    assert (cart.first_window_start, cart.last_window_end) == (T0, T0 + 4 * STEP)
+    assert (cart.last_score, cart.last_threshold, cart.last_anomalous) == (0.8, 0.5, True)
+    pg = summaries["db/pg"]
+    assert (pg.windows, pg.last_score, pg.last_anomalous, pg.open_anomalies) == \
+        (2, 0.1, False, 1)
+    pay = summaries["shop/pay"]
+    assert (pay.windows, pay.first_window_start, pay.open_anomalies) == (1, T0 + 5 * STEP, 0)
+    assert pay.last_window_end.tzinfo is timezone.utc
+    assert [i.identity for i in store.identities(namespace="shop")] == ["shop/cart", "shop/pay"]
+    assert store.identities(namespace="nowhere") == []
+
+
+def test_identities_of_an_empty_store(store) -> None:
+    assert store.identities() == []
+
+
+def test_recent_windows_newest_first(store) -> None:
+    store.record([win(i) if i % 2 else normal(i) for i in range(6)])
+    recent = store.windows("shop/cart", limit=3, newest_first=True)
+    assert [(w.window_start - T0) // STEP for w in recent] == [5, 4, 3]
+    bounded = store.windows("shop/cart", until=T0 + 3 * STEP, newest_first=True)
+    assert [(w.window_start - T0) // STEP for w in bounded] == [2, 1, 0]
+
+
+def test_now_is_the_store_clock(store, clock) -> None:
+    assert store.now() == clock()
+    clock.advance(minutes=5)
+    assert store.now() == clock() and store.now().tzinfo is timezone.utc
+
+
 # ---------------------------------------------------------------------- time zones, storage
 
 
@@ -462,6 +530,55 @@ def test_closed_store_refuses_calls(tmp_path) -> None:
     s.close()
     with pytest.raises(RuntimeError, match="closed"):
         s.list()
+
+
+# ------------------------------------------------------------------ following changes (alerts)
+
+
+def test_updated_since_follows_every_change(store, clock) -> None:
+    (a,) = store.record([win(0)])
+    start = clock()
+    assert [r.id for r in store.updated_since(start - STEP)] == [a.id]
+    assert store.updated_since(start, after_id=a.id) == []  # the bound is exclusive
+    clock.advance(seconds=5)
+    store.record([normal(1)])  # the run ends: ongoing flips, updated_at moves
+    (changed,) = store.updated_since(start, after_id=a.id)
+    assert (changed.id, changed.ongoing, changed.updated_at) == (a.id, False, clock())
+    clock.advance(seconds=5)
+    (b,) = store.record([win(2, "db/pg")])
+    clock.advance(seconds=5)
+    store.acknowledge(a.id, actor="alice")
+    assert [(r.id, r.state) for r in store.updated_since(start)] == \
+        [(b.id, "open"), (a.id, "acknowledged")]  # oldest change first
+
+
+def test_updated_since_pages_through_equal_timestamps(store, clock) -> None:
+    store.record([win(0, f"ns/w{k}") for k in range(7)])  # one batch: one updated_at
+    seen: list[int] = []
+    since, after = clock() - STEP, 0
+    while page := store.updated_since(since, after_id=after, limit=3):
+        seen += [r.id for r in page]
+        since, after = page[-1].updated_at, page[-1].id
+    assert seen == sorted(seen) and len(set(seen)) == 7
+    with pytest.raises(ValueError):
+        store.updated_since(since.replace(tzinfo=None))
+
+
+def test_updated_since_sees_a_suppression_expiry(store, clock) -> None:
+    (a,) = store.record([win(0)])
+    store.suppress(a.id, actor="alice", until=clock() + STEP, reason="deploy")
+    mark = clock()
+    clock.advance(minutes=2)
+    (back,) = store.updated_since(mark, after_id=a.id)
+    assert (back.id, back.state) == (a.id, "open")
+
+
+def test_get_many(store) -> None:
+    created = store.record([win(0, f"ns/w{k}") for k in range(4)])
+    ids = [r.id for r in created]
+    assert [r.id for r in store.get_many([ids[2], ids[0], ids[2], 999])] == [ids[0], ids[2]]
+    assert store.get_many([]) == []
+    assert store.get_many(ids) == [store.get(i) for i in ids]
 
 
 # ------------------------------------------------------------------------------ concurrency

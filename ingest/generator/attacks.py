@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .sessions import Conversations
 from .topology import Endpoint, Topology, Workload
 
-__all__ = ["SCENARIOS", "Attack", "plan_attacks"]
+__all__ = ["SCENARIOS", "Attack", "min_duration_ns", "plan_attack", "plan_attacks"]
 
 SCENARIOS: tuple[str, ...] = (
     "port_scan", "lateral_movement", "exfiltration", "dns_tunnel", "c2_beacon", "drop_storm",
@@ -64,18 +64,35 @@ def plan_attacks(names: list[str], topo: Topology, conv: Conversations, rnd: ran
                          f"{len(names)} attack(s): use hours >= {need:.2f}")
     order = list(names)
     rnd.shuffle(order)
-    planners = {"port_scan": _port_scan, "lateral_movement": _lateral, "exfiltration": _exfil,
-                "dns_tunnel": _dns_tunnel, "c2_beacon": _c2_beacon, "drop_storm": _drop_storm}
     attacks = []
     for i, name in enumerate(order):
-        lo_min = 8 if name == "c2_beacon" else 3  # a beacon needs time to look periodic
-        dur = int(rnd.uniform(lo_min, 15) * _MIN)
+        dur = int(rnd.uniform(min_duration_ns(name) // _MIN, 15) * _MIN)
         dur = min(dur, slot * 8 // 10) // _S * _S  # at least one minute, see the check above
         s0 = lo + i * slot + int(rnd.random() * (slot - dur))
         s0 = -(-s0 // _S) * _S  # whole seconds, so labels contain their flows exactly
-        attacks.append(planners[name](topo, conv, rnd, s0, s0 + dur))
+        attacks.append(plan_attack(name, topo, conv, rnd, s0, s0 + dur))
     attacks.sort(key=lambda a: a.start_ns)
     return attacks
+
+
+def min_duration_ns(name: str) -> int:
+    """The shortest span in which scenario ``name`` looks like itself (a beacon needs repeats)."""
+    return 8 * _MIN if name == "c2_beacon" else 3 * _MIN
+
+
+def plan_attack(name: str, topo: Topology, conv: Conversations, rnd: random.Random,
+                start_ns: int, end_ns: int) -> Attack:
+    """Plan one attack of scenario ``name`` over [start_ns, end_ns), drawing from ``rnd``.
+
+    Used by :func:`plan_attacks` for files and by the live generator, which schedules attacks
+    one at a time as its open-ended stream advances.
+    """
+    planner = _PLANNERS.get(name)
+    if planner is None:
+        raise ValueError(f"unknown attack scenario {name!r}; valid: {', '.join(SCENARIOS)}")
+    if end_ns <= start_ns:
+        raise ValueError(f"attack {name!r} must end after it starts")
+    return planner(topo, conv, rnd, start_ns, end_ns)
 
 
 def _times(rnd: random.Random, start: int, end: int, n: int) -> list[int]:
@@ -247,3 +264,9 @@ def _drop_storm(topo: Topology, conv: Conversations, rnd: random.Random, s: int,
     for t in _times(rnd, s, e - 3 * _S, n):
         a.events.append((t, attempt))
     return a
+
+
+_PLANNERS: dict[str, Callable[[Topology, Conversations, random.Random, int, int], Attack]] = {
+    "port_scan": _port_scan, "lateral_movement": _lateral, "exfiltration": _exfil,
+    "dns_tunnel": _dns_tunnel, "c2_beacon": _c2_beacon, "drop_storm": _drop_storm,
+}

@@ -1,0 +1,103 @@
+"""The HTTP API: one FastAPI app per running service.
+
+``create_app(state, tokens)`` mounts one router per resource under ``/api/v1`` (anomalies,
+identities, models), the probes and ``/metrics`` at the root, and the OpenAPI document at
+``/openapi.json``. Every route but the probes and metrics needs a bearer token (see
+:mod:`netwarden.api.auth`), the OpenAPI document included, and so does learning that a path does
+not exist: without a valid token an unknown path is a 401 like any other. The interactive docs
+pages are off, since they could not fetch a protected document. Errors are RFC 9457 problems
+(:mod:`netwarden.api.problems`).
+
+The app holds no global state: the service, the tokens and the public URL live on
+``app.state`` of the app that was created with them, so tests build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from netwarden import __version__
+from netwarden.api.auth import BEARER_CHALLENGE, RequireRole, Role, TokenTable, request_token
+from netwarden.api.problems import (
+    install_problem_handlers,
+    problem_response,
+    use_problem_media_type,
+)
+from netwarden.api.routes import anomalies, health, identities, models
+from netwarden.api.state import ServiceState
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX: Final = "/api/v1"
+_DESCRIPTION: Final = (
+    "Network anomaly detection for Kubernetes: anomalies with their explanation and lifecycle, "
+    "the identities scored, and the models scoring them. Authenticate with "
+    "`Authorization: Bearer <token>`; roles: viewer (read), operator (also acknowledge, "
+    "suppress, resolve), reviewer, admin. Errors are RFC 9457 problem documents.")
+
+
+def _operation_id(route: APIRoute) -> str:
+    """``<tag>-<name>``, e.g. ``anomalies-read_anomalies``: stable names for generated clients."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def _checked_public_url(public_url: str | None) -> str | None:
+    if public_url is None:
+        return None
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"public_url must be an absolute http(s) URL without query or "
+                         f"fragment, e.g. https://netwarden.example.com, got {public_url!r}")
+    return public_url.rstrip("/")
+
+
+def create_app(state: ServiceState, tokens: TokenTable, *,
+               public_url: str | None = None) -> FastAPI:
+    """The API of the service ``state``, for the callers in ``tokens``.
+
+    ``public_url`` is where clients reach the API (scheme, host and any path prefix of a
+    proxy); when given, ``next`` links are absolute URLs under it and the OpenAPI document
+    names it as the server.
+    """
+    public_url = _checked_public_url(public_url)
+    app = FastAPI(title="netwarden", version=__version__, description=_DESCRIPTION,
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  generate_unique_id_function=_operation_id)
+    app.state.service = state
+    app.state.tokens = tokens
+    app.state.public_url = public_url
+
+    def routing_error(request: Request, status: int) -> JSONResponse | None:
+        if request.url.path in health.PUBLIC_PATHS or request_token(request) is not None:
+            return None
+        return problem_response(request, 401, "this endpoint needs a bearer token "
+                                "(Authorization: Bearer <token>)",
+                                headers={"WWW-Authenticate": BEARER_CHALLENGE})
+
+    install_problem_handlers(app, on_routing_error=routing_error)
+    app.include_router(health.router)
+    for module in (anomalies, identities, models):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version,
+                                   description=app.description, routes=app.routes,
+                                   servers=[{"url": public_url}] if public_url else None)
+            app.openapi_schema = use_problem_media_type(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False, tags=["meta"],
+             dependencies=[Depends(RequireRole(Role.viewer))])
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    return app

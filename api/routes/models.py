@@ -1,0 +1,33 @@
+"""``/api/v1/models``: the saved model versions and the one scoring now."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from netwarden.api.auth import RequireRole, Role
+from netwarden.api.problems import ProblemError, problem_responses
+from netwarden.api.routes import ServiceDep
+from netwarden.api.schemas import ModelListPublic, ModelVersionPublic
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/models", tags=["models"],
+                   dependencies=[Depends(RequireRole(Role.viewer))],
+                   responses=problem_responses(401, 403))
+
+
+@router.get("", response_model=ModelListPublic)
+def read_models(service: ServiceDep) -> ModelListPublic:
+    """Every saved model version, newest first."""
+    return ModelListPublic(items=[ModelVersionPublic.from_version(v)
+                                  for v in service.model_versions()])
+
+
+@router.get("/current", response_model=ModelVersionPublic, responses=problem_responses(404))
+def read_current_model(service: ServiceDep) -> ModelVersionPublic:
+    """The model version scoring now; 404 while none is loaded."""
+    current = service.current_model()
+    if current is None:
+        raise ProblemError(404, "no model loaded: train one (netwarden train) or point the "
+                           "service at a model directory")
+    return ModelVersionPublic.from_version(current)

@@ -1,0 +1,75 @@
+"""The model a running service scores with, reloaded when a new version becomes current.
+
+``netwarden train`` (or a scheduled retraining) writes a new version and switches the model
+folder's ``CURRENT`` file atomically; :class:`CurrentModel` notices on its next :meth:`refresh`
+and swaps the scorer in one assignment, so scoring threads see the old or the new model, never a
+mix. A version that cannot be used (tampered, incompatible, another window length) is refused
+with its reason kept in :attr:`error`, and the previous model stays in service.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from netwarden.detector.scorer import Scorer
+from netwarden.models.artifact import ArtifactError, ModelVersion, list_versions, load_bundle
+from netwarden.models.training import ModelBundle
+
+__all__ = ["CurrentModel", "LoadedModel"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    version: str
+    bundle: ModelBundle
+    scorer: Scorer
+
+
+class CurrentModel:
+    """Holds the loaded current version of ``model_dir``; thread-safe to read."""
+
+    def __init__(self, model_dir: Path, *, window_seconds: float) -> None:
+        self.model_dir = Path(model_dir)
+        self.window_seconds = window_seconds
+        self.loaded: LoadedModel | None = None
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._seen: str | None = None
+
+    def _current_name(self) -> str | None:
+        try:
+            return (self.model_dir / "CURRENT").read_text().strip() or None
+        except OSError:
+            return None
+
+    def refresh(self) -> bool:
+        """Load the current version if it changed; True when a new model is now in service."""
+        with self._lock:
+            name = self._current_name()
+            if name is None or name == self._seen:
+                return False
+            self._seen = name
+            try:
+                bundle = load_bundle(self.model_dir)
+                if abs(bundle.window_seconds - self.window_seconds) > 1e-9:
+                    raise ArtifactError(
+                        f"model {name} uses {bundle.window_seconds:g} s windows, the service "
+                        f"{self.window_seconds:g} s; set windows.seconds to match or retrain")
+                scorer = Scorer(bundle)
+            except (ArtifactError, ValueError) as exc:
+                self.error = f"model {name} refused: {exc}"
+                return False
+            self.loaded = LoadedModel(name, bundle, scorer)
+            self.error = None
+            return True
+
+    def versions(self) -> list[ModelVersion]:
+        return list_versions(self.model_dir)
+
+    def current(self) -> ModelVersion | None:
+        loaded = self.loaded
+        if loaded is None:
+            return None
+        return next((v for v in self.versions() if v.version == loaded.version), None)

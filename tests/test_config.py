@@ -1,0 +1,59 @@
+"""The service configuration: file, environment overrides, errors, and its documentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from netwarden.api.config import ConfigError, ServiceConfig, defaults_yaml, load_config
+
+
+def test_defaults_round_trip_through_the_documented_yaml() -> None:
+    text = defaults_yaml()
+    assert ServiceConfig(**yaml.safe_load(text)) == ServiceConfig()
+    for line in text.splitlines():
+        if ":" in line and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
+            assert "  # " in line, f"option without a description: {line!r}"
+
+
+def test_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "netwarden.yaml"
+    path.write_text("data_dir: /srv/nw\napi:\n  port: 9000\nsource:\n  spec: /var/log/flows.jsonl\n")
+    config = load_config(path)
+    assert config.api.port == 9000 and config.source.spec == "/var/log/flows.jsonl"
+    assert config.model_dir == Path("/srv/nw/models")
+    assert config.store_url == "sqlite:////srv/nw/netwarden.db"
+    assert config.public_url() == "http://127.0.0.1:9000"
+    monkeypatch.setenv("NETWARDEN_API__PORT", "9100")
+    monkeypatch.setenv("NETWARDEN_ALERTS__ALERTMANAGER_URL", "http://127.0.0.1:9093")
+    config = load_config(path)
+    assert config.api.port == 9100  # the environment wins over the file
+    assert config.alerts.alertmanager_url == "http://127.0.0.1:9093"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("api:\n  port: nine\n", "api.port"),
+    ("windows:\n  seconds: 0\n", "windows.seconds"),
+    ("nonsense: 1\n", "nonsense"),
+    ("api: [1, 2\n", "not valid YAML"),
+    ("- a\n- b\n", "mapping"),
+])
+def test_bad_files_say_where(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_readme_documents_every_option() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert defaults_yaml() in readme, "README's configuration block is out of date: paste " \
+        "`netwarden serve --print-config` into it"

@@ -1,0 +1,222 @@
+"""`netwarden serve`: the live pipeline in process, and the whole service as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+
+from netwarden.api.config import ServiceConfig
+from netwarden.api.service import Service, build_service
+from netwarden.detector.store import AnomalyStore
+from netwarden.ingest.generator import generate
+from netwarden.ingest.live import FollowFile
+from netwarden.ingest.pipeline import build_windows
+from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
+from netwarden.models.artifact import save_bundle
+from netwarden.models.registry import CurrentModel
+from netwarden.models.training import TrainConfig, train
+from tests.servers import free_port, require, start_alertmanager
+
+T0 = datetime(2026, 4, 6, 8, tzinfo=timezone.utc)
+
+
+def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """Three hours of normal traffic, trained with the service's window length."""
+    out = tmp_path_factory.mktemp("svc-model")
+    history = generate(out / "history", hours=3, seed=31, start=T0)
+    builder = WindowBuilder()
+    windows: list[ClosedWindow] = []
+    build_windows([history.flows_path], windows.extend, builder=builder)
+    bundle = train(windows_to_rows(windows), config=TrainConfig(n_estimators=50, seed=1))
+    bundle.baselines = builder.export_baselines()
+    save_bundle(bundle, out / "models")
+    return out / "models"
+
+
+def _config(tmp_path: Path, model_dir: Path, source: Path, **extra: Any) -> ServiceConfig:
+    return ServiceConfig(data_dir=tmp_path / "data", source={"spec": str(source)},
+                         models={"dir": model_dir, "bootstrap": False, "reload_interval": 0.2},
+                         windows={"idle_close": 0.5}, **extra)
+
+
+def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
+    """Flows appended to a followed file become windows, scores and an anomaly; windows of a
+    quiet stream close on the wall clock; the metrics count it all."""
+    attack = generate(tmp_path / "attack", hours=0.5, seed=32, start=T0 + timedelta(hours=3),
+                      attacks=["port_scan"])
+    lines = attack.flows_path.read_bytes().splitlines(keepends=True)
+    followed = tmp_path / "flows.jsonl"
+    followed.write_bytes(b"".join(lines[: len(lines) // 2]))
+    service, _ = build_service(_config(tmp_path, model_dir, followed), Console(quiet=True))
+    assert service.model.loaded is not None
+    service.start()
+    try:
+        with followed.open("ab") as f:  # the rest arrives while the service runs
+            f.write(b"".join(lines[len(lines) // 2:]) + b"{not json\n")
+        _wait(lambda: service.source.status().flows == len(lines), 30, "every flow read")
+        (label,) = attack.labels
+        found = _wait(lambda: service.store.list(identity=label.identity), 30,
+                      f"an anomaly of {label.identity}")
+        assert found[0].reasons and found[0].summary
+        # the last window closes without new flows (idle_close), so every flow is scored
+        _wait(lambda: service.builder.open_windows == 0, 30, "the last windows to close")
+        def sampled() -> str:
+            text = _metrics(service.registry)
+            return text if 'netwarden_ingest_parse_errors_total{reason="not_json"} 1.0' in text \
+                else ""
+
+        text = _wait(sampled, 10, "the bad line in the metrics (sampled each second)")
+        assert 'netwarden_flows_total{source="file",verdict="FORWARDED"}' in text
+        assert "netwarden_windows_scored_total" in text and "netwarden_model_info{" in text
+    finally:
+        service.shutdown()
+        service.store.close()
+
+
+def _metrics(registry: CollectorRegistry) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry).decode()
+
+
+def test_backpressure_bounds_the_queue(tmp_path, model_dir) -> None:
+    """A pipeline that falls behind makes the source wait: the queue never grows past its
+    bound and nothing is lost."""
+    attack = generate(tmp_path / "burst", hours=0.25, seed=33, start=T0 + timedelta(hours=3))
+    config = _config(tmp_path, model_dir, attack.flows_path)
+    model = CurrentModel(model_dir, window_seconds=60)
+    model.refresh()
+    store = AnomalyStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    source = FollowFile(attack.flows_path, poll_interval=0.05)
+    service = Service(config, source, model, store, CollectorRegistry(), queue_batches=4,
+                      log=lambda _: None)
+    gate = threading.Event()
+    add = service.detector.add
+    sizes: list[int] = []
+
+    def slow_add(batch: list[Any]) -> Any:
+        sizes.append(service.queue.qsize())
+        gate.wait()
+        return add(batch)
+
+    service.detector.add = slow_add  # type: ignore[method-assign]
+    service.start()
+    try:
+        time.sleep(0.5)
+        assert service.queue.qsize() == 4  # full: the source is waiting, not buffering
+        gate.set()
+        _wait(lambda: source.status().flows == attack.flows, 30, "every flow through")
+        assert max(sizes) <= 4
+        _wait(lambda: service.builder.stats.flows_seen == attack.flows, 30, "every flow counted")
+    finally:
+        service.shutdown()
+        store.close()
+
+
+def test_new_model_version_is_picked_up_and_a_bad_one_refused(tmp_path, model_dir) -> None:
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(model_dir, models)
+    current = CurrentModel(models, window_seconds=60)
+    assert current.refresh() and current.loaded is not None
+    first = current.loaded.version
+    assert not current.refresh()  # unchanged
+    bundle = current.loaded.bundle
+    bundle.window_seconds = 30.0
+    second = save_bundle(bundle, models)
+    assert not current.refresh()
+    assert current.loaded.version == first and "30 s windows" in (current.error or "")
+    bundle.window_seconds = 60.0
+    third = save_bundle(bundle, models)
+    assert current.refresh() and current.loaded.version == third.name != second.name
+    assert current.error is None
+
+
+@pytest.mark.slow
+def test_embedded_default_as_a_user_runs_it(tmp_path) -> None:
+    """`netwarden serve` with no configuration (sped up): it trains a first model on generated
+    history, streams the generator, detects the injected attack, alerts Alertmanager, serves the
+    API with the token it made, and its /metrics passes promtool; SIGTERM stops it cleanly."""
+    promtool = require("promtool", "prometheus")
+    with start_alertmanager(tmp_path / "am") as am:
+        port = free_port()
+        env = {**os.environ, "NETWARDEN_DATA_DIR": str(tmp_path / "data"),
+               "NETWARDEN_API__PORT": str(port), "NETWARDEN_GENERATOR__SPEED": "20",
+               "NETWARDEN_GENERATOR__HISTORY_HOURS": "3",
+               "NETWARDEN_GENERATOR__ATTACKS": '["port_scan"]',
+               "NETWARDEN_ALERTS__ALERTMANAGER_URL": am.url,
+               "NETWARDEN_ALERTS__RESEND_INTERVAL": "2"}
+        env.pop("NETWARDEN_API_TOKENS", None)
+        log = (tmp_path / "serve.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "netwarden", "serve"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            with httpx.Client(timeout=5.0) as http:
+                def ready() -> bool:
+                    assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+                    try:
+                        return http.get(base + "/readyz").status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                _wait(ready, 240, "/readyz", interval=0.5)
+                token = (tmp_path / "data" / "admin.token").read_text().strip()
+                auth = {"Authorization": f"Bearer {token}"}
+                assert http.get(base + "/api/v1/anomalies").status_code == 401
+
+                def anomalies() -> list[dict[str, Any]]:
+                    return http.get(base + "/api/v1/anomalies", headers=auth).json()["items"]
+
+                items = _wait(anomalies, 120, "a live detection", interval=0.5)
+                anomaly = http.get(f"{base}/api/v1/anomalies/{items[-1]['id']}",
+                                   headers=auth).json()
+                assert anomaly["reasons"] and anomaly["summary"] and anomaly["examples"]
+
+                def alerted() -> list[dict[str, Any]]:
+                    alerts = http.get(am.url + "/api/v2/alerts").json()
+                    return [a for a in alerts if a["labels"].get("detector") == "netwarden"]
+
+                alerts = _wait(alerted, 60, "the alert in Alertmanager", interval=0.5)
+                assert {a["labels"]["identity"] for a in alerts} & {i["identity"] for i in items}
+                metrics = http.get(base + "/metrics").text
+                check = subprocess.run([promtool, "check", "metrics"], input=metrics,
+                                       capture_output=True, text=True, check=False)
+                assert check.returncode == 0, check.stdout + check.stderr
+                assert "netwarden_anomalies{" in metrics
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+            log.close()
+        output = (tmp_path / "serve.log").read_text()
+        assert code == 0, output
+        assert "training a first one" in output and "netwarden is serving" in output
+        assert (tmp_path / "data" / "models" / "CURRENT").read_text().strip()
