@@ -1,6 +1,9 @@
 # netwarden container image: slim Python, the package installed, a non-root user,
 # `netwarden` as the entrypoint. Build: docker build -t netwarden .
-# Run the embedded demo: docker run --rm netwarden run --out /data/demo
+# Run the service on its embedded default (generated traffic, API on port 8080):
+#   docker run --rm -p 8080:8080 -v netwarden-data:/data netwarden
+# With a configuration file: docker run ... -v ./netwarden.yaml:/etc/netwarden.yaml:ro \
+#   netwarden serve --config /etc/netwarden.yaml
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -23,5 +26,10 @@ RUN python -m pip install /wheels/*.whl && rm -rf /wheels \
 USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
+# Inside a container the API must listen on all interfaces to be reachable through -p.
+ENV NETWARDEN_DATA_DIR=/data NETWARDEN_API__HOST=0.0.0.0
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s --start-period=180s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"
 ENTRYPOINT ["netwarden"]
-CMD ["--help"]
+CMD ["serve"]

@@ -1,1 +1,1 @@
-"""The command line (and, later, the HTTP service and gRPC definitions)."""
+"""The command line, the service (``netwarden serve``) and its HTTP API."""

@@ -41,7 +41,7 @@ class GeneratorConfig(_Section):
     speed: float = Field(1.0, gt=0, description="event time per wall-clock time (1.0 = real time)")
     attacks: list[str] = Field(default_factory=list, description=(
         "scenarios to inject, cycling (empty: every scenario; see `netwarden generate --help`)"))
-    first_attack_after: float = Field(60.0, ge=0, description="seconds before the first attack")
+    first_attack_after: float = Field(30.0, ge=0, description="seconds before the first attack")
     attack_every: float = Field(600.0, ge=15, description="seconds between attack starts")
     history_hours: float = Field(6.0, gt=0, le=168, description=(
         "hours of generated history to train the first model on when the model folder is empty"))

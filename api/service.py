@@ -171,7 +171,7 @@ class Service:
                     self.detector.finish()
                     self.log(f"source {self.source.name} ended; open windows closed and scored")
                 elif batch:
-                    self.detector.add(batch)
+                    self.detector.add(batch, more=not self.queue.empty())
                 else:
                     self.detector.tick(config.windows.idle_close)
                 now = time.monotonic()
@@ -331,7 +331,7 @@ def serve(config: ServiceConfig, *, console: Console) -> None:
     console.print(f"netwarden is serving {service.source.name} on {public}", markup=False)
     console.print(f"  anomalies:  curl{token_hint} {public}/api/v1/anomalies", markup=False)
     console.print(f"  health:     {public}/readyz   metrics: {public}/metrics   "
-                  f"API docs: {public}/openapi.json", markup=False)
+                  f"API description (viewer token): {public}/openapi.json", markup=False)
     # uvicorn captures SIGINT/SIGTERM while it runs and re-raises them after its shutdown; a
     # no-op handler there lets the threads below stop cleanly and the command exit 0.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,10 +2,11 @@
 
 One :class:`LiveDetector` is driven by one thread (the service's pipeline thread): ``add`` with
 each batch of flows, ``tick`` when the stream is quiet, so that event time moves on with the
-wall clock and the windows of a quiet stream still close. Windows are scored as they close
-(a live stream closes a group per window length, so batching would only add delay), anomalous
-ones are taken back out of the peer baselines, and everything is recorded in the store before
-the alert hook runs. Windows that close while no model is loaded are counted, not scored.
+wall clock and the windows of a quiet stream still close. A live stream is scored as its windows
+close; a backlog (a replayed file, a burst) is scored in larger groups, since scikit-learn's
+cost is per call, not per window. Anomalous windows are taken back out of the peer baselines,
+and everything is recorded in the store before the alert hook runs. Windows that close while no
+model is loaded are counted, not scored.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from netwarden.models.registry import CurrentModel
 __all__ = ["DetectorMetrics", "LiveDetector"]
 
 _VERDICT = attrgetter("verdict")
+#: Closed windows held at most while the source is ahead (one scoring call for all of them).
+_MAX_HELD = 2048
 _VERDICT_NAMES = {0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR", 4: "AUDIT",
                   5: "REDIRECTED", 6: "TRACED", 7: "TRANSLATED"}
 
@@ -73,30 +76,41 @@ class LiveDetector:
         self.clock = clock
         self._last_flow_wall = clock()
         self._last_event = float("-inf")
+        self._pending: list[ClosedWindow] = []
 
-    def add(self, flows: Sequence[Any]) -> list[ScoredWindow]:
-        """One batch of flows from the source."""
+    def add(self, flows: Sequence[Any], *, more: bool = False) -> list[ScoredWindow]:
+        """One batch of flows from the source. ``more`` says further batches are already
+        waiting: closed windows are then held and scored together with the next ones (one
+        model call per identity for many windows), but never for longer than half the novelty
+        horizon of event time (see :mod:`netwarden.detector.stream`)."""
         if self.metrics is not None:
             self.metrics.count_flows(flows)
         self._last_flow_wall = self.clock()
         closed = self.builder.add(flows)
         self._last_event = max(self._last_event, self.builder.stats.watermark
                                + self.builder.config.allowed_lateness)
-        return self._score(closed)
+        pending = self._pending
+        pending.extend(closed)
+        if pending and (not more or len(pending) >= _MAX_HELD or pending[-1].end
+                        - pending[0].start >= self.builder.config.novelty_seconds / 2):
+            return self._score()
+        return []
 
     def tick(self, idle_close: float) -> list[ScoredWindow]:
         """Called about once a second: when no flow has come for ``idle_close`` seconds, move
         event time on by the wall-clock time that passed since the last flow."""
         idle = self.clock() - self._last_flow_wall
-        if idle < idle_close or self._last_event == float("-inf"):
-            return []
-        return self._score(self.builder.advance(self._last_event + idle))
+        if idle >= idle_close and self._last_event != float("-inf"):
+            self._pending.extend(self.builder.advance(self._last_event + idle))
+        return self._score()
 
     def finish(self) -> list[ScoredWindow]:
         """The stream ended (stdin EOF): close and score every open window."""
-        return self._score(self.builder.flush())
+        self._pending.extend(self.builder.flush())
+        return self._score()
 
-    def _score(self, closed: list[ClosedWindow]) -> list[ScoredWindow]:
+    def _score(self) -> list[ScoredWindow]:
+        closed, self._pending = self._pending, []
         if not closed:
             return []
         loaded = self.model.loaded
@@ -110,6 +124,7 @@ class LiveDetector:
             if result.anomalous:
                 self.builder.forget(window)
         records = self.store.record(scored)
+        records += self.store.end_silent_runs(max(s.window_end for s in scored))
         if self.on_recorded is not None:
             self.on_recorded(records)
         if self.metrics is not None:

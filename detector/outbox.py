@@ -18,6 +18,9 @@ it describes, so enqueueing a newer one for the same key *supersedes* a pending 
 new payload is the old merged with the new (``coalesce``), and the old row is kept, marked
 superseded. Only the newest state of an alert is ever pending, so a backlog after an outage
 stays one row per alert and cannot deliver an old "firing" after a newer "resolved".
+
+The sinks share :func:`post_json` and :class:`DeliveryError`: what sending a row means, and
+what a failed attempt records.
 """
 
 from __future__ import annotations

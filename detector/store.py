@@ -170,6 +170,8 @@ class _AnomalyRow(_Base):
 
     __table_args__ = (
         Index("ix_anomalies_last_window_end", "last_window_end"),
+        Index("ix_anomalies_updated", "updated_at", "id"),
+        Index("ix_anomalies_ongoing_end", "ongoing", "last_window_end"),
         Index("ix_anomalies_identity_end", "identity", "last_window_end"),
         Index("ix_anomalies_namespace_end", "namespace", "last_window_end"),
         Index("ix_anomalies_state_end", "state", "last_window_end"),
@@ -528,6 +530,21 @@ class AnomalyStore:
             return []
         with self._transaction() as (session, now):
             return [_to_record(row) for row in _BatchRecorder(session, now).run(batch)]
+
+    def end_silent_runs(self, until: datetime) -> list[AnomalyRecord]:
+        """End the runs of identities that went quiet: an ongoing anomaly whose last window
+        ended before ``until`` (the end of the newest windows the detector has closed) got no
+        window since, so it is no longer ongoing. A live service calls this after each group of
+        windows; without it, an attacker that stops sending would keep its alert firing."""
+        until = _utc(until, "until")
+        with self._transaction() as (session, now):
+            rows = list(session.scalars(select(_AnomalyRow).where(
+                _AnomalyRow.ongoing.is_(True), _AnomalyRow.last_window_end < until)))
+            for row in rows:
+                row.ongoing = False
+                row.updated_at = now
+            session.flush()
+            return [_to_record(row) for row in rows]
 
     # ------------------------------------------------------------------------------ reads
 

@@ -196,7 +196,7 @@ def test_the_api_uses_tokens_from_the_environment(tmp_path) -> None:
 
 
 def test_one_token_under_two_names_is_refused(tmp_path) -> None:
-    token, viewer = new_token("alice", "viewer")
+    _, viewer = new_token("alice", "viewer")
     admin = TokenEntry("mallory", Role.admin, viewer.sha256)
     with pytest.raises(TokenConfigError, match="configured twice, as 'alice' .* 'mallory'"):
         TokenTable([viewer, admin])
@@ -210,20 +210,20 @@ SHA = "a" * 64
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("name: alice\nrole: viewer\n", "expected a list of {name, role, sha256} entries, got a "
-                                    "mapping with keys name, role"),
+    ("name: alice\nrole: viewer\n",
+     "expected a list of {name, role, sha256} entries, got a mapping with keys name, role"),
     ("- just-a-string\n", "entry 1: expected a mapping with name, role, sha256, got str"),
     (f"- {{name: alice, role: viewer, sha256: {SHA}}}\n- {{name: bob, role: viewer}}\n",
      "entry 2 (name 'bob'): missing 'sha256'"),
     (f"- {{name: bob, role: superuser, sha256: {SHA}}}\n",
-     "entry 1 (name 'bob'): unknown role 'superuser': expected one of viewer, operator, "
-     "reviewer, admin"),
+     ("entry 1 (name 'bob'): unknown role 'superuser': expected one of viewer, operator, "
+      "reviewer, admin")),
     ("- {name: bob, role: viewer, sha256: 'abc123'}\n",
-     "entry 1 (name 'bob'): sha256 must be 64 hex digits (the SHA-256 of the token, not the "
-     "token itself), got 6 characters"),
+     ("entry 1 (name 'bob'): sha256 must be 64 hex digits (the SHA-256 of the token, not "
+      "the token itself), got 6 characters")),
     ("- {name: bob, role: viewer, token: s3cret}\n",
-     "entry 1 (name 'bob'): unknown key 'token': expected name, role, sha256 (entries hold "
-     "the token's sha256, never the token)"),
+     ("entry 1 (name 'bob'): unknown key 'token': expected name, role, sha256 (entries "
+      "hold the token's sha256, never the token)")),
     (f"- {{name: 'b o b', role: viewer, sha256: {SHA}}}\n", "entry 1 (name 'b o b'): name"),
     ("- [unclosed\n", "not valid YAML"),
     ("42\n", "expected a list of {name, role, sha256} entries, got int"),

@@ -117,10 +117,10 @@ def test_backpressure_bounds_the_queue(tmp_path, model_dir) -> None:
     add = service.detector.add
     sizes: list[int] = []
 
-    def slow_add(batch: list[Any]) -> Any:
+    def slow_add(batch: list[Any], **kwargs: Any) -> Any:
         sizes.append(service.queue.qsize())
         gate.wait()
-        return add(batch)
+        return add(batch, **kwargs)
 
     service.detector.add = slow_add  # type: ignore[method-assign]
     service.start()

@@ -632,3 +632,18 @@ def test_concurrent_record_from_two_stores_on_one_file(tmp_path) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+def test_end_silent_runs(store) -> None:
+    """An identity that goes quiet ends its run; an active one keeps it; resolved ones stay."""
+    store.record([win(0, "shop/cart"), win(0, "shop/api"), win(1, "shop/api")])
+    ended = store.end_silent_runs(T0 + 2 * STEP)  # windows up to the end of window 1 closed
+    assert [a.identity for a in ended] == ["shop/cart"]
+    (cart,) = store.list(identity="shop/cart")
+    (api,) = store.list(identity="shop/api")
+    assert not cart.ongoing and api.ongoing
+    assert store.end_silent_runs(T0 + 2 * STEP) == []  # idempotent
+    store.record([win(2, "shop/cart")])  # active again: a new anomaly, not the old one
+    assert [a.ongoing for a in store.list(identity="shop/cart")] == [True, False]
+    with pytest.raises(ValueError):
+        store.end_silent_runs(datetime(2026, 3, 1))  # naive: refused

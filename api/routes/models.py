@@ -19,8 +19,9 @@ router = APIRouter(prefix="/models", tags=["models"],
 @router.get("", response_model=ModelListPublic)
 def read_models(service: ServiceDep) -> ModelListPublic:
     """Every saved model version, newest first."""
-    return ModelListPublic(items=[ModelVersionPublic.from_version(v)
-                                  for v in service.model_versions()])
+    versions = sorted(service.model_versions(), key=lambda v: (v.created, v.version),
+                      reverse=True)  # the protocol promises this order; cheap to make sure
+    return ModelListPublic(items=[ModelVersionPublic.from_version(v) for v in versions])
 
 
 @router.get("/current", response_model=ModelVersionPublic, responses=problem_responses(404))

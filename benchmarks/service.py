@@ -1,0 +1,147 @@
+"""Service benchmark: does ingest keep up while the API is busy?
+
+Runs `netwarden serve` twice on the same recorded flows (a followed file, read as fast as the
+service can; a model trained on the same cluster's history), once alone and once while
+concurrent clients list anomalies through the API as fast as they can. Prints the ingest rate
+(flows per second from bytes to scored, stored windows) of both runs, their ratio, and the
+p50/p99 latency of the anomaly listing under load. Both runs happen here, now, on this machine.
+
+    python benchmarks/service.py [--hours 6] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+
+from netwarden.api.auth import new_token
+from netwarden.api.commands import generate as generate_with_progress
+from netwarden.ingest.generator import SCENARIOS, generate
+from netwarden.ingest.pipeline import build_windows
+from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
+from netwarden.models.artifact import save_bundle
+from netwarden.models.training import TrainConfig, train
+
+DATA = Path(__file__).resolve().parent / ".data" / "service"
+START = datetime(2026, 1, 5, 6, tzinfo=timezone.utc)
+
+
+def _prepare(hours: float) -> tuple[Path, Path, int]:
+    """A trained model folder and a flow file with attacks, cached between runs."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    models = DATA / "models"
+    if not (models / "CURRENT").exists():
+        history = generate_with_progress(DATA / "history", hours=6, seed=5, attacks=[], rate=1.0,
+                                         start=START.isoformat(), gzip=False, console=console)
+        builder = WindowBuilder()
+        windows: list[ClosedWindow] = []
+        build_windows([history.flows_path], windows.extend, builder=builder)
+        bundle = train(windows_to_rows(windows), config=TrainConfig(seed=5))
+        bundle.baselines = builder.export_baselines()
+        save_bundle(bundle, models)
+    test = DATA / f"test-{hours:g}h" / "flows.jsonl"
+    if not test.exists():
+        generate(test.parent, hours=hours, seed=6, start=START + timedelta(hours=6),
+                 attacks=list(SCENARIOS))
+    with test.open("rb") as f:
+        flows = sum(1 for _ in f)
+    return models, test, flows
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run(models: Path, flows_file: Path, flows: int, clients: int, token: str,
+         entry: str, work: Path) -> tuple[float, list[float]]:
+    """One service run; returns (flows per second, listing latencies in seconds)."""
+    port = _free_port()
+    data = work / f"run-{clients}"
+    env = {**os.environ, "NETWARDEN_DATA_DIR": str(data), "NETWARDEN_API__PORT": str(port),
+           "NETWARDEN_SOURCE__SPEC": str(flows_file), "NETWARDEN_MODELS__DIR": str(models),
+           "NETWARDEN_MODELS__BOOTSTRAP": "false", "NETWARDEN_API_TOKENS": entry}
+    proc = subprocess.Popen([sys.executable, "-m", "netwarden", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=30.0, headers={"Authorization": f"Bearer {token}"}) as http:
+            while not stop.is_set():
+                t = time.perf_counter()
+                response = http.get(base + "/api/v1/anomalies", params={"limit": 50})
+                latencies.append(time.perf_counter() - t)
+                response.raise_for_status()
+
+    try:
+        with httpx.Client(timeout=5.0) as http:
+            status = None
+            while status is None:
+                if proc.poll() is not None:
+                    raise SystemExit(f"netwarden serve exited with {proc.returncode}")
+                try:
+                    status = http.get(base + "/healthz").json()
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+            for thread in threads:
+                thread.start()
+            started = time.perf_counter()
+            first = last = 0
+            t_first = started
+            while last < flows:
+                time.sleep(0.2)
+                last = int(http.get(base + "/readyz").json().get("flows", 0))
+                if not first and last:
+                    first, t_first = last, time.perf_counter()
+            elapsed = time.perf_counter() - t_first
+            stop.set()
+            for thread in threads:
+                thread.join()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return (last - first) / elapsed, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hours", type=float, default=6.0, help="hours of test traffic")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent API clients")
+    args = parser.parse_args()
+    models, flows_file, flows = _prepare(args.hours)
+    token, entry = new_token("bench", "viewer")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="netwarden-bench-") as tmp:
+        alone, _ = _run(models, flows_file, flows, 0, token, entry.line, Path(tmp))
+        loaded, latencies = _run(models, flows_file, flows, args.clients, token, entry.line,
+                                 Path(tmp))
+    q = statistics.quantiles(latencies, n=100)
+    print(f"{flows:,} flows ({args.hours:g} h of generated traffic with every attack), "
+          f"{os.cpu_count()} cores")
+    print(f"ingest alone:                  {alone:12,.0f} flows/s")
+    print(f"ingest with {args.clients} API clients:     {loaded:12,.0f} flows/s")
+    print(f"ratio (with load / alone):     {loaded / alone:12.2f}")
+    print(f"anomaly listing under load:    p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms "
+          f"({len(latencies):,} requests)")
+
+
+if __name__ == "__main__":
+    main()
