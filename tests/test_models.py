@@ -20,6 +20,7 @@ from netwarden.models.artifact import ArtifactError, load_bundle, save_bundle
 from netwarden.models.forest import anomaly_score
 from netwarden.models.spec import LOG_COLUMNS, MODEL_COLUMNS, raw_matrix, transform
 from netwarden.models.training import ModelBundle, NotEnoughData, TrainConfig, train
+from tests.modelfactory import train_on_generated
 
 T0 = datetime(2026, 2, 2, tzinfo=timezone.utc)
 
@@ -27,12 +28,7 @@ T0 = datetime(2026, 2, 2, tzinfo=timezone.utc)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[ModelBundle, list[ClosedWindow], Path]:
     out = tmp_path_factory.mktemp("models")
-    result = generate(out / "train", hours=5, seed=41, start=T0)
-    builder = WindowBuilder()
-    windows: list[ClosedWindow] = []
-    build_windows([result.flows_path], windows.extend, builder=builder)
-    bundle = train(windows_to_rows(windows), config=TrainConfig(n_estimators=50, seed=3))
-    bundle.baselines = builder.export_baselines()
+    bundle, windows = train_on_generated(out / "train", hours=5, seed=41, start=T0)
     return bundle, windows, out
 
 
@@ -189,12 +185,7 @@ def trained_day(request, tmp_path_factory) -> tuple[ModelBundle, Path, float]:
     the topology: nodes, replica counts, addresses) at two traffic rates."""
     seed, rate = request.param
     out = tmp_path_factory.mktemp(f"day{seed}")
-    result = generate(out / "train", hours=24, seed=seed, start=T0, rate=rate)
-    builder = WindowBuilder()
-    windows: list[ClosedWindow] = []
-    build_windows([result.flows_path], windows.extend, builder=builder)
-    bundle = train(windows_to_rows(windows), config=TrainConfig(n_estimators=50, seed=3))
-    bundle.baselines = builder.export_baselines()
+    bundle, _ = train_on_generated(out / "train", hours=24, seed=seed, start=T0, rate=rate)
     return bundle, out, rate
 
 

@@ -22,11 +22,9 @@ from netwarden.api.service import Service, build_service
 from netwarden.detector.store import AnomalyStore
 from netwarden.ingest.generator import generate
 from netwarden.ingest.live import FollowFile
-from netwarden.ingest.pipeline import build_windows
-from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
 from netwarden.models.artifact import save_bundle
 from netwarden.models.registry import CurrentModel
-from netwarden.models.training import TrainConfig, train
+from tests.modelfactory import train_on_generated
 from tests.servers import free_port, require, start_alertmanager
 
 T0 = datetime(2026, 4, 6, 8, tzinfo=timezone.utc)
@@ -46,12 +44,7 @@ def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> A
 def model_dir(tmp_path_factory) -> Path:
     """Three hours of normal traffic, trained with the service's window length."""
     out = tmp_path_factory.mktemp("svc-model")
-    history = generate(out / "history", hours=3, seed=31, start=T0)
-    builder = WindowBuilder()
-    windows: list[ClosedWindow] = []
-    build_windows([history.flows_path], windows.extend, builder=builder)
-    bundle = train(windows_to_rows(windows), config=TrainConfig(n_estimators=50, seed=1))
-    bundle.baselines = builder.export_baselines()
+    bundle, _ = train_on_generated(out / "history", hours=3, seed=31, start=T0, train_seed=1)
     save_bundle(bundle, out / "models")
     return out / "models"
 
