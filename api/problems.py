@@ -82,8 +82,9 @@ def install_problem_handlers(
     """Answer every error of ``app`` with a problem document.
 
     ``on_routing_error(request, status)`` may replace the answer to an unknown path or method
-    (404/405 raised by the router, never by a handler): the app uses it so that a request
-    without a valid token learns nothing about which paths exist.
+    (404/405 raised by the router, never by a handler) and to a request that fails validation
+    (422: FastAPI validates a body before it runs the auth dependency): the app uses it so that
+    a request without a valid token learns nothing about which paths exist or what they take.
     """
 
     async def problem(request: Request, exc: Exception) -> JSONResponse:
@@ -104,6 +105,10 @@ def install_problem_handlers(
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        if on_routing_error is not None:
+            replaced = on_routing_error(request, 422)
+            if replaced is not None:
+                return replaced
         errors = _validation_errors(exc)
         where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
         return problem_response(request, 422, f"invalid request: {where}",

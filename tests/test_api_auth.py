@@ -128,6 +128,14 @@ def test_unknown_paths_need_a_token_too(api) -> None:
         assert api.client.delete("/api/v1/anomalies", headers=headers).status_code == 401
     assert api.client.get("/api/v1/secret-thing", headers=api.auth()).status_code == 404
     assert api.client.get("/docs").status_code == 401  # the docs pages are off
+    # a malformed body is not validated (and described) before the token is checked
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        r = api.client.post("/api/v1/anomalies/1/suppress", headers=headers,
+                            content=b"{not json")
+        assert r.status_code == 401, r.text
+    r = api.client.post("/api/v1/anomalies/1/suppress", headers=api.auth(Role.operator),
+                        content=b"{not json")
+    assert r.status_code == 422
     assert api.client.get("/docs", headers=api.auth()).status_code == 404
 
 
