@@ -84,6 +84,8 @@ def phrase(feature: str, value: float) -> str:
     side, _, name = feature.partition("_")
     table = _EGRESS if side == "egress" else _INGRESS
     template = table.get(name, f"{feature} = {{v}}")
+    if "distinct" in name:  # sketch estimates: a count of things reads as a whole number
+        value = round(value)
     return template.format(v=_number(value), pct=f"{value:.0%}")
 
 

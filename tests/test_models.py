@@ -257,3 +257,10 @@ def test_stream_scorer_batches_within_the_novelty_horizon(trained) -> None:
     assert len(batches) > 1
     anomalous = [w for ws, ss in batches for w, s in zip(ws, ss) if s.anomalous]
     assert forgotten == anomalous
+
+
+def test_sketch_estimates_read_as_whole_numbers() -> None:
+    assert reason_text("ingress_distinct_dst_ports", 39.8, 2) == \
+        "was contacted on 40 distinct ports (baseline 2)"
+    assert reason_text("egress_dns_qname_len_mean", 37.5, 0) == \
+        "queried DNS names 37.5 characters long on average (baseline 0)"
