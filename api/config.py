@@ -69,6 +69,9 @@ class ModelsConfig(_Section):
 class StoreConfig(_Section):
     url: str | None = Field(None, description=(
         "SQLAlchemy URL of the anomaly store (default: sqlite:///<data_dir>/netwarden.db)"))
+    window_retention_days: float = Field(7.0, gt=0, description=(
+        "normal scored windows older than this are deleted (hourly); anomalies and their "
+        "windows are kept"))
 
 
 class ApiConfig(_Section):

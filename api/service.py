@@ -160,7 +160,7 @@ class Service:
 
     def _run_pipeline(self) -> None:
         config = self.config
-        next_reload = next_metrics = 0.0
+        next_reload = next_metrics = next_purge = 0.0
         while not self.stop.is_set():
             try:
                 batch = self.queue.get(timeout=0.5)
@@ -181,6 +181,9 @@ class Service:
                 if now >= next_metrics:
                     next_metrics = now + 1.0
                     self._sample_metrics()
+                if now >= next_purge:
+                    next_purge = now + 3600.0
+                    self._purge()
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the service
                 self.log(f"pipeline error (batch skipped): {type(exc).__name__}: {exc}")
 
@@ -197,6 +200,12 @@ class Service:
             if version is not None:
                 self._model_info.labels(version).set(1)
             self._shown_version = version
+
+    def _purge(self) -> None:
+        keep = timedelta(days=self.config.store.window_retention_days)
+        deleted = self.store.purge_windows(datetime.now(timezone.utc) - keep)
+        if deleted:
+            self.log(f"deleted {deleted:,} normal windows older than {keep.days} days")
 
     def _sample_metrics(self) -> None:
         self.ingest_metrics.observe(self.source.stats, self.builder.stats,

@@ -69,6 +69,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -545,6 +546,18 @@ class AnomalyStore:
                 row.updated_at = now
             session.flush()
             return [_to_record(row) for row in rows]
+
+    def purge_windows(self, before: datetime) -> int:
+        """Delete normal scored windows that ended before ``before``; windows that belong to an
+        anomaly stay as its evidence. Returns how many were deleted. The service calls it with
+        its retention, so the store does not grow without bound."""
+        before = _utc(before, "before")
+        with self._transaction() as (session, _):
+            result = session.execute(
+                delete(_WindowRow).where(_WindowRow.window_end < before,
+                                         _WindowRow.anomaly_id.is_(None))
+                .execution_options(synchronize_session=False))
+            return int(result.rowcount or 0)
 
     # ------------------------------------------------------------------------------ reads
 

@@ -647,3 +647,12 @@ def test_end_silent_runs(store) -> None:
     assert [a.ongoing for a in store.list(identity="shop/cart")] == [True, False]
     with pytest.raises(ValueError):
         store.end_silent_runs(datetime(2026, 3, 1))  # naive: refused
+
+
+def test_purge_windows_keeps_the_evidence(store) -> None:
+    store.record([normal(0), win(1), win(2), normal(3), normal(4)])
+    assert store.purge_windows(T0 + 4 * STEP + STEP) == 2  # 0 and 3 ended; 1, 2 are evidence
+    kept = [w.window_start for w in store.windows("shop/cart")]
+    assert kept == [T0 + STEP, T0 + 2 * STEP, T0 + 4 * STEP]
+    (anomaly,) = store.list()
+    assert anomaly.window_count == 2
