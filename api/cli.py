@@ -179,6 +179,30 @@ def _build_parser() -> argparse.ArgumentParser:
                           "reviewer and admin are for policy review and apply")
     tok.set_defaults(handler=_cmd_token)
 
+    prop = sub.add_parser(
+        "propose", help="propose a least-privilege baseline CiliumNetworkPolicy per workload",
+        description="Learn from normal Hubble flows (forwarded requests only) which peers, ports "
+                    "and DNS names each workload uses, and write one validated "
+                    "CiliumNetworkPolicy per workload to DIR/<namespace>-<workload>.yaml.")
+    _add_flows_argument(prop)
+    prop.add_argument("--out", type=Path, required=True, metavar="DIR",
+                      help="folder for the policy files (created if missing)")
+    prop.add_argument("--max-cidrs", type=int, default=16, metavar="N",
+                      help="unnamed world addresses per workload and direction allowed as /32 "
+                           "CIDRs; beyond that the world entity is used (default: %(default)s)")
+    prop.set_defaults(handler=_cmd_propose)
+
+    sim = sub.add_parser(
+        "simulate", help="replay Hubble flows through policies and show what they would drop",
+        description="Load the CiliumNetworkPolicies of DIR (invalid ones are refused with their "
+                    "problems), judge every flow the way Cilium would (L3/L4; L7 rules are not "
+                    "simulated) and print the flows that would be dropped, grouped by workload, "
+                    "direction, peer and port.")
+    sim.add_argument("--policies", type=Path, required=True, metavar="DIR",
+                     help="folder (or file) of policy YAML files, e.g. written by `propose`")
+    _add_flows_argument(sim)
+    sim.set_defaults(handler=_cmd_simulate)
+
     feats = sub.add_parser("features", help="list the window features and what they mean",
                            description="Print the table of window features.")
     feats.set_defaults(handler=_cmd_features)
@@ -223,6 +247,24 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from netwarden.api import detection
 
     detection.score(args.model_dir, args.flows, args.out, db=args.db, console=_stderr)
+    return 0
+
+
+def _cmd_propose(args: argparse.Namespace) -> int:
+    from netwarden.api import remediation
+
+    if args.max_cidrs < 0:
+        from netwarden.api.commands import UserError
+
+        raise UserError(f"--max-cidrs: must be 0 or more, got {args.max_cidrs}")
+    remediation.propose(args.flows, args.out, max_cidrs=args.max_cidrs, console=_stderr)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from netwarden.api import remediation
+
+    remediation.simulate_policies(args.policies, args.flows, console=_stderr, out=_stdout())
     return 0
 
 
