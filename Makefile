@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-fast bench clean venv
+.PHONY: run test test-fast bench bench-detection bench-service bench-remediation clean venv
 
 run: $(VENV)/.installed  ## install and start the service on its embedded default (no cluster): live generated traffic, API on :8080
 	$(BIN)/netwarden serve
@@ -18,6 +18,16 @@ test-fast: $(VENV)/.installed-test  ## the quick subset (skips tests marked slow
 
 bench: $(VENV)/.installed  ## ingest benchmark (about 1M flows; several minutes)
 	$(BIN)/python benchmarks/ingest.py
+
+bench-detection: $(VENV)/.installed  ## detection vs a plain IsolationForest (three seeds; about 7 minutes)
+	$(BIN)/python benchmarks/detection.py
+
+bench-service: $(VENV)/.installed  ## ingest rate with and without API load, listing latency
+	$(BIN)/python benchmarks/service.py
+
+bench-remediation: $(VENV)/.installed  ## proposed policies vs hubble-audit2policy, replayed on attacks
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/remediation.py
 
 venv: $(VENV)/.installed
 
