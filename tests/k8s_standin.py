@@ -1,0 +1,701 @@
+"""A Kubernetes API server stand-in for Cilium policy objects, served on 127.0.0.1 in a thread.
+
+No real API server can run in the test environment, so this models the part of one that
+``remediation.apply`` depends on, with the API server's own wire formats (paths, query
+parameters, ``Status`` bodies, ``managedFields`` in FieldsV1), so the official ``kubernetes``
+client talks to it unchanged:
+
+* ``cilium.io/v2`` ``ciliumnetworkpolicies`` (namespaced, also listed across namespaces) and
+  ``ciliumclusterwidenetworkpolicies``: GET, LIST (equality ``labelSelector``), POST, PUT, PATCH
+  (``application/apply-patch+yaml`` server-side apply, ``application/merge-patch+json``), DELETE
+  (with ``preconditions``); ``dryRun=All`` on every write; ``GET`` of a ConfigMap (for
+  ``cilium-config``).
+* Server-side apply: ownership per field manager and operation, tracked per leaf field (maps are
+  walked, lists are atomic, as every list in the Cilium CRD is); a field another manager owns
+  with a different value is a 409 with ``FieldManagerConflict`` causes unless ``force=true``;
+  fields a manager applied before and omits now are removed when nobody else owns them.
+* ``resourceVersion`` from one increasing counter; a PUT (or an apply whose body carries one)
+  with a stale ``resourceVersion`` is a 409; a PUT without one is a 422, as for custom resources.
+* Bodies are checked with ``remediation.schema.validate_policy`` (422 ``Invalid`` with causes);
+  unknown fields are refused (``fieldValidation=Strict`` behaviour, whatever was asked).
+* Optional bearer-token RBAC: 401 for an unknown token, 403 for a verb the token lacks.
+
+Not modelled: watch, discovery, other resources, admission webhooks, pruning of unknown fields
+and ``Warning`` headers, finalizers and graceful deletion, ``x-kubernetes-map-type: atomic``
+maps (walked like any map), CEL rules other than the one ``validate_policy`` checks, and
+JSON/strategic-merge patch.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+from netwarden.remediation.schema import validate_policy
+
+__all__ = ["ApiError", "K8sStandIn", "Request", "Token"]
+
+GROUP, VERSION = "cilium.io", "v2"
+API_VERSION = f"{GROUP}/{VERSION}"
+#: plural -> (kind, namespaced)
+RESOURCES: Mapping[str, tuple[str, bool]] = {
+    "ciliumnetworkpolicies": ("CiliumNetworkPolicy", True),
+    "ciliumclusterwidenetworkpolicies": ("CiliumClusterwideNetworkPolicy", False),
+}
+_ALL_VERBS = frozenset({"get", "list", "create", "update", "patch", "delete"})
+_SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
+                    "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")  # fmt: skip
+_COLLECTION = re.compile(
+    rf"^/apis/{GROUP}/{VERSION}(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?$"
+)
+_CONFIGMAP = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/configmaps/(?P<name>[^/]+)$")
+
+Path = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the stand-in saw it (for assertions such as "nothing was sent")."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str
+    body: Any
+
+
+@dataclass(frozen=True)
+class Token:
+    """A bearer token: who it is and which verbs it may use on the policy resources."""
+
+    user: str
+    verbs: frozenset[str] = _ALL_VERBS
+
+
+class ApiError(Exception):
+    """An API error answered as a Kubernetes ``Status`` object."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.status = {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code,
+        }  # fmt: skip
+        if details is not None:
+            self.status["details"] = details
+
+
+@dataclass
+class _Stored:
+    obj: dict[str, Any]
+    #: (manager, operation) -> owned leaf paths
+    owners: dict[tuple[str, str], set[Path]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- field sets
+
+
+def _leaves(obj: Any, prefix: Path = ()) -> Iterator[Path]:
+    """Field paths of an object as SSA tracks them here: maps walked, lists and scalars leaves."""
+    if isinstance(obj, dict) and obj:
+        for key, value in obj.items():
+            yield from _leaves(value, (*prefix, key))
+    elif prefix:
+        yield prefix
+
+
+def _tracked(obj: Mapping[str, Any]) -> set[Path]:
+    """The fields ownership is tracked for: everything but identity and server metadata."""
+    paths = set()
+    for key, value in obj.items():
+        if key in ("apiVersion", "kind"):
+            continue
+        if key == "metadata":
+            for sub in ("labels", "annotations"):
+                if isinstance(value, dict) and sub in value:
+                    paths |= set(_leaves(value[sub], ("metadata", sub)))
+            continue
+        paths |= set(_leaves(value, (key,)))
+    return paths
+
+
+def _get(obj: Any, path: Path) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return _MISSING
+        obj = obj[key]
+    return obj
+
+
+def _remove(obj: dict[str, Any], path: Path) -> None:
+    """Remove a leaf and the maps it leaves empty."""
+    parents = [obj]
+    for key in path[:-1]:
+        nxt = parents[-1].get(key)
+        if not isinstance(nxt, dict):
+            return
+        parents.append(nxt)
+    parents[-1].pop(path[-1], None)
+    for depth in range(len(path) - 1, 0, -1):
+        if not parents[depth]:
+            parents[depth - 1].pop(path[depth - 1], None)
+
+
+_MISSING = object()
+
+
+def _fields_v1(paths: set[Path]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = tree
+        for key in path:
+            node = node.setdefault(f"f:{key}", {})
+    return tree
+
+
+def _from_fields_v1(tree: Mapping[str, Any], prefix: Path = ()) -> set[Path]:
+    paths = set()
+    for key, sub in tree.items():
+        if not key.startswith("f:"):
+            continue
+        path = (*prefix, key[2:])
+        paths |= _from_fields_v1(sub, path) if sub else {path}
+    return paths
+
+
+def _field_string(path: Path) -> str:
+    return "".join(f".{key}" for key in path)
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
+
+
+def _apply_merge(target: dict[str, Any], applied: Mapping[str, Any]) -> dict[str, Any]:
+    """Set every leaf of ``applied`` in a copy of ``target`` (lists replace as a whole)."""
+    out = copy.deepcopy(target)
+    for path in _leaves(applied):
+        node = out
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = copy.deepcopy(_get(applied, path))
+    return out
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class _Store:
+    """Objects, ownership and the resourceVersion counter; every method holds the lock."""
+
+    def __init__(self, *, schema_version: str) -> None:
+        self.schema_version = schema_version
+        self.lock = threading.Lock()
+        self.objects: dict[tuple[str, str | None, str], _Stored] = {}
+        self.configmaps: dict[tuple[str, str], dict[str, str]] = {}
+        self.revision = 0
+
+    # ----------------------------------------------------------------- reads
+
+    def get(self, plural: str, ns: str | None, name: str) -> dict[str, Any]:
+        return self._render(self._require(plural, ns, name))
+
+    def list(self, plural: str, ns: str | None, selector: str | None) -> dict[str, Any]:
+        wanted = dict(part.split("=", 1) for part in selector.split(",")) if selector else {}
+        items = [
+            self._render(stored)
+            for (p, n, _), stored in sorted(self.objects.items(), key=lambda kv: str(kv[0]))
+            if p == plural and (ns is None or n == ns)
+            and all(stored.obj["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
+        ]  # fmt: skip
+        kind = RESOURCES[plural][0]
+        return {"apiVersion": API_VERSION, "kind": f"{kind}List",
+                "metadata": {"resourceVersion": str(self.revision)}, "items": items}  # fmt: skip
+
+    # ----------------------------------------------------------------- writes
+
+    def create(self, plural: str, ns: str | None, body: Any, q: _Query) -> tuple[int, dict]:
+        body = self._check_body(plural, ns, body, name=None)
+        name = body["metadata"]["name"]
+        if (plural, ns, name) in self.objects:
+            raise _already_exists(plural, name)
+        self._validate(body)
+        stored = self._new(body)
+        stored.owners[(q.manager, "Update")] = _tracked(body)
+        return 201, self._commit(plural, ns, name, stored, q.dry_run)
+
+    def replace(self, plural: str, ns: str | None, name: str, body: Any, q: _Query) -> dict:
+        body = self._check_body(plural, ns, body, name=name)
+        current = self._require(plural, ns, name)
+        rv = body["metadata"].get("resourceVersion")
+        if not rv:
+            raise _invalid(plural, name, [("FieldValueRequired", "metadata.resourceVersion",
+                                           "must be specified for an update")])  # fmt: skip
+        if rv != current.obj["metadata"]["resourceVersion"]:
+            raise _stale(plural, name)
+        self._validate(body)
+        owners = (
+            {}
+            if "managedFields" in body["metadata"]
+            and not body["metadata"]["managedFields"]
+            else _decode_owners(body["metadata"].get("managedFields")) or current.owners
+        )
+        updated = self._updated(current, body, owners, q.manager)
+        return self._commit(plural, ns, name, updated, q.dry_run)
+
+    def merge_patch(self, plural: str, ns: str | None, name: str, patch: Any, q: _Query) -> dict:
+        current = self._require(plural, ns, name)
+        if not isinstance(patch, dict):
+            raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+        merged = _merge_patch(self._render(current), patch)
+        merged = self._check_body(plural, ns, merged, name=name)
+        rv = (patch.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != current.obj["metadata"]["resourceVersion"]:
+            raise _stale(plural, name)
+        self._validate(merged)
+        updated = self._updated(current, merged, current.owners, q.manager)
+        return self._commit(plural, ns, name, updated, q.dry_run)
+
+    def apply(self, plural: str, ns: str | None, name: str, applied: Any, q: _Query) -> tuple[int, dict]:
+        """Server-side apply, as the API server's field manager does it (at leaf granularity)."""
+        if not q.manager:
+            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: "
+                           "Required value: is required for apply patch")  # fmt: skip
+        applied = self._check_body(plural, ns, applied, name=name)
+        current = self.objects.get((plural, ns, name))
+        applied_meta = applied["metadata"]
+        rv = applied_meta.pop("resourceVersion", None)
+        for key in _SERVER_METADATA:
+            applied_meta.pop(key, None)
+        applied_fields = _tracked(applied)
+        key = (q.manager, "Apply")
+        if current is None:
+            if rv:
+                raise _not_found(plural, name)
+            stored = self._new(applied)
+            stored.owners[key] = applied_fields
+            self._validate(stored.obj)
+            return 201, self._commit(plural, ns, name, stored, q.dry_run)
+        if rv and rv != current.obj["metadata"]["resourceVersion"]:
+            raise _stale(plural, name)
+        owners = {k: set(v) for k, v in current.owners.items()}
+        conflicts: dict[str, list[Path]] = {}
+        for other, paths in owners.items():
+            if other == key:
+                continue
+            for path in sorted(paths & applied_fields):
+                if _get(current.obj, path) != _get(applied, path):
+                    conflicts.setdefault(other[0], []).append(path)
+        if conflicts and not q.force:
+            raise _field_conflict(conflicts)
+        if q.force:
+            for other, paths in owners.items():
+                if other != key:
+                    paths -= {p for p in paths if _get(current.obj, p) != _get(applied, p)}
+        obj = _apply_merge(current.obj, {k: v for k, v in applied.items() if k != "metadata"})
+        meta_applied = {k: v for k, v in applied_meta.items() if k in ("labels", "annotations")}
+        obj["metadata"] = _apply_merge(obj["metadata"], meta_applied)
+        others = set().union(*(p for k, p in owners.items() if k != key))
+        for dropped in owners.get(key, set()) - applied_fields - others:
+            _remove(obj, dropped)
+        owners[key] = applied_fields
+        self._validate(obj)
+        updated = _Stored(obj, {k: v for k, v in owners.items() if v})
+        self._bump_generation(current.obj, updated.obj)
+        return 200, self._commit(plural, ns, name, updated, q.dry_run)
+
+    def delete(self, plural: str, ns: str | None, name: str, body: Any, q: _Query) -> dict:
+        current = self._require(plural, ns, name)
+        pre = (body or {}).get("preconditions") or {}
+        meta = current.obj["metadata"]
+        if pre.get("uid") and pre["uid"] != meta["uid"]:
+            raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {pre['uid']}"
+                           f", UID in object meta: {meta['uid']}")  # fmt: skip
+        if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
+            raise ApiError(409, "Conflict", "Precondition failed: ResourceVersion in precondition: "
+                           f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                           f"{meta['resourceVersion']}")  # fmt: skip
+        if not q.dry_run:
+            del self.objects[(plural, ns, name)]
+            self.revision += 1
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": name, "group": GROUP, "kind": plural, "uid": meta["uid"]}}  # fmt: skip
+
+    # ----------------------------------------------------------------- helpers
+
+    def _require(self, plural: str, ns: str | None, name: str) -> _Stored:
+        stored = self.objects.get((plural, ns, name))
+        if stored is None:
+            raise _not_found(plural, name)
+        return stored
+
+    def _check_body(self, plural: str, ns: str | None, body: Any, *, name: str | None) -> dict:
+        kind = RESOURCES[plural][0]
+        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+            raise ApiError(400, "BadRequest", "the body must be an object with metadata")
+        body = copy.deepcopy(body)
+        if body.get("kind") != kind or body.get("apiVersion") != API_VERSION:
+            raise ApiError(400, "BadRequest", f"the API version in the data ({body.get('apiVersion')}) "
+                           f"and kind ({body.get('kind')}) do not match {API_VERSION} {kind}")  # fmt: skip
+        meta = body["metadata"]
+        if name is not None and meta.get("name", name) != name:
+            raise ApiError(400, "BadRequest", "the name of the object "
+                           f"({meta.get('name')}) does not match the name on the URL ({name})")  # fmt: skip
+        if name is not None:
+            meta["name"] = name
+        if ns is not None:
+            if meta.get("namespace", ns) != ns:
+                raise ApiError(400, "BadRequest", "the namespace of the provided object does not "
+                               "match the namespace sent on the request")  # fmt: skip
+            meta["namespace"] = ns
+        elif "namespace" in meta:
+            meta.pop("namespace")  # cluster-scoped: the API server clears it
+        if not meta.get("name"):
+            required = ("FieldValueRequired", "metadata.name", "name or generateName is required")
+            raise _invalid(plural, "", [required])
+        return body
+
+    def _validate(self, obj: dict[str, Any]) -> None:
+        problems = validate_policy(obj, schema_version=self.schema_version)
+        if problems:
+            causes = [
+                ("FieldValueRequired" if p.message.startswith("required") else "FieldValueInvalid",
+                 p.path, p.message)
+                for p in problems
+            ]  # fmt: skip
+            plural = next(p for p, (k, _) in RESOURCES.items() if k == obj["kind"])
+            raise _invalid(plural, obj["metadata"].get("name", ""), causes)
+
+    def _new(self, body: dict[str, Any]) -> _Stored:
+        obj = copy.deepcopy(body)
+        meta = obj["metadata"]
+        for key in _SERVER_METADATA:
+            meta.pop(key, None)
+        meta.update(uid=str(uuid.uuid4()), generation=1,
+                    creationTimestamp=_now())  # fmt: skip
+        return _Stored(obj)
+
+    def _updated(self, current: _Stored, body: dict, owners: dict, manager: str) -> _Stored:
+        """An Update operation: the manager takes the fields it changed from everyone."""
+        obj = copy.deepcopy(body)
+        meta = obj["metadata"]
+        for key in _SERVER_METADATA:
+            meta.pop(key, None)
+        for key in ("uid", "creationTimestamp", "generation"):
+            meta[key] = current.obj["metadata"][key]
+        old, new = current.obj, obj
+        changed = {p for p in _tracked(old) | _tracked(new) if _get(old, p) != _get(new, p)}
+        present = _tracked(new)
+        owners = {k: (set(v) - changed) & present for k, v in owners.items()}
+        key = (manager, "Update")
+        owners[key] = owners.get(key, set()) | (changed & present)
+        self._bump_generation(old, new)
+        return _Stored(obj, {k: v for k, v in owners.items() if v})
+
+    @staticmethod
+    def _bump_generation(old: dict, new: dict) -> None:
+        strip = lambda o: {k: v for k, v in o.items() if k != "metadata"}
+        generation = old["metadata"]["generation"]
+        new["metadata"]["generation"] = generation + (strip(old) != strip(new))
+
+    def _commit(self, plural: str, ns: str | None, name: str, stored: _Stored, dry_run: bool) -> dict:
+        stored = _Stored(copy.deepcopy(stored.obj), {k: set(v) for k, v in stored.owners.items()})
+        if dry_run:
+            stored.obj["metadata"].setdefault(
+                "resourceVersion",
+                (self.objects.get((plural, ns, name)) or stored).obj["metadata"].get("resourceVersion", ""),
+            )
+            return self._render(stored)
+        self.revision += 1
+        stored.obj["metadata"]["resourceVersion"] = str(self.revision)
+        self.objects[(plural, ns, name)] = stored
+        return self._render(stored)
+
+    @staticmethod
+    def _render(stored: _Stored) -> dict[str, Any]:
+        obj = copy.deepcopy(stored.obj)
+        obj["metadata"]["managedFields"] = [
+            {"manager": manager, "operation": operation, "apiVersion": API_VERSION,
+             "time": _now(), "fieldsType": "FieldsV1", "fieldsV1": _fields_v1(paths)}
+            for (manager, operation), paths in sorted(stored.owners.items())
+        ]  # fmt: skip
+        return obj
+
+
+def _decode_owners(entries: Any) -> dict[tuple[str, str], set[Path]]:
+    if not isinstance(entries, list):
+        return {}
+    return {
+        (e.get("manager", ""), e.get("operation", "Update")): _from_fields_v1(e.get("fieldsV1") or {})
+        for e in entries
+        if isinstance(e, dict)
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _not_found(plural: str, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{plural}.{GROUP} "{name}" not found',
+                    {"name": name, "group": GROUP, "kind": plural})  # fmt: skip
+
+
+def _already_exists(plural: str, name: str) -> ApiError:
+    return ApiError(409, "AlreadyExists", f'{plural}.{GROUP} "{name}" already exists',
+                    {"name": name, "group": GROUP, "kind": plural})  # fmt: skip
+
+
+def _stale(plural: str, name: str) -> ApiError:
+    return ApiError(
+        409, "Conflict",
+        f'Operation cannot be fulfilled on {plural}.{GROUP} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        {"name": name, "group": GROUP, "kind": plural},
+    )  # fmt: skip
+
+
+def _invalid(plural: str, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
+    kind = RESOURCES[plural][0]
+    listed = ", ".join(f"{f}: {m}" for _, f, m in causes)
+    return ApiError(
+        422, "Invalid", f'{kind}.{GROUP} "{name}" is invalid: [{listed}]',
+        {"name": name, "group": GROUP, "kind": kind,
+         "causes": [{"reason": r, "message": m, "field": f} for r, f, m in causes]},
+    )  # fmt: skip
+
+
+def _field_conflict(conflicts: dict[str, list[Path]]) -> ApiError:
+    causes = [
+        {"reason": "FieldManagerConflict",
+         "message": f'conflict with "{manager}" using {API_VERSION}',
+         "field": _field_string(path)}
+        for manager, paths in sorted(conflicts.items()) for path in paths
+    ]  # fmt: skip
+    count = len(causes)
+    if count == 1:
+        text = f"{causes[0]['message']}: {causes[0]['field']}"
+    else:
+        text = "\n".join(f"{c['message']}: {c['field']}" for c in causes)
+    return ApiError(409, "Conflict", f"Apply failed with {count} conflict{'s' * (count > 1)}: {text}",
+                    {"causes": causes})  # fmt: skip
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+@dataclass(frozen=True)
+class _Query:
+    manager: str
+    dry_run: bool
+    force: bool
+
+
+def _query(raw: str, user_agent: str, *, apply: bool = False) -> _Query:
+    params = {k: v[-1] for k, v in parse_qs(raw).items()}
+    dry_run = params.get("dryRun")
+    if dry_run not in (None, "All"):
+        raise ApiError(400, "BadRequest", f'dryRun: Unsupported value: "{dry_run}": '
+                       'supported values: "All"')  # fmt: skip
+    force = params.get("force", "false").lower() == "true"
+    if force and not apply:
+        raise ApiError(422, "Invalid", "force: Forbidden: may not be specified for non-apply patch")
+    # Without fieldManager the API server names the manager after the client's user agent.
+    manager = params.get("fieldManager") or ("" if apply else user_agent.split("/")[0])
+    return _Query(manager=manager, dry_run=dry_run == "All", force=force)
+
+
+class K8sStandIn:
+    """The stand-in server. Use as a context manager; ``url`` is its base URL."""
+
+    def __init__(self, *, schema_version: str = "1.19",
+                 tokens: Mapping[str, Token] | None = None) -> None:  # fmt: skip
+        self.store = _Store(schema_version=schema_version)
+        self.tokens = dict(tokens) if tokens is not None else None
+        self.requests: list[Request] = []
+        #: called with each request before it is served (under the store lock): lets a test
+        #: play a concurrent writer, e.g. modify the object between a client's read and write
+        self.before: Callable[[Request], None] | None = None
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- test helpers
+
+    def put_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        with self.store.lock:
+            self.store.configmaps[(namespace, name)] = dict(data)
+
+    def stored(self, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The stored object as a GET would return it, or None."""
+        with self.store.lock:
+            stored = self.store.objects.get((plural, namespace, name))
+            return None if stored is None else self.store._render(stored)
+
+    def writes(self) -> list[Request]:
+        return [r for r in self.requests if r.method != "GET"]
+
+    def touch(self, plural: str, namespace: str | None, name: str, patch: dict[str, Any],
+              manager: str = "someone-else") -> None:  # fmt: skip
+        """Merge-patch a stored object as another client would (call with the lock held, i.e.
+        from ``before``, or from the test thread when no request is in flight)."""
+        self.store.merge_patch(plural, namespace, name, patch, _Query(manager, False, False))
+
+    # ----------------------------------------------------------------- dispatch
+
+    def handle(self, method: str, url: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, Any]:
+        split = urlsplit(url)
+        content_type = headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            body = self._decode(content_type, raw)
+        except ApiError as exc:
+            return exc.status["code"], exc.status
+        self.requests.append(Request(method, split.path, {k: v[-1] for k, v in parse_qs(split.query).items()},
+                                     content_type, body))  # fmt: skip
+        try:
+            with self.store.lock:
+                if self.before is not None:
+                    self.before(self.requests[-1])
+                return self._route(method, split.path, split.query, headers, content_type, body)
+        except ApiError as exc:
+            return exc.status["code"], exc.status
+
+    @staticmethod
+    def _decode(content_type: str, raw: bytes) -> Any:
+        if not raw:
+            return None
+        try:
+            if content_type.endswith("yaml"):
+                return yaml.safe_load(raw.decode())
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ApiError(400, "BadRequest", f"error decoding the body: {exc}") from exc
+
+    def _authorize(self, headers: Mapping[str, str], verb: str, resource: str, name: str | None,
+                   ns: str | None) -> None:  # fmt: skip
+        if self.tokens is None:
+            return
+        auth = headers.get("Authorization", "")
+        token = self.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
+        if token is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        if verb not in token.verbs:
+            what = f'{resource} "{name}" is forbidden' if name else f"{resource} is forbidden"
+            where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
+            group = resource.partition(".")[2]
+            raise ApiError(403, "Forbidden", f'{what}: User "{token.user}" cannot {verb} resource '
+                           f'"{resource.partition(".")[0]}" in API group "{group}"{where}',
+                           {"name": name or "", "group": group, "kind": resource.partition(".")[0]})  # fmt: skip
+
+    def _route(self, method: str, path: str, raw_query: str, headers: Mapping[str, str],
+               content_type: str, body: Any) -> tuple[int, Any]:  # fmt: skip
+        agent = headers.get("User-Agent", "unknown")
+        if m := _CONFIGMAP.match(path):
+            if method != "GET":
+                raise ApiError(405, "MethodNotAllowed", "the stand-in serves ConfigMaps read-only")
+            self._authorize(headers, "get", "configmaps.", m["name"], m["ns"])
+            data = self.store.configmaps.get((m["ns"], m["name"]))
+            if data is None:
+                raise ApiError(404, "NotFound", f'configmaps "{m["name"]}" not found',
+                               {"name": m["name"], "kind": "configmaps"})  # fmt: skip
+            return 200, {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
+                         "metadata": {"name": m["name"], "namespace": m["ns"]}}  # fmt: skip
+        m = _COLLECTION.match(path)
+        if not m or m["plural"] not in RESOURCES:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        plural, ns, name = m["plural"], m["ns"], m["name"]
+        if ns is not None and not RESOURCES[plural][1]:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if ns is None and RESOURCES[plural][1] and method != "GET" or (ns is None and name and RESOURCES[plural][1]):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        resource = f"{plural}.{GROUP}"
+        store = self.store
+        if name is None:
+            if method == "GET":
+                self._authorize(headers, "list", resource, None, ns)
+                selector = parse_qs(raw_query).get("labelSelector", [None])[-1]
+                return 200, store.list(plural, ns, selector)
+            if method == "POST":
+                self._authorize(headers, "create", resource, None, ns)
+                return store.create(plural, ns, body, _query(raw_query, agent))
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on a collection")
+        if method == "GET":
+            self._authorize(headers, "get", resource, name, ns)
+            return 200, store.get(plural, ns, name)
+        if method == "PUT":
+            self._authorize(headers, "update", resource, name, ns)
+            return 200, store.replace(plural, ns, name, body, _query(raw_query, agent))
+        if method == "DELETE":
+            self._authorize(headers, "delete", resource, name, ns)
+            return 200, store.delete(plural, ns, name, body, _query(raw_query, agent))
+        if method == "PATCH":
+            self._authorize(headers, "patch", resource, name, ns)
+            if content_type == "application/apply-patch+yaml":
+                return store.apply(plural, ns, name, body, _query(raw_query, agent, apply=True))
+            if content_type == "application/merge-patch+json":
+                return 200, store.merge_patch(plural, ns, name, body, _query(raw_query, agent))
+            raise ApiError(415, "UnsupportedMediaType",
+                           f"the body of the request was in an unknown format: {content_type}")  # fmt: skip
+        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+
+
+def _handler_for(standin: K8sStandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            code, payload = standin.handle(self.command, self.path, self.headers, raw)
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output quiet
+
+    return Handler
