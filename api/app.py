@@ -1,8 +1,8 @@
 """The HTTP API: one FastAPI app per running service.
 
 ``create_app(state, tokens)`` mounts one router per resource under ``/api/v1`` (anomalies,
-identities, models), the probes and ``/metrics`` at the root, and the OpenAPI document at
-``/openapi.json``. Every route but the probes and metrics needs a bearer token (see
+identities, models, proposals), the probes and ``/metrics`` at the root, and the OpenAPI
+document at ``/openapi.json``. Every route but the probes and metrics needs a bearer token (see
 :mod:`netwarden.api.auth`), the OpenAPI document included, and so does learning that a path does
 not exist: without a valid token an unknown path is a 401 like any other. The interactive docs
 pages are off, since they could not fetch a protected document. Errors are RFC 9457 problems
@@ -29,7 +29,7 @@ from netwarden.api.problems import (
     problem_response,
     use_problem_media_type,
 )
-from netwarden.api.routes import anomalies, health, identities, models
+from netwarden.api.routes import anomalies, health, identities, models, proposals
 from netwarden.api.state import ServiceState
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -39,7 +39,8 @@ _DESCRIPTION: Final = (
     "Network anomaly detection for Kubernetes: anomalies with their explanation and lifecycle, "
     "the identities scored, and the models scoring them. Authenticate with "
     "`Authorization: Bearer <token>`; roles: viewer (read), operator (also acknowledge, "
-    "suppress, resolve), reviewer, admin. Errors are RFC 9457 problem documents.")
+    "suppress, resolve), reviewer (also propose, approve and reject policies), admin (also "
+    "apply and roll back policies). Errors are RFC 9457 problem documents.")
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -72,6 +73,8 @@ def create_app(state: ServiceState, tokens: TokenTable, *,
     app.state.service = state
     app.state.tokens = tokens
     app.state.public_url = public_url
+    # proposal stores opened for a service without its own (see netwarden.api.state)
+    app.state.proposal_stores = {}
 
     def routing_error(request: Request, status: int) -> JSONResponse | None:
         if request.url.path in health.PUBLIC_PATHS or request_token(request) is not None:
@@ -82,7 +85,7 @@ def create_app(state: ServiceState, tokens: TokenTable, *,
 
     install_problem_handlers(app, on_routing_error=routing_error)
     app.include_router(health.router)
-    for module in (anomalies, identities, models):
+    for module in (anomalies, identities, models, proposals):
         app.include_router(module.router, prefix=API_PREFIX)
 
     def openapi() -> dict[str, Any]:

@@ -24,6 +24,8 @@ from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.severity import Severity, severity
 from netwarden.detector.store import AnomalyRecord, IdentitySummary, LifecycleEvent
 from netwarden.models.artifact import ModelVersion
+from netwarden.remediation.proposals import ProposalEvent, ProposalRecord
+from netwarden.remediation.simulate import SimulationReport
 
 __all__ = [
     "MAX_SUPPRESSION_SECONDS",
@@ -40,10 +42,19 @@ __all__ = [
     "LifecycleEventPublic",
     "ModelListPublic",
     "ModelVersionPublic",
+    "PolicyProblemPublic",
     "ProblemPublic",
+    "ProposalActionRequest",
+    "ProposalCreateRequest",
+    "ProposalDetailPublic",
+    "ProposalEventPublic",
+    "ProposalPagePublic",
+    "ProposalPublic",
+    "ProposalQuery",
     "ReadyPublic",
     "ReasonPublic",
     "ResolveRequest",
+    "SimulationPublic",
     "SuppressRequest",
     "ValidationErrorPublic",
     "WindowPublic",
@@ -403,3 +414,169 @@ class ReadyPublic(_Public):
     source: str = Field(description="the kind of flow source, e.g. file, generator")
     flows: int = Field(description="flows the source delivered since start")
     last_flow_at: datetime | None
+
+
+# ------------------------------------------------------------------------------- proposals
+
+#: The proposal states and kinds (netwarden.remediation.proposals.STATES/KINDS; a test keeps
+#: them equal).
+ProposalState = Literal["proposed", "approved", "rejected", "applied", "rolled_back", "failed"]
+ProposalKind = Literal["baseline", "containment"]
+
+
+class PolicyProblemPublic(_Public):
+    """One reason the API server would refuse the policy: where (JSON path) and what."""
+
+    path: str
+    message: str
+
+
+class ProposalEventPublic(_Public):
+    """One entry of a proposal's audit log."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    from_state: ProposalState | None
+    to_state: ProposalState
+    note: str
+    details: dict[str, Any]
+
+    @classmethod
+    def from_event(cls, e: ProposalEvent) -> ProposalEventPublic:
+        return cls(id=e.id, at=e.at, actor=e.actor, action=e.action,
+                   from_state=e.from_state, to_state=e.to_state,  # type: ignore[arg-type]
+                   note=e.note, details=dict(e.details))
+
+
+class ProposalPublic(_Public):
+    """A proposal as listed: which policy, for whom, and where it is in review."""
+
+    id: int
+    kind: ProposalKind
+    identity: str
+    anomaly_id: int | None
+    name: str = Field(description="the policy's metadata.name")
+    namespace: str | None
+    state: ProposalState
+    valid: bool = Field(description="the policy passed validation against the Cilium CRD")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def _fields_of(cls, p: ProposalRecord) -> dict[str, Any]:
+        return {"id": p.id, "kind": p.kind, "identity": p.identity, "anomaly_id": p.anomaly_id,
+                "name": p.name, "namespace": p.namespace, "state": p.state, "valid": p.valid,
+                "created_at": p.created_at, "updated_at": p.updated_at}
+
+    @classmethod
+    def from_record(cls, p: ProposalRecord) -> ProposalPublic:
+        return cls(**cls._fields_of(p))
+
+
+class ProposalDetailPublic(ProposalPublic):
+    """One proposal: the policy (as JSON and YAML), what it changes, and its audit log."""
+
+    policy: dict[str, Any]
+    yaml: str = Field(description="the policy as YAML, as it would be applied")
+    current: dict[str, Any] | None = Field(
+        description="the policy it replaces, as it was when proposed (null: a new policy)")
+    diff: str | None = Field(description="unified diff of the YAML against the current policy")
+    patch: list[dict[str, Any]] | None = Field(description="RFC 6902 patch from the current")
+    problems: list[PolicyProblemPublic]
+    dry_run: dict[str, Any] | None = Field(description="the last server-side dry-run")
+    applied: dict[str, Any] | None = Field(
+        description="what was applied and what it replaced (for rollback)")
+    events: list[ProposalEventPublic] = Field(description="the audit log, oldest first")
+
+
+class ProposalPagePublic(_Public):
+    """One page of proposals, newest first; ``next`` is the next page's URL, or null."""
+
+    items: list[ProposalPublic]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+
+
+class ProposalQuery(BaseModel):
+    """The filters and page of the proposal list; every filter given must match."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    identity: str | None = Field(None, description="namespace/workload")
+    state: ProposalState | None = None
+    kind: ProposalKind | None = None
+    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    offset: int = Field(0, ge=0)
+
+
+class ProposalCreateRequest(BaseModel):
+    """Propose a containment for an anomaly (``anomaly_id``), or a baseline for an identity:
+    from the service's recorded flows, or the ``policy`` given when there are none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    anomaly_id: int | None = Field(None, ge=1)
+    identity: str | None = Field(None, pattern=r"^[^/\s]+/[^/\s]+$",
+                                 description="namespace/workload, for a baseline")
+    policy: dict[str, Any] | None = Field(None, description="a baseline policy to review")
+    note: Note = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ProposalCreateRequest:
+        if self.anomaly_id is not None and (self.identity is not None or self.policy is not None):
+            raise ValueError("give anomaly_id (a containment) or identity (a baseline), not both")
+        if self.anomaly_id is None and self.identity is None:
+            raise ValueError("give anomaly_id (a containment) or identity (a baseline)")
+        return self
+
+
+class ProposalActionRequest(BaseModel):
+    """An optional note for the audit log (why approved, rejected, applied, rolled back)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: Note = ""
+
+
+class DropGroupPublic(_Public):
+    """Flows the policy would have dropped that share subject, direction, peer and port."""
+
+    subject: str
+    direction: str
+    peer: str
+    port: str
+    rule: str = Field(description="the deny rule, or empty for default deny")
+    flows: int
+    connections: int
+
+
+class SimulationPublic(_Public):
+    """What the proposal would have done to the service's recent flows."""
+
+    proposal_id: int
+    flows_seen: int
+    flows_judged: int
+    allowed: int
+    dropped: int
+    dropped_by_default_deny: int
+    dropped_by_deny_rule: int
+    already_dropped: int = Field(description="dropped flows the recording shows dropped anyway")
+    groups: list[DropGroupPublic]
+    warnings: list[str]
+    text: str = Field(description="the report as a person reads it")
+
+    @classmethod
+    def from_report(cls, proposal_id: int, r: SimulationReport) -> SimulationPublic:
+        return cls(proposal_id=proposal_id, flows_seen=r.flows_seen, flows_judged=r.flows_judged,
+                   allowed=r.allowed, dropped=r.dropped,
+                   dropped_by_default_deny=r.dropped_by_default_deny,
+                   dropped_by_deny_rule=r.dropped_by_deny_rule,
+                   already_dropped=r.already_dropped,
+                   groups=[DropGroupPublic(subject=g.subject, direction=g.direction, peer=g.peer,
+                                           port=g.port, rule=g.rule, flows=g.flows,
+                                           connections=g.connection_count) for g in r.groups],
+                   warnings=list(r.warnings), text=r.text())

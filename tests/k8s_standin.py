@@ -100,6 +100,8 @@ class _Stored:
     obj: dict[str, Any]
     #: (manager, operation) -> owned leaf paths
     owners: dict[tuple[str, str], set[Path]] = field(default_factory=dict)
+    #: when it was last written (managedFields[].time; per object, not per manager, here)
+    time: str = ""
 
 
 # --------------------------------------------------------------------------- field sets
@@ -429,6 +431,7 @@ class _Store:
             return self._render(stored)
         self.revision += 1
         stored.obj["metadata"]["resourceVersion"] = str(self.revision)
+        stored.time = _now()
         self.objects[(plural, ns, name)] = stored
         return self._render(stored)
 
@@ -437,7 +440,8 @@ class _Store:
         obj = copy.deepcopy(stored.obj)
         obj["metadata"]["managedFields"] = [
             {"manager": manager, "operation": operation, "apiVersion": API_VERSION,
-             "time": _now(), "fieldsType": "FieldsV1", "fieldsV1": _fields_v1(paths)}
+             "time": stored.time or _now(), "fieldsType": "FieldsV1",
+             "fieldsV1": _fields_v1(paths)}
             for (manager, operation), paths in sorted(stored.owners.items())
         ]  # fmt: skip
         return obj

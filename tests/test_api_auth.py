@@ -48,10 +48,19 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/v1/identities/{namespace}/{workload}/windows"): Role.viewer,
     ("GET", "/api/v1/models"): Role.viewer,
     ("GET", "/api/v1/models/current"): Role.viewer,
+    ("GET", "/api/v1/proposals"): Role.viewer,
+    ("GET", "/api/v1/proposals/{proposal_id}"): Role.viewer,
+    ("POST", "/api/v1/proposals"): Role.reviewer,
+    ("POST", "/api/v1/proposals/{proposal_id}/simulate"): Role.viewer,
+    ("POST", "/api/v1/proposals/{proposal_id}/approve"): Role.reviewer,
+    ("POST", "/api/v1/proposals/{proposal_id}/reject"): Role.reviewer,
+    ("POST", "/api/v1/proposals/{proposal_id}/apply"): Role.admin,
+    ("POST", "/api/v1/proposals/{proposal_id}/rollback"): Role.admin,
 }
 #: Values for path parameters, and request bodies, that make a valid request.
-PATH_VALUES = {"anomaly_id": "1", "namespace": "shop", "workload": "cart"}
-BODIES: dict[str, Any] = {"suppress": {"reason": "maintenance", "duration_seconds": 600}}
+PATH_VALUES = {"anomaly_id": "1", "namespace": "shop", "workload": "cart", "proposal_id": "1"}
+BODIES: dict[str, Any] = {"suppress": {"reason": "maintenance", "duration_seconds": 600},
+                          "proposals": {"anomaly_id": 1}}
 
 
 def app_routes() -> list[tuple[str, str]]:
@@ -303,7 +312,8 @@ def test_openapi_document_lists_every_route(api) -> None:
                     assert response["content"]["application/problem+json"]["schema"] == \
                         {"$ref": "#/components/schemas/ProblemPublic"}
             if path != "/metrics":  # every JSON route declares a *Public response model
-                schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+                success = next(s for s in ("200", "201") if s in op["responses"])
+                schema = op["responses"][success]["content"]["application/json"]["schema"]
                 assert schema["$ref"].endswith("Public"), path
 
 
@@ -319,4 +329,4 @@ def test_openapi_names_the_public_url(tmp_path) -> None:
 def test_every_route_module_is_documented(api) -> None:
     paths = api.client.get("/openapi.json", headers=api.auth()).json()["paths"]
     tags = {op["tags"][0] for ops in paths.values() for op in ops.values()}
-    assert tags == {"anomalies", "identities", "models", "health"}
+    assert tags == {"anomalies", "identities", "models", "proposals", "health"}
