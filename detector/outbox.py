@@ -48,7 +48,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from netwarden.detector.store import _make_engine, _utc, _UTCDateTime
+from netwarden.detector.database import UTCDateTime as _UTCDateTime
+from netwarden.detector.database import make_engine as _make_engine
+from netwarden.detector.database import utc as _utc
 
 __all__ = [
     "DELIVERED",

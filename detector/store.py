@@ -48,18 +48,16 @@ of failing on a lock upgrade).
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
-from typing import Any, Final, Self
+from datetime import datetime
+from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
     Boolean,
     ColumnElement,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -68,24 +66,18 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
-    create_engine,
     delete,
-    event,
     func,
     select,
     update,
 )
-from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
     mapped_column,
     relationship,
-    sessionmaker,
 )
-from sqlalchemy.pool import StaticPool
-from sqlalchemy.types import TypeDecorator
 
 from netwarden.detector.lifecycle import (
     OPEN,
@@ -97,43 +89,15 @@ from netwarden.detector.lifecycle import (
     LifecycleError,
     next_state,
 )
+from netwarden.detector.database import SqlStore
+from netwarden.detector.database import UTCDateTime as _UTCDateTime
+from netwarden.detector.database import utc as _utc
 from netwarden.detector.results import Reason, ScoredWindow
 
 __all__ = ["AnomalyNotFound", "AnomalyRecord", "AnomalyStore", "IdentitySummary", "LifecycleError",
            "LifecycleEvent"]
 
 _IN_CHUNK: Final = 500  # values per IN (...) list: far below every backend's parameter limit
-_SQLITE_BUSY_TIMEOUT_S: Final = 30.0
-
-
-def _utc(value: datetime, what: str) -> datetime:
-    """``value`` in UTC; a naive datetime is an error (its zone would be a guess)."""
-    if not isinstance(value, datetime):
-        raise TypeError(f"{what} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
-    return value.astimezone(timezone.utc)
-
-
-class _UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp stored in UTC and read back timezone-aware, on SQLite as on PostgreSQL."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = _utc(value, "timestamp")
-        # SQLite keeps no offset: store every value as naive UTC so that text order is time order.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:  # SQLite: stored naive, always UTC
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
 
 
 # --------------------------------------------------------------------------------------- schema
@@ -392,55 +356,10 @@ def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
 # ------------------------------------------------------------------------------------ engine
 
 
-def _is_memory_sqlite(database: str | None, query: dict[str, Any]) -> bool:
-    return (not database or database == ":memory:" or database.startswith("file::memory:")
-            or query.get("mode") == "memory")
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any, *, wal: bool) -> None:
-    # Let SQLAlchemy's "begin" hook emit BEGIN (pysqlite would otherwise defer it to the first
-    # write, so a read-then-write transaction could fail to upgrade its lock).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        if wal:
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
-            cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
-        cursor.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cursor.close()
-
-
-def _sqlite_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front (see above)
-
-
-def _make_engine(url: str) -> tuple[Engine, bool]:
-    """The engine for ``url`` and whether it is SQLite (whose calls are then serialized)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True), False
-    memory = _is_memory_sqlite(parsed.database, dict(parsed.query))
-    connect_args: dict[str, Any] = {"check_same_thread": False}
-    if memory:  # one shared connection, or every thread would see its own empty database
-        engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
-    else:
-        connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT_S
-        engine = create_engine(parsed, connect_args=connect_args)
-    event.listen(engine, "connect",
-                 lambda conn, record: _sqlite_on_connect(conn, record, wal=not memory))
-    event.listen(engine, "begin", _sqlite_on_begin)
-    return engine, True
-
-
-def _system_clock() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 # ------------------------------------------------------------------------------------- store
 
 
-class AnomalyStore:
+class AnomalyStore(SqlStore):
     """Persist scored windows, merge them into anomalies, and run the anomaly lifecycle.
 
     Parameters
@@ -467,32 +386,14 @@ class AnomalyStore:
     """
 
     def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
-        self.url = url
-        self._clock = now or _system_clock
-        self._engine, sqlite = _make_engine(url)
-        self._lock: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
-        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-        self._closed = False
-        _Base.metadata.create_all(self._engine)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"AnomalyStore({self._engine.url.render_as_string(hide_password=True)!r})"
+        super().__init__(url, _Base.metadata, now=now)
 
     # ------------------------------------------------------------------------ transactions
 
     @contextmanager
     def _transaction(self) -> Iterator[tuple[Session, datetime]]:
         """One short transaction, with due suppression expiries applied first."""
-        if self._closed:
-            raise RuntimeError("the anomaly store is closed")
-        with self._lock, self._sessions.begin() as session:
-            now = _utc(self._clock(), "the store clock's time")
+        with self._begin() as (session, now):
             self._expire_suppressions(session, now)
             yield session, now
 
@@ -732,10 +633,6 @@ class AnomalyStore:
                 row.suppressed_until = until
             return _to_record(row)
 
-    def close(self) -> None:
-        """Release the database connections; the store cannot be used afterwards."""
-        self._closed = True
-        self._engine.dispose()
 
 
 class _BatchRecorder:

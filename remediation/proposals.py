@@ -31,17 +31,18 @@ without the other. Callers get frozen dataclasses, never ORM objects.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from sqlalchemy import JSON, ColumnElement, ForeignKey, Index, Integer, String, Text, func, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from netwarden.detector.store import _make_engine, _system_clock, _text, _utc, _UTCDateTime
+from netwarden.detector.database import SqlStore
+from netwarden.detector.database import UTCDateTime as _UTCDateTime
+from netwarden.detector.database import utc as _utc
+from netwarden.detector.store import _text
 from netwarden.remediation.apply import (
     AppliedChange,
     ApplyError,
@@ -270,7 +271,7 @@ def problems_of(policy: Any) -> list[dict[str, str]]:
 # ---------------------------------------------------------------------------------- store
 
 
-class ProposalStore:
+class ProposalStore(SqlStore):
     """Persist proposals and run their lifecycle, one short transaction per call.
 
     ``url`` is a SQLAlchemy URL (normally the anomaly store's); tables are created if missing.
@@ -278,29 +279,9 @@ class ProposalStore:
     """
 
     def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
-        self.url = url
-        self._clock = now or _system_clock
-        self._engine, sqlite = _make_engine(url)
-        self._lock: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
-        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-        self._closed = False
-        _Base.metadata.create_all(self._engine)
+        super().__init__(url, _Base.metadata, now=now)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ProposalStore({self._engine.url.render_as_string(hide_password=True)!r})"
-
-    @contextmanager
-    def _transaction(self) -> Iterator[tuple[Session, datetime]]:
-        if self._closed:
-            raise RuntimeError("the proposal store is closed")
-        with self._lock, self._sessions.begin() as session:
-            yield session, _utc(self._clock(), "the store clock's time")
+    _transaction = SqlStore._begin
 
     # ---------------------------------------------------------------------------- create
 
@@ -450,10 +431,6 @@ class ProposalStore:
                 row.change = change
             return _to_record(row)
 
-    def close(self) -> None:
-        """Release the database connections; the store cannot be used afterwards."""
-        self._closed = True
-        self._engine.dispose()
 
 
 def _conditions(identity: str | None, state: str | None,
