@@ -46,6 +46,7 @@ from netwarden.detector.store import _text
 from netwarden.remediation.apply import (
     AppliedChange,
     ApplyError,
+    AuditModeUnavailable,
     Conflict,
     Forbidden,
     Invalid,
@@ -464,8 +465,12 @@ def _error_details(exc: ApplyError) -> dict[str, Any]:
 
 
 def apply_proposal(store: ProposalStore, applier: PolicyApplier, proposal_id: int, *,
-                   actor: str, note: str = "") -> ProposalRecord:
+                   actor: str, note: str = "", audit: bool = False) -> ProposalRecord:
     """Apply an approved, valid proposal: dry-run first (recorded), then the real apply.
+
+    ``audit``: only where Cilium runs in policy audit mode (its verdicts are logged, not
+    enforced; see :meth:`PolicyApplier.apply`); elsewhere nothing is applied and the proposal
+    stays approved, since the policy itself was not refused.
 
     A dry-run or apply the cluster refuses moves the proposal to ``failed`` and raises
     :class:`ApplyRefused`; an unreachable API server (or netwarden lacking RBAC) is logged and
@@ -494,8 +499,8 @@ def apply_proposal(store: ProposalStore, applier: PolicyApplier, proposal_id: in
         "message": f"the API server accepts {checked.ref} ({effect})",
         "created": checked.created, "changed": checked.changed})
     try:
-        change: AppliedChange = applier.apply(record.policy)
-    except (Unreachable, Forbidden) as exc:  # no verdict on the policy: retry later
+        change: AppliedChange = applier.apply(record.policy, audit=audit)
+    except (Unreachable, Forbidden, AuditModeUnavailable) as exc:  # no verdict on the policy
         after = store.record_error(record.id, actor=actor, action="apply", message=str(exc),
                                    details=_error_details(exc))
         raise ApplyRefused(str(exc), after, exc) from exc

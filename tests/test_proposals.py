@@ -496,3 +496,18 @@ def test_a_refused_rollback_keeps_the_proposal_applied(api, standin) -> None:
     assert r.status_code == 200 and r.json()["state"] == "rolled_back"
     spec = standin.stored(CNPS, "shop", "cart-baseline")["spec"]
     assert spec["ingress"] == _baseline(peer_app="frontend")["spec"]["ingress"]
+
+
+def test_apply_in_audit_mode_needs_cilium_in_audit_mode(api, standin) -> None:
+    """?audit=true rolls out only where Cilium is in policy audit mode; elsewhere nothing is
+    applied and the proposal stays approved (the cluster, not the policy, said no)."""
+    pid = _create(api, {"identity": "shop/cart", "policy": _baseline()})["id"]
+    assert _act(api, pid, "approve", Role.reviewer).status_code == 200
+    refused = _problem(_act(api, pid, "apply", Role.admin, params={"audit": "true"}), 409,
+                       "audit-mode-unavailable")
+    assert refused["state"] == "approved" and "cilium-config" in refused["detail"]
+    assert standin.stored(CNPS, "shop", "cart-baseline") is None
+    standin.put_configmap("kube-system", "cilium-config", {"policy-audit-mode": "true"})
+    r = _act(api, pid, "apply", Role.admin, params={"audit": "true"})
+    assert r.status_code == 200 and r.json()["state"] == "applied", r.text
+    assert standin.stored(CNPS, "shop", "cart-baseline") is not None

@@ -40,6 +40,7 @@ from netwarden.api.state import (
 )
 from netwarden.remediation.apply import (
     ApplyError,
+    AuditModeUnavailable,
     Forbidden,
     PolicyApplier,
     Unreachable,
@@ -116,6 +117,10 @@ def _errors(proposal_id: int | None = None) -> Iterator[None]:
         if isinstance(exc.cause, Unreachable):
             raise ProblemError(503, str(exc), type=problem_type("kubernetes-unreachable"),
                                title="Kubernetes API unreachable", state=exc.record.state) from None
+        if isinstance(exc.cause, AuditModeUnavailable):
+            raise ProblemError(409, str(exc), type=problem_type("audit-mode-unavailable"),
+                               title="Cilium is not in policy audit mode",
+                               state=exc.record.state) from None
         if isinstance(exc.cause, Forbidden):
             raise ProblemError(502, str(exc), type=problem_type("kubernetes-forbidden"),
                                title="Kubernetes API refused access",
@@ -333,7 +338,11 @@ def reject_proposal(proposal_id: int, proposals: ProposalsDep, token: Reviewer,
 @router.post("/{proposal_id}/apply", response_model=ProposalDetailPublic,
              responses=problem_responses(404, 409, 502, 503))
 def apply_proposal_route(proposal_id: int, service: ServiceDep, proposals: ProposalsDep,
-                         token: Admin, body: NoteBody = None) -> ProposalDetailPublic:
+                         token: Admin, body: NoteBody = None,
+                         audit: Annotated[bool, Query(description=(
+                             "roll out while Cilium runs in policy audit mode (verdicts logged, "
+                             "not enforced); refused where the cluster is not in audit mode"))
+                         ] = False) -> ProposalDetailPublic:
     """approved -> applied, after a passing validation and server-side dry-run (recorded);
     a refused dry-run or apply leaves it failed with the server's message, nothing applied."""
     record = _found(proposals, proposal_id)
@@ -342,7 +351,7 @@ def apply_proposal_route(proposal_id: int, service: ServiceDep, proposals: Propo
         if record.problems:
             raise InvalidProposal(record.id, record.problems)
         record = apply_proposal(proposals, _applier(service), proposal_id, actor=token.name,
-                                note=body.note if body else "")
+                                note=body.note if body else "", audit=audit)
     return _detail(proposals, record)
 
 
