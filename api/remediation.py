@@ -83,7 +83,26 @@ def propose(flows: Sequence[str], out: Path, *, max_cidrs: int, console: Console
     for skipped in proposer.skipped:
         console.print(f"  {skipped.identity}: no policy ({skipped.reason})", markup=False)
     console.print(f"wrote {len(written)} policy files to {out}", markup=False)
+    _show_simulation(policies, flows, console)
     return policies
+
+
+def _show_simulation(policies: dict[str, dict], flows: Sequence[str], console: Console) -> None:
+    """Every proposal is shown with its simulation: the learned flows replayed through the
+    proposals (a second pass over the input), so a person sees what they would break."""
+    from netwarden.remediation.simulate import simulate
+
+    if not policies or any(str(path) == "-" for path in flows):
+        return  # stdin cannot be read twice
+    reader: FlowReader[Any] = FlowReader()
+    report = simulate(list(policies.values()),
+                      _flows_with_progress(flows, console, "simulating the proposals", reader)())
+    share = report.dropped / report.flows_judged if report.flows_judged else 0.0
+    console.print(f"simulation on the same flows: {report.dropped:,} of {report.flows_judged:,} "
+                  f"judged flows would be dropped ({share:.2%})", markup=False)
+    for line in report.text(max_groups=5).splitlines()[3:]:
+        if line.strip():
+            console.print(line, markup=False)
 
 
 def simulate_policies(policy_dir: Path, flows: Sequence[str], *, console: Console,

@@ -37,6 +37,7 @@ def test_propose_then_simulate(flows, tmp_path) -> None:
         assert validate_policy(policy) == []
     assert f"wrote {len(files)} policy files" in done.stderr
     assert "shop/storefront:" in done.stderr and "rules ->" in done.stderr
+    assert "simulation on the same flows: 0 of " in done.stderr  # shown with its simulation
     sim = run("simulate", "--policies", str(out), "--flows", str(flows))
     assert sim.returncode == 0, sim.stderr
     assert "would drop: 0 flows" in sim.stdout
