@@ -105,6 +105,12 @@ class AlertsConfig(_Section):
     request_timeout: float = Field(10.0, gt=0, description="seconds per HTTP request to a sink")
 
 
+class RemediationConfig(_Section):
+    propose_containment: bool = Field(True, description=(
+        "store a containment policy proposal for every new anomaly, for review through "
+        "/api/v1/proposals (nothing is applied without approval)"))
+
+
 class ServiceConfig(BaseSettings):
     """Everything ``netwarden serve`` can be told."""
 
@@ -120,6 +126,7 @@ class ServiceConfig(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    remediation: RemediationConfig = Field(default_factory=RemediationConfig)
 
     @field_validator("data_dir")
     @classmethod

@@ -40,12 +40,15 @@ from netwarden.detector.alerting import Alerter, AlertSettings
 from netwarden.detector.lifecycle import STATES
 from netwarden.detector.live import DetectorMetrics, LiveDetector
 from netwarden.detector.severity import SEVERITIES, score_range
-from netwarden.detector.store import AnomalyStore
+from netwarden.detector.lifecycle import OPEN
+from netwarden.detector.store import AnomalyRecord, AnomalyStore
 from netwarden.ingest.live import LiveSource, SourceStatus, open_source
 from netwarden.ingest.metrics import IngestMetrics
 from netwarden.ingest.windows import WindowBuilder, WindowConfig
 from netwarden.models.artifact import ModelVersion
 from netwarden.models.registry import CurrentModel
+from netwarden.remediation.propose import policy_name
+from netwarden.remediation.proposals import ProposalStore, propose_containment
 
 __all__ = ["Service", "serve"]
 
@@ -93,8 +96,11 @@ class Service:
         if model.loaded is not None:
             self.builder.seed_baselines(model.loaded.bundle.baselines)
         self.ingest_metrics = IngestMetrics(registry)
-        self.detector = LiveDetector(self.builder, model, store,
-                                     metrics=DetectorMetrics(registry, source.kind))
+        self.proposal_store = ProposalStore(store.url)
+        self._proposed: set[int] = set()
+        self.detector = LiveDetector(
+            self.builder, model, store, metrics=DetectorMetrics(registry, source.kind),
+            on_recorded=self._propose if config.remediation.propose_containment else None)
         self._model_info = Gauge("netwarden_model_info", "The model version scoring now (1).",
                                  ["version"], registry=registry)
         self._source_up = Gauge("netwarden_source_up", "1 while the live source is up.",
@@ -138,6 +144,7 @@ class Service:
         self.stop.set()
         for thread in self._threads:
             thread.join(timeout)
+        self.proposal_store.close()
         if self.alerter is not None:
             self.alerter.close()
 
@@ -186,6 +193,25 @@ class Service:
                     self._purge()
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the service
                 self.log(f"pipeline error (batch skipped): {type(exc).__name__}: {exc}")
+
+    def _propose(self, records: list[AnomalyRecord]) -> None:
+        """Every new anomaly comes with the policy change that would contain it, as a proposal
+        a reviewer approves (or not) through the API; nothing is applied here."""
+        for record in records:
+            if record.id in self._proposed or record.state != OPEN or not record.ongoing:
+                continue
+            self._proposed.add(record.id)
+            if self.proposal_store.list(anomaly_id=record.id, limit=1):
+                continue
+            current = self.proposal_store.latest_applied(
+                record.namespace, policy_name(record.workload, "baseline"))
+            try:
+                propose_containment(self.proposal_store, record,
+                                    current=current.policy if current is not None else None,
+                                    source="current policy from netwarden's records",
+                                    actor="netwarden")
+            except ValueError as exc:  # e.g. nothing to contain in its examples: say so, go on
+                self.log(f"no containment proposed for anomaly {record.id}: {exc}")
 
     def _reload_model(self) -> None:
         changed = self.model.refresh()

@@ -42,7 +42,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from netwarden.detector.database import SqlStore
 from netwarden.detector.database import UTCDateTime as _UTCDateTime
 from netwarden.detector.database import utc as _utc
-from netwarden.detector.store import _text
+from netwarden.detector.store import AnomalyRecord, _text
 from netwarden.remediation.apply import (
     AppliedChange,
     ApplyError,
@@ -319,9 +319,13 @@ class ProposalStore(SqlStore):
             return _to_record(row) if row is not None else None
 
     def list(self, *, identity: str | None = None, state: str | None = None,
-             kind: str | None = None, limit: int = 50, offset: int = 0) -> list[ProposalRecord]:
+             kind: str | None = None, anomaly_id: int | None = None, limit: int = 50,
+             offset: int = 0) -> list[ProposalRecord]:
         """Proposals matching every filter given, newest first."""
-        stmt = (select(_ProposalRow).where(*_conditions(identity, state, kind))
+        conditions = _conditions(identity, state, kind)
+        if anomaly_id is not None:
+            conditions.append(_ProposalRow.anomaly_id == anomaly_id)
+        stmt = (select(_ProposalRow).where(*conditions)
                 .order_by(_ProposalRow.id.desc()).limit(limit).offset(offset))
         with self._transaction() as (session, _):
             return [_to_record(r) for r in session.scalars(stmt)]
@@ -532,3 +536,20 @@ def rollback_proposal(store: ProposalStore, applier: PolicyApplier, proposal_id:
         raise ApplyRefused(f"the rollback failed: {exc}", after, exc) from exc
     what = "deleted" if change.previous is None else "restored the previous"
     return store.mark_rolled_back(record.id, actor=actor, note=note or f"{what} {change.ref}")
+
+
+def propose_containment(store: ProposalStore, anomaly: AnomalyRecord, *,
+                        current: Mapping[str, Any] | None, source: str = "", actor: str,
+                        note: str = "") -> ProposalRecord:
+    """Store the containment of ``anomaly`` (see :mod:`netwarden.remediation.containment`) as a
+    proposal, with its JSON patch against ``current`` (the workload's policy now, found at
+    ``source``) when there is one."""
+    from netwarden.remediation.containment import containment
+
+    change = containment(anomaly, dict(current) if current is not None else None)
+    summary = f"{change.action}: {'; '.join(change.notes)}" if change.notes else change.action
+    if current is not None and source:
+        summary += f" ({source})"
+    return store.create(kind=CONTAINMENT, identity=anomaly.identity, anomaly_id=anomaly.id,
+                        policy=change.policy, patch=change.patch, current=current,
+                        actor=actor, note=note or summary)

@@ -74,6 +74,11 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
         found = _wait(lambda: service.store.list(identity=label.identity), 30,
                       f"an anomaly of {label.identity}")
         assert found[0].reasons and found[0].summary
+        # every new anomaly comes with a containment proposal, waiting for review
+        proposals = _wait(lambda: service.proposal_store.list(anomaly_id=found[-1].id), 10,
+                          "a containment proposal")
+        assert proposals[0].kind == "containment" and proposals[0].state == "proposed"
+        assert not proposals[0].problems  # a valid policy
         # the last window closes without new flows (idle_close), so every flow is scored
         _wait(lambda: service.builder.open_windows == 0, 30, "the last windows to close")
         def sampled() -> str:

@@ -46,11 +46,9 @@ from netwarden.remediation.apply import (
     Unreachable,
     restorable,
 )
-from netwarden.remediation.containment import containment
 from netwarden.remediation.propose import policy_name, policy_yaml, propose_baselines
 from netwarden.remediation.proposals import (
     BASELINE,
-    CONTAINMENT,
     ApplyRefused,
     InvalidProposal,
     ProposalLifecycleError,
@@ -59,6 +57,7 @@ from netwarden.remediation.proposals import (
     ProposalStore,
     apply_proposal,
     next_state,
+    propose_containment,
     rollback_proposal,
 )
 from netwarden.remediation.schema import InvalidPolicy
@@ -260,13 +259,8 @@ def _propose_containment(service: ServiceState, proposals: ProposalStore, anomal
         raise ProblemError(404, f"no anomaly with id {anomaly_id}")
     current, source = _current_policy(service, proposals, anomaly.namespace,
                                       policy_name(anomaly.workload, "baseline"))
-    change = containment(anomaly, current)
-    summary = f"{change.action}: {'; '.join(change.notes)}" if change.notes else change.action
-    if current is not None:
-        summary += f" ({source})"
-    return proposals.create(kind=CONTAINMENT, identity=anomaly.identity, anomaly_id=anomaly.id,
-                            policy=change.policy, patch=change.patch, current=current,
-                            actor=actor, note=note or summary)
+    return propose_containment(proposals, anomaly, current=current, source=source, actor=actor,
+                               note=note)
 
 
 def _propose_baseline(service: ServiceState, proposals: ProposalStore, identity: str,
