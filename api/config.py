@@ -109,6 +109,8 @@ class RemediationConfig(_Section):
     propose_containment: bool = Field(True, description=(
         "store a containment policy proposal for every new anomaly, for review through "
         "/api/v1/proposals (nothing is applied without approval)"))
+    flow_history: int = Field(50_000, ge=0, le=10_000_000, description=(
+        "recent flows kept in memory to simulate proposals against (0: none)"))
 
 
 class ServiceConfig(BaseSettings):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import queue
+from collections import deque
 import signal
 import threading
 import time
@@ -49,6 +50,7 @@ from netwarden.models.artifact import ModelVersion
 from netwarden.models.registry import CurrentModel
 from netwarden.remediation.propose import policy_name
 from netwarden.remediation.proposals import ProposalStore, propose_containment
+from netwarden.remediation.simulate import simulate
 
 __all__ = ["Service", "serve"]
 
@@ -98,6 +100,8 @@ class Service:
         self.ingest_metrics = IngestMetrics(registry)
         self.proposal_store = ProposalStore(store.url)
         self._proposed: set[int] = set()
+        #: Recent flows, to simulate proposals against (GET/POST /api/v1/proposals/{id}/...).
+        self._history: deque[Any] = deque(maxlen=config.remediation.flow_history)
         self.detector = LiveDetector(
             self.builder, model, store, metrics=DetectorMetrics(registry, source.kind),
             on_recorded=self._propose if config.remediation.propose_containment else None)
@@ -121,6 +125,10 @@ class Service:
 
     def source_status(self) -> SourceStatus:
         return self.source.status()
+
+    def recent_flows(self) -> list[Any] | None:
+        """The flows kept for simulation, oldest first (None when history is off)."""
+        return list(self._history) if self._history.maxlen else None
 
     def model_versions(self) -> list[ModelVersion]:
         return self.model.versions()
@@ -178,6 +186,8 @@ class Service:
                     self.detector.finish()
                     self.log(f"source {self.source.name} ended; open windows closed and scored")
                 elif batch:
+                    if self._history.maxlen:
+                        self._history.extend(batch)
                     self.detector.add(batch, more=not self.queue.empty())
                 else:
                     self.detector.tick(config.windows.idle_close)
@@ -198,7 +208,7 @@ class Service:
         """Every new anomaly comes with the policy change that would contain it, as a proposal
         a reviewer approves (or not) through the API; nothing is applied here."""
         for record in records:
-            if record.id in self._proposed or record.state != OPEN or not record.ongoing:
+            if record.id in self._proposed or record.state != OPEN:
                 continue
             self._proposed.add(record.id)
             if self.proposal_store.list(anomaly_id=record.id, limit=1):
@@ -206,12 +216,23 @@ class Service:
             current = self.proposal_store.latest_applied(
                 record.namespace, policy_name(record.workload, "baseline"))
             try:
-                propose_containment(self.proposal_store, record,
-                                    current=current.policy if current is not None else None,
-                                    source="current policy from netwarden's records",
-                                    actor="netwarden")
+                proposal = propose_containment(
+                    self.proposal_store, record,
+                    current=current.policy if current is not None else None,
+                    source="current policy from netwarden's records", actor="netwarden")
             except ValueError as exc:  # e.g. nothing to contain in its examples: say so, go on
                 self.log(f"no containment proposed for anomaly {record.id}: {exc}")
+                continue
+            flows = self.recent_flows()
+            if flows and not proposal.problems:  # shown with its simulation from the start
+                report = simulate([proposal.policy], flows)
+                self.proposal_store.record_simulation(
+                    proposal.id, actor="netwarden",
+                    note=f"would drop {report.dropped} of {report.flows_judged} judged recent "
+                         "flows", details={"flows_seen": report.flows_seen,
+                                           "flows_judged": report.flows_judged,
+                                           "dropped": report.dropped,
+                                           "groups": len(report.groups)})
 
     def _reload_model(self) -> None:
         changed = self.model.refresh()
