@@ -49,8 +49,11 @@ from netwarden.ingest.windows import WindowBuilder, WindowConfig
 from netwarden.models.artifact import ModelVersion
 from netwarden.models.registry import CurrentModel
 from netwarden.remediation.propose import policy_name
-from netwarden.remediation.proposals import ProposalStore, propose_containment
-from netwarden.remediation.simulate import simulate
+from netwarden.remediation.proposals import (
+    ProposalStore,
+    propose_containment,
+    simulate_proposal,
+)
 
 __all__ = ["Service", "serve"]
 
@@ -225,14 +228,7 @@ class Service:
                 continue
             flows = self.recent_flows()
             if flows and not proposal.problems:  # shown with its simulation from the start
-                report = simulate([proposal.policy], flows)
-                self.proposal_store.record_simulation(
-                    proposal.id, actor="netwarden",
-                    note=f"would drop {report.dropped} of {report.flows_judged} judged recent "
-                         "flows", details={"flows_seen": report.flows_seen,
-                                           "flows_judged": report.flows_judged,
-                                           "dropped": report.dropped,
-                                           "groups": len(report.groups)})
+                simulate_proposal(self.proposal_store, proposal, flows, actor="netwarden")
 
     def _reload_model(self) -> None:
         changed = self.model.refresh()

@@ -31,7 +31,7 @@ without the other. Callers get frozen dataclasses, never ORM objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -43,6 +43,7 @@ from netwarden.detector.database import SqlStore
 from netwarden.detector.database import UTCDateTime as _UTCDateTime
 from netwarden.detector.database import utc as _utc
 from netwarden.detector.store import AnomalyRecord, _text
+from netwarden.remediation.simulate import SimulationReport
 from netwarden.remediation.apply import (
     AppliedChange,
     ApplyError,
@@ -553,3 +554,18 @@ def propose_containment(store: ProposalStore, anomaly: AnomalyRecord, *,
     return store.create(kind=CONTAINMENT, identity=anomaly.identity, anomaly_id=anomaly.id,
                         policy=change.policy, patch=change.patch, current=current,
                         actor=actor, note=note or summary)
+
+
+def simulate_proposal(store: ProposalStore, record: ProposalRecord, flows: Iterable[Any], *,
+                      actor: str) -> SimulationReport:
+    """Replay ``flows`` through the proposal's policy and log it in its audit trail (its state
+    does not change): the numbers a reviewer sees next to the proposal."""
+    from netwarden.remediation.simulate import simulate
+
+    report = simulate([record.policy], flows)
+    store.record_simulation(
+        record.id, actor=actor,
+        note=f"would drop {report.dropped} of {report.flows_judged} judged flows",
+        details={"flows_seen": report.flows_seen, "flows_judged": report.flows_judged,
+                 "dropped": report.dropped, "groups": len(report.groups)})
+    return report

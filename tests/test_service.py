@@ -81,7 +81,7 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
         assert not proposals[0].problems  # a valid policy
         events = _wait(lambda: [e for e in service.proposal_store.events(proposals[0].id)
                                 if e.action == "simulate"], 10, "its simulation")
-        assert "judged recent flows" in events[0].note
+        assert "judged flows" in events[0].note
         assert len(service.recent_flows() or []) > 0
         # the last window closes without new flows (idle_close), so every flow is scored
         _wait(lambda: service.builder.open_windows == 0, 30, "the last windows to close")

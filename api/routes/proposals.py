@@ -60,8 +60,8 @@ from netwarden.remediation.proposals import (
     propose_containment,
     rollback_proposal,
 )
+from netwarden.remediation.proposals import simulate_proposal as replay_proposal
 from netwarden.remediation.schema import InvalidPolicy
-from netwarden.remediation.simulate import simulate
 
 __all__ = ["router"]
 
@@ -296,13 +296,8 @@ def simulate_proposal(proposal_id: int, service: ServiceDep, proposals: Proposal
     flows = recent_flows_of(service)
     if flows is None:
         raise _no_flow_history()
-    report = simulate([record.policy], flows)
     with _errors(proposal_id):
-        proposals.record_simulation(
-            record.id, actor=token.name,
-            note=f"would drop {report.dropped} of {report.flows_judged} judged flows",
-            details={"flows_seen": report.flows_seen, "flows_judged": report.flows_judged,
-                     "dropped": report.dropped, "groups": len(report.groups)})
+        report = replay_proposal(proposals, record, flows, actor=token.name)
     return SimulationPublic.from_report(record.id, report)
 
 
