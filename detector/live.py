@@ -23,6 +23,7 @@ from prometheus_client import Histogram
 
 from netwarden.detector.results import ScoredWindow
 from netwarden.detector.store import AnomalyRecord, AnomalyStore
+from netwarden.detector.stream import StreamScorer
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder
 from netwarden.models.registry import CurrentModel
 
@@ -76,60 +77,55 @@ class LiveDetector:
         self.clock = clock
         self._last_flow_wall = clock()
         self._last_event = float("-inf")
-        self._pending: list[ClosedWindow] = []
+        self._stream = StreamScorer(None, builder, self._record, max_windows=_MAX_HELD,
+                                    on_unscored=self._unscored)
 
     def add(self, flows: Sequence[Any], *, more: bool = False) -> list[ScoredWindow]:
         """One batch of flows from the source. ``more`` says further batches are already
         waiting: closed windows are then held and scored together with the next ones (one
-        model call per identity for many windows), but never for longer than half the novelty
-        horizon of event time (see :mod:`netwarden.detector.stream`)."""
+        model call per identity for many windows), within the bounds of
+        :class:`~netwarden.detector.stream.StreamScorer`."""
         if self.metrics is not None:
             self.metrics.count_flows(flows)
         self._last_flow_wall = self.clock()
         closed = self.builder.add(flows)
         self._last_event = max(self._last_event, self.builder.stats.watermark
                                + self.builder.config.allowed_lateness)
-        pending = self._pending
-        pending.extend(closed)
-        if pending and (not more or len(pending) >= _MAX_HELD or pending[-1].end
-                        - pending[0].start >= self.builder.config.novelty_seconds / 2):
-            return self._score()
-        return []
+        return self._score(closed, now=not more)
 
     def tick(self, idle_close: float) -> list[ScoredWindow]:
         """Called about once a second: when no flow has come for ``idle_close`` seconds, move
         event time on by the wall-clock time that passed since the last flow."""
         idle = self.clock() - self._last_flow_wall
+        closed: list[ClosedWindow] = []
         if idle >= idle_close and self._last_event != float("-inf"):
-            self._pending.extend(self.builder.advance(self._last_event + idle))
-        return self._score()
+            closed = self.builder.advance(self._last_event + idle)
+        return self._score(closed, now=True)
 
     def finish(self) -> list[ScoredWindow]:
         """The stream ended (stdin EOF): close and score every open window."""
-        self._pending.extend(self.builder.flush())
-        return self._score()
+        return self._score(self.builder.flush(), now=True)
 
-    def _score(self) -> list[ScoredWindow]:
-        closed, self._pending = self._pending, []
-        if not closed:
-            return []
+    def _score(self, closed: list[ClosedWindow], *, now: bool) -> list[ScoredWindow]:
         loaded = self.model.loaded
-        if loaded is None:
-            if self.metrics is not None:
-                self.metrics.windows_unscored.inc(len(closed))
-            return []
+        self._stream.scorer = loaded.scorer if loaded is not None else None
         started = time.perf_counter()
-        scored = loaded.scorer.score(closed)
-        for window, result in zip(closed, scored, strict=True):
-            if result.anomalous:
-                self.builder.forget(window)
+        scored = self._stream.add(closed, flush=now)
+        if scored and self.metrics is not None:
+            self.metrics.scoring_seconds.observe(time.perf_counter() - started)
+        return scored
+
+    def _unscored(self, windows: list[ClosedWindow]) -> None:
+        if self.metrics is not None:
+            self.metrics.windows_unscored.inc(len(windows))
+
+    def _record(self, _: list[ClosedWindow], scored: list[ScoredWindow]) -> None:
+        """Store the scored windows, end the runs of identities that went quiet, alert."""
         records = self.store.record(scored)
         records += self.store.end_silent_runs(max(s.window_end for s in scored))
         if self.on_recorded is not None:
             self.on_recorded(records)
         if self.metrics is not None:
-            self.metrics.scoring_seconds.observe(time.perf_counter() - started)
             flagged = sum(s.anomalous for s in scored)
             self.metrics.windows_scored.labels("true").inc(flagged)
             self.metrics.windows_scored.labels("false").inc(len(scored) - flagged)
-        return scored
