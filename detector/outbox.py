@@ -26,9 +26,8 @@ what a failed attempt records.
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -46,10 +45,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from netwarden.detector.database import UTCDateTime as _UTCDateTime
-from netwarden.detector.database import make_engine as _make_engine
+from netwarden.detector.database import SqlStore
 from netwarden.detector.database import utc as _utc
 
 __all__ = [
@@ -302,7 +301,7 @@ class OutboxTransaction:
 # ------------------------------------------------------------------------------------- outbox
 
 
-class Outbox:
+class Outbox(SqlStore):
     """The outbox and alert-state tables in the database at ``url`` (created if missing).
 
     Every method is one short transaction; on SQLite a lock serializes the calls of one outbox
@@ -310,15 +309,11 @@ class Outbox:
     """
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine, sqlite = _make_engine(url)
-        self._lock: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
-        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-        _Base.metadata.create_all(self._engine)
+        super().__init__(url, _Base.metadata)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self._lock, self._sessions.begin() as session:
+        with self._begin() as (session, _):
             yield session
 
     @contextmanager
@@ -410,7 +405,3 @@ class Outbox:
         with self._session() as session:
             row = session.get(_StateRow, anomaly_id)
             return None if row is None else _state(row)
-
-    def close(self) -> None:
-        """Release the database connections."""
-        self._engine.dispose()

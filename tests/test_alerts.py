@@ -592,12 +592,12 @@ def test_rate_limit_folds_the_excess_into_a_digest(store, settings, clock, slack
         assert a.sync()[SLACK] == 1
         a.deliver()
         assert SLACK not in a.sync()
+        assert {s.slack for s in map(a.outbox.state, (x.id for x in opened))} == {"sent"}
     assert len(slack_in.messages) == 3
     one, two, digest = slack_in.messages
     assert digest["text"].startswith("28 network anomalies")  # every one held back, counted
     counted = {int(i) for m in (one, two) for i in re.findall(r"Anomaly #(\d+)>", json.dumps(m))}
     assert len(counted) == 2 and "*28 anomalies*" in json.dumps(digest)
-    assert {s.slack for s in map(a.outbox.state, (x.id for x in opened))} == {"sent"}
     assert sample(registry, "netwarden_alert_slack_anomalies_total", format="digest") == 28
     assert sample(registry, "netwarden_alert_slack_anomalies_total", format="detail") == 2
 
