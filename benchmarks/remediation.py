@@ -27,12 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from netwarden.ingest.generator import SCENARIOS, AttackLabel, generate
+from netwarden.ingest.generator.groundtruth import split_attack_flows
 from netwarden.ingest.identity import IdentityResolver
 from netwarden.ingest.reader import read_flows
 from netwarden.remediation.matcher import Decision, PolicySet, fqdn_pattern
@@ -41,13 +42,6 @@ from netwarden.remediation.schema import load_policies, validate_policy
 
 DATA = Path(__file__).resolve().parent / ".data" / "remediation"
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
-
-
-def _key(f: Any) -> tuple:
-    p = (f.l4.TCP or f.l4.UDP) if f.l4 else None
-    return (f.time, f.IP.source if f.IP else "", f.IP.destination if f.IP else "",
-            p.source_port if p else 0, p.destination_port if p else 0, f.traffic_direction,
-            f.node_name, f.is_reply, f.verdict)
 
 
 def _rules(policy: dict[str, Any]) -> int:
@@ -88,17 +82,14 @@ def _evaluate(policies: list[dict[str, Any]], attacked: Path, clean: Path,
               labels: tuple[AttackLabel, ...]) -> dict[str, Any]:
     policy_set = PolicySet(policies)
     by_identity = {_subject(p): p for p in policies}
-    twin = Counter(_key(f) for f in read_flows([clean]))
     resolver = IdentityResolver()
     conns: dict[str, set] = defaultdict(set)
     blocked: dict[str, set] = defaultdict(set)
     tunnel = [0, 0]
     benign = [0, 0]
-    for f in read_flows([attacked]):
+    for f, attack in split_attack_flows(attacked, clean):
         verdict = policy_set.verdict(f)
-        key = _key(f)
-        if twin[key] > 0:
-            twin[key] -= 1
+        if not attack:
             if verdict.decision is not Decision.NOT_JUDGED:
                 benign[0] += 1
                 benign[1] += verdict.dropped

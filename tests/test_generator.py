@@ -417,3 +417,16 @@ def test_day_volume(tmp_path: Path) -> None:
     day = generate(tmp_path / "a", hours=24)
     assert 300_000 <= day.flows <= 600_000
     assert generate(tmp_path / "b", hours=24, rate=3).flows > 1_000_000
+
+
+def test_attack_flows_are_exactly_what_the_clean_twin_lacks(tmp_path) -> None:
+    from netwarden.ingest.generator.groundtruth import split_attack_flows
+    from netwarden.ingest.reader import read_flows
+
+    start = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    attacked = generate(tmp_path / "a", hours=0.5, seed=3, start=start, attacks=["port_scan"])
+    clean = generate(tmp_path / "c", hours=0.5, seed=3, start=start)
+    split = list(split_attack_flows(attacked.flows_path, clean.flows_path))
+    benign = sum(not attack for _, attack in split)
+    assert benign == sum(1 for _ in read_flows([clean.flows_path]))  # every clean flow is there
+    assert len(split) - benign > 500  # the scan's probes and answers

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import jsonpatch
@@ -14,6 +13,7 @@ import yaml
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.store import AnomalyRecord, AnomalyStore
 from netwarden.ingest.generator import SCENARIOS, generate
+from netwarden.ingest.generator.groundtruth import split_attack_flows
 from netwarden.ingest.identity import IdentityResolver
 from netwarden.ingest.reader import read_flows
 from netwarden.remediation.containment import containment
@@ -155,12 +155,6 @@ def test_replicas_aggregate_and_per_pod_labels_drop() -> None:
 # -- attacks ------------------------------------------------------------------------------------
 
 
-def _key(f: Flow) -> tuple:
-    p = (f.l4.TCP or f.l4.UDP) if f.l4 else None
-    return (f.time, f.IP.source, f.IP.destination, p.source_port if p else 0,
-            p.destination_port if p else 0, f.traffic_direction, f.node_name, f.is_reply, f.verdict)
-
-
 @pytest.mark.slow
 def test_attacks_blocked(normal, tmp_path) -> None:
     """A later day with every attack: attack flows are those absent from the same day without
@@ -168,18 +162,16 @@ def test_attacks_blocked(normal, tmp_path) -> None:
     _, _, policies = normal
     start = T0 + timedelta(days=1, hours=3)
     attacked = generate(tmp_path / "a", hours=3, seed=77, start=start, attacks=list(SCENARIOS))
-    clean = Counter(_key(f) for f in read_flows([generate(tmp_path / "c", hours=3, seed=77,
-                                                          start=start).flows_path]))
+    clean = generate(tmp_path / "c", hours=3, seed=77, start=start).flows_path
     policy_set = PolicySet(list(policies.values()))
     resolver = IdentityResolver()
     conns: dict[str, set] = defaultdict(set)
     blocked: dict[str, set] = defaultdict(set)
     dns_refused: dict[str, list[bool]] = defaultdict(list)
     benign = [0, 0]
-    for f in read_flows([attacked.flows_path]):
+    for f, attack in split_attack_flows(attacked.flows_path, clean):
         verdict = policy_set.verdict(f)
-        if clean[_key(f)] > 0:
-            clean[_key(f)] -= 1
+        if not attack:
             if verdict.decision is not Decision.NOT_JUDGED:
                 benign[0] += 1
                 benign[1] += verdict.dropped
