@@ -29,10 +29,40 @@ class _Section(BaseModel):
 
 class SourceConfig(_Section):
     spec: str = Field("generator", description=(
-        'where flows come from: "generator" (built-in traffic in real time), "-" (stdin), or a '
-        'file path (followed like tail -F; "file:PATH" also works)'))
+        'where flows come from: "generator" (built-in traffic in real time), "hubble" (Hubble\'s '
+        'gRPC API, see the hubble section; "hubble:HOST:PORT" or "hubble:/path/hubble.sock" '
+        'names the server), "-" (stdin), or a file path (followed like tail -F; "file:PATH" '
+        'also works)'))
     from_start: bool = Field(True, description="a followed file is read from its start "
                                                "(false: only lines appended after startup)")
+
+
+class HubbleConfig(_Section):
+    server: str = Field("unix:///var/run/cilium/hubble.sock", description=(
+        "Hubble server for the hubble source: a Cilium agent's socket, or Hubble Relay as "
+        "host:port (port 4245)"))
+    tls: bool = Field(False, description="connect with TLS (implied by any tls_* option)")
+    tls_ca: Path | None = Field(None, description=(
+        "CA certificate that signed the server's (default: the system's roots)"))
+    tls_cert: Path | None = Field(None, description="client certificate, for mutual TLS")
+    tls_key: Path | None = Field(None, description="client private key, for mutual TLS")
+    tls_server_name: str | None = Field(None, description=(
+        "name to check in the server's certificate instead of the host, e.g. "
+        "ui.hubble-relay.cilium.io"))
+    namespaces: list[str] = Field(default_factory=list, description=(
+        "only flows from or to these namespaces (empty: all)"))
+    verdicts: list[str] = Field(default_factory=list, description=(
+        "only flows with these verdicts, e.g. [DROPPED, AUDIT] (empty: all)"))
+    since: str | None = Field(None, description=(
+        "on the first connect, also read buffered flows this far back (5m, 1h) or since this "
+        "RFC 3339 time (unset: only new flows)"))
+    backoff_initial: float = Field(0.5, gt=0, description=(
+        "seconds before the first reconnect attempt (doubling, jittered)"))
+    backoff_max: float = Field(30.0, gt=0, description="longest wait between reconnect "
+                                                        "attempts (seconds)")
+    resume_overlap: float = Field(2.0, ge=0, le=3600, description=(
+        "after a reconnect, ask again for flows this many seconds before the newest one seen "
+        "(out-of-order arrivals); the ones already read are skipped"))
 
 
 class GeneratorConfig(_Section):
@@ -122,6 +152,7 @@ class ServiceConfig(BaseSettings):
     data_dir: Path = Field(Path("netwarden-data/service"), description=(
         "folder for the store, the models and generated history"))
     source: SourceConfig = Field(default_factory=SourceConfig)
+    hubble: HubbleConfig = Field(default_factory=HubbleConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)

@@ -317,9 +317,16 @@ def _bootstrap(config: ServiceConfig, console: Console) -> None:
           expected_rate=2e-4, min_windows=120, seed=g.seed, console=console)
 
 
-def _source(config: ServiceConfig) -> LiveSource:
+def _source(config: ServiceConfig, registry: CollectorRegistry,
+            log: Callable[[str], Any]) -> LiveSource:
     spec = config.source.spec
     try:
+        if spec == "hubble" or spec.startswith("hubble:"):
+            h = config.hubble
+            options = h.model_dump(exclude={"server"})
+            if spec == "hubble":
+                options["server"] = h.server
+            return open_source(spec, registry=registry, log=log, **options)
         if spec == "generator":
             g = config.generator
             return open_source(spec, seed=g.seed, rate=g.rate, speed=g.speed,
@@ -360,8 +367,12 @@ def build_service(config: ServiceConfig, console: Console, *,
     registry = registry if registry is not None else CollectorRegistry()
     settings = _alert_settings(config, config.public_url())
     alerter = Alerter(store, settings, registry=registry) if settings is not None else None
-    service = Service(config, _source(config), model, store, registry, alerter=alerter,
-                      log=lambda line: console.print(line, markup=False))
+
+    def log(line: str) -> None:
+        console.print(line, markup=False)
+
+    service = Service(config, _source(config, registry, log), model, store, registry,
+                      alerter=alerter, log=log)
     return service, tokens
 
 

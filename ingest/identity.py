@@ -127,6 +127,7 @@ def strip_pod_suffix(pod_name: str) -> str:
 
 
 def _label_list(labels: Any) -> list[str] | tuple[str, ...]:
+    """Labels from a decoded list/tuple, raw JSON, or a protobuf repeated field."""
     if isinstance(labels, (tuple, list)):
         return labels
     if isinstance(labels, msgspec.Raw):
@@ -137,11 +138,11 @@ def _label_list(labels: Any) -> list[str] | tuple[str, ...]:
             return _labels_decoder.decode(raw)
         except msgspec.MsgspecError:
             return []
-    return []
+    return list(labels) if labels is not None else []
 
 
 def _first_workload(workloads: Any) -> str:
-    """``workloads[0].name`` from a decoded list/tuple or from raw JSON."""
+    """``workloads[0].name`` from a decoded list/tuple, raw JSON or a protobuf repeated field."""
     if isinstance(workloads, msgspec.Raw):
         raw = bytes(workloads)
         if not raw:

@@ -11,8 +11,8 @@ arrive, until ``stop`` is set or the input ends. Here:
 
 Every source decodes through :meth:`FlowReader.decode_lines`, so its flows are exactly what
 reading the same lines from a file gives, and a bad line is counted in ``stats`` by reason with
-its ``name:line``, never raised. A Hubble gRPC source and an eBPF source will implement the same
-protocol later.
+its ``name:line``, never raised. The Hubble gRPC source (:mod:`netwarden.ingest.hubble`)
+implements the same protocol; an eBPF source will too.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _utcnow() -> datetime:
 class SourceStatus:
     """A live source as the service sees it now."""
 
-    kind: str  # "file", "stdin", "generator"; later "hubble", "ebpf"
+    kind: str  # "file", "stdin", "generator", "hubble"; later "ebpf"
     name: str  # what it reads, e.g. the file path
     up: bool  # connected / readable and not failed
     error: str | None = None  # why it is down, in words
@@ -444,17 +444,20 @@ class GeneratorSource(_Source):
 
 
 # -- the factory --------------------------------------------------------------------------------
-_LATER = ("hubble", "ebpf")
+_SPECS = ("'generator', 'hubble' (the node's Hubble socket), 'hubble:ADDR' (a socket path or "
+          "Relay's host:port), '-' (stdin), 'file:PATH' or a PATH")
 
 
 def open_source(spec: str, **options: Any) -> LiveSource:
     """The live source named by ``spec``, built with ``options`` (keyword arguments of its class).
 
-    ``"generator"`` the built-in traffic generator; ``"-"`` standard input; ``"file:PATH"`` or a
-    plain ``PATH`` a followed file. Anything else is a ValueError.
+    ``"generator"`` the built-in traffic generator; ``"hubble"`` Hubble's gRPC API on the node's
+    socket, ``"hubble:ADDR"`` at a socket path or ``host:port`` (:class:`HubbleSource`);
+    ``"-"`` standard input; ``"file:PATH"`` or a plain ``PATH`` a followed file. Anything else
+    is a ValueError.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("empty source: use 'generator', '-' (stdin), 'file:PATH' or a PATH")
+        raise ValueError(f"empty source: use {_SPECS}")
     scheme, sep, rest = spec.partition(":")
     if spec == "generator":
         return _build(GeneratorSource, spec, options)
@@ -464,22 +467,28 @@ def open_source(spec: str, **options: Any) -> LiveSource:
         if not rest:
             raise ValueError("source 'file:' needs a path: file:PATH")
         return _build(FollowFile, spec, {"path": rest, **options})
-    if scheme in _LATER:
-        raise ValueError(f"source {spec!r}: the 'hubble' (gRPC) and 'ebpf' sources are not "
-                         "available yet; use 'generator', '-' (stdin), 'file:PATH' or a PATH")
+    if scheme == "hubble":
+        from netwarden.ingest.hubble import HubbleSource
+
+        if sep and not rest:
+            raise ValueError("source 'hubble:' needs an address: hubble:HOST:PORT or "
+                             "hubble:/path/to/hubble.sock (plain 'hubble' is the node's socket)")
+        server = {"server": rest} if rest else {}
+        return _build(HubbleSource, spec, {**options, **server})
+    if scheme == "ebpf":
+        raise ValueError(f"source {spec!r}: the 'ebpf' source is not available yet; use {_SPECS}")
     if sep and len(scheme) > 1 and scheme.replace("+", "").replace("-", "").isalnum() \
             and "/" not in scheme:
-        raise ValueError(f"unknown source {spec!r}: use 'generator', '-' (stdin), 'file:PATH' "
-                         "or a PATH ('hubble' and 'ebpf' sources come later; write "
-                         "file:PATH for a file name with a colon)")
+        raise ValueError(f"unknown source {spec!r}: use {_SPECS} (write file:PATH for a file "
+                         "name with a colon)")
     return _build(FollowFile, spec, {"path": spec, **options})
 
 
-def _build(cls: type[_Source], spec: str, kwargs: dict[str, Any]) -> Any:
+def _build(cls: type[Any], spec: str, kwargs: dict[str, Any]) -> Any:
     params = inspect.signature(cls).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-        valid = ", ".join(p for p in params if p not in ("stream", "path"))
+        valid = ", ".join(p for p in params if p not in ("stream", "path", "server"))
         raise ValueError(f"source {spec!r} ({cls.__name__}) has no option "
                          f"{', '.join(unknown)}; valid: {valid}")
     return cls(**kwargs)

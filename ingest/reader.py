@@ -50,6 +50,7 @@ class ErrorReason:
     MISSING_TIME = "missing_time"
     LINE_TOO_LONG = "line_too_long"
     UNREADABLE = "unreadable_input"
+    BAD_MESSAGE = "bad_message"  # a gRPC message that is not a valid GetFlowsResponse
 
 
 @dataclass(frozen=True, slots=True)

@@ -603,10 +603,11 @@ def test_open_source_builds_each_kind(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "match"),
-    [("hubble", "'hubble'.*'ebpf'.*not\\s+available yet"),
-     ("hubble:localhost:4245", "not available yet"),
-     ("ebpf", "not available yet"),
-     ("kafka:flows", "unknown source 'kafka:flows'.*come later"),
+    [("hubble:", "needs an address"),
+     ("hubble:localhost", "expected host:port"),
+     ("hubble:https://relay:4245", "without https://"),
+     ("ebpf", "'ebpf' source is not available yet"),
+     ("kafka:flows", "unknown source 'kafka:flows'.*'hubble:ADDR'"),
      ("", "empty source"),
      ("file:", "needs a path")],
 )
