@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-fast bench bench-detection bench-service bench-remediation clean venv
+.PHONY: run test test-fast bench bench-detection bench-service bench-remediation bench-hubble proto clean venv
 
 run: $(VENV)/.installed  ## install and start the service on its embedded default (no cluster): live generated traffic, API on :8080
 	$(BIN)/netwarden serve
@@ -28,6 +28,12 @@ bench-service: $(VENV)/.installed  ## ingest rate with and without API load, lis
 bench-remediation: $(VENV)/.installed  ## proposed policies vs hubble-audit2policy, replayed on attacks
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/remediation.py
+
+bench-hubble: $(VENV)/.installed  ## Hubble protobuf path: bytes -> windows and over gRPC, vs parsing alone
+	$(BIN)/python benchmarks/hubble.py
+
+proto: $(VENV)/.installed-test  ## regenerate the Hubble gRPC stubs in api/hubble from its .proto files
+	$(BIN)/python api/hubble/generate.py
 
 venv: $(VENV)/.installed
 

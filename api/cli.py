@@ -168,6 +168,43 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="print every option with its default and meaning, then exit")
     srv.set_defaults(handler=_cmd_serve)
 
+    obs = sub.add_parser(
+        "observer", help="serve Hubble flows from a file over Hubble's gRPC Observer API",
+        description="Replay a Hubble JSON flow file (hubble observe -o json, exporter file, "
+                    "legacy bare flows; plain or gzip; '-' for stdin) into a ring of the last "
+                    "--max-flows flows and serve it as a Hubble agent does: GetFlows (last/first "
+                    "N, follow, since/until, filters such as --namespace and --verdict) and "
+                    "ServerStatus, so `hubble observe --server ADDR` and netwarden's Hubble "
+                    "source read it. Runs until Ctrl-C or SIGTERM.")
+    obs.add_argument("file", metavar="FILE", help="Hubble JSON lines file ('-' for stdin)")
+    obs.add_argument("--listen", default="127.0.0.1:4244", metavar="ADDR",
+                     help="HOST:PORT (port 0: any free port, printed at start), :PORT for every "
+                          "interface, or unix:///path/to.sock (default: %(default)s, Hubble's "
+                          "agent port)")
+    obs.add_argument("--rate", type=_non_negative_float, default=0.0, metavar="FLOWS_PER_S",
+                     help="replay at this many flows per second; 0 = as fast as possible "
+                          "(default: %(default)s)")
+    obs.add_argument("--follow", action="store_true",
+                     help="after the end of FILE keep serving what is appended to it, like "
+                          "tail -F (plain files only)")
+    obs.add_argument("--max-flows", type=int, default=4095, metavar="N",
+                     help="flows kept for GetFlows; older ones are overwritten (Hubble's "
+                          "event buffer capacity, default: %(default)s)")
+    obs.add_argument("--max-streams", type=int, default=16, metavar="N",
+                     help="concurrent GetFlows calls served; more are refused "
+                          "(default: %(default)s)")
+    obs.add_argument("--node-name", default=None, metavar="NAME",
+                     help="node name for flows that carry none and for lost events "
+                          "(default: this host's name)")
+    obs.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                     help="serve TLS with this PEM server certificate (needs --tls-key)")
+    obs.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                     help="PEM private key of --tls-cert")
+    obs.add_argument("--tls-client-ca", type=Path, default=None, metavar="FILE",
+                     help="require client certificates signed by this PEM CA (mutual TLS; "
+                          "needs --tls-cert and --tls-key)")
+    obs.set_defaults(handler=_cmd_observer)
+
     tok = sub.add_parser(
         "token", help="create an API token",
         description="Print a new random API token (give it to its user) and the hashed entry to "
@@ -290,6 +327,42 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from netwarden.api.service import serve
 
     serve(config, console=_stderr)
+    return 0
+
+
+def _cmd_observer(args: argparse.Namespace) -> int:
+    import signal
+    import socket
+    import threading
+
+    from netwarden.api.commands import UserError
+    from netwarden.api.observer import ObserverServerError, TLSFiles
+    from netwarden.api.observer_replay import serve_replay
+
+    if args.max_flows < 1:
+        raise UserError(f"--max-flows: must be at least 1, got {args.max_flows}")
+    if args.max_streams < 1:
+        raise UserError(f"--max-streams: must be at least 1, got {args.max_streams}")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UserError("--tls-cert and --tls-key go together: give both or neither")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise UserError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS "
+                        "with client certificates)")
+    tls = None
+    if args.tls_cert is not None:
+        tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        serve_replay(args.file, listen=args.listen, rate=args.rate, follow=args.follow,
+                     max_flows=args.max_flows, node_name=args.node_name or socket.gethostname(),
+                     tls=tls, max_streams=args.max_streams, console=_stderr, stop=stop)
+    except ObserverServerError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

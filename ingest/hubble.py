@@ -177,7 +177,8 @@ class HubbleStats:
     connects: int = 0  # streams opened
     reconnects: int = 0  # streams opened after the first
     failures: Counter[str] = field(default_factory=Counter)  # by gRPC status code name
-    duplicates: int = 0  # re-sent flows skipped after a reconnect
+    duplicates: int = 0  # re-sent flows skipped after a reconnect (also any before ``since``)
+    max_waiting: int = 0  # most flows ever waiting between the stream reader and the pipeline
     server_restarts: int = 0  # the server restarted while we were away (a gap is possible)
     node_status: Counter[str] = field(default_factory=Counter)  # NodeStatusEvents by state
     server_version: str = ""
@@ -245,11 +246,12 @@ class _Handoff:
     whatever is there, up to a batch, waiting at most ``linger`` seconds for the first.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stats: HubbleStats) -> None:
         self.limit = limit
         self.items: deque[Any] = deque()
         self.cond = threading.Condition()
         self.closed = False
+        self.stats = stats
 
     def put(self, item: Any) -> bool:
         """Queue ``item``; False when the consumer has gone (stop reading)."""
@@ -259,8 +261,11 @@ class _Handoff:
             if self.closed:
                 return False
             self.items.append(item)
-            if len(self.items) == 1:
+            waiting = len(self.items)
+            if waiting == 1:
                 self.cond.notify_all()
+            if waiting > self.stats.max_waiting:
+                self.stats.max_waiting = waiting
             return True
 
     def take(self, most: int, linger: float) -> list[Any]:
@@ -341,6 +346,7 @@ class HubbleSource:
         self._flows = 0
         self._last_flow_at: datetime | None = None
         self._message_no = 0
+        self._since_ns = 0  # the current stream's since: older flows are not new
         self._away_since: datetime | None = None  # when the last stream broke
         self._random = random.Random()
         if registry is not None:
@@ -412,6 +418,7 @@ class HubbleSource:
                 since_dt = self.since
                 resume_ns = int(since_dt.timestamp()) * _NS + since_dt.microsecond * 1000
             self.tracker.reconnected()
+            self._since_ns = resume_ns or 0
             request = flows_request(namespaces=self.namespaces, verdicts=self.verdicts,
                                     since_ns=resume_ns)
             call = channel.unary_stream(
@@ -445,7 +452,7 @@ class HubbleSource:
     def _pump(self, call: Any, emit: Callable[[list[Any]], None],
               stop: threading.Event) -> None:
         """Read the stream in a thread into a bounded handoff; emit batches from it here."""
-        handoff = _Handoff(self.pending_flows)
+        handoff = _Handoff(self.pending_flows, self.hubble)
         outcome: list[BaseException] = []
 
         def read() -> None:
@@ -516,7 +523,7 @@ class HubbleSource:
                                    "response's time)")
                 return None
             key = flow.uuid or hashlib.blake2b(data, digest_size=16).digest()
-            if not self.tracker.is_new(time_ns, key):
+            if time_ns < self._since_ns or not self.tracker.is_new(time_ns, key):
                 self.hubble.duplicates += 1
                 return None
             stats.flows += 1

@@ -64,6 +64,7 @@ class ScriptedObserver:
 
     sessions: list[Session]
     uptime_ns: int = 3_600 * S
+    listen: str = "127.0.0.1:0"  # or unix:///path
     requests: list[Any] = field(default_factory=list)
     server: grpc.Server | None = None
     port: int = 0
@@ -89,7 +90,7 @@ class ScriptedObserver:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         self.server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler("observer.Observer", handlers)])
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(self.listen)
         self.server.start()
         return self
 
@@ -270,6 +271,19 @@ def test_a_server_that_restarted_while_away_is_reported(scripted) -> None:
         stop_source(thread, stop)
     assert source.hubble.server_restarts == 1
     assert any("restarted while we were away" in line for line in logs)
+
+
+def test_unix_socket_as_on_a_cilium_node(scripted, tmp_path) -> None:
+    sock = tmp_path / "hubble.sock"
+    scripted([Session([flow_message(3 * S, "s")])], listen=f"unix://{sock}")
+    source = open_source(f"hubble:{sock}", log=lambda _: None)
+    assert source.target == f"unix://{sock}"
+    emit = Collect()
+    thread, stop = run_source(source, emit)
+    try:
+        assert len(emit.wait_for(1)) == 1
+    finally:
+        stop_source(thread, stop)
 
 
 def test_unreachable_server_is_retried_with_backoff_and_reported() -> None:

@@ -222,3 +222,43 @@ def test_embedded_default_as_a_user_runs_it(tmp_path) -> None:
         assert code == 0, output
         assert "training a first one" in output and "netwarden is serving" in output
         assert (tmp_path / "data" / "models" / "CURRENT").read_text().strip()
+
+
+def test_hubble_source_to_anomalies(tmp_path, model_dir) -> None:
+    """The service reading Hubble's gRPC API (netwarden's own Observer server replaying
+    generated traffic with an attack) finds the attack, as from a file."""
+    from tests.test_hubble_live import OLD, Observer
+
+    attack = generate(tmp_path / "attack", hours=0.5, seed=32, start=T0 + timedelta(hours=3),
+                      attacks=["port_scan"])
+    lines = attack.flows_path.read_bytes().splitlines()
+    port = free_port()
+    observer = Observer(tmp_path, port, "--max-flows", str(len(lines) + 10))
+    try:
+        observer.wait_ready()
+        observer.feed(lines)
+        config = _config(tmp_path, model_dir, Path("unused"),
+                         hubble={"since": OLD, "backoff_initial": 0.1})
+        config.source.spec = f"hubble:127.0.0.1:{port}"
+        service, _ = build_service(config, Console(quiet=True))
+        assert service.source.kind == "hubble"
+        service.start()
+        try:
+            _wait(lambda: service.source.status().flows == len(lines), 60, "every flow read")
+            (label,) = attack.labels
+            found = _wait(lambda: service.store.list(identity=label.identity), 30,
+                          f"an anomaly of {label.identity}")
+            assert found[0].reasons
+            proposals = _wait(lambda: service.proposal_store.list(anomaly_id=found[-1].id), 10,
+                              "a containment proposal")
+            assert not proposals[0].problems
+            text = _wait(lambda: (t := _metrics(service.registry))
+                         and 'netwarden_hubble_connected{server="127.0.0.1:' in t and t, 10,
+                         "the hubble metrics")
+            assert f'netwarden_hubble_connected{{server="127.0.0.1:{port}"}} 1.0' in text
+            assert 'netwarden_flows_total{source="hubble",verdict="FORWARDED"}' in text
+        finally:
+            service.shutdown()
+            service.store.close()
+    finally:
+        observer.stop()
