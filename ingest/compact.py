@@ -15,7 +15,7 @@ import msgspec
 
 from netwarden.ingest.flow import CiliumEventType, Layer4
 
-__all__ = ["CompactDNS", "CompactIP", "CompactEndpoint", "CompactFlow", "CompactHTTP", "CompactLayer7"]
+__all__ = ["CompactDNS", "CompactStats", "CompactIP", "CompactEndpoint", "CompactFlow", "CompactHTTP", "CompactLayer7"]
 
 _EMPTY_LIST = msgspec.Raw(b"[]")
 
@@ -52,6 +52,14 @@ class CompactLayer7(msgspec.Struct, gc=False, frozen=True):
     http: CompactHTTP | None = None
 
 
+class CompactStats(msgspec.Struct, gc=False, frozen=True):
+    """The part of netwarden's own ``netwarden`` flow field that features read."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    kernel_drop_reason: str = ""
+
+
 class CompactFlow(msgspec.Struct, gc=False):
     time: datetime | None = None
     verdict: str | int = 0
@@ -70,3 +78,4 @@ class CompactFlow(msgspec.Struct, gc=False):
     traffic_direction: str | int = 0
     trace_observation_point: str | int = 0
     is_reply: bool | None = None
+    netwarden: CompactStats | None = None

@@ -87,6 +87,10 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("world_flows", "flows to (egress) or from (ingress) world addresses"),
     Feature("world_distinct_peers", "distinct world IP addresses (sketch)"),
     Feature("world_distinct_fqdns", "distinct DNS names of world peers (sketch)"),
+    Feature("bytes_sent", "bytes the subject sent on this side's connections (eBPF agent "
+            "flows; 0 from Hubble, which does not count bytes)"),
+    Feature("bytes_received", "bytes the subject received on this side's connections (eBPF "
+            "agent flows)"),
 )
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)
 
@@ -172,7 +176,7 @@ class SideStats:
         "flows", "new_conns", "syn_acks", "drops", "policy_drops",
         "tcp_resets", "icmp", "dns_queries", "dns_responses", "dns_nxdomain", "qname_len_sum",
         "qname_len_max", "qname_entropy_sum", "http_requests", "http_responses", "http_4xx",
-        "http_5xx", "world_flows", "drop_reasons", "port_hist", "peers", "dst_ports", "dns_names",
+        "http_5xx", "world_flows", "bytes_sent", "bytes_received", "drop_reasons", "port_hist", "peers", "dst_ports", "dns_names",
         "world_peers", "world_fqdns", "peers_seen", "new_peers", "names_seen", "new_names",
         "pending", "top_pairs",
         "sample_names",
@@ -197,6 +201,8 @@ class SideStats:
         self.http_4xx = 0
         self.http_5xx = 0
         self.world_flows = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
         self.drop_reasons: dict[str, int] = {}
         self.port_hist: dict[int, int] = {}
         # Sketches are created on first use (see sketch()): most sides of most windows never
@@ -228,6 +234,7 @@ class SideStats:
         "flows", "new_conns", "syn_acks", "drops", "policy_drops",
         "tcp_resets", "icmp", "dns_queries", "dns_responses", "dns_nxdomain", "qname_len_sum",
         "http_requests", "http_responses", "http_4xx", "http_5xx", "world_flows",
+        "bytes_sent", "bytes_received",
     )
     _SKETCHES = ("peers", "dst_ports", "dns_names", "world_peers", "world_fqdns")
 
@@ -321,7 +328,7 @@ class SideStats:
     def empty(self) -> bool:
         return not (self.flows or self.drops or self.dns_queries or self.dns_responses
                     or self.http_requests or self.http_responses or self.icmp or self.tcp_resets
-                    or self.syn_acks)
+                    or self.syn_acks or self.bytes_sent or self.bytes_received)
 
     def prune_peers_seen(self) -> None:
         """Keep the smallest hashes (bottom-k): the same set however the stream was split."""
@@ -366,6 +373,8 @@ class SideStats:
             "world_flows": float(self.world_flows),
             "world_distinct_peers": _count(self.world_peers),
             "world_distinct_fqdns": _count(self.world_fqdns),
+            "bytes_sent": float(self.bytes_sent),
+            "bytes_received": float(self.bytes_received),
         }
 
     def nbytes(self) -> int:

@@ -28,6 +28,7 @@ import msgspec
 
 __all__ = [
     "CiliumEventType",
+    "ConnectionStats",
     "DNS",
     "DROP_REASONS",
     "DROP_REASON_CODES",
@@ -163,6 +164,27 @@ class Layer7(msgspec.Struct, omit_defaults=True, gc=False, frozen=True):
     http: HTTP | None = None
 
 
+class ConnectionStats(msgspec.Struct, omit_defaults=True, gc=False, frozen=True):
+    """netwarden's own flow field ``netwarden`` (not Hubble's): what its eBPF agent measured.
+
+    Byte and packet counts are in the flow's orientation: ``*_sent`` from source to
+    destination. ``kernel_drop_reason`` is the running kernel's skb drop reason name.
+    """
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    packets_sent: int = 0
+    packets_received: int = 0
+    duration_ns: int = 0
+    retransmits: int = 0
+    kernel_drop_reason: str = ""
+    kernel_drop_location: str = ""
+    pid: int = 0
+    comm: str = ""
+    netns: int = 0
+    cgroup_id: int = 0
+
+
 class Flow(msgspec.Struct, omit_defaults=True, gc=False):
     """One Hubble flow event. ``time`` is the event time (UTC, microsecond precision)."""
 
@@ -189,6 +211,7 @@ class Flow(msgspec.Struct, omit_defaults=True, gc=False):
     trace_observation_point: str | int = 0
     is_reply: bool | None = None
     Summary: str = ""
+    netwarden: ConnectionStats | None = None  # netwarden's own field (eBPF agent)
 
 
 class LostEvent(msgspec.Struct, omit_defaults=True, gc=False):

@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 
 from netwarden.api.hubble import flow_pb2, observer_pb2
 from netwarden.ingest.compact import (CompactDNS, CompactEndpoint, CompactFlow, CompactHTTP,
-                                      CompactIP, CompactLayer7)
+                                      CompactIP, CompactLayer7, CompactStats)
 from netwarden.ingest.flow import ICMP, SCTP, TCP, UDP, CiliumEventType, Layer4, TCPFlags
 
 __all__ = ["DecodeError", "compact_flow", "enum_names", "flow_time_ns", "parse_response"]
@@ -136,7 +136,12 @@ def compact_flow(pb: Any) -> CompactFlow:
         _DIRECTION.get(direction, direction),
         _POINT.get(point, point),
         pb.is_reply.value if has("is_reply") else None,
+        _stats(pb.netwarden) if has("netwarden") else None,
     )
+
+
+def _stats(nw: Any) -> CompactStats:
+    return CompactStats(nw.bytes_sent, nw.bytes_received, nw.kernel_drop_reason)
 
 
 def parse_response(data: bytes) -> Any:

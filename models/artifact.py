@@ -36,7 +36,7 @@ from netwarden.models.training import ModelBundle, TrainConfig
 
 __all__ = ["ArtifactError", "FORMAT", "ModelVersion", "list_versions", "load_bundle", "save_bundle"]
 
-FORMAT: Final = "netwarden-models/2"  # 2: baselines hold first-use times
+FORMAT: Final = "netwarden-models/3"  # 2: baselines hold first-use times; 3: byte features
 #: The only types skops may rebuild beyond its defaults (numpy, builtins, sklearn estimators).
 TRUSTED_TYPES: Final = frozenset({"sklearn.tree._tree.Tree"})
 

@@ -59,7 +59,7 @@ class Clock:
 
 def version(name: str, created: datetime, *, current: bool = False) -> ModelVersion:
     return ModelVersion(version=name, created=created, current=current,
-                        format="netwarden-models/2", window_seconds=60.0, rows=1200, models=3,
+                        format="netwarden-models/3", window_seconds=60.0, rows=1200, models=3,
                         identities=("shop/cart",), training_start=T0 - timedelta(days=2),
                         training_end=T0 - timedelta(days=1), data_hash="ab" * 32,
                         libraries={"scikit-learn": "1.5.0"}, path=Path("/secret/models") / name)

@@ -30,6 +30,7 @@ def test_committed_stubs_match_the_proto_files(tmp_path: Path) -> None:
     written = generate(tmp_path)
     names = sorted(p.name for p in written)
     assert names == sorted(["flow_pb2.py", "flow_pb2.pyi", "relay_pb2.py", "relay_pb2.pyi",
+                            "netwarden_pb2.py", "netwarden_pb2.pyi",
                             "observer_pb2.py", "observer_pb2.pyi", "observer_pb2_grpc.py"])
     _, mismatch, errors = filecmp.cmpfiles(tmp_path, HERE, names, shallow=False)
     assert not mismatch and not errors, (

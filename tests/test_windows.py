@@ -288,3 +288,26 @@ def test_forget_keeps_an_anomalous_windows_peers_new() -> None:
     builder.add(decode(connection(CART, REDIS, seconds=1)))
     windows = builder.add(decode(connection(CART, REDIS, seconds=121))) + builder.flush()
     assert _one(windows, "checkout/cart", 120).client.features()["new_peers"] == 0.0
+
+
+def test_bytes_of_agent_flows_count_for_each_end_in_its_own_direction() -> None:
+    """eBPF agent flows carry byte counts in the flow's orientation (source -> destination);
+    the client's egress side and the server's ingress side each count them from their end."""
+    close = flow(CART, REDIS, seconds=1, dport=6379, flags=("FIN",))
+    close["flow"]["netwarden"] = {"bytes_sent": "100000", "bytes_received": "5000",
+                                  "duration_ns": "2500000"}
+    at_server = flow(CART, REDIS, seconds=1.001, dport=6379, flags=("FIN",), direction="INGRESS",
+                     point="TO_ENDPOINT")
+    at_server["flow"]["netwarden"] = {"bytes_sent": "100000", "bytes_received": "5000"}
+    # a reply-oriented flow (source = the server): its "sent" are the server's bytes
+    reply = flow(REDIS, CART, seconds=2, sport=6379, dport=40000, reply=True, flags=("ACK",))
+    reply["flow"]["netwarden"] = {"bytes_sent": "70", "bytes_received": "30"}
+    drop = flow(CART, REDIS, seconds=3, dport=6379, verdict="DROPPED", event_type=1)
+    drop["flow"]["netwarden"] = {"kernel_drop_reason": "NETFILTER_DROP"}
+    windows, _ = _build([close, at_server, reply, drop])
+    cart = _one(windows, "checkout/cart").features()
+    redis = _one(windows, "db/redis").features()
+    assert (cart["egress_bytes_sent"], cart["egress_bytes_received"]) == (100_030.0, 5_070.0)
+    assert (redis["ingress_bytes_sent"], redis["ingress_bytes_received"]) == (5_000.0, 100_000.0)
+    assert cart["ingress_bytes_sent"] == 0.0 and redis["egress_bytes_sent"] == 0.0
+    assert dict(_one(windows, "checkout/cart").client.drop_reasons) == {"NETFILTER_DROP": 1}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PACKAGE_PATH = Path("netwarden", "api", "hubble")
-PROTOS = ("flow.proto", "relay.proto", "observer.proto")
+PROTOS = ("netwarden.proto", "flow.proto", "relay.proto", "observer.proto")
 SERVICES = ("observer.proto",)  # files that declare a service get a _pb2_grpc module
 
 __all__ = ["PROTOS", "generate", "main"]
