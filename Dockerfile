@@ -4,6 +4,10 @@
 #   docker run --rm -p 8080:8080 -v netwarden-data:/data netwarden
 # With a configuration file: docker run ... -v ./netwarden.yaml:/etc/netwarden.yaml:ro \
 #   netwarden serve --config /etc/netwarden.yaml
+# The eBPF agent has its own image (it needs bcc from Debian and runs privileged):
+#   docker build --target agent -t netwarden-agent .
+#   docker run --rm --privileged --pid=host --cgroupns=host -v /sys:/sys -v /lib/modules:/lib/modules:ro \
+#     -v /usr/src:/usr/src:ro -p 4244:4244 netwarden-agent
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -16,6 +20,25 @@ COPY models ./models
 COPY remediation ./remediation
 COPY api ./api
 RUN python -m pip wheel --wheel-dir /wheels .
+
+# The agent: bcc's Python bindings from Debian (python3-bpfcc; the PyPI package named bcc is
+# unrelated), linked into this Python through a .pth file that names a folder holding only the
+# `bcc` package. Kernel headers should come from the host (/lib/modules, /usr/src mounted);
+# Debian's are the fallback that bpf/setup-host.sh links for a kernel without its own. Runs as
+# root: loading eBPF programs needs it.
+FROM python:3.11-slim-bookworm AS agent
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3-bpfcc linux-headers-amd64 iproute2 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /wheels /wheels
+RUN python -m pip install /wheels/*.whl && rm -rf /wheels \
+    && mkdir -p /opt/system-bcc && ln -s /usr/lib/python3/dist-packages/bcc /opt/system-bcc/bcc \
+    && echo /opt/system-bcc > "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/netwarden-system-bcc.pth"
+COPY bpf/setup-host.sh /usr/local/bin/netwarden-setup-host
+EXPOSE 4244
+ENTRYPOINT ["/bin/sh", "-c", "netwarden-setup-host >&2 || true; exec netwarden \"$@\"", "netwarden"]
+CMD ["agent", "--observer-listen", "0.0.0.0:4244"]
 
 FROM python:3.11-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

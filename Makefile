@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-fast bench bench-detection bench-service bench-remediation bench-hubble proto clean venv
+.PHONY: run test test-fast bench bench-detection bench-service bench-remediation bench-hubble bench-agent proto system-bcc clean venv
 
 run: $(VENV)/.installed  ## install and start the service on its embedded default (no cluster): live generated traffic, API on :8080
 	$(BIN)/netwarden serve
@@ -32,6 +32,9 @@ bench-remediation: $(VENV)/.installed  ## proposed policies vs hubble-audit2poli
 bench-hubble: $(VENV)/.installed  ## Hubble protobuf path: bytes -> windows and over gRPC, vs parsing alone
 	$(BIN)/python benchmarks/hubble.py
 
+bench-agent: $(VENV)/.installed  ## eBPF agent overhead: loopback connections/s with and without it (root)
+	$(BIN)/python benchmarks/agent_overhead.py
+
 proto: $(VENV)/.installed-test  ## regenerate the Hubble gRPC stubs in api/hubble from its .proto files
 	$(BIN)/python api/hubble/generate.py
 
@@ -55,7 +58,19 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
+	@$(MAKE) --no-print-directory system-bcc
 	@touch $@
+
+# The eBPF agent uses bcc's Python bindings from Debian (python3-bpfcc; the PyPI package named
+# bcc is unrelated): a .pth file puts a folder holding only a `bcc` link on the venv's path, so
+# no other system package leaks in. Without python3-bpfcc this does nothing (the agent then says
+# what to install).
+SYSTEM_BCC := /usr/lib/python3/dist-packages/bcc
+system-bcc:
+	@if [ -d $(SYSTEM_BCC) ]; then \
+	  mkdir -p $(VENV)/system-bcc && ln -sfn $(SYSTEM_BCC) $(VENV)/system-bcc/bcc && \
+	  echo "$(abspath $(VENV))/system-bcc" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/netwarden-system-bcc.pth"; \
+	fi
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[test]"

@@ -51,6 +51,40 @@ def _non_negative_float(text: str) -> float:
     return _number(text, allow_zero=True)
 
 
+def _add_serving_arguments(parser: argparse.ArgumentParser, *, max_flows_help: str) -> None:
+    """Options of a command that serves Hubble's Observer API: ring size, streams, TLS."""
+    parser.add_argument("--max-flows", type=int, default=4095, metavar="N", help=max_flows_help)
+    parser.add_argument("--max-streams", type=int, default=16, metavar="N",
+                        help="concurrent GetFlows calls served; more are refused "
+                             "(default: %(default)s)")
+    parser.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                        help="serve TLS with this PEM server certificate (needs --tls-key)")
+    parser.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                        help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", type=Path, default=None, metavar="FILE",
+                        help="require client certificates signed by this PEM CA (mutual TLS; "
+                             "needs --tls-cert and --tls-key)")
+
+
+def _serving_tls(args: argparse.Namespace) -> Any:
+    """The TLS files of :func:`_add_serving_arguments`, checked (None: plain text)."""
+    from netwarden.api.commands import UserError
+    from netwarden.api.observer import TLSFiles
+
+    if args.max_flows < 1:
+        raise UserError(f"--max-flows: must be at least 1, got {args.max_flows}")
+    if args.max_streams < 1:
+        raise UserError(f"--max-streams: must be at least 1, got {args.max_streams}")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UserError("--tls-cert and --tls-key go together: give both or neither")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise UserError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS "
+                        "with client certificates)")
+    if args.tls_cert is None:
+        return None
+    return TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
 def _add_flows_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flows", nargs="+", required=True, metavar="PATH",
                         help="flow files, read in the order given ('-' for stdin)")
@@ -187,23 +221,43 @@ def _build_parser() -> argparse.ArgumentParser:
     obs.add_argument("--follow", action="store_true",
                      help="after the end of FILE keep serving what is appended to it, like "
                           "tail -F (plain files only)")
-    obs.add_argument("--max-flows", type=int, default=4095, metavar="N",
-                     help="flows kept for GetFlows; older ones are overwritten (Hubble's "
-                          "event buffer capacity, default: %(default)s)")
-    obs.add_argument("--max-streams", type=int, default=16, metavar="N",
-                     help="concurrent GetFlows calls served; more are refused "
-                          "(default: %(default)s)")
+    _add_serving_arguments(obs, max_flows_help="flows kept for GetFlows; older ones are "
+                           "overwritten (Hubble's event buffer capacity, default: %(default)s)")
     obs.add_argument("--node-name", default=None, metavar="NAME",
                      help="node name for flows that carry none and for lost events "
                           "(default: this host's name)")
-    obs.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
-                     help="serve TLS with this PEM server certificate (needs --tls-key)")
-    obs.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
-                     help="PEM private key of --tls-cert")
-    obs.add_argument("--tls-client-ca", type=Path, default=None, metavar="FILE",
-                     help="require client certificates signed by this PEM CA (mutual TLS; "
-                          "needs --tls-cert and --tls-key)")
     obs.set_defaults(handler=_cmd_observer)
+
+    agent = sub.add_parser(
+        "agent", help="run the eBPF agent: connections, bytes and drops from the kernel",
+        description="Load netwarden's kernel probes (bcc; needs root, the kernel's BTF and "
+                    "kernel headers: see bpf/setup-host.sh) and report TCP connections (open, "
+                    "close, bytes, duration, resets, retransmits), UDP traffic and packet drops "
+                    "(with the kernel's drop reason) as Hubble flows: JSON lines (--out), "
+                    "Hubble's gRPC Observer API (--observer-listen), or both. Identities come "
+                    "from the Kubernetes API, an identity map file, or the network namespace. "
+                    "Runs until Ctrl-C or SIGTERM.")
+    agent.add_argument("--out", default=None, metavar="FILE",
+                       help="write flows as Hubble JSON lines to FILE ('-': stdout; the default "
+                            "unless --observer-listen is given)")
+    agent.add_argument("--observer-listen", default=None, metavar="ADDR",
+                       help="also serve the flows over Hubble's gRPC Observer API on HOST:PORT "
+                            "or unix:///path.sock (e.g. 127.0.0.1:4244)")
+    _add_serving_arguments(agent, max_flows_help="flows kept for GetFlows with "
+                           "--observer-listen (default: %(default)s)")
+    agent.add_argument("--identity-map", type=Path, default=None, metavar="FILE",
+                       help="YAML identity map: namespace, pod and labels by network namespace, "
+                            "cgroup or IP (hosts without Kubernetes, tests)")
+    agent.add_argument("--kubernetes", default="auto", metavar="MODE",
+                       help="pod identities from the Kubernetes API: auto (in-cluster when "
+                            "running in a pod), off, or a kubeconfig path (default: %(default)s)")
+    agent.add_argument("--node-name", default=None, metavar="NAME",
+                       help="node name on the flows (default: this host's name)")
+    agent.add_argument("--no-udp-receive-peers", action="store_true",
+                       help="do not trace recvfrom/recvmsg/recvmmsg: syscall tracepoints slow "
+                            "every syscall a little; without them an unconnected UDP "
+                            "receiver's peer is reported as 0.0.0.0:0")
+    agent.set_defaults(handler=_cmd_agent)
 
     tok = sub.add_parser(
         "token", help="create an API token",
@@ -336,21 +390,10 @@ def _cmd_observer(args: argparse.Namespace) -> int:
     import threading
 
     from netwarden.api.commands import UserError
-    from netwarden.api.observer import ObserverServerError, TLSFiles
+    from netwarden.api.observer import ObserverServerError
     from netwarden.api.observer_replay import serve_replay
 
-    if args.max_flows < 1:
-        raise UserError(f"--max-flows: must be at least 1, got {args.max_flows}")
-    if args.max_streams < 1:
-        raise UserError(f"--max-streams: must be at least 1, got {args.max_streams}")
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise UserError("--tls-cert and --tls-key go together: give both or neither")
-    if args.tls_client_ca is not None and args.tls_cert is None:
-        raise UserError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS "
-                        "with client certificates)")
-    tls = None
-    if args.tls_cert is not None:
-        tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
+    tls = _serving_tls(args)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -364,6 +407,12 @@ def _cmd_observer(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from netwarden.bpf.run import run_agent
+
+    return run_agent(args, tls=_serving_tls(args), console=_stderr)
 
 
 def _cmd_token(args: argparse.Namespace) -> int:

@@ -31,7 +31,8 @@ class SourceConfig(_Section):
     spec: str = Field("generator", description=(
         'where flows come from: "generator" (built-in traffic in real time), "hubble" (Hubble\'s '
         'gRPC API, see the hubble section; "hubble:HOST:PORT" or "hubble:/path/hubble.sock" '
-        'names the server), "-" (stdin), or a file path (followed like tail -F; "file:PATH" '
+        'names the server), "ebpf" (netwarden\'s own kernel probes, see the ebpf section; root), '
+        '"-" (stdin), or a file path (followed like tail -F; "file:PATH" '
         'also works)'))
     from_start: bool = Field(True, description="a followed file is read from its start "
                                                "(false: only lines appended after startup)")
@@ -63,6 +64,17 @@ class HubbleConfig(_Section):
     resume_overlap: float = Field(2.0, ge=0, le=3600, description=(
         "after a reconnect, ask again for flows this many seconds before the newest one seen "
         "(out-of-order arrivals); the ones already read are skipped"))
+
+
+class EbpfConfig(_Section):
+    node_name: str | None = Field(None, description=(
+        "node name put on the agent's flows (default: this host's name)"))
+    identity_map: Path | None = Field(None, description=(
+        "YAML identity map: namespaces, pods and labels by network namespace, cgroup or IP, "
+        "for hosts without Kubernetes (see netwarden.bpf.identitymap)"))
+    kubernetes: str = Field("auto", description=(
+        'pod identities from the Kubernetes API: "auto" (in-cluster when running in a pod), '
+        '"off", or the path of a kubeconfig file'))
 
 
 class GeneratorConfig(_Section):
@@ -153,6 +165,7 @@ class ServiceConfig(BaseSettings):
         "folder for the store, the models and generated history"))
     source: SourceConfig = Field(default_factory=SourceConfig)
     hubble: HubbleConfig = Field(default_factory=HubbleConfig)
+    ebpf: EbpfConfig = Field(default_factory=EbpfConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)

@@ -327,6 +327,10 @@ def _source(config: ServiceConfig, registry: CollectorRegistry,
             if spec == "hubble":
                 options["server"] = h.server
             return open_source(spec, registry=registry, log=log, **options)
+        if spec == "ebpf":
+            e = config.ebpf
+            return open_source(spec, node_name=e.node_name, identity_map=e.identity_map,
+                               kubernetes=e.kubernetes, log=log)
         if spec == "generator":
             g = config.generator
             return open_source(spec, seed=g.seed, rate=g.rate, speed=g.speed,

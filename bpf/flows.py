@@ -75,10 +75,35 @@ def _endpoint(info: EndpointLike) -> dict[str, Any]:
     return out
 
 
-def _rfc3339(time_ns: int) -> str:
-    seconds, nanos = divmod(time_ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
+class _Clock:
+    """RFC 3339 text of event times; each second's part is formatted once (events of a few
+    neighbouring seconds interleave, so a handful are kept)."""
+
+    def __init__(self) -> None:
+        self._stamps: dict[int, str] = {}
+
+    def rfc3339(self, time_ns: int) -> str:
+        seconds, nanos = divmod(time_ns, 1_000_000_000)
+        stamp = self._stamps.get(seconds)
+        if stamp is None:
+            if len(self._stamps) > 8:
+                self._stamps.clear()
+            stamp = self._stamps[seconds] = datetime.fromtimestamp(
+                seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{stamp}.{nanos:09d}Z"
+
+
+class _Uuids:
+    """Flow uuids in the UUID text form: a random version-4 prefix per agent run and a
+    counter, so they are unique without asking the OS for randomness per flow."""
+
+    def __init__(self) -> None:
+        self._prefix = str(uuid.uuid4())[:24]  # 8-4-4-4- (version and variant included)
+        self._next = 0
+
+    def new(self) -> str:
+        self._next += 1
+        return f"{self._prefix}{self._next & 0xFFFFFFFFFFFF:012x}"
 
 
 class FlowMapper:
@@ -87,9 +112,37 @@ class FlowMapper:
     def __init__(self, resolver: EndpointResolver, node_name: str) -> None:
         self.resolver = resolver
         self.node_name = node_name
+        self._clock = _Clock()
+        self._uuids = _Uuids()
+        # endpoint dicts by (netns, cgroup, pid) / peer address, re-resolved every second so
+        # a pod that appears or changes is picked up; the resolver has its own caches, this
+        # one spares the per-flow lookups and dict building on the hot path
+        self._memo: dict[Any, dict[str, Any]] = {}
+        self._memo_second = -1
+
+    def _local(self, event: Any) -> dict[str, Any]:
+        key = (event.netns, event.cgroup_id, event.pid if not event.cgroup_id else 0)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = _endpoint(
+                self.resolver.local(event.netns, event.cgroup_id, event.pid))
+        return found
+
+    def _remote(self, ip: str) -> dict[str, Any]:
+        found = self._memo.get(ip)
+        if found is None:
+            found = self._memo[ip] = _endpoint(self.resolver.remote(ip))
+        return found
+
+    def _expire(self, time_ns: int) -> None:
+        second = time_ns // 1_000_000_000
+        if second != self._memo_second or len(self._memo) > 65_536:
+            self._memo_second = second
+            self._memo.clear()
 
     def flows(self, event: KernelEvent) -> list[dict[str, Any]]:
         """The flows one event stands for (in time order)."""
+        self._expire(event.time_ns)
         if isinstance(event, ConnectionOpened):
             return self._opened(event)
         if isinstance(event, ConnectionClosed):
@@ -104,17 +157,17 @@ class FlowMapper:
 
     # -- building blocks -------------------------------------------------------------------------
     def _envelope(self, time_ns: int, body: dict[str, Any]) -> dict[str, Any]:
-        when = _rfc3339(time_ns)
+        when = self._clock.rfc3339(time_ns)
         body["time"] = when
-        body["uuid"] = str(uuid.uuid4())
+        body["uuid"] = self._uuids.new()
         body["emitter"] = _EMITTER
         body["node_name"] = self.node_name
         return {"flow": body, "node_name": self.node_name, "time": when}
 
     def _oriented(self, event: Any, conn: Conn, local_is_client: bool) -> dict[str, Any]:
         """Source = initiator, destination = responder; direction from the reporting end."""
-        local = _endpoint(self.resolver.local(event.netns, event.cgroup_id, event.pid))
-        remote = _endpoint(self.resolver.remote(conn.remote_addr))
+        local = self._local(event)
+        remote = self._remote(conn.remote_addr)
         if local_is_client:
             src, dst = (conn.local_addr, conn.local_port, local), (conn.remote_addr,
                                                                    conn.remote_port, remote)
@@ -212,8 +265,8 @@ class FlowMapper:
                           "ipVersion": "IPv4" if conn.family == 4 else "IPv6"}
             body["l4"] = {conn.protocol: {"source_port": conn.local_port,
                                           "destination_port": conn.remote_port}}
-            body["source"] = _endpoint(self.resolver.remote(conn.local_addr))
-            body["destination"] = _endpoint(self.resolver.remote(conn.remote_addr))
+            body["source"] = self._remote(conn.local_addr)
+            body["destination"] = self._remote(conn.remote_addr)
         stats: dict[str, Any] = {"kernel_drop_reason": e.reason}
         if e.location:
             stats["kernel_drop_location"] = e.location

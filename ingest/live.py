@@ -11,8 +11,8 @@ arrive, until ``stop`` is set or the input ends. Here:
 
 Every source decodes through :meth:`FlowReader.decode_lines`, so its flows are exactly what
 reading the same lines from a file gives, and a bad line is counted in ``stats`` by reason with
-its ``name:line``, never raised. The Hubble gRPC source (:mod:`netwarden.ingest.hubble`)
-implements the same protocol; an eBPF source will too.
+its ``name:line``, never raised. The Hubble gRPC source (:mod:`netwarden.ingest.hubble`) and
+the eBPF source (:mod:`netwarden.bpf.source`) implement the same protocol.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _utcnow() -> datetime:
 class SourceStatus:
     """A live source as the service sees it now."""
 
-    kind: str  # "file", "stdin", "generator", "hubble"; later "ebpf"
+    kind: str  # "file", "stdin", "generator", "hubble", "ebpf"
     name: str  # what it reads, e.g. the file path
     up: bool  # connected / readable and not failed
     error: str | None = None  # why it is down, in words
@@ -445,7 +445,8 @@ class GeneratorSource(_Source):
 
 # -- the factory --------------------------------------------------------------------------------
 _SPECS = ("'generator', 'hubble' (the node's Hubble socket), 'hubble:ADDR' (a socket path or "
-          "Relay's host:port), '-' (stdin), 'file:PATH' or a PATH")
+          "Relay's host:port), 'ebpf' (netwarden's own probes), '-' (stdin), 'file:PATH' or a "
+          "PATH")
 
 
 def open_source(spec: str, **options: Any) -> LiveSource:
@@ -475,8 +476,10 @@ def open_source(spec: str, **options: Any) -> LiveSource:
                              "hubble:/path/to/hubble.sock (plain 'hubble' is the node's socket)")
         server = {"server": rest} if rest else {}
         return _build(HubbleSource, spec, {**options, **server})
-    if scheme == "ebpf":
-        raise ValueError(f"source {spec!r}: the 'ebpf' source is not available yet; use {_SPECS}")
+    if spec == "ebpf":
+        from netwarden.bpf.source import EbpfSource
+
+        return _build(EbpfSource, spec, options)
     if sep and len(scheme) > 1 and scheme.replace("+", "").replace("-", "").isalnum() \
             and "/" not in scheme:
         raise ValueError(f"unknown source {spec!r}: use {_SPECS} (write file:PATH for a file "

@@ -20,20 +20,37 @@ client talks to it unchanged:
   unknown fields are refused (``fieldValidation=Strict`` behaviour, whatever was asked).
 * Optional bearer-token RBAC: 401 for an unknown token, 403 for a verb the token lacks.
 
-Not modelled: watch, discovery, other resources, admission webhooks, pruning of unknown fields
-and ``Warning`` headers, finalizers and graceful deletion, ``x-kubernetes-map-type: atomic``
-maps (walked like any map), CEL rules other than the one ``validate_policy`` checks, and
-JSON/strategic-merge patch.
+* core/v1 ``pods`` (for the bpf agent's pod watch): GET, LIST (all namespaces or one;
+  equality ``labelSelector``; ``fieldSelector`` on ``spec.nodeName``, ``metadata.name``,
+  ``metadata.namespace``, ``status.phase``; ``limit``/``continue`` paging), WATCH (chunked
+  JSON event stream from a ``resourceVersion``, ``timeoutSeconds``, ``BOOKMARK`` events when
+  ``bookmark_interval`` is set, objects entering/leaving a field selector as ADDED/DELETED,
+  ``410 Expired`` ERROR events for versions older than the last :meth:`K8sStandIn.compact`),
+  POST (status reset to Pending, as the API server does), PATCH of the pod and of its
+  ``/status`` (merge patch; a strategic merge patch is applied as a merge patch, so lists are
+  replaced), DELETE (immediate, as with ``gracePeriodSeconds=0``). Test helpers play the
+  kubelet, etcd and the network: :meth:`K8sStandIn.put_pod`, :meth:`K8sStandIn.compact`,
+  :meth:`K8sStandIn.drop_watches`.
+
+Not modelled: watch of anything but pods, discovery, other resources, admission webhooks,
+pruning of unknown fields and ``Warning`` headers, finalizers and graceful deletion,
+``x-kubernetes-map-type: atomic`` maps (walked like any map), CEL rules other than the one
+``validate_policy`` checks, JSON patch, and strategic-merge patch (but on pods, as said).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import json
+import random
 import re
+import socket
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,13 +69,14 @@ RESOURCES: Mapping[str, tuple[str, bool]] = {
     "ciliumnetworkpolicies": ("CiliumNetworkPolicy", True),
     "ciliumclusterwidenetworkpolicies": ("CiliumClusterwideNetworkPolicy", False),
 }
-_ALL_VERBS = frozenset({"get", "list", "create", "update", "patch", "delete"})
+_ALL_VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete"})
 _SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
                     "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")  # fmt: skip
 _COLLECTION = re.compile(
     rf"^/apis/{GROUP}/{VERSION}(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?$"
 )
 _CONFIGMAP = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/configmaps/(?P<name>[^/]+)$")
+_PODS = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/pods(?:/(?P<name>[^/]+)(?P<status>/status)?)?$")
 
 Path = tuple[str, ...]
 
@@ -209,11 +227,14 @@ def _apply_merge(target: dict[str, Any], applied: Mapping[str, Any]) -> dict[str
 
 
 class _Store:
-    """Objects, ownership and the resourceVersion counter; every method holds the lock."""
+    """Objects, ownership and the resourceVersion counter; every method holds the lock.
+
+    The lock is reentrant, so a test can hold it around several helper calls to make them one
+    atomic change (nothing is served, no watcher sees anything, in between)."""
 
     def __init__(self, *, schema_version: str) -> None:
         self.schema_version = schema_version
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.objects: dict[tuple[str, str | None, str], _Stored] = {}
         self.configmaps: dict[tuple[str, str], dict[str, str]] = {}
         self.revision = 0
@@ -506,6 +527,231 @@ def _field_conflict(conflicts: dict[str, list[Path]]) -> ApiError:
                     {"causes": causes})  # fmt: skip
 
 
+# --------------------------------------------------------------------------- pods
+
+#: field selector keys the stand-in serves for pods (the API server has a few more)
+_POD_FIELDS: Mapping[str, Callable[[dict[str, Any]], str]] = {
+    "spec.nodeName": lambda p: (p.get("spec") or {}).get("nodeName") or "",
+    "metadata.name": lambda p: p["metadata"]["name"],
+    "metadata.namespace": lambda p: p["metadata"]["namespace"],
+    "status.phase": lambda p: (p.get("status") or {}).get("phase") or "",
+}
+_POD_SERVER_METADATA = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
+                        "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink")  # fmt: skip
+_NAME_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"
+
+
+@dataclass(frozen=True)
+class _PodFilter:
+    """Which pods a list or watch wants: namespace, field and label selectors."""
+
+    ns: str | None
+    fields: tuple[tuple[str, str, bool], ...]  # (field, value, equal)
+    labels: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, ns: str | None, params: Mapping[str, str]) -> _PodFilter:
+        fields = []
+        for term in filter(None, params.get("fieldSelector", "").split(",")):
+            m = re.match(r"^([^!=]+)(==|!=|=)(.*)$", term)
+            if not m:
+                raise ApiError(400, "BadRequest", f'invalid field selector: "{term}"')
+            if m[1] not in _POD_FIELDS:
+                raise ApiError(400, "BadRequest", f'field label not supported: "{m[1]}"')
+            fields.append((m[1], m[3], m[2] != "!="))
+        labels = []
+        for term in filter(None, params.get("labelSelector", "").split(",")):
+            key, sep, value = term.partition("=")
+            if not sep:
+                raise ApiError(400, "BadRequest", f'the stand-in takes equality label selectors only: "{term}"')
+            labels.append((key, value.removeprefix("=")))
+        return cls(ns, tuple(fields), tuple(labels))
+
+    def __call__(self, pod: Mapping[str, Any] | None) -> bool:
+        if pod is None or (self.ns is not None and pod["metadata"]["namespace"] != self.ns):
+            return False
+        have = pod["metadata"].get("labels") or {}
+        return all((_POD_FIELDS[f](pod) == v) == eq for f, v, eq in self.fields) and all(
+            have.get(k) == v for k, v in self.labels
+        )
+
+
+@dataclass(frozen=True)
+class _PodEvent:
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    old: dict[str, Any] | None
+    new: dict[str, Any]  # for DELETED: the last state, with the deletion's resourceVersion
+
+
+class _Pods:
+    """Pods and their change log. Every method runs with the store lock held."""
+
+    def __init__(self, store: _Store, history: int = 10_000) -> None:
+        self.store = store
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.log: deque[_PodEvent] = deque()
+        self.history = history
+        #: watches from a resourceVersion older than this get 410 Expired
+        self.compacted = 0
+        self.changed = threading.Condition(store.lock)
+        self.epoch = 0  # drop_watches() bumps it; watches of an older epoch are cut
+        self.closed = False
+
+    def record(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        self.store.revision += 1
+        new["metadata"]["resourceVersion"] = str(self.store.revision)
+        self.log.append(_PodEvent(self.store.revision, kind, copy.deepcopy(old), copy.deepcopy(new)))
+        while len(self.log) > self.history:
+            self.compacted = self.log.popleft().rv
+        self.changed.notify_all()
+
+    def list(self, flt: _PodFilter, limit: int, token: str | None) -> dict[str, Any]:
+        """A page of matching pods. Later pages show the current state (no real snapshot)."""
+        snapshot, start = self.store.revision, 0
+        if token:
+            try:
+                snapshot, start = json.loads(base64.urlsafe_b64decode(token))
+            except (ValueError, TypeError) as exc:
+                raise ApiError(400, "BadRequest", f"invalid continue token: {exc}") from None
+            if snapshot < self.compacted:
+                raise ApiError(410, "Expired", "The provided continue parameter is too old to display a "
+                               "consistent list result. You can start a new list without the continue "
+                               "parameter.")  # fmt: skip
+        items = [copy.deepcopy(p) for _, p in sorted(self.objects.items()) if flt(p)]
+        end = start + limit if limit else len(items)
+        meta: dict[str, Any] = {"resourceVersion": str(snapshot)}
+        if end < len(items):
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps([snapshot, end]).encode()).decode()
+        return {"apiVersion": "v1", "kind": "PodList", "metadata": meta, "items": items[start:end]}
+
+    def get(self, ns: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._require(ns, name))
+
+    def create(self, ns: str, body: Any) -> dict[str, Any]:
+        pod = self._check(ns, body, name=None)
+        meta = pod["metadata"]
+        if not meta.get("name"):
+            if not meta.get("generateName"):
+                raise ApiError(422, "Invalid", 'Pod "" is invalid: metadata.name: Required value: name or '
+                               "generateName is required",
+                               {"name": "", "kind": "Pod", "causes": [
+                                   {"reason": "FieldValueRequired", "field": "metadata.name",
+                                    "message": "Required value: name or generateName is required"}]})  # fmt: skip
+            meta["name"] = meta["generateName"] + "".join(random.choices(_NAME_SUFFIX, k=5))
+        if (ns, meta["name"]) in self.objects:
+            raise ApiError(409, "AlreadyExists", f'pods "{meta["name"]}" already exists',
+                           {"name": meta["name"], "kind": "pods"})  # fmt: skip
+        if not (pod.get("spec") or {}).get("containers"):
+            raise ApiError(422, "Invalid", f'Pod "{meta["name"]}" is invalid: spec.containers: Required value',
+                           {"name": meta["name"], "kind": "Pod", "causes": [
+                               {"reason": "FieldValueRequired", "field": "spec.containers",
+                                "message": "Required value"}]})  # fmt: skip
+        for key in _POD_SERVER_METADATA:
+            meta.pop(key, None)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
+        pod["spec"].setdefault("serviceAccountName", "default")
+        pod["status"] = {"phase": "Pending", "qosClass": "BestEffort"}  # the kubelet reports the rest
+        self.objects[(ns, meta["name"])] = pod
+        self.record("ADDED", None, pod)
+        return copy.deepcopy(pod)
+
+    def patch(self, ns: str, name: str, patch: Any, *, status: bool) -> dict[str, Any]:
+        current = self._require(ns, name)
+        if not isinstance(patch, dict):
+            raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+        rv = (patch.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != current["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods "{name}": the object '
+                           "has been modified; please apply your changes to the latest version and try "
+                           "again", {"name": name, "kind": "pods"})  # fmt: skip
+        merged = _merge_patch(current, patch)
+        new = copy.deepcopy(current)
+        if status:  # the status subresource changes status only
+            new["status"] = merged.get("status") or {}
+        else:
+            if merged.get("spec") != current.get("spec"):
+                raise ApiError(422, "Invalid", f'Pod "{name}" is invalid: spec: Forbidden: pod updates '
+                               "may not change fields other than those the stand-in does not model",
+                               {"name": name, "kind": "Pod"})  # fmt: skip
+            for key in ("labels", "annotations"):
+                if (value := merged["metadata"].get(key)) is not None:
+                    new["metadata"][key] = value
+                else:
+                    new["metadata"].pop(key, None)
+        self.objects[(ns, name)] = new
+        self.record("MODIFIED", current, new)
+        return copy.deepcopy(new)
+
+    def delete(self, ns: str, name: str, body: Any) -> dict[str, Any]:
+        current = self._require(ns, name)
+        pre = (body or {}).get("preconditions") or {}
+        meta = current["metadata"]
+        if pre.get("uid") and pre["uid"] != meta["uid"]:
+            raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {pre['uid']}, "
+                           f"UID in object meta: {meta['uid']}")  # fmt: skip
+        del self.objects[(ns, name)]
+        gone = copy.deepcopy(current)
+        self.record("DELETED", current, gone)
+        return copy.deepcopy(gone)
+
+    def put(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """Store a pod as given (status, uid and all), as the kubelet and scheduler would make it."""
+        pod = copy.deepcopy(pod)
+        pod.setdefault("apiVersion", "v1")
+        pod.setdefault("kind", "Pod")
+        meta = pod["metadata"]
+        meta.setdefault("namespace", "default")
+        key = (meta["namespace"], meta["name"])
+        current = self.objects.get(key)
+        meta.setdefault("uid", current["metadata"]["uid"] if current else str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", current["metadata"]["creationTimestamp"] if current else _now())
+        self.objects[key] = pod
+        self.record("MODIFIED" if current else "ADDED", current, pod)
+        return copy.deepcopy(pod)
+
+    def _require(self, ns: str, name: str) -> dict[str, Any]:
+        pod = self.objects.get((ns, name))
+        if pod is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+        return pod
+
+    @staticmethod
+    def _check(ns: str, body: Any, *, name: str | None) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+            raise ApiError(400, "BadRequest", "the body must be an object with metadata")
+        body = copy.deepcopy(body)
+        if body.setdefault("apiVersion", "v1") != "v1" or body.setdefault("kind", "Pod") != "Pod":
+            raise ApiError(400, "BadRequest", f"the API version in the data ({body['apiVersion']}) and "
+                           f"kind ({body['kind']}) do not match v1 Pod")  # fmt: skip
+        meta = body["metadata"]
+        if meta.get("namespace", ns) != ns:
+            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the "
+                           "namespace sent on the request")  # fmt: skip
+        meta["namespace"] = ns
+        body.setdefault("spec", {})
+        return body
+
+
+def _watch_event(flt: _PodFilter, event: _PodEvent) -> dict[str, Any] | None:
+    """An event as a watcher with this filter sees it: entering the selection is ADDED, leaving
+    it DELETED, as the API server's watch cache does."""
+    was, now = flt(event.old), flt(event.new)
+    if event.type == "DELETED":
+        kind = "DELETED" if was else None
+    elif was and now:
+        kind = "MODIFIED"
+    else:
+        kind = "ADDED" if now else "DELETED" if was else None
+    return None if kind is None else {"type": kind, "object": event.new}
+
+
+def _expired(rv: int, oldest: int) -> dict[str, Any]:
+    return {"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": f"too old resource version: {rv} ({oldest})", "reason": "Expired", "code": 410}}  # fmt: skip
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -541,6 +787,9 @@ class K8sStandIn:
         #: called with each request before it is served (under the store lock): lets a test
         #: play a concurrent writer, e.g. modify the object between a client's read and write
         self.before: Callable[[Request], None] | None = None
+        self.pods = _Pods(self.store)
+        #: idle time after which a pod watch that asked for bookmarks gets one (None: never)
+        self.bookmark_interval: float | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -553,6 +802,9 @@ class K8sStandIn:
         return self
 
     def stop(self) -> None:
+        with self.store.lock:
+            self.pods.closed = True
+            self.pods.changed.notify_all()
         self._server.shutdown()
         self._server.server_close()
 
@@ -573,6 +825,34 @@ class K8sStandIn:
         with self.store.lock:
             stored = self.store.objects.get((plural, namespace, name))
             return None if stored is None else self.store._render(stored)
+
+    def put_pod(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a pod exactly as given (uid, nodeName and status included), as the
+        scheduler and kubelet would leave it; watchers see ADDED or MODIFIED."""
+        with self.store.lock:
+            return self.pods.put(pod)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        with self.store.lock:
+            self.pods.delete(namespace, name, None)
+
+    def compact(self) -> int:
+        """Forget the change history up to now, as etcd compaction does: a watch from an older
+        resourceVersion gets 410 Expired. Returns the current resourceVersion."""
+        with self.store.lock:
+            self.pods.log.clear()
+            self.pods.compacted = self.store.revision
+            return self.store.revision
+
+    def drop_watches(self) -> None:
+        """Cut every open watch connection mid-stream (no terminating chunk), as a network
+        failure or an API server restart would."""
+        with self.store.lock:
+            self.pods.epoch += 1
+            self.pods.changed.notify_all()
+
+    def watch_requests(self) -> list[Request]:
+        return [r for r in self.requests if r.query.get("watch") in ("true", "1")]
 
     def writes(self) -> list[Request]:
         return [r for r in self.requests if r.method != "GET"]
@@ -642,6 +922,8 @@ class K8sStandIn:
                                {"name": m["name"], "kind": "configmaps"})  # fmt: skip
             return 200, {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
                          "metadata": {"name": m["name"], "namespace": m["ns"]}}  # fmt: skip
+        if m := _PODS.match(path):
+            return self._route_pods(method, m, raw_query, headers, content_type, body)
         m = _COLLECTION.match(path)
         if not m or m["plural"] not in RESOURCES:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -681,6 +963,121 @@ class K8sStandIn:
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
 
 
+    def _route_pods(self, method: str, m: re.Match[str], raw_query: str, headers: Mapping[str, str],
+                    content_type: str, body: Any) -> tuple[int, Any]:  # fmt: skip
+        ns, name, status = m["ns"], m["name"], bool(m["status"])
+        params = {k: v[-1] for k, v in parse_qs(raw_query).items()}
+        if name is None:
+            if method == "GET":
+                self._authorize(headers, "list", "pods.", None, ns)
+                limit = int(params.get("limit") or 0)
+                return 200, self.pods.list(_PodFilter.parse(ns, params), limit, params.get("continue"))
+            if method == "POST" and ns is not None:
+                self._authorize(headers, "create", "pods.", None, ns)
+                return 201, self.pods.create(ns, body)
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on a collection")
+        if ns is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if method == "GET":
+            self._authorize(headers, "get", "pods.", name, ns)
+            return 200, self.pods.get(ns, name)
+        if method == "PATCH":
+            self._authorize(headers, "patch", "pods.", name, ns)
+            if content_type not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                raise ApiError(415, "UnsupportedMediaType",
+                               f"the stand-in does not model {content_type} for pods")  # fmt: skip
+            return 200, self.pods.patch(ns, name, body, status=status)
+        if method == "DELETE" and not status:
+            self._authorize(headers, "delete", "pods.", name, ns)
+            return 200, self.pods.delete(ns, name, body)
+        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+
+    # ----------------------------------------------------------------- pod watch (streaming)
+
+    def is_watch(self, method: str, url: str) -> bool:
+        split = urlsplit(url)
+        params = parse_qs(split.query)
+        return (method == "GET" and params.get("watch", [""])[-1] in ("true", "1")
+                and bool(m := _PODS.match(split.path)) and m["name"] is None)  # fmt: skip
+
+    def serve_watch(self, handler: BaseHTTPRequestHandler, url: str) -> None:
+        """Stream pod watch events as the API server does: one JSON object per chunk."""
+        split = urlsplit(url)
+        params = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        self.requests.append(Request("GET", split.path, params, "", None))
+        ns = _PODS.match(split.path)["ns"]  # type: ignore[index]
+        pods = self.pods
+        try:
+            with self.store.lock:
+                self._authorize(handler.headers, "watch", "pods.", None, ns)
+                flt = _PodFilter.parse(ns, params)
+                raw_rv = params.get("resourceVersion", "")
+                try:
+                    last = int(raw_rv) if raw_rv not in ("", "0") else self.store.revision
+                except ValueError:
+                    raise ApiError(400, "BadRequest", f'invalid resource version: "{raw_rv}"') from None
+                pending: list[dict[str, Any]] = []
+                if raw_rv in ("", "0"):  # "get state and start at most recent": synthetic ADDEDs
+                    pending = [{"type": "ADDED", "object": copy.deepcopy(p)}
+                               for _, p in sorted(pods.objects.items()) if flt(p)]  # fmt: skip
+                epoch = pods.epoch
+        except ApiError as exc:
+            _send_json(handler, exc.status["code"], exc.status)
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        now = time.monotonic()
+        deadline = now + float(params.get("timeoutSeconds") or 1800)
+        bookmarks = params.get("allowWatchBookmarks") in ("true", "1") and self.bookmark_interval
+        try:
+            while True:
+                if pending:
+                    for event in pending:
+                        data = json.dumps(event).encode() + b"\n"
+                        handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    if pending[-1]["type"] == "ERROR":
+                        break
+                    pending = []
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                bookmark_at = now + self.bookmark_interval if bookmarks else deadline
+                with pods.changed:
+                    while (not pods.closed and pods.epoch == epoch and last >= pods.compacted
+                           and not (pods.log and pods.log[-1].rv > last)
+                           and (now := time.monotonic()) < min(deadline, bookmark_at)):  # fmt: skip
+                        pods.changed.wait(min(deadline, bookmark_at) - now)
+                    if pods.closed or pods.epoch != epoch:
+                        handler.close_connection = True
+                        handler.connection.shutdown(socket.SHUT_RDWR)  # cut: no terminating chunk
+                        return
+                    if last < pods.compacted:
+                        pending = [_expired(last, pods.compacted)]
+                        continue
+                    new = [e for e in pods.log if e.rv > last]
+                    if new:
+                        last = new[-1].rv
+                    pending = [ev for e in new if (ev := _watch_event(flt, e)) is not None]
+                    if not new and bookmarks and time.monotonic() >= bookmark_at:
+                        pending = [{"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1",
+                                    "metadata": {"resourceVersion": str(self.store.revision)}}}]  # fmt: skip
+                        last = self.store.revision
+            handler.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            handler.close_connection = True
+
+
+def _send_json(handler: BaseHTTPRequestHandler, code: int, payload: Any) -> None:
+    data = json.dumps(payload).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def _handler_for(standin: K8sStandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -689,13 +1086,11 @@ def _handler_for(standin: K8sStandIn) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if standin.is_watch(self.command, self.path):
+                standin.serve_watch(self, self.path)
+                return
             code, payload = standin.handle(self.command, self.path, self.headers, raw)
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            _send_json(self, code, payload)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

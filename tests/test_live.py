@@ -606,7 +606,7 @@ def test_open_source_builds_each_kind(tmp_path: Path) -> None:
     [("hubble:", "needs an address"),
      ("hubble:localhost", "expected host:port"),
      ("hubble:https://relay:4245", "without https://"),
-     ("ebpf", "'ebpf' source is not available yet"),
+     ("ebpf:x", "unknown source 'ebpf:x'"),
      ("kafka:flows", "unknown source 'kafka:flows'.*'hubble:ADDR'"),
      ("", "empty source"),
      ("file:", "needs a path")],

@@ -1,0 +1,469 @@
+"""Load the kernel probes (``probes.c``) with bcc and turn their records into ``events``.
+
+Which kernel hooks, and why (this kernel has no kprobes and function tracing is locked, so
+no kprobe/fentry: everything is a tracepoint, which is also the stable choice elsewhere):
+
+* TCP lifecycle: ``sock:inet_sock_set_state``. SYN_SENT marks a client (in ``connect()``, so
+  the process is known), SYN_RECV a passive child (a server; its process is learned at its
+  first send/recv). ESTABLISHED emits :class:`ConnectionOpened`, CLOSE emits
+  :class:`ConnectionClosed` and frees the entry (an LRU map bounds the rest).
+* TCP bytes: ``sock:sock_send_length`` / ``sock:sock_recv_length`` keyed by ``sk`` (positive
+  ``ret``, never with ``MSG_PEEK``: what the application wrote and read). Kernels without them
+  (< 6.3): ``tcp_sock.bytes_acked`` / ``bytes_received`` read at close at BTF offsets.
+* Retransmits and resets: ``tcp:tcp_retransmit_skb``, ``tcp:tcp_send_reset`` (whose socket
+  may be NULL: a reset answering a packet that matched no socket; then the packet gives the
+  namespace) and ``tcp:tcp_receive_reset``.
+* UDP sent: the raw tracepoint ``net_dev_queue`` (argument checked against BTF's
+  ``btf_trace_net_dev_queue``): the IP/UDP headers of each datagram leaving a local UDP socket
+  give the exact 5-tuple, including the source address routing picked for an unbound,
+  unconnected socket, which nothing at the socket layer knows. A datagram passing stacked
+  devices (vlan, bond, bridge: the same skb queued again on a lower device) is counted once,
+  a tunnel's outer packet not at all (its source port is not the socket's). TCP packets cost
+  two loads and a compare.
+* UDP received: ``sock:sock_recv_length`` (process context, exact bytes, never peeks). The
+  packet is gone by then (UDP copies linear skbs without ``skb:skb_copy_datagram_iovec``, and
+  frees them deferred, without ``consume_skb``: measured on 6.18), so the sender is the
+  socket's peer if it is connected, else the address the kernel hands back to
+  ``recvfrom``/``recvmsg``/``recvmmsg`` (read at ``syscalls:sys_exit_*``). A ``recv()`` without
+  an address buffer on an unconnected socket has no knowable sender: it is counted against
+  peer ``0.0.0.0:0`` / ``[::]:0``.
+* UDP aggregation: a hash map keyed by (netns, socket, peer) accumulates bytes and datagrams
+  each way (the local address kept from packets, else the socket's). Two maps alternate: user
+  space drains the one that has been idle for a whole interval, then makes it the active one,
+  so no update can race the drain.
+* Drops: ``skb:kfree_skb``: reason code named from the running kernel's format file, the
+  dropping function from ``location``, the 5-tuple from the packet headers when the network
+  header is set, the namespace from the device (else the socket).
+
+Records go through a BPF ring buffer (Linux >= 5.8; a failed write is counted in a BPF array)
+or, on older kernels, a perf buffer (its lost callback counts). Timestamps are
+``CLOCK_MONOTONIC`` in the kernel, converted to Unix epoch ns here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from .dropreasons import CONSUMED_NAMES, TracepointFormat, reason_name
+from .events import (Conn, ConnectionClosed, ConnectionOpened, KernelEvent, PacketDropped,
+                     ProbeStats, TcpReset, UdpTraffic)
+from .preflight import AgentUnavailable, Environment, check
+
+__all__ = ["DEFAULT_IGNORED_DROPS", "KernelProbes", "tracepoint_struct"]
+
+PROBES_C = Path(__file__).with_name("probes.c")
+
+#: Drop reasons not reported unless asked for. QUEUE_PURGE: on every actively closed
+#: connection the peer's FIN, still queued when the socket is destroyed, is freed with it
+#: (one per connection on 6.18, measured): teardown, not a network drop.
+DEFAULT_IGNORED_DROPS = ("QUEUE_PURGE",)
+
+_EVENT = struct.Struct("<6Q4I2H8B16s16s16s4x")
+_UDP_KEY = struct.Struct("<QIHHB7x16s")
+_UDP_VAL = struct.Struct("<4Q2I16sB7x")
+_OWNER = struct.Struct("<QI4x16s")
+_EV_OPEN, _EV_CLOSE, _EV_RESET, _EV_DROP = 1, 2, 3, 4
+_ROLES = {1: "client", 2: "server"}
+_STAT_OUTPUT_FAILED, _STAT_UDP_FULL, _STAT_RX_STASH_FULL, _STAT_TCP_NEW = 0, 1, 2, 3
+_DROP_REASON_SLOTS = 1024
+_V4MAPPED = b"\0" * 10 + b"\xff\xff"
+
+#: tracepoint -> (C function, fields the C program reads; optional ones may be absent)
+_TRACEPOINTS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("sock", "inet_sock_set_state"): ("on_inet_sock_set_state", (
+        "skaddr", "oldstate", "newstate", "sport", "dport", "family", "protocol", "saddr",
+        "daddr", "saddr_v6", "daddr_v6")),
+    ("tcp", "tcp_retransmit_skb"): ("on_tcp_retransmit_skb", ("skaddr",)),
+    ("tcp", "tcp_receive_reset"): ("on_tcp_receive_reset", (
+        "skaddr", "sport", "dport", "family", "saddr", "daddr", "saddr_v6", "daddr_v6")),
+    ("tcp", "tcp_send_reset"): ("on_tcp_send_reset", (
+        "skbaddr", "skaddr", "saddr", "daddr", "sport", "dport", "family", "saddr_v6",
+        "daddr_v6")),
+    ("skb", "kfree_skb"): ("on_kfree_skb", ("skbaddr", "location", "protocol", "reason",
+                                            "rx_sk")),
+    ("sock", "sock_send_length"): ("on_sock_send_length", (
+        "sk", "family", "protocol", "ret", "flags")),
+    ("sock", "sock_recv_length"): ("on_sock_recv_length", (
+        "sk", "family", "protocol", "ret", "flags")),
+    ("syscalls", "sys_enter_recvfrom"): ("on_enter_recvfrom", ("addr",)),
+    ("syscalls", "sys_exit_recvfrom"): ("on_exit_recvfrom", ()),
+    ("syscalls", "sys_enter_recvmsg"): ("on_enter_recvmsg", ("msg",)),
+    ("syscalls", "sys_exit_recvmsg"): ("on_exit_recvmsg", ()),
+    ("syscalls", "sys_enter_recvmmsg"): ("on_enter_recvmmsg", ("mmsg",)),
+    ("syscalls", "sys_exit_recvmmsg"): ("on_exit_recvmmsg", ()),
+}
+_SOCK_LENGTH = (("sock", "sock_send_length"), ("sock", "sock_recv_length"))
+_RECV_SYSCALLS = tuple(k for k in _TRACEPOINTS if k[0] == "syscalls")
+
+#: -D macro -> (struct, member path) read with bpf_probe_read_kernel
+_OFFSETS = {
+    "OFF_SKC_NET": ("sock_common", "skc_net.net"),
+    "OFF_SKC_DADDR": ("sock_common", "skc_daddr"),
+    "OFF_SKC_RCV_SADDR": ("sock_common", "skc_rcv_saddr"),
+    "OFF_SKC_DPORT": ("sock_common", "skc_dport"),
+    "OFF_SKC_NUM": ("sock_common", "skc_num"),
+    "OFF_SKC_FAMILY": ("sock_common", "skc_family"),
+    "OFF_SKC_V6_DADDR": ("sock_common", "skc_v6_daddr"),
+    "OFF_SKC_V6_RCV_SADDR": ("sock_common", "skc_v6_rcv_saddr"),
+    "OFF_NET_INUM": ("net", "ns.inum"),
+    "OFF_DEV_NET": ("net_device", "nd_net.net"),
+    "OFF_DEV_ADJ_LOWER": ("net_device", "adj_list.lower"),
+    "OFF_SKB_HEAD": ("sk_buff", "head"),
+    "OFF_SKB_NH": ("sk_buff", "network_header"),
+    "OFF_SKB_DEV": ("sk_buff", "dev"),
+    "OFF_SKB_SK": ("sk_buff", "sk"),
+    "OFF_TCP_BYTES_ACKED": ("tcp_sock", "bytes_acked"),
+    "OFF_TCP_BYTES_RECEIVED": ("tcp_sock", "bytes_received"),
+}
+
+
+def _c_scalar(size: int, signed: bool) -> str:
+    return f"{'s' if signed else 'u'}{size * 8}"
+
+
+def tracepoint_struct(cname: str, fmt: TracepointFormat, wanted: Iterable[str]) -> str:
+    """C struct for a tracepoint's arguments, laid out from its format file.
+
+    Only ``wanted`` fields are declared (the rest is padding), with types chosen by size and
+    signedness (arrays as ``u8[]``, pointers as ``u64``), so no kernel header type (e.g.
+    ``enum skb_drop_reason``) is needed. Offsets are asserted at compile time.
+    """
+    fields = sorted((fmt.fields[n] for n in set(wanted) if n in fmt.fields),
+                    key=lambda f: f.offset)
+    lines, pos = [f"struct {cname} {{"], 0
+    for i, f in enumerate(fields):
+        if f.offset < pos:
+            raise ValueError(f"{fmt.name}: field {f.name} overlaps the previous one")
+        if f.offset > pos:
+            lines.append(f"    u8 __pad{i}[{f.offset - pos}];")
+        if f.is_array or f.size not in (1, 2, 4, 8):
+            lines.append(f"    u8 {f.name}[{f.size}];")
+        elif f.offset % f.size:
+            raise ValueError(f"{fmt.name}: field {f.name} is not naturally aligned")
+        else:
+            lines.append(f"    {_c_scalar(f.size, f.signed and '*' not in f.decl)} {f.name};")
+        pos = f.offset + f.size
+    lines.append("};")
+    lines += [f"_Static_assert(__builtin_offsetof(struct {cname}, {f.name}) == {f.offset}, "
+              f"\"{fmt.name}.{f.name}\");" for f in fields]
+    return "\n".join(lines)
+
+
+_ADDR_CACHE: dict[tuple[int, bytes], tuple[Literal[4, 6], str]] = {}
+
+
+def _addr(family: int, raw: bytes) -> tuple[Literal[4, 6], str]:
+    """Text address; an IPv4-mapped IPv6 address is reported as IPv4 (memoized: the same
+    few addresses recur in every record)."""
+    key = (family, raw)
+    hit = _ADDR_CACHE.get(key)
+    if hit is not None:
+        return hit
+    if family == 6:
+        if raw[:12] == _V4MAPPED:
+            hit = (4, socket.inet_ntop(socket.AF_INET, raw[12:16]))
+        else:
+            hit = (6, socket.inet_ntop(socket.AF_INET6, raw[:16]))
+    else:
+        hit = (4, socket.inet_ntop(socket.AF_INET, raw[:4]))
+    if len(_ADDR_CACHE) >= 65536:
+        _ADDR_CACHE.clear()
+    _ADDR_CACHE[key] = hit
+    return hit
+
+
+def _comm(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+class KernelProbes:
+    """The running probes: ``poll()`` returns decoded :data:`KernelEvent` records.
+
+    Use as a context manager or call :meth:`close`. ``stats`` counts records and losses
+    (ring buffer full, perf lost samples, UDP map full), ``counters`` details them.
+    """
+
+    def __init__(self, *, udp_flush_interval: float = 1.0, ring_pages: int = 256,
+                 use_ringbuf: bool | None = None, ignore_netns: Iterable[int] = (),
+                 ignore_ports: Iterable[int] = (),
+                 ignore_drop_reasons: Iterable[str] = DEFAULT_IGNORED_DROPS,
+                 tcp_bytes: Literal["auto", "tracepoint", "btf"] = "auto",
+                 max_tcp: int = 65536, max_udp: int = 16384,
+                 recv_syscalls: bool = True,
+                 env: Environment | None = None) -> None:
+        self.env = env or check()
+        try:
+            import bcc
+        except Exception as exc:  # noqa: BLE001 - ImportError or OSError (libbcc); preflight checked
+            raise AgentUnavailable(f"BCC is not importable: {exc}") from None
+        if ring_pages & (ring_pages - 1):
+            raise ValueError("ring_pages must be a power of two")
+        self.stats = ProbeStats()
+        self.counters: dict[str, int] = {"output_failed": 0, "perf_lost": 0, "udp_map_full": 0,
+                                         "rx_batch_overflow": 0, "tcp_tracked": 0}
+        self.udp_flush_interval = udp_flush_interval
+        self._ignore_netns = frozenset(ignore_netns)
+        self._ignore_ports = frozenset(ignore_ports)
+        self._pending: list[KernelEvent] = []
+        self._ksyms: dict[int, str] = {}
+        self._udp_seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._udp_seen_max = max(4 * max_udp, 65536)
+        self._udp_active = 0
+        self._last_flush = time.monotonic()
+        self._offset = self._clock_offset()
+        self._closed = False
+
+        formats = self.env.formats
+        have_length = all(k in formats for k in _SOCK_LENGTH)
+        if tcp_bytes == "tracepoint" and not have_length:
+            raise AgentUnavailable("tcp_bytes='tracepoint' needs sock:sock_send_length and "
+                                   "sock:sock_recv_length (Linux >= 6.3)")
+        self.tcp_bytes_source = ("btf" if tcp_bytes == "btf" or not have_length
+                                 else "tracepoint")
+        # recv_syscalls=False: no syscall tracepoints (they put every syscall of every process
+        # on the kernel's slower path); unconnected UDP receivers then see peer 0.0.0.0:0
+        have_syscalls = recv_syscalls and have_length and all(
+            k in formats for k in _RECV_SYSCALLS)
+        self.ringbuf = self.env.ringbuf if use_ringbuf is None else use_ringbuf
+        self.drop_reasons: dict[int, str] = {
+            code: name.removeprefix("SKB_DROP_REASON_")
+            for code, name in formats[("skb", "kfree_skb")].symbols("reason").items()}
+
+        # records (136 bytes with the ring's header) a CPU writes before it wakes the reader:
+        # all CPUs together at most an eighth of the ring
+        wake_every = max(1, ring_pages * 4096 // (_EVENT.size + 8) // 8 // (os.cpu_count() or 1))
+        btf = self.env.btf
+        cflags = [f"-D{macro}={btf.offset_of(s, p)}" for macro, (s, p) in _OFFSETS.items()]
+        proto = btf.member("sock", "sk_protocol")  # a bitfield before Linux 5.6
+        word = proto.bit_offset // 32 * 4
+        bits = proto.bit_size or proto.size * 8
+        cflags += [f"-DOFF_SK_PROTOCOL_WORD={word}",
+                   f"-DSK_PROTOCOL_SHIFT={proto.bit_offset - word * 8}",
+                   f"-DSK_PROTOCOL_MASK={(1 << bits) - 1:#x}",
+                   f"-DMMSGHDR_SIZE={btf.sizeof('mmsghdr')}",
+                   f"-DMAX_TCP={max_tcp}", f"-DMAX_UDP={max_udp}",
+                   f"-DRB_PAGES={ring_pages}", f"-DRB_WAKEUP_EVERY={wake_every}",
+                   f"-DDROP_REASON_SLOTS={_DROP_REASON_SLOTS}"]
+        if self.ringbuf:
+            cflags.append("-DUSE_RINGBUF")
+        if self.tcp_bytes_source == "btf":
+            cflags.append("-DTCP_BYTES_FROM_BTF")
+        if have_length:
+            cflags.append("-DHAVE_SOCK_LENGTH")
+        if have_syscalls:
+            cflags.append("-DHAVE_RECV_SYSCALLS")
+        if "rx_sk" in formats[("skb", "kfree_skb")].fields:
+            cflags.append("-DHAVE_KFREE_RX_SK")
+        if formats[("tcp", "tcp_send_reset")].fields["saddr"].size >= 28:
+            cflags.append("-DSEND_RESET_SOCKADDR")
+
+        attach = [k for k in _TRACEPOINTS
+                  if k in formats and (k[0] != "syscalls" or have_syscalls)
+                  and (k not in _SOCK_LENGTH or have_length)]
+        prelude = "\n".join(
+            tracepoint_struct(f"tp_{event}", formats[(system, event)], _TRACEPOINTS[(system,
+                                                                                  event)][1])
+            for system, event in attach if _TRACEPOINTS[(system, event)][1])
+        text = prelude + "\n" + PROBES_C.read_text()
+        try:
+            self._bpf = bcc.BPF(text=text.encode(), cflags=cflags)
+        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+            raise AgentUnavailable(f"the kernel probes failed to compile or load ({exc}); "
+                                   "bcc printed the details above") from None
+        try:
+            for system, event in attach:
+                self._bpf.attach_tracepoint(tp=f"{system}:{event}".encode(),
+                                            fn_name=_TRACEPOINTS[(system, event)][0].encode())
+            self._configure_drops(ignore_drop_reasons)
+            if self.ringbuf:
+                self._bpf[b"events"].open_ring_buffer(self._on_event)
+            else:
+                self._bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=ring_pages,
+                                                     lost_cb=self._on_lost)
+        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+            self._bpf.cleanup()
+            raise AgentUnavailable(f"attaching the kernel probes failed: {exc}") from None
+        self.attached = [f"{s}:{e}" for s, e in attach] + ["raw:net_dev_queue"]
+
+    # -- setup --------------------------------------------------------------------------------
+    def _configure_drops(self, ignore: Iterable[str]) -> None:
+        """Never report "freed normally" codes; optionally mute some reasons by name."""
+        names = {n.upper() for n in ignore} | CONSUMED_NAMES
+        table = self._bpf[b"drop_ignore"]
+        by_name = {v: k for k, v in self.drop_reasons.items()}
+        # codes below NOT_SPECIFIED are "not dropped yet"/"consumed" (the format omits them)
+        floor = by_name.get("NOT_SPECIFIED", 0)
+        codes = set(range(floor)) | {c for c, n in self.drop_reasons.items() if n in names}
+        for code in codes:
+            if code < _DROP_REASON_SLOTS:
+                table[ctypes.c_int(code)] = ctypes.c_uint8(1)
+
+    # -- decoding -----------------------------------------------------------------------------
+    def _on_lost(self, count: int) -> None:
+        self.counters["perf_lost"] += count
+
+    def _on_event(self, _ctx: Any, data: Any, size: int) -> None:
+        try:
+            self._pending.append(self._decode(ctypes.string_at(data, size)))
+            self.stats.events += 1
+        except Exception:  # noqa: BLE001 - a record we cannot decode is counted, never fatal
+            self.stats.decode_errors += 1
+
+    def _ksym(self, addr: int) -> str:
+        name = self._ksyms.get(addr)
+        if name is None:
+            raw = self._bpf.ksym(addr) if addr else b""
+            name = "" if raw in (b"", b"[unknown]") else raw.decode("utf-8", "replace")
+            if len(self._ksyms) < 65536:
+                self._ksyms[addr] = name
+        return name
+
+    def _decode(self, raw: bytes) -> KernelEvent:
+        (ts, cgroup, duration, sent, recv, location, netns, pid, retrans, reason, lport, rport,
+         etype, family, role, established, reset, direction, ipproto, have_ports, laddr,
+         raddr, comm) = _EVENT.unpack_from(raw)
+        t = ts + self._offset
+        if etype == _EV_DROP:
+            conn = None
+            if family in (4, 6) and have_ports and ipproto in (6, 17):
+                fam, src = _addr(family, laddr)
+                _, dst = _addr(family, raddr)
+                conn = Conn("TCP" if ipproto == 6 else "UDP", fam, src, lport, dst, rport)
+            return PacketDropped(t, netns, reason_name(reason, self.drop_reasons), reason,
+                                 conn, ipproto if family in (4, 6) else 0,
+                                 self._ksym(location))
+        fam, local = _addr(family, laddr)
+        _, remote = _addr(family, raddr)
+        conn = Conn("TCP", fam, local, lport, remote, rport)
+        name = _comm(comm)
+        if etype == _EV_OPEN:
+            return ConnectionOpened(t, netns, cgroup, pid, name, conn, _ROLES.get(role, "client"))
+        if etype == _EV_CLOSE:
+            return ConnectionClosed(t, netns, cgroup, pid, name, conn, _ROLES.get(role, "client"),
+                                    bool(established), duration, sent, recv, retrans, bool(reset))
+        if etype == _EV_RESET:
+            return TcpReset(t, netns, cgroup, pid, name, conn,
+                            "sent" if direction == 1 else "received")
+        raise ValueError(f"unknown record type {etype}")
+
+    @staticmethod
+    def _clock_offset() -> int:
+        """Add to a CLOCK_MONOTONIC time (bpf_ktime_get_ns) to get Unix epoch ns."""
+        return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+    def _keep(self, ev: KernelEvent) -> bool:
+        if ev.netns in self._ignore_netns:
+            return False
+        conn = ev.conn
+        return not (self._ignore_ports and conn is not None
+                    and (conn.local_port in self._ignore_ports
+                         or conn.remote_port in self._ignore_ports))
+
+    # -- UDP ----------------------------------------------------------------------------------
+    def _drain_udp(self, index: int, offset: int) -> list[UdpTraffic]:
+        table = self._bpf[f"udp_flows{index}".encode()]
+        try:
+            items = list(table.items_lookup_and_delete_batch())
+        except Exception:  # noqa: BLE001 - no batch ops (< 5.6): nobody writes this map now
+            items = list(table.items())
+            table.clear()
+        owners = self._bpf[b"udp_owner"]
+        out = []
+        for k, v in items:
+            sk, netns, lport, rport, family, raddr = _UDP_KEY.unpack(bytes(k))
+            first, last, bsent, brecv, dsent, drecv, laddr, _src = _UDP_VAL.unpack(bytes(v))
+            try:
+                cgroup, pid, comm = _OWNER.unpack(bytes(owners[owners.Key(sk)]))
+            except KeyError:
+                cgroup, pid, comm = 0, 0, b""
+            fam, remote = _addr(family, raddr)
+            local = _addr(family, laddr)[1]
+            ident = (netns, sk, fam, lport, remote, rport)
+            first_report = ident not in self._udp_seen
+            self._udp_seen[ident] = None
+            self._udp_seen.move_to_end(ident)
+            while len(self._udp_seen) > self._udp_seen_max:
+                self._udp_seen.popitem(last=False)
+            out.append(UdpTraffic(last + offset, first + offset, netns, cgroup, pid,
+                                  _comm(comm), Conn("UDP", fam, local, lport, remote, rport),
+                                  bsent, brecv, dsent, drecv, first_report))
+        return out
+
+    def _set_active(self, index: int) -> None:
+        self._bpf[b"udp_active"][ctypes.c_int(0)] = ctypes.c_uint32(index)
+        self._udp_active = index
+
+    def flush_udp(self, final: bool = False) -> list[UdpTraffic]:
+        """Report UDP traffic: the map idle since the last flush is drained, then becomes the
+        active one. ``final`` also drains the active map (after a short grace period for
+        writers already running), for shutdown and tests."""
+        offset = self._clock_offset()
+        idle = 1 - self._udp_active
+        out = self._drain_udp(idle, offset)
+        self._set_active(idle)
+        if final:
+            time.sleep(0.01)
+            out += self._drain_udp(1 - idle, offset)
+        self._last_flush = time.monotonic()
+        return out
+
+    # -- public -------------------------------------------------------------------------------
+    def _sync_counters(self) -> None:
+        stats = self._bpf[b"stats"]
+        vals = {i: stats[ctypes.c_int(i)].value for i in range(4)}
+        self.counters["output_failed"] = vals[_STAT_OUTPUT_FAILED]
+        self.counters["udp_map_full"] = vals[_STAT_UDP_FULL]
+        self.counters["rx_batch_overflow"] = vals[_STAT_RX_STASH_FULL]
+        self.counters["tcp_tracked"] = vals[_STAT_TCP_NEW]
+        self.stats.lost = (self.counters["output_failed"] + self.counters["perf_lost"]
+                           + self.counters["udp_map_full"])
+
+    def poll(self, timeout_ms: int = 100) -> list[KernelEvent]:
+        """Wait up to ``timeout_ms`` for records; UDP aggregates are added every
+        ``udp_flush_interval`` seconds."""
+        if self._closed:
+            raise RuntimeError("KernelProbes is closed")
+        self._offset = self._clock_offset()
+        if self.ringbuf:
+            # woken early only after many records (see emit() in probes.c): read what is there
+            self._bpf.ring_buffer_poll(timeout_ms)
+            self._bpf.ring_buffer_consume()
+        else:
+            self._bpf.perf_buffer_poll(timeout_ms)
+        events, self._pending = self._pending, []
+        if time.monotonic() - self._last_flush >= self.udp_flush_interval:
+            events += self.flush_udp()
+        self._sync_counters()
+        return [e for e in events if self._keep(e)]
+
+    def flush(self) -> list[KernelEvent]:
+        """Everything pending now: buffered records and all UDP aggregates (both maps)."""
+        self._offset = self._clock_offset()
+        if self.ringbuf:
+            self._bpf.ring_buffer_consume()
+        else:
+            self._bpf.perf_buffer_poll(0)
+        events: list[KernelEvent] = [*self._pending, *self.flush_udp(final=True)]
+        self._pending = []
+        self._sync_counters()
+        return [e for e in events if self._keep(e)]
+
+    def close(self) -> None:
+        """Detach the probes and free their maps."""
+        if not self._closed:
+            self._closed = True
+            self._bpf.cleanup()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

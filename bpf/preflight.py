@@ -1,0 +1,229 @@
+"""Checks before the kernel probes are loaded, each failure one actionable line.
+
+Why: a bcc compile or attach failure surfaces as a clang error page or an ``EPERM`` deep inside
+bcc; an operator needs "run as root" or "install the kernel headers" instead. Everything the
+loader depends on is checked here first: privileges, the kernel's BTF (struct offsets come from
+it), kernel headers (bcc's compile environment only, never struct layouts), a mounted tracefs
+(mounted here when absent and we are root), an importable BCC (Debian's ``python3-bpfcc``; the
+PyPI package named ``bcc`` is an unrelated library), and the tracepoints with the fields the
+probes read (from their format files).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .btf import DEFAULT_BTF, Btf, BtfError, load_cached
+from .dropreasons import DEFAULT_TRACEFS, TracepointFormat, find_tracefs
+
+__all__ = ["BTF_MEMBERS", "OPTIONAL_TRACEPOINTS", "REQUIRED_TRACEPOINTS", "AgentUnavailable",
+           "Environment", "check", "privileged"]
+
+_CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
+
+#: (system, event): (fields the probes read, the kernel that introduced them)
+REQUIRED_TRACEPOINTS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("sock", "inet_sock_set_state"): (("skaddr", "oldstate", "newstate", "sport", "dport",
+                                       "family", "protocol", "saddr", "daddr", "saddr_v6",
+                                       "daddr_v6"), "4.16"),
+    ("tcp", "tcp_retransmit_skb"): (("skaddr",), "4.15"),
+    ("tcp", "tcp_receive_reset"): (("skaddr", "sport", "dport", "family", "saddr", "daddr",
+                                    "saddr_v6", "daddr_v6"), "4.15"),
+    ("tcp", "tcp_send_reset"): (("skbaddr", "skaddr", "saddr", "daddr"), "4.15"),
+    ("skb", "kfree_skb"): (("skbaddr", "location", "protocol", "reason"), "5.17"),
+}
+#: Optional: without them the loader degrades and says how (Environment.missing_optional).
+OPTIONAL_TRACEPOINTS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("sock", "sock_send_length"): (("sk", "family", "protocol", "ret", "flags"), "6.3"),
+    ("sock", "sock_recv_length"): (("sk", "family", "protocol", "ret", "flags"), "6.3"),
+    ("syscalls", "sys_enter_recvfrom"): (("addr",), "CONFIG_FTRACE_SYSCALLS"),
+    ("syscalls", "sys_exit_recvfrom"): (("ret",), "CONFIG_FTRACE_SYSCALLS"),
+    ("syscalls", "sys_enter_recvmsg"): (("msg",), "CONFIG_FTRACE_SYSCALLS"),
+    ("syscalls", "sys_exit_recvmsg"): (("ret",), "CONFIG_FTRACE_SYSCALLS"),
+    ("syscalls", "sys_enter_recvmmsg"): (("mmsg", "vlen"), "CONFIG_FTRACE_SYSCALLS"),
+    ("syscalls", "sys_exit_recvmmsg"): (("ret",), "CONFIG_FTRACE_SYSCALLS"),
+}
+#: Struct members read with bpf_probe_read_kernel at offsets from BTF.
+BTF_MEMBERS: tuple[tuple[str, str], ...] = (
+    ("sock_common", "skc_net.net"), ("sock_common", "skc_daddr"),
+    ("sock_common", "skc_rcv_saddr"), ("sock_common", "skc_dport"),
+    ("sock_common", "skc_num"), ("sock_common", "skc_family"),
+    ("sock_common", "skc_v6_daddr"), ("sock_common", "skc_v6_rcv_saddr"),
+    ("sock", "sk_protocol"), ("net", "ns.inum"), ("net_device", "nd_net.net"),
+    ("net_device", "adj_list.lower"),
+    ("sk_buff", "head"), ("sk_buff", "network_header"), ("sk_buff", "transport_header"),
+    ("sk_buff", "dev"), ("sk_buff", "sk"),
+    ("tcp_sock", "bytes_acked"), ("tcp_sock", "bytes_received"),
+)
+
+
+class AgentUnavailable(RuntimeError):
+    """The kernel probes cannot run here; ``problems`` holds one actionable line each."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = tuple([problems] if isinstance(problems, str) else problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the checks found, for the loader."""
+
+    kernel_release: str
+    tracefs: Path
+    btf: Btf
+    headers: Path | None  # None when bcc will use /sys/kernel/kheaders.tar.xz
+    ringbuf: bool
+    formats: dict[tuple[str, str], TracepointFormat] = field(default_factory=dict)
+    missing_optional: tuple[str, ...] = ()
+
+
+def _cap_eff() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def _initial_userns() -> bool:
+    """Capabilities count for BPF only in the host's user namespace (uid_map 0 0 4294967295)."""
+    try:
+        return Path("/proc/self/uid_map").read_text().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return True
+
+
+def _privileged(caps: int) -> bool:
+    """Loading tracing programs needs CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (5.8+)."""
+    def has(c: int) -> bool:
+        return bool(caps >> c & 1)
+
+    return has(_CAP_SYS_ADMIN) or (has(_CAP_BPF) and has(_CAP_PERFMON))
+
+
+def _mount_tracefs(target: Path) -> str | None:
+    """Mount tracefs at ``target``; an error text, or None on success."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.mount(b"nodev", str(target).encode(), b"tracefs", 0, None) != 0:
+        return os.strerror(ctypes.get_errno())
+    return None
+
+
+def _check_tracepoints(root: Path, table: dict[tuple[str, str], tuple[tuple[str, ...], str]],
+                       formats: dict[tuple[str, str], TracepointFormat]) -> list[str]:
+    missing = []
+    for (system, event), (fields, since) in table.items():
+        try:
+            fmt = TracepointFormat.read(system, event, root)
+        except OSError:
+            missing.append(f"the kernel has no tracepoint {system}:{event} (Linux >= {since}; "
+                           f"not in {root}/events)")
+            continue
+        absent = [f for f in fields if f not in fmt.fields]
+        if absent:
+            missing.append(f"tracepoint {system}:{event} lacks field(s) {', '.join(absent)} "
+                           f"(expected since Linux {since})")
+            continue
+        formats[(system, event)] = fmt
+    return missing
+
+
+def privileged() -> bool:
+    """Whether this process may load tracing BPF programs (root in the host's user namespace,
+    or CAP_BPF with CAP_PERFMON)."""
+    return _initial_userns() and _privileged(_cap_eff())
+
+
+def check(*, btf_path: Path = DEFAULT_BTF, tracefs_candidates: tuple[Path, ...] = DEFAULT_TRACEFS,
+          modules_dir: Path = Path("/lib/modules"),
+          kheaders: Path = Path("/sys/kernel/kheaders.tar.xz"), release: str | None = None,
+          euid: int | None = None, caps: int | None = None, mount_tracefs: bool = True,
+          bcc_module: str = "bcc") -> Environment:
+    """Run every check; raise :class:`AgentUnavailable` listing all failures.
+
+    The keyword arguments exist so tests can point a check elsewhere (a missing BTF file,
+    an empty tracefs, another uid) without changing the machine.
+    """
+    release = release or platform.release()
+    euid = os.geteuid() if euid is None else euid
+    if caps is None:
+        caps = _cap_eff() if _initial_userns() else 0
+    if not _privileged(caps):
+        # Everything else needs privileges to even look at (tracefs is root-only): stop here.
+        who = ("root without CAP_SYS_ADMIN in the host's user namespace" if euid == 0
+               else f"uid {euid}")
+        raise AgentUnavailable(
+            f"the eBPF agent needs root (or CAP_BPF and CAP_PERFMON), running as {who}: run it "
+            "with sudo, or in Kubernetes as a privileged DaemonSet (securityContext.privileged: "
+            "true)")
+    problems: list[str] = []
+
+    btf: Btf | None = None
+    try:
+        btf = load_cached(btf_path)
+        for struct_name, path in BTF_MEMBERS:
+            btf.member(struct_name, path)
+        args = btf.raw_tracepoint_args("net_dev_queue")
+        if args[:1] != ["struct sk_buff *"]:
+            problems.append(f"raw tracepoint net_dev_queue has arguments {args}, expected "
+                            "(struct sk_buff *): this kernel is not supported")
+    except BtfError as exc:
+        problems.append(str(exc))
+
+    build = modules_dir / release / "build"
+    headers: Path | None = build
+    if not (build / "include").is_dir():
+        headers = None
+        if not kheaders.exists():
+            problems.append(
+                f"kernel headers for bcc not found at {build}: install them (Debian: apt-get "
+                f"install linux-headers-{release} or linux-headers-amd64 and link its build "
+                f"directory there), or load the kheaders module (modprobe kheaders); they are "
+                f"bcc's compile environment only, struct layouts come from BTF")
+
+    root = find_tracefs(tracefs_candidates)
+    if root is None and mount_tracefs and tracefs_candidates:
+        target = tracefs_candidates[0]
+        err = _mount_tracefs(target)
+        root = find_tracefs(tracefs_candidates)
+        if root is None:
+            problems.append(f"tracefs is not mounted and mounting it at {target} failed "
+                            f"({err or 'no events directory'}): mount -t tracefs nodev {target}")
+    elif root is None:
+        problems.append(f"tracefs is not mounted (looked in "
+                        f"{', '.join(map(str, tracefs_candidates))}): "
+                        f"mount -t tracefs nodev /sys/kernel/tracing")
+
+    try:
+        mod = importlib.import_module(bcc_module)
+        if not hasattr(mod, "BPF"):
+            problems.append(f"the python module {bcc_module!r} at "
+                            f"{getattr(mod, '__file__', '?')} is not BCC (the PyPI package "
+                            f"named 'bcc' is unrelated): pip uninstall bcc, then apt-get "
+                            f"install python3-bpfcc")
+    except Exception as exc:  # noqa: BLE001 - ImportError, or OSError without libbcc.so
+        problems.append(f"BCC is not importable ({type(exc).__name__}: {exc}): install Debian's "
+                        f"python3-bpfcc (apt-get install python3-bpfcc) and make "
+                        f"/usr/lib/python3/dist-packages/bcc visible to this interpreter "
+                        f"(never 'pip install bcc': that is an unrelated package)")
+
+    formats: dict[tuple[str, str], TracepointFormat] = {}
+    missing_optional: list[str] = []
+    if root is not None:
+        problems += _check_tracepoints(root, REQUIRED_TRACEPOINTS, formats)
+        missing_optional = _check_tracepoints(root, OPTIONAL_TRACEPOINTS, formats)
+
+    if problems:
+        raise AgentUnavailable(problems)
+    assert btf is not None and root is not None
+    ringbuf = btf.has_member("bpf_ringbuf", "consumer_pos")  # BPF ring buffer: Linux >= 5.8
+    return Environment(release, root, btf, headers, ringbuf, formats, tuple(missing_optional))

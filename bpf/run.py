@@ -1,0 +1,105 @@
+"""The ``netwarden agent`` command: probes to JSON lines and/or an Observer gRPC server.
+
+Kept apart from :mod:`netwarden.api.cli` so that the command line stays a table of options;
+this is what they do. Progress (events, flows, lost events) goes to stderr every
+``progress_interval`` seconds; flows go to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from typing import Any
+
+from netwarden.bpf.agent import Agent, AgentOptions, JsonLinesSink, RingSink, fan_out
+
+__all__ = ["run_agent"]
+
+
+def run_agent(args: argparse.Namespace, *, tls: Any, console: Any,
+              progress_interval: float = 10.0) -> int:
+    """Run until SIGINT/SIGTERM; 0 on a clean stop. Unusable hosts/options raise UserError."""
+    from netwarden.api.commands import UserError
+    from netwarden.bpf.preflight import AgentUnavailable
+
+    defaults = AgentOptions()
+    options = AgentOptions(node_name=args.node_name or defaults.node_name,
+                           identity_map=args.identity_map, kubernetes=args.kubernetes,
+                           udp_receive_peers=not args.no_udp_receive_peers)
+    out = args.out if args.out is not None else (None if args.observer_listen else "-")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ExitStack() as stack:
+            sinks = []
+            if out is not None:
+                stream = sys.stdout.buffer if out == "-" else stack.enter_context(
+                    _open_out(out))
+                sinks.append(JsonLinesSink(stream))
+            if args.observer_listen:
+                sinks.append(_serve(args, tls, options, stack, console))
+            try:
+                agent = Agent.open(options, log=lambda line: console.print(line, markup=False))
+            except AgentUnavailable as exc:
+                raise UserError(str(exc)) from None
+            # Flows hold no reference cycles: keep the cyclic collector off the hot path (what
+            # is loaded by now, bcc and its compiled programs included, is never scanned
+            # again, and young objects are scanned far less often). Measured: the mapping
+            # runs about twice as fast.
+            gc.freeze()
+            gc.set_threshold(100_000, 50, 1000)
+            watcher = threading.Thread(target=_progress, args=(agent, stop, console,
+                                                               progress_interval), daemon=True)
+            watcher.start()
+            agent.run(fan_out(*sinks), stop)
+            console.print(_progress_line(agent), markup=False)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _open_out(path: str) -> Any:
+    from netwarden.api.commands import UserError
+
+    try:
+        return open(path, "ab")  # noqa: SIM115 - closed by the caller's ExitStack
+    except OSError as exc:
+        raise UserError(f"--out {path}: cannot open: {exc.strerror or exc}") from None
+
+
+def _serve(args: argparse.Namespace, tls: Any, options: AgentOptions, stack: ExitStack,
+           console: Any) -> RingSink:
+    from netwarden.api.commands import UserError
+    from netwarden.api.flowring import FlowRing
+    from netwarden.api.observer import ObserverServer, ObserverServerError
+
+    ring = FlowRing(args.max_flows, node_name=options.node_name)
+    server = ObserverServer(ring, args.observer_listen, tls=tls, max_streams=args.max_streams)
+    try:
+        address = server.start()
+    except ObserverServerError as exc:
+        raise UserError(str(exc)) from None
+    stack.callback(server.stop)
+    console.print(f"netwarden agent: serving Hubble's Observer API on {address}", markup=False)
+    return RingSink(ring)
+
+
+def _progress_line(agent: Agent) -> str:
+    return (f"netwarden agent: {agent.events:,} kernel events, {agent.flows:,} flows, "
+            f"{agent.lost:,} events lost"
+            + (f", {agent.mapping_errors:,} not mapped" if agent.mapping_errors else ""))
+
+
+def _progress(agent: Agent, stop: threading.Event, console: Any, interval: float) -> None:
+    last = None
+    while not stop.wait(interval):
+        state = (agent.events, agent.lost)
+        if state != last:
+            console.print(_progress_line(agent), markup=False)
+            last = state
