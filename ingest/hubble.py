@@ -372,6 +372,9 @@ class HubbleSource:
                 except _StreamEnded:
                     self.hubble.failures["ENDED"] += 1
                     error = "the server ended the stream"
+                except DecodeError as exc:  # ServerStatus answered with garbage
+                    self.hubble.failures["BAD_STATUS"] += 1
+                    error = f"ServerStatus answer is not a ServerStatusResponse: {exc}"
                 finally:
                     self.hubble.connected = False
                 if stop.is_set():

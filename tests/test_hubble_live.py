@@ -7,7 +7,6 @@ mid-stream and starts it again, and the client must deliver every flow exactly o
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
