@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,11 +32,15 @@ Sink = Callable[[list[Envelope]], None]
 class AgentOptions:
     """What the agent needs to know about its host."""
 
-    node_name: str = field(default_factory=socket.gethostname)
+    node_name: str = ""  # "" (or None from a caller's option): this host's name
     identity_map: Path | None = None  # YAML identity map (tests, hosts without Kubernetes)
     kubernetes: str = "auto"  # "auto" (in-cluster when there), "off", or a kubeconfig path
     poll_ms: int = 100  # longest wait for kernel events per poll
     udp_receive_peers: bool = True  # syscall tracepoints for unconnected UDP receivers' peers
+
+    def __post_init__(self) -> None:
+        if not self.node_name:
+            object.__setattr__(self, "node_name", socket.gethostname())
 
 
 class Agent:
@@ -99,12 +103,10 @@ class Agent:
 
     @property
     def lost(self) -> int:
-        return int(getattr(self.probes.stats, "lost", 0))
+        return self.probes.stats.lost
 
     def close(self) -> None:
-        close = getattr(self.probes, "close", None)
-        if close is not None:
-            close()
+        self.probes.close()
 
 
 class JsonLinesSink:

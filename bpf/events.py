@@ -34,6 +34,8 @@ class Conn:
 
 @dataclass(frozen=True, slots=True)
 class _Context:
+    """When, where and by which process a socket event happened (first fields of each)."""
+
     time_ns: int
     netns: int
     cgroup_id: int
@@ -42,31 +44,21 @@ class _Context:
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionOpened:
+class ConnectionOpened(_Context):
     """A TCP connection reached ESTABLISHED at one end (``role`` says which end)."""
 
-    time_ns: int
-    netns: int
-    cgroup_id: int
-    pid: int
-    comm: str
     conn: Conn
     role: Role
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(_Context):
     """A TCP socket reached CLOSE: totals over its life.
 
     ``established`` is False for a connection that never got there (a refused or timed-out
     connect); ``reset`` when it ended with a RST sent or received.
     """
 
-    time_ns: int
-    netns: int
-    cgroup_id: int
-    pid: int
-    comm: str
     conn: Conn
     role: Role
     established: bool
@@ -78,14 +70,9 @@ class ConnectionClosed:
 
 
 @dataclass(frozen=True, slots=True)
-class TcpReset:
+class TcpReset(_Context):
     """A TCP RST sent or received (``tcp:tcp_send_reset``, ``tcp:tcp_receive_reset``)."""
 
-    time_ns: int
-    netns: int
-    cgroup_id: int
-    pid: int
-    comm: str
     conn: Conn
     direction: Literal["sent", "received"]
 

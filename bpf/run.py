@@ -26,8 +26,7 @@ def run_agent(args: argparse.Namespace, *, tls: Any, console: Any,
     from netwarden.api.commands import UserError
     from netwarden.bpf.preflight import AgentUnavailable
 
-    defaults = AgentOptions()
-    options = AgentOptions(node_name=args.node_name or defaults.node_name,
+    options = AgentOptions(node_name=args.node_name or "",
                            identity_map=args.identity_map, kubernetes=args.kubernetes,
                            udp_receive_peers=not args.no_udp_receive_peers)
     out = args.out if args.out is not None else (None if args.observer_listen else "-")

@@ -36,9 +36,8 @@ class EbpfSource(_Source):
                  log: Callable[[str], Any] = print, clock: Callable[[], datetime] = _utcnow,
                  max_examples: int = 5) -> None:
         super().__init__("ebpf", batch_lines=batch_lines, clock=clock, max_examples=max_examples)
-        defaults = AgentOptions()
         self.options = AgentOptions(
-            node_name=node_name or defaults.node_name,
+            node_name=node_name or "",
             identity_map=Path(identity_map) if identity_map else None, kubernetes=kubernetes)
         self.log = log
         self.agent: Agent | None = None

@@ -15,7 +15,6 @@ The tests decode every real sample both ways and compare.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -150,8 +149,3 @@ def parse_response(data: bytes) -> Any:
     response.ParseFromString(data)
     return response
 
-
-def compact_flows(responses: Iterable[Any]) -> list[CompactFlow]:
-    """The flows among ``responses`` (GetFlowsResponse messages) that have a time, converted."""
-    return [compact_flow(r.flow) for r in responses
-            if r.WhichOneof("response_types") == "flow" and r.flow.HasField("time")]

@@ -180,6 +180,16 @@ class _Open:
         self.server = SideStats()
 
 
+def _add_bytes(side: SideStats, stats: Any, subject_is_source: bool) -> None:
+    """Byte counts of an eBPF agent flow (in the flow's orientation) from the subject's end."""
+    if subject_is_source:
+        side.bytes_sent += stats.bytes_sent
+        side.bytes_received += stats.bytes_received
+    else:
+        side.bytes_sent += stats.bytes_received
+        side.bytes_received += stats.bytes_sent
+
+
 class WindowBuilder:
     """Turns a stream of flow batches into closed per-identity windows.
 
@@ -307,6 +317,7 @@ class WindowBuilder:
             if et is not None and et.type in NOT_COUNTED_EVENT_TYPES:
                 not_counted[f"event_type_{et.type}"] += 1
                 continue
+            nw = f.netwarden  # eBPF agent flows: byte counts
             reply = f.is_reply
             if reply is None:
                 reply = f.reply
@@ -369,7 +380,9 @@ class WindowBuilder:
                     if acc is None:
                         acc = wins[subject] = _Open()
                     count_side(acc.client, server[1], reply, proto, port, flags, f,
-                               f.source_names if reply else f.destination_names, not reply)
+                               f.source_names if reply else f.destination_names)
+                    if nw is not None:
+                        _add_bytes(acc.client, nw, not reply)
                     did = True
             if sides & SERVER:
                 subject = server[0]
@@ -378,7 +391,9 @@ class WindowBuilder:
                     if acc is None:
                         acc = wins[subject] = _Open()
                     count_side(acc.server, client[1], reply, proto, port, flags, f,
-                               f.destination_names if reply else f.source_names, reply)
+                               f.destination_names if reply else f.source_names)
+                    if nw is not None:
+                        _add_bytes(acc.server, nw, reply)
                     did = True
             if did:
                 counted += 1
@@ -397,18 +412,9 @@ class WindowBuilder:
         resolver.trim()
 
     def _count_side(self, side: SideStats, peer: Peer, reply: bool, proto: int, port: int,
-                    flags: int, f: Any, peer_names: tuple[str, ...],
-                    subject_is_source: bool) -> None:
+                    flags: int, f: Any, peer_names: tuple[str, ...]) -> None:
         """Add one flow event to one subject's side; ``peer`` is the other end."""
         dropped = f.verdict in _DROPPED
-        stats = f.netwarden
-        if stats is not None:  # eBPF agent flows carry byte counts (flow orientation)
-            if subject_is_source:
-                side.bytes_sent += stats.bytes_sent
-                side.bytes_received += stats.bytes_received
-            else:
-                side.bytes_sent += stats.bytes_received
-                side.bytes_received += stats.bytes_sent
         l7 = f.l7
         if l7 is not None or f.Type in _L7_TYPES:
             if l7 is not None:
@@ -421,8 +427,8 @@ class WindowBuilder:
         if dropped:
             side.drops += 1
             reason = f.drop_reason_desc or f.drop_reason
-            if not reason and stats is not None and stats.kernel_drop_reason:
-                reason = stats.kernel_drop_reason  # the running kernel's skb drop reason
+            if not reason and f.netwarden is not None and f.netwarden.kernel_drop_reason:
+                reason = f.netwarden.kernel_drop_reason  # the running kernel's skb drop reason
             if isinstance(reason, int):
                 reason = DROP_REASONS.get(reason, f"DROP_REASON_{reason}")
             side.add_reason(reason, 1)

@@ -29,7 +29,7 @@ from netwarden.ingest.hubble import HubbleSource
 from netwarden.ingest.reader import FlowReader
 from tests.servers import free_port
 from tests.test_hubble_proto import _normalised, sample_files
-from tests.test_hubble_source import Collect, run_source, stop_source
+from tests.test_hubble_source import Collect, run_source, running, stop_source
 
 OLD = "2000-01-01T00:00:00Z"  # since: everything the server holds
 
@@ -148,9 +148,7 @@ def test_server_killed_and_restarted_mid_stream_loses_nothing_and_doubles_nothin
     logs: list[str] = []
     source = HubbleSource(f"127.0.0.1:{port}", since=OLD, backoff_initial=0.1,
                           backoff_max=0.5, resume_overlap=2.0, log=logs.append)
-    emit = Collect()
-    thread, stop = run_source(source, emit)
-    try:
+    with running(source) as emit:
         emit.wait_for(total // 3)
         first.kill()  # mid-stream, no goodbye
         got_before = len(emit.flows)
@@ -161,8 +159,6 @@ def test_server_killed_and_restarted_mid_stream_loses_nothing_and_doubles_nothin
         second.feed(lines)
         emit.wait_for(total, timeout=60)
         time.sleep(1.0)  # anything doubled would arrive now
-    finally:
-        stop_source(thread, stop)
     got = Counter(_key(f) for f in emit.flows)
     assert len(emit.flows) == total, (len(emit.flows), total, "\n".join(logs[-5:]))
     assert got == want
@@ -227,13 +223,9 @@ def test_our_client_reads_our_server_with_namespace_and_verdict_filters(
                            ({"verdicts": ["REDIRECTED"]}, redirected),
                            ({"namespaces": ["kube-system"], "verdicts": ["REDIRECTED"]}, both)):
         source = HubbleSource(f"127.0.0.1:{port}", since=OLD, log=lambda _: None, **options)
-        emit = Collect()
-        thread, stop = run_source(source, emit)
-        try:
+        with running(source) as emit:
             emit.wait_for(count)
             time.sleep(0.3)
-        finally:
-            stop_source(thread, stop)
         assert len(emit.flows) == count, options
         if "namespaces" in options:
             assert all("kube-system" in (f.source.namespace, f.destination.namespace)
@@ -259,22 +251,14 @@ def test_tls_between_our_client_and_our_server(tmp_path: Path,
     server.feed(sample_lines()[:20])
     source = HubbleSource(f"127.0.0.1:{port}", since=OLD, tls_ca=tmp_path / "ca.pem",
                           tls_server_name=name, log=lambda _: None)
-    emit = Collect()
-    thread, stop = run_source(source, emit)
-    try:
+    with running(source) as emit:
         assert len(emit.wait_for(20)) == 20
-    finally:
-        stop_source(thread, stop)
     # the wrong name in the certificate: refused, never read
     wrong = HubbleSource(f"127.0.0.1:{port}", since=OLD, tls_ca=tmp_path / "ca.pem",
                          tls_server_name="other.example", backoff_initial=0.05,
                          connect_timeout=2, log=lambda _: None)
-    emit = Collect()
-    thread, stop = run_source(wrong, emit)
-    try:
+    with running(wrong) as emit:
         wait_until(lambda: wrong.hubble.failures.total() >= 1, 20, "a refused connection")
-    finally:
-        stop_source(thread, stop)
     assert not emit.flows and wrong.hubble.connects == 0
 
 
@@ -304,20 +288,12 @@ def test_mutual_tls_between_our_client_and_our_server(tmp_path: Path,
     source = HubbleSource(f"127.0.0.1:{port}", since=OLD, tls_ca=files["ca.pem"],
                           tls_cert=files["client.pem"], tls_key=files["client.key"],
                           tls_server_name=name, log=lambda _: None)
-    emit = Collect()
-    thread, stop = run_source(source, emit)
-    try:
+    with running(source) as emit:
         assert len(emit.wait_for(50)) == 50
-    finally:
-        stop_source(thread, stop)
     # without a client certificate the server refuses the handshake: counted, retried
     anonymous = HubbleSource(f"127.0.0.1:{port}", since=OLD, tls_ca=files["ca.pem"],
                              tls_server_name=name, backoff_initial=0.05, connect_timeout=2,
                              log=lambda _: None)
-    emit = Collect()
-    thread, stop = run_source(anonymous, emit)
-    try:
+    with running(anonymous) as emit:
         wait_until(lambda: anonymous.hubble.failures.total() >= 1, 20, "a refused connection")
-    finally:
-        stop_source(thread, stop)
     assert not emit.flows and anonymous.hubble.connects == 0

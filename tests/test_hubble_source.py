@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,6 +149,17 @@ def stop_source(thread: threading.Thread, stop: threading.Event) -> None:
     assert not thread.is_alive(), "the source did not stop"
 
 
+@contextmanager
+def running(source: HubbleSource, emit: Collect | None = None) -> Iterator[Collect]:
+    """The source running in a thread while the block runs; yields what it emits."""
+    emit = emit if emit is not None else Collect()
+    thread, stop = run_source(source, emit)
+    try:
+        yield emit
+    finally:
+        stop_source(thread, stop)
+
+
 def lost_message(n: int) -> bytes:
     response = observer_pb2.GetFlowsResponse(node_name="kind-worker")
     response.lost_events.source = flow_pb2.PERF_EVENT_RING_BUFFER
@@ -172,16 +184,12 @@ def test_flows_arrive_and_other_events_are_counted_not_dropped(scripted) -> None
     source = open_source(f"hubble:127.0.0.1:{server.port}", registry=registry,
                          log=logs.append, namespaces=["shop"], verdicts=["FORWARDED"])
     assert isinstance(source, HubbleSource) and source.kind == "hubble"
-    emit = Collect()
-    thread, stop = run_source(source, emit)
-    try:
+    with running(source) as emit:
         flows = emit.wait_for(2)
         assert [f.time.timestamp() for f in flows] == [10.0, 11.0]
         assert flows[0].verdict == "FORWARDED" and flows[0].l4.TCP.destination_port == 80
         assert flows[0].source.pod_name == "web-1" and flows[0].is_reply is False
         assert source.status().up and source.status().flows == 2
-    finally:
-        stop_source(thread, stop)
     stats = source.stats
     assert stats.flows == 2 and stats.errors == {"bad_message": 1}
     assert stats.examples[0].reason == "bad_message" and stats.examples[0].line == 2
@@ -211,13 +219,9 @@ def test_reconnect_resumes_from_the_last_flow_without_duplicates(scripted) -> No
     logs: list[str] = []
     source = HubbleSource(f"127.0.0.1:{server.port}", backoff_initial=0.05, backoff_max=0.1,
                           resume_overlap=2.0, log=logs.append, registry=CollectorRegistry())
-    emit = Collect()
-    thread, stop = run_source(source, emit)
-    try:
+    with running(source) as emit:
         flows = emit.wait_for(6)
         time.sleep(0.2)  # nothing more may come
-    finally:
-        stop_source(thread, stop)
     assert [int(f.time.timestamp()) for f in emit.flows] == [100, 101, 102, 103, 104, 105]
     assert len(flows) == 6 and source.hubble.duplicates == 3
     assert source.hubble.reconnects == 1 and source.hubble.failures == {"UNAVAILABLE": 1}
@@ -233,13 +237,9 @@ def test_flows_without_uuid_are_told_apart_by_content(scripted) -> None:
     server = scripted([Session([twin, twin, other], then=grpc.StatusCode.UNAVAILABLE),
                        Session([twin, twin, other, flow_message(51 * S)])])
     source = HubbleSource(f"127.0.0.1:{server.port}", backoff_initial=0.05, log=lambda _: None)
-    emit = Collect()
-    thread, stop = run_source(source, emit)
-    try:
+    with running(source) as emit:
         emit.wait_for(4)
         time.sleep(0.2)
-    finally:
-        stop_source(thread, stop)
     ports = sorted(f.l4.TCP.destination_port for f in emit.flows)
     assert ports == [80, 80, 80, 443] and source.hubble.duplicates == 3
 
@@ -248,12 +248,8 @@ def test_configured_since_is_sent_on_the_first_connect(scripted) -> None:
     server = scripted([Session([flow_message(7 * S, "x")])])
     source = HubbleSource(f"127.0.0.1:{server.port}", since="2026-11-26T10:00:00.5Z",
                           log=lambda _: None)
-    emit = Collect()
-    thread, stop = run_source(source, emit)
-    try:
+    with running(source) as emit:
         emit.wait_for(1)
-    finally:
-        stop_source(thread, stop)
     since = server.requests[0].since
     assert (since.seconds, since.nanos) == (1_795_687_200, 500_000_000)
 
@@ -263,12 +259,8 @@ def test_a_server_that_restarted_while_away_is_reported(scripted) -> None:
                        Session([flow_message(2 * S, "b")])], uptime_ns=1)
     logs: list[str] = []
     source = HubbleSource(f"127.0.0.1:{server.port}", backoff_initial=0.05, log=logs.append)
-    emit = Collect()
-    thread, stop = run_source(source, emit)
-    try:
+    with running(source) as emit:
         emit.wait_for(2)
-    finally:
-        stop_source(thread, stop)
     assert source.hubble.server_restarts == 1
     assert any("restarted while we were away" in line for line in logs)
 
@@ -278,12 +270,8 @@ def test_unix_socket_as_on_a_cilium_node(scripted, tmp_path) -> None:
     scripted([Session([flow_message(3 * S, "s")])], listen=f"unix://{sock}")
     source = open_source(f"hubble:{sock}", log=lambda _: None)
     assert source.target == f"unix://{sock}"
-    emit = Collect()
-    thread, stop = run_source(source, emit)
-    try:
+    with running(source) as emit:
         assert len(emit.wait_for(1)) == 1
-    finally:
-        stop_source(thread, stop)
 
 
 def test_unreachable_server_is_retried_with_backoff_and_reported() -> None:
