@@ -7,21 +7,27 @@ like Hubble's and identity resolution, windows and policies downstream work unch
 
 The socket's own end (:meth:`IdentityResolver.local`), first match wins:
 
-1. cgroup -> container -> pod UID -> pod (from the pod watch), labelled as Cilium labels pods;
+1. cgroup -> container -> pod UID -> pod (from the pod watch), labelled as Cilium labels pods
+   (its namespace's labels too, from the namespace watch); a host-network pod is the host
+   (``reserved:host``), as in Cilium, which gives such pods no endpoint of their own;
 2. the identity map, by cgroup path prefix, then by network namespace;
 3. the host's own network namespace: ``reserved:host`` (identity 1);
 4. the network namespace itself: namespace ``netns``, pod ``<name under /run/netns>`` or
    ``netns-<inode>``, label ``netwarden:netns=<inode>`` - a stable identity for containers
    and namespaces nobody named, so they still get windows and baselines.
 
-The peer (:meth:`IdentityResolver.remote`): the pod with that IP; the identity map's
-addresses and CIDRs; the node's own addresses (``reserved:host``); an address of a local
-network namespace we know (resolved as that namespace's own end would be); another node's
-address as pods report it (``reserved:remote-node``); else ``reserved:world`` for a global
-address, unknown (identity 0, no labels) for private, loopback and link-local ones.
+The peer (:meth:`IdentityResolver.remote`): the pod with that IP (never a host-network pod);
+the identity map's addresses and CIDRs; the host's own addresses (``reserved:host``); a
+node's InternalIP/ExternalIP from the node watch (``reserved:host`` for this node,
+``reserved:remote-node`` for the others); an address of a local network namespace we know
+(resolved as that namespace's own end would be); a node address as pods report it
+(``hostIP``, or a host-network pod's IP: host or remote-node by the pod's node); else
+``reserved:world`` for a global address, unknown (identity 0, no labels) for private, loopback
+and link-local ones.
 
-Results are cached per key (bounded) and recomputed when the pod index, the namespaces
-known or the cgroup hierarchy change, so the per-event cost is a dict lookup.
+Results are cached per key (bounded) and recomputed when the pod, namespace or node index,
+the network namespaces known or the cgroup hierarchy change, so the per-event cost is a dict
+lookup.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ from netwarden.bpf.cgroups import (
     pid_cgroup_path,
 )
 from netwarden.bpf.identitymap import IdentityMap, MapEntry
+from netwarden.bpf.k8swatch import ListWatch
+from netwarden.bpf.nodewatch import NodeIndex, NodeWatch
+from netwarden.bpf.nswatch import Labels, NamespaceIndex, NamespaceWatch
 from netwarden.bpf.podwatch import (
     PodIndex,
     PodInfo,
@@ -103,31 +112,47 @@ _DROPPED_LABEL: Final = re.compile(
     r"|controller-revision-hash|annotation|etcd_node"
 )
 _KEPT_LABEL: Final = re.compile(r"^app\.kubernetes\.io")
+#: Cilium's own label keys: a pod's labels may not set them (its namespace's labels, its policy
+#: labels); Cilium drops them from the pod's labels before adding its own
+CILIUM_LABEL_PREFIX: Final = "io.cilium.k8s"
+#: namespace labels go into pod identities under this prefix, joined with "."
+NAMESPACE_LABELS_PREFIX: Final = "io.cilium.k8s.namespace.labels"
 
 
 def _label(source: str, key: str, value: str) -> str:
     return f"{source}:{key}={value}" if value else f"{source}:{key}"
 
 
-def pod_labels(pod: PodInfo, cluster_name: str = "default") -> tuple[str, ...]:
-    """A pod's labels as Cilium puts them in flows: the pod's identity-relevant labels plus
-    namespace, service account and cluster, sorted."""
+def pod_labels(pod: PodInfo, cluster_name: str = "default",
+               namespace_labels: Labels | None = None) -> tuple[str, ...]:  # fmt: skip
+    """A pod's labels as Cilium puts them in flows, sorted: the pod's identity-relevant labels,
+    its namespace and namespace labels, service account and cluster.
+
+    ``namespace_labels`` are the namespace's labels from the namespace watch; None (not known)
+    gives the one every namespace has since Kubernetes 1.21, ``kubernetes.io/metadata.name``.
+    """
     out = {
         _label("k8s", "io.kubernetes.pod.namespace", pod.namespace),
-        # always set on namespaces since Kubernetes 1.21; other namespace labels need a watch
-        _label("k8s", "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name", pod.namespace),
         _label("k8s", "io.cilium.k8s.policy.cluster", cluster_name),
     }
+    if namespace_labels is None:
+        namespace_labels = (("kubernetes.io/metadata.name", pod.namespace),)
+    for key, value in namespace_labels:  # all kept by Cilium's default label filter
+        out.add(_label("k8s", f"{NAMESPACE_LABELS_PREFIX}.{key}", value))
     if pod.service_account:
         out.add(_label("k8s", "io.cilium.k8s.policy.serviceaccount", pod.service_account))
     for key, value in pod.labels:
+        if key.startswith(CILIUM_LABEL_PREFIX):
+            continue
         if _KEPT_LABEL.match(key) or not _DROPPED_LABEL.search(key):
             out.add(_label("k8s", key, value))
     return tuple(sorted(out))
 
 
-def pod_endpoint(pod: PodInfo, cluster_name: str = "default") -> EndpointInfo:
-    return EndpointInfo(0, pod.namespace, pod.name, pod_labels(pod, cluster_name),
+def pod_endpoint(pod: PodInfo, cluster_name: str = "default",
+                 namespace_labels: Labels | None = None) -> EndpointInfo:  # fmt: skip
+    """A pod as a Hubble endpoint (``namespace_labels``: see :func:`pod_labels`)."""
+    return EndpointInfo(0, pod.namespace, pod.name, pod_labels(pod, cluster_name, namespace_labels),
                         (pod.workload,) if pod.workload else ())  # fmt: skip
 
 
@@ -285,23 +310,31 @@ class _Cache:
 
 
 class IdentityResolver:
-    """Resolves kernel-event ends to endpoints from the pod index, the identity map, cgroups
-    and network namespaces. Every source is optional: without any, locals resolve to host or
-    their netns and remotes to world or unknown.
+    """Resolves kernel-event ends to endpoints from the pod, namespace and node indexes, the
+    identity map, cgroups and network namespaces. Every source is optional: without any,
+    locals resolve to host or their netns and remotes to world or unknown.
 
-    ``host_addresses`` is a fixed set or a function re-read on refresh. Namespace names,
-    addresses of known namespaces and host addresses are refreshed when a lookup misses, at
-    most every ``refresh_interval`` seconds; answers given while a refresh or cgroup rescan
-    was rate-limited are revisited after that long. Safe to call from several threads.
+    ``node_name`` is the Kubernetes name of the node this runs on: its addresses (from
+    ``nodes``) and its host-network pods are the host, other nodes' remote nodes. Without it,
+    this node is the one whose addresses include one of the host's. ``host_addresses`` is a
+    fixed set or a function re-read on refresh. Namespace names, addresses of known namespaces
+    and host addresses are refreshed when a lookup misses, at most every ``refresh_interval``
+    seconds; answers given while a refresh or cgroup rescan was rate-limited are revisited
+    after that long. Safe to call from several threads.
     """
 
     def __init__(self, *, pods: PodIndex | None = None, identity_map: IdentityMap | None = None,
                  cgroups: CgroupPaths | None = None, host_netns: int | None = None,
                  host_addresses: Iterable[str] | Callable[[], Iterable[str]] = (),
+                 namespaces: NamespaceIndex | None = None, nodes: NodeIndex | None = None,
+                 node_name: str | None = None,
                  cluster_name: str = "default", netns_dir: str | Path = "/run/netns",
                  proc: str | Path = "/proc", cache_size: int = 1 << 16, max_netns: int = 4096,
                  refresh_interval: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.pods = pods
+        self.namespaces = namespaces
+        self.nodes = nodes
+        self.node_name = node_name or None
         self.identity_map = identity_map
         self.cgroups = cgroups
         self.host_netns = host_netns
@@ -324,12 +357,15 @@ class IdentityResolver:
         self.refreshes = 0
         #: the pod watch feeding ``pods``, when this resolver owns one (:func:`open_resolver`)
         self.watch: PodWatch | None = None
+        #: every watch this resolver owns (pods, namespaces, nodes), stopped by :meth:`close`
+        self.watches: list[ListWatch[Any]] = []
 
     @classmethod
     def for_host(cls, *, pods: PodIndex | None = None, identity_map: IdentityMap | None = None,
                  cluster_name: str = "default", **kwargs: Any) -> IdentityResolver:  # fmt: skip
         """A resolver for the machine it runs on: its cgroup v2 hierarchy (when mounted), its
-        network namespace as the host's, and the host's addresses read from /proc."""
+        network namespace as the host's, and the host's addresses read from /proc (other
+        keyword arguments: :class:`IdentityResolver`'s)."""
         proc = Path(kwargs.pop("proc", "/proc"))
         cgroups = CgroupPaths(mount) if (mount := find_cgroup2_mount()) is not None else None
 
@@ -398,7 +434,8 @@ class IdentityResolver:
             ref = parse_cgroup_path(path)
             pod = self.pods.by_uid(ref.pod_uid) if ref and ref.pod_uid and self.pods is not None else None
             if pod is not None:
-                return pod_endpoint(pod, self.cluster_name), False
+                # Cilium gives a host-network pod no endpoint: its traffic is the host's
+                return (HOST if pod.host_network else self._pod_endpoint(pod)), False
             if self.identity_map is not None and (entry := self.identity_map.by_cgroup(path)):
                 return map_endpoint(entry), False
         if not netns:
@@ -421,16 +458,33 @@ class IdentityResolver:
 
     def _resolve_remote(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address, key: str) -> EndpointInfo | None:
         if self.pods is not None and (pod := self.pods.by_ip(key)) is not None:
-            return pod_endpoint(pod, self.cluster_name)
+            return self._pod_endpoint(pod)
         if self.identity_map is not None and (entry := self.identity_map.by_ip(addr)) is not None:
             return map_endpoint(entry)
         if key in self._host_addrs:
             return HOST
+        if self.nodes is not None and (node := self.nodes.by_address(key)) is not None:
+            return HOST if self._on_this_node(node.name) else REMOTE_NODE
         if (netns := self._owner.get(key)) is not None:
             return self._netns_identity(netns)
-        if self.pods is not None and key in self.pods.host_ips():
-            return REMOTE_NODE
+        # a node known only through its pods: hostIP, or the IP of a host-network pod
+        if self.pods is not None and (name := self.pods.node_of_address(key)) is not None:
+            return HOST if self._on_this_node(name) else REMOTE_NODE
         return None
+
+    def _pod_endpoint(self, pod: PodInfo) -> EndpointInfo:
+        labels = self.namespaces.labels(pod.namespace) if self.namespaces is not None else None
+        return pod_endpoint(pod, self.cluster_name, labels)
+
+    def _on_this_node(self, name: str) -> bool:
+        """Whether the node of this name is the one this runs on: by ``node_name`` when given,
+        else by its addresses (from the node watch) including one of the host's."""
+        if not name:
+            return False
+        if self.node_name is not None:
+            return name == self.node_name
+        node = self.nodes.get(name) if self.nodes is not None else None
+        return node is not None and not self._host_addrs.isdisjoint(node.addresses)
 
     # ----------------------------------------------------------------- namespaces and addresses
 
@@ -486,31 +540,42 @@ class IdentityResolver:
             log.debug("addresses of netns %d: %s", inode, exc)
         return frozenset()
 
-    def _generation(self) -> tuple[int, int, int]:
+    def _generation(self) -> tuple[int, int, int, int, int]:
+        """What cached answers depend on: each source's change counter."""
         return (self.pods.generation if self.pods is not None else 0, self._netns_gen,
-                self.cgroups.scans if self.cgroups is not None else 0)  # fmt: skip
+                self.cgroups.scans if self.cgroups is not None else 0,
+                self.namespaces.generation if self.namespaces is not None else 0,
+                self.nodes.generation if self.nodes is not None else 0)  # fmt: skip
 
     def cache_sizes(self) -> tuple[int, int]:
         """Entries in the local and remote caches (each bounded by ``cache_size``)."""
         return len(self._local), len(self._remote)
 
     def close(self) -> None:
-        """Stop the pod watch this resolver owns, if any."""
-        if self.watch is not None:
+        """Stop the watches this resolver owns, if any."""
+        for watch in self.watches:
+            watch.stop()
+        if self.watch is not None and self.watch not in self.watches:
             self.watch.stop()
 
 
 def open_resolver(*, identity_map: str | Path | None = None, kubernetes: str = "auto",
                   node_name: str | None = None, cluster_name: str = "default",
-                  sync_timeout: float = 10.0, log: Callable[[str], Any] = print) -> IdentityResolver:  # fmt: skip
-    """The agent's resolver: this host, the identity map file, and a watch of this node's pods.
+                  sync_timeout: float = 10.0, namespace_labels: bool = True, node_identities: bool = True,
+                  log: Callable[[str], Any] = print) -> IdentityResolver:  # fmt: skip
+    """The agent's resolver: this host, the identity map file, and watches of this node's pods,
+    of every namespace (their labels go into pod identities) and of every node (their
+    addresses are ``reserved:remote-node``, this node's ``reserved:host``).
 
     ``kubernetes`` is ``auto`` (the in-cluster service account when running in a pod, else no
     pod identities), ``off``, or a kubeconfig path. ``node_name`` must be the Kubernetes node
-    name (the downward API's ``spec.nodeName``); None watches every pod. The first list is
-    awaited up to ``sync_timeout`` seconds; after that pods arrive as the watch catches up.
-    Raises :class:`~netwarden.bpf.identitymap.IdentityMapError` for a bad map file and
-    ValueError for a bad ``kubernetes`` value.
+    name (the downward API's ``spec.nodeName``); None watches every pod. ``namespace_labels``
+    and ``node_identities`` turn the namespace and node watches off. The first lists are
+    awaited up to ``sync_timeout`` seconds in all; after that objects arrive as the watches
+    catch up. A resource the agent may not read (403) is reported once through ``log``, and
+    the resolver goes on without it. Raises
+    :class:`~netwarden.bpf.identitymap.IdentityMapError` for a bad map file and ValueError for
+    a bad ``kubernetes`` value.
     """
     mapping = IdentityMap.load(identity_map) if identity_map is not None else None
     api = None
@@ -524,17 +589,34 @@ def open_resolver(*, identity_map: str | Path | None = None, kubernetes: str = "
         if not Path(kubernetes).is_file():
             raise ValueError(f"kubernetes={kubernetes!r}: expected auto, off or a kubeconfig file")
         api = api_client_from_environment(kubernetes)
-    watch = PodWatch(api, node_name=node_name).start() if api is not None else None
-    if watch is not None:
+    watch: PodWatch | None = None
+    namespaces: NamespaceWatch | None = None
+    nodes: NodeWatch | None = None
+    if api is not None:
+        def warn(text: str) -> None:
+            log(f"netwarden agent: {text}")
+
+        watch = PodWatch(api, node_name=node_name, warn=warn).start()
+        namespaces = NamespaceWatch(api, warn=warn).start() if namespace_labels else None
+        nodes = NodeWatch(api, warn=warn).start() if node_identities else None
+        deadline = time.monotonic() + sync_timeout
         where = f"node {node_name}" if node_name else "the cluster"
-        if watch.wait_synced(sync_timeout):
-            log(f"netwarden agent: watching pods of {where}: {len(watch.index)} now")
-        else:
-            log(f"netwarden agent: pods of {where} not listed after {sync_timeout:g} s "
-                f"({watch.stats.last_error or 'no answer'}); pod identities follow when they are")  # fmt: skip
+        pending: list[tuple[ListWatch[Any] | None, str]] = [
+            (watch, f"pods of {where}"), (namespaces, "namespaces"), (nodes, "nodes")]
+        for started, what in pending:
+            if started is None:
+                continue
+            if started.wait_synced(max(0.0, deadline - time.monotonic())):
+                log(f"netwarden agent: watching {what}: {len(started.index)} now")
+            elif not started.denied:  # a refusal was reported already
+                log(f"netwarden agent: {what} not listed after {sync_timeout:g} s "
+                    f"({started.stats.last_error or 'no answer'}); {started.resource} follow when they are")  # fmt: skip
     resolver = IdentityResolver.for_host(pods=watch.index if watch else None, identity_map=mapping,
+                                         namespaces=namespaces.index if namespaces else None,
+                                         nodes=nodes.index if nodes else None, node_name=node_name,
                                          cluster_name=cluster_name)  # fmt: skip
     resolver.watch = watch
+    resolver.watches = [w for w in (watch, namespaces, nodes) if w is not None]
     return resolver
 
 

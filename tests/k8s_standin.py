@@ -18,7 +18,8 @@ client talks to it unchanged:
   with a stale ``resourceVersion`` is a 409; a PUT without one is a 422, as for custom resources.
 * Bodies are checked with ``remediation.schema.validate_policy`` (422 ``Invalid`` with causes);
   unknown fields are refused (``fieldValidation=Strict`` behaviour, whatever was asked).
-* Optional bearer-token RBAC: 401 for an unknown token, 403 for a verb the token lacks.
+* Optional bearer-token RBAC: 401 for an unknown token, 403 for a verb or a resource the token
+  lacks.
 
 * core/v1 ``pods`` (for the bpf agent's pod watch): GET, LIST (all namespaces or one;
   equality ``labelSelector``; ``fieldSelector`` on ``spec.nodeName``, ``metadata.name``,
@@ -28,11 +29,19 @@ client talks to it unchanged:
   ``410 Expired`` ERROR events for versions older than the last :meth:`K8sStandIn.compact`),
   POST (status reset to Pending, as the API server does), PATCH of the pod and of its
   ``/status`` (merge patch; a strategic merge patch is applied as a merge patch, so lists are
-  replaced), DELETE (immediate, as with ``gracePeriodSeconds=0``). Test helpers play the
-  kubelet, etcd and the network: :meth:`K8sStandIn.put_pod`, :meth:`K8sStandIn.compact`,
-  :meth:`K8sStandIn.drop_watches`.
+  replaced), DELETE (immediate, as with ``gracePeriodSeconds=0``).
+* core/v1 ``namespaces`` and ``nodes`` (cluster-scoped; for the agent's namespace and node
+  watches): GET, LIST and WATCH as for pods (``fieldSelector`` on ``metadata.name``, and
+  ``status.phase`` of namespaces or ``spec.unschedulable`` of nodes), PATCH of labels and
+  annotations (merge patch), DELETE (immediate: no Terminating phase); POST of namespaces. Every
+  namespace carries ``kubernetes.io/metadata.name=<name>``, as the API server enforces.
+* One ``resourceVersion`` counter for everything; the change history that watches read is kept
+  per resource. Test helpers play the kubelet, etcd and the network:
+  :meth:`K8sStandIn.put_pod`, :meth:`K8sStandIn.put_namespace`, :meth:`K8sStandIn.put_node`
+  (and their ``delete_*``), :meth:`K8sStandIn.compact`, :meth:`K8sStandIn.drop_watches`.
 
-Not modelled: watch of anything but pods, discovery, other resources, admission webhooks,
+Not modelled: watch of anything but pods, namespaces and nodes, discovery, other resources
+(node and namespace status subresources included), admission webhooks,
 pruning of unknown fields and ``Warning`` headers, finalizers and graceful deletion,
 ``x-kubernetes-map-type: atomic`` maps (walked like any map), CEL rules other than the one
 ``validate_policy`` checks, JSON patch, and strategic-merge patch (but on pods, as said).
@@ -76,7 +85,9 @@ _COLLECTION = re.compile(
     rf"^/apis/{GROUP}/{VERSION}(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?$"
 )
 _CONFIGMAP = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/configmaps/(?P<name>[^/]+)$")
-_PODS = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/pods(?:/(?P<name>[^/]+)(?P<status>/status)?)?$")
+#: core/v1 pods (namespaced), namespaces and nodes (cluster-scoped), one object or a collection
+_CORE = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>pods|namespaces|nodes)"
+                   r"(?:/(?P<name>[^/]+)(?P<status>/status)?)?$")
 
 Path = tuple[str, ...]
 
@@ -94,10 +105,12 @@ class Request:
 
 @dataclass(frozen=True)
 class Token:
-    """A bearer token: who it is and which verbs it may use on the policy resources."""
+    """A bearer token: who it is, which verbs it may use, and on which resources (plural names,
+    e.g. ``pods``; None: every resource)."""
 
     user: str
     verbs: frozenset[str] = _ALL_VERBS
+    resources: frozenset[str] | None = None
 
 
 class ApiError(Exception):
@@ -527,38 +540,49 @@ def _field_conflict(conflicts: dict[str, list[Path]]) -> ApiError:
                     {"causes": causes})  # fmt: skip
 
 
-# --------------------------------------------------------------------------- pods
+# --------------------------------------------------------------------------- core/v1: pods, namespaces, nodes
 
-#: field selector keys the stand-in serves for pods (the API server has a few more)
-_POD_FIELDS: Mapping[str, Callable[[dict[str, Any]], str]] = {
+Getter = Callable[[Mapping[str, Any]], str]
+#: field selector keys the stand-in serves per resource (the API server has a few more)
+_POD_FIELDS: Mapping[str, Getter] = {
     "spec.nodeName": lambda p: (p.get("spec") or {}).get("nodeName") or "",
     "metadata.name": lambda p: p["metadata"]["name"],
     "metadata.namespace": lambda p: p["metadata"]["namespace"],
     "status.phase": lambda p: (p.get("status") or {}).get("phase") or "",
 }
+_NAMESPACE_FIELDS: Mapping[str, Getter] = {
+    "metadata.name": lambda n: n["metadata"]["name"],
+    "status.phase": lambda n: (n.get("status") or {}).get("phase") or "",
+}
+_NODE_FIELDS: Mapping[str, Getter] = {
+    "metadata.name": lambda n: n["metadata"]["name"],
+    "spec.unschedulable": lambda n: str(bool((n.get("spec") or {}).get("unschedulable"))).lower(),
+}
 _POD_SERVER_METADATA = ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
                         "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink")  # fmt: skip
 _NAME_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"
+#: the label the API server puts on every namespace (Kubernetes 1.21+), and keeps there
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 @dataclass(frozen=True)
-class _PodFilter:
-    """Which pods a list or watch wants: namespace, field and label selectors."""
+class _Filter:
+    """Which objects a list or watch wants: namespace, field and label selectors."""
 
     ns: str | None
-    fields: tuple[tuple[str, str, bool], ...]  # (field, value, equal)
+    fields: tuple[tuple[Getter, str, bool], ...]  # (field getter, value, equal)
     labels: tuple[tuple[str, str], ...]
 
     @classmethod
-    def parse(cls, ns: str | None, params: Mapping[str, str]) -> _PodFilter:
+    def parse(cls, ns: str | None, params: Mapping[str, str], known: Mapping[str, Getter]) -> _Filter:
         fields = []
         for term in filter(None, params.get("fieldSelector", "").split(",")):
             m = re.match(r"^([^!=]+)(==|!=|=)(.*)$", term)
             if not m:
                 raise ApiError(400, "BadRequest", f'invalid field selector: "{term}"')
-            if m[1] not in _POD_FIELDS:
+            if m[1] not in known:
                 raise ApiError(400, "BadRequest", f'field label not supported: "{m[1]}"')
-            fields.append((m[1], m[3], m[2] != "!="))
+            fields.append((known[m[1]], m[3], m[2] != "!="))
         labels = []
         for term in filter(None, params.get("labelSelector", "").split(",")):
             key, sep, value = term.partition("=")
@@ -567,30 +591,37 @@ class _PodFilter:
             labels.append((key, value.removeprefix("=")))
         return cls(ns, tuple(fields), tuple(labels))
 
-    def __call__(self, pod: Mapping[str, Any] | None) -> bool:
-        if pod is None or (self.ns is not None and pod["metadata"]["namespace"] != self.ns):
+    def __call__(self, obj: Mapping[str, Any] | None) -> bool:
+        if obj is None or (self.ns is not None and obj["metadata"].get("namespace") != self.ns):
             return False
-        have = pod["metadata"].get("labels") or {}
-        return all((_POD_FIELDS[f](pod) == v) == eq for f, v, eq in self.fields) and all(
+        have = obj["metadata"].get("labels") or {}
+        return all((get(obj) == v) == eq for get, v, eq in self.fields) and all(
             have.get(k) == v for k, v in self.labels
         )
 
 
 @dataclass(frozen=True)
-class _PodEvent:
+class _Event:
     rv: int
     type: str  # ADDED, MODIFIED, DELETED
     old: dict[str, Any] | None
     new: dict[str, Any]  # for DELETED: the last state, with the deletion's resourceVersion
 
 
-class _Pods:
-    """Pods and their change log. Every method runs with the store lock held."""
+class _Collection:
+    """The objects of one core/v1 resource and their change log, which lists and watches read.
+    Every method runs with the store lock held. Cluster-scoped objects are keyed by namespace
+    "" here."""
+
+    kind: str = ""
+    plural: str = ""
+    namespaced: bool = True
+    fields: Mapping[str, Getter] = {}
 
     def __init__(self, store: _Store, history: int = 10_000) -> None:
         self.store = store
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.log: deque[_PodEvent] = deque()
+        self.log: deque[_Event] = deque()
         self.history = history
         #: watches from a resourceVersion older than this get 410 Expired
         self.compacted = 0
@@ -598,16 +629,19 @@ class _Pods:
         self.epoch = 0  # drop_watches() bumps it; watches of an older epoch are cut
         self.closed = False
 
+    def filter(self, ns: str | None, params: Mapping[str, str]) -> _Filter:
+        return _Filter.parse(ns, params, self.fields)
+
     def record(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         self.store.revision += 1
         new["metadata"]["resourceVersion"] = str(self.store.revision)
-        self.log.append(_PodEvent(self.store.revision, kind, copy.deepcopy(old), copy.deepcopy(new)))
+        self.log.append(_Event(self.store.revision, kind, copy.deepcopy(old), copy.deepcopy(new)))
         while len(self.log) > self.history:
             self.compacted = self.log.popleft().rv
         self.changed.notify_all()
 
-    def list(self, flt: _PodFilter, limit: int, token: str | None) -> dict[str, Any]:
-        """A page of matching pods. Later pages show the current state (no real snapshot)."""
+    def list(self, flt: _Filter, limit: int, token: str | None) -> dict[str, Any]:
+        """A page of matching objects. Later pages show the current state (no real snapshot)."""
         snapshot, start = self.store.revision, 0
         if token:
             try:
@@ -618,15 +652,88 @@ class _Pods:
                 raise ApiError(410, "Expired", "The provided continue parameter is too old to display a "
                                "consistent list result. You can start a new list without the continue "
                                "parameter.")  # fmt: skip
-        items = [copy.deepcopy(p) for _, p in sorted(self.objects.items()) if flt(p)]
+        items = [copy.deepcopy(o) for _, o in sorted(self.objects.items()) if flt(o)]
         end = start + limit if limit else len(items)
         meta: dict[str, Any] = {"resourceVersion": str(snapshot)}
         if end < len(items):
             meta["continue"] = base64.urlsafe_b64encode(json.dumps([snapshot, end]).encode()).decode()
-        return {"apiVersion": "v1", "kind": "PodList", "metadata": meta, "items": items[start:end]}
+        return {"apiVersion": "v1", "kind": f"{self.kind}List", "metadata": meta, "items": items[start:end]}
 
     def get(self, ns: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self._require(ns, name))
+
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store an object as given (status, uid and all), as the controllers and kubelets that
+        own it would leave it; watchers see ADDED or MODIFIED."""
+        obj = self._normalize(copy.deepcopy(obj))
+        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", self.kind)
+        meta = obj["metadata"]
+        if self.namespaced:
+            meta.setdefault("namespace", "default")
+        key = (meta.get("namespace", ""), meta["name"])
+        current = self.objects.get(key)
+        meta.setdefault("uid", current["metadata"]["uid"] if current else str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", current["metadata"]["creationTimestamp"] if current else _now())
+        self.objects[key] = obj
+        self.record("MODIFIED" if current else "ADDED", current, obj)
+        return copy.deepcopy(obj)
+
+    def delete(self, ns: str, name: str, body: Any) -> dict[str, Any]:
+        """Delete at once (no graceful deletion, no finalizers); returns the last state."""
+        current = self._require(ns, name)
+        pre = (body or {}).get("preconditions") or {}
+        meta = current["metadata"]
+        if pre.get("uid") and pre["uid"] != meta["uid"]:
+            raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {pre['uid']}, "
+                           f"UID in object meta: {meta['uid']}")  # fmt: skip
+        del self.objects[(ns, name)]
+        gone = copy.deepcopy(current)
+        self.record("DELETED", current, gone)
+        return copy.deepcopy(gone)
+
+    def patch_metadata(self, ns: str, name: str, patch: Any) -> dict[str, Any]:
+        """A merge patch that may change labels and annotations only (what the stand-in models
+        of updates to namespaces and nodes, and of pods outside their status)."""
+        current = self._require(ns, name)
+        if not isinstance(patch, dict):
+            raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+        rv = (patch.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != current["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {self.plural} "{name}": the '
+                           "object has been modified; please apply your changes to the latest version "
+                           "and try again", {"name": name, "kind": self.plural})  # fmt: skip
+        merged = _merge_patch(current, patch)
+        if merged.get("spec") != current.get("spec"):
+            raise ApiError(422, "Invalid", f'{self.kind} "{name}" is invalid: spec: Forbidden: updates may '
+                           "not change fields other than those the stand-in models",
+                           {"name": name, "kind": self.kind})  # fmt: skip
+        new = copy.deepcopy(current)
+        for key in ("labels", "annotations"):
+            if (value := merged["metadata"].get(key)) is not None:
+                new["metadata"][key] = value
+            else:
+                new["metadata"].pop(key, None)
+        new = self._normalize(new)
+        self.objects[(ns, name)] = new
+        self.record("MODIFIED", current, new)
+        return copy.deepcopy(new)
+
+    def _normalize(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the API server enforces on every write of this resource."""
+        return obj
+
+    def _require(self, ns: str, name: str) -> dict[str, Any]:
+        obj = self.objects.get((ns, name))
+        if obj is None:
+            raise ApiError(404, "NotFound", f'{self.plural} "{name}" not found', {"name": name, "kind": self.plural})
+        return obj
+
+
+class _Pods(_Collection):
+    """Pods: created through the API (status Pending) or put as the kubelet leaves them."""
+
+    kind, plural, namespaced, fields = "Pod", "pods", True, _POD_FIELDS
 
     def create(self, ns: str, body: Any) -> dict[str, Any]:
         pod = self._check(ns, body, name=None)
@@ -657,6 +764,8 @@ class _Pods:
         return copy.deepcopy(pod)
 
     def patch(self, ns: str, name: str, patch: Any, *, status: bool) -> dict[str, Any]:
+        if not status:
+            return self.patch_metadata(ns, name, patch)
         current = self._require(ns, name)
         if not isinstance(patch, dict):
             raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
@@ -665,56 +774,11 @@ class _Pods:
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods "{name}": the object '
                            "has been modified; please apply your changes to the latest version and try "
                            "again", {"name": name, "kind": "pods"})  # fmt: skip
-        merged = _merge_patch(current, patch)
         new = copy.deepcopy(current)
-        if status:  # the status subresource changes status only
-            new["status"] = merged.get("status") or {}
-        else:
-            if merged.get("spec") != current.get("spec"):
-                raise ApiError(422, "Invalid", f'Pod "{name}" is invalid: spec: Forbidden: pod updates '
-                               "may not change fields other than those the stand-in does not model",
-                               {"name": name, "kind": "Pod"})  # fmt: skip
-            for key in ("labels", "annotations"):
-                if (value := merged["metadata"].get(key)) is not None:
-                    new["metadata"][key] = value
-                else:
-                    new["metadata"].pop(key, None)
+        new["status"] = _merge_patch(current, patch).get("status") or {}  # the status subresource: status only
         self.objects[(ns, name)] = new
         self.record("MODIFIED", current, new)
         return copy.deepcopy(new)
-
-    def delete(self, ns: str, name: str, body: Any) -> dict[str, Any]:
-        current = self._require(ns, name)
-        pre = (body or {}).get("preconditions") or {}
-        meta = current["metadata"]
-        if pre.get("uid") and pre["uid"] != meta["uid"]:
-            raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {pre['uid']}, "
-                           f"UID in object meta: {meta['uid']}")  # fmt: skip
-        del self.objects[(ns, name)]
-        gone = copy.deepcopy(current)
-        self.record("DELETED", current, gone)
-        return copy.deepcopy(gone)
-
-    def put(self, pod: dict[str, Any]) -> dict[str, Any]:
-        """Store a pod as given (status, uid and all), as the kubelet and scheduler would make it."""
-        pod = copy.deepcopy(pod)
-        pod.setdefault("apiVersion", "v1")
-        pod.setdefault("kind", "Pod")
-        meta = pod["metadata"]
-        meta.setdefault("namespace", "default")
-        key = (meta["namespace"], meta["name"])
-        current = self.objects.get(key)
-        meta.setdefault("uid", current["metadata"]["uid"] if current else str(uuid.uuid4()))
-        meta.setdefault("creationTimestamp", current["metadata"]["creationTimestamp"] if current else _now())
-        self.objects[key] = pod
-        self.record("MODIFIED" if current else "ADDED", current, pod)
-        return copy.deepcopy(pod)
-
-    def _require(self, ns: str, name: str) -> dict[str, Any]:
-        pod = self.objects.get((ns, name))
-        if pod is None:
-            raise ApiError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
-        return pod
 
     @staticmethod
     def _check(ns: str, body: Any, *, name: str | None) -> dict[str, Any]:
@@ -733,7 +797,45 @@ class _Pods:
         return body
 
 
-def _watch_event(flt: _PodFilter, event: _PodEvent) -> dict[str, Any] | None:
+class _Namespaces(_Collection):
+    """Namespaces: created through the API or put; always labelled with their name."""
+
+    kind, plural, namespaced, fields = "Namespace", "namespaces", False, _NAMESPACE_FIELDS
+
+    def create(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict) or not body["metadata"].get("name"):
+            raise ApiError(422, "Invalid", 'Namespace "" is invalid: metadata.name: Required value',
+                           {"name": "", "kind": "Namespace"})  # fmt: skip
+        name = body["metadata"]["name"]
+        if ("", name) in self.objects:
+            raise ApiError(409, "AlreadyExists", f'namespaces "{name}" already exists',
+                           {"name": name, "kind": "namespaces"})  # fmt: skip
+        namespace = copy.deepcopy(body)
+        for key in _POD_SERVER_METADATA:
+            namespace["metadata"].pop(key, None)
+        namespace["status"] = {"phase": "Active"}
+        return self.put(namespace)
+
+    def _normalize(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"].pop("namespace", None)
+        labels = obj["metadata"].setdefault("labels", {})
+        labels[NAMESPACE_NAME_LABEL] = obj["metadata"]["name"]
+        obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+        obj.setdefault("status", {"phase": "Active"})
+        return obj
+
+
+class _Nodes(_Collection):
+    """Nodes: put as the kubelet registers and updates them."""
+
+    kind, plural, namespaced, fields = "Node", "nodes", False, _NODE_FIELDS
+
+    def _normalize(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"].pop("namespace", None)
+        return obj
+
+
+def _watch_event(flt: _Filter, event: _Event) -> dict[str, Any] | None:
     """An event as a watcher with this filter sees it: entering the selection is ADDED, leaving
     it DELETED, as the API server's watch cache does."""
     was, now = flt(event.old), flt(event.new)
@@ -788,7 +890,11 @@ class K8sStandIn:
         #: play a concurrent writer, e.g. modify the object between a client's read and write
         self.before: Callable[[Request], None] | None = None
         self.pods = _Pods(self.store)
-        #: idle time after which a pod watch that asked for bookmarks gets one (None: never)
+        self.namespaces = _Namespaces(self.store)
+        self.nodes = _Nodes(self.store)
+        #: plural -> the core/v1 collection served (and watched)
+        self.core: dict[str, _Collection] = {c.plural: c for c in (self.pods, self.namespaces, self.nodes)}
+        #: idle time after which a watch that asked for bookmarks gets one (None: never)
         self.bookmark_interval: float | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -803,8 +909,9 @@ class K8sStandIn:
 
     def stop(self) -> None:
         with self.store.lock:
-            self.pods.closed = True
-            self.pods.changed.notify_all()
+            for collection in self.core.values():
+                collection.closed = True
+                collection.changed.notify_all()
         self._server.shutdown()
         self._server.server_close()
 
@@ -836,20 +943,51 @@ class K8sStandIn:
         with self.store.lock:
             self.pods.delete(namespace, name, None)
 
+    def put_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Create a namespace, or replace its labels (the API server adds
+        ``kubernetes.io/metadata.name``); watchers see ADDED or MODIFIED."""
+        with self.store.lock:
+            current = self.namespaces.objects.get(("", name))
+            namespace = copy.deepcopy(current) if current else {"metadata": {"name": name}}
+            namespace["metadata"]["labels"] = dict(labels or {})
+            return self.namespaces.put(namespace)
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete a namespace at once (the stand-in has no Terminating phase)."""
+        with self.store.lock:
+            self.namespaces.delete("", name, None)
+
+    def put_node(self, name: str, addresses: Mapping[str, str] | list[tuple[str, str]],
+                 **status: Any) -> dict[str, Any]:  # fmt: skip
+        """Register or update a node as its kubelet would: ``addresses`` are (type, address)
+        pairs in ``status.addresses`` order (a mapping for one address per type); other
+        ``status`` fields as given. Watchers see ADDED or MODIFIED."""
+        pairs = list(addresses.items()) if isinstance(addresses, Mapping) else list(addresses)
+        node = {"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                "spec": {}, "status": {"addresses": [{"type": t, "address": a} for t, a in pairs], **status}}  # fmt: skip
+        with self.store.lock:
+            return self.nodes.put(node)
+
+    def delete_node(self, name: str) -> None:
+        with self.store.lock:
+            self.nodes.delete("", name, None)
+
     def compact(self) -> int:
         """Forget the change history up to now, as etcd compaction does: a watch from an older
         resourceVersion gets 410 Expired. Returns the current resourceVersion."""
         with self.store.lock:
-            self.pods.log.clear()
-            self.pods.compacted = self.store.revision
+            for collection in self.core.values():
+                collection.log.clear()
+                collection.compacted = self.store.revision
             return self.store.revision
 
     def drop_watches(self) -> None:
         """Cut every open watch connection mid-stream (no terminating chunk), as a network
         failure or an API server restart would."""
         with self.store.lock:
-            self.pods.epoch += 1
-            self.pods.changed.notify_all()
+            for collection in self.core.values():
+                collection.epoch += 1
+                collection.changed.notify_all()
 
     def watch_requests(self) -> list[Request]:
         return [r for r in self.requests if r.query.get("watch") in ("true", "1")]
@@ -901,8 +1039,10 @@ class K8sStandIn:
         token = self.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
         if token is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
-        if verb not in token.verbs:
-            what = f'{resource} "{name}" is forbidden' if name else f"{resource} is forbidden"
+        if verb not in token.verbs or (token.resources is not None
+                                        and resource.partition(".")[0] not in token.resources):  # fmt: skip
+            shown = resource.removesuffix(".")  # "pods" for the core group, "x.cilium.io" otherwise
+            what = f'{shown} "{name}" is forbidden' if name else f"{shown} is forbidden"
             where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
             group = resource.partition(".")[2]
             raise ApiError(403, "Forbidden", f'{what}: User "{token.user}" cannot {verb} resource '
@@ -922,8 +1062,8 @@ class K8sStandIn:
                                {"name": m["name"], "kind": "configmaps"})  # fmt: skip
             return 200, {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
                          "metadata": {"name": m["name"], "namespace": m["ns"]}}  # fmt: skip
-        if m := _PODS.match(path):
-            return self._route_pods(method, m, raw_query, headers, content_type, body)
+        if m := _CORE.match(path):
+            return self._route_core(method, m, raw_query, headers, content_type, body)
         m = _COLLECTION.match(path)
         if not m or m["plural"] not in RESOURCES:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -963,54 +1103,69 @@ class K8sStandIn:
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
 
 
-    def _route_pods(self, method: str, m: re.Match[str], raw_query: str, headers: Mapping[str, str],
+    def _route_core(self, method: str, m: re.Match[str], raw_query: str, headers: Mapping[str, str],
                     content_type: str, body: Any) -> tuple[int, Any]:  # fmt: skip
+        """core/v1 pods, namespaces and nodes (``/status`` of pods only)."""
+        collection = self.core[m["plural"]]
         ns, name, status = m["ns"], m["name"], bool(m["status"])
+        if (ns is not None and not collection.namespaced) or (status and collection is not self.pods):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        resource = f"{collection.plural}."
         params = {k: v[-1] for k, v in parse_qs(raw_query).items()}
         if name is None:
             if method == "GET":
-                self._authorize(headers, "list", "pods.", None, ns)
+                self._authorize(headers, "list", resource, None, ns)
                 limit = int(params.get("limit") or 0)
-                return 200, self.pods.list(_PodFilter.parse(ns, params), limit, params.get("continue"))
-            if method == "POST" and ns is not None:
-                self._authorize(headers, "create", "pods.", None, ns)
+                return 200, collection.list(collection.filter(ns, params), limit, params.get("continue"))
+            if method == "POST" and collection is self.pods and ns is not None:
+                self._authorize(headers, "create", resource, None, ns)
                 return 201, self.pods.create(ns, body)
+            if method == "POST" and collection is self.namespaces:
+                self._authorize(headers, "create", resource, None, None)
+                return 201, self.namespaces.create(body)
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on a collection")
-        if ns is None:
+        if collection.namespaced and ns is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        key_ns = ns or ""
         if method == "GET":
-            self._authorize(headers, "get", "pods.", name, ns)
-            return 200, self.pods.get(ns, name)
+            self._authorize(headers, "get", resource, name, ns)
+            return 200, collection.get(key_ns, name)
         if method == "PATCH":
-            self._authorize(headers, "patch", "pods.", name, ns)
+            self._authorize(headers, "patch", resource, name, ns)
             if content_type not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
                 raise ApiError(415, "UnsupportedMediaType",
-                               f"the stand-in does not model {content_type} for pods")  # fmt: skip
-            return 200, self.pods.patch(ns, name, body, status=status)
+                               f"the stand-in does not model {content_type} for {collection.plural}")  # fmt: skip
+            if collection is self.pods:
+                return 200, self.pods.patch(key_ns, name, body, status=status)
+            return 200, collection.patch_metadata(key_ns, name, body)
         if method == "DELETE" and not status:
-            self._authorize(headers, "delete", "pods.", name, ns)
-            return 200, self.pods.delete(ns, name, body)
+            self._authorize(headers, "delete", resource, name, ns)
+            return 200, collection.delete(key_ns, name, body)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
 
-    # ----------------------------------------------------------------- pod watch (streaming)
+    # ----------------------------------------------------------------- core/v1 watch (streaming)
 
     def is_watch(self, method: str, url: str) -> bool:
         split = urlsplit(url)
         params = parse_qs(split.query)
         return (method == "GET" and params.get("watch", [""])[-1] in ("true", "1")
-                and bool(m := _PODS.match(split.path)) and m["name"] is None)  # fmt: skip
+                and bool(m := _CORE.match(split.path)) and m["name"] is None)  # fmt: skip
 
     def serve_watch(self, handler: BaseHTTPRequestHandler, url: str) -> None:
-        """Stream pod watch events as the API server does: one JSON object per chunk."""
+        """Stream watch events of pods, namespaces or nodes as the API server does: one JSON
+        object per chunk."""
         split = urlsplit(url)
         params = {k: v[-1] for k, v in parse_qs(split.query).items()}
         self.requests.append(Request("GET", split.path, params, "", None))
-        ns = _PODS.match(split.path)["ns"]  # type: ignore[index]
-        pods = self.pods
+        m = _CORE.match(split.path)
+        assert m is not None  # is_watch() said so
+        ns, collection = m["ns"], self.core[m["plural"]]
         try:
             with self.store.lock:
-                self._authorize(handler.headers, "watch", "pods.", None, ns)
-                flt = _PodFilter.parse(ns, params)
+                if ns is not None and not collection.namespaced:
+                    raise ApiError(404, "NotFound", "the server could not find the requested resource")
+                self._authorize(handler.headers, "watch", f"{collection.plural}.", None, ns)
+                flt = collection.filter(ns, params)
                 raw_rv = params.get("resourceVersion", "")
                 try:
                     last = int(raw_rv) if raw_rv not in ("", "0") else self.store.revision
@@ -1019,8 +1174,8 @@ class K8sStandIn:
                 pending: list[dict[str, Any]] = []
                 if raw_rv in ("", "0"):  # "get state and start at most recent": synthetic ADDEDs
                     pending = [{"type": "ADDED", "object": copy.deepcopy(p)}
-                               for _, p in sorted(pods.objects.items()) if flt(p)]  # fmt: skip
-                epoch = pods.epoch
+                               for _, p in sorted(collection.objects.items()) if flt(p)]  # fmt: skip
+                epoch = collection.epoch
         except ApiError as exc:
             _send_json(handler, exc.status["code"], exc.status)
             return
@@ -1044,24 +1199,24 @@ class K8sStandIn:
                 if now >= deadline:
                     break
                 bookmark_at = now + self.bookmark_interval if bookmarks else deadline
-                with pods.changed:
-                    while (not pods.closed and pods.epoch == epoch and last >= pods.compacted
-                           and not (pods.log and pods.log[-1].rv > last)
+                with collection.changed:
+                    while (not collection.closed and collection.epoch == epoch and last >= collection.compacted
+                           and not (collection.log and collection.log[-1].rv > last)
                            and (now := time.monotonic()) < min(deadline, bookmark_at)):  # fmt: skip
-                        pods.changed.wait(min(deadline, bookmark_at) - now)
-                    if pods.closed or pods.epoch != epoch:
+                        collection.changed.wait(min(deadline, bookmark_at) - now)
+                    if collection.closed or collection.epoch != epoch:
                         handler.close_connection = True
                         handler.connection.shutdown(socket.SHUT_RDWR)  # cut: no terminating chunk
                         return
-                    if last < pods.compacted:
-                        pending = [_expired(last, pods.compacted)]
+                    if last < collection.compacted:
+                        pending = [_expired(last, collection.compacted)]
                         continue
-                    new = [e for e in pods.log if e.rv > last]
+                    new = [e for e in collection.log if e.rv > last]
                     if new:
                         last = new[-1].rv
                     pending = [ev for e in new if (ev := _watch_event(flt, e)) is not None]
                     if not new and bookmarks and time.monotonic() >= bookmark_at:
-                        pending = [{"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1",
+                        pending = [{"type": "BOOKMARK", "object": {"kind": collection.kind, "apiVersion": "v1",
                                     "metadata": {"resourceVersion": str(self.store.revision)}}}]  # fmt: skip
                         last = self.store.revision
             handler.wfile.write(b"0\r\n\r\n")

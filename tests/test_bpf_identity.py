@@ -49,6 +49,8 @@ from netwarden.bpf.identity import (
     pod_labels,
 )
 from netwarden.bpf.identitymap import IdentityMap, IdentityMapError
+from netwarden.bpf.nodewatch import NodeIndex, NodeInfo, NodeWatch
+from netwarden.bpf.nswatch import NamespaceIndex, NamespaceInfo, NamespaceWatch
 from netwarden.bpf.podwatch import (
     PodIndex,
     PodInfo,
@@ -59,7 +61,7 @@ from netwarden.bpf.podwatch import (
 from netwarden.ingest.flow import Endpoint, Workload
 from netwarden.ingest.identity import IdentityResolver as SubjectResolver
 
-from tests.k8s_standin import K8sStandIn
+from tests.k8s_standin import K8sStandIn, Token
 from tests.servers import free_port
 
 CID = "4f8a2b6c" * 8  # a 64-hex container id
@@ -629,35 +631,56 @@ def test_kubeconfig_client_and_the_whole_chain(server: K8sStandIn, tmp_path: Pat
         assert resolver.local(4026532500, os.stat(cgroup).st_ino, 0) == netns_endpoint(4026532500)
 
 
-def _kubeconfig(tmp_path: Path, url: str) -> Path:
+def _kubeconfig(tmp_path: Path, url: str, token: str = "not-checked") -> Path:
     path = tmp_path / "kubeconfig"
     path.write_text(textwrap.dedent(f"""
         apiVersion: v1
         kind: Config
         clusters: [{{name: standin, cluster: {{server: "{url}"}}}}]
-        users: [{{name: agent, user: {{token: not-checked}}}}]
+        users: [{{name: agent, user: {{token: {token}}}}}]
         contexts: [{{name: standin, context: {{cluster: standin, user: agent}}}}]
         current-context: standin
     """))
     return path
 
 
-def test_open_resolver_wires_map_watch_and_host(server: K8sStandIn, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_open_resolver_wires_map_watches_and_host(server: K8sStandIn, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     server.put_pod(pod_json("web-0", ip="10.244.1.7", labels={"app": "web"}))
+    server.put_namespace("shop", {"team": "payments"})
+    server.put_node("node-1", {"InternalIP": "192.0.2.11", "ExternalIP": "198.51.100.11"})
+    server.put_node("node-2", {"InternalIP": "192.0.2.12"})
     (tmp_path / "map.yaml").write_text("entries: [{ips: [203.0.113.0/24], namespace: partners, pod: api}]\n")
     lines: list[str] = []
     resolver = open_resolver(identity_map=tmp_path / "map.yaml", kubernetes=str(_kubeconfig(tmp_path, server.url)),
                              node_name="node-1", log=lines.append)  # fmt: skip
     try:
         assert resolver.watch is not None and resolver.watch.synced
-        assert resolver.remote("10.244.1.7").pod_name == "web-0"
+        assert [w.resource for w in resolver.watches] == ["pods", "namespaces", "nodes"]
+        web = resolver.remote("10.244.1.7")
+        assert web.pod_name == "web-0" and "k8s:io.cilium.k8s.namespace.labels.team=payments" in web.labels
         assert resolver.remote("203.0.113.5").pod_name == "api"
+        assert resolver.remote("198.51.100.11") == HOST  # this node's ExternalIP
+        assert resolver.remote("192.0.2.12") == REMOTE_NODE
         assert resolver.local(host_netns_inode(), 0, 0) == HOST
-        assert lines == ["netwarden agent: watching pods of node node-1: 1 now"]
+        assert lines == ["netwarden agent: watching pods of node node-1: 1 now",
+                         "netwarden agent: watching namespaces: 1 now",
+                         "netwarden agent: watching nodes: 2 now"]  # fmt: skip
     finally:
         resolver.close()
-    assert not resolver.watch._thread.is_alive()  # type: ignore[union-attr]
+    assert not any(w._thread.is_alive() for w in resolver.watches)  # type: ignore[union-attr]
+
+    lines.clear()
+    resolver = open_resolver(kubernetes=str(_kubeconfig(tmp_path, server.url)), node_name="node-1",
+                             namespace_labels=False, node_identities=False, log=lines.append)  # fmt: skip
+    try:
+        assert [w.resource for w in resolver.watches] == ["pods"]
+        assert resolver.namespaces is None and resolver.nodes is None and len(lines) == 1
+        web = resolver.remote("10.244.1.7")
+        assert "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=shop" in web.labels
+        assert not any("team=" in label for label in web.labels)
+    finally:
+        resolver.close()
 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     lines.clear()
@@ -760,8 +783,10 @@ def test_local_cgroup_to_pod_then_fallbacks(fake_host: dict[str, Any]) -> None:
     index.upsert(web_pod())  # the watch delivers it: cached answers are recomputed
     assert resolver.local(pod_ns, fake_host["container"], 0) == pod_endpoint(web_pod())
     assert resolver.local(pod_ns, 0, 4242) == pod_endpoint(web_pod())  # by pid (cgroup id not reported)
-    # a host-network pod is still the pod, not the host
-    assert resolver.local(HOST_NS, fake_host["container"], 0) == pod_endpoint(web_pod())
+    # a host-network pod's socket is the host's, as Hubble shows it (Cilium gives it no endpoint)
+    index.upsert(dataclasses.replace(web_pod(), host_network=True))
+    assert resolver.local(HOST_NS, fake_host["container"], 0) == HOST
+    assert resolver.local(HOST_NS, 0, 4242) == HOST
     index.remove(UID)
     assert resolver.local(HOST_NS, fake_host["container"], 0) == HOST
     # an unknown cgroup id: netns decides
@@ -872,6 +897,333 @@ def test_for_host_knows_this_hosts_namespace_and_addresses() -> None:
     for address in local_addresses("/proc/self/net"):
         assert not address.startswith("127.")
         assert resolver.remote(address) == HOST
+
+
+# =========================================================================== namespace labels
+
+NS_LABEL = "k8s:io.cilium.k8s.namespace.labels."
+
+
+def test_pod_labels_carry_the_namespace_labels_as_cilium_does() -> None:
+    """SanitizePodLabels: every namespace label under io.cilium.k8s.namespace.labels.<key>; pod
+    labels under Cilium's own prefix are dropped (a pod cannot claim its namespace's labels)."""
+    pod = PodInfo.from_dict(pod_json("web-0", labels={
+        "app": "web", "io.cilium.k8s.namespace.labels.team": "spoofed", "io.cilium.k8s.policy.cluster": "x"}))
+    namespace = (("kubernetes.io/metadata.name", "shop"), ("pci", ""), ("team", "payments"))
+    assert pod_labels(pod, "kind-kind", namespace) == (
+        "k8s:app=web",
+        f"{NS_LABEL}kubernetes.io/metadata.name=shop",
+        f"{NS_LABEL}pci",  # an empty value: no "="
+        f"{NS_LABEL}team=payments",
+        "k8s:io.cilium.k8s.policy.cluster=kind-kind",
+        "k8s:io.cilium.k8s.policy.serviceaccount=default",
+        "k8s:io.kubernetes.pod.namespace=shop",
+    )
+    # namespace not known (no watch, or not listed yet): the label every namespace has
+    assert [label for label in pod_labels(pod) if label.startswith(NS_LABEL)] == [
+        f"{NS_LABEL}kubernetes.io/metadata.name=shop"]
+    assert pod_endpoint(pod, "default", namespace).labels == pod_labels(pod, "default", namespace)
+
+
+def test_namespace_index_moves_only_when_labels_do() -> None:
+    index = NamespaceIndex(max_namespaces=2)
+    shop = NamespaceInfo.from_dict({"metadata": {"name": "shop", "labels": {"team": "a", "kubernetes.io/metadata.name": "shop"},
+                                                 "annotations": {"x": "1"}}, "status": {"phase": "Active"}})  # fmt: skip
+    assert shop.labels == (("kubernetes.io/metadata.name", "shop"), ("team", "a"))
+    index.replace([shop, NamespaceInfo("data", ())])
+    generation = index.generation
+    index.upsert(NamespaceInfo("shop", shop.labels))  # an annotation or status change
+    index.replace([NamespaceInfo("data", ()), shop])  # a relist that finds nothing new
+    assert index.generation == generation
+    index.upsert(NamespaceInfo("shop", (("team", "b"),)))
+    assert index.labels("shop") == (("team", "b"),) and index.generation == generation + 1
+    index.upsert(NamespaceInfo("third", ()))  # over the bound
+    assert index.labels("third") is None and index.dropped == 1
+    index.remove("data")
+    index.remove("data")
+    assert index.labels("data") is None and index.generation == generation + 2 and len(index) == 1
+
+
+def test_namespace_labels_reach_endpoints_and_renew_the_cache(fake_host: dict[str, Any]) -> None:
+    pods = PodIndex()
+    pods.upsert(web_pod())
+    namespaces = NamespaceIndex()
+    resolver = _resolver(fake_host, pods=pods, namespaces=namespaces)
+    pod_ns = 4026532500
+    before = resolver.remote("10.244.1.7")
+    assert f"{NS_LABEL}kubernetes.io/metadata.name=shop" in before.labels  # not listed yet
+    assert resolver.remote("10.244.1.7") is before  # cached
+    namespaces.replace([NamespaceInfo("shop", (("kubernetes.io/metadata.name", "shop"), ("team", "payments")))])
+    listed = resolver.remote("10.244.1.7")
+    assert f"{NS_LABEL}team=payments" in listed.labels
+    assert resolver.local(pod_ns, fake_host["container"], 0) == listed
+    namespaces.upsert(NamespaceInfo("shop", (("kubernetes.io/metadata.name", "shop"), ("team", "checkout"))))
+    for endpoint in (resolver.remote("10.244.1.7"), resolver.local(pod_ns, fake_host["container"], 0)):
+        assert f"{NS_LABEL}team=checkout" in endpoint.labels and f"{NS_LABEL}team=payments" not in endpoint.labels
+    namespaces.remove("shop")  # pods of a deleted namespace are going too: back to the fallback
+    assert resolver.remote("10.244.1.7") == before
+
+
+def test_namespace_watch_label_change_reaches_the_next_resolution(server: K8sStandIn,
+                                                                  fake_host: dict[str, Any]) -> None:  # fmt: skip
+    core = k8s.CoreV1Api(_api(server.url))
+    core.create_namespace({"metadata": {"name": "shop", "labels": {"team": "payments"}}})
+    server.put_namespace("data")
+    server.put_pod(pod_json("web-0", ip="10.244.1.7", labels={"app": "web"}))
+    with (PodWatch(_api(server.url), node_name="node-1", backoff_initial=0.05) as pods,
+          NamespaceWatch(_api(server.url), backoff_initial=0.05) as namespaces):  # fmt: skip
+        assert pods.wait_synced(5) and namespaces.wait_synced(5)
+        assert len(namespaces.index) == 2
+        resolver = _resolver(fake_host, pods=pods.index, namespaces=namespaces.index)
+        labels = resolver.remote("10.244.1.7").labels
+        assert f"{NS_LABEL}team=payments" in labels and f"{NS_LABEL}kubernetes.io/metadata.name=shop" in labels
+
+        core.patch_namespace("shop", {"metadata": {"labels": {"team": "checkout", "tier": "web"}}})
+        wait_for(lambda: f"{NS_LABEL}team=checkout" in resolver.remote("10.244.1.7").labels)
+        assert f"{NS_LABEL}tier=web" in resolver.remote("10.244.1.7").labels
+        assert namespaces.stats.lists == 1 and namespaces.stats.events >= 1
+        watches = [r for r in server.watch_requests() if r.path == "/api/v1/namespaces"]
+        assert watches and watches[0].query["allowWatchBookmarks"] == "true"
+
+        # While the watches are cut, a namespace goes, another changes and the history is
+        # compacted: resuming is impossible, the relist must not miss either change.
+        with server.store.lock:
+            server.drop_watches()
+            server.delete_namespace("data")
+            server.put_namespace("shop", {"team": "payments"})
+            server.compact()
+        wait_for(lambda: namespaces.stats.lists == 2)
+        assert namespaces.stats.expired == 1
+        wait_for(lambda: namespaces.index.labels("data") is None)
+        wait_for(lambda: f"{NS_LABEL}team=payments" in resolver.remote("10.244.1.7").labels)
+        assert f"{NS_LABEL}tier=web" not in resolver.remote("10.244.1.7").labels
+
+
+# =========================================================================== nodes
+
+
+def test_node_addresses_are_the_ones_cilium_takes() -> None:
+    """ParseNode: InternalIP and ExternalIP only, the first of each type per family."""
+    node = NodeInfo.from_dict({"metadata": {"name": "node-2"}, "status": {"addresses": [
+        {"type": "Hostname", "address": "node-2"},
+        {"type": "InternalIP", "address": "192.0.2.12"},
+        {"type": "InternalIP", "address": "192.0.2.99"},  # a second one of the family: ignored
+        {"type": "InternalIP", "address": "FD00:0::12"},
+        {"type": "ExternalIP", "address": "198.51.100.12"},
+        {"type": "ExternalIP", "address": ""},
+        {"type": "InternalDNS", "address": "node-2.internal"},
+        {"type": "ExternalIP", "address": "not-an-ip"},
+    ]}})  # fmt: skip
+    assert node == NodeInfo("node-2", ("192.0.2.12", "fd00::12", "198.51.100.12"))
+    assert NodeInfo.from_dict({"metadata": {"name": "new"}}).addresses == ()
+
+
+def test_node_index_moves_only_when_addresses_do() -> None:
+    index = NodeIndex()
+    index.replace([NodeInfo("node-1", ("192.0.2.11",)), NodeInfo("node-2", ("192.0.2.12", "fd00::12"))])
+    generation = index.generation
+    assert index.by_address("fd00::12").name == "node-2" and index.by_address("192.0.2.13") is None
+    index.upsert(NodeInfo("node-2", ("192.0.2.12", "fd00::12")))  # a status heartbeat
+    index.replace(index.nodes())
+    assert index.generation == generation
+    index.upsert(NodeInfo("node-2", ("192.0.2.22",)))  # readdressed
+    assert index.by_address("192.0.2.12") is None and index.by_address("192.0.2.22").name == "node-2"
+    index.remove("node-2")
+    index.remove("node-2")
+    assert index.get("node-2") is None and index.generation == generation + 2 and len(index) == 1
+
+
+def test_remote_nodes_and_this_node_from_the_node_index(fake_host: dict[str, Any]) -> None:
+    nodes = NodeIndex()
+    nodes.replace([NodeInfo("node-1", ("192.168.0.11", "35.200.0.11")),
+                   NodeInfo("node-2", ("192.168.0.12", "35.200.0.12", "fd00::12"))])  # fmt: skip
+    resolver = _resolver(fake_host, nodes=nodes, node_name="node-1")
+    assert resolver.remote("35.200.0.11") == HOST  # this node's ExternalIP, on no local interface
+    assert resolver.remote("192.168.0.12") == REMOTE_NODE
+    assert resolver.remote("35.200.0.12") == REMOTE_NODE  # a global address, and still a node
+    assert resolver.remote("::ffff:192.168.0.12") == REMOTE_NODE
+    assert resolver.remote("fd00::12") == REMOTE_NODE
+    nodes.remove("node-2")  # the node leaves: its addresses are nobody's
+    assert resolver.remote("35.200.0.12") == WORLD and resolver.remote("192.168.0.12") == UNKNOWN
+    nodes.upsert(NodeInfo("node-3", ("192.168.0.12",)))  # and a new node takes one
+    assert resolver.remote("192.168.0.12") == REMOTE_NODE
+    # without a node name, this node is the one that has one of the host's addresses
+    unnamed = _resolver(fake_host, nodes=nodes)
+    assert unnamed.remote("35.200.0.11") == HOST and unnamed.remote("192.168.0.12") == REMOTE_NODE
+
+
+def test_node_watch_remote_nodes_come_and_go(server: K8sStandIn, fake_host: dict[str, Any]) -> None:
+    server.put_node("node-1", {"InternalIP": "192.0.2.11", "ExternalIP": "198.51.100.11", "Hostname": "node-1"})
+    server.put_node("node-2", [("InternalIP", "192.0.2.12"), ("InternalIP", "192.0.2.99"), ("InternalIP", "fd00::12")])
+    with NodeWatch(_api(server.url), backoff_initial=0.05) as watch:
+        assert watch.wait_synced(5)
+        assert watch.index.get("node-2") == NodeInfo("node-2", ("192.0.2.12", "fd00::12"))
+        resolver = _resolver(fake_host, nodes=watch.index, node_name="node-1")
+        assert resolver.remote("198.51.100.11") == HOST and resolver.remote("192.0.2.11") == HOST
+        assert resolver.remote("192.0.2.12") == REMOTE_NODE and resolver.remote("fd00::12") == REMOTE_NODE
+        assert resolver.remote("192.0.2.99") == UNKNOWN  # Cilium does not take a second InternalIP either
+
+        server.put_node("node-3", {"InternalIP": "192.0.2.13"})  # a node joins
+        wait_for(lambda: resolver.remote("192.0.2.13") == REMOTE_NODE)
+        generation, events = watch.index.generation, watch.stats.events
+        server.put_node("node-3", {"InternalIP": "192.0.2.13"}, conditions=[{"type": "Ready", "status": "True"}])
+        wait_for(lambda: watch.stats.events > events)
+        assert watch.index.generation == generation  # a heartbeat: cached answers stay valid
+        server.delete_node("node-2")  # a node leaves
+        wait_for(lambda: resolver.remote("192.0.2.12") == UNKNOWN)
+        assert resolver.remote("fd00::12") == UNKNOWN
+
+        with server.store.lock:  # a node leaves while the watch is cut and history is compacted
+            server.drop_watches()
+            server.delete_node("node-3")
+            server.compact()
+        wait_for(lambda: watch.stats.lists == 2)
+        wait_for(lambda: resolver.remote("192.0.2.13") == UNKNOWN)
+        assert watch.stats.expired == 1 and resolver.remote("192.0.2.11") == HOST
+
+
+# =========================================================================== host-network pods
+
+
+def test_pod_index_knows_node_addresses_from_pods() -> None:
+    index = PodIndex()
+    dual = pod_json("exporter-bbbbb", node="node-2", host_network=True, ip="192.0.2.12", host_ip="192.0.2.12")
+    dual["status"] |= {"podIPs": [{"ip": "192.0.2.12"}, {"ip": "fd00::12"}],
+                       "hostIPs": [{"ip": "192.0.2.12"}, {"ip": "fd00::12"}]}  # fmt: skip
+    exporter = PodInfo.from_dict(dual)
+    assert exporter.host_ips == ("192.0.2.12", "fd00::12")
+    assert exporter.node_addresses() == {"192.0.2.12", "fd00::12"}
+    index.upsert(exporter)
+    index.upsert(web_pod())  # on node-1, hostIP 192.168.0.11
+    assert index.node_of_address("fd00::12") == "node-2" and index.node_of_address("192.168.0.11") == "node-1"
+    assert index.by_ip("192.0.2.12") is None and index.node_of_address("10.244.1.7") is None
+    index.remove(exporter.uid)
+    assert index.node_of_address("192.0.2.12") is None and index.host_ips() == {"192.168.0.11"}
+
+
+def test_host_network_pods_resolve_to_their_node(fake_host: dict[str, Any]) -> None:
+    """Cilium's "host" entity includes host-network containers of this node, "remote-node" those
+    of the others; never the pod's own identity."""
+    index = PodIndex()
+    here = PodInfo.from_dict(pod_json("exporter-aaaaa", uid=UID, node="node-1", host_network=True,
+                                      ip="192.168.0.50", host_ip="192.168.0.50", labels={"app": "exporter"}))  # fmt: skip
+    there = PodInfo.from_dict(pod_json("exporter-bbbbb", node="node-2", host_network=True,
+                                       ip="192.168.0.12", host_ip="192.168.0.12", labels={"app": "exporter"}))  # fmt: skip
+    index.upsert(here)
+    index.upsert(there)
+    resolver = _resolver(fake_host, pods=index, node_name="node-1")
+    assert resolver.remote("192.168.0.50") == HOST  # this node's, though on no interface we read
+    assert resolver.remote("192.168.0.12") == REMOTE_NODE
+    assert resolver.local(HOST_NS, fake_host["container"], 0) == HOST  # its own socket: the host
+    # a node the node watch knows says the same
+    nodes = NodeIndex()
+    nodes.replace([NodeInfo("node-2", ("192.168.0.12",))])
+    assert _resolver(fake_host, pods=index, nodes=nodes, node_name="node-1").remote("192.168.0.12") == REMOTE_NODE
+    # seen from node-2's agent, the same pods swap roles
+    seen_from_2 = _resolver(fake_host, pods=index, node_name="node-2")
+    assert seen_from_2.remote("192.168.0.50") == REMOTE_NODE and seen_from_2.remote("192.168.0.12") == HOST
+    assert seen_from_2.remote("192.168.0.11") == HOST  # the fake host's own address still is
+
+
+def test_host_network_pod_watch_updates(server: K8sStandIn, fake_host: dict[str, Any]) -> None:
+    """Every pod watched (no node selector): host-network pods here and elsewhere come and go."""
+    server.put_pod(pod_json("exporter-aaaaa", node="node-1", host_network=True, ip="192.0.2.11", host_ip="192.0.2.11"))
+    with PodWatch(_api(server.url), backoff_initial=0.05) as watch:
+        assert watch.wait_synced(5)
+        resolver = _resolver(fake_host, pods=watch.index, node_name="node-1")
+        assert resolver.remote("192.0.2.11") == HOST
+        assert resolver.remote("192.0.2.12") == UNKNOWN
+        server.put_pod(pod_json("exporter-bbbbb", node="node-2", host_network=True, ip="192.0.2.12",
+                                host_ip="192.0.2.12", labels={"app": "exporter"}))  # fmt: skip
+        wait_for(lambda: resolver.remote("192.0.2.12") == REMOTE_NODE)
+        assert resolver.remote("192.0.2.12").pod_name == ""
+        server.delete_pod("shop", "exporter-bbbbb")  # the last pod that told of node-2
+        wait_for(lambda: resolver.remote("192.0.2.12") == UNKNOWN)
+
+
+# =========================================================================== RBAC
+
+
+def test_refused_namespaces_and_nodes_leave_pods_working(tmp_path: Path) -> None:
+    """An agent whose ClusterRole covers only pods: one warning per refused resource, no wait."""
+    tokens = {"agent-token": Token("system:serviceaccount:netwarden:agent", resources=frozenset({"pods"}))}
+    with K8sStandIn(tokens=tokens) as server:
+        server.put_namespace("shop", {"team": "payments"})
+        server.put_node("node-2", {"InternalIP": "192.0.2.12"})
+        server.put_pod(pod_json("web-0", ip="10.244.1.7", labels={"app": "web"}))
+        lines: list[str] = []
+        started = time.monotonic()
+        resolver = open_resolver(kubernetes=str(_kubeconfig(tmp_path, server.url, token="agent-token")),
+                                 node_name="node-1", log=lines.append)  # fmt: skip
+        try:
+            assert time.monotonic() - started < 5  # a refusal is not waited out
+            web = resolver.remote("10.244.1.7")
+            assert web.pod_name == "web-0" and f"{NS_LABEL}kubernetes.io/metadata.name=shop" in web.labels
+            assert not any("team=" in label for label in web.labels)
+            assert resolver.remote("192.0.2.12") == UNKNOWN
+            assert "netwarden agent: watching pods of node node-1: 1 now" in lines
+            refusals = sorted(line for line in lines if "refuses" in line)
+            assert len(refusals) == 2 and len(lines) == 3, lines
+            assert refusals[0].startswith("netwarden agent: the API server refuses namespaces to this agent "
+                                          "(403 Forbidden: namespaces is forbidden: User")  # fmt: skip
+            assert "get, list and watch on namespaces" in refusals[0]
+            assert "going on without node addresses" in refusals[1]
+            assert all(w.denied and not w.synced for w in resolver.watches[1:])
+        finally:
+            resolver.close()
+
+
+def test_a_refused_watch_warns_once_and_recovers_when_granted(tmp_path: Path) -> None:
+    tokens = {"t": Token("agent", resources=frozenset({"pods"}))}
+    with K8sStandIn(tokens=tokens) as server:
+        server.put_namespace("shop", {"team": "payments"})
+        lines: list[str] = []
+        api = api_client_from_environment(str(_kubeconfig(tmp_path, server.url, token="t")))
+        with NamespaceWatch(api, backoff_initial=0.02, backoff_max=0.05, warn=lines.append) as watch:
+            assert not watch.wait_synced(5) and watch.denied
+            wait_for(lambda: watch.stats.denied >= 3)
+            assert len(lines) == 1 and 'cannot list resource "namespaces"' in lines[0]
+            assert watch.stats.errors == 0 and watch.stats.last_error.startswith("403 Forbidden")
+            server.tokens["t"] = Token("agent")  # the ClusterRole is fixed: no restart needed
+            wait_for(lambda: watch.synced)
+            assert not watch.denied and len(lines) == 1
+            assert watch.index.labels("shop") == (("kubernetes.io/metadata.name", "shop"), ("team", "payments"))
+
+
+def test_a_watch_refused_after_an_allowed_list_warns_once(tmp_path: Path) -> None:
+    """A ClusterRole with list but no watch: the listed state is kept, one warning, no relists."""
+    with K8sStandIn(tokens={"t": Token("agent", frozenset({"get", "list"}))}) as server:
+        server.put_node("node-2", {"InternalIP": "192.0.2.12"})
+        lines: list[str] = []
+        api = api_client_from_environment(str(_kubeconfig(tmp_path, server.url, token="t")))
+        with NodeWatch(api, backoff_initial=0.02, backoff_max=0.05, warn=lines.append) as watch:
+            assert watch.wait_synced(5)
+            wait_for(lambda: watch.stats.denied >= 3)
+            assert watch.denied and watch.stats.lists == 1 and watch.index.by_address("192.0.2.12") is not None
+            assert len(lines) == 1 and 'cannot watch resource "nodes"' in lines[0]
+
+
+def test_standin_serves_namespaces_and_nodes(server: K8sStandIn) -> None:
+    core = k8s.CoreV1Api(_api(server.url))
+    created = core.create_namespace({"metadata": {"name": "shop", "labels": {"team": "payments"}}})
+    assert created.metadata.labels == {"team": "payments", "kubernetes.io/metadata.name": "shop"}
+    assert created.status.phase == "Active"
+    core.patch_namespace("shop", {"metadata": {"labels": {"team": None, "tier": "web",
+                                                          "kubernetes.io/metadata.name": None}}})  # fmt: skip
+    assert core.read_namespace("shop").metadata.labels == {"tier": "web", "kubernetes.io/metadata.name": "shop"}
+    with pytest.raises(k8s.ApiException) as refused:
+        core.patch_namespace("shop", {"spec": {"finalizers": []}})
+    assert refused.value.status == 422
+    server.put_node("node-1", {"InternalIP": "192.0.2.11"})
+    server.put_node("node-2", {"InternalIP": "192.0.2.12"})
+    listed = core.list_node(field_selector="metadata.name=node-2")
+    assert [n.metadata.name for n in listed.items] == ["node-2"] and listed.metadata.resource_version
+    assert core.read_node("node-1").status.addresses[0].address == "192.0.2.11"
+    with pytest.raises(k8s.ApiException) as missing:
+        core.read_node("node-9")
+    assert missing.value.status == 404
+    core.delete_namespace("shop")
+    assert core.list_namespace().items == [] and len(core.list_node(limit=1).items) == 1
 
 
 # =========================================================================== real namespaces
