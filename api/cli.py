@@ -253,10 +253,14 @@ def _build_parser() -> argparse.ArgumentParser:
                             "running in a pod), off, or a kubeconfig path (default: %(default)s)")
     agent.add_argument("--node-name", default=None, metavar="NAME",
                        help="node name on the flows (default: this host's name)")
-    agent.add_argument("--no-udp-receive-peers", action="store_true",
-                       help="do not trace recvfrom/recvmsg/recvmmsg: syscall tracepoints slow "
-                            "every syscall a little; without them an unconnected UDP "
-                            "receiver's peer is reported as 0.0.0.0:0")
+    agent.add_argument("--cgroup-root", type=Path, default=None, metavar="DIR",
+                       help="the host's cgroup v2 root, where the UDP peer hooks are attached "
+                            "(default: the cgroup2 mount of this process; in a container, "
+                            "mount the host's /sys/fs/cgroup and name it here)")
+    agent.add_argument("--no-udp-peers", action="store_true",
+                       help="do not attach the cgroup hooks that see the addresses of UDP "
+                            "sendto/recvfrom calls: peers of unconnected UDP sockets are then "
+                            "reported as 0.0.0.0:0")
     agent.set_defaults(handler=_cmd_agent)
 
     tok = sub.add_parser(

@@ -36,7 +36,8 @@ class AgentOptions:
     identity_map: Path | None = None  # YAML identity map (tests, hosts without Kubernetes)
     kubernetes: str = "auto"  # "auto" (in-cluster when there), "off", or a kubeconfig path
     poll_ms: int = 100  # longest wait for kernel events per poll
-    udp_receive_peers: bool = True  # syscall tracepoints for unconnected UDP receivers' peers
+    udp_peers: bool = True  # cgroup hooks for unconnected UDP sockets' peers (loader docstring)
+    cgroup_root: Path | None = None  # the host's cgroup v2 root (default: found in mountinfo)
 
     def __post_init__(self) -> None:
         if not self.node_name:
@@ -70,7 +71,9 @@ class Agent:
         resolver = open_resolver(identity_map=options.identity_map,
                                  kubernetes=options.kubernetes, node_name=options.node_name,
                                  log=log)
-        probes = KernelProbes(recv_syscalls=options.udp_receive_peers)
+        probes = KernelProbes(udp_peers=options.udp_peers, cgroup_root=options.cgroup_root)
+        for line in probes.missing:
+            log(f"netwarden agent: degraded: {line}")
         log(f"netwarden agent: probes attached on node {options.node_name}")
         return cls(probes, FlowMapper(resolver, options.node_name), poll_ms=options.poll_ms,
                    log=log)

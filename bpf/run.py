@@ -28,7 +28,7 @@ def run_agent(args: argparse.Namespace, *, tls: Any, console: Any,
 
     options = AgentOptions(node_name=args.node_name or "",
                            identity_map=args.identity_map, kubernetes=args.kubernetes,
-                           udp_receive_peers=not args.no_udp_receive_peers)
+                           udp_peers=not args.no_udp_peers, cgroup_root=args.cgroup_root)
     out = args.out if args.out is not None else (None if args.observer_listen else "-")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())

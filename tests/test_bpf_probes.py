@@ -601,7 +601,7 @@ def test_btf_offsets_match_bpftool() -> None:
     assert b.offset_of("sock_common", "skc_net.net") == b.offset_of("sock_common", "skc_net")
     with pytest.raises(btfmod.BtfError, match="no member"):
         b.offset_of("sock_common", "no_such_member")
-    assert b.raw_tracepoint_args("net_dev_queue") == ["struct sk_buff *"]
+    assert b.raw_tracepoint_args("inet_sock_set_state") == ["struct sock *", "int", "int"]
 
 
 def test_btf_missing_is_a_clear_error(tmp_path: Path) -> None:
