@@ -136,8 +136,10 @@ class FlowMapper:
 
     def _expire(self, time_ns: int) -> None:
         second = time_ns // 1_000_000_000
-        if second != self._memo_second or len(self._memo) > 65_536:
-            self._memo_second = second
+        # only forward: opens swept from the connection table arrive with their (earlier)
+        # times among newer events, and must not empty the memo back and forth
+        if second > self._memo_second or len(self._memo) > 65_536:
+            self._memo_second = max(second, self._memo_second)
             self._memo.clear()
 
     def flows(self, event: KernelEvent) -> list[dict[str, Any]]:

@@ -68,6 +68,7 @@ from .events import (Conn, ConnectionClosed, ConnectionOpened, KernelEvent, Pack
                      ProbeStats, TcpReset, UdpTraffic)
 from .localaddr import LocalAddresses
 from .preflight import AgentUnavailable, Environment, check
+from .ringbuf import RingReader
 
 __all__ = ["DEFAULT_IGNORED_DROPS", "KernelProbes", "tracepoint_struct"]
 
@@ -257,6 +258,7 @@ class KernelProbes:
         self._last_flush = time.monotonic()
         self._offset = self._clock_offset()
         self._closed = False
+        self._ring: RingReader | None = None
         self.missing: list[str] = []  # what this host lacks, in one line each (also logged)
 
         formats = self.env.formats
@@ -271,6 +273,9 @@ class KernelProbes:
         if udp_peers and have_length:
             from .cgroups import find_cgroup2_mount
             cgroup_dir = Path(cgroup_root) if cgroup_root else find_cgroup2_mount()
+            if cgroup_root and not (cgroup_dir / "cgroup.procs").is_file():
+                raise AgentUnavailable(f"{cgroup_dir} is not a cgroup v2 directory (no "
+                                       f"cgroup.procs): name the host's cgroup v2 root")
         self._links: list[int] = []
         self.udp_peer_hooks = False
         self.ringbuf = self.env.ringbuf if use_ringbuf is None else use_ringbuf
@@ -332,7 +337,8 @@ class KernelProbes:
                 self._attach_sock_addr_hooks(bcc, cgroup_dir)
             self._configure_drops(ignore_drop_reasons)
             if self.ringbuf:
-                self._bpf[b"events"].open_ring_buffer(self._on_event)
+                self._ring = RingReader(self._bpf[b"events"].map_fd, ring_pages * 4096,
+                                        _EVENT.format.removeprefix("<"))
             else:
                 self._bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=ring_pages,
                                                      lost_cb=self._on_lost)
@@ -398,11 +404,22 @@ class KernelProbes:
         self.counters["perf_lost"] += count
 
     def _on_event(self, _ctx: Any, data: Any, size: int) -> None:
+        """perf buffer callback: one record."""
         try:
-            self._pending += self._decode(ctypes.string_at(data, size))
+            self._pending += self._decode(_EVENT.unpack_from(ctypes.string_at(data, size)))
             self.stats.events += 1
         except Exception:  # noqa: BLE001 - a record we cannot decode is counted, never fatal
             self.stats.decode_errors += 1
+
+    def _read_ring(self) -> None:
+        """Every record in the ring buffer, read in bulk (:class:`RingReader`)."""
+        pending = self._pending
+        for fields in self._ring.read():
+            try:
+                pending += self._decode(fields)
+            except Exception:  # noqa: BLE001 - a record we cannot decode is counted, never fatal
+                self.stats.decode_errors += 1
+            self.stats.events += 1
 
     def _ksym(self, addr: int) -> str:
         name = self._ksyms.get(addr)
@@ -413,12 +430,12 @@ class KernelProbes:
                 self._ksyms[addr] = name
         return name
 
-    def _decode(self, raw: bytes) -> list[KernelEvent]:
-        """One record -> its event; a close of a connection not yet reported open -> the open
-        (at the time it happened) and the close."""
+    def _decode(self, fields: tuple[Any, ...]) -> list[KernelEvent]:
+        """One record's fields (``_EVENT``) -> its event; a close of a connection not yet
+        reported open -> the open (at the time it happened) and the close."""
         (ts, cgroup, duration, sent, recv, location, sk, opened, netns, pid, retrans, reason,
          lport, rport, etype, family, role, established, reset, direction, ipproto, have_ports,
-         laddr, raddr, comm) = _EVENT.unpack_from(raw)
+         laddr, raddr, comm) = fields
         t = ts + self._offset
         if etype == _EV_DROP:
             conn = None
@@ -572,8 +589,8 @@ class KernelProbes:
         self._offset = self._clock_offset()
         if self.ringbuf:
             # woken early only after many records (see emit() in probes.c): read what is there
-            self._bpf.ring_buffer_poll(timeout_ms)
-            self._bpf.ring_buffer_consume()
+            self._ring.wait(timeout_ms)
+            self._read_ring()
         else:
             self._bpf.perf_buffer_poll(timeout_ms)
         events, self._pending = self._pending, []
@@ -588,7 +605,7 @@ class KernelProbes:
         TCP connections open and not reported yet."""
         self._offset = self._clock_offset()
         if self.ringbuf:
-            self._bpf.ring_buffer_consume()
+            self._read_ring()
         else:
             self._bpf.perf_buffer_poll(0)
         events: list[KernelEvent] = [*self._pending, *self.flush_udp(final=True),
@@ -604,6 +621,8 @@ class KernelProbes:
             self._detach_links()
             del self._tcp_view
             self._tcp_table.close()
+            if self._ring is not None:
+                self._ring.close()
             self._bpf.cleanup()
 
     def __enter__(self) -> Self:

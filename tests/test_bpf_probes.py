@@ -349,6 +349,155 @@ def test_udp_flows(probes, pods: Pods) -> None:
     assert tot == (0, 0, 1, reply) and sel[0].conn.remote_addr == "0.0.0.0"
 
 
+LONG_SERVER = """
+    import json, socket
+    s = socket.socket(); s.bind(("{ip}", {port})); s.listen()
+    print(json.dumps({{"ready": True}}), flush=True)
+    c, _ = s.accept(); c.sendall(b"s" * 10)
+    c.recv(1)  # the client's close
+"""
+LONG_CLIENT = """
+    import json, socket, sys
+    c = socket.create_connection(("{ip}", {port}), timeout=10); c.recv(10)
+    print(json.dumps({{"lport": c.getsockname()[1]}}), flush=True)
+    sys.stdin.readline()  # held open until the test says
+    c.close()
+"""
+
+
+@pytest.mark.privileged
+@pytest.mark.slow
+def test_open_connection_reported_while_open_and_once(probes, pods: Pods) -> None:
+    """A connection that outlives a report interval is reported open by the sweep of the
+    connection table, with its process at both ends, and its close does not repeat it."""
+    drain(probes)
+    port = 18111
+    server = pods.spawn(pods.server, LONG_SERVER.format(ip=pods.server_ip, port=port))
+    assert json.loads(server.stdout.readline())["ready"]
+    client = subprocess.Popen(["ip", "netns", "exec", pods.client, sys.executable, "-c",
+                               textwrap.dedent(LONG_CLIENT.format(ip=pods.server_ip, port=port))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        lport = json.loads(client.stdout.readline())["lport"]
+        netns = {pods.client_netns, pods.server_netns}
+        opened: list[KernelEvent] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(opened) < 2:
+            opened += of([e for e in probes.poll(100) if e.netns in netns], ConnectionOpened)
+        assert not of(opened, ConnectionClosed)
+        (c,) = of(opened, ConnectionOpened, netns=pods.client_netns)
+        (s,) = of(opened, ConnectionOpened, netns=pods.server_netns)
+        assert (c.role, c.conn.local_port, c.conn.remote_port, c.pid) == (
+            "client", lport, port, client.pid)
+        assert (s.role, s.conn.local_port, s.conn.remote_port) == ("server", port, lport)
+        assert s.pid == server.pid and s.comm  # learned at its first send: the sweep has it
+        client.stdin.write("\n")
+        client.stdin.flush()
+        client.wait(timeout=10)
+        server.wait(timeout=10)
+    finally:
+        client.kill()
+        server.kill()
+    events = collect(probes, netns, lambda ev: len(of(ev, ConnectionClosed)) >= 2, timeout=5)
+    assert not of(events, ConnectionOpened)
+    closed = of(events, ConnectionClosed)
+    assert sorted(e.role for e in closed) == ["client", "server"]
+    assert all(e.established and e.duration_ns > 0 for e in closed)
+
+
+@pytest.mark.privileged
+@pytest.mark.slow
+def test_connection_table_full_is_counted(pods: Pods) -> None:
+    """With a table of one bucket (8 slots), connections beyond it are counted as lost,
+    never reported half (no close without its open)."""
+    from netwarden.bpf.loader import KernelProbes
+
+    with KernelProbes(max_tcp=8) as kp:
+        drain(kp)
+        code = """
+            import json, socket
+            s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
+            pairs = []
+            for _ in range(12):
+                c = socket.create_connection(s.getsockname()); a, _ = s.accept()
+                pairs.append((c, a))
+            for c, a in pairs:
+                c.close(); a.close()
+            print(json.dumps({}))
+        """
+        pods.run(pods.client, code)
+        events = collect(kp, {pods.client_netns}, lambda ev: False, timeout=1.0)
+        closed = of(events, ConnectionClosed)
+        opened = of(events, ConnectionOpened)
+        assert len(closed) == len(opened) == 8
+        assert kp.counters["tcp_table_full"] == 16 and kp.counters["tcp_tracked"] == 8
+        assert kp.stats.lost >= 16
+
+
+def _cgroup_programs(root: Path) -> str:
+    return _run("bpftool", "cgroup", "show", str(root), check=False).stdout
+
+
+@pytest.mark.privileged
+@pytest.mark.slow
+def test_udp_peer_hooks_detach_even_when_the_agent_is_killed(tmp_path: Path) -> None:
+    """The cgroup hooks hang on bpf_links: a SIGKILLed agent leaves nothing attached."""
+    _skip_unless_root()
+    from netwarden.bpf.cgroups import find_cgroup2_mount
+
+    root = find_cgroup2_mount()
+    if root is None:
+        pytest.skip("no cgroup v2 hierarchy")
+    before = _cgroup_programs(root).count("on_udp")
+    script = tmp_path / "load.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from netwarden.bpf.loader import KernelProbes
+        kp = KernelProbes()
+        print(",".join(kp.attached), flush=True)
+        time.sleep(60)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        attached = proc.stdout.readline().strip().split(",")
+        assert {"cgroup/sendmsg4", "cgroup/recvmsg6"} <= set(attached)
+        assert _cgroup_programs(root).count("on_udp") == before + 4
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while _cgroup_programs(root).count("on_udp") != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _cgroup_programs(root).count("on_udp") == before
+
+
+@pytest.mark.privileged
+@pytest.mark.slow
+def test_without_udp_peer_hooks_unconnected_peers_are_unknown(pods: Pods) -> None:
+    from netwarden.bpf.loader import KernelProbes
+
+    with KernelProbes(udp_peers=False) as kp:
+        assert not [a for a in kp.attached if a.startswith("cgroup/")]
+        drain(kp)
+        code = """
+            import json, socket
+            r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind(("{ip}", 0))
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.sendto(b"x" * 5, r.getsockname()); r.recvfrom(100)
+            print(json.dumps({{"r": r.getsockname()[1], "u": u.getsockname()[1]}}))
+        """.format(ip=pods.client_ip)
+        ports = pods.run(pods.client, code)
+        flows = of(collect(kp, {pods.client_netns}, lambda ev: False, timeout=0.5), UdpTraffic)
+        sent = [f for f in flows if f.conn.local_port == ports["u"]]
+        got = [f for f in flows if f.conn.local_port == ports["r"]]
+        assert [(f.conn.remote_addr, f.conn.remote_port, f.bytes_sent) for f in sent] == [
+            ("0.0.0.0", 0, 5)]
+        assert [(f.conn.remote_addr, f.conn.remote_port, f.bytes_received) for f in got] == [
+            ("0.0.0.0", 0, 5)]
+    with pytest.raises(preflight.AgentUnavailable, match="not a cgroup v2 directory"):
+        KernelProbes(cgroup_root="/nonexistent-cgroup")
+
+
 @pytest.mark.privileged
 @pytest.mark.slow
 def test_connect_to_closed_port(probes, pods: Pods) -> None:
@@ -657,3 +806,30 @@ def test_preflight_missing_tracepoint(tmp_path: Path) -> None:
     text = str(err)
     assert "sock:inet_sock_set_state" in text and "Linux >= 4.16" in text
     assert "skb:kfree_skb lacks field(s) location, protocol, reason" in text
+
+
+def test_preflight_raw_tracepoint_arguments() -> None:
+    """A raw tracepoint has no format file: its argument types come from BTF, and a kernel
+    whose hooks take other arguments is refused; optional ones may be absent."""
+
+    class FakeBtf:
+        def __init__(self, args: dict[str, list[str]]) -> None:
+            self.args = args
+
+        def raw_tracepoint_args(self, name: str) -> list[str]:
+            if name not in self.args:
+                raise btfmod.BtfError(f"no btf_trace_{name}")
+            return self.args[name]
+
+    good = {"inet_sock_set_state": ["struct sock *", "int", "int"],
+            "sock_send_length": ["struct sock *", "int", "int"],
+            "sock_recv_length": ["struct sock *", "int", "int"]}
+    assert preflight._check_raw_args(FakeBtf(good)) == []
+    # kernels before 6.3 have no sock_*_length: not a problem
+    assert preflight._check_raw_args(FakeBtf({"inet_sock_set_state": good[
+        "inet_sock_set_state"]})) == []
+    changed = {**good, "inet_sock_set_state": ["struct sock *", "unsigned int"]}
+    (problem,) = preflight._check_raw_args(FakeBtf(changed))
+    assert "inet_sock_set_state has arguments (struct sock *, unsigned int)" in problem
+    (problem,) = preflight._check_raw_args(FakeBtf({}))
+    assert "btf_trace_inet_sock_set_state" in problem
