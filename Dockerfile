@@ -8,6 +8,8 @@
 #   docker build --target agent -t netwarden-agent .
 #   docker run --rm --privileged --pid=host --cgroupns=host -v /sys:/sys -v /lib/modules:/lib/modules:ro \
 #     -v /usr/src:/usr/src:ro -p 4244:4244 netwarden-agent
+# (--cgroupns=host: the UDP peer hooks attach to the cgroup v2 root the agent sees, which must
+# be the host's for them to see every process; --pid=host: processes and namespaces by pid.)
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
