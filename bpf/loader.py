@@ -1,14 +1,17 @@
 """Load the kernel probes (``probes.c``) with bcc and turn their records into ``events``.
 
 Which kernel hooks, and why (this kernel has no kprobes and function tracing is locked, so
-no kprobe/fentry: everything is a tracepoint, which is also the stable choice elsewhere):
+no kprobe/fentry: everything is a tracepoint or a cgroup hook, which are also the stable
+choices elsewhere):
 
 * TCP lifecycle: ``sock:inet_sock_set_state``, as a raw tracepoint (the hottest hook: ten
   state changes per connection; arguments checked against BTF). SYN_SENT marks a client (in
   ``connect()``, so the process is known), SYN_RECV a passive child (a server; its process is
-  learned at its first send/recv). ESTABLISHED stores the addresses in the connection's entry,
-  CLOSE sends one record and frees the entry (an LRU map bounds the rest). Open connections
-  are read from that map every ``udp_flush_interval`` (:meth:`KernelProbes.poll`): each is
+  learned at its first send/recv). Connections live in ``tcp_conns``, a set-associative table
+  (probes.c says why not a hash map) that this process maps read-only. ESTABLISHED stores the
+  addresses in the connection's slot, CLOSE sends one record and frees the slot; a connection
+  that finds its bucket full is not tracked, and counted. Open connections are read from the
+  table every ``udp_flush_interval`` (:meth:`KernelProbes.poll`): each is
   reported once as :class:`ConnectionOpened`, by that sweep or, for a connection shorter than
   the interval, just before its :class:`ConnectionClosed`. One record per connection instead
   of two halves the kernel's and this side's work; the open is reported up to an interval
@@ -36,15 +39,15 @@ no kprobe/fentry: everything is a tracepoint, which is also the stable choice el
   reported as the unspecified address (the local one is filled in from the namespace's
   addresses by :mod:`netwarden.bpf.localaddr` where that is unambiguous).
 * UDP aggregation: a hash map keyed by (netns, socket, peer) accumulates bytes and datagrams
-  each way. Two maps alternate: user
-  space drains the one that has been idle for a whole interval, then makes it the active one,
-  so no update can race the drain.
+  each way. Two maps alternate: user space drains the one that has been idle for a whole
+  interval, then makes it the active one, so no update can race the drain.
 * Drops: ``skb:kfree_skb``: reason code named from the running kernel's format file, the
   dropping function from ``location``, the 5-tuple from the packet headers when the network
   header is set, the namespace from the device (else the socket).
 
-Records go through a BPF ring buffer (Linux >= 5.8; a failed write is counted in a BPF array)
-or, on older kernels, a perf buffer (its lost callback counts). Timestamps are
+Records go through a BPF ring buffer (Linux >= 5.8; a failed write is counted in a BPF array),
+read in bulk from its shared memory (:mod:`netwarden.bpf.ringbuf`), or, on older kernels, a
+perf buffer (its lost callback counts). Timestamps are
 ``CLOCK_MONOTONIC`` in the kernel, converted to Unix epoch ns here.
 """
 

@@ -695,14 +695,7 @@ class _Collection:
     def patch_metadata(self, ns: str, name: str, patch: Any) -> dict[str, Any]:
         """A merge patch that may change labels and annotations only (what the stand-in models
         of updates to namespaces and nodes, and of pods outside their status)."""
-        current = self._require(ns, name)
-        if not isinstance(patch, dict):
-            raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
-        rv = (patch.get("metadata") or {}).get("resourceVersion")
-        if rv and rv != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {self.plural} "{name}": the '
-                           "object has been modified; please apply your changes to the latest version "
-                           "and try again", {"name": name, "kind": self.plural})  # fmt: skip
+        current = self._patch_target(ns, name, patch)
         merged = _merge_patch(current, patch)
         if merged.get("spec") != current.get("spec"):
             raise ApiError(422, "Invalid", f'{self.kind} "{name}" is invalid: spec: Forbidden: updates may '
@@ -722,6 +715,19 @@ class _Collection:
     def _normalize(self, obj: dict[str, Any]) -> dict[str, Any]:
         """What the API server enforces on every write of this resource."""
         return obj
+
+    def _patch_target(self, ns: str, name: str, patch: Any) -> dict[str, Any]:
+        """The object a merge patch applies to; 400 for a patch that is not an object, 409 when
+        it names another resourceVersion (optimistic concurrency, as the API server does)."""
+        current = self._require(ns, name)
+        if not isinstance(patch, dict):
+            raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+        rv = (patch.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != current["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {self.plural} "{name}": the '
+                           "object has been modified; please apply your changes to the latest version "
+                           "and try again", {"name": name, "kind": self.plural})  # fmt: skip
+        return current
 
     def _require(self, ns: str, name: str) -> dict[str, Any]:
         obj = self.objects.get((ns, name))
@@ -766,14 +772,7 @@ class _Pods(_Collection):
     def patch(self, ns: str, name: str, patch: Any, *, status: bool) -> dict[str, Any]:
         if not status:
             return self.patch_metadata(ns, name, patch)
-        current = self._require(ns, name)
-        if not isinstance(patch, dict):
-            raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
-        rv = (patch.get("metadata") or {}).get("resourceVersion")
-        if rv and rv != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods "{name}": the object '
-                           "has been modified; please apply your changes to the latest version and try "
-                           "again", {"name": name, "kind": "pods"})  # fmt: skip
+        current = self._patch_target(ns, name, patch)
         new = copy.deepcopy(current)
         new["status"] = _merge_patch(current, patch).get("status") or {}  # the status subresource: status only
         self.objects[(ns, name)] = new
