@@ -67,8 +67,16 @@ from typing import Any, Literal, Self
 import numpy as np
 
 from .dropreasons import CONSUMED_NAMES, TracepointFormat, reason_name
-from .events import (Conn, ConnectionClosed, ConnectionOpened, KernelEvent, PacketDropped,
-                     ProbeStats, TcpReset, UdpTraffic)
+from .events import (
+    Conn,
+    ConnectionClosed,
+    ConnectionOpened,
+    KernelEvent,
+    PacketDropped,
+    ProbeStats,
+    TcpReset,
+    UdpTraffic,
+)
 from .localaddr import LocalAddresses
 from .preflight import AgentUnavailable, Environment, check
 from .ringbuf import RingReader

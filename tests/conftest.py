@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.netns import pods  # noqa: F401 - the stand-in pods fixture of the eBPF tests
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HUBBLE_SAMPLES = sorted((SHARED_DATA / "hubble").glob("*/*.json*"))
 

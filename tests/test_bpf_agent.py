@@ -1,6 +1,6 @@
 """`netwarden agent` as a user runs it (root), and the `ebpf` source of the service.
 
-Stand-in pods are network namespaces joined by a veth pair (tests/test_bpf_probes.py's
+Stand-in pods are network namespaces joined by a veth pair (tests/netns.py's
 ``pods`` fixture); an identity map names them. The agent's JSON lines, its Observer gRPC server
 (read by netwarden's Hubble source) and the service's pipeline must all show the connection
 with its identities, direction and byte counts.
@@ -18,14 +18,14 @@ from typing import Any
 
 import orjson
 import pytest
-from rich.console import Console
-
 from netwarden.ingest.compact import CompactFlow
 from netwarden.ingest.hubble import HubbleSource
 from netwarden.ingest.reader import FlowReader
 from netwarden.ingest.windows import WindowBuilder
+from rich.console import Console
+
+from tests.netns import Pods
 from tests.servers import free_port
-from tests.test_bpf_probes import Pods, pods  # noqa: F401 - the fixture
 from tests.test_hubble_source import Collect, run_source, stop_source
 
 UP, DOWN = 100_000, 5_000

@@ -9,117 +9,41 @@ preflight message; as root they run, and fail if the kernel cannot load the prob
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from netwarden.bpf import btf as btfmod
 from netwarden.bpf import preflight
-from netwarden.bpf.dropreasons import (TracepointFormat, find_tracefs, load_drop_reasons,
-                                       parse_drop_reasons, reason_name)
-from netwarden.bpf.events import (ConnectionClosed, ConnectionOpened, KernelEvent,
-                                  PacketDropped, TcpReset, UdpTraffic)
+from netwarden.bpf.dropreasons import (
+    TracepointFormat,
+    find_tracefs,
+    load_drop_reasons,
+    parse_drop_reasons,
+    reason_name,
+)
+from netwarden.bpf.events import (
+    ConnectionClosed,
+    ConnectionOpened,
+    KernelEvent,
+    PacketDropped,
+    TcpReset,
+    UdpTraffic,
+)
+
+from tests.netns import Pods
+from tests.netns import run as _run
+from tests.netns import skip_unless_root as _skip_unless_root
 
 ALL_CAPS = (1 << 41) - 1
-
-
-@functools.cache
-def _preflight_problem() -> str | None:
-    try:
-        preflight.check()
-    except preflight.AgentUnavailable as exc:
-        return str(exc)
-    return None
-
-
-def _skip_unless_root() -> None:
-    """Skip (with the preflight message) without root; as root, a host that cannot run the
-    probes is a failure, not a skip."""
-    problem = _preflight_problem()
-    if problem is not None:
-        if not preflight.privileged():
-            pytest.skip(problem)
-        pytest.fail(f"running as root but the probes cannot run here: {problem}")
-
-
-# ---- namespaces --------------------------------------------------------------------------------
-
-def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
-
-
-@dataclass
-class Pods:
-    """Two namespaces ("client" and "server") joined by a veth pair."""
-
-    client: str
-    server: str
-    client_ip: str
-    server_ip: str
-    client_ip6: str
-    server_ip6: str
-    client_stacked_ip: str  # on a macvlan device stacked on the veth
-    server_stacked_ip: str
-    client_netns: int
-    server_netns: int
-
-    def spawn(self, ns: str, code: str) -> subprocess.Popen[str]:
-        """Run Python ``code`` inside namespace ``ns``; it talks JSON lines on stdout."""
-        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
-                                 textwrap.dedent(code)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def run(self, ns: str, code: str, timeout: float = 30) -> dict:
-        p = self.spawn(ns, code)
-        out, err = p.communicate(timeout=timeout)
-        assert p.returncode == 0, err
-        return {"pid": p.pid, **json.loads(out.strip().splitlines()[-1])}
-
-
-@pytest.fixture
-def pods() -> Iterator[Pods]:
-    _skip_unless_root()
-    tag = secrets.token_hex(3)
-    client, server = f"nwtest-{tag}-c", f"nwtest-{tag}-s"
-    net = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
-    vnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
-    while vnet == net:
-        vnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
-    net6 = f"fd00:6e77:{secrets.randbelow(0xffff):x}"
-    try:
-        _run("ip", "netns", "add", client)
-        _run("ip", "netns", "add", server)
-        _run("ip", "-n", client, "link", "add", "nw0", "type", "veth", "peer", "name", "nw1",
-             "netns", server)
-        for ns, dev, ip, ip6 in ((client, "nw0", f"{net}.1", f"{net6}::1"),
-                                 (server, "nw1", f"{net}.2", f"{net6}::2")):
-            _run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
-            _run("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", dev, "nodad")
-            _run("ip", "-n", ns, "link", "set", dev, "up")
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
-        for ns, dev, ip in ((client, "nw0", f"{vnet}.1"), (server, "nw1", f"{vnet}.2")):
-            _run("ip", "-n", ns, "link", "add", "link", dev, "name", "mv0", "type", "macvlan")
-            _run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "mv0")
-            _run("ip", "-n", ns, "link", "set", "mv0", "up")
-        inode = {ns: int(_run("stat", "-L", "-c", "%i", f"/run/netns/{ns}").stdout)
-                 for ns in (client, server)}
-        yield Pods(client, server, f"{net}.1", f"{net}.2", f"{net6}::1", f"{net6}::2",
-                   f"{vnet}.1", f"{vnet}.2", inode[client], inode[server])
-    finally:
-        for ns in (client, server):
-            _run("ip", "netns", "del", ns, check=False)
 
 
 # ---- the probes --------------------------------------------------------------------------------
@@ -479,13 +403,13 @@ def test_without_udp_peer_hooks_unconnected_peers_are_unknown(pods: Pods) -> Non
     with KernelProbes(udp_peers=False) as kp:
         assert not [a for a in kp.attached if a.startswith("cgroup/")]
         drain(kp)
-        code = """
+        code = f"""
             import json, socket
-            r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind(("{ip}", 0))
+            r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind(("{pods.client_ip}", 0))
             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             u.sendto(b"x" * 5, r.getsockname()); r.recvfrom(100)
             print(json.dumps({{"r": r.getsockname()[1], "u": u.getsockname()[1]}}))
-        """.format(ip=pods.client_ip)
+        """
         ports = pods.run(pods.client, code)
         flows = of(collect(kp, {pods.client_netns}, lambda ev: False, timeout=0.5), UdpTraffic)
         sent = [f for f in flows if f.conn.local_port == ports["u"]]
