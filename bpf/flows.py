@@ -24,13 +24,27 @@ reads them as it reads Hubble's. The choices, and why:
 
 Endpoints come from an :class:`EndpointResolver` (:mod:`netwarden.bpf.identity`): the
 reporting socket's own end from its network namespace and cgroup, the peer from its address.
+
+**Rendering.** The agent writes tens of thousands of flows a second, and building each as
+nested dicts and serializing them cost ~30 us per connection (most of the agent's CPU). A flow's
+JSON is almost all fixed for a given kind of flow between two given ends: what varies is the
+ports, netwarden's counters, the time and the uuid. So each flow is defined once, as the dict
+below, with *holes* (placeholder strings) where those go; that dict is serialized once per
+kind and pair of ends into a ``%``-template (:func:`_template`), and each flow is one ``%``
+of it (~1 us). Templates are rebuilt every second of event time, with the endpoints, so a pod
+that appears or changes is picked up. :meth:`FlowMapper.lines` gives the JSON lines,
+:meth:`FlowMapper.flows` the same flows as dicts.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Final, Protocol
+
+import orjson
 
 from netwarden.bpf.events import (Conn, ConnectionClosed, ConnectionOpened, KernelEvent,
                                   PacketDropped, TcpReset, UdpTraffic)
@@ -42,6 +56,24 @@ _TRACE: Final = 4
 _DROP: Final = 1
 _FROM_ENDPOINT_SUBTYPE: Final = 5  # monitor numbering (INTERFACES.md section 2.4)
 _TO_ENDPOINT_SUBTYPE: Final = 0
+
+# Holes in a flow template: strings no real value holds (NUL is never in a Kubernetes name or
+# label); orjson writes them as "\u0000name", which _template turns into %d (ports), %s (the
+# stats, a JSON object) or "%s" (time and uuid, text that needs no escaping).
+_SPORT: Final = "\x00sport"
+_DPORT: Final = "\x00dport"
+_STATS: Final = "\x00stats"
+_TIME: Final = "\x00time"
+_UUID: Final = "\x00uuid"
+_HOLE = re.compile(rb'"\\u0000([a-z]+)"')
+_HOLE_FORMATS: Final = {b"sport": b"%d", b"dport": b"%d", b"stats": b"%s", b"time": b'"%s"',
+                         b"uuid": b'"%s"'}
+_ENVELOPE_HOLES: Final = ("time", "uuid", "time")
+_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
+
+Body = dict[str, Any]
+#: a flow with holes, and the holes it must have, in order (the values are passed so)
+Shape = tuple[Body, tuple[str, ...]]
 
 
 class EndpointLike(Protocol):
@@ -75,22 +107,32 @@ def _endpoint(info: EndpointLike) -> dict[str, Any]:
     return out
 
 
+def _template(envelope: dict[str, Any], holes: tuple[str, ...]) -> bytes:
+    """The envelope's JSON line as a ``%``-format whose fields are its holes, in the order
+    ``holes`` names (checked: the values are passed in that order)."""
+    raw = orjson.dumps(envelope, option=_NEWLINE).replace(b"%", b"%%")
+    found = tuple(name.decode() for name in _HOLE.findall(raw))
+    if found != holes:
+        raise ValueError(f"flow template has holes {found}, expected {holes}")
+    return _HOLE.sub(lambda m: _HOLE_FORMATS[m.group(1)], raw)
+
+
 class _Clock:
     """RFC 3339 text of event times; each second's part is formatted once (events of a few
     neighbouring seconds interleave, so a handful are kept)."""
 
     def __init__(self) -> None:
-        self._stamps: dict[int, str] = {}
+        self._stamps: dict[int, bytes] = {}
 
-    def rfc3339(self, time_ns: int) -> str:
+    def rfc3339(self, time_ns: int) -> bytes:
         seconds, nanos = divmod(time_ns, 1_000_000_000)
         stamp = self._stamps.get(seconds)
         if stamp is None:
             if len(self._stamps) > 8:
                 self._stamps.clear()
             stamp = self._stamps[seconds] = datetime.fromtimestamp(
-                seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{stamp}.{nanos:09d}Z"
+                seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S").encode()
+        return b"%s.%09dZ" % (stamp, nanos)
 
 
 class _Uuids:
@@ -98,30 +140,72 @@ class _Uuids:
     counter, so they are unique without asking the OS for randomness per flow."""
 
     def __init__(self) -> None:
-        self._prefix = str(uuid.uuid4())[:24]  # 8-4-4-4- (version and variant included)
+        self._prefix = str(uuid.uuid4())[:24].encode()  # 8-4-4-4- (version and variant)
         self._next = 0
 
-    def new(self) -> str:
+    def new(self) -> bytes:
         self._next += 1
-        return f"{self._prefix}{self._next & 0xFFFFFFFFFFFF:012x}"
+        return b"%s%012x" % (self._prefix, self._next & 0xFFFFFFFFFFFF)
+
+
+def _stats(event: Any, **counts: int | str) -> bytes:
+    """netwarden's own field of a flow: the non-zero counts, then the process."""
+    stats: dict[str, Any] = {k: v for k, v in counts.items() if v}
+    if event.pid:
+        stats["pid"] = event.pid
+    if event.comm:
+        stats["comm"] = event.comm
+    if event.netns:
+        stats["netns"] = event.netns
+    if event.cgroup_id:
+        stats["cgroup_id"] = event.cgroup_id
+    return orjson.dumps(stats)
+
+
+def _ports(conn: Conn, local_is_client: bool) -> tuple[int, int]:
+    """(initiator's port, responder's port)."""
+    if local_is_client:
+        return conn.local_port, conn.remote_port
+    return conn.remote_port, conn.local_port
 
 
 class FlowMapper:
-    """Turns kernel events into Hubble-shaped flow envelopes (dicts ready for JSON)."""
+    """Turns kernel events into Hubble-shaped flows: JSON lines (:meth:`lines`) or the
+    envelopes as dicts (:meth:`flows`)."""
 
     def __init__(self, resolver: EndpointResolver, node_name: str) -> None:
         self.resolver = resolver
         self.node_name = node_name
         self._clock = _Clock()
         self._uuids = _Uuids()
-        # endpoint dicts by (netns, cgroup, pid) / peer address, re-resolved every second so
-        # a pod that appears or changes is picked up; the resolver has its own caches, this
-        # one spares the per-flow lookups and dict building on the hot path
+        # endpoint dicts by (netns, cgroup, pid) / peer address, and templates by kind of flow
+        # and its ends; both re-made every second of event time (module docstring)
         self._memo: dict[Any, dict[str, Any]] = {}
+        self._templates: dict[tuple[Any, ...], tuple[bytes, ...]] = {}
         self._memo_second = -1
+        self._render: dict[type, Callable[[Any], list[bytes]]] = {
+            ConnectionOpened: self._opened, ConnectionClosed: self._closed,
+            TcpReset: self._reset, UdpTraffic: self._udp, PacketDropped: self._dropped}
+
+    def lines(self, event: KernelEvent) -> list[bytes]:
+        """The flows one event stands for (in time order), as JSON lines (newline-ended)."""
+        render = self._render.get(type(event))
+        if render is None:
+            raise TypeError(f"not a kernel event: {type(event).__name__}")
+        self._expire(event.time_ns)
+        return render(event)
+
+    def flows(self, event: KernelEvent) -> list[dict[str, Any]]:
+        """The same flows as :meth:`lines`, as ``hubble observe -o json`` envelopes."""
+        return [orjson.loads(line) for line in self.lines(event)]
+
+    # -- endpoints and templates -----------------------------------------------------------------
+    @staticmethod
+    def _local_key(event: Any) -> tuple[int, int, int]:
+        return event.netns, event.cgroup_id, event.pid if not event.cgroup_id else 0
 
     def _local(self, event: Any) -> dict[str, Any]:
-        key = (event.netns, event.cgroup_id, event.pid if not event.cgroup_id else 0)
+        key = self._local_key(event)
         found = self._memo.get(key)
         if found is None:
             found = self._memo[key] = _endpoint(
@@ -137,148 +221,173 @@ class FlowMapper:
     def _expire(self, time_ns: int) -> None:
         second = time_ns // 1_000_000_000
         # only forward: opens swept from the connection table arrive with their (earlier)
-        # times among newer events, and must not empty the memo back and forth
-        if second > self._memo_second or len(self._memo) > 65_536:
+        # times among newer events, and must not empty the caches back and forth
+        if second > self._memo_second or len(self._templates) > 65_536:
             self._memo_second = max(second, self._memo_second)
             self._memo.clear()
+            self._templates.clear()
 
-    def flows(self, event: KernelEvent) -> list[dict[str, Any]]:
-        """The flows one event stands for (in time order)."""
-        self._expire(event.time_ns)
-        if isinstance(event, ConnectionOpened):
-            return self._opened(event)
-        if isinstance(event, ConnectionClosed):
-            return [self._closed(event)]
-        if isinstance(event, TcpReset):
-            return [self._reset(event)]
-        if isinstance(event, UdpTraffic):
-            return [self._udp(event)]
-        if isinstance(event, PacketDropped):
-            return [self._dropped(event)]
-        raise TypeError(f"not a kernel event: {type(event).__name__}")
+    def _shapes(self, key: tuple[Any, ...],
+                build: Callable[[], tuple[Shape, ...]]) -> tuple[bytes, ...]:
+        """The templates of one kind of flow between given ends (built on first use)."""
+        found = self._templates.get(key)
+        if found is None:
+            found = self._templates[key] = tuple(
+                _template(self._envelope(body), holes + _ENVELOPE_HOLES)
+                for body, holes in build())
+        return found
 
-    # -- building blocks -------------------------------------------------------------------------
-    def _envelope(self, time_ns: int, body: dict[str, Any]) -> dict[str, Any]:
-        when = self._clock.rfc3339(time_ns)
-        body["time"] = when
-        body["uuid"] = self._uuids.new()
+    def _envelope(self, body: Body) -> dict[str, Any]:
+        body["time"] = _TIME
+        body["uuid"] = _UUID
         body["emitter"] = _EMITTER
         body["node_name"] = self.node_name
-        return {"flow": body, "node_name": self.node_name, "time": when}
+        return {"flow": body, "node_name": self.node_name, "time": _TIME}
 
-    def _oriented(self, event: Any, conn: Conn, local_is_client: bool) -> dict[str, Any]:
-        """Source = initiator, destination = responder; direction from the reporting end."""
+    def _oriented(self, event: Any, conn: Conn, local_is_client: bool) -> Body:
+        """Source = initiator, destination = responder; direction from the reporting end.
+        Ports are holes (``sport`` = the initiator's)."""
         local = self._local(event)
         remote = self._remote(conn.remote_addr)
         if local_is_client:
-            src, dst = (conn.local_addr, conn.local_port, local), (conn.remote_addr,
-                                                                   conn.remote_port, remote)
+            src, dst = (conn.local_addr, local), (conn.remote_addr, remote)
             direction, point, sub_type = "EGRESS", "FROM_ENDPOINT", _FROM_ENDPOINT_SUBTYPE
         else:
-            src, dst = (conn.remote_addr, conn.remote_port, remote), (conn.local_addr,
-                                                                      conn.local_port, local)
+            src, dst = (conn.remote_addr, remote), (conn.local_addr, local)
             direction, point, sub_type = "INGRESS", "TO_ENDPOINT", _TO_ENDPOINT_SUBTYPE
-        body: dict[str, Any] = {
+        return {
             "verdict": "FORWARDED",
             "IP": {"source": src[0], "destination": dst[0],
                    "ipVersion": "IPv4" if conn.family == 4 else "IPv6"},
-            "l4": {conn.protocol: {"source_port": src[1], "destination_port": dst[1]}},
-            "source": src[2], "destination": dst[2],
+            "l4": {conn.protocol: {"source_port": _SPORT, "destination_port": _DPORT}},
+            "source": src[1], "destination": dst[1],
             "Type": "L3_L4",
             "event_type": {"type": _TRACE, "sub_type": sub_type},
             "traffic_direction": direction,
             "trace_observation_point": point,
             "is_reply": False,
         }
-        return body
 
-    @staticmethod
-    def _stats(event: Any, **counts: int | str) -> dict[str, Any]:
-        stats: dict[str, Any] = {k: v for k, v in counts.items() if v}
-        if event.pid:
-            stats["pid"] = event.pid
-        if event.comm:
-            stats["comm"] = event.comm
-        if event.netns:
-            stats["netns"] = event.netns
-        if event.cgroup_id:
-            stats["cgroup_id"] = event.cgroup_id
-        return stats
+    def _flow(self, event: Any, local_is_client: bool, flags: dict[str, bool] | None,
+              *, reply: bool = False) -> Shape:
+        """One oriented flow (a reply: the other way), TCP ``flags`` if given, with stats."""
+        body = self._oriented(event, event.conn, local_is_client)
+        if reply:
+            body = _reversed(body)
+        if flags is not None:
+            (ports,) = body["l4"].values()
+            ports["flags"] = flags
+        body["netwarden"] = _STATS
+        return body, ("dport", "sport", "stats") if reply else ("sport", "dport", "stats")
 
     # -- one kind of event each ------------------------------------------------------------------
-    def _opened(self, e: ConnectionOpened) -> list[dict[str, Any]]:
+    def _opened(self, e: ConnectionOpened) -> list[bytes]:
         client = e.role == "client"
-        syn = self._oriented(e, e.conn, client)
-        syn["l4"]["TCP"]["flags"] = {"SYN": True}
-        syn["netwarden"] = self._stats(e)
-        answer = _reversed(syn)
-        answer["l4"]["TCP"]["flags"] = {"SYN": True, "ACK": True}
-        return [self._envelope(e.time_ns, syn), self._envelope(e.time_ns, answer)]
+        conn = e.conn
 
-    def _closed(self, e: ConnectionClosed) -> dict[str, Any]:
+        def build() -> tuple[Shape, ...]:
+            syn = self._oriented(e, conn, client)
+            syn["l4"]["TCP"]["flags"] = {"SYN": True}
+            syn["netwarden"] = _STATS
+            answer = _reversed(syn)
+            answer["l4"]["TCP"]["flags"] = {"SYN": True, "ACK": True}
+            return (syn, ("sport", "dport", "stats")), (answer, ("dport", "sport"))
+
+        syn, answer = self._shapes(("open", client, self._local_key(e), conn.protocol,
+                                    conn.family, conn.local_addr, conn.remote_addr), build)
+        sport, dport = _ports(conn, client)
+        when = self._clock.rfc3339(e.time_ns)
+        return [syn % (sport, dport, _stats(e), when, self._uuids.new(), when),
+                answer % (dport, sport, when, self._uuids.new(), when)]
+
+    def _closed(self, e: ConnectionClosed) -> list[bytes]:
         client = e.role == "client"
-        body = self._oriented(e, e.conn, client)
-        body["l4"]["TCP"]["flags"] = {"FIN": True, "ACK": True} if e.established \
-            else {"SYN": True}
+        conn = e.conn
+        flags = {"FIN": True, "ACK": True} if e.established else {"SYN": True}
+        (fin,) = self._shapes(("close", client, e.established, self._local_key(e),
+                               conn.protocol, conn.family, conn.local_addr, conn.remote_addr),
+                              lambda: (self._flow(e, client, flags),))
         sent, received = (e.bytes_sent, e.bytes_received) if client \
             else (e.bytes_received, e.bytes_sent)
-        body["netwarden"] = self._stats(e, bytes_sent=sent, bytes_received=received,
-                                        duration_ns=e.duration_ns, retransmits=e.retransmits)
-        return self._envelope(e.time_ns, body)
+        stats = _stats(e, bytes_sent=sent, bytes_received=received, duration_ns=e.duration_ns,
+                       retransmits=e.retransmits)
+        sport, dport = _ports(conn, client)
+        when = self._clock.rfc3339(e.time_ns)
+        return [fin % (sport, dport, stats, when, self._uuids.new(), when)]
 
-    def _reset(self, e: TcpReset) -> dict[str, Any]:
+    def _reset(self, e: TcpReset) -> list[bytes]:
+        conn = e.conn
         if e.direction == "received":  # the peer reset our connection: a reply to us
-            body = self._oriented(e, e.conn, True)
-            body = _reversed(body)
+            client, reply = True, True
         else:
             # sent: from a closed port (no socket: the kernel answered for it) it is a reply
             # to the peer's attempt; from an open socket, an abort from our end
-            body = self._oriented(e, e.conn, e.pid != 0 or e.cgroup_id != 0)
-            if e.pid == 0 and e.cgroup_id == 0:
-                body = _reversed(body)
-        body["l4"]["TCP"]["flags"] = {"RST": True}
-        body["netwarden"] = self._stats(e)
-        return self._envelope(e.time_ns, body)
+            reply = e.pid == 0 and e.cgroup_id == 0
+            client = not reply
+        (rst,) = self._shapes(("reset", client, reply, self._local_key(e), conn.protocol,
+                               conn.family, conn.local_addr, conn.remote_addr),
+                              lambda: (self._flow(e, client, {"RST": True}, reply=reply),))
+        sport, dport = _ports(conn, client)
+        if reply:
+            sport, dport = dport, sport
+        when = self._clock.rfc3339(e.time_ns)
+        return [rst % (sport, dport, _stats(e), when, self._uuids.new(), when)]
 
-    def _udp(self, e: UdpTraffic) -> dict[str, Any]:
+    def _udp(self, e: UdpTraffic) -> list[bytes]:
         conn = e.conn
         client = conn.remote_port < conn.local_port or (
             conn.remote_port == conn.local_port and e.datagrams_sent >= e.datagrams_received)
-        body = self._oriented(e, conn, client)
+        (flow,) = self._shapes(("udp", client, self._local_key(e), conn.protocol, conn.family,
+                                conn.local_addr, conn.remote_addr),
+                               lambda: (self._flow(e, client, None),))
         if client:
             counts = (e.bytes_sent, e.bytes_received, e.datagrams_sent, e.datagrams_received)
         else:
             counts = (e.bytes_received, e.bytes_sent, e.datagrams_received, e.datagrams_sent)
-        body["netwarden"] = self._stats(e, bytes_sent=counts[0], bytes_received=counts[1],
-                                        packets_sent=counts[2], packets_received=counts[3],
-                                        duration_ns=max(e.time_ns - e.first_ns, 0))
-        return self._envelope(e.time_ns, body)
+        stats = _stats(e, bytes_sent=counts[0], bytes_received=counts[1],
+                       packets_sent=counts[2], packets_received=counts[3],
+                       duration_ns=max(e.time_ns - e.first_ns, 0))
+        sport, dport = _ports(conn, client)
+        when = self._clock.rfc3339(e.time_ns)
+        return [flow % (sport, dport, stats, when, self._uuids.new(), when)]
 
-    def _dropped(self, e: PacketDropped) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "verdict": "DROPPED",
-            "Type": "L3_L4",
-            "event_type": {"type": _DROP},
-            "traffic_direction": "TRAFFIC_DIRECTION_UNKNOWN",
-        }
+    def _dropped(self, e: PacketDropped) -> list[bytes]:
         conn = e.conn
-        if conn is not None:
-            body["IP"] = {"source": conn.local_addr, "destination": conn.remote_addr,
-                          "ipVersion": "IPv4" if conn.family == 4 else "IPv6"}
-            body["l4"] = {conn.protocol: {"source_port": conn.local_port,
-                                          "destination_port": conn.remote_port}}
-            body["source"] = self._remote(conn.local_addr)
-            body["destination"] = self._remote(conn.remote_addr)
+
+        def build() -> tuple[Shape, ...]:
+            body: Body = {
+                "verdict": "DROPPED",
+                "Type": "L3_L4",
+                "event_type": {"type": _DROP},
+                "traffic_direction": "TRAFFIC_DIRECTION_UNKNOWN",
+            }
+            holes: tuple[str, ...] = ("stats",)
+            if conn is not None:
+                body["IP"] = {"source": conn.local_addr, "destination": conn.remote_addr,
+                              "ipVersion": "IPv4" if conn.family == 4 else "IPv6"}
+                body["l4"] = {conn.protocol: {"source_port": _SPORT, "destination_port": _DPORT}}
+                body["source"] = self._remote(conn.local_addr)
+                body["destination"] = self._remote(conn.remote_addr)
+                holes = ("sport", "dport", "stats")
+            body["netwarden"] = _STATS
+            return ((body, holes),)
+
         stats: dict[str, Any] = {"kernel_drop_reason": e.reason}
         if e.location:
             stats["kernel_drop_location"] = e.location
         if e.netns:
             stats["netns"] = e.netns
-        body["netwarden"] = stats
-        return self._envelope(e.time_ns, body)
+        when = self._clock.rfc3339(e.time_ns)
+        if conn is None:
+            (flow,) = self._shapes(("drop",), build)
+            return [flow % (orjson.dumps(stats), when, self._uuids.new(), when)]
+        (flow,) = self._shapes(("drop", conn.protocol, conn.family, conn.local_addr,
+                                conn.remote_addr), build)
+        return [flow % (conn.local_port, conn.remote_port, orjson.dumps(stats), when,
+                        self._uuids.new(), when)]
 
 
-def _reversed(body: dict[str, Any]) -> dict[str, Any]:
+def _reversed(body: Body) -> Body:
     """The same flow in the other direction, as a reply (responder to initiator)."""
     out = dict(body)
     out["IP"] = {**body["IP"], "source": body["IP"]["destination"],

@@ -14,8 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from netwarden.bpf.agent import Agent, AgentOptions
 from netwarden.ingest.live import _Source
 
@@ -55,11 +53,10 @@ class EbpfSource(_Source):
         self._set_state(True)
         stopped = "stopped"
         try:
-            self.agent.run(lambda batch: self._deliver_envelopes(batch, emit), stop)
+            self.agent.run(lambda lines: self._deliver_lines(lines, emit), stop)
         finally:
             self._set_state(False, stopped)
 
-    def _deliver_envelopes(self, batch: list[dict[str, Any]], emit: Callable[[list[Any]], None]) -> None:
-        lines = [orjson.dumps(envelope) for envelope in batch]
+    def _deliver_lines(self, lines: list[bytes], emit: Callable[[list[Any]], None]) -> None:
         first, self._line_no = self._line_no, self._line_no + len(lines)
         self._deliver(self._decode(first, lines), emit)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
+import pytest
 from google.protobuf import json_format
 
 from netwarden.api.hubble import observer_pb2
@@ -151,3 +152,49 @@ def test_agent_flows_are_valid_hubble_protobuf_with_our_field() -> None:
         (from_json,) = decode([envelope])
         assert record.netwarden == from_json.netwarden
         assert record.IP == from_json.IP and record.traffic_direction == from_json.traffic_direction
+
+
+class Awkward(Resolver):
+    """Names that JSON and %-formatting must both survive."""
+
+    def local(self, netns: int, cgroup_id: int, pid: int) -> Info:
+        return Info(0, "we%ird", "p\"o\\d%s", ('k8s:a="%d\\n"', "k8s:ünï=☃"), (("w%", "Job"),))
+
+
+def test_lines_are_the_flows_as_json_whatever_the_names_hold() -> None:
+    mapper = FlowMapper(Awkward(), 'node-"%s')
+    for event in connection_events():
+        lines = mapper.lines(event)
+        assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
+        envelopes = [orjson.loads(line) for line in lines]
+        body = envelopes[0]["flow"]
+        local = body["source"] if body["traffic_direction"] == "EGRESS" else body["destination"]
+        assert local == {"namespace": "we%ird", "labels": ['k8s:a="%d\\n"', "k8s:ünï=☃"],
+                         "pod_name": "p\"o\\d%s", "workloads": [{"name": "w%", "kind": "Job"}]}
+        assert body["node_name"] == envelopes[0]["node_name"] == 'node-"%s'
+    again = [f for e in connection_events() for f in FlowMapper(Awkward(), "n").flows(e)]
+    assert len({e["flow"]["uuid"] for e in again}) == len(again) == 6
+
+
+def test_an_endpoint_that_changes_is_picked_up_the_next_second() -> None:
+    """Flows of one kind between the same ends share a template; it is re-made every second
+    of event time, with the endpoints."""
+    resolver = Resolver()
+    mapper = FlowMapper(resolver, "n")
+    close = connection_events()[2]
+    assert mapper.flows(close)[0]["flow"]["source"]["namespace"] == "shop"
+    resolver.pods = {**Resolver.pods, NS_CLIENT: pod("shop", "web-v2")}
+    same_second = mapper.flows(close)[0]["flow"]
+    assert same_second["source"]["pod_name"] == "web-0"  # cached within the second
+    later = replace(close, time_ns=close.time_ns + 1_000_000_000)
+    assert mapper.flows(later)[0]["flow"]["source"]["pod_name"] == "web-v2-0"
+
+
+def test_a_name_that_looks_like_a_template_hole_is_refused_not_misfilled() -> None:
+    class Sneaky(Resolver):
+        def remote(self, ip: str) -> Info:
+            return Info(2, labels=("\x00sport",))
+
+    mapper = FlowMapper(Sneaky(), "n")
+    with pytest.raises(ValueError, match="holes"):
+        mapper.lines(connection_events()[2])
