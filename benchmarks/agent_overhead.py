@@ -1,20 +1,27 @@
 """eBPF agent overhead: loopback TCP connections per second with and without the agent.
 
-A load process (pinned to ``--cpu``) opens, writes to, reads from and closes loopback TCP
-connections as fast as it can for ``--seconds``; it runs alternately without and with
-``netwarden agent --out /dev/null`` running (pinned to the other core, as an agent on its own
-CPU share), ``--repeat`` times each. Printed: connections per second both ways (median and
-best) and the ratio with/without (target: above 0.95, i.e. under 5 % slower), and what the
-agent reported: kernel events, flows, and events lost because its user space fell behind.
-A third arm runs a plain busy loop on the agent's core instead of the agent: on a machine whose
-two cores share one physical core (hyperthreads of a VM), any busy neighbour slows the load, and
-the ratio against that arm is what the probes themselves cost.
-The kernel-side cost of the probes lands on the load's core (the probes run where the events
-happen); the agent's user-space work runs on its own core.
+A load (pinned to ``--cpu``) opens, uses and closes loopback TCP connections as fast as it can
+for ``--seconds``, both ends on this host, so every connection is seen twice by the probes:
+
+* ``--load python`` (default): one process connects, sends ``--payload`` bytes, gets them
+  echoed, closes, over and over: the kernel's connection work with as little else as possible.
+* ``--load nginx``: nginx (one worker) answering ``wrk -H "Connection: close"`` (one thread, 16
+  connections): a real server and load generator, one HTTP request per connection (Debian:
+  ``apt-get install nginx-light wrk``).
+
+It runs in rotated order in four arms: without the agent; a busy loop on the other core (on a
+VM whose cores share physical ones, any busy neighbour slows the load); the probes only (the
+kernel programs attached and their ring drained without decoding, by this script: what the
+probes cost the load's core by themselves); and with ``netwarden agent --out /dev/null`` on the
+other core (the real thing: probes, decoding, identities, Hubble JSON). Printed: connections
+per second of every run (and, for the Python load, of its best 0.5 s stretch), the medians, and
+the ratios to "without", also per round (each round runs every arm once, back to back) to
+cancel slow drifts of the machine; and what the agent reported (kernel events, flows, events
+lost because its user space fell behind). Target: with / without above 0.95 (under 5 % slower).
 
 Needs root, BTF and kernel headers, like the agent.
 
-    python benchmarks/agent_overhead.py [--seconds 5] [--repeat 7] [--cpu 0] [--payload 1024]
+    python benchmarks/agent_overhead.py [--load python|nginx] [--seconds 4] [--repeat 9]
 """
 
 from __future__ import annotations
@@ -22,10 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,7 +93,7 @@ def _load(seconds: float, payload: int, cpu: int) -> dict:
     return {"connections": done, "seconds": elapsed, "best_window": best_window}
 
 
-def _run_load(seconds: float, payload: int, cpu: int) -> tuple[float, float]:
+def _run_load(seconds: float, payload: int, cpu: int) -> tuple[float, float | None]:
     """(connections/s over the run, over its best WINDOW-second stretch)."""
     proc = subprocess.run([sys.executable, __file__, "--child", "--seconds", str(seconds),
                            "--payload", str(payload), "--cpu", str(cpu)],
@@ -91,54 +102,156 @@ def _run_load(seconds: float, payload: int, cpu: int) -> tuple[float, float]:
     return r["connections"] / r["seconds"], r["best_window"]
 
 
-def _start_agent(cpu: int, log: Path, extra: list[str]) -> subprocess.Popen:
-    netwarden = Path(sys.executable).with_name("netwarden")
-    cmd = [str(netwarden) if netwarden.exists() else sys.executable, *(
-        [] if netwarden.exists() else ["-m", "netwarden"]), "agent", "--out", "/dev/null", *extra]
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_timeout 0;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "hello\\n"; }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx with one worker on loopback, pinned to ``cpu``; ``run`` drives wrk against it."""
+
+    def __init__(self, cpu: int) -> None:
+        missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
+        if missing:
+            raise SystemExit(f"--load nginx needs {' and '.join(missing)} "
+                             f"(Debian: apt-get install nginx-light wrk)")
+        self.cpu = cpu
+        self.dir = Path(tempfile.mkdtemp(prefix="netwarden-bench-nginx-"))
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        (self.dir / "nginx.conf").write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
+        self.proc = subprocess.Popen(["taskset", "-c", str(cpu), "nginx", "-c",
+                                      str(self.dir / "nginx.conf"), "-p", str(self.dir)],
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"nginx did not start: {self.proc.stderr.read().decode()}"
+                                     ) from None
+                time.sleep(0.1)
+
+    def run(self, seconds: float) -> tuple[float, float | None]:
+        out = subprocess.run(["taskset", "-c", str(self.cpu), "wrk", "-t1", "-c16",
+                              f"-d{max(1, round(seconds))}s", "-H", "Connection: close",
+                              f"http://127.0.0.1:{self.port}/"],
+                             capture_output=True, text=True, check=True).stdout
+        found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if not found or "Non-2xx" in out:
+            raise SystemExit(f"wrk failed:\n{out}")
+        return float(found.group(1)), None
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _drain_probes() -> None:
+    """Child: the probes attached and their ring buffer emptied, records not even decoded."""
+    sys.path.insert(0, str(ROOT))
+    from netwarden.bpf.loader import KernelProbes
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    with KernelProbes() as probes:
+        print("probes attached", file=sys.stderr, flush=True)
+        records = 0
+        while not stop:
+            probes._ring.wait(100)
+            records += sum(1 for _ in probes._ring.read())
+    print(f"probes only: {records:,} records drained", file=sys.stderr, flush=True)
+
+
+def _start(cmd: list[str], cpu: int, log: Path) -> subprocess.Popen:
+    """Start ``cmd`` on ``cpu``; ready when it says "probes attached" on stderr."""
     proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=subprocess.DEVNULL,
                             stderr=open(log, "wb"))  # noqa: SIM115 - closed with the process
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # ready when it says so on stderr
+    while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the agent exited: {log.read_text()[-2000:]}")
+            raise SystemExit(f"{cmd[0]} exited: {log.read_text()[-2000:]}")
         if "probes attached" in log.read_text():
             return proc
         time.sleep(0.2)
     proc.terminate()
-    raise SystemExit(f"the agent did not start in 60 s: {log.read_text()[-2000:]}")
+    raise SystemExit(f"{cmd[0]} did not start in 60 s: {log.read_text()[-2000:]}")
+
+
+def _start_agent(cpu: int, log: Path, extra: list[str]) -> subprocess.Popen:
+    netwarden = Path(sys.executable).with_name("netwarden")
+    cmd = [str(netwarden) if netwarden.exists() else sys.executable, *(
+        [] if netwarden.exists() else ["-m", "netwarden"]), "agent", "--out", "/dev/null", *extra]
+    return _start(cmd, cpu, log)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each run")
-    parser.add_argument("--repeat", type=int, default=7,
-                        help="alternating runs of each (the load's rate varies by tens of "
-                             "percent on a shared machine: medians of several runs)")
+    parser.add_argument("--load", choices=("python", "nginx"), default="python",
+                        help="the loopback load (see the module docstring)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each run")
+    parser.add_argument("--repeat", type=int, default=9,
+                        help="rounds, each running every arm once (the load's rate varies by "
+                             "tens of percent on a shared machine: medians of several runs)")
     parser.add_argument("--cpu", type=int, default=0, help="core of the load")
-    parser.add_argument("--payload", type=int, default=1024, help="bytes each way per connection")
+    parser.add_argument("--payload", type=int, default=1024,
+                        help="bytes each way per connection (--load python)")
     parser.add_argument("--agent-args", default="", metavar="ARGS",
                         help="more options for `netwarden agent`, e.g. --no-udp-peers")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--drain-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_load(args.seconds, args.payload, args.cpu)))
         return
+    if args.drain_child:
+        _drain_probes()
+        return
     agent_cpu = 1 - args.cpu if (os.cpu_count() or 1) > 1 else args.cpu
-    log = Path("/tmp/netwarden-agent-benchmark.log")
-    labels = {"without": "without agent", "busy": "other core busy", "with": "with agent"}
+    log = Path(tempfile.gettempdir()) / "netwarden-agent-benchmark.log"
+    labels = {"without": "without agent", "busy": "other core busy", "probes": "probes only",
+              "with": "with agent"}
     rates: dict[str, list[float]] = {name: [] for name in labels}
     steady: dict[str, list[float]] = {name: [] for name in labels}
-    reports = []
+    nginx = Nginx(args.cpu) if args.load == "nginx" else None
+
+    def load() -> tuple[float, float | None]:
+        if nginx is not None:
+            return nginx.run(args.seconds)
+        return _run_load(args.seconds, args.payload, args.cpu)
 
     def run_arm(name: str, i: int) -> None:
         helper = None
         if name == "busy":
             helper = subprocess.Popen(["taskset", "-c", str(agent_cpu), sys.executable, "-c",
                                        "while True: pass"])
+        elif name == "probes":
+            helper = _start([sys.executable, __file__, "--drain-child"], agent_cpu, log)
         elif name == "with":
             helper = _start_agent(agent_cpu, log, args.agent_args.split())
         try:
-            rate, best_window = _run_load(args.seconds, args.payload, args.cpu)
+            rate, best_window = load()
         finally:
             if helper is not None:
                 helper.terminate()
@@ -146,29 +259,39 @@ def main() -> None:
         note = ""
         if name == "with":
             report = [line for line in log.read_text().splitlines() if "kernel events" in line]
-            reports.append(report[-1] if report else "(no report)")
-            note = f"   {reports[-1]}"
+            note = f"   {report[-1] if report else '(no report)'}"
         rates[name].append(rate)
-        steady[name].append(best_window)
-        print(f"  run {i + 1} {labels[name]:16s} {rate:>8,.0f} connections/s "
-              f"(best {WINDOW:g} s: {best_window:>8,.0f}){note}", flush=True)
+        if best_window is not None:
+            steady[name].append(best_window)
+            note = f" (best {WINDOW:g} s: {best_window:>8,.0f}){note}"
+        print(f"  run {i + 1} {labels[name]:16s} {rate:>8,.0f} connections/s{note}", flush=True)
 
     order = list(labels)
-    for i in range(args.repeat):
-        for name in order[i % 3:] + order[:i % 3]:  # rotated: drift of the machine cancels out
-            run_arm(name, i)
+    try:
+        for i in range(args.repeat):
+            for name in order[i % len(order):] + order[:i % len(order)]:  # rotated
+                run_arm(name, i)
+    finally:
+        if nginx is not None:
+            nginx.close()
+    what = ("nginx + wrk, one request per connection" if nginx is not None
+            else f"Python connect/echo/close, {args.payload} bytes each way")
     print()
-    print(f"loopback TCP connections ({args.payload} bytes each way), load on cpu {args.cpu}, "
-          f"agent on cpu {agent_cpu}, {args.repeat} rotated runs of {args.seconds:g} s each")
-    for title, table in (("whole runs", rates), (f"best {WINDOW:g} s of each run", steady)):
+    print(f"loopback TCP connections ({what}), load on cpu {args.cpu}, agent on cpu "
+          f"{agent_cpu}, {args.repeat} rotated rounds of {args.seconds:g} s runs")
+    tables = [("whole runs", rates)]
+    if steady["without"]:
+        tables.append((f"best {WINDOW:g} s of each run", steady))
+    for title, table in tables:
         median = {k: statistics.median(v) for k, v in table.items()}
         print(f"{title}, median connections/s: " + ", ".join(
             f"{labels[k]} {median[k]:,.0f}" for k in labels))
-        for base in ("without", "busy"):
-            ratio = median["with"] / median[base]
-            cost = (1 / median["with"] - 1 / median[base]) * 1e6
-            print(f"  ratio with agent / {labels[base]}: {ratio:.3f} "
-                  f"({(1 - ratio) * 100:+.1f} % slower, {cost:+.2f} us per connection)")
+        for name in ("busy", "probes", "with"):
+            ratio = median[name] / median["without"]
+            paired = statistics.median(a / b for a, b in zip(table[name], table["without"]))
+            cost = (1 / median[name] - 1 / median["without"]) * 1e6
+            print(f"  {labels[name]} / without: {ratio:.3f} ({(1 - ratio) * 100:+.1f} % slower, "
+                  f"{cost:+.2f} us per connection); median of the rounds' ratios {paired:.3f}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ _TO_ENDPOINT_SUBTYPE: Final = 0
 
 # Holes in a flow template: strings no real value holds (NUL is never in a Kubernetes name or
 # label); orjson writes them as "\u0000name", which _template turns into %d (ports), %s (the
-# stats, a JSON object) or "%s" (time and uuid, text that needs no escaping).
+# stats, a JSON object), "%s" (the time, text that needs no escaping) or the run's uuid prefix
+# and "%012x" (the flow's number).
 _SPORT: Final = "\x00sport"
 _DPORT: Final = "\x00dport"
 _STATS: Final = "\x00stats"
@@ -67,7 +68,10 @@ _TIME: Final = "\x00time"
 _UUID: Final = "\x00uuid"
 _HOLE = re.compile(rb'"\\u0000([a-z]+)"')
 _HOLE_FORMATS: Final = {b"sport": b"%d", b"dport": b"%d", b"stats": b"%s", b"time": b'"%s"',
-                         b"uuid": b'"%s"'}
+                         b"uuid": b'"{uuid}%012x"'}
+#: netwarden's field of a connection's close in its usual form: bytes both ways and duration,
+#: no retransmits, then the process (other forms go through the general path, _Stats.of)
+_CLOSE_STATS: Final = b'{"bytes_sent":%d,"bytes_received":%d,"duration_ns":%d,%s}'
 _ENVELOPE_HOLES: Final = ("time", "uuid", "time")
 _NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
 
@@ -107,14 +111,14 @@ def _endpoint(info: EndpointLike) -> dict[str, Any]:
     return out
 
 
-def _template(envelope: dict[str, Any], holes: tuple[str, ...]) -> bytes:
+def _template(envelope: dict[str, Any], holes: tuple[str, ...], uuid_prefix: bytes) -> bytes:
     """The envelope's JSON line as a ``%``-format whose fields are its holes, in the order
     ``holes`` names (checked: the values are passed in that order)."""
     raw = orjson.dumps(envelope, option=_NEWLINE).replace(b"%", b"%%")
     found = tuple(name.decode() for name in _HOLE.findall(raw))
     if found != holes:
         raise ValueError(f"flow template has holes {found}, expected {holes}")
-    return _HOLE.sub(lambda m: _HOLE_FORMATS[m.group(1)], raw)
+    return _HOLE.sub(lambda m: _HOLE_FORMATS[m.group(1)].replace(b"{uuid}", uuid_prefix), raw)
 
 
 class _Clock:
@@ -135,31 +139,41 @@ class _Clock:
         return b"%s.%09dZ" % (stamp, nanos)
 
 
-class _Uuids:
-    """Flow uuids in the UUID text form: a random version-4 prefix per agent run and a
-    counter, so they are unique without asking the OS for randomness per flow."""
+class _Stats:
+    """netwarden's own field of a flow (a JSON object): the non-zero counts, then the process
+    (pid, comm, netns, cgroup_id, the non-zero ones), whose part is made once per process."""
 
     def __init__(self) -> None:
-        self._prefix = str(uuid.uuid4())[:24].encode()  # 8-4-4-4- (version and variant)
-        self._next = 0
+        self._processes: dict[tuple[int, str, int, int], bytes] = {}
 
-    def new(self) -> bytes:
-        self._next += 1
-        return b"%s%012x" % (self._prefix, self._next & 0xFFFFFFFFFFFF)
+    def clear(self) -> None:
+        self._processes.clear()
 
+    def process(self, event: Any) -> bytes:
+        """The process's members, without braces ("" when nothing is known)."""
+        key = (event.pid, event.comm, event.netns, event.cgroup_id)
+        found = self._processes.get(key)
+        if found is None:
+            members = {name: value for name, value in zip(
+                ("pid", "comm", "netns", "cgroup_id"), key) if value}
+            found = self._processes[key] = orjson.dumps(members)[1:-1]
+        return found
 
-def _stats(event: Any, **counts: int | str) -> bytes:
-    """netwarden's own field of a flow: the non-zero counts, then the process."""
-    stats: dict[str, Any] = {k: v for k, v in counts.items() if v}
-    if event.pid:
-        stats["pid"] = event.pid
-    if event.comm:
-        stats["comm"] = event.comm
-    if event.netns:
-        stats["netns"] = event.netns
-    if event.cgroup_id:
-        stats["cgroup_id"] = event.cgroup_id
-    return orjson.dumps(stats)
+    def of(self, event: Any, **counts: int) -> bytes:
+        """The whole field: ``counts`` (the non-zero ones, in order), then the process."""
+        members = b",".join([b'"%s":%d' % (name.encode(), value)
+                             for name, value in counts.items() if value]
+                            + [part for part in (self.process(event),) if part])
+        return b"{%s}" % members
+
+    def close(self, event: Any, sent: int, received: int) -> bytes:
+        """A connection's close: bytes each way (in the flow's orientation), duration,
+        retransmits."""
+        process = self.process(event)
+        if sent and received and event.duration_ns and not event.retransmits and process:
+            return _CLOSE_STATS % (sent, received, event.duration_ns, process)
+        return self.of(event, bytes_sent=sent, bytes_received=received,
+                       duration_ns=event.duration_ns, retransmits=event.retransmits)
 
 
 def _ports(conn: Conn, local_is_client: bool) -> tuple[int, int]:
@@ -177,7 +191,11 @@ class FlowMapper:
         self.resolver = resolver
         self.node_name = node_name
         self._clock = _Clock()
-        self._uuids = _Uuids()
+        # flow uuids: a random version-4 prefix per run and the flow's number, so they are
+        # unique without asking the OS for randomness per flow (the number is in the template)
+        self._uuid_prefix = str(uuid.uuid4())[:24].encode()  # 8-4-4-4- (version and variant)
+        self._flow_no = 0
+        self._stats = _Stats()
         # endpoint dicts by (netns, cgroup, pid) / peer address, and templates by kind of flow
         # and its ends; both re-made every second of event time (module docstring)
         self._memo: dict[Any, dict[str, Any]] = {}
@@ -226,6 +244,7 @@ class FlowMapper:
             self._memo_second = max(second, self._memo_second)
             self._memo.clear()
             self._templates.clear()
+            self._stats.clear()
 
     def _shapes(self, key: tuple[Any, ...],
                 build: Callable[[], tuple[Shape, ...]]) -> tuple[bytes, ...]:
@@ -233,7 +252,7 @@ class FlowMapper:
         found = self._templates.get(key)
         if found is None:
             found = self._templates[key] = tuple(
-                _template(self._envelope(body), holes + _ENVELOPE_HOLES)
+                _template(self._envelope(body), holes + _ENVELOPE_HOLES, self._uuid_prefix)
                 for body, holes in build())
         return found
 
@@ -297,8 +316,9 @@ class FlowMapper:
                                     conn.family, conn.local_addr, conn.remote_addr), build)
         sport, dport = _ports(conn, client)
         when = self._clock.rfc3339(e.time_ns)
-        return [syn % (sport, dport, _stats(e), when, self._uuids.new(), when),
-                answer % (dport, sport, when, self._uuids.new(), when)]
+        n = self._flow_no = self._flow_no + 2
+        return [syn % (sport, dport, b"{%s}" % self._stats.process(e), when, n - 1, when),
+                answer % (dport, sport, when, n, when)]
 
     def _closed(self, e: ConnectionClosed) -> list[bytes]:
         client = e.role == "client"
@@ -309,11 +329,10 @@ class FlowMapper:
                               lambda: (self._flow(e, client, flags),))
         sent, received = (e.bytes_sent, e.bytes_received) if client \
             else (e.bytes_received, e.bytes_sent)
-        stats = _stats(e, bytes_sent=sent, bytes_received=received, duration_ns=e.duration_ns,
-                       retransmits=e.retransmits)
         sport, dport = _ports(conn, client)
         when = self._clock.rfc3339(e.time_ns)
-        return [fin % (sport, dport, stats, when, self._uuids.new(), when)]
+        n = self._flow_no = self._flow_no + 1
+        return [fin % (sport, dport, self._stats.close(e, sent, received), when, n, when)]
 
     def _reset(self, e: TcpReset) -> list[bytes]:
         conn = e.conn
@@ -331,7 +350,8 @@ class FlowMapper:
         if reply:
             sport, dport = dport, sport
         when = self._clock.rfc3339(e.time_ns)
-        return [rst % (sport, dport, _stats(e), when, self._uuids.new(), when)]
+        n = self._flow_no = self._flow_no + 1
+        return [rst % (sport, dport, b"{%s}" % self._stats.process(e), when, n, when)]
 
     def _udp(self, e: UdpTraffic) -> list[bytes]:
         conn = e.conn
@@ -344,12 +364,13 @@ class FlowMapper:
             counts = (e.bytes_sent, e.bytes_received, e.datagrams_sent, e.datagrams_received)
         else:
             counts = (e.bytes_received, e.bytes_sent, e.datagrams_received, e.datagrams_sent)
-        stats = _stats(e, bytes_sent=counts[0], bytes_received=counts[1],
-                       packets_sent=counts[2], packets_received=counts[3],
-                       duration_ns=max(e.time_ns - e.first_ns, 0))
+        stats = self._stats.of(e, bytes_sent=counts[0], bytes_received=counts[1],
+                               packets_sent=counts[2], packets_received=counts[3],
+                               duration_ns=max(e.time_ns - e.first_ns, 0))
         sport, dport = _ports(conn, client)
         when = self._clock.rfc3339(e.time_ns)
-        return [flow % (sport, dport, stats, when, self._uuids.new(), when)]
+        n = self._flow_no = self._flow_no + 1
+        return [flow % (sport, dport, stats, when, n, when)]
 
     def _dropped(self, e: PacketDropped) -> list[bytes]:
         conn = e.conn
@@ -378,13 +399,13 @@ class FlowMapper:
         if e.netns:
             stats["netns"] = e.netns
         when = self._clock.rfc3339(e.time_ns)
+        n = self._flow_no = self._flow_no + 1
         if conn is None:
             (flow,) = self._shapes(("drop",), build)
-            return [flow % (orjson.dumps(stats), when, self._uuids.new(), when)]
+            return [flow % (orjson.dumps(stats), when, n, when)]
         (flow,) = self._shapes(("drop", conn.protocol, conn.family, conn.local_addr,
                                 conn.remote_addr), build)
-        return [flow % (conn.local_port, conn.remote_port, orjson.dumps(stats), when,
-                        self._uuids.new(), when)]
+        return [flow % (conn.local_port, conn.remote_port, orjson.dumps(stats), when, n, when)]
 
 
 def _reversed(body: Body) -> Body:
