@@ -255,8 +255,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="node name on the flows (default: this host's name)")
     agent.add_argument("--cgroup-root", type=Path, default=None, metavar="DIR",
                        help="the host's cgroup v2 root, where the UDP peer hooks are attached "
-                            "(default: the cgroup2 mount of this process; in a container, "
-                            "mount the host's /sys/fs/cgroup and name it here)")
+                            "and sockets' cgroups are looked up to find their pods (default: "
+                            "the cgroup2 mount of this process; in a container, mount the "
+                            "host's /sys/fs/cgroup and name it here)")
     agent.add_argument("--no-udp-peers", action="store_true",
                        help="do not attach the cgroup hooks that see the addresses of UDP "
                             "sendto/recvfrom calls: peers of unconnected UDP sockets are then "

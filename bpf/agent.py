@@ -37,7 +37,8 @@ class AgentOptions:
     kubernetes: str = "auto"  # "auto" (in-cluster when there), "off", or a kubeconfig path
     poll_ms: int = 100  # longest wait for kernel events per poll
     udp_peers: bool = True  # cgroup hooks for unconnected UDP sockets' peers (loader docstring)
-    cgroup_root: Path | None = None  # the host's cgroup v2 root (default: found in mountinfo)
+    cgroup_root: Path | None = None  # the host's cgroup v2 root, for the UDP hooks and the
+    # cgroup -> pod lookup (default: found in mountinfo)
 
     def __post_init__(self) -> None:
         if not self.node_name:
@@ -70,7 +71,7 @@ class Agent:
         check()
         resolver = open_resolver(identity_map=options.identity_map,
                                  kubernetes=options.kubernetes, node_name=options.node_name,
-                                 log=log)
+                                 cgroup_root=options.cgroup_root, log=log)
         probes = KernelProbes(udp_peers=options.udp_peers, cgroup_root=options.cgroup_root)
         for line in probes.missing:
             log(f"netwarden agent: degraded: {line}")

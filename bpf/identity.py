@@ -362,12 +362,16 @@ class IdentityResolver:
 
     @classmethod
     def for_host(cls, *, pods: PodIndex | None = None, identity_map: IdentityMap | None = None,
-                 cluster_name: str = "default", **kwargs: Any) -> IdentityResolver:  # fmt: skip
-        """A resolver for the machine it runs on: its cgroup v2 hierarchy (when mounted), its
-        network namespace as the host's, and the host's addresses read from /proc (other
-        keyword arguments: :class:`IdentityResolver`'s)."""
+                 cluster_name: str = "default", cgroup_root: str | Path | None = None,
+                 **kwargs: Any) -> IdentityResolver:  # fmt: skip
+        """A resolver for the machine it runs on: its cgroup v2 hierarchy (``cgroup_root``, by
+        default the one mounted here: in a container, name a mount of the host's, as the
+        container's own shows only its own cgroup), its network namespace as the host's, and
+        the host's addresses read from /proc (other keyword arguments:
+        :class:`IdentityResolver`'s)."""
         proc = Path(kwargs.pop("proc", "/proc"))
-        cgroups = CgroupPaths(mount) if (mount := find_cgroup2_mount()) is not None else None
+        mount = Path(cgroup_root) if cgroup_root is not None else find_cgroup2_mount()
+        cgroups = CgroupPaths(mount) if mount is not None else None
 
         def host_addresses() -> frozenset[str]:
             for candidate in (proc / "1" / "net", proc / "thread-self" / "net"):
@@ -562,6 +566,7 @@ class IdentityResolver:
 def open_resolver(*, identity_map: str | Path | None = None, kubernetes: str = "auto",
                   node_name: str | None = None, cluster_name: str = "default",
                   sync_timeout: float = 10.0, namespace_labels: bool = True, node_identities: bool = True,
+                  cgroup_root: str | Path | None = None,
                   log: Callable[[str], Any] = print) -> IdentityResolver:  # fmt: skip
     """The agent's resolver: this host, the identity map file, and watches of this node's pods,
     of every namespace (their labels go into pod identities) and of every node (their
@@ -570,7 +575,8 @@ def open_resolver(*, identity_map: str | Path | None = None, kubernetes: str = "
     ``kubernetes`` is ``auto`` (the in-cluster service account when running in a pod, else no
     pod identities), ``off``, or a kubeconfig path. ``node_name`` must be the Kubernetes node
     name (the downward API's ``spec.nodeName``); None watches every pod. ``namespace_labels``
-    and ``node_identities`` turn the namespace and node watches off. The first lists are
+    and ``node_identities`` turn the namespace and node watches off. ``cgroup_root`` is the
+    host's cgroup v2 root (default: the one mounted here). The first lists are
     awaited up to ``sync_timeout`` seconds in all; after that objects arrive as the watches
     catch up. A resource the agent may not read (403) is reported once through ``log``, and
     the resolver goes on without it. Raises
@@ -614,7 +620,7 @@ def open_resolver(*, identity_map: str | Path | None = None, kubernetes: str = "
     resolver = IdentityResolver.for_host(pods=watch.index if watch else None, identity_map=mapping,
                                          namespaces=namespaces.index if namespaces else None,
                                          nodes=nodes.index if nodes else None, node_name=node_name,
-                                         cluster_name=cluster_name)  # fmt: skip
+                                         cluster_name=cluster_name, cgroup_root=cgroup_root)  # fmt: skip
     resolver.watch = watch
     resolver.watches = [w for w in (watch, namespaces, nodes) if w is not None]
     return resolver

@@ -795,6 +795,18 @@ def test_local_cgroup_to_pod_then_fallbacks(fake_host: dict[str, Any]) -> None:
     assert resolver.local(0, 0, 0) == UNKNOWN
 
 
+def test_for_host_walks_the_cgroup_root_it_is_given(fake_host: dict[str, Any]) -> None:
+    """In a container the agent's own /sys/fs/cgroup shows only its own cgroup: the host's,
+    mounted elsewhere and named by --cgroup-root, is where pods' cgroups are found."""
+    index = PodIndex()
+    index.upsert(web_pod())
+    pod_ns = 4026532500
+    own = IdentityResolver.for_host(pods=index)
+    assert own.local(pod_ns, fake_host["container"], 0) == netns_endpoint(pod_ns)
+    host = IdentityResolver.for_host(pods=index, cgroup_root=fake_host["cg"])
+    assert host.local(pod_ns, fake_host["container"], 0) == pod_endpoint(web_pod())
+
+
 def test_local_identity_map_by_cgroup_and_netns(fake_host: dict[str, Any]) -> None:
     m = IdentityMap.from_data({"entries": [
         {"cgroup": "/system.slice/postgresql.service", "namespace": "data", "pod": "pg",
