@@ -301,9 +301,10 @@ class KernelProbes:
             code: name.removeprefix("SKB_DROP_REASON_")
             for code, name in formats[("skb", "kfree_skb")].symbols("reason").items()}
 
-        # records (136 bytes with the ring's header) a CPU writes before it wakes the reader:
+        # records (144 bytes with the ring's header) a CPU writes before it wakes the reader:
         # all CPUs together at most an eighth of the ring
         wake_every = max(1, ring_pages * 4096 // (_EVENT.size + 8) // 8 // (os.cpu_count() or 1))
+        wake_every = 1 << (wake_every.bit_length() - 1)  # a power of two: a mask, not a modulo
         btf = self.env.btf
         offsets = {macro: btf.offset_of(s, p) for macro, (s, p) in _OFFSETS.items()}
         cflags = [f"-D{macro}={off}" for macro, off in offsets.items()]

@@ -200,17 +200,22 @@ static __always_inline void stat_inc(u32 idx) {
         *v += 1;
 }
 
+#ifdef USE_RINGBUF
+// Waking the reader per record costs an irq_work (~1.5 us here, more than the rest of a
+// probe): the reader polls on a timer and is woken only every RB_WAKEUP_EVERY (a power of
+// two) records per CPU, well before the ring can fill.
+static __always_inline u64 wakeup_flags(void) {
+    u32 zero = 0;
+    u64 *n = rb_count.lookup(&zero);
+    if (n && (++*n & (RB_WAKEUP_EVERY - 1)) == 0)
+        return BPF_RB_FORCE_WAKEUP;
+    return BPF_RB_NO_WAKEUP;
+}
+#endif
+
 static __always_inline void emit(void *ctx, struct event *ev) {
 #ifdef USE_RINGBUF
-    // Waking the reader per record costs an irq_work (~1.5 us here, more than the rest of a
-    // probe): the reader polls on a timer and is woken only every RB_WAKEUP_EVERY records
-    // per CPU, well before the ring can fill.
-    u32 zero = 0;
-    u64 flags = BPF_RB_NO_WAKEUP;
-    u64 *n = rb_count.lookup(&zero);
-    if (n && ++*n % RB_WAKEUP_EVERY == 0)
-        flags = BPF_RB_FORCE_WAKEUP;
-    if (events.ringbuf_output(ev, sizeof(*ev), flags) != 0)
+    if (events.ringbuf_output(ev, sizeof(*ev), wakeup_flags()) != 0)
         stat_inc(STAT_OUTPUT_FAILED);
 #else
     events.perf_submit(ctx, ev, sizeof(*ev));  // losses reach user space via the lost callback
