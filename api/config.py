@@ -75,6 +75,13 @@ class EbpfConfig(_Section):
     kubernetes: str = Field("auto", description=(
         'pod identities from the Kubernetes API: "auto" (in-cluster when running in a pod), '
         '"off", or the path of a kubeconfig file'))
+    udp_peers: bool = Field(True, description=(
+        "cgroup hooks that tell the peers of unconnected UDP sockets (false: they are "
+        "reported as 0.0.0.0:0)"))
+    cgroup_root: Path | None = Field(None, description=(
+        "the host's cgroup v2 root: where the UDP peer hooks attach and sockets' cgroups are "
+        "looked up to find their pods (default: this process's cgroup2 mount; in a container, "
+        "a mount of the host's /sys/fs/cgroup)"))
 
 
 class GeneratorConfig(_Section):

@@ -330,7 +330,8 @@ def _source(config: ServiceConfig, registry: CollectorRegistry,
         if spec == "ebpf":
             e = config.ebpf
             return open_source(spec, node_name=e.node_name, identity_map=e.identity_map,
-                               kubernetes=e.kubernetes, log=log)
+                               kubernetes=e.kubernetes, udp_peers=e.udp_peers,
+                               cgroup_root=e.cgroup_root, log=log)
         if spec == "generator":
             g = config.generator
             return open_source(spec, seed=g.seed, rate=g.rate, speed=g.speed,

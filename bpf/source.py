@@ -30,13 +30,15 @@ class EbpfSource(_Source):
     kind = "ebpf"
 
     def __init__(self, *, node_name: str | None = None, identity_map: str | Path | None = None,
-                 kubernetes: str = "auto", batch_lines: int = 64,
+                 kubernetes: str = "auto", udp_peers: bool = True,
+                 cgroup_root: str | Path | None = None, batch_lines: int = 64,
                  log: Callable[[str], Any] = print, clock: Callable[[], datetime] = _utcnow,
                  max_examples: int = 5) -> None:
         super().__init__("ebpf", batch_lines=batch_lines, clock=clock, max_examples=max_examples)
         self.options = AgentOptions(
             node_name=node_name or "",
-            identity_map=Path(identity_map) if identity_map else None, kubernetes=kubernetes)
+            identity_map=Path(identity_map) if identity_map else None, kubernetes=kubernetes,
+            udp_peers=udp_peers, cgroup_root=Path(cgroup_root) if cgroup_root else None)
         self.log = log
         self.agent: Agent | None = None
         self._line_no = 1

@@ -180,19 +180,25 @@ def test_service_with_the_ebpf_source(tmp_path: Path, pods: Pods) -> None:
     from netwarden.api.config import ServiceConfig
     from netwarden.api.service import build_service
 
+    from netwarden.bpf.cgroups import find_cgroup2_mount
+
+    cgroup_root = find_cgroup2_mount()
     config = ServiceConfig(data_dir=tmp_path / "data", source={"spec": "ebpf"},
                            ebpf={"identity_map": identity_map(tmp_path, pods),
-                                 "kubernetes": "off", "node_name": "node-b"},
+                                 "kubernetes": "off", "node_name": "node-b",
+                                 "udp_peers": False, "cgroup_root": cgroup_root},
                            models={"dir": tmp_path / "models", "bootstrap": False},
                            windows={"idle_close": 0.5})
     service, _ = build_service(config, Console(quiet=True))
     assert service.source.kind == "ebpf"
+    assert service.source.options.cgroup_root == cgroup_root
     service.start()
     try:
         deadline = time.monotonic() + 60
         while not service.source.status().up:
             assert time.monotonic() < deadline, service.source.status()
             time.sleep(0.2)
+        assert not service.source.agent.probes.udp_peer_hooks  # the section's udp_peers: false
         port = 8000 + os.getpid() % 1000
         exchange(pods, port)
         deadline = time.monotonic() + 30
