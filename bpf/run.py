@@ -40,12 +40,15 @@ def run_agent(args: argparse.Namespace, *, tls: Any, console: Any,
                 stream = sys.stdout.buffer if out == "-" else stack.enter_context(
                     _open_out(out))
                 sinks.append(JsonLinesSink(stream))
-            if args.observer_listen:
-                sinks.append(_serve(args, tls, options, stack, console))
             try:
                 agent = Agent.open(options, log=lambda line: console.print(line, markup=False))
             except AgentUnavailable as exc:
                 raise UserError(str(exc)) from None
+            stack.callback(agent.close)  # also when the Observer server cannot start
+            if args.observer_listen:
+                # listening only once the probes are attached: an open port means a working
+                # agent (the DaemonSet's readiness probe checks it)
+                sinks.append(_serve(args, tls, options, stack, console))
             # Flows hold no reference cycles: keep the cyclic collector off the hot path (what
             # is loaded by now, bcc and its compiled programs included, is never scanned
             # again, and young objects are scanned far less often). Measured: the mapping
