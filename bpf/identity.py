@@ -63,7 +63,7 @@ from netwarden.bpf.podwatch import (
 
 __all__ = [
     "HOST", "REMOTE_NODE", "UNKNOWN", "WORLD", "EndpointInfo", "EndpointResolver", "IdentityResolver",
-    "host_netns_inode", "local_addresses", "map_endpoint", "netns_addresses", "netns_endpoint",
+    "host_netns_inode", "identity_relevant", "local_addresses", "map_endpoint", "netns_addresses", "netns_endpoint",
     "netns_inode", "netns_names", "open_resolver", "pod_endpoint", "pod_labels",
 ]  # fmt: skip
 
@@ -106,12 +106,28 @@ class EndpointResolver(Protocol):
 
 # --------------------------------------------------------------------------- endpoints
 
-# Cilium's default identity-relevant label filter: app.kubernetes.io/* kept, these dropped.
-_DROPPED_LABEL: Final = re.compile(
-    r"io\.kubernetes|kubernetes\.io|k8s\.io|pod-template-generation|pod-template-hash"
-    r"|controller-revision-hash|annotation|etcd_node"
-)
-_KEPT_LABEL: Final = re.compile(r"^app\.kubernetes\.io")
+# Cilium's default identity-relevant label filter (pkg/labelsfilter, defaultLabelPrefixCfg):
+# regular expressions matched at the start of a label's key; a key is kept unless an ignore
+# pattern matches it and no include pattern matches a longer part of it.
+_INCLUDE_LABELS: Final = tuple(re.compile(re.escape(prefix)) for prefix in (
+    "io.kubernetes.pod.namespace", "io.cilium.k8s.namespace.labels", "app.kubernetes.io",
+    "io.cilium.k8s.policy.cluster"))
+_IGNORE_LABELS: Final = tuple(re.compile(pattern) for pattern in (
+    r"io\.kubernetes", r"kubernetes\.io", re.escape("statefulset.kubernetes.io/pod-name"),
+    re.escape("apps.kubernetes.io/pod-index"),
+    re.escape("batch.kubernetes.io/job-completion-index"), r".*beta\.kubernetes\.io",
+    r"k8s\.io", r"pod-template-generation", r"pod-template-hash",
+    r"controller-revision-hash", r"annotation.*", r"etcd_node"))
+
+
+def identity_relevant(key: str) -> bool:
+    """Whether Cilium's default label filter keeps label ``key`` in a pod's identity (and so
+    in Hubble's flows): the longest include match against the shortest ignore match."""
+    ignored = min((m.end() for p in _IGNORE_LABELS if (m := p.match(key))), default=0)
+    if not ignored:
+        return True
+    included = max((m.end() for p in _INCLUDE_LABELS if (m := p.match(key))), default=0)
+    return included > ignored
 #: Cilium's own label keys: a pod's labels may not set them (its namespace's labels, its policy
 #: labels); Cilium drops them from the pod's labels before adding its own
 CILIUM_LABEL_PREFIX: Final = "io.cilium.k8s"
@@ -144,7 +160,7 @@ def pod_labels(pod: PodInfo, cluster_name: str = "default",
     for key, value in pod.labels:
         if key.startswith(CILIUM_LABEL_PREFIX):
             continue
-        if _KEPT_LABEL.match(key) or not _DROPPED_LABEL.search(key):
+        if identity_relevant(key):
             out.add(_label("k8s", key, value))
     return tuple(sorted(out))
 

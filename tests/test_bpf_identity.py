@@ -40,6 +40,7 @@ from netwarden.bpf.identity import (
     EndpointResolver,
     IdentityResolver,
     host_netns_inode,
+    identity_relevant,
     local_addresses,
     netns_addresses,
     netns_endpoint,
@@ -696,13 +697,32 @@ def test_open_resolver_wires_map_watches_and_host(server: K8sStandIn, tmp_path: 
 # =========================================================================== endpoints
 
 
+def test_identity_relevant_labels_follow_ciliums_default_filter() -> None:
+    """Cilium's own test of its default filter (pkg/labelsfilter TestDefaultFilterLabels): the
+    same keys kept, the same dropped; patterns match at the start of a key only, and an
+    include that matches more of a key than an ignore wins."""
+    dropped = ["io.kubernetes.container.hash", "io.kubernetes.container.name",
+               "io.kubernetes.container.restartCount", "io.kubernetes.pod.name",
+               "io.kubernetes.pod.terminationGracePeriod", "io.kubernetes.pod.uid",
+               "kubernetes.io.foo", "beta.kubernetes.io.foo", "annotation.kubectl.kubernetes.io",
+               "annotation.hello", "annotation.kubernetes.io/config.seen",
+               "controller-revision-hash", "pod-template-hash", "statefulset.kubernetes.io/pod-name",
+               "apps.kubernetes.io/pod-index", "batch.kubernetes.io/job-completion-index",
+               "node.beta.kubernetes.io/instance-type", "k8s.io/x", "etcd_node"]
+    kept = ["io.kubernetes.pod.namespace", "app.kubernetes.io", "app.kubernetes.io/name",
+            "ioXkubernetes", "ignore", "ignorE", "id.lizards", "app", "version",
+            "topology.kubernetes.io/zone", "sigs.k8s.io/x", "my-annotation", "pod-template"]
+    assert [k for k in dropped if identity_relevant(k)] == []
+    assert [k for k in kept if not identity_relevant(k)] == []
+
+
 def test_pod_labels_match_a_real_hubble_flow() -> None:
     """bookinfo's productpage in the hubble-otel capture: same labels, same order."""
     pod = PodInfo.from_dict(pod_json(
         "productpage-v1-6b746f74dc-9rcxx", ns="bookinfo",
         labels={"app": "productpage", "version": "v1", "pod-template-hash": "6b746f74dc",
                 "sidecar.opentelemetry.io/injected": "bookinfo.otelcol-bookinfo",
-                "topology.kubernetes.io/zone": "a",
+                "kubernetes.io/hostname": "a",
                 "controller-revision-hash": "x", "statefulset.kubernetes.io/pod-name": "p"},
         generateName="productpage-v1-6b746f74dc-",
         ownerReferences=[{"kind": "ReplicaSet", "name": "productpage-v1-6b746f74dc", "controller": True}],
