@@ -196,11 +196,10 @@ class FlowMapper:
         self._uuid_prefix = str(uuid.uuid4())[:24].encode()  # 8-4-4-4- (version and variant)
         self._flow_no = 0
         self._stats = _Stats()
-        # endpoint dicts by (netns, cgroup, pid) / peer address, and templates by kind of flow
-        # and its ends; both re-made every second of event time (module docstring)
-        self._memo: dict[Any, dict[str, Any]] = {}
+        # templates by kind of flow and its ends, re-made every second of event time (module
+        # docstring); endpoints are resolved only when a template is made
         self._templates: dict[tuple[Any, ...], tuple[bytes, ...]] = {}
-        self._memo_second = -1
+        self._second = -1
         self._render: dict[type, Callable[[Any], list[bytes]]] = {
             ConnectionOpened: self._opened, ConnectionClosed: self._closed,
             TcpReset: self._reset, UdpTraffic: self._udp, PacketDropped: self._dropped}
@@ -219,30 +218,25 @@ class FlowMapper:
 
     # -- endpoints and templates -----------------------------------------------------------------
     @staticmethod
-    def _local_key(event: Any) -> tuple[int, int, int]:
-        return event.netns, event.cgroup_id, event.pid if not event.cgroup_id else 0
+    def _ends(event: Any) -> tuple[Any, ...]:
+        """What a socket event's templates depend on: its own end (network namespace, cgroup,
+        or pid when there is no cgroup) and the connection's addresses."""
+        conn = event.conn
+        return (event.netns, event.cgroup_id, event.pid if not event.cgroup_id else 0,
+                conn.protocol, conn.family, conn.local_addr, conn.remote_addr)
 
     def _local(self, event: Any) -> dict[str, Any]:
-        key = self._local_key(event)
-        found = self._memo.get(key)
-        if found is None:
-            found = self._memo[key] = _endpoint(
-                self.resolver.local(event.netns, event.cgroup_id, event.pid))
-        return found
+        return _endpoint(self.resolver.local(event.netns, event.cgroup_id, event.pid))
 
     def _remote(self, ip: str) -> dict[str, Any]:
-        found = self._memo.get(ip)
-        if found is None:
-            found = self._memo[ip] = _endpoint(self.resolver.remote(ip))
-        return found
+        return _endpoint(self.resolver.remote(ip))
 
     def _expire(self, time_ns: int) -> None:
         second = time_ns // 1_000_000_000
         # only forward: opens swept from the connection table arrive with their (earlier)
         # times among newer events, and must not empty the caches back and forth
-        if second > self._memo_second or len(self._templates) > 65_536:
-            self._memo_second = max(second, self._memo_second)
-            self._memo.clear()
+        if second > self._second or len(self._templates) > 65_536:
+            self._second = max(second, self._second)
             self._templates.clear()
             self._stats.clear()
 
@@ -288,33 +282,28 @@ class FlowMapper:
         }
 
     def _flow(self, event: Any, local_is_client: bool, flags: dict[str, bool] | None,
-              *, reply: bool = False) -> Shape:
-        """One oriented flow (a reply: the other way), TCP ``flags`` if given, with stats."""
+              *, reply: bool = False, stats: bool = True) -> Shape:
+        """One oriented flow (a reply: the other way), TCP ``flags`` if given, with netwarden's
+        field unless ``stats`` is false."""
         body = self._oriented(event, event.conn, local_is_client)
         if reply:
             body = _reversed(body)
         if flags is not None:
             (ports,) = body["l4"].values()
             ports["flags"] = flags
-        body["netwarden"] = _STATS
-        return body, ("dport", "sport", "stats") if reply else ("sport", "dport", "stats")
+        holes = ("dport", "sport") if reply else ("sport", "dport")
+        if stats:
+            body["netwarden"] = _STATS
+            holes += ("stats",)
+        return body, holes
 
     # -- one kind of event each ------------------------------------------------------------------
     def _opened(self, e: ConnectionOpened) -> list[bytes]:
         client = e.role == "client"
-        conn = e.conn
-
-        def build() -> tuple[Shape, ...]:
-            syn = self._oriented(e, conn, client)
-            syn["l4"]["TCP"]["flags"] = {"SYN": True}
-            syn["netwarden"] = _STATS
-            answer = _reversed(syn)
-            answer["l4"]["TCP"]["flags"] = {"SYN": True, "ACK": True}
-            return (syn, ("sport", "dport", "stats")), (answer, ("dport", "sport"))
-
-        syn, answer = self._shapes(("open", client, self._local_key(e), conn.protocol,
-                                    conn.family, conn.local_addr, conn.remote_addr), build)
-        sport, dport = _ports(conn, client)
+        syn, answer = self._shapes(("open", client, *self._ends(e)), lambda: (
+            self._flow(e, client, {"SYN": True}),
+            self._flow(e, client, {"SYN": True, "ACK": True}, reply=True, stats=False)))
+        sport, dport = _ports(e.conn, client)
         when = self._clock.rfc3339(e.time_ns)
         n = self._flow_no = self._flow_no + 2
         return [syn % (sport, dport, b"{%s}" % self._stats.process(e), when, n - 1, when),
@@ -324,8 +313,7 @@ class FlowMapper:
         client = e.role == "client"
         conn = e.conn
         flags = {"FIN": True, "ACK": True} if e.established else {"SYN": True}
-        (fin,) = self._shapes(("close", client, e.established, self._local_key(e),
-                               conn.protocol, conn.family, conn.local_addr, conn.remote_addr),
+        (fin,) = self._shapes(("close", client, e.established, *self._ends(e)),
                               lambda: (self._flow(e, client, flags),))
         sent, received = (e.bytes_sent, e.bytes_received) if client \
             else (e.bytes_received, e.bytes_sent)
@@ -343,8 +331,7 @@ class FlowMapper:
             # to the peer's attempt; from an open socket, an abort from our end
             reply = e.pid == 0 and e.cgroup_id == 0
             client = not reply
-        (rst,) = self._shapes(("reset", client, reply, self._local_key(e), conn.protocol,
-                               conn.family, conn.local_addr, conn.remote_addr),
+        (rst,) = self._shapes(("reset", client, reply, *self._ends(e)),
                               lambda: (self._flow(e, client, {"RST": True}, reply=reply),))
         sport, dport = _ports(conn, client)
         if reply:
@@ -357,8 +344,7 @@ class FlowMapper:
         conn = e.conn
         client = conn.remote_port < conn.local_port or (
             conn.remote_port == conn.local_port and e.datagrams_sent >= e.datagrams_received)
-        (flow,) = self._shapes(("udp", client, self._local_key(e), conn.protocol, conn.family,
-                                conn.local_addr, conn.remote_addr),
+        (flow,) = self._shapes(("udp", client, *self._ends(e)),
                                lambda: (self._flow(e, client, None),))
         if client:
             counts = (e.bytes_sent, e.bytes_received, e.datagrams_sent, e.datagrams_received)

@@ -54,6 +54,7 @@ perf buffer (its lost callback counts). Timestamps are
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import os
 import socket
@@ -186,7 +187,6 @@ def tracepoint_struct(cname: str, fmt: TracepointFormat, wanted: Iterable[str]) 
 
 
 _ADDR_CACHE: dict[tuple[int, bytes], tuple[Literal[4, 6], str]] = {}
-_COMM_CACHE: dict[bytes, str] = {}
 
 
 def _skc_v4_span(offsets: dict[str, int]) -> int:
@@ -223,14 +223,10 @@ def _addr(family: int, raw: bytes) -> tuple[Literal[4, 6], str]:
     return hit
 
 
+@functools.lru_cache(maxsize=4096)  # few names recur
 def _comm(raw: bytes) -> str:
-    """A task's name from its NUL-padded 16 bytes (memoized, as addresses: few recur)."""
-    name = _COMM_CACHE.get(raw)
-    if name is None:
-        if len(_COMM_CACHE) >= 4096:
-            _COMM_CACHE.clear()
-        name = _COMM_CACHE[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-    return name
+    """A task's name from its NUL-padded 16 bytes."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 class KernelProbes:
