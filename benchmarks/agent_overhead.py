@@ -179,9 +179,8 @@ def _drain_probes() -> None:
         print("probes attached", file=sys.stderr, flush=True)
         records = 0
         while not stop:
-            probes._ring.wait(100)
-            records += sum(1 for _ in probes._ring.read())
-    print(f"probes only: {records:,} records drained", file=sys.stderr, flush=True)
+            records += probes.discard(100)
+    print(f"probes only: {records:,} records discarded", file=sys.stderr, flush=True)
 
 
 def _start(cmd: list[str], cpu: int, log: Path) -> subprocess.Popen:
@@ -219,6 +218,9 @@ def main() -> None:
                         help="bytes each way per connection (--load python)")
     parser.add_argument("--agent-args", default="", metavar="ARGS",
                         help="more options for `netwarden agent`, e.g. --no-udp-peers")
+    parser.add_argument("--arms", default="without,busy,probes,with", metavar="LIST",
+                        help="arms to run, comma-separated, \"without\" among them (default: "
+                             "all four): e.g. without,probes to compare kernel-side changes")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--drain-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -232,6 +234,10 @@ def main() -> None:
     log = Path(tempfile.gettempdir()) / "netwarden-agent-benchmark.log"
     labels = {"without": "without agent", "busy": "other core busy", "probes": "probes only",
               "with": "with agent"}
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if "without" not in arms or not set(arms) <= set(labels):
+        parser.error(f"--arms: a comma-separated list of {', '.join(labels)}, with \"without\"")
+    labels = {name: label for name, label in labels.items() if name in arms}
     rates: dict[str, list[float]] = {name: [] for name in labels}
     steady: dict[str, list[float]] = {name: [] for name in labels}
     nginx = Nginx(args.cpu) if args.load == "nginx" else None
@@ -286,7 +292,7 @@ def main() -> None:
         median = {k: statistics.median(v) for k, v in table.items()}
         print(f"{title}, median connections/s: " + ", ".join(
             f"{labels[k]} {median[k]:,.0f}" for k in labels))
-        for name in ("busy", "probes", "with"):
+        for name in [n for n in labels if n != "without"]:
             ratio = median[name] / median["without"]
             paired = statistics.median(a / b for a, b in zip(table[name], table["without"]))
             cost = (1 / median[name] - 1 / median["without"]) * 1e6

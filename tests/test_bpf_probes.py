@@ -466,15 +466,38 @@ def test_connect_to_closed_port(probes, pods: Pods) -> None:
 @pytest.mark.privileged
 @pytest.mark.slow
 def test_nftables_drop(probes, pods: Pods) -> None:
+    """Drops through the raw tracepoint skb:kfree_skb, where the kernel's is as expected."""
+    assert "raw:kfree_skb" in probes.attached
+    _check_nftables_drop(probes, pods, 18443, 15999)
+
+
+@pytest.mark.privileged
+@pytest.mark.slow
+def test_nftables_drop_classic_tracepoint(pods: Pods) -> None:
+    """The same through the classic tracepoint: the fallback for other raw arguments."""
+    from netwarden.bpf.loader import KernelProbes
+
+    with KernelProbes(udp_flush_interval=0.5, drop_hook="tracepoint") as kp:
+        assert "skb:kfree_skb" in kp.attached and "raw:kfree_skb" not in kp.attached
+        _check_nftables_drop(kp, pods, 18444, 15998)
+
+
+def _check_nftables_drop(probes, pods: Pods, tcp_port: int, udp_port: int) -> None:
     if shutil.which("nft") is None:
         pytest.fail("nft (nftables) is required for this test")
     drain(probes)
-    tcp_port, udp_port = 18443, 15999
     for cmd in ("add table inet nwtest",
                 "add chain inet nwtest input { type filter hook input priority 0 ; }",
                 f"add rule inet nwtest input tcp dport {tcp_port} drop",
                 f"add rule inet nwtest input udp dport {udp_port} drop"):
         _run("ip", "netns", "exec", pods.server, "nft", *cmd.split())
+    try:
+        _nftables_drops_reported(probes, pods, tcp_port, udp_port)
+    finally:
+        _run("ip", "netns", "exec", pods.server, "nft", "delete", "table", "inet", "nwtest")
+
+
+def _nftables_drops_reported(probes, pods: Pods, tcp_port: int, udp_port: int) -> None:
     res = pods.run(pods.client, f"""
         import json, socket
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -546,7 +569,7 @@ def test_tcp_bytes_from_btf_and_lost_events_counted(pods: Pods) -> None:
     up: losses are counted, never silent."""
     from netwarden.bpf.loader import KernelProbes
 
-    with KernelProbes(tcp_bytes="btf", ring_pages=1) as kp:
+    with KernelProbes(tcp_bytes="btf", ring_pages=1, closed_slots=64) as kp:
         assert kp.tcp_bytes_source == "btf"
         server = pods.spawn(pods.server, TCP_SERVER.format(
             fam="AF_INET", ip=pods.server_ip, port=18081, expect=30_000, reply=700))
@@ -560,7 +583,7 @@ def test_tcp_bytes_from_btf_and_lost_events_counted(pods: Pods) -> None:
         # tcp_sock counts the SYN and FIN sequence numbers too
         assert 30_000 <= closed[0].bytes_sent <= 30_002
         assert 700 <= closed[0].bytes_received <= 702
-        # 4 records per connection, a 4 KiB ring (32 records) and nobody reading it
+        # 200 closed sockets, 64 slots per CPU for them, and nobody reading them
         pods.run(pods.client, """
             import json, socket
             s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(512)
@@ -570,8 +593,29 @@ def test_tcp_bytes_from_btf_and_lost_events_counted(pods: Pods) -> None:
             print(json.dumps({}))
         """)
         time.sleep(0.2)
+        assert kp.closed_waiting()  # so poll() will not sleep before reading them
+        closed = of(kp.poll(0), ConnectionClosed)
+        assert not kp.closed_waiting()
+        overwritten = kp.counters["closed_overwritten"]
+        assert overwritten > 0 and kp.stats.lost == overwritten
+        assert len(closed) + overwritten == 200  # each close either reported or counted
+        assert len(closed) <= 64 * os.cpu_count()
+        # 3 records per refused connection (a drop, a reset sent, one received), a 4 KiB ring
+        # (39 records) and nobody reading it
+        pods.run(pods.client, """
+            import json, socket
+            s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port))
+                except ConnectionRefusedError:
+                    pass
+            print(json.dumps({}))
+        """)
+        time.sleep(0.2)
         kp.poll(0)
-        assert kp.stats.lost > 0 and kp.counters["output_failed"] == kp.stats.lost
+        assert kp.counters["output_failed"] > 0
+        assert kp.stats.lost == kp.counters["closed_overwritten"] + kp.counters["output_failed"]
 
 
 @pytest.mark.privileged
