@@ -52,8 +52,9 @@ choices elsewhere):
 
 Resets and drops go through a BPF ring buffer (Linux >= 5.8; a failed write is counted in a
 BPF array), read in bulk from its shared memory (:mod:`netwarden.bpf.ringbuf`), or, on older
-kernels, a perf buffer (its lost callback counts). Timestamps are
-``CLOCK_MONOTONIC`` in the kernel, converted to Unix epoch ns here.
+kernels, a perf buffer (its lost callback counts). Runs of a program the kernel skipped (it
+does not run a tracing program on a CPU where one is running, e.g. preempted) count as lost too.
+Timestamps are ``CLOCK_MONOTONIC`` in the kernel, converted to Unix epoch ns here.
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ _OWNER = struct.Struct("<QI4x16s")
 _EV_RESET, _EV_DROP = 3, 4
 _ROLES = {1: "client", 2: "server"}
 _STAT_OUTPUT_FAILED, _STAT_UDP_FULL, _STAT_TCP_NEW, _STAT_TCP_FULL = 0, 1, 3, 4
+#: struct bpf_prog_info (include/uapi/linux/bpf.h): the size we offer the kernel, and the
+#: offset of recursion_misses (after run_time_ns and run_cnt)
+_PROG_INFO_SIZE, _PROG_INFO_MISSES = 256, 208
 _SKC_V4_SPAN_MAX = 32
 _DROP_REASON_SLOTS = 1024
 _V4MAPPED = b"\0" * 10 + b"\xff\xff"
@@ -281,7 +285,7 @@ class KernelProbes:
         self.stats = ProbeStats()
         self.counters: dict[str, int] = {"output_failed": 0, "perf_lost": 0, "udp_map_full": 0,
                                          "tcp_tracked": 0, "tcp_table_full": 0,
-                                         "closed_overwritten": 0}
+                                         "closed_overwritten": 0, "program_misses": 0}
         self.udp_flush_interval = udp_flush_interval
         self._ignore_netns = frozenset(ignore_netns)
         self._ignore_ports = frozenset(ignore_ports)
@@ -416,6 +420,13 @@ class KernelProbes:
             self._detach_links()
             self._bpf.cleanup()
             raise AgentUnavailable(f"attaching the kernel probes failed: {exc}") from None
+        # the tracing programs, whose kernel-side count of skipped runs is read with the stats
+        self._prog_fds = [self._bpf.funcs[fn.encode()].fd
+                          for fn in [_TRACEPOINTS[k][0] for k in attach]
+                          + [_RAW_TRACEPOINTS[name] for name in raw]]
+        self._get_info = bcc.libbcc.lib.bpf_obj_get_info
+        self._get_info.restype = ctypes.c_int
+        self._get_info.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
         # the connection table, mapped read-only: the sweep reads it in place
         self._tcp_table = mmap.mmap(self._bpf[b"tcp_conns"].map_fd,
                                     _pages(max_tcp * _TCP_CONN.size), mmap.MAP_SHARED,
@@ -703,9 +714,26 @@ class KernelProbes:
         self.counters["udp_map_full"] = vals[_STAT_UDP_FULL]
         self.counters["tcp_tracked"] = vals[_STAT_TCP_NEW]
         self.counters["tcp_table_full"] = vals[_STAT_TCP_FULL]
+        self.counters["program_misses"] = self._program_misses()
         self.stats.lost = (self.counters["output_failed"] + self.counters["perf_lost"]
                            + self.counters["udp_map_full"] + self.counters["tcp_table_full"]
-                           + self.counters["closed_overwritten"])
+                           + self.counters["closed_overwritten"]
+                           + self.counters["program_misses"])
+
+    def _program_misses(self) -> int:
+        """Runs of our tracing programs the kernel skipped (``recursion_misses``, Linux >=
+        5.12): a program is not run on a CPU where a tracing program is already running, e.g.
+        one preempted mid-run on a preemptible kernel. Each skipped run is an event lost."""
+        total = 0
+        info = (ctypes.c_uint8 * _PROG_INFO_SIZE)()
+        for fd in self._prog_fds:
+            size = ctypes.c_uint32(_PROG_INFO_SIZE)
+            ctypes.memset(info, 0, _PROG_INFO_SIZE)
+            if (self._get_info(fd, info, ctypes.byref(size)) == 0
+                    and size.value >= _PROG_INFO_MISSES + 8):
+                total += int.from_bytes(bytes(info[_PROG_INFO_MISSES:_PROG_INFO_MISSES + 8]),
+                                        "little")
+        return total
 
     def poll(self, timeout_ms: int = 100) -> list[KernelEvent]:
         """Wait up to ``timeout_ms`` for records (not at all while closed connections are

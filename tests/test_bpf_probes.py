@@ -533,6 +533,55 @@ def _nftables_drops_reported(probes, pods: Pods, tcp_port: int, udp_port: int) -
 
 @pytest.mark.privileged
 @pytest.mark.slow
+def test_skipped_program_runs_are_read_from_the_kernel(probes) -> None:
+    """Runs the kernel skipped (recursion_misses) count as lost: the offsets read in
+    struct bpf_prog_info are checked against bpftool, with run statistics briefly on."""
+    import ctypes
+    import socket
+
+    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+    stats_were = stats.read_text().strip()
+    stats.write_text("1")
+    try:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        for _ in range(10):
+            client = socket.create_connection(listener.getsockname())
+            accepted, _ = listener.accept()
+            client.close()
+            accepted.close()
+        listener.close()
+
+        def info(fd: int) -> bytes:
+            buf = (ctypes.c_uint8 * 256)()
+            size = ctypes.c_uint32(256)
+            assert probes._get_info(fd, buf, ctypes.byref(size)) == 0
+            return bytes(buf)
+
+        def u64(raw: bytes, offset: int) -> int:
+            return int.from_bytes(raw[offset:offset + 8], "little")
+
+        runs = {}
+        # other traffic may run the programs meanwhile: before <= what bpftool shows <= after
+        for fd in probes._prog_fds:
+            before = info(fd)
+            prog_id = int.from_bytes(before[4:8], "little")
+            shown = json.loads(_run("bpftool", "-j", "prog", "show", "id", str(prog_id)).stdout)
+            after = info(fd)
+            assert before[64:80].rstrip(b"\0").decode() == shown["name"][:15]  # BPF_OBJ_NAME_LEN
+            assert u64(before, 200) <= shown.get("run_cnt", 0) <= u64(after, 200)
+            assert u64(before, 208) <= shown.get("recursion_misses", 0) <= u64(after, 208)
+            runs[shown["name"][:15]] = u64(after, 200)
+        assert runs["on_set_state"] >= 10 * 10  # ten state changes per connection
+    finally:
+        stats.write_text(stats_were)
+    probes.poll(0)
+    assert probes.counters["program_misses"] == 0  # nothing preempted a probe here
+
+
+@pytest.mark.privileged
+@pytest.mark.slow
 def test_tcp_retransmits(probes, pods: Pods) -> None:
     """The client's firewall drops every third large segment from the server: the server's
     connection reports retransmits, each drop is reported in the client's namespace."""
