@@ -714,7 +714,6 @@ class KernelProbes:
         self.counters["udp_map_full"] = vals[_STAT_UDP_FULL]
         self.counters["tcp_tracked"] = vals[_STAT_TCP_NEW]
         self.counters["tcp_table_full"] = vals[_STAT_TCP_FULL]
-        self.counters["program_misses"] = self._program_misses()
         self.stats.lost = (self.counters["output_failed"] + self.counters["perf_lost"]
                            + self.counters["udp_map_full"] + self.counters["tcp_table_full"]
                            + self.counters["closed_overwritten"]
@@ -755,6 +754,8 @@ class KernelProbes:
         if time.monotonic() - self._last_flush >= self.udp_flush_interval:
             events += self.flush_udp()
             events += self.sweep_tcp()
+            # a syscall per program: once an interval, not every poll (polls come fast under load)
+            self.counters["program_misses"] = self._program_misses()
         self._sync_counters()
         return [e for e in events if self._keep(e)]
 
@@ -769,6 +770,7 @@ class KernelProbes:
         events: list[KernelEvent] = [*self._pending, *self.collect_closed(),
                                      *self.flush_udp(final=True), *self.sweep_tcp()]
         self._pending = []
+        self.counters["program_misses"] = self._program_misses()
         self._sync_counters()
         return [e for e in events if self._keep(e)]
 
