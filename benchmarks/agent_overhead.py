@@ -19,9 +19,15 @@ the ratios to "without", also per round (each round runs every arm once, back to
 cancel slow drifts of the machine; and what the agent reported (kernel events, flows, events
 lost because its user space fell behind). Target: with / without above 0.95 (under 5 % slower).
 
+``--toggle`` measures the probes' kernel-side cost more finely: one continuous load, the probes
+loaded once and attached and detached in alternating windows (``--repeat`` pairs of
+``--window`` seconds; connections counted from /proc/net/snmp), so no restart and no drift
+longer than a pair enters a ratio; printed with its standard error.
+
 Needs root, BTF and kernel headers, like the agent.
 
     python benchmarks/agent_overhead.py [--load python|nginx] [--seconds 4] [--repeat 9]
+    python benchmarks/agent_overhead.py --toggle [--load python|nginx] [--repeat 60]
 """
 
 from __future__ import annotations
@@ -183,6 +189,68 @@ def _drain_probes() -> None:
     print(f"probes only: {records:,} records discarded", file=sys.stderr, flush=True)
 
 
+def _active_opens() -> int:
+    """TCP connections this host (network namespace) has opened: /proc/net/snmp ActiveOpens."""
+    names, values = (line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+                     if line.startswith("Tcp:"))
+    return int(values[names.index("ActiveOpens")])
+
+
+def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
+    """The probes loaded once, attached and detached in alternating windows under one
+    continuous load: drift over minutes cancels in each pair, and no load restarts, so the
+    probes' cost comes with a standard error (their user space: a drain loop, in both)."""
+    sys.path.insert(0, str(ROOT))
+    from netwarden.bpf.loader import KernelProbes
+
+    _pin(agent_cpu)
+    total = args.repeat * 2 * (args.window + 0.5) + 30  # ample: the load is killed at the end
+    nginx = Nginx(args.cpu) if args.load == "nginx" else None
+    if nginx is not None:
+        load = subprocess.Popen(["taskset", "-c", str(args.cpu), "wrk", "-t1", "-c16",
+                                 f"-d{int(total) + 1}s", "-H", "Connection: close",
+                                 f"http://127.0.0.1:{nginx.port}/"], stdout=subprocess.DEVNULL)
+    else:
+        load = subprocess.Popen([sys.executable, __file__, "--child", "--seconds", str(total),
+                                 "--payload", str(args.payload), "--cpu", str(args.cpu)],
+                                stdout=subprocess.DEVNULL)
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        with KernelProbes() as probes:
+            probes.pause()
+            time.sleep(2)  # the load's start-up
+            for i in range(args.repeat):
+                for state in ("on", "off") if i % 2 == 0 else ("off", "on"):
+                    if state == "on":
+                        probes.resume()
+                    time.sleep(0.1)  # settle
+                    start, opened = time.perf_counter(), _active_opens()
+                    while time.perf_counter() - start < args.window:
+                        probes.discard(10)
+                    rates[state].append((_active_opens() - opened)
+                                        / (time.perf_counter() - start))
+                    probes.pause()
+                    probes.discard(0)
+                if load.poll() is not None:
+                    raise SystemExit("the load ended early")
+                print(f"  pair {i + 1:3d}: without {rates['off'][-1]:>8,.0f}, probes "
+                      f"{rates['on'][-1]:>8,.0f} connections/s "
+                      f"({rates['on'][-1] / rates['off'][-1]:.3f})", flush=True)
+    finally:
+        load.kill()
+        load.wait()
+        if nginx is not None:
+            nginx.close()
+    ratios = [on / off for on, off in zip(rates["on"], rates["off"])]
+    mean, error = statistics.mean(ratios), statistics.stdev(ratios) / len(ratios) ** 0.5
+    off, on = statistics.mean(rates["off"]), statistics.mean(rates["on"])
+    print()
+    print(f"probes attached / detached, {args.repeat} pairs of {args.window:g} s windows under "
+          f"one {args.load} load on cpu {args.cpu}: {off:,.0f} and {on:,.0f} connections/s")
+    print(f"  ratio {mean:.4f} ± {error:.4f} (standard error; {(1 - mean) * 100:+.1f} % "
+          f"slower, {(1 / on - 1 / off) * 1e6:+.2f} us per connection)")
+
+
 def _start(cmd: list[str], cpu: int, log: Path) -> subprocess.Popen:
     """Start ``cmd`` on ``cpu``; ready when it says "probes attached" on stderr."""
     proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=subprocess.DEVNULL,
@@ -221,6 +289,12 @@ def main() -> None:
     parser.add_argument("--arms", default="without,busy,probes,with", metavar="LIST",
                         help="arms to run, comma-separated, \"without\" among them (default: "
                              "all four): e.g. without,probes to compare kernel-side changes")
+    parser.add_argument("--toggle", action="store_true",
+                        help="instead of the arms: the probes attached and detached in "
+                             "alternating windows under one continuous load, --repeat pairs "
+                             "(their kernel-side cost with a standard error)")
+    parser.add_argument("--window", type=float, default=1.0,
+                        help="seconds of each window with --toggle")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--drain-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -231,6 +305,9 @@ def main() -> None:
         _drain_probes()
         return
     agent_cpu = 1 - args.cpu if (os.cpu_count() or 1) > 1 else args.cpu
+    if args.toggle:
+        _toggled(args, agent_cpu)
+        return
     log = Path(tempfile.gettempdir()) / "netwarden-agent-benchmark.log"
     labels = {"without": "without agent", "busy": "other core busy", "probes": "probes only",
               "with": "with agent"}

@@ -344,6 +344,9 @@ class KernelProbes:
         offsets = {macro: btf.offset_of(s, p) for macro, (s, p) in _OFFSETS.items()}
         cflags = [f"-D{macro}={off}" for macro, off in offsets.items()]
         cflags.append(f"-DSKC_V4_SPAN={_skc_v4_span(offsets)}")
+        family_net = offsets["OFF_SKC_NET"] + 8 - offsets["OFF_SKC_FAMILY"]
+        if 0 < family_net <= 64:  # else two reads (probes.c sk_family_net)
+            cflags.append(f"-DSKC_FAMILY_NET_SPAN={family_net}")
         proto = btf.member("sock", "sk_protocol")  # a bitfield before Linux 5.6
         word = proto.bit_offset // 32 * 4
         bits = proto.bit_size or proto.size * 8
@@ -401,12 +404,8 @@ class KernelProbes:
             raise AgentUnavailable(f"the kernel probes failed to compile or load ({exc}); "
                                    "bcc printed the details above") from None
         try:
-            for system, event in attach:
-                self._bpf.attach_tracepoint(tp=f"{system}:{event}".encode(),
-                                            fn_name=_TRACEPOINTS[(system, event)][0].encode())
-            for name in raw:
-                self._bpf.attach_raw_tracepoint(tp=name.encode(),
-                                                fn_name=_RAW_TRACEPOINTS[name].encode())
+            self._hooks = (attach, raw)
+            self._attach_hooks()
             if udp_peers and have_length:
                 self._attach_sock_addr_hooks(bcc, cgroup_dir)
             self._configure_drops(ignore_drop_reasons)
@@ -471,6 +470,33 @@ class KernelProbes:
         finally:
             os.close(dirfd)
         self.udp_peer_hooks = True
+
+    def _attach_hooks(self) -> None:
+        attach, raw = self._hooks
+        for system, event in attach:
+            self._bpf.attach_tracepoint(tp=f"{system}:{event}".encode(),
+                                        fn_name=_TRACEPOINTS[(system, event)][0].encode())
+        for name in raw:
+            self._bpf.attach_raw_tracepoint(tp=name.encode(),
+                                            fn_name=_RAW_TRACEPOINTS[name].encode())
+        self.paused = False
+
+    def pause(self) -> None:
+        """Detach the tracepoints, keeping the programs, maps and what they hold (the cgroup
+        hooks stay: they only stash peers): for benchmarks that compare a load with and
+        without the probes in alternating windows, with no reload in between."""
+        if not self.paused:
+            attach, raw = self._hooks
+            for system, event in attach:
+                self._bpf.detach_tracepoint(tp=f"{system}:{event}".encode())
+            for name in raw:
+                self._bpf.detach_raw_tracepoint(tp=name.encode())
+            self.paused = True
+
+    def resume(self) -> None:
+        """Attach the tracepoints again after :meth:`pause`."""
+        if self.paused:
+            self._attach_hooks()
 
     def _detach_links(self) -> None:
         for fd in self._links:

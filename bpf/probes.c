@@ -261,6 +261,29 @@ static __always_inline u32 sk_protocol(u64 sk) {
     return (word >> SK_PROTOCOL_SHIFT) & SK_PROTOCOL_MASK;
 }
 
+static __always_inline u16 sk_family(u64 sk) {
+    u16 family = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + OFF_SKC_FAMILY));
+    return family;
+}
+
+// A socket's family, and its network namespace's address in *net: one read where the loader
+// found both within SKC_FAMILY_NET_SPAN bytes of sock_common (every kernel so far). Each read
+// is a helper call, and a helper call costs here about what a whole probe does otherwise.
+static __always_inline u16 sk_family_net(u64 sk, u64 *net) {
+#ifdef SKC_FAMILY_NET_SPAN
+    u8 blk[SKC_FAMILY_NET_SPAN] = {};
+    bpf_probe_read_kernel(blk, sizeof(blk), (void *)(sk + OFF_SKC_FAMILY));
+    u16 family;
+    __builtin_memcpy(&family, blk, 2);
+    __builtin_memcpy(net, blk + (OFF_SKC_NET - OFF_SKC_FAMILY), 8);
+    return family;
+#else
+    *net = read_ptr(sk + OFF_SKC_NET);
+    return sk_family(sk);
+#endif
+}
+
 static __always_inline void fill_proc(u32 *pid, u64 *cgroup, char *comm) {
     *pid = bpf_get_current_pid_tgid() >> 32;
     *cgroup = bpf_get_current_cgroup_id();
@@ -434,12 +457,6 @@ static __always_inline void tcp_closed_push(struct tcp_conn *c) {
 
 // ---- TCP lifecycle: sock:inet_sock_set_state (raw) --------------------------------------
 
-static __always_inline u16 sk_family(u64 sk) {
-    u16 family = 0;
-    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + OFF_SKC_FAMILY));
-    return family;
-}
-
 // The socket's own and peer addresses and ports (sock_common; ports in host order). IPv4
 // takes one read: the loader checks that skc_daddr, skc_rcv_saddr, skc_dport and skc_num lie
 // within SKC_V4_SPAN bytes from skc_daddr (they are adjacent in every kernel so far).
@@ -477,14 +494,15 @@ int on_set_state(struct bpf_raw_tracepoint_args *ctx) {
     if (ns == TCP_SYN_SENT || ns == TCP_SYN_RECV) {
         if (ns == TCP_SYN_RECV && os == TCP_SYN_SENT)
             return 0; // simultaneous open: keep the client entry
-        u16 family = sk_family(sk);
+        u64 net;
+        u16 family = sk_family_net(sk, &net);
         if ((family != AF_INET && family != AF_INET6) || sk_protocol(sk) != IPPROTO_TCP)
             return 0;
         struct tcp_conn *c = tcp_claim(sk);
         if (!c)
             return 0;
         c->start_ns = bpf_ktime_get_ns();
-        c->netns = sk_netns(sk);
+        c->netns = net_inum(net);
         c->family = family == AF_INET ? 4 : 6;
         if (ns == TCP_SYN_SENT) {
             // connect(): process context, the connecting process
@@ -504,9 +522,11 @@ int on_set_state(struct bpf_raw_tracepoint_args *ctx) {
         if (!c || c->established)
             return 0; // opened before we started (role unknown): not reported
         sk_addrs(sk, c->family, c->laddr, c->raddr, &c->lport, &c->rport);
-        // a passive child is created (SYN_RECV) in the same softirq that establishes it, but
-        // for TCP Fast Open (created at the SYN): its start will do, one clock read less
-        c->est_ns = c->role == ROLE_SERVER ? c->start_ns : bpf_ktime_get_ns();
+        // the connection's first flow is its SYN, and Hubble times a flow by its packet: the
+        // open is timed at the SYN (connect()) or at the passive child's creation (the final
+        // ACK, or the SYN with TCP Fast Open). No clock read here: a clock read costs a fifth
+        // of all the probes do for a connection on some machines (a VM's rdtsc, fenced).
+        c->est_ns = c->start_ns;
         c->established = 1; // last: user space reads entries with this set
         return 0;
     }
@@ -525,8 +545,8 @@ int on_set_state(struct bpf_raw_tracepoint_args *ctx) {
     struct tcp_conn *c = tcp_find(sk);
     if (!c)
         return 0;
-    if (!c->established) // refused or timed out: the addresses it tried
-        sk_addrs(sk, c->family, c->laddr, c->raddr, &c->lport, &c->rport);
+    if (!c->established && !c->lport) // timed out (or refused, unless a reset told us):
+        sk_addrs(sk, c->family, c->laddr, c->raddr, &c->lport, &c->rport); // what it tried
 #ifdef TCP_BYTES_FROM_BTF
     // no sock_*_length tracepoints: the kernel's own per-socket totals
     bpf_probe_read_kernel(&c->bytes_sent, 8, (void *)(sk + OFF_TCP_BYTES_ACKED));
@@ -742,6 +762,14 @@ static __always_inline void reset_conn(u64 sk, struct event *ev) {
     if (!c)
         return;
     c->reset = 1;
+    if (!c->established && ev->direction == DIR_RECEIVED) {
+        // a refused connect: its local port is released before the CLOSE that reports it
+        // (inet_put_port zeroes it), so the addresses are kept from here
+        __builtin_memcpy(c->laddr, ev->laddr, 16);
+        __builtin_memcpy(c->raddr, ev->raddr, 16);
+        c->lport = ev->lport;
+        c->rport = ev->rport;
+    }
     if (c->have_proc) {
         ev->pid = c->pid;
         ev->cgroup = c->cgroup;

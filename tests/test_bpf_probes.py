@@ -448,6 +448,7 @@ def test_connect_to_closed_port(probes, pods: Pods) -> None:
     assert c.role == "client" and not c.established and c.reset
     assert (c.conn.remote_addr, c.conn.remote_port) == (pods.server_ip, port)
     assert c.bytes_sent == c.bytes_received == 0 and c.pid == res["pid"]
+    assert (c.conn.local_addr, c.conn.local_port) == (pods.client_ip, res["lport"])
     assert not of(events, ConnectionOpened)
     received = of(events, TcpReset, netns=pods.client_netns, direction="received")
     assert len(received) == 1
@@ -461,6 +462,37 @@ def test_connect_to_closed_port(probes, pods: Pods) -> None:
     drops = of(events, PacketDropped, netns=pods.server_netns, reason="NO_SOCKET")
     assert drops and drops[0].conn is not None
     assert (drops[0].conn.local_addr, drops[0].conn.remote_port) == (pods.client_ip, port)
+
+
+@pytest.mark.privileged
+@pytest.mark.slow
+def test_paused_probes_see_nothing_until_resumed(probes, pods: Pods) -> None:
+    """pause()/resume() (the overhead benchmark's --toggle): detached, then attached again."""
+    connect = f"""
+        import json, socket
+        c = socket.socket()
+        try:
+            c.connect(("{pods.server_ip}", 18098))
+        except ConnectionRefusedError:
+            print(json.dumps({{"lport": c.getsockname()[1]}}))
+    """
+    netns = {pods.client_netns, pods.server_netns}
+    drain(probes)
+    probes.pause()
+    try:
+        assert probes.paused
+        unseen = pods.run(pods.client, connect)["lport"]
+        time.sleep(0.2)
+        # (IPv6 neighbour discovery may have dropped a packet before the pause: not TCP)
+        unseen_events = [e for e in probes.poll(0) + probes.flush() if e.netns in netns]
+        assert not of(unseen_events, ConnectionClosed) and not of(unseen_events, TcpReset)
+    finally:
+        probes.resume()
+    assert not probes.paused
+    seen = pods.run(pods.client, connect)["lport"]
+    events = collect(probes, netns, lambda ev: bool(of(ev, ConnectionClosed)))
+    assert [c.conn.local_port for c in of(events, ConnectionClosed)] == [seen]
+    assert unseen != seen
 
 
 @pytest.mark.privileged
