@@ -18,7 +18,10 @@ choices elsewhere):
   sweep or, for a connection shorter than the interval, just before its
   :class:`ConnectionClosed`. One copy per connection instead of two records halves the
   kernel's and this side's work; the open is reported up to an interval late, with the time
-  it happened, well within the windows' allowed lateness.
+  it happened (its start: the client's SYN or the server's child socket; one clock read less,
+  and the time Hubble gives the SYN flow), well within the windows' allowed lateness. A refused
+  connect's addresses come from the reset it received (its local port is released before the
+  CLOSE).
 * TCP bytes: ``sock:sock_send_length`` / ``sock:sock_recv_length`` (raw) keyed by ``sk``
   (positive ``ret``, never with ``MSG_PEEK``: what the application wrote and read). Kernels
   without them (< 6.3): ``tcp_sock.bytes_acked`` / ``bytes_received`` read at close at BTF
