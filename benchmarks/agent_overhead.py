@@ -158,11 +158,15 @@ class Nginx:
                                      ) from None
                 time.sleep(0.1)
 
+    def wrk(self, seconds: float) -> list[str]:
+        """The load: wrk on ``cpu``, one thread, 16 connections, one request each."""
+        return ["taskset", "-c", str(self.cpu), "wrk", "-t1", "-c16",
+                f"-d{max(1, round(seconds))}s", "-H", "Connection: close",
+                f"http://127.0.0.1:{self.port}/"]
+
     def run(self, seconds: float) -> tuple[float, float | None]:
-        out = subprocess.run(["taskset", "-c", str(self.cpu), "wrk", "-t1", "-c16",
-                              f"-d{max(1, round(seconds))}s", "-H", "Connection: close",
-                              f"http://127.0.0.1:{self.port}/"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(self.wrk(seconds), capture_output=True, text=True,
+                             check=True).stdout
         found = re.search(r"Requests/sec:\s+([\d.]+)", out)
         if not found or "Non-2xx" in out:
             raise SystemExit(f"wrk failed:\n{out}")
@@ -207,9 +211,7 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
     total = args.repeat * 2 * (args.window + 0.5) + 30  # ample: the load is killed at the end
     nginx = Nginx(args.cpu) if args.load == "nginx" else None
     if nginx is not None:
-        load = subprocess.Popen(["taskset", "-c", str(args.cpu), "wrk", "-t1", "-c16",
-                                 f"-d{int(total) + 1}s", "-H", "Connection: close",
-                                 f"http://127.0.0.1:{nginx.port}/"], stdout=subprocess.DEVNULL)
+        load = subprocess.Popen(nginx.wrk(total + 1), stdout=subprocess.DEVNULL)
     else:
         load = subprocess.Popen([sys.executable, __file__, "--child", "--seconds", str(total),
                                  "--payload", str(args.payload), "--cpu", str(args.cpu)],

@@ -19,9 +19,9 @@ choices elsewhere):
   :class:`ConnectionClosed`. One copy per connection instead of two records halves the
   kernel's and this side's work; the open is reported up to an interval late, with the time
   it happened (its start: the client's SYN or the server's child socket; one clock read less,
-  and the time Hubble gives the SYN flow), well within the windows' allowed lateness. A refused
-  connect's addresses come from the reset it received (its local port is released before the
-  CLOSE).
+  and the time Hubble gives the SYN flow), well within the windows' allowed lateness. A connect
+  that never got established takes its local port from ``inet_sport`` (the kernel has released
+  the port, zeroing ``skc_num``, before the CLOSE).
 * TCP bytes: ``sock:sock_send_length`` / ``sock:sock_recv_length`` (raw) keyed by ``sk``
   (positive ``ret``, never with ``MSG_PEEK``: what the application wrote and read). Kernels
   without them (< 6.3): ``tcp_sock.bytes_acked`` / ``bytes_received`` read at close at BTF
@@ -165,6 +165,7 @@ _OFFSETS = {
     "OFF_SKB_NH": ("sk_buff", "network_header"),
     "OFF_SKB_DEV": ("sk_buff", "dev"),
     "OFF_SKB_SK": ("sk_buff", "sk"),
+    "OFF_INET_SPORT": ("inet_sock", "inet_sport"),
     "OFF_TCP_BYTES_ACKED": ("tcp_sock", "bytes_acked"),
     "OFF_TCP_BYTES_RECEIVED": ("tcp_sock", "bytes_received"),
 }
@@ -611,7 +612,7 @@ class KernelProbes:
         out: list[KernelEvent] = []
         offset, opened = self._offset, self._tcp_open
         for data in self._read_closed():
-            for (sk, start, est, sent, recv, cgroup, close, pid, retrans, netns, lport, rport,
+            for (sk, start, _spare, sent, recv, cgroup, close, pid, retrans, netns, lport, rport,
                  laddr, raddr, role, established, reset, _have_proc, family,
                  comm) in _TCP_CONN.iter_unpack(data):
                 self.stats.events += 1
@@ -622,7 +623,7 @@ class KernelProbes:
                 conn = Conn("TCP", fam, local, lport, _addr(family, raddr)[1], rport)
                 name, role_name = _comm(comm), _ROLES.get(role, "client")
                 if established and opened.pop((sk, start), None) is None:
-                    out.append(ConnectionOpened(est + offset, netns, cgroup, pid, name, conn,
+                    out.append(ConnectionOpened(start + offset, netns, cgroup, pid, name, conn,
                                                 role_name))
                 out.append(ConnectionClosed(close + offset, netns, cgroup, pid, name, conn,
                                             role_name, bool(established), close - start, sent,
@@ -658,7 +659,7 @@ class KernelProbes:
         seen = set()
         table, size = self._tcp_table, _TCP_CONN.size
         for slot in slots.tolist():
-            (sk, start, est, _sent, _recv, cgroup, _close, pid, _retrans, netns, lport, rport,
+            (sk, start, _spare, _sent, _recv, cgroup, _close, pid, _retrans, netns, lport, rport,
              laddr, raddr, role, established, _reset, _have_proc, family,
              comm) = _TCP_CONN.unpack_from(table, slot * size)
             key = (sk, start)
@@ -669,7 +670,7 @@ class KernelProbes:
                 continue
             fam, local = _addr(family, laddr)
             remote = _addr(family, raddr)[1]
-            opened = ConnectionOpened(est + offset, netns, cgroup, pid, _comm(comm),
+            opened = ConnectionOpened(start + offset, netns, cgroup, pid, _comm(comm),
                                       Conn("TCP", fam, local, lport, remote, rport),
                                       _ROLES.get(role, "client"))
             self._tcp_open[key] = 0

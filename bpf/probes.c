@@ -87,7 +87,7 @@ struct event {
 struct tcp_conn {
     u64 sk;
     u64 start_ns;
-    u64 est_ns;
+    u64 spare; // keeps the layout (was the established time: an open is timed at its start)
     u64 bytes_sent;
     u64 bytes_recv;
     u64 cgroup;
@@ -522,11 +522,9 @@ int on_set_state(struct bpf_raw_tracepoint_args *ctx) {
         if (!c || c->established)
             return 0; // opened before we started (role unknown): not reported
         sk_addrs(sk, c->family, c->laddr, c->raddr, &c->lport, &c->rport);
-        // the connection's first flow is its SYN, and Hubble times a flow by its packet: the
-        // open is timed at the SYN (connect()) or at the passive child's creation (the final
-        // ACK, or the SYN with TCP Fast Open). No clock read here: a clock read costs a fifth
-        // of all the probes do for a connection on some machines (a VM's rdtsc, fenced).
-        c->est_ns = c->start_ns;
+        // no clock read: the open is timed at start_ns (the SYN, or the passive child's
+        // creation), as Hubble times the SYN flow; a clock read costs a fifth of all the
+        // probes do for a connection on some machines (a VM's rdtsc, fenced)
         c->established = 1; // last: user space reads entries with this set
         return 0;
     }
@@ -545,8 +543,13 @@ int on_set_state(struct bpf_raw_tracepoint_args *ctx) {
     struct tcp_conn *c = tcp_find(sk);
     if (!c)
         return 0;
-    if (!c->established && !c->lport) // timed out (or refused, unless a reset told us):
-        sk_addrs(sk, c->family, c->laddr, c->raddr, &c->lport, &c->rport); // what it tried
+    if (!c->established) { // refused or timed out: the addresses it tried; its port was
+        // released before this CLOSE (inet_put_port zeroes skc_num), inet_sport still has it
+        sk_addrs(sk, c->family, c->laddr, c->raddr, &c->lport, &c->rport);
+        u16 sport = 0;
+        bpf_probe_read_kernel(&sport, sizeof(sport), (void *)(sk + OFF_INET_SPORT));
+        c->lport = bswap16(sport);
+    }
 #ifdef TCP_BYTES_FROM_BTF
     // no sock_*_length tracepoints: the kernel's own per-socket totals
     bpf_probe_read_kernel(&c->bytes_sent, 8, (void *)(sk + OFF_TCP_BYTES_ACKED));
@@ -762,14 +765,6 @@ static __always_inline void reset_conn(u64 sk, struct event *ev) {
     if (!c)
         return;
     c->reset = 1;
-    if (!c->established && ev->direction == DIR_RECEIVED) {
-        // a refused connect: its local port is released before the CLOSE that reports it
-        // (inet_put_port zeroes it), so the addresses are kept from here
-        __builtin_memcpy(c->laddr, ev->laddr, 16);
-        __builtin_memcpy(c->raddr, ev->raddr, 16);
-        c->lport = ev->lport;
-        c->rport = ev->rport;
-    }
     if (c->have_proc) {
         ev->pid = c->pid;
         ev->cgroup = c->cgroup;
