@@ -168,6 +168,7 @@ class ListWatch(ABC, Generic[T]):
             try:
                 if self._rv is None:
                     self._list()
+                    self._allowed()  # before synced: whoever saw synced must not still see denied
                     self._synced.set()
                     self._settled.set()
                 else:
@@ -230,7 +231,7 @@ class ListWatch(ABC, Generic[T]):
                    f"going on without {self.without}. {fix} (asked again every {self.backoff_max:g} s)")  # fmt: skip
 
     def _allowed(self) -> None:
-        """A watch started: a refusal reported before is over (a later one is reported again)."""
+        """A list or watch went through: a refusal reported before is over (a later one is reported again)."""
         if self._refusing:
             self._refusing = False
             log.info("%s watch: %s are readable now", self.resource, self.resource)
