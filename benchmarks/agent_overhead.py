@@ -22,12 +22,14 @@ lost because its user space fell behind). Target: with / without above 0.95 (und
 ``--toggle`` measures the probes' kernel-side cost more finely: one continuous load, the probes
 loaded once and attached and detached in alternating windows (``--repeat`` pairs of
 ``--window`` seconds; connections counted from /proc/net/snmp), so no restart and no drift
-longer than a pair enters a ratio; printed with its standard error.
+longer than a pair enters a ratio; printed with its standard error. ``--toggle agent`` does
+the same with the whole agent (run in the benchmark's process, on the other core; idle while its
+probes are detached): the fairest with/without ratio on a noisy machine.
 
 Needs root, BTF and kernel headers, like the agent.
 
     python benchmarks/agent_overhead.py [--load python|nginx] [--seconds 4] [--repeat 9]
-    python benchmarks/agent_overhead.py --toggle [--load python|nginx] [--repeat 60]
+    python benchmarks/agent_overhead.py --toggle [probes|agent] [--load python|nginx] [--repeat 200]
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -203,8 +206,12 @@ def _active_opens() -> int:
 def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
     """The probes loaded once, attached and detached in alternating windows under one
     continuous load: drift over minutes cancels in each pair, and no load restarts, so the
-    probes' cost comes with a standard error (their user space: a drain loop, in both)."""
+    cost comes with a standard error. ``--toggle probes``: their user space is a drain loop,
+    in both windows. ``--toggle agent``: the whole agent runs in this process (probes,
+    decoding, identities, Hubble JSON to /dev/null, as ``netwarden agent --out /dev/null``),
+    idle while its probes are detached."""
     sys.path.insert(0, str(ROOT))
+    from netwarden.bpf.agent import Agent, AgentOptions, JsonLinesSink, keep_gc_off_hot_path
     from netwarden.bpf.loader import KernelProbes
 
     _pin(agent_cpu)
@@ -217,37 +224,64 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
                                  "--payload", str(args.payload), "--cpu", str(args.cpu)],
                                 stdout=subprocess.DEVNULL)
     rates: dict[str, list[float]] = {"off": [], "on": []}
+    stop = threading.Event()
+    agent_thread = None
     try:
-        with KernelProbes() as probes:
+        if args.toggle == "agent":
+            agent = Agent.open(AgentOptions(), log=lambda line: print(line, file=sys.stderr))
+            probes = agent.probes
             probes.pause()
-            time.sleep(2)  # the load's start-up
-            for i in range(args.repeat):
-                for state in ("on", "off") if i % 2 == 0 else ("off", "on"):
-                    if state == "on":
-                        probes.resume()
-                    time.sleep(0.1)  # settle
-                    start, opened = time.perf_counter(), _active_opens()
-                    while time.perf_counter() - start < args.window:
-                        probes.discard(10)
-                    rates[state].append((_active_opens() - opened)
-                                        / (time.perf_counter() - start))
-                    probes.pause()
+            devnull = open(os.devnull, "wb")  # noqa: SIM115 - closed below
+            keep_gc_off_hot_path()
+            agent_thread = threading.Thread(target=agent.run, args=(JsonLinesSink(devnull), stop))
+            agent_thread.start()
+
+            def wait(seconds: float) -> None:
+                time.sleep(seconds)
+        else:
+            probes = KernelProbes()
+            probes.pause()
+
+            def wait(seconds: float) -> None:
+                start = time.perf_counter()
+                while time.perf_counter() - start < seconds:
+                    probes.discard(10)
+        time.sleep(2)  # the load's start-up
+        for i in range(args.repeat):
+            for state in ("on", "off") if i % 2 == 0 else ("off", "on"):
+                if state == "on":
+                    probes.resume()
+                time.sleep(0.1)  # settle
+                start, opened = time.perf_counter(), _active_opens()
+                wait(args.window)
+                rates[state].append((_active_opens() - opened) / (time.perf_counter() - start))
+                probes.pause()
+                if agent_thread is None:
                     probes.discard(0)
-                if load.poll() is not None:
-                    raise SystemExit("the load ended early")
-                print(f"  pair {i + 1:3d}: without {rates['off'][-1]:>8,.0f}, probes "
-                      f"{rates['on'][-1]:>8,.0f} connections/s "
-                      f"({rates['on'][-1] / rates['off'][-1]:.3f})", flush=True)
+            if load.poll() is not None:
+                raise SystemExit("the load ended early")
+            print(f"  pair {i + 1:3d}: without {rates['off'][-1]:>8,.0f}, {args.toggle} "
+                  f"{rates['on'][-1]:>8,.0f} connections/s "
+                  f"({rates['on'][-1] / rates['off'][-1]:.3f})", flush=True)
     finally:
         load.kill()
         load.wait()
         if nginx is not None:
             nginx.close()
+        if agent_thread is not None:
+            stop.set()
+            agent_thread.join()  # closes the probes
+            devnull.close()
+            print(f"agent: {agent.events:,} kernel events, {agent.flows:,} flows, "
+                  f"{agent.lost:,} events lost", flush=True)
+        else:
+            probes.close()
     ratios = [on / off for on, off in zip(rates["on"], rates["off"])]
     mean, error = statistics.mean(ratios), statistics.stdev(ratios) / len(ratios) ** 0.5
     off, on = statistics.mean(rates["off"]), statistics.mean(rates["on"])
+    what = "the agent's probes" if args.toggle == "agent" else "probes"
     print()
-    print(f"probes attached / detached, {args.repeat} pairs of {args.window:g} s windows under "
+    print(f"{what} attached / detached, {args.repeat} pairs of {args.window:g} s windows under "
           f"one {args.load} load on cpu {args.cpu}: {off:,.0f} and {on:,.0f} connections/s")
     print(f"  ratio {mean:.4f} ± {error:.4f} (standard error; {(1 - mean) * 100:+.1f} % "
           f"slower, {(1 / on - 1 / off) * 1e6:+.2f} us per connection)")
@@ -280,9 +314,10 @@ def main() -> None:
     parser.add_argument("--load", choices=("python", "nginx"), default="python",
                         help="the loopback load (see the module docstring)")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each run")
-    parser.add_argument("--repeat", type=int, default=9,
+    parser.add_argument("--repeat", type=int, default=None,
                         help="rounds, each running every arm once (the load's rate varies by "
-                             "tens of percent on a shared machine: medians of several runs)")
+                             "tens of percent on a shared machine: medians of several runs; "
+                             "default 9), or with --toggle pairs of windows (default 200)")
     parser.add_argument("--cpu", type=int, default=0, help="core of the load")
     parser.add_argument("--payload", type=int, default=1024,
                         help="bytes each way per connection (--load python)")
@@ -291,12 +326,15 @@ def main() -> None:
     parser.add_argument("--arms", default="without,busy,probes,with", metavar="LIST",
                         help="arms to run, comma-separated, \"without\" among them (default: "
                              "all four): e.g. without,probes to compare kernel-side changes")
-    parser.add_argument("--toggle", action="store_true",
+    parser.add_argument("--toggle", nargs="?", const="probes", choices=("probes", "agent"),
                         help="instead of the arms: the probes attached and detached in "
-                             "alternating windows under one continuous load, --repeat pairs "
-                             "(their kernel-side cost with a standard error)")
-    parser.add_argument("--window", type=float, default=1.0,
-                        help="seconds of each window with --toggle")
+                             "alternating windows under one continuous load, --repeat pairs, "
+                             "ratio with a standard error; \"probes\" (default): drained "
+                             "without decoding (their kernel-side cost); \"agent\": the whole "
+                             "agent, in this process")
+    parser.add_argument("--window", type=float, default=0.25,
+                        help="seconds of each window with --toggle (short windows, many "
+                             "pairs: a neighbour's burst spoils few of them)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--drain-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -307,6 +345,10 @@ def main() -> None:
         _drain_probes()
         return
     agent_cpu = 1 - args.cpu if (os.cpu_count() or 1) > 1 else args.cpu
+    if args.repeat is None:
+        args.repeat = 200 if args.toggle else 9
+    if args.repeat < 2:
+        parser.error("--repeat: at least 2")
     if args.toggle:
         _toggled(args, agent_cpu)
         return

@@ -231,7 +231,8 @@ class ListWatch(ABC, Generic[T]):
                    f"going on without {self.without}. {fix} (asked again every {self.backoff_max:g} s)")  # fmt: skip
 
     def _allowed(self) -> None:
-        """A list or watch went through: a refusal reported before is over (a later one is reported again)."""
+        """A list or watch went through: a refusal reported before is over (a later one is
+        reported again)."""
         if self._refusing:
             self._refusing = False
             log.info("%s watch: %s are readable now", self.resource, self.resource)

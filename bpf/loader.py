@@ -105,9 +105,9 @@ DEFAULT_IGNORED_DROPS = ("QUEUE_PURGE",)
 _EVENT = struct.Struct("<3Q3I2H5B3x16s16s16s")
 _TCP_CONN = struct.Struct("<7Q3I2H16s16s5B3x16s")
 _TCP_WAYS = 8  # TCP_WAYS in probes.c
-#: the fields of a tcp_conns slot the sweep filters on, at their offsets in _TCP_CONN
-_TCP_DTYPE = np.dtype({"names": ["sk", "established"], "formats": ["<u8", "u1"],
-                       "offsets": [0, 105], "itemsize": _TCP_CONN.size})
+#: the field of a tcp_conns slot the sweep filters on (after the keys), at its offset in _TCP_CONN
+_TCP_DTYPE = np.dtype({"names": ["established"], "formats": ["u1"], "offsets": [105],
+                       "itemsize": _TCP_CONN.size})
 _UDP_KEY = struct.Struct("<QIHHB7x16s")
 _UDP_VAL = struct.Struct("<4Q2I16s")
 _OWNER = struct.Struct("<QI4x16s")
@@ -430,11 +430,15 @@ class KernelProbes:
         self._get_info = bcc.libbcc.lib.bpf_obj_get_info
         self._get_info.restype = ctypes.c_int
         self._get_info.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
-        # the connection table, mapped read-only: the sweep reads it in place
+        # the connection table and its keys (slot i's socket at i), mapped read-only: the sweep
+        # reads them in place
         self._tcp_table = mmap.mmap(self._bpf[b"tcp_conns"].map_fd,
                                     _pages(max_tcp * _TCP_CONN.size), mmap.MAP_SHARED,
                                     mmap.PROT_READ)
         self._tcp_view = np.frombuffer(self._tcp_table, dtype=_TCP_DTYPE, count=max_tcp)
+        self._tcp_key_map = mmap.mmap(self._bpf[b"tcp_keys"].map_fd, _pages(max_tcp * 8),
+                                      mmap.MAP_SHARED, mmap.PROT_READ)
+        self._tcp_keys = np.frombuffer(self._tcp_key_map, dtype="<u8", count=max_tcp)
         # closed connections: each CPU's ring of slots and its count of slots written
         self._closed_table = mmap.mmap(self._bpf[b"tcp_closed"].map_fd,
                                        _pages(ncpus * closed_per_cpu * _TCP_CONN.size),
@@ -646,14 +650,19 @@ class KernelProbes:
     # -- TCP connections still open -----------------------------------------------------------
     def sweep_tcp(self) -> list[ConnectionOpened]:
         """Report established connections not reported yet, read from the ``tcp_conns`` table
-        (mapped into this process: numpy finds the established slots without copying it).
+        (mapped into this process with its keys: numpy finds the slots in use from the keys,
+        then the established ones among them, without copying either).
 
         Call after :meth:`collect_closed` (``poll`` does), so that a connection closed
         meanwhile is reported by its close, not twice. A connection gone from the table
         without its close reaching us (the kernel reused the slot of a socket whose close it
         did not see) is forgotten after two sweeps that did not see it."""
-        view = self._tcp_view
-        slots = np.flatnonzero((view["established"] == 1) & (view["sk"] != 0))
+        # the keys first: scanning every slot would pull the whole table (16 MB by default)
+        # through the caches each interval, evicting what the traced workload uses. `!= 0`
+        # copies them first: nonzero() over memory the probes write counts, then fills, and
+        # raises when the count changed in between
+        used = np.flatnonzero(self._tcp_keys != 0)
+        slots = used[self._tcp_view["established"][used] == 1]
         offset = self._clock_offset()
         out: list[ConnectionOpened] = []
         seen = set()
@@ -822,8 +831,9 @@ class KernelProbes:
         if not self._closed:
             self._closed = True
             self._detach_links()
-            del self._tcp_view, self._closed_written
+            del self._tcp_view, self._tcp_keys, self._closed_written
             self._tcp_table.close()
+            self._tcp_key_map.close()
             self._closed_table.close()
             self._closed_count_map.close()
             if self._ring is not None:

@@ -172,13 +172,15 @@ BPF_PERCPU_ARRAY(rb_count, u64, 1);
 // claiming a slot is one compare-and-swap. tcp_keys holds TCP_WAYS socket addresses per
 // bucket (one cache line: a lookup reads one line); the connection itself is in tcp_conns at
 // bucket * TCP_WAYS + way, an array user space maps read-only to find open connections. A
-// connection whose bucket is full is not tracked, and counted (STAT_TCP_FULL).
+// connection whose bucket is full is not tracked, and counted (STAT_TCP_FULL). User space
+// maps tcp_keys too: its sweep for open connections reads the keys (8 bytes per slot, where
+// scanning the slots read two of each slot's cache lines) and then only the slots in use.
 #define TCP_WAYS 8
 #define TCP_BUCKETS (MAX_TCP / TCP_WAYS)
 struct tcp_bucket {
     u64 sk[TCP_WAYS];
 };
-BPF_ARRAY(tcp_keys, struct tcp_bucket, TCP_BUCKETS);
+BPF_F_TABLE("array", u32, struct tcp_bucket, tcp_keys, TCP_BUCKETS, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct tcp_conn, tcp_conns, MAX_TCP, BPF_F_MMAPABLE);
 // Closed connections: CLOSED_PER_CPU slots per CPU (a power of two), used in turn, and the
 // number each CPU has written (closed_written, one cache line per CPU). User space maps both

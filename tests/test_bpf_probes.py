@@ -329,6 +329,37 @@ def test_open_connection_reported_while_open_and_once(probes, pods: Pods) -> Non
     assert all(e.established and e.duration_ns > 0 for e in closed)
 
 
+CHURN = """
+import socket, time
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(512)
+deadline = time.monotonic() + {seconds}
+while time.monotonic() < deadline:
+    c = socket.create_connection(server.getsockname()); a, _ = server.accept()
+    c.close(); a.close()
+"""
+
+
+@pytest.mark.privileged
+@pytest.mark.slow
+def test_sweep_while_connections_come_and_go(probes) -> None:
+    """The sweep reads the connection table while the probes write it: slots claimed and
+    freed between its steps are skipped or left to the next sweep, never an error (numpy's
+    nonzero() over the live keys raised "number of non-zero array elements changed")."""
+    drain(probes)
+    churn = subprocess.Popen([sys.executable, "-c", CHURN.format(seconds=2)])
+    sweeps = 0
+    try:
+        while churn.poll() is None:
+            probes.sweep_tcp()
+            probes.collect_closed()
+            sweeps += 1
+    finally:
+        churn.kill()
+        churn.wait()
+    assert churn.returncode == 0 and sweeps > 100
+    drain(probes)
+
+
 @pytest.mark.privileged
 @pytest.mark.slow
 def test_connection_table_full_is_counted(pods: Pods) -> None:
