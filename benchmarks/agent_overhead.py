@@ -225,7 +225,7 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
                                 stdout=subprocess.DEVNULL)
     rates: dict[str, list[float]] = {"off": [], "on": []}
     stop = threading.Event()
-    agent_thread = None
+    agent_thread, probes = None, None
     try:
         if args.toggle == "agent":
             agent = Agent.open(AgentOptions(), log=lambda line: print(line, file=sys.stderr))
@@ -260,6 +260,8 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
                     probes.discard(0)
             if load.poll() is not None:
                 raise SystemExit("the load ended early")
+            if agent_thread is not None and not agent_thread.is_alive():
+                raise SystemExit("the agent stopped (its error is above)")
             print(f"  pair {i + 1:3d}: without {rates['off'][-1]:>8,.0f}, {args.toggle} "
                   f"{rates['on'][-1]:>8,.0f} connections/s "
                   f"({rates['on'][-1] / rates['off'][-1]:.3f})", flush=True)
@@ -274,7 +276,7 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
             devnull.close()
             print(f"agent: {agent.events:,} kernel events, {agent.flows:,} flows, "
                   f"{agent.lost:,} events lost", flush=True)
-        else:
+        elif probes is not None:
             probes.close()
     ratios = [on / off for on, off in zip(rates["on"], rates["off"])]
     mean, error = statistics.mean(ratios), statistics.stdev(ratios) / len(ratios) ** 0.5
