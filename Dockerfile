@@ -14,11 +14,16 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
+# the package's folders, bottom layer first (README: Layout)
 COPY netwarden ./netwarden
+COPY hubble ./hubble
 COPY bpf ./bpf
 COPY ingest ./ingest
-COPY detector ./detector
+COPY observer ./observer
+COPY generator ./generator
 COPY models ./models
+COPY storage ./storage
+COPY detector ./detector
 COPY remediation ./remediation
 COPY api ./api
 RUN python -m pip wheel --wheel-dir /wheels .

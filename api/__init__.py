@@ -1,1 +1,1 @@
-"""The command line, the service (``netwarden serve``) and its HTTP API."""
+"""The HTTP API: app factory, dependencies, problems, schemas and one router per resource."""

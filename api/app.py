@@ -40,7 +40,8 @@ _DESCRIPTION: Final = (
     "the identities scored, and the models scoring them. Authenticate with "
     "`Authorization: Bearer <token>`; roles: viewer (read), operator (also acknowledge, "
     "suppress, resolve), reviewer (also propose, approve and reject policies), admin (also "
-    "apply and roll back policies). Errors are RFC 9457 problem documents.")
+    "apply and roll back policies). Errors are RFC 9457 problem documents."
+)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -53,13 +54,16 @@ def _checked_public_url(public_url: str | None) -> str | None:
         return None
     parts = urlsplit(public_url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError(f"public_url must be an absolute http(s) URL without query or "
-                         f"fragment, e.g. https://netwarden.example.com, got {public_url!r}")
+        raise ValueError(
+            f"public_url must be an absolute http(s) URL without query or "
+            f"fragment, e.g. https://netwarden.example.com, got {public_url!r}"
+        )
     return public_url.rstrip("/")
 
 
-def create_app(state: ServiceState, tokens: TokenTable, *,
-               public_url: str | None = None) -> FastAPI:
+def create_app(
+    state: ServiceState, tokens: TokenTable, *, public_url: str | None = None
+) -> FastAPI:
     """The API of the service ``state``, for the callers in ``tokens``.
 
     ``public_url`` is where clients reach the API (scheme, host and any path prefix of a
@@ -67,9 +71,15 @@ def create_app(state: ServiceState, tokens: TokenTable, *,
     names it as the server.
     """
     public_url = _checked_public_url(public_url)
-    app = FastAPI(title="netwarden", version=__version__, description=_DESCRIPTION,
-                  openapi_url=None, docs_url=None, redoc_url=None,
-                  generate_unique_id_function=_operation_id)
+    app = FastAPI(
+        title="netwarden",
+        version=__version__,
+        description=_DESCRIPTION,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=_operation_id,
+    )
     app.state.service = state
     app.state.tokens = tokens
     app.state.public_url = public_url
@@ -79,9 +89,12 @@ def create_app(state: ServiceState, tokens: TokenTable, *,
     def routing_error(request: Request, status: int) -> JSONResponse | None:
         if request.url.path in health.PUBLIC_PATHS or request_token(request) is not None:
             return None
-        return problem_response(request, 401, "this endpoint needs a bearer token "
-                                "(Authorization: Bearer <token>)",
-                                headers={"WWW-Authenticate": BEARER_CHALLENGE})
+        return problem_response(
+            request,
+            401,
+            "this endpoint needs a bearer token (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": BEARER_CHALLENGE},
+        )
 
     install_problem_handlers(app, on_routing_error=routing_error)
     app.include_router(health.router)
@@ -90,16 +103,24 @@ def create_app(state: ServiceState, tokens: TokenTable, *,
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = get_openapi(title=app.title, version=app.version,
-                                   description=app.description, routes=app.routes,
-                                   servers=[{"url": public_url}] if public_url else None)
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                servers=[{"url": public_url}] if public_url else None,
+            )
             app.openapi_schema = use_problem_media_type(document)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/openapi.json", include_in_schema=False, tags=["meta"],
-             dependencies=[Depends(RequireRole(Role.viewer))])
+    @app.get(
+        "/openapi.json",
+        include_in_schema=False,
+        tags=["meta"],
+        dependencies=[Depends(RequireRole(Role.viewer))],
+    )
     def openapi_document() -> JSONResponse:
         return JSONResponse(app.openapi())
 

@@ -73,8 +73,9 @@ class Role(enum.IntEnum):
         try:
             return cls[value]
         except (KeyError, TypeError):
-            raise ValueError(f"unknown role {value!r}: expected one of "
-                             f"{', '.join(r.name for r in cls)}") from None
+            raise ValueError(
+                f"unknown role {value!r}: expected one of {', '.join(r.name for r in cls)}"
+            ) from None
 
 
 class TokenConfigError(ValueError):
@@ -96,16 +97,19 @@ class TokenEntry:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            raise ValueError(f"name {self.name!r} is not valid: use 1-128 letters, digits and "
-                             "._@+- (starting with a letter or digit)")
+            raise ValueError(
+                f"name {self.name!r} is not valid: use 1-128 letters, digits and "
+                "._@+- (starting with a letter or digit)"
+            )
         object.__setattr__(self, "role", Role.parse(self.role))
         digest = self.sha256.lower() if isinstance(self.sha256, str) else self.sha256
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             # never echo the value: it may be the token itself, pasted by mistake
-            got = f"{len(digest)} characters" if isinstance(digest, str) else \
-                type(digest).__name__
-            raise ValueError(f"sha256 must be 64 hex digits (the SHA-256 of the token, not "
-                             f"the token itself), got {got}")
+            got = f"{len(digest)} characters" if isinstance(digest, str) else type(digest).__name__
+            raise ValueError(
+                f"sha256 must be 64 hex digits (the SHA-256 of the token, not "
+                f"the token itself), got {got}"
+            )
         object.__setattr__(self, "sha256", digest)
 
     @property
@@ -128,7 +132,8 @@ class TokenTable:
             if seen != entry:
                 raise TokenConfigError(
                     f"one token is configured twice, as {seen.name!r} ({seen.role.name}) and "
-                    f"as {entry.name!r} ({entry.role.name}): give each token one entry")
+                    f"as {entry.name!r} ({entry.role.name}): give each token one entry"
+                )
         self._entries = tuple(by_hash.values())
 
     def authenticate(self, token: str) -> TokenEntry | None:
@@ -159,23 +164,29 @@ class TokenTable:
 
 def _entry(raw: Any, where: str) -> TokenEntry:
     if not isinstance(raw, Mapping):
-        raise TokenConfigError(f"{where}: expected a mapping with {', '.join(_FIELDS)}, got "
-                               f"{type(raw).__name__}")
+        raise TokenConfigError(
+            f"{where}: expected a mapping with {', '.join(_FIELDS)}, got {type(raw).__name__}"
+        )
     name = raw.get("name")
     if isinstance(name, str) and name:
         where = f"{where} (name {name!r})"
     unknown = sorted(str(k) for k in raw if k not in _FIELDS)
     if unknown:
         hint = " (entries hold the token's sha256, never the token)" if "token" in unknown else ""
-        raise TokenConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
-                               f"{', '.join(map(repr, unknown))}: expected "
-                               f"{', '.join(_FIELDS)}{hint}")
+        raise TokenConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}: expected "
+            f"{', '.join(_FIELDS)}{hint}"
+        )
     missing = [k for k in _FIELDS if raw.get(k) in (None, "")]
     if missing:
         raise TokenConfigError(f"{where}: missing {', '.join(map(repr, missing))}")
     try:
-        return TokenEntry(name=name, role=raw["role"],  # type: ignore[arg-type]
-                          sha256=raw["sha256"])
+        return TokenEntry(
+            name=name,
+            role=raw["role"],  # type: ignore[arg-type]
+            sha256=raw["sha256"],
+        )
     except ValueError as exc:
         raise TokenConfigError(f"{where}: {exc}") from None
 
@@ -192,8 +203,9 @@ def tokens_from_file(path: str | Path) -> TokenTable:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
-        raise TokenConfigError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, "
-                               f"column {exc.colno}") from None
+        raise TokenConfigError(
+            f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -204,10 +216,14 @@ def tokens_from_file(path: str | Path) -> TokenTable:
     if isinstance(data, Mapping) and set(data) == {"tokens"}:
         data = data["tokens"]
     if not isinstance(data, list):
-        got = (f"a mapping with keys {', '.join(map(str, data))}" if isinstance(data, Mapping)
-               else type(data).__name__)
-        raise TokenConfigError(f"{path}: expected a list of {{name, role, sha256}} entries, "
-                               f"got {got}")
+        got = (
+            f"a mapping with keys {', '.join(map(str, data))}"
+            if isinstance(data, Mapping)
+            else type(data).__name__
+        )
+        raise TokenConfigError(
+            f"{path}: expected a list of {{name, role, sha256}} entries, got {got}"
+        )
     table = [_entry(raw, f"{path}: entry {n}") for n, raw in enumerate(data, start=1)]
     try:
         return TokenTable(table)
@@ -224,8 +240,10 @@ def tokens_from_env(value: str, *, source: str = ENV_VAR) -> TokenTable:
             continue
         parts = [p.strip() for p in item.split(":")]
         if len(parts) != 3:
-            raise TokenConfigError(f"{source}: item {n}: expected name:role:sha256, got "
-                                   f"{len(parts)} field{'s' if len(parts) != 1 else ''}")
+            raise TokenConfigError(
+                f"{source}: item {n}: expected name:role:sha256, got "
+                f"{len(parts)} field{'s' if len(parts) != 1 else ''}"
+            )
         entries.append(_entry(dict(zip(_FIELDS, parts)), f"{source}: item {n}"))
     try:
         return TokenTable(entries)
@@ -233,8 +251,9 @@ def tokens_from_env(value: str, *, source: str = ENV_VAR) -> TokenTable:
         raise TokenConfigError(f"{source}: {exc}") from None
 
 
-def load_tokens(path: str | Path | None = None,
-                environ: Mapping[str, str] | None = None) -> TokenTable:
+def load_tokens(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> TokenTable:
     """The tokens of the file at ``path`` (if any) merged with those of ``NETWARDEN_API_TOKENS``
     in ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
@@ -254,8 +273,11 @@ def new_token(name: str, role: str | Role) -> tuple[str, TokenEntry]:
 
 # ------------------------------------------------------------------------- FastAPI dependencies
 
-_bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
-                     description="A netwarden API token: `Authorization: Bearer <token>`.")
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A netwarden API token: `Authorization: Bearer <token>`.",
+)
 
 
 def _table(request: Request) -> TokenTable:
@@ -273,17 +295,23 @@ def request_token(request: Request) -> TokenEntry | None:
 
 
 def current_token(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenEntry:
     """The caller's token entry; a 401 problem without a valid bearer token."""
     if credentials is None:
-        raise ProblemError(401, "this endpoint needs a bearer token (Authorization: Bearer "
-                           "<token>)", headers={"WWW-Authenticate": BEARER_CHALLENGE})
+        raise ProblemError(
+            401,
+            "this endpoint needs a bearer token (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": BEARER_CHALLENGE},
+        )
     entry = _table(request).authenticate(credentials.credentials)
     if entry is None:
-        raise ProblemError(401, "the bearer token is not valid", headers={
-            "WWW-Authenticate": f'{BEARER_CHALLENGE}, error="invalid_token"'})
+        raise ProblemError(
+            401,
+            "the bearer token is not valid",
+            headers={"WWW-Authenticate": f'{BEARER_CHALLENGE}, error="invalid_token"'},
+        )
     return entry
 
 
@@ -298,8 +326,11 @@ class RequireRole:
 
     def __call__(self, token: CurrentToken) -> TokenEntry:
         if token.role < self.role:
-            raise ProblemError(403, f"token {token.name!r} has role {token.role.name}; this "
-                               f"needs {self.role.name} or higher")
+            raise ProblemError(
+                403,
+                f"token {token.name!r} has role {token.role.name}; this "
+                f"needs {self.role.name} or higher",
+            )
         return token
 
     def __repr__(self) -> str:

@@ -49,8 +49,16 @@ class ProblemError(Exception):
     anomaly is in when an action conflicts with it.
     """
 
-    def __init__(self, status: int, detail: str, *, type: str = BLANK, title: str | None = None,
-                 headers: Mapping[str, str] | None = None, **extensions: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        type: str = BLANK,
+        title: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
@@ -60,25 +68,45 @@ class ProblemError(Exception):
         self.extensions = extensions
 
 
-def problem_response(request: Request, status: int, detail: str, *, type: str = BLANK,
-                     title: str | None = None, headers: Mapping[str, str] | None = None,
-                     **extensions: Any) -> JSONResponse:
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    type: str = BLANK,
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
     """The problem document for ``request`` as a response (``instance`` is the request path)."""
-    body = {"type": type, "title": title or HTTPStatus(status).phrase, "status": status,
-            "detail": detail, "instance": request.url.path, **extensions}
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}),
-                        media_type=PROBLEM_MEDIA_TYPE)
+    body = {
+        "type": type,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extensions,
+    }
+    return JSONResponse(
+        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
+    )
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     """Pydantic's errors without the rejected input (it may be long, or a secret) or doc URLs."""
-    return [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")),
-             "type": str(e.get("type", ""))} for e in exc.errors()]
+    return [
+        {
+            "loc": [str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
 
 
 def install_problem_handlers(
-        app: FastAPI, *,
-        on_routing_error: Callable[[Request, int], JSONResponse | None] | None = None) -> None:
+    app: FastAPI, *, on_routing_error: Callable[[Request, int], JSONResponse | None] | None = None
+) -> None:
     """Answer every error of ``app`` with a problem document.
 
     ``on_routing_error(request, status)`` may replace the answer to an unknown path or method
@@ -89,8 +117,15 @@ def install_problem_handlers(
 
     async def problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProblemError)
-        return problem_response(request, exc.status, exc.detail, type=exc.type, title=exc.title,
-                                headers=exc.headers, **exc.extensions)
+        return problem_response(
+            request,
+            exc.status,
+            exc.detail,
+            type=exc.type,
+            title=exc.title,
+            headers=exc.headers,
+            **exc.extensions,
+        )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -98,9 +133,10 @@ def install_problem_handlers(
             replaced = on_routing_error(request, exc.status_code)
             if replaced is not None:
                 return replaced
-        detail = {404: f"no resource at {request.url.path}",
-                  405: f"{request.method} is not allowed on {request.url.path}"}.get(
-                      exc.status_code, str(exc.detail))
+        detail = {
+            404: f"no resource at {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
         return problem_response(request, exc.status_code, detail, headers=exc.headers)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -111,13 +147,19 @@ def install_problem_handlers(
                 return replaced
         errors = _validation_errors(exc)
         where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
-        return problem_response(request, 422, f"invalid request: {where}",
-                                type=problem_type("validation-error"),
-                                title="Request validation failed", errors=errors)
+        return problem_response(
+            request,
+            422,
+            f"invalid request: {where}",
+            type=problem_type("validation-error"),
+            title="Request validation failed",
+            errors=errors,
+        )
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(request, 500, "the server failed to answer this request; "
-                                "its log has the details")
+        return problem_response(
+            request, 500, "the server failed to answer this request; its log has the details"
+        )
 
     app.add_exception_handler(ProblemError, problem)
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -127,8 +169,10 @@ def install_problem_handlers(
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for these error statuses, all with the problem schema."""
-    return {status: {"model": ProblemPublic, "description": HTTPStatus(status).phrase}
-            for status in statuses}
+    return {
+        status: {"model": ProblemPublic, "description": HTTPStatus(status).phrase}
+        for status in statuses
+    }
 
 
 def use_problem_media_type(openapi: dict[str, Any]) -> dict[str, Any]:

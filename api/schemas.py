@@ -73,14 +73,14 @@ _NOTE_MAX: Final = 2000
 State = Literal["open", "acknowledged", "suppressed", "resolved"]
 
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=_NOTE_MAX)]
-RequiredText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                                max_length=_NOTE_MAX)]
+RequiredText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_NOTE_MAX)
+]
 
 
 def _check_range(since: datetime | None, until: datetime | None) -> None:
     if since is not None and until is not None and since >= until:
-        raise ValueError(f"since ({since.isoformat()}) must be before until "
-                         f"({until.isoformat()})")
+        raise ValueError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
 
 
 class _Public(BaseModel):
@@ -109,7 +109,8 @@ class ProblemPublic(_Public):
     detail: str
     instance: str = Field(description="the request path this problem occurred on")
     errors: list[ValidationErrorPublic] | None = Field(
-        None, description="request validation errors (422 only)")
+        None, description="request validation errors (422 only)"
+    )
 
 
 # ------------------------------------------------------------------------------- anomalies
@@ -127,8 +128,14 @@ class ReasonPublic(_Public):
 
     @classmethod
     def from_reason(cls, r: Reason) -> ReasonPublic:
-        return cls(feature=r.feature, value=r.value, baseline=r.baseline, spread=r.spread,
-                   contribution=r.contribution, text=r.text)
+        return cls(
+            feature=r.feature,
+            value=r.value,
+            baseline=r.baseline,
+            spread=r.spread,
+            contribution=r.contribution,
+            text=r.text,
+        )
 
 
 class LifecycleEventPublic(_Public):
@@ -144,8 +151,15 @@ class LifecycleEventPublic(_Public):
 
     @classmethod
     def from_event(cls, e: LifecycleEvent) -> LifecycleEventPublic:
-        return cls(id=e.id, at=e.at, actor=e.actor, action=e.action, from_state=e.from_state,
-                   to_state=e.to_state, note=e.note)  # type: ignore[arg-type]
+        return cls(
+            id=e.id,
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            from_state=e.from_state,
+            to_state=e.to_state,
+            note=e.note,
+        )  # type: ignore[arg-type]
 
 
 class AnomalyPublic(_Public):
@@ -175,15 +189,29 @@ class AnomalyPublic(_Public):
 
     @classmethod
     def _fields_of(cls, a: AnomalyRecord) -> dict[str, Any]:
-        return {"id": a.id, "identity": a.identity, "namespace": a.namespace,
-                "workload": a.workload, "state": a.state, "severity": severity(a.peak_score),
-                "ongoing": a.ongoing, "first_window_start": a.first_window_start,
-                "last_window_end": a.last_window_end, "window_count": a.window_count,
-                "peak_window_start": a.peak_window_start, "peak_score": a.peak_score,
-                "peak_threshold": a.peak_threshold, "model": a.model, "fallback": a.fallback,
-                "summary": a.summary, "suppressed_until": a.suppressed_until,
-                "state_note": a.state_note, "state_actor": a.state_actor,
-                "created_at": a.created_at, "updated_at": a.updated_at}
+        return {
+            "id": a.id,
+            "identity": a.identity,
+            "namespace": a.namespace,
+            "workload": a.workload,
+            "state": a.state,
+            "severity": severity(a.peak_score),
+            "ongoing": a.ongoing,
+            "first_window_start": a.first_window_start,
+            "last_window_end": a.last_window_end,
+            "window_count": a.window_count,
+            "peak_window_start": a.peak_window_start,
+            "peak_score": a.peak_score,
+            "peak_threshold": a.peak_threshold,
+            "model": a.model,
+            "fallback": a.fallback,
+            "summary": a.summary,
+            "suppressed_until": a.suppressed_until,
+            "state_note": a.state_note,
+            "state_actor": a.state_actor,
+            "created_at": a.created_at,
+            "updated_at": a.updated_at,
+        }
 
     @classmethod
     def from_record(cls, a: AnomalyRecord) -> AnomalyPublic:
@@ -195,16 +223,20 @@ class AnomalyDetailPublic(AnomalyPublic):
 
     reasons: list[ReasonPublic]
     examples: dict[str, Any] = Field(
-        description="example flows of the peak window: peers, ports, DNS names, drop reasons")
+        description="example flows of the peak window: peers, ports, DNS names, drop reasons"
+    )
     events: list[LifecycleEventPublic] = Field(description="the audit trail, oldest first")
 
     @classmethod
-    def from_record_and_events(cls, a: AnomalyRecord,
-                               events: list[LifecycleEvent]) -> AnomalyDetailPublic:
-        return cls(**cls._fields_of(a),
-                   reasons=[ReasonPublic.from_reason(r) for r in a.reasons],
-                   examples=dict(a.examples),
-                   events=[LifecycleEventPublic.from_event(e) for e in events])
+    def from_record_and_events(
+        cls, a: AnomalyRecord, events: list[LifecycleEvent]
+    ) -> AnomalyDetailPublic:
+        return cls(
+            **cls._fields_of(a),
+            reasons=[ReasonPublic.from_reason(r) for r in a.reasons],
+            examples=dict(a.examples),
+            events=[LifecycleEventPublic.from_event(e) for e in events],
+        )
 
 
 class AnomalyPagePublic(_Public):
@@ -227,9 +259,11 @@ class AnomalyQuery(BaseModel):
     state: State | None = None
     severity: Severity | None = Field(None, description="derived from the peak score")
     since: AwareDatetime | None = Field(
-        None, description="RFC 3339; anomalies still going on at or after this time")
+        None, description="RFC 3339; anomalies still going on at or after this time"
+    )
     until: AwareDatetime | None = Field(
-        None, description="RFC 3339; anomalies that started before this time")
+        None, description="RFC 3339; anomalies that started before this time"
+    )
     limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE)
     offset: int = Field(0, ge=0)
 
@@ -313,11 +347,18 @@ class IdentityPublic(_Public):
 
     @classmethod
     def from_summary(cls, i: IdentitySummary) -> IdentityPublic:
-        return cls(identity=i.identity, namespace=i.namespace, workload=i.workload,
-                   windows=i.windows, first_window_start=i.first_window_start,
-                   last_window_end=i.last_window_end, last_score=i.last_score,
-                   last_threshold=i.last_threshold, last_anomalous=i.last_anomalous,
-                   open_anomalies=i.open_anomalies)
+        return cls(
+            identity=i.identity,
+            namespace=i.namespace,
+            workload=i.workload,
+            windows=i.windows,
+            first_window_start=i.first_window_start,
+            last_window_end=i.last_window_end,
+            last_score=i.last_score,
+            last_threshold=i.last_threshold,
+            last_anomalous=i.last_anomalous,
+            open_anomalies=i.open_anomalies,
+        )
 
 
 class IdentityPagePublic(_Public):
@@ -346,11 +387,18 @@ class WindowPublic(_Public):
 
     @classmethod
     def from_window(cls, w: ScoredWindow) -> WindowPublic:
-        return cls(window_start=w.window_start, window_end=w.window_end, score=w.score,
-                   threshold=w.threshold, anomalous=w.anomalous,
-                   severity=severity(w.score) if w.anomalous else None, model=w.model,
-                   fallback=w.fallback, reasons=[ReasonPublic.from_reason(r) for r in w.reasons],
-                   summary=w.summary)
+        return cls(
+            window_start=w.window_start,
+            window_end=w.window_end,
+            score=w.score,
+            threshold=w.threshold,
+            anomalous=w.anomalous,
+            severity=severity(w.score) if w.anomalous else None,
+            model=w.model,
+            fallback=w.fallback,
+            reasons=[ReasonPublic.from_reason(r) for r in w.reasons],
+            summary=w.summary,
+        )
 
 
 class IdentityWindowsPublic(_Public):
@@ -384,11 +432,20 @@ class ModelVersionPublic(_Public):
 
     @classmethod
     def from_version(cls, v: ModelVersion) -> ModelVersionPublic:
-        return cls(version=v.version, created=v.created, current=v.current, format=v.format,
-                   window_seconds=v.window_seconds, rows=v.rows, models=v.models,
-                   identities=list(v.identities), training_start=v.training_start,
-                   training_end=v.training_end, data_hash=v.data_hash,
-                   libraries=dict(v.libraries))
+        return cls(
+            version=v.version,
+            created=v.created,
+            current=v.current,
+            format=v.format,
+            window_seconds=v.window_seconds,
+            rows=v.rows,
+            models=v.models,
+            identities=list(v.identities),
+            training_start=v.training_start,
+            training_end=v.training_end,
+            data_hash=v.data_hash,
+            libraries=dict(v.libraries),
+        )
 
 
 class ModelListPublic(_Public):
@@ -445,9 +502,16 @@ class ProposalEventPublic(_Public):
 
     @classmethod
     def from_event(cls, e: ProposalEvent) -> ProposalEventPublic:
-        return cls(id=e.id, at=e.at, actor=e.actor, action=e.action,
-                   from_state=e.from_state, to_state=e.to_state,  # type: ignore[arg-type]
-                   note=e.note, details=dict(e.details))
+        return cls(
+            id=e.id,
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            from_state=e.from_state,
+            to_state=e.to_state,  # type: ignore[arg-type]
+            note=e.note,
+            details=dict(e.details),
+        )
 
 
 class ProposalPublic(_Public):
@@ -466,9 +530,18 @@ class ProposalPublic(_Public):
 
     @classmethod
     def _fields_of(cls, p: ProposalRecord) -> dict[str, Any]:
-        return {"id": p.id, "kind": p.kind, "identity": p.identity, "anomaly_id": p.anomaly_id,
-                "name": p.name, "namespace": p.namespace, "state": p.state, "valid": p.valid,
-                "created_at": p.created_at, "updated_at": p.updated_at}
+        return {
+            "id": p.id,
+            "kind": p.kind,
+            "identity": p.identity,
+            "anomaly_id": p.anomaly_id,
+            "name": p.name,
+            "namespace": p.namespace,
+            "state": p.state,
+            "valid": p.valid,
+            "created_at": p.created_at,
+            "updated_at": p.updated_at,
+        }
 
     @classmethod
     def from_record(cls, p: ProposalRecord) -> ProposalPublic:
@@ -481,13 +554,15 @@ class ProposalDetailPublic(ProposalPublic):
     policy: dict[str, Any]
     yaml: str = Field(description="the policy as YAML, as it would be applied")
     current: dict[str, Any] | None = Field(
-        description="the policy it replaces, as it was when proposed (null: a new policy)")
+        description="the policy it replaces, as it was when proposed (null: a new policy)"
+    )
     diff: str | None = Field(description="unified diff of the YAML against the current policy")
     patch: list[dict[str, Any]] | None = Field(description="RFC 6902 patch from the current")
     problems: list[PolicyProblemPublic]
     dry_run: dict[str, Any] | None = Field(description="the last server-side dry-run")
     applied: dict[str, Any] | None = Field(
-        description="what was applied and what it replaced (for rollback)")
+        description="what was applied and what it replaced (for rollback)"
+    )
     events: list[ProposalEventPublic] = Field(description="the audit log, oldest first")
 
 
@@ -520,8 +595,9 @@ class ProposalCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     anomaly_id: int | None = Field(None, ge=1)
-    identity: str | None = Field(None, pattern=r"^[^/\s]+/[^/\s]+$",
-                                 description="namespace/workload, for a baseline")
+    identity: str | None = Field(
+        None, pattern=r"^[^/\s]+/[^/\s]+$", description="namespace/workload, for a baseline"
+    )
     policy: dict[str, Any] | None = Field(None, description="a baseline policy to review")
     note: Note = ""
 
@@ -571,12 +647,27 @@ class SimulationPublic(_Public):
 
     @classmethod
     def from_report(cls, proposal_id: int, r: SimulationReport) -> SimulationPublic:
-        return cls(proposal_id=proposal_id, flows_seen=r.flows_seen, flows_judged=r.flows_judged,
-                   allowed=r.allowed, dropped=r.dropped,
-                   dropped_by_default_deny=r.dropped_by_default_deny,
-                   dropped_by_deny_rule=r.dropped_by_deny_rule,
-                   already_dropped=r.already_dropped,
-                   groups=[DropGroupPublic(subject=g.subject, direction=g.direction, peer=g.peer,
-                                           port=g.port, rule=g.rule, flows=g.flows,
-                                           connections=g.connection_count) for g in r.groups],
-                   warnings=list(r.warnings), text=r.text())
+        return cls(
+            proposal_id=proposal_id,
+            flows_seen=r.flows_seen,
+            flows_judged=r.flows_judged,
+            allowed=r.allowed,
+            dropped=r.dropped,
+            dropped_by_default_deny=r.dropped_by_default_deny,
+            dropped_by_deny_rule=r.dropped_by_deny_rule,
+            already_dropped=r.already_dropped,
+            groups=[
+                DropGroupPublic(
+                    subject=g.subject,
+                    direction=g.direction,
+                    peer=g.peer,
+                    port=g.port,
+                    rule=g.rule,
+                    flows=g.flows,
+                    connections=g.connection_count,
+                )
+                for g in r.groups
+            ],
+            warnings=list(r.warnings),
+            text=r.text(),
+        )

@@ -25,13 +25,20 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 
 from netwarden.detector.store import AnomalyStore
-from netwarden.ingest.live import SourceStatus
+from netwarden.ingest.sources import SourceStatus
 from netwarden.models.artifact import ModelVersion
 from netwarden.remediation.apply import PolicyApplier
 from netwarden.remediation.proposals import ProposalStore
 
-__all__ = ["ModelVersion", "ReviewState", "ServiceState", "SourceStatus", "policy_applier_of",
-           "proposal_store_of", "recent_flows_of"]
+__all__ = [
+    "ModelVersion",
+    "ReviewState",
+    "ServiceState",
+    "SourceStatus",
+    "policy_applier_of",
+    "proposal_store_of",
+    "recent_flows_of",
+]
 
 
 class ServiceState(Protocol):

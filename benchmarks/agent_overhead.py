@@ -104,9 +104,22 @@ def _load(seconds: float, payload: int, cpu: int) -> dict:
 
 def _run_load(seconds: float, payload: int, cpu: int) -> tuple[float, float | None]:
     """(connections/s over the run, over its best WINDOW-second stretch)."""
-    proc = subprocess.run([sys.executable, __file__, "--child", "--seconds", str(seconds),
-                           "--payload", str(payload), "--cpu", str(cpu)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--seconds",
+            str(seconds),
+            "--payload",
+            str(payload),
+            "--cpu",
+            str(cpu),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     return r["connections"] / r["seconds"], r["best_window"]
 
@@ -139,17 +152,29 @@ class Nginx:
     def __init__(self, cpu: int) -> None:
         missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
         if missing:
-            raise SystemExit(f"--load nginx needs {' and '.join(missing)} "
-                             f"(Debian: apt-get install nginx-light wrk)")
+            raise SystemExit(
+                f"--load nginx needs {' and '.join(missing)} "
+                f"(Debian: apt-get install nginx-light wrk)"
+            )
         self.cpu = cpu
         self.dir = Path(tempfile.mkdtemp(prefix="netwarden-bench-nginx-"))
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         (self.dir / "nginx.conf").write_text(NGINX_CONF.format(dir=self.dir, port=self.port))
-        self.proc = subprocess.Popen(["taskset", "-c", str(cpu), "nginx", "-c",
-                                      str(self.dir / "nginx.conf"), "-p", str(self.dir)],
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                str(cpu),
+                "nginx",
+                "-c",
+                str(self.dir / "nginx.conf"),
+                "-p",
+                str(self.dir),
+            ],
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -157,19 +182,28 @@ class Nginx:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"nginx did not start: {self.proc.stderr.read().decode()}"
-                                     ) from None
+                    raise SystemExit(
+                        f"nginx did not start: {self.proc.stderr.read().decode()}"
+                    ) from None
                 time.sleep(0.1)
 
     def wrk(self, seconds: float) -> list[str]:
         """The load: wrk on ``cpu``, one thread, 16 connections, one request each."""
-        return ["taskset", "-c", str(self.cpu), "wrk", "-t1", "-c16",
-                f"-d{max(1, round(seconds))}s", "-H", "Connection: close",
-                f"http://127.0.0.1:{self.port}/"]
+        return [
+            "taskset",
+            "-c",
+            str(self.cpu),
+            "wrk",
+            "-t1",
+            "-c16",
+            f"-d{max(1, round(seconds))}s",
+            "-H",
+            "Connection: close",
+            f"http://127.0.0.1:{self.port}/",
+        ]
 
     def run(self, seconds: float) -> tuple[float, float | None]:
-        out = subprocess.run(self.wrk(seconds), capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(self.wrk(seconds), capture_output=True, text=True, check=True).stdout
         found = re.search(r"Requests/sec:\s+([\d.]+)", out)
         if not found or "Non-2xx" in out:
             raise SystemExit(f"wrk failed:\n{out}")
@@ -198,8 +232,11 @@ def _drain_probes() -> None:
 
 def _active_opens() -> int:
     """TCP connections this host (network namespace) has opened: /proc/net/snmp ActiveOpens."""
-    names, values = (line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
-                     if line.startswith("Tcp:"))
+    names, values = (
+        line.split()
+        for line in Path("/proc/net/snmp").read_text().splitlines()
+        if line.startswith("Tcp:")
+    )
     return int(values[names.index("ActiveOpens")])
 
 
@@ -220,9 +257,20 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
     if nginx is not None:
         load = subprocess.Popen(nginx.wrk(total + 1), stdout=subprocess.DEVNULL)
     else:
-        load = subprocess.Popen([sys.executable, __file__, "--child", "--seconds", str(total),
-                                 "--payload", str(args.payload), "--cpu", str(args.cpu)],
-                                stdout=subprocess.DEVNULL)
+        load = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--seconds",
+                str(total),
+                "--payload",
+                str(args.payload),
+                "--cpu",
+                str(args.cpu),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
     rates: dict[str, list[float]] = {"off": [], "on": []}
     stop = threading.Event()
     agent_thread, probes = None, None
@@ -231,7 +279,7 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
             agent = Agent.open(AgentOptions(), log=lambda line: print(line, file=sys.stderr))
             probes = agent.probes
             probes.pause()
-            devnull = open(os.devnull, "wb")  # noqa: SIM115 - closed below
+            devnull = open(os.devnull, "wb")
             keep_gc_off_hot_path()
             agent_thread = threading.Thread(target=agent.run, args=(JsonLinesSink(devnull), stop))
             agent_thread.start()
@@ -246,6 +294,7 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
                 start = time.perf_counter()
                 while time.perf_counter() - start < seconds:
                     probes.discard(10)
+
         time.sleep(2)  # the load's start-up
         for i in range(args.repeat):
             for state in ("on", "off") if i % 2 == 0 else ("off", "on"):
@@ -262,9 +311,12 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
                 raise SystemExit("the load ended early")
             if agent_thread is not None and not agent_thread.is_alive():
                 raise SystemExit("the agent stopped (its error is above)")
-            print(f"  pair {i + 1:3d}: without {rates['off'][-1]:>8,.0f}, {args.toggle} "
-                  f"{rates['on'][-1]:>8,.0f} connections/s "
-                  f"({rates['on'][-1] / rates['off'][-1]:.3f})", flush=True)
+            print(
+                f"  pair {i + 1:3d}: without {rates['off'][-1]:>8,.0f}, {args.toggle} "
+                f"{rates['on'][-1]:>8,.0f} connections/s "
+                f"({rates['on'][-1] / rates['off'][-1]:.3f})",
+                flush=True,
+            )
     finally:
         load.kill()
         load.wait()
@@ -274,8 +326,11 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
             stop.set()
             agent_thread.join()  # closes the probes
             devnull.close()
-            print(f"agent: {agent.events:,} kernel events, {agent.flows:,} flows, "
-                  f"{agent.lost:,} events lost", flush=True)
+            print(
+                f"agent: {agent.events:,} kernel events, {agent.flows:,} flows, "
+                f"{agent.lost:,} events lost",
+                flush=True,
+            )
         elif probes is not None:
             probes.close()
     ratios = [on / off for on, off in zip(rates["on"], rates["off"])]
@@ -283,16 +338,21 @@ def _toggled(args: argparse.Namespace, agent_cpu: int) -> None:
     off, on = statistics.mean(rates["off"]), statistics.mean(rates["on"])
     what = "the agent's probes" if args.toggle == "agent" else "probes"
     print()
-    print(f"{what} attached / detached, {args.repeat} pairs of {args.window:g} s windows under "
-          f"one {args.load} load on cpu {args.cpu}: {off:,.0f} and {on:,.0f} connections/s")
-    print(f"  ratio {mean:.4f} ± {error:.4f} (standard error; {(1 - mean) * 100:+.1f} % "
-          f"slower, {(1 / on - 1 / off) * 1e6:+.2f} us per connection)")
+    print(
+        f"{what} attached / detached, {args.repeat} pairs of {args.window:g} s windows under "
+        f"one {args.load} load on cpu {args.cpu}: {off:,.0f} and {on:,.0f} connections/s"
+    )
+    print(
+        f"  ratio {mean:.4f} ± {error:.4f} (standard error; {(1 - mean) * 100:+.1f} % "
+        f"slower, {(1 / on - 1 / off) * 1e6:+.2f} us per connection)"
+    )
 
 
 def _start(cmd: list[str], cpu: int, log: Path) -> subprocess.Popen:
     """Start ``cmd`` on ``cpu``; ready when it says "probes attached" on stderr."""
-    proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "wb"))  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        ["taskset", "-c", str(cpu), *cmd], stdout=subprocess.DEVNULL, stderr=open(log, "wb")
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -306,37 +366,69 @@ def _start(cmd: list[str], cpu: int, log: Path) -> subprocess.Popen:
 
 def _start_agent(cpu: int, log: Path, extra: list[str]) -> subprocess.Popen:
     netwarden = Path(sys.executable).with_name("netwarden")
-    cmd = [str(netwarden) if netwarden.exists() else sys.executable, *(
-        [] if netwarden.exists() else ["-m", "netwarden"]), "agent", "--out", "/dev/null", *extra]
+    cmd = [
+        str(netwarden) if netwarden.exists() else sys.executable,
+        *([] if netwarden.exists() else ["-m", "netwarden"]),
+        "agent",
+        "--out",
+        "/dev/null",
+        *extra,
+    ]
     return _start(cmd, cpu, log)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--load", choices=("python", "nginx"), default="python",
-                        help="the loopback load (see the module docstring)")
+    parser.add_argument(
+        "--load",
+        choices=("python", "nginx"),
+        default="python",
+        help="the loopback load (see the module docstring)",
+    )
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each run")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="rounds, each running every arm once (the load's rate varies by "
-                             "tens of percent on a shared machine: medians of several runs; "
-                             "default 9), or with --toggle pairs of windows (default 200)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds, each running every arm once (the load's rate varies by "
+        "tens of percent on a shared machine: medians of several runs; "
+        "default 9), or with --toggle pairs of windows (default 200)",
+    )
     parser.add_argument("--cpu", type=int, default=0, help="core of the load")
-    parser.add_argument("--payload", type=int, default=1024,
-                        help="bytes each way per connection (--load python)")
-    parser.add_argument("--agent-args", default="", metavar="ARGS",
-                        help="more options for `netwarden agent`, e.g. --no-udp-peers")
-    parser.add_argument("--arms", default="without,busy,probes,with", metavar="LIST",
-                        help="arms to run, comma-separated, \"without\" among them (default: "
-                             "all four): e.g. without,probes to compare kernel-side changes")
-    parser.add_argument("--toggle", nargs="?", const="probes", choices=("probes", "agent"),
-                        help="instead of the arms: the probes attached and detached in "
-                             "alternating windows under one continuous load, --repeat pairs, "
-                             "ratio with a standard error; \"probes\" (default): drained "
-                             "without decoding (their kernel-side cost); \"agent\": the whole "
-                             "agent, in this process")
-    parser.add_argument("--window", type=float, default=0.25,
-                        help="seconds of each window with --toggle (short windows, many "
-                             "pairs: a neighbour's burst spoils few of them)")
+    parser.add_argument(
+        "--payload", type=int, default=1024, help="bytes each way per connection (--load python)"
+    )
+    parser.add_argument(
+        "--agent-args",
+        default="",
+        metavar="ARGS",
+        help="more options for `netwarden agent`, e.g. --no-udp-peers",
+    )
+    parser.add_argument(
+        "--arms",
+        default="without,busy,probes,with",
+        metavar="LIST",
+        help='arms to run, comma-separated, "without" among them (default: '
+        "all four): e.g. without,probes to compare kernel-side changes",
+    )
+    parser.add_argument(
+        "--toggle",
+        nargs="?",
+        const="probes",
+        choices=("probes", "agent"),
+        help="instead of the arms: the probes attached and detached in "
+        "alternating windows under one continuous load, --repeat pairs, "
+        'ratio with a standard error; "probes" (default): drained '
+        'without decoding (their kernel-side cost); "agent": the whole '
+        "agent, in this process",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=0.25,
+        help="seconds of each window with --toggle (short windows, many "
+        "pairs: a neighbour's burst spoils few of them)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--drain-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -355,11 +447,15 @@ def main() -> None:
         _toggled(args, agent_cpu)
         return
     log = Path(tempfile.gettempdir()) / "netwarden-agent-benchmark.log"
-    labels = {"without": "without agent", "busy": "other core busy", "probes": "probes only",
-              "with": "with agent"}
+    labels = {
+        "without": "without agent",
+        "busy": "other core busy",
+        "probes": "probes only",
+        "with": "with agent",
+    }
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if "without" not in arms or not set(arms) <= set(labels):
-        parser.error(f"--arms: a comma-separated list of {', '.join(labels)}, with \"without\"")
+        parser.error(f'--arms: a comma-separated list of {", ".join(labels)}, with "without"')
     labels = {name: label for name, label in labels.items() if name in arms}
     rates: dict[str, list[float]] = {name: [] for name in labels}
     steady: dict[str, list[float]] = {name: [] for name in labels}
@@ -373,8 +469,9 @@ def main() -> None:
     def run_arm(name: str, i: int) -> None:
         helper = None
         if name == "busy":
-            helper = subprocess.Popen(["taskset", "-c", str(agent_cpu), sys.executable, "-c",
-                                       "while True: pass"])
+            helper = subprocess.Popen(
+                ["taskset", "-c", str(agent_cpu), sys.executable, "-c", "while True: pass"]
+            )
         elif name == "probes":
             helper = _start([sys.executable, __file__, "--drain-child"], agent_cpu, log)
         elif name == "with":
@@ -398,29 +495,38 @@ def main() -> None:
     order = list(labels)
     try:
         for i in range(args.repeat):
-            for name in order[i % len(order):] + order[:i % len(order)]:  # rotated
+            for name in order[i % len(order) :] + order[: i % len(order)]:  # rotated
                 run_arm(name, i)
     finally:
         if nginx is not None:
             nginx.close()
-    what = ("nginx + wrk, one request per connection" if nginx is not None
-            else f"Python connect/echo/close, {args.payload} bytes each way")
+    what = (
+        "nginx + wrk, one request per connection"
+        if nginx is not None
+        else f"Python connect/echo/close, {args.payload} bytes each way"
+    )
     print()
-    print(f"loopback TCP connections ({what}), load on cpu {args.cpu}, agent on cpu "
-          f"{agent_cpu}, {args.repeat} rotated rounds of {args.seconds:g} s runs")
+    print(
+        f"loopback TCP connections ({what}), load on cpu {args.cpu}, agent on cpu "
+        f"{agent_cpu}, {args.repeat} rotated rounds of {args.seconds:g} s runs"
+    )
     tables = [("whole runs", rates)]
     if steady["without"]:
         tables.append((f"best {WINDOW:g} s of each run", steady))
     for title, table in tables:
         median = {k: statistics.median(v) for k, v in table.items()}
-        print(f"{title}, median connections/s: " + ", ".join(
-            f"{labels[k]} {median[k]:,.0f}" for k in labels))
+        print(
+            f"{title}, median connections/s: "
+            + ", ".join(f"{labels[k]} {median[k]:,.0f}" for k in labels)
+        )
         for name in [n for n in labels if n != "without"]:
             ratio = median[name] / median["without"]
             paired = statistics.median(a / b for a, b in zip(table[name], table["without"]))
             cost = (1 / median[name] - 1 / median["without"]) * 1e6
-            print(f"  {labels[name]} / without: {ratio:.3f} ({(1 - ratio) * 100:+.1f} % slower, "
-                  f"{cost:+.2f} us per connection); median of the rounds' ratios {paired:.3f}")
+            print(
+                f"  {labels[name]} / without: {ratio:.3f} ({(1 - ratio) * 100:+.1f} % slower, "
+                f"{cost:+.2f} us per connection); median of the rounds' ratios {paired:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import statistics
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,13 @@ from sklearn.ensemble import IsolationForest
 from netwarden.detector.results import ScoredWindow
 from netwarden.detector.scorer import Scorer
 from netwarden.detector.stream import StreamScorer
-from netwarden.ingest.generator import SCENARIOS, AttackLabel, generate
+from netwarden.generator import SCENARIOS, AttackLabel, generate
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
 from netwarden.models.training import TrainConfig, train
 
 DATA = Path(__file__).resolve().parent / ".data"
-START = datetime(2026, 1, 5, tzinfo=timezone.utc)  # a Monday
+START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 
 
 @dataclass
@@ -57,25 +57,34 @@ def _baseline(train_w: list[ClosedWindow], test_w: list[ClosedWindow], seed: int
     per: dict[str, list[float]] = defaultdict(list)
     for w in train_w:
         per[w.identity].append(float(w.client.flows + w.server.flows))
-    models = {i: IsolationForest(random_state=seed).fit(np.array(v)[:, None])
-              for i, v in per.items() if len(v) >= 16}
+    models = {
+        i: IsolationForest(random_state=seed).fit(np.array(v)[:, None])
+        for i, v in per.items()
+        if len(v) >= 16
+    }
     out = []
     for w in test_w:
         model = models.get(w.identity)
-        flag = bool(model is not None and
-                    model.predict(np.array([[w.client.flows + w.server.flows]]))[0] == -1)
+        flag = bool(
+            model is not None
+            and model.predict(np.array([[w.client.flows + w.server.flows]]))[0] == -1
+        )
         out.append(Verdict(w.identity, w.start, w.end, flag))
     return out
 
 
-def _evaluate(verdicts: list[Verdict], labels: list[AttackLabel], window: float,
-              days: float) -> dict[str, Any]:
+def _evaluate(
+    verdicts: list[Verdict], labels: list[AttackLabel], window: float, days: float
+) -> dict[str, Any]:
     spans = [(lb.start.timestamp(), lb.end.timestamp()) for lb in labels]
     per_scenario = {}
     for lb in labels:
         s, e = lb.start.timestamp(), lb.end.timestamp()
-        hits = sorted(v.end for v in verdicts
-                      if v.anomalous and v.identity == lb.identity and v.end > s and v.start < e)
+        hits = sorted(
+            v.end
+            for v in verdicts
+            if v.anomalous and v.identity == lb.identity and v.end > s and v.start < e
+        )
         # (seconds from the attack's start, within target?): the target is the end of the
         # attack's second whole window (the window it starts in may hold only its first second)
         target = -(-s // window) * window + 2 * window
@@ -99,8 +108,12 @@ def _evaluate(verdicts: list[Verdict], labels: list[AttackLabel], window: float,
             else:
                 previous_end = None
     identities = len(by_identity)
-    return {"ttd": per_scenario, "false_per_identity_day": runs / (identities * days),
-            "precision": related / anomalous if anomalous else 1.0, "window": window}
+    return {
+        "ttd": per_scenario,
+        "false_per_identity_day": runs / (identities * days),
+        "precision": related / anomalous if anomalous else 1.0,
+        "window": window,
+    }
 
 
 def run_seed(seed: int, train_days: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -111,8 +124,13 @@ def run_seed(seed: int, train_days: int) -> tuple[dict[str, Any], dict[str, Any]
         if not (folder / "flows.jsonl").exists():
             generate(folder, hours=24, seed=seed * 100 + day, start=START + timedelta(days=day))
         train_files.append(folder / "flows.jsonl")
-    test = generate(root / "test", hours=24, seed=seed * 100 + 99,
-                    start=START + timedelta(days=train_days), attacks=list(SCENARIOS))
+    test = generate(
+        root / "test",
+        hours=24,
+        seed=seed * 100 + 99,
+        start=START + timedelta(days=train_days),
+        attacks=list(SCENARIOS),
+    )
     builder = WindowBuilder()
     train_w: list[ClosedWindow] = []
     for path in train_files:
@@ -136,12 +154,17 @@ def run_seed(seed: int, train_days: int) -> tuple[dict[str, Any], dict[str, Any]
     build_windows([test.flows_path], stream.add, builder=scoring_builder)
     stream.flush()
     score_s = time.perf_counter() - t
-    ours = [Verdict(s.identity, s.window_start.timestamp(), s.window_end.timestamp(), s.anomalous)
-            for s in scored]
+    ours = [
+        Verdict(s.identity, s.window_start.timestamp(), s.window_end.timestamp(), s.anomalous)
+        for s in scored
+    ]
     base = _baseline(train_w, test_w, seed)
     labels = list(test.labels)
-    print(f"seed {seed}: trained {len(bundle.models)} models on {bundle.rows:,} windows in "
-          f"{train_s:.1f} s; built and scored {len(scored):,} windows in {score_s:.1f} s", flush=True)
+    print(
+        f"seed {seed}: trained {len(bundle.models)} models on {bundle.rows:,} windows in "
+        f"{train_s:.1f} s; built and scored {len(scored):,} windows in {score_s:.1f} s",
+        flush=True,
+    )
     return _evaluate(ours, labels, 60.0, 1.0), _evaluate(base, labels, 60.0, 1.0)
 
 
@@ -159,24 +182,30 @@ def main() -> None:
     args = parser.parse_args()
     results = [run_seed(seed, args.train_days) for seed in args.seeds]
     print()
-    print("time to detect: from the attack's start to the end of the first anomalous window of "
-          "the attacker, per seed; (late) = after the end of the attack's second whole window")
+    print(
+        "time to detect: from the attack's start to the end of the first anomalous window of "
+        "the attacker, per seed; (late) = after the end of the attack's second whole window"
+    )
     print(f"{'scenario':18s} {'netwarden':32s} {'baseline':32s}")
     for scenario in SCENARIOS:
         ours = [r[0]["ttd"].get(scenario) for r in results]
         base = [r[1]["ttd"].get(scenario) for r in results]
-        print(f"{scenario:18s} {' / '.join(_fmt_ttd(v) for v in ours):32s} "
-              f"{' / '.join(_fmt_ttd(v) for v in base):32s}")
+        print(
+            f"{scenario:18s} {' / '.join(_fmt_ttd(v) for v in ours):32s} "
+            f"{' / '.join(_fmt_ttd(v) for v in base):32s}"
+        )
     for name, idx in (("netwarden", 0), ("baseline", 1)):
         detected = sum(v is not None for r in results for v in r[idx]["ttd"].values())
         on_time = sum(v is not None and v[1] for r in results for v in r[idx]["ttd"].values())
         total = sum(len(r[idx]["ttd"]) for r in results)
         fa = statistics.mean(r[idx]["false_per_identity_day"] for r in results)
         precision = statistics.mean(r[idx]["precision"] for r in results)
-        print(f"{name:10s}: detected {detected}/{total} scenario runs ({on_time} within two "
-              f"windows); false alerts "
-              f"{fa:.2f} per identity-day; window precision {precision:.2f} "
-              f"(seeds {', '.join(map(str, args.seeds))})")
+        print(
+            f"{name:10s}: detected {detected}/{total} scenario runs ({on_time} within two "
+            f"windows); false alerts "
+            f"{fa:.2f} per identity-day; window precision {precision:.2f} "
+            f"(seeds {', '.join(map(str, args.seeds))})"
+        )
 
 
 if __name__ == "__main__":

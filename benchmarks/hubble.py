@@ -48,7 +48,7 @@ def _messages(path: Path) -> list[bytes]:
     out, i = [], 0
     while i < len(data):
         (n,) = _LEN.unpack_from(data, i)
-        out.append(data[i + 4:i + 4 + n])
+        out.append(data[i + 4 : i + 4 + n])
         i += 4 + n
     return out
 
@@ -57,8 +57,8 @@ def _ensure_data(hours: float, rate: float, seed: int) -> Path:
     """Generated flows as serialized GetFlowsResponse messages (made once, then reused)."""
     from google.protobuf import json_format
 
-    from netwarden.api.hubble import observer_pb2
-    from netwarden.ingest.generator import SCENARIOS, generate
+    from netwarden.generator import SCENARIOS, generate
+    from netwarden.hubble import observer_pb2
 
     out = DATA / f"hubble-h{hours:g}-r{rate:g}-s{seed}"
     target = out / "responses.bin"
@@ -66,13 +66,13 @@ def _ensure_data(hours: float, rate: float, seed: int) -> Path:
         return target
     print(f"generating {hours:g} h of traffic at rate {rate:g} into {out} ...", flush=True)
     result = generate(out, hours=hours, seed=seed, attacks=list(SCENARIOS), rate=rate)
-    print(f"converting {result.flows:,} JSON flows to protobuf (json_format, slow) ...",
-          flush=True)
+    print(f"converting {result.flows:,} JSON flows to protobuf (json_format, slow) ...", flush=True)
     n = 0
     with open(result.flows_path, "rb") as src, open(target, "wb") as dst:
         for line in src:
-            message = json_format.Parse(line, observer_pb2.GetFlowsResponse(),
-                                        ignore_unknown_fields=True)
+            message = json_format.Parse(
+                line, observer_pb2.GetFlowsResponse(), ignore_unknown_fields=True
+            )
             data = message.SerializeToString()
             dst.write(_LEN.pack(len(data)) + data)
             n += 1
@@ -84,7 +84,7 @@ def _ensure_data(hours: float, rate: float, seed: int) -> Path:
 
 
 def _phase_parse(messages: list[bytes]) -> dict:
-    from netwarden.api.hubble import observer_pb2
+    from netwarden.hubble import observer_pb2
 
     parse = observer_pb2.GetFlowsResponse.FromString
     start = time.perf_counter()
@@ -101,7 +101,7 @@ def _builder() -> tuple[object, list[int]]:
 
 
 def _phase_windows(messages: list[bytes]) -> dict:
-    from netwarden.ingest.hubble import HubbleSource
+    from netwarden.ingest.sources.hubble import HubbleSource
 
     builder, closed = _builder()
     source = HubbleSource("127.0.0.1:4245", log=lambda _: None)
@@ -119,8 +119,12 @@ def _phase_windows(messages: list[bytes]) -> dict:
         closed[0] += len(builder.add(batch))
     closed[0] += len(builder.flush())
     elapsed = time.perf_counter() - start
-    return {"flows": source.stats.flows, "seconds": elapsed, "windows": closed[0],
-            "late": builder.stats.late_flows}
+    return {
+        "flows": source.stats.flows,
+        "seconds": elapsed,
+        "windows": closed[0],
+        "late": builder.stats.late_flows,
+    }
 
 
 def _serve(path: Path, cpu: int) -> None:
@@ -129,7 +133,7 @@ def _serve(path: Path, cpu: int) -> None:
 
     import grpc
 
-    from netwarden.api.hubble import observer_pb2
+    from netwarden.hubble import observer_pb2
 
     _pin(cpu)
     messages = _messages(path)
@@ -143,9 +147,17 @@ def _serve(path: Path, cpu: int) -> None:
         return observer_pb2.ServerStatusResponse(version="benchmark").SerializeToString()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("observer.Observer", {
-        "GetFlows": grpc.unary_stream_rpc_method_handler(get_flows),
-        "ServerStatus": grpc.unary_unary_rpc_method_handler(status)})])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "observer.Observer",
+                {
+                    "GetFlows": grpc.unary_stream_rpc_method_handler(get_flows),
+                    "ServerStatus": grpc.unary_unary_rpc_method_handler(status),
+                },
+            )
+        ]
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
@@ -154,11 +166,21 @@ def _serve(path: Path, cpu: int) -> None:
 
 
 def _phase_grpc(path: Path, total: int, cpu: int) -> dict:
-    from netwarden.ingest.hubble import HubbleSource
+    from netwarden.ingest.sources.hubble import HubbleSource
 
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(path), "--cpu",
-                               str(1 - cpu if os.cpu_count() and os.cpu_count() > 1 else cpu)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(path),
+            "--cpu",
+            str(1 - cpu if os.cpu_count() and os.cpu_count() > 1 else cpu),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         port = int(server.stdout.readline())
         builder, closed = _builder()
@@ -179,8 +201,12 @@ def _phase_grpc(path: Path, total: int, cpu: int) -> dict:
         busy = _cpu_seconds() - cpu0
         stop.set()
         thread.join(timeout=10)
-        return {"flows": source._flows, "seconds": elapsed, "windows": closed[0],
-                "cpu_seconds": busy}
+        return {
+            "flows": source._flows,
+            "seconds": elapsed,
+            "windows": closed[0],
+            "cpu_seconds": busy,
+        }
     finally:
         server.stdin.close()
         server.wait(timeout=30)
@@ -207,7 +233,10 @@ def _child(phase: str, path: Path, cpu: int) -> dict:
 def _run_child(phase: str, path: Path, cpu: int) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", phase, "--file", str(path), "--cpu", str(cpu)],
-        capture_output=True, text=True, check=False)
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child {phase} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -218,8 +247,9 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=4.0, help="hours of generated traffic")
     parser.add_argument("--rate", type=float, default=3.0, help="traffic multiplier")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each; the "
-                                                              "best counts")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="alternating runs of each; the best counts"
+    )
     parser.add_argument("--cpu", type=int, default=0, help="core to pin the measurements to")
     parser.add_argument("--child", choices=["parse", "windows", "grpc"], help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
@@ -237,29 +267,42 @@ def main() -> None:
     for i in range(args.repeat):
         for phase in ("parse", "windows", "grpc"):
             r = _run_child(phase, path, args.cpu)
-            print(f"  run {i + 1} {phase:8s} {r['flows'] / r['seconds']:>10,.0f} flows/s",
-                  flush=True)
+            print(
+                f"  run {i + 1} {phase:8s} {r['flows'] / r['seconds']:>10,.0f} flows/s", flush=True
+            )
             if phase not in best or r["seconds"] < best[phase]["seconds"]:
                 best[phase] = r
     a, b, c = best["parse"], best["windows"], best["grpc"]
     rate = {k: v["flows"] / v["seconds"] for k, v in best.items()}
     size = path.stat().st_size
     print()
-    print(f"input: {a['flows']:,} GetFlowsResponse messages ({size / 1e6:,.0f} MB, "
-          f"{size / max(a['flows'], 1):,.0f} bytes each), one core (cpu {args.cpu}), "
-          f"best of {args.repeat}")
+    print(
+        f"input: {a['flows']:,} GetFlowsResponse messages ({size / 1e6:,.0f} MB, "
+        f"{size / max(a['flows'], 1):,.0f} bytes each), one core (cpu {args.cpu}), "
+        f"best of {args.repeat}"
+    )
     print(f"(a) parse only, GetFlowsResponse.FromString      : {rate['parse']:>10,.0f} flows/s")
-    print(f"(b) bytes -> closed windows (netwarden)           : {rate['windows']:>10,.0f} flows/s"
-          f"   ratio (b)/(a) {rate['windows'] / rate['parse']:.2f}")
-    print(f"(c) gRPC on loopback -> closed windows (netwarden): {rate['grpc']:>10,.0f} flows/s"
-          f"   ratio (c)/(a) {rate['grpc'] / rate['parse']:.2f}")
+    print(
+        f"(b) bytes -> closed windows (netwarden)           : {rate['windows']:>10,.0f} flows/s"
+        f"   ratio (b)/(a) {rate['windows'] / rate['parse']:.2f}"
+    )
+    print(
+        f"(c) gRPC on loopback -> closed windows (netwarden): {rate['grpc']:>10,.0f} flows/s"
+        f"   ratio (c)/(a) {rate['grpc'] / rate['parse']:.2f}"
+    )
     busy = c["cpu_seconds"] / c["seconds"]
-    print(f"    client CPU busy {busy:.0%} of one core during (c): "
-          f"{c['flows'] / c['cpu_seconds']:,.0f} flows per client CPU second"
-          + ("; below 100 %, the Python test server on the other core is the limit"
-             if busy < 0.9 else ""))
-    print(f"windows closed: (b) {b['windows']:,}, (c) {c['windows']:,}; late flows (b) "
-          f"{b['late']:,}")
+    print(
+        f"    client CPU busy {busy:.0%} of one core during (c): "
+        f"{c['flows'] / c['cpu_seconds']:,.0f} flows per client CPU second"
+        + (
+            "; below 100 %, the Python test server on the other core is the limit"
+            if busy < 0.9
+            else ""
+        )
+    )
+    print(
+        f"windows closed: (b) {b['windows']:,}, (c) {c['windows']:,}; late flows (b) {b['late']:,}"
+    )
 
 
 if __name__ == "__main__":

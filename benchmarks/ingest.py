@@ -48,7 +48,7 @@ def _phase_parse(path: Path) -> dict:
             data = carry + block
             cut = data.rfind(b"\n")
             lines = data[:cut].split(b"\n")
-            carry = data[cut + 1:]
+            carry = data[cut + 1 :]
             for line in lines:
                 if line:
                     loads(line)
@@ -72,10 +72,14 @@ def _phase_windows(path: Path) -> dict:
     result = build_windows([path], sink)
     elapsed = time.perf_counter() - start
     return {
-        "flows": result.read.flows, "seconds": elapsed, "windows": closed[0],
-        "errors": result.read.error_lines, "late": result.build.late_flows,
+        "flows": result.read.flows,
+        "seconds": elapsed,
+        "windows": closed[0],
+        "errors": result.read.error_lines,
+        "late": result.build.late_flows,
         "max_open_windows": result.build.max_open_windows,
-        "max_open_bytes": result.max_open_bytes, "identities": result.identities,
+        "max_open_bytes": result.max_open_bytes,
+        "identities": result.identities,
     }
 
 
@@ -101,14 +105,17 @@ def _peak_rss() -> int:
 def _run_child(phase: str, path: Path, cpu: int) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", phase, "--file", str(path), "--cpu", str(cpu)],
-        capture_output=True, text=True, check=False)
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child {phase} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _ensure_data(hours: float, rate: float, seed: int) -> Path:
-    from netwarden.ingest.generator import SCENARIOS, generate
+    from netwarden.generator import SCENARIOS, generate
 
     out = DATA / f"h{hours:g}-r{rate:g}-s{seed}"
     flows = out / "flows.jsonl"
@@ -122,8 +129,9 @@ def _ensure_data(hours: float, rate: float, seed: int) -> Path:
             print(f"  {done:5.0%}", flush=True)
             last[0] = done
 
-    result = generate(out, hours=hours, seed=seed, attacks=list(SCENARIOS), rate=rate,
-                      progress=progress)
+    result = generate(
+        out, hours=hours, seed=seed, attacks=list(SCENARIOS), rate=rate, progress=progress
+    )
     (out / "done").write_text(str(result.flows))
     return result.flows_path
 
@@ -131,10 +139,16 @@ def _ensure_data(hours: float, rate: float, seed: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=24.0)
-    parser.add_argument("--rate", type=float, default=3.0,
-                        help="traffic multiplier; 3 gives over a million flows per day")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=3.0,
+        help="traffic multiplier; 3 gives over a million flows per day",
+    )
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--repeat", type=int, default=5, help="alternating runs of each; the best counts")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="alternating runs of each; the best counts"
+    )
     parser.add_argument("--cpu", type=int, default=0, help="core to pin the measurements to")
     parser.add_argument("--file", type=Path, help="use this flow file instead of generating")
     parser.add_argument("--child", choices=["parse", "windows"], help=argparse.SUPPRESS)
@@ -149,26 +163,38 @@ def main() -> None:
     for i in range(args.repeat):
         for phase in ("parse", "windows"):
             r = _run_child(phase, path, args.cpu)
-            print(f"  run {i + 1} {phase:8s} {r['flows'] / r['seconds']:>10,.0f} flows/s", flush=True)
+            print(
+                f"  run {i + 1} {phase:8s} {r['flows'] / r['seconds']:>10,.0f} flows/s", flush=True
+            )
             if phase not in best or r["seconds"] < best[phase]["seconds"]:
                 best[phase] = r
     a, b = best["parse"], best["windows"]
     rate_a, rate_b = a["flows"] / a["seconds"], b["flows"] / b["seconds"]
     per_window = b["max_open_bytes"] / max(b["max_open_windows"], 1)
     print()
-    print(f"input: {path} ({size / 1e6:,.0f} MB, {b['flows']:,} flows, "
-          f"{size / max(b['flows'], 1):,.0f} bytes/flow), one core (cpu {args.cpu}), "
-          f"best of {args.repeat}")
-    print(f"(a) parse only, orjson.loads -> dicts : {rate_a:>10,.0f} flows/s   "
-          f"peak RSS {a['peak_rss'] / 2**20:,.0f} MiB")
-    print(f"(b) bytes -> closed windows (netwarden): {rate_b:>10,.0f} flows/s   "
-          f"peak RSS {b['peak_rss'] / 2**20:,.0f} MiB")
+    print(
+        f"input: {path} ({size / 1e6:,.0f} MB, {b['flows']:,} flows, "
+        f"{size / max(b['flows'], 1):,.0f} bytes/flow), one core (cpu {args.cpu}), "
+        f"best of {args.repeat}"
+    )
+    print(
+        f"(a) parse only, orjson.loads -> dicts : {rate_a:>10,.0f} flows/s   "
+        f"peak RSS {a['peak_rss'] / 2**20:,.0f} MiB"
+    )
+    print(
+        f"(b) bytes -> closed windows (netwarden): {rate_b:>10,.0f} flows/s   "
+        f"peak RSS {b['peak_rss'] / 2**20:,.0f} MiB"
+    )
     print(f"ratio (b)/(a): {rate_b / rate_a:.2f}")
-    print(f"windows closed: {b['windows']:,} for {b['identities']:,} identities; "
-          f"late flows {b['late']:,}; bad lines {b['errors']:,}")
-    print(f"open identity-windows at peak: {b['max_open_windows']:,}, "
-          f"state {b['max_open_bytes'] / 1024:,.0f} KiB, "
-          f"{per_window:,.0f} bytes per active identity-window")
+    print(
+        f"windows closed: {b['windows']:,} for {b['identities']:,} identities; "
+        f"late flows {b['late']:,}; bad lines {b['errors']:,}"
+    )
+    print(
+        f"open identity-windows at peak: {b['max_open_windows']:,}, "
+        f"state {b['max_open_bytes'] / 1024:,.0f} KiB, "
+        f"{per_window:,.0f} bytes per active identity-window"
+    )
 
 
 if __name__ == "__main__":

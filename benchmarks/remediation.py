@@ -28,12 +28,12 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from netwarden.ingest.generator import SCENARIOS, AttackLabel, generate
-from netwarden.ingest.generator.groundtruth import split_attack_flows
+from netwarden.generator import SCENARIOS, AttackLabel, generate
+from netwarden.generator.groundtruth import split_attack_flows
 from netwarden.ingest.identity import IdentityResolver
 from netwarden.ingest.reader import read_flows
 from netwarden.remediation.matcher import Decision, PolicySet, fqdn_pattern
@@ -41,13 +41,16 @@ from netwarden.remediation.propose import Proposer
 from netwarden.remediation.schema import load_policies, validate_policy
 
 DATA = Path(__file__).resolve().parent / ".data" / "remediation"
-START = datetime(2026, 1, 5, tzinfo=timezone.utc)
+START = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def _rules(policy: dict[str, Any]) -> int:
     specs = policy.get("specs") or [policy.get("spec") or {}]
-    return sum(len(spec.get(k) or []) for spec in specs
-               for k in ("ingress", "egress", "ingressDeny", "egressDeny"))
+    return sum(
+        len(spec.get(k) or [])
+        for spec in specs
+        for k in ("ingress", "egress", "ingressDeny", "egressDeny")
+    )
 
 
 def _observed_pairs(path: Path) -> int:
@@ -70,7 +73,7 @@ def _observed_pairs(path: Path) -> int:
 
 def _dns_patterns(policy: dict[str, Any] | None) -> list[Any]:
     out = []
-    for spec in ([policy.get("spec") or {}] if policy else []):
+    for spec in [policy.get("spec") or {}] if policy else []:
         for rule in spec.get("egress") or []:
             for ports in rule.get("toPorts") or []:
                 for entry in (ports.get("rules") or {}).get("dns") or []:
@@ -78,8 +81,9 @@ def _dns_patterns(policy: dict[str, Any] | None) -> list[Any]:
     return out
 
 
-def _evaluate(policies: list[dict[str, Any]], attacked: Path, clean: Path,
-              labels: tuple[AttackLabel, ...]) -> dict[str, Any]:
+def _evaluate(
+    policies: list[dict[str, Any]], attacked: Path, clean: Path, labels: tuple[AttackLabel, ...]
+) -> dict[str, Any]:
     policy_set = PolicySet(policies)
     by_identity = {_subject(p): p for p in policies}
     resolver = IdentityResolver()
@@ -99,9 +103,15 @@ def _evaluate(policies: list[dict[str, Any]], attacked: Path, clean: Path,
         src, _ = resolver.resolve(f.source, f.IP.source)
         dst, _ = resolver.resolve(f.destination, f.IP.destination)
         ids = (src.id if src else None, dst.id if dst else None)
-        label = next((lb for lb in labels if lb.identity in ids and
-                      lb.start - timedelta(seconds=5) <= f.time <= lb.end + timedelta(minutes=1)),
-                     None)
+        label = next(
+            (
+                lb
+                for lb in labels
+                if lb.identity in ids
+                and lb.start - timedelta(seconds=5) <= f.time <= lb.end + timedelta(minutes=1)
+            ),
+            None,
+        )
         if label is None:
             continue
         p = (f.l4.TCP or f.l4.UDP) if f.l4 else None
@@ -111,20 +121,37 @@ def _evaluate(policies: list[dict[str, Any]], attacked: Path, clean: Path,
                 query = f.l7.dns.query.rstrip(".") + "."
                 pats = _dns_patterns(by_identity.get(label.identity))
                 tunnel[0] += 1
-                tunnel[1] += verdict.dropped or bool(pats) and not any(
-                    x.fullmatch(query) for x in pats)
+                tunnel[1] += verdict.dropped or (
+                    bool(pats) and not any(x.fullmatch(query) for x in pats)
+                )
             continue
-        conn = (f.IP.source, f.IP.destination, p.source_port if p else 0,
-                p.destination_port if p else 0)
+        conn = (
+            f.IP.source,
+            f.IP.destination,
+            p.source_port if p else 0,
+            p.destination_port if p else 0,
+        )
         conns[label.scenario].add(conn)
         if verdict.dropped:
             blocked[label.scenario].add(conn)
-    return {"benign": benign, "conns": conns, "blocked": blocked, "tunnel": tunnel,
-            "rules": sum(_rules(p) for p in policies), "policies": len(policies)}
+    return {
+        "benign": benign,
+        "conns": conns,
+        "blocked": blocked,
+        "tunnel": tunnel,
+        "rules": sum(_rules(p) for p in policies),
+        "policies": len(policies),
+    }
 
 
-_APP_KEYS = ("k8s:app", "app", "k8s:app.kubernetes.io/name", "app.kubernetes.io/name",
-             "k8s:k8s-app", "k8s-app")
+_APP_KEYS = (
+    "k8s:app",
+    "app",
+    "k8s:app.kubernetes.io/name",
+    "app.kubernetes.io/name",
+    "k8s:k8s-app",
+    "k8s-app",
+)
 
 
 def _subject(policy: dict[str, Any]) -> str:
@@ -135,13 +162,18 @@ def _subject(policy: dict[str, Any]) -> str:
 
 
 def _audit2policy(train: Path, out: Path) -> list[dict[str, Any]]:
-    exe = shutil.which("hubble-audit2policy") or str(Path(sys.executable).parent /
-                                                      "hubble-audit2policy")
+    exe = shutil.which("hubble-audit2policy") or str(
+        Path(sys.executable).parent / "hubble-audit2policy"
+    )
     if not Path(exe).exists():
         raise SystemExit("hubble-audit2policy is not installed: pip install -e '.[bench]'")
     out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([exe, str(train), "-o", str(out), "--verdict", "FORWARDED"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [exe, str(train), "-o", str(out), "--verdict", "FORWARDED"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"hubble-audit2policy failed:\n{proc.stderr[-2000:]}")
     return load_policies(out)
@@ -158,10 +190,14 @@ def main() -> None:
     if not train.exists():
         generate(train.parent, hours=args.train_hours, seed=args.seed, start=START)
     test_start = START + timedelta(days=1, hours=8)
-    attacked = generate(root / "attacked", hours=args.test_hours, seed=args.seed + 1,
-                        start=test_start, attacks=list(SCENARIOS))
-    clean = generate(root / "clean", hours=args.test_hours, seed=args.seed + 1,
-                     start=test_start)
+    attacked = generate(
+        root / "attacked",
+        hours=args.test_hours,
+        seed=args.seed + 1,
+        start=test_start,
+        attacks=list(SCENARIOS),
+    )
+    clean = generate(root / "clean", hours=args.test_hours, seed=args.seed + 1, start=test_start)
     t = time.perf_counter()
     ours = list(Proposer().add_all(read_flows([train])).policies().values())
     ours_s = time.perf_counter() - t
@@ -171,15 +207,21 @@ def main() -> None:
         theirs_s = time.perf_counter() - t
     invalid_theirs = sum(bool(validate_policy(p)) for p in theirs)
     pairs = _observed_pairs(train)
-    results = {"netwarden": _evaluate(ours, attacked.flows_path, clean.flows_path,
-                                      attacked.labels),
-               "hubble-audit2policy": _evaluate(theirs, attacked.flows_path, clean.flows_path,
-                                                attacked.labels)}
-    print(f"training: {args.train_hours:g} h (seed {args.seed}); test: {args.test_hours:g} h "
-          f"with every attack; {pairs:,} distinct (workload, direction, peer, port) pairs seen "
-          "in training")
-    print(f"netwarden proposed in {ours_s:.1f} s; hubble-audit2policy in {theirs_s:.1f} s "
-          f"({invalid_theirs} of its {len(theirs)} policies fail the CRD schema)")
+    results = {
+        "netwarden": _evaluate(ours, attacked.flows_path, clean.flows_path, attacked.labels),
+        "hubble-audit2policy": _evaluate(
+            theirs, attacked.flows_path, clean.flows_path, attacked.labels
+        ),
+    }
+    print(
+        f"training: {args.train_hours:g} h (seed {args.seed}); test: {args.test_hours:g} h "
+        f"with every attack; {pairs:,} distinct (workload, direction, peer, port) pairs seen "
+        "in training"
+    )
+    print(
+        f"netwarden proposed in {ours_s:.1f} s; hubble-audit2policy in {theirs_s:.1f} s "
+        f"({invalid_theirs} of its {len(theirs)} policies fail the CRD schema)"
+    )
     print()
     print(f"{'':28s} {'netwarden':>22s} {'hubble-audit2policy':>22s}")
     for name, fmt in (("policies", "policies"), ("rules", "rules")):

@@ -18,21 +18,21 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 from netwarden.api.auth import new_token
-from netwarden.api.commands import generate as generate_with_progress
-from netwarden.ingest.generator import SCENARIOS, generate
+from netwarden.commands.traffic import generate as generate_with_progress
+from netwarden.generator import SCENARIOS, generate
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
 from netwarden.models.artifact import save_bundle
 from netwarden.models.training import TrainConfig, train
 
 DATA = Path(__file__).resolve().parent / ".data" / "service"
-START = datetime(2026, 1, 5, 6, tzinfo=timezone.utc)
+START = datetime(2026, 1, 5, 6, tzinfo=UTC)
 
 
 def _prepare(hours: float) -> tuple[Path, Path, int]:
@@ -42,8 +42,16 @@ def _prepare(hours: float) -> tuple[Path, Path, int]:
     console = Console(stderr=True)
     models = DATA / "models"
     if not (models / "CURRENT").exists():
-        history = generate_with_progress(DATA / "history", hours=6, seed=5, attacks=[], rate=1.0,
-                                         start=START.isoformat(), gzip=False, console=console)
+        history = generate_with_progress(
+            DATA / "history",
+            hours=6,
+            seed=5,
+            attacks=[],
+            rate=1.0,
+            start=START.isoformat(),
+            gzip=False,
+            console=console,
+        )
         builder = WindowBuilder()
         windows: list[ClosedWindow] = []
         build_windows([history.flows_path], windows.extend, builder=builder)
@@ -52,8 +60,13 @@ def _prepare(hours: float) -> tuple[Path, Path, int]:
         save_bundle(bundle, models)
     test = DATA / f"test-{hours:g}h" / "flows.jsonl"
     if not test.exists():
-        generate(test.parent, hours=hours, seed=6, start=START + timedelta(hours=6),
-                 attacks=list(SCENARIOS))
+        generate(
+            test.parent,
+            hours=hours,
+            seed=6,
+            start=START + timedelta(hours=6),
+            attacks=list(SCENARIOS),
+        )
     with test.open("rb") as f:
         flows = sum(1 for _ in f)
     return models, test, flows
@@ -67,16 +80,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run(models: Path, flows_file: Path, flows: int, clients: int, token: str,
-         entry: str, work: Path) -> tuple[float, list[float]]:
+def _run(
+    models: Path, flows_file: Path, flows: int, clients: int, token: str, entry: str, work: Path
+) -> tuple[float, list[float]]:
     """One service run; returns (flows per second, listing latencies in seconds)."""
     port = _free_port()
     data = work / f"run-{clients}"
-    env = {**os.environ, "NETWARDEN_DATA_DIR": str(data), "NETWARDEN_API__PORT": str(port),
-           "NETWARDEN_SOURCE__SPEC": str(flows_file), "NETWARDEN_MODELS__DIR": str(models),
-           "NETWARDEN_MODELS__BOOTSTRAP": "false", "NETWARDEN_API_TOKENS": entry}
-    proc = subprocess.Popen([sys.executable, "-m", "netwarden", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "NETWARDEN_DATA_DIR": str(data),
+        "NETWARDEN_API__PORT": str(port),
+        "NETWARDEN_SOURCE__SPEC": str(flows_file),
+        "NETWARDEN_MODELS__DIR": str(models),
+        "NETWARDEN_MODELS__BOOTSTRAP": "false",
+        "NETWARDEN_API_TOKENS": entry,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netwarden", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     latencies: list[float] = []
     stop = threading.Event()
@@ -124,9 +148,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=6.0, help="hours of test traffic")
     parser.add_argument("--clients", type=int, default=8, help="concurrent API clients")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="pairs of runs; the medians are printed (threads share one GIL, "
-                             "so single runs vary)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="pairs of runs; the medians are printed (threads share one GIL, so single runs vary)",
+    )
     args = parser.parse_args()
     models, flows_file, flows = _prepare(args.hours)
     token, entry = new_token("bench", "viewer")
@@ -136,26 +163,34 @@ def main() -> None:
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="netwarden-bench-") as tmp:
             alone, _ = _run(models, flows_file, flows, 0, token, entry.line, Path(tmp))
-            loaded, latencies = _run(models, flows_file, flows, args.clients, token, entry.line,
-                                     Path(tmp))
+            loaded, latencies = _run(
+                models, flows_file, flows, args.clients, token, entry.line, Path(tmp)
+            )
         q = statistics.quantiles(latencies, n=100)
         alone_runs.append(alone)
         loaded_runs.append(loaded)
         p50s.append(q[49])
         p99s.append(q[98])
         requests += len(latencies)
-        print(f"run {i + 1}: alone {alone:,.0f} flows/s, with load {loaded:,.0f} flows/s "
-              f"(ratio {loaded / alone:.2f}), listing p50 {q[49] * 1000:.0f} ms "
-              f"p99 {q[98] * 1000:.0f} ms", flush=True)
+        print(
+            f"run {i + 1}: alone {alone:,.0f} flows/s, with load {loaded:,.0f} flows/s "
+            f"(ratio {loaded / alone:.2f}), listing p50 {q[49] * 1000:.0f} ms "
+            f"p99 {q[98] * 1000:.0f} ms",
+            flush=True,
+        )
     alone, loaded = statistics.median(alone_runs), statistics.median(loaded_runs)
     ratio = statistics.median(b / a for a, b in zip(alone_runs, loaded_runs))
-    print(f"{flows:,} flows ({args.hours:g} h of generated traffic with every attack), "
-          f"{os.cpu_count()} cores, medians of {args.repeat} pairs of runs")
+    print(
+        f"{flows:,} flows ({args.hours:g} h of generated traffic with every attack), "
+        f"{os.cpu_count()} cores, medians of {args.repeat} pairs of runs"
+    )
     print(f"ingest alone:                  {alone:12,.0f} flows/s")
     print(f"ingest with {args.clients} API clients:     {loaded:12,.0f} flows/s")
     print(f"ratio (with load / alone):     {ratio:12.2f}")
-    print(f"anomaly listing under load:    p50 {statistics.median(p50s) * 1000:.0f} ms, "
-          f"p99 {statistics.median(p99s) * 1000:.0f} ms ({requests:,} requests)")
+    print(
+        f"anomaly listing under load:    p50 {statistics.median(p50s) * 1000:.0f} ms, "
+        f"p99 {statistics.median(p99s) * 1000:.0f} ms ({requests:,} requests)"
+    )
 
 
 if __name__ == "__main__":

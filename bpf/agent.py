@@ -3,7 +3,7 @@
 One loop (:meth:`Agent.run`) polls the probes (:mod:`netwarden.bpf.loader`), maps each event
 to flows (:mod:`netwarden.bpf.flows`) with identities (:mod:`netwarden.bpf.identity`), and hands
 each batch to a sink: JSON lines (``netwarden agent --out -``), the service's pipeline (the
-``ebpf`` live source, :mod:`netwarden.bpf.source`) or an Observer ring served over Hubble's
+``ebpf`` live source, :mod:`netwarden.ingest.sources.ebpf`) or an Observer ring served over Hubble's
 gRPC API (``netwarden agent --observer-listen``). Nothing here imports bcc until the probes are
 opened, and every missing requirement is one clear message
 (:class:`~netwarden.bpf.preflight.AgentUnavailable`).
@@ -49,8 +49,14 @@ class AgentOptions:
 class Agent:
     """The running probes with their mapper; :meth:`run` until ``stop`` is set."""
 
-    def __init__(self, probes: Any, mapper: FlowMapper, *, poll_ms: int = 100,
-                 log: Callable[[str], Any] = print) -> None:
+    def __init__(
+        self,
+        probes: Any,
+        mapper: FlowMapper,
+        *,
+        poll_ms: int = 100,
+        log: Callable[[str], Any] = print,
+    ) -> None:
         self.probes = probes
         self.mapper = mapper
         self.poll_ms = poll_ms
@@ -70,15 +76,20 @@ class Agent:
         from netwarden.bpf.preflight import check
 
         check()
-        resolver = open_resolver(identity_map=options.identity_map,
-                                 kubernetes=options.kubernetes, node_name=options.node_name,
-                                 cgroup_root=options.cgroup_root, log=log)
+        resolver = open_resolver(
+            identity_map=options.identity_map,
+            kubernetes=options.kubernetes,
+            node_name=options.node_name,
+            cgroup_root=options.cgroup_root,
+            log=log,
+        )
         probes = KernelProbes(udp_peers=options.udp_peers, cgroup_root=options.cgroup_root)
         for line in probes.missing:
             log(f"netwarden agent: degraded: {line}")
         log(f"netwarden agent: probes attached on node {options.node_name}")
-        return cls(probes, FlowMapper(resolver, options.node_name), poll_ms=options.poll_ms,
-                   log=log)
+        return cls(
+            probes, FlowMapper(resolver, options.node_name), poll_ms=options.poll_ms, log=log
+        )
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         """Poll, map and deliver until ``stop`` is set; the probes are closed at the end."""
@@ -101,7 +112,7 @@ class Agent:
         for event in events:
             try:
                 out += lines(event)
-            except Exception as exc:  # noqa: BLE001 - one odd event never stops the agent
+            except Exception as exc:
                 self.mapping_errors += 1
                 if self.mapping_errors <= 5:
                     self.log(f"netwarden agent: cannot map {type(event).__name__}: {exc}")
@@ -130,13 +141,13 @@ class JsonLinesSink:
 
 
 class RingSink:
-    """Flows into an Observer ring (:class:`~netwarden.api.flowring.FlowRing`), served over
-    Hubble's gRPC API by :class:`~netwarden.api.observer.ObserverServer`."""
+    """Flows into an Observer ring (:class:`~netwarden.observer.ring.FlowRing`), served over
+    Hubble's gRPC API by :class:`~netwarden.observer.server.ObserverServer`."""
 
     def __init__(self, ring: Any) -> None:
         from google.protobuf import json_format
 
-        from netwarden.api.hubble import observer_pb2
+        from netwarden.hubble import observer_pb2
 
         self.ring = ring
         self._parse = json_format.ParseDict
@@ -160,7 +171,9 @@ def keep_gc_off_hot_path() -> None:
 
 def fan_out(*sinks: Sink) -> Sink:
     """One sink that hands every batch to each of ``sinks`` in turn."""
+
     def deliver(batch: list[bytes]) -> None:
         for sink in sinks:
             sink(batch)
+
     return deliver

@@ -30,10 +30,25 @@ _VOLATILE, _CONST, _RESTRICT, _FUNC, _FUNC_PROTO, _VAR, _DATASEC = 9, 10, 11, 12
 _FLOAT, _DECL_TAG, _TYPE_TAG, _ENUM64 = 16, 17, 18, 19
 # bytes of kind-specific data after the 12-byte common header: (fixed, per vlen entry)
 _EXTRA: dict[int, tuple[int, int]] = {
-    _INT: (4, 0), _PTR: (0, 0), _ARRAY: (12, 0), _STRUCT: (0, 12), _UNION: (0, 12),
-    _ENUM: (0, 8), _FWD: (0, 0), _TYPEDEF: (0, 0), _VOLATILE: (0, 0), _CONST: (0, 0),
-    _RESTRICT: (0, 0), _FUNC: (0, 0), _FUNC_PROTO: (0, 8), _VAR: (4, 0), _DATASEC: (0, 12),
-    _FLOAT: (0, 0), _DECL_TAG: (4, 0), _TYPE_TAG: (0, 0), _ENUM64: (0, 12),
+    _INT: (4, 0),
+    _PTR: (0, 0),
+    _ARRAY: (12, 0),
+    _STRUCT: (0, 12),
+    _UNION: (0, 12),
+    _ENUM: (0, 8),
+    _FWD: (0, 0),
+    _TYPEDEF: (0, 0),
+    _VOLATILE: (0, 0),
+    _CONST: (0, 0),
+    _RESTRICT: (0, 0),
+    _FUNC: (0, 0),
+    _FUNC_PROTO: (0, 8),
+    _VAR: (4, 0),
+    _DATASEC: (0, 12),
+    _FLOAT: (0, 0),
+    _DECL_TAG: (4, 0),
+    _TYPE_TAG: (0, 0),
+    _ENUM64: (0, 12),
 }
 _MODIFIERS = (_TYPEDEF, _VOLATILE, _CONST, _RESTRICT, _TYPE_TAG)
 
@@ -79,8 +94,8 @@ class Btf:
         if magic != _MAGIC:
             raise BtfError(f"{source}: not BTF (magic {magic:#x}); big-endian BTF is unsupported")
         type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", blob, 8)
-        self._types_blob = memoryview(blob)[hdr_len + type_off: hdr_len + type_off + type_len]
-        self._strings = bytes(blob[hdr_len + str_off: hdr_len + str_off + str_len])
+        self._types_blob = memoryview(blob)[hdr_len + type_off : hdr_len + type_off + type_len]
+        self._strings = bytes(blob[hdr_len + str_off : hdr_len + str_off + str_len])
         self._types: list[_Type] = [_Type(0, "void", 0, False, 0, 0)]  # id 0 is void
         self._by_name: dict[str, list[int]] = {}
         self._parse()
@@ -99,8 +114,9 @@ class Btf:
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             extra = _EXTRA.get(kind)
             if extra is None:
-                raise BtfError(f"{self.source}: unsupported BTF kind {kind} at type "
-                               f"{len(self._types)}")
+                raise BtfError(
+                    f"{self.source}: unsupported BTF kind {kind} at type {len(self._types)}"
+                )
             name = self._str(name_off) if name_off else ""
             self._types.append(_Type(kind, name, vlen, bool(info >> 31), size_or_type, pos + 12))
             if name and kind in indexed:
@@ -112,8 +128,10 @@ class Btf:
         for tid in self._by_name.get(name, ()):
             if self._types[tid].kind in kinds:
                 return tid
-        raise BtfError(f"{self.source}: no {' or '.join(_kind_name(k) for k in kinds)} "
-                       f"named {name!r} in the running kernel's BTF")
+        raise BtfError(
+            f"{self.source}: no {' or '.join(_kind_name(k) for k in kinds)} "
+            f"named {name!r} in the running kernel's BTF"
+        )
 
     def _resolve(self, tid: int) -> int:
         """Skip typedefs and qualifiers."""
@@ -159,26 +177,32 @@ class Btf:
         for part in path.split("."):
             cur = self._resolve(mtype)
             if self._types[cur].kind not in (_STRUCT, _UNION):
-                raise BtfError(f"{self.source}: {where} is not a struct or union, cannot "
-                               f"look up {part!r}")
+                raise BtfError(
+                    f"{self.source}: {where} is not a struct or union, cannot look up {part!r}"
+                )
             if bits:
                 raise BtfError(f"{self.source}: {where} is a bitfield")
             found = self._lookup_member(cur, part)
             if found is None:
-                raise BtfError(f"{self.source}: struct {struct_name} has no member {path!r} "
-                               f"(no {part!r} in {where})")
+                raise BtfError(
+                    f"{self.source}: struct {struct_name} has no member {path!r} "
+                    f"(no {part!r} in {where})"
+                )
             mtype, off, bits = found
             bit_offset += off
             where = f"{where}.{part}"
-        return Member(path, bit_offset // 8, bit_offset, bits, self.sizeof_id(mtype),
-                      self.type_name(mtype))
+        return Member(
+            path, bit_offset // 8, bit_offset, bits, self.sizeof_id(mtype), self.type_name(mtype)
+        )
 
     def offset_of(self, struct_name: str, path: str) -> int:
         """Byte offset of a (non-bitfield, byte-aligned) member."""
         m = self.member(struct_name, path)
         if m.bit_size or m.bit_offset % 8:
-            raise BtfError(f"{self.source}: {struct_name}.{path} is a bitfield "
-                           f"(bit {m.bit_offset}, {m.bit_size} bits); use member()")
+            raise BtfError(
+                f"{self.source}: {struct_name}.{path} is a bitfield "
+                f"(bit {m.bit_offset}, {m.bit_size} bits); use member()"
+            )
         return m.offset
 
     def has_member(self, struct_name: str, path: str) -> bool:
@@ -191,8 +215,10 @@ class Btf:
     def members(self, struct_name: str) -> list[Member]:
         """Direct members of a struct/union, anonymous ones under the name ``""``."""
         tid = self._resolve(self._find(struct_name, (_STRUCT, _UNION, _TYPEDEF)))
-        return [Member(n, off // 8, off, bits, self.sizeof_id(mt), self.type_name(mt))
-                for n, mt, off, bits in self._members(tid)]
+        return [
+            Member(n, off // 8, off, bits, self.sizeof_id(mt), self.type_name(mt))
+            for n, mt, off, bits in self._members(tid)
+        ]
 
     def sizeof(self, name: str) -> int:
         """Size in bytes of a named struct, union, typedef or enum."""
@@ -224,7 +250,8 @@ class Btf:
             return f"{self.type_name(elem)}[{nelems}]"
         if t.kind in (_STRUCT, _UNION, _ENUM, _ENUM64, _FWD):
             prefix = {_STRUCT: "struct", _UNION: "union", _ENUM: "enum", _ENUM64: "enum"}.get(
-                t.kind, "struct")
+                t.kind, "struct"
+            )
             return f"{prefix} {t.name or '<anon>'}"
         if t.kind == _FUNC_PROTO:
             return "fn"
@@ -240,14 +267,22 @@ class Btf:
             t = self._types[tid]
         if t.kind != _FUNC_PROTO:
             raise BtfError(f"{self.source}: btf_trace_{tracepoint} is not a function pointer")
-        params = [self.type_name(struct.unpack_from("<II", self._types_blob, t.data + 8 * i)[1])
-                  for i in range(t.vlen)]
+        params = [
+            self.type_name(struct.unpack_from("<II", self._types_blob, t.data + 8 * i)[1])
+            for i in range(t.vlen)
+        ]
         return params[1:]  # the first parameter is the tracepoint's private data
 
 
 def _kind_name(kind: int) -> str:
-    return {_STRUCT: "struct", _UNION: "union", _TYPEDEF: "typedef", _ENUM: "enum",
-            _ENUM64: "enum64", _FWD: "forward declaration"}.get(kind, f"kind {kind}")
+    return {
+        _STRUCT: "struct",
+        _UNION: "union",
+        _TYPEDEF: "typedef",
+        _ENUM: "enum",
+        _ENUM64: "enum64",
+        _FWD: "forward declaration",
+    }.get(kind, f"kind {kind}")
 
 
 def load(path: str | Path = DEFAULT_BTF) -> Btf:
@@ -256,9 +291,11 @@ def load(path: str | Path = DEFAULT_BTF) -> Btf:
     try:
         blob = p.read_bytes()
     except FileNotFoundError:
-        raise BtfError(f"kernel BTF not found at {p}: the kernel must be built with "
-                       "CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4 "
-                       "are)") from None
+        raise BtfError(
+            f"kernel BTF not found at {p}: the kernel must be built with "
+            "CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4 "
+            "are)"
+        ) from None
     except PermissionError:
         raise BtfError(f"cannot read kernel BTF at {p}: permission denied (run as root)") from None
     except OSError as exc:

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-__all__ = ["CgroupPaths", "ContainerRef", "find_cgroup2_mount", "parse_cgroup_path", "pid_cgroup_path"]
+__all__ = [
+    "CgroupPaths",
+    "ContainerRef",
+    "find_cgroup2_mount",
+    "parse_cgroup_path",
+    "pid_cgroup_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +207,9 @@ class CgroupPaths:
                 paths[entry.inode()] = child
                 stack.append((entry.path, child))
         if truncated and not self.truncated:
-            log.warning("cgroup walk of %s stopped at %d cgroups (max_entries)", self.root, self.max_entries)
+            log.warning(
+                "cgroup walk of %s stopped at %d cgroups (max_entries)", self.root, self.max_entries
+            )
         self.truncated = truncated
         self._paths = paths
         self._last_scan = self._clock()
@@ -209,4 +217,6 @@ class CgroupPaths:
         return len(paths)
 
     def _may_rescan(self) -> bool:
-        return self._last_scan is None or self._clock() - self._last_scan >= self.min_rescan_interval
+        return (
+            self._last_scan is None or self._clock() - self._last_scan >= self.min_rescan_interval
+        )

@@ -15,8 +15,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CONSUMED_NAMES", "DEFAULT_TRACEFS", "Field", "TracepointFormat", "find_tracefs",
-           "load_drop_reasons", "parse_drop_reasons", "reason_name"]
+__all__ = [
+    "CONSUMED_NAMES",
+    "DEFAULT_TRACEFS",
+    "Field",
+    "TracepointFormat",
+    "find_tracefs",
+    "load_drop_reasons",
+    "parse_drop_reasons",
+    "reason_name",
+]
 
 DEFAULT_TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
@@ -25,7 +33,9 @@ CONSUMED_NAMES = frozenset({"NOT_DROPPED_YET", "CONSUMED", "SKB_CONSUMED"})
 
 _FIELD_RE = re.compile(
     r"^\s*field:(?P<decl>[^;]+);\s*offset:(?P<offset>\d+);\s*size:(?P<size>\d+);"
-    r"\s*signed:(?P<signed>-?\d+);", re.MULTILINE)
+    r"\s*signed:(?P<signed>-?\d+);",
+    re.MULTILINE,
+)
 _SYMBOL_RE = re.compile(r"\{\s*([^,{}]+?)\s*,\s*\"([^\"]*)\"\s*\}")
 
 
@@ -61,11 +71,16 @@ class TracepointFormat:
         for m in _FIELD_RE.finditer(text):
             decl = m.group("decl").strip()
             fname = re.sub(r"\[.*$", "", decl).split()[-1].lstrip("*")
-            fields[fname] = Field(fname, decl, int(m.group("offset")), int(m.group("size")),
-                                  m.group("signed") == "1")
+            fields[fname] = Field(
+                fname, decl, int(m.group("offset")), int(m.group("size")), m.group("signed") == "1"
+            )
         pf = re.search(r"^print fmt:\s*(.*)$", text, re.MULTILINE | re.DOTALL)
-        return cls(name_m.group(1) if name_m else "", int(id_m.group(1)) if id_m else 0,
-                   fields, pf.group(1).strip() if pf else "")
+        return cls(
+            name_m.group(1) if name_m else "",
+            int(id_m.group(1)) if id_m else 0,
+            fields,
+            pf.group(1).strip() if pf else "",
+        )
 
     @classmethod
     def read(cls, system: str, event: str, tracefs: Path | None = None) -> TracepointFormat:
@@ -79,8 +94,12 @@ class TracepointFormat:
         """``{value: name}`` of ``__print_symbolic(REC-><field_name>, ...)`` in the print
         format; entries whose value is not a number (an unresolved enum) are skipped."""
         out: dict[int, str] = {}
-        for start in (m.end() for m in re.finditer(
-                r"__print_symbolic\(\s*REC->" + re.escape(field_name) + r"\s*,", self.print_fmt)):
+        for start in (
+            m.end()
+            for m in re.finditer(
+                r"__print_symbolic\(\s*REC->" + re.escape(field_name) + r"\s*,", self.print_fmt
+            )
+        ):
             depth, i = 1, start
             while i < len(self.print_fmt) and depth:
                 ch = self.print_fmt[i]

@@ -18,8 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Conn", "ConnectionClosed", "ConnectionOpened", "KernelEvent", "PacketDropped",
-           "ProbeStats", "TcpReset", "UdpTraffic"]
+__all__ = [
+    "Conn",
+    "ConnectionClosed",
+    "ConnectionOpened",
+    "KernelEvent",
+    "PacketDropped",
+    "ProbeStats",
+    "TcpReset",
+    "UdpTraffic",
+]
 
 #: Which end started the connection, as seen by the socket that reports it.
 Role = Literal["client", "server"]

@@ -41,13 +41,20 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import orjson
 
-from netwarden.bpf.events import (Conn, ConnectionClosed, ConnectionOpened, KernelEvent,
-                                  PacketDropped, TcpReset, UdpTraffic)
+from netwarden.bpf.events import (
+    Conn,
+    ConnectionClosed,
+    ConnectionOpened,
+    KernelEvent,
+    PacketDropped,
+    TcpReset,
+    UdpTraffic,
+)
 
 __all__ = ["EndpointResolver", "FlowMapper"]
 
@@ -67,8 +74,13 @@ _STATS: Final = "\x00stats"
 _TIME: Final = "\x00time"
 _UUID: Final = "\x00uuid"
 _HOLE = re.compile(rb'"\\u0000([a-z]+)"')
-_HOLE_FORMATS: Final = {b"sport": b"%d", b"dport": b"%d", b"stats": b"%s", b"time": b'"%s"',
-                         b"uuid": b'"{uuid}%012x"'}
+_HOLE_FORMATS: Final = {
+    b"sport": b"%d",
+    b"dport": b"%d",
+    b"stats": b"%s",
+    b"time": b'"%s"',
+    b"uuid": b'"{uuid}%012x"',
+}
 #: netwarden's field of a connection's close in its usual form: bytes both ways and duration,
 #: no retransmits, then the process (other forms go through the general path, _Stats.of)
 _CLOSE_STATS: Final = b'{"bytes_sent":%d,"bytes_received":%d,"duration_ns":%d,%s}'
@@ -134,8 +146,9 @@ class _Clock:
         if stamp is None:
             if len(self._stamps) > 8:
                 self._stamps.clear()
-            stamp = self._stamps[seconds] = datetime.fromtimestamp(
-                seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S").encode()
+            stamp = self._stamps[seconds] = (
+                datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S").encode()
+            )
         return b"%s.%09dZ" % (stamp, nanos)
 
 
@@ -154,16 +167,20 @@ class _Stats:
         key = (event.pid, event.comm, event.netns, event.cgroup_id)
         found = self._processes.get(key)
         if found is None:
-            members = {name: value for name, value in zip(
-                ("pid", "comm", "netns", "cgroup_id"), key) if value}
+            members = {
+                name: value
+                for name, value in zip(("pid", "comm", "netns", "cgroup_id"), key)
+                if value
+            }
             found = self._processes[key] = orjson.dumps(members)[1:-1]
         return found
 
     def of(self, event: Any, **counts: int) -> bytes:
         """The whole field: ``counts`` (the non-zero ones, in order), then the process."""
-        members = b",".join([b'"%s":%d' % (name.encode(), value)
-                             for name, value in counts.items() if value]
-                            + [part for part in (self.process(event),) if part])
+        members = b",".join(
+            [b'"%s":%d' % (name.encode(), value) for name, value in counts.items() if value]
+            + [part for part in (self.process(event),) if part]
+        )
         return b"{%s}" % members
 
     def close(self, event: Any, sent: int, received: int) -> bytes:
@@ -172,8 +189,13 @@ class _Stats:
         process = self.process(event)
         if sent and received and event.duration_ns and not event.retransmits and process:
             return _CLOSE_STATS % (sent, received, event.duration_ns, process)
-        return self.of(event, bytes_sent=sent, bytes_received=received,
-                       duration_ns=event.duration_ns, retransmits=event.retransmits)
+        return self.of(
+            event,
+            bytes_sent=sent,
+            bytes_received=received,
+            duration_ns=event.duration_ns,
+            retransmits=event.retransmits,
+        )
 
 
 def _ports(conn: Conn, local_is_client: bool) -> tuple[int, int]:
@@ -201,8 +223,12 @@ class FlowMapper:
         self._templates: dict[tuple[Any, ...], tuple[bytes, ...]] = {}
         self._second = -1
         self._render: dict[type, Callable[[Any], list[bytes]]] = {
-            ConnectionOpened: self._opened, ConnectionClosed: self._closed,
-            TcpReset: self._reset, UdpTraffic: self._udp, PacketDropped: self._dropped}
+            ConnectionOpened: self._opened,
+            ConnectionClosed: self._closed,
+            TcpReset: self._reset,
+            UdpTraffic: self._udp,
+            PacketDropped: self._dropped,
+        }
 
     def lines(self, event: KernelEvent) -> list[bytes]:
         """The flows one event stands for (in time order), as JSON lines (newline-ended)."""
@@ -222,8 +248,15 @@ class FlowMapper:
         """What a socket event's templates depend on: its own end (network namespace, cgroup,
         or pid when there is no cgroup) and the connection's addresses."""
         conn = event.conn
-        return (event.netns, event.cgroup_id, event.pid if not event.cgroup_id else 0,
-                conn.protocol, conn.family, conn.local_addr, conn.remote_addr)
+        return (
+            event.netns,
+            event.cgroup_id,
+            event.pid if not event.cgroup_id else 0,
+            conn.protocol,
+            conn.family,
+            conn.local_addr,
+            conn.remote_addr,
+        )
 
     def _local(self, event: Any) -> dict[str, Any]:
         return _endpoint(self.resolver.local(event.netns, event.cgroup_id, event.pid))
@@ -240,14 +273,16 @@ class FlowMapper:
             self._templates.clear()
             self._stats.clear()
 
-    def _shapes(self, key: tuple[Any, ...],
-                build: Callable[[], tuple[Shape, ...]]) -> tuple[bytes, ...]:
+    def _shapes(
+        self, key: tuple[Any, ...], build: Callable[[], tuple[Shape, ...]]
+    ) -> tuple[bytes, ...]:
         """The templates of one kind of flow between given ends (built on first use)."""
         found = self._templates.get(key)
         if found is None:
             found = self._templates[key] = tuple(
                 _template(self._envelope(body), holes + _ENVELOPE_HOLES, self._uuid_prefix)
-                for body, holes in build())
+                for body, holes in build()
+            )
         return found
 
     def _envelope(self, body: Body) -> dict[str, Any]:
@@ -270,10 +305,14 @@ class FlowMapper:
             direction, point, sub_type = "INGRESS", "TO_ENDPOINT", _TO_ENDPOINT_SUBTYPE
         return {
             "verdict": "FORWARDED",
-            "IP": {"source": src[0], "destination": dst[0],
-                   "ipVersion": "IPv4" if conn.family == 4 else "IPv6"},
+            "IP": {
+                "source": src[0],
+                "destination": dst[0],
+                "ipVersion": "IPv4" if conn.family == 4 else "IPv6",
+            },
             "l4": {conn.protocol: {"source_port": _SPORT, "destination_port": _DPORT}},
-            "source": src[1], "destination": dst[1],
+            "source": src[1],
+            "destination": dst[1],
             "Type": "L3_L4",
             "event_type": {"type": _TRACE, "sub_type": sub_type},
             "traffic_direction": direction,
@@ -281,8 +320,15 @@ class FlowMapper:
             "is_reply": False,
         }
 
-    def _flow(self, event: Any, local_is_client: bool, flags: dict[str, bool] | None,
-              *, reply: bool = False, stats: bool = True) -> Shape:
+    def _flow(
+        self,
+        event: Any,
+        local_is_client: bool,
+        flags: dict[str, bool] | None,
+        *,
+        reply: bool = False,
+        stats: bool = True,
+    ) -> Shape:
         """One oriented flow (a reply: the other way), TCP ``flags`` if given, with netwarden's
         field unless ``stats`` is false."""
         body = self._oriented(event, event.conn, local_is_client)
@@ -300,23 +346,32 @@ class FlowMapper:
     # -- one kind of event each ------------------------------------------------------------------
     def _opened(self, e: ConnectionOpened) -> list[bytes]:
         client = e.role == "client"
-        syn, answer = self._shapes(("open", client, *self._ends(e)), lambda: (
-            self._flow(e, client, {"SYN": True}),
-            self._flow(e, client, {"SYN": True, "ACK": True}, reply=True, stats=False)))
+        syn, answer = self._shapes(
+            ("open", client, *self._ends(e)),
+            lambda: (
+                self._flow(e, client, {"SYN": True}),
+                self._flow(e, client, {"SYN": True, "ACK": True}, reply=True, stats=False),
+            ),
+        )
         sport, dport = _ports(e.conn, client)
         when = self._clock.rfc3339(e.time_ns)
         n = self._flow_no = self._flow_no + 2
-        return [syn % (sport, dport, b"{%s}" % self._stats.process(e), when, n - 1, when),
-                answer % (dport, sport, when, n, when)]
+        return [
+            syn % (sport, dport, b"{%s}" % self._stats.process(e), when, n - 1, when),
+            answer % (dport, sport, when, n, when),
+        ]
 
     def _closed(self, e: ConnectionClosed) -> list[bytes]:
         client = e.role == "client"
         conn = e.conn
         flags = {"FIN": True, "ACK": True} if e.established else {"SYN": True}
-        (fin,) = self._shapes(("close", client, e.established, *self._ends(e)),
-                              lambda: (self._flow(e, client, flags),))
-        sent, received = (e.bytes_sent, e.bytes_received) if client \
-            else (e.bytes_received, e.bytes_sent)
+        (fin,) = self._shapes(
+            ("close", client, e.established, *self._ends(e)),
+            lambda: (self._flow(e, client, flags),),
+        )
+        sent, received = (
+            (e.bytes_sent, e.bytes_received) if client else (e.bytes_received, e.bytes_sent)
+        )
         sport, dport = _ports(conn, client)
         when = self._clock.rfc3339(e.time_ns)
         n = self._flow_no = self._flow_no + 1
@@ -331,8 +386,10 @@ class FlowMapper:
             # to the peer's attempt; from an open socket, an abort from our end
             reply = e.pid == 0 and e.cgroup_id == 0
             client = not reply
-        (rst,) = self._shapes(("reset", client, reply, *self._ends(e)),
-                              lambda: (self._flow(e, client, {"RST": True}, reply=reply),))
+        (rst,) = self._shapes(
+            ("reset", client, reply, *self._ends(e)),
+            lambda: (self._flow(e, client, {"RST": True}, reply=reply),),
+        )
         sport, dport = _ports(conn, client)
         if reply:
             sport, dport = dport, sport
@@ -343,16 +400,23 @@ class FlowMapper:
     def _udp(self, e: UdpTraffic) -> list[bytes]:
         conn = e.conn
         client = conn.remote_port < conn.local_port or (
-            conn.remote_port == conn.local_port and e.datagrams_sent >= e.datagrams_received)
-        (flow,) = self._shapes(("udp", client, *self._ends(e)),
-                               lambda: (self._flow(e, client, None),))
+            conn.remote_port == conn.local_port and e.datagrams_sent >= e.datagrams_received
+        )
+        (flow,) = self._shapes(
+            ("udp", client, *self._ends(e)), lambda: (self._flow(e, client, None),)
+        )
         if client:
             counts = (e.bytes_sent, e.bytes_received, e.datagrams_sent, e.datagrams_received)
         else:
             counts = (e.bytes_received, e.bytes_sent, e.datagrams_received, e.datagrams_sent)
-        stats = self._stats.of(e, bytes_sent=counts[0], bytes_received=counts[1],
-                               packets_sent=counts[2], packets_received=counts[3],
-                               duration_ns=max(e.time_ns - e.first_ns, 0))
+        stats = self._stats.of(
+            e,
+            bytes_sent=counts[0],
+            bytes_received=counts[1],
+            packets_sent=counts[2],
+            packets_received=counts[3],
+            duration_ns=max(e.time_ns - e.first_ns, 0),
+        )
         sport, dport = _ports(conn, client)
         when = self._clock.rfc3339(e.time_ns)
         n = self._flow_no = self._flow_no + 1
@@ -370,8 +434,11 @@ class FlowMapper:
             }
             holes: tuple[str, ...] = ("stats",)
             if conn is not None:
-                body["IP"] = {"source": conn.local_addr, "destination": conn.remote_addr,
-                              "ipVersion": "IPv4" if conn.family == 4 else "IPv6"}
+                body["IP"] = {
+                    "source": conn.local_addr,
+                    "destination": conn.remote_addr,
+                    "ipVersion": "IPv4" if conn.family == 4 else "IPv6",
+                }
                 body["l4"] = {conn.protocol: {"source_port": _SPORT, "destination_port": _DPORT}}
                 body["source"] = self._remote(conn.local_addr)
                 body["destination"] = self._remote(conn.remote_addr)
@@ -389,19 +456,24 @@ class FlowMapper:
         if conn is None:
             (flow,) = self._shapes(("drop",), build)
             return [flow % (orjson.dumps(stats), when, n, when)]
-        (flow,) = self._shapes(("drop", conn.protocol, conn.family, conn.local_addr,
-                                conn.remote_addr), build)
+        (flow,) = self._shapes(
+            ("drop", conn.protocol, conn.family, conn.local_addr, conn.remote_addr), build
+        )
         return [flow % (conn.local_port, conn.remote_port, orjson.dumps(stats), when, n, when)]
 
 
 def _reversed(body: Body) -> Body:
     """The same flow in the other direction, as a reply (responder to initiator)."""
     out = dict(body)
-    out["IP"] = {**body["IP"], "source": body["IP"]["destination"],
-                 "destination": body["IP"]["source"]}
-    (proto, ports), = body["l4"].items()
-    out["l4"] = {proto: {"source_port": ports["destination_port"],
-                         "destination_port": ports["source_port"]}}
+    out["IP"] = {
+        **body["IP"],
+        "source": body["IP"]["destination"],
+        "destination": body["IP"]["source"],
+    }
+    ((proto, ports),) = body["l4"].items()
+    out["l4"] = {
+        proto: {"source_port": ports["destination_port"], "destination_port": ports["source_port"]}
+    }
     out["source"], out["destination"] = body["destination"], body["source"]
     out["is_reply"] = True
     out.pop("netwarden", None)

@@ -109,15 +109,32 @@ class EndpointResolver(Protocol):
 # Cilium's default identity-relevant label filter (pkg/labelsfilter, defaultLabelPrefixCfg):
 # regular expressions matched at the start of a label's key; a key is kept unless an ignore
 # pattern matches it and no include pattern matches a longer part of it.
-_INCLUDE_LABELS: Final = tuple(re.compile(re.escape(prefix)) for prefix in (
-    "io.kubernetes.pod.namespace", "io.cilium.k8s.namespace.labels", "app.kubernetes.io",
-    "io.cilium.k8s.policy.cluster"))
-_IGNORE_LABELS: Final = tuple(re.compile(pattern) for pattern in (
-    r"io\.kubernetes", r"kubernetes\.io", re.escape("statefulset.kubernetes.io/pod-name"),
-    re.escape("apps.kubernetes.io/pod-index"),
-    re.escape("batch.kubernetes.io/job-completion-index"), r".*beta\.kubernetes\.io",
-    r"k8s\.io", r"pod-template-generation", r"pod-template-hash",
-    r"controller-revision-hash", r"annotation.*", r"etcd_node"))
+_INCLUDE_LABELS: Final = tuple(
+    re.compile(re.escape(prefix))
+    for prefix in (
+        "io.kubernetes.pod.namespace",
+        "io.cilium.k8s.namespace.labels",
+        "app.kubernetes.io",
+        "io.cilium.k8s.policy.cluster",
+    )
+)
+_IGNORE_LABELS: Final = tuple(
+    re.compile(pattern)
+    for pattern in (
+        r"io\.kubernetes",
+        r"kubernetes\.io",
+        re.escape("statefulset.kubernetes.io/pod-name"),
+        re.escape("apps.kubernetes.io/pod-index"),
+        re.escape("batch.kubernetes.io/job-completion-index"),
+        r".*beta\.kubernetes\.io",
+        r"k8s\.io",
+        r"pod-template-generation",
+        r"pod-template-hash",
+        r"controller-revision-hash",
+        r"annotation.*",
+        r"etcd_node",
+    )
+)
 
 
 def identity_relevant(key: str) -> bool:
@@ -128,6 +145,8 @@ def identity_relevant(key: str) -> bool:
         return True
     included = max((m.end() for p in _INCLUDE_LABELS if (m := p.match(key))), default=0)
     return included > ignored
+
+
 #: Cilium's own label keys: a pod's labels may not set them (its namespace's labels, its policy
 #: labels); Cilium drops them from the pod's labels before adding its own
 CILIUM_LABEL_PREFIX: Final = "io.cilium.k8s"
@@ -183,7 +202,10 @@ def netns_endpoint(inode: int, name: str | None = None) -> EndpointInfo:
     A namespace created with ``ip netns add NAME`` is called by that name (stable across
     re-creation, unlike its inode, so baselines survive); others ``netns-<inode>``.
     """
-    labels = [_label("k8s", "io.kubernetes.pod.namespace", NETNS_NAMESPACE), f"netwarden:netns={inode}"]
+    labels = [
+        _label("k8s", "io.kubernetes.pod.namespace", NETNS_NAMESPACE),
+        f"netwarden:netns={inode}",
+    ]
     if name:
         labels.append(f"netwarden:netns-name={name}")
     return EndpointInfo(0, NETNS_NAMESPACE, name or f"netns-{inode}", tuple(sorted(labels)))
@@ -315,7 +337,9 @@ class _Cache:
             return None
         return hit[2]
 
-    def put(self, key: Any, generation: Any, value: EndpointInfo, expires: float | None = None) -> EndpointInfo:
+    def put(
+        self, key: Any, generation: Any, value: EndpointInfo, expires: float | None = None
+    ) -> EndpointInfo:
         if len(self._data) >= self.size and key not in self._data:
             del self._data[next(iter(self._data))]  # oldest first
         self._data[key] = (generation, expires, value)
@@ -361,7 +385,9 @@ class IdentityResolver:
         self.refresh_interval = refresh_interval
         self._clock = clock
         self._host_source = host_addresses
-        self._host_addrs = frozenset() if callable(host_addresses) else frozenset(_norm(host_addresses))
+        self._host_addrs = (
+            frozenset() if callable(host_addresses) else frozenset(_norm(host_addresses))
+        )
         self._lock = threading.RLock()
         self._local = _Cache(cache_size)
         self._remote = _Cache(cache_size)
@@ -452,7 +478,11 @@ class IdentityResolver:
             path = pid_cgroup_path(pid, self.proc)
         if path is not None:
             ref = parse_cgroup_path(path)
-            pod = self.pods.by_uid(ref.pod_uid) if ref and ref.pod_uid and self.pods is not None else None
+            pod = (
+                self.pods.by_uid(ref.pod_uid)
+                if ref and ref.pod_uid and self.pods is not None
+                else None
+            )
             if pod is not None:
                 # Cilium gives a host-network pod no endpoint: its traffic is the host's
                 return (HOST if pod.host_network else self._pod_endpoint(pod)), False
@@ -463,7 +493,12 @@ class IdentityResolver:
         if netns not in self._names and netns != self.host_netns:
             self.refresh()  # a namespace created since: learn its name
         found = self._netns_identity(netns)
-        if netns != self.host_netns and pid and netns not in self._pids and len(self._pids) < self.max_netns:
+        if (
+            netns != self.host_netns
+            and pid
+            and netns not in self._pids
+            and len(self._pids) < self.max_netns
+        ):
             self._pids[netns] = pid  # to read its addresses: a peer may connect to them
             self._read_addresses(netns)
         return found, provisional or (netns != self.host_netns and netns not in self._names)
@@ -476,7 +511,9 @@ class IdentityResolver:
             return HOST
         return netns_endpoint(netns, name)
 
-    def _resolve_remote(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address, key: str) -> EndpointInfo | None:
+    def _resolve_remote(
+        self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address, key: str
+    ) -> EndpointInfo | None:
         if self.pods is not None and (pod := self.pods.by_ip(key)) is not None:
             return self._pod_endpoint(pod)
         if self.identity_map is not None and (entry := self.identity_map.by_ip(addr)) is not None:
@@ -512,7 +549,11 @@ class IdentityResolver:
         """Re-read namespace names, their addresses and the host's; False when rate-limited."""
         with self._lock:
             now = self._clock()
-            if not force and self._last_refresh is not None and now - self._last_refresh < self.refresh_interval:
+            if (
+                not force
+                and self._last_refresh is not None
+                and now - self._last_refresh < self.refresh_interval
+            ):
                 return False
             self._last_refresh = now
             self.refreshes += 1
@@ -615,6 +656,7 @@ def open_resolver(*, identity_map: str | Path | None = None, kubernetes: str = "
     namespaces: NamespaceWatch | None = None
     nodes: NodeWatch | None = None
     if api is not None:
+
         def warn(text: str) -> None:
             log(f"netwarden agent: {text}")
 
@@ -624,7 +666,10 @@ def open_resolver(*, identity_map: str | Path | None = None, kubernetes: str = "
         deadline = time.monotonic() + sync_timeout
         where = f"node {node_name}" if node_name else "the cluster"
         pending: list[tuple[ListWatch[Any] | None, str]] = [
-            (watch, f"pods of {where}"), (namespaces, "namespaces"), (nodes, "nodes")]
+            (watch, f"pods of {where}"),
+            (namespaces, "namespaces"),
+            (nodes, "nodes"),
+        ]
         for started, what in pending:
             if started is None:
                 continue

@@ -55,7 +55,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME: Final = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_SUBDOMAIN: Final = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _SOURCE: Final = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
@@ -67,7 +69,7 @@ def _network(value: Any) -> Network:
     if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
         return value
     if not isinstance(value, str):
-        raise ValueError(f"expected an address or CIDR as text, got {value!r}")  # noqa: TRY004 (pydantic wants ValueError)
+        raise ValueError(f"expected an address or CIDR as text, got {value!r}")
     try:
         return ipaddress.ip_network(value.strip(), strict=True)
     except ValueError as exc:
@@ -195,7 +197,9 @@ class IdentityMap:
                 self._claim(table, int(net.network_address), entry, where, f"address {net}")
         self._prefix_order = sorted(self._nets, key=lambda k: -k[1])
 
-    def _claim(self, table: dict[Any, MapEntry], key: Any, entry: MapEntry, where: str, what: str) -> None:
+    def _claim(
+        self, table: dict[Any, MapEntry], key: Any, entry: MapEntry, where: str, what: str
+    ) -> None:
         if key in table:
             first = self.entries.index(table[key])
             raise IdentityMapError(f"{self.source}: {where}: {what} is already claimed by "
@@ -238,7 +242,9 @@ class IdentityMap:
             try:
                 entries.append(MapEntry.model_validate(raw))
             except ValidationError as exc:
-                raise IdentityMapError(f"{source}: {_describe(index, name)}: {_explain(exc)}") from None
+                raise IdentityMapError(
+                    f"{source}: {_describe(index, name)}: {_explain(exc)}"
+                ) from None
         return cls(entries, source)
 
     # ----------------------------------------------------------------- lookups

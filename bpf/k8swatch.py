@@ -140,7 +140,9 @@ class ListWatch(ABC, Generic[T]):
     def start(self) -> Self:
         if self._thread is not None:
             raise RuntimeError(f"this {type(self).__name__} was already started")
-        self._thread = threading.Thread(target=self._run, name=f"netwarden-{self.resource}-watch", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"netwarden-{self.resource}-watch", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -191,7 +193,7 @@ class ListWatch(ABC, Generic[T]):
                     delay = self.backoff_max  # RBAC changes are rare: ask again now and then
                 else:
                     self._failed(f"{exc.status} {exc.reason}")
-            except Exception as exc:  # noqa: BLE001 - refused/reset connections, timeouts, bad JSON: retry all
+            except Exception as exc:
                 if self._stop.is_set():
                     break
                 self._failed(f"{type(exc).__name__}: {exc}")  # resume from the last version seen
@@ -295,7 +297,9 @@ class ListWatch(ABC, Generic[T]):
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise _Expired(obj.get("message", "410 Gone"))
-            raise k8s.ApiException(status=obj.get("code", 0), reason=f"{obj.get('reason')}: {obj.get('message')}")
+            raise k8s.ApiException(
+                status=obj.get("code", 0), reason=f"{obj.get('reason')}: {obj.get('message')}"
+            )
         self.stats.events += 1
         if kind in ("ADDED", "MODIFIED"):
             self._upsert(self._decode(obj))

@@ -106,8 +106,9 @@ _EVENT = struct.Struct("<3Q3I2H5B3x16s16s16s")
 _TCP_CONN = struct.Struct("<7Q3I2H16s16s5B3x16s")
 _TCP_WAYS = 8  # TCP_WAYS in probes.c
 #: the field of a tcp_conns slot the sweep filters on (after the keys), at its offset in _TCP_CONN
-_TCP_DTYPE = np.dtype({"names": ["established"], "formats": ["u1"], "offsets": [105],
-                       "itemsize": _TCP_CONN.size})
+_TCP_DTYPE = np.dtype(
+    {"names": ["established"], "formats": ["u1"], "offsets": [105], "itemsize": _TCP_CONN.size}
+)
 _UDP_KEY = struct.Struct("<QIHHB7x16s")
 _UDP_VAL = struct.Struct("<4Q2I16s")
 _OWNER = struct.Struct("<QI4x16s")
@@ -124,13 +125,15 @@ _V4MAPPED = b"\0" * 10 + b"\xff\xff"
 #: tracepoint -> (C function, fields the C program reads; optional ones may be absent)
 _TRACEPOINTS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("tcp", "tcp_retransmit_skb"): ("on_tcp_retransmit_skb", ("skaddr",)),
-    ("tcp", "tcp_receive_reset"): ("on_tcp_receive_reset", (
-        "skaddr", "sport", "dport", "family", "saddr", "daddr", "saddr_v6", "daddr_v6")),
-    ("tcp", "tcp_send_reset"): ("on_tcp_send_reset", (
-        "skbaddr", "skaddr", "saddr", "daddr", "sport", "dport", "family", "saddr_v6",
-        "daddr_v6")),
-    ("skb", "kfree_skb"): ("on_kfree_skb", ("skbaddr", "location", "protocol", "reason",
-                                            "rx_sk")),
+    ("tcp", "tcp_receive_reset"): (
+        "on_tcp_receive_reset",
+        ("skaddr", "sport", "dport", "family", "saddr", "daddr", "saddr_v6", "daddr_v6"),
+    ),
+    ("tcp", "tcp_send_reset"): (
+        "on_tcp_send_reset",
+        ("skbaddr", "skaddr", "saddr", "daddr", "sport", "dport", "family", "saddr_v6", "daddr_v6"),
+    ),
+    ("skb", "kfree_skb"): ("on_kfree_skb", ("skbaddr", "location", "protocol", "reason", "rx_sk")),
 }
 #: raw tracepoint -> C function (argument types: preflight.RAW_TRACEPOINT_ARGS)
 _RAW_TRACEPOINTS: dict[str, str] = {
@@ -182,8 +185,7 @@ def tracepoint_struct(cname: str, fmt: TracepointFormat, wanted: Iterable[str]) 
     signedness (arrays as ``u8[]``, pointers as ``u64``), so no kernel header type (e.g.
     ``enum skb_drop_reason``) is needed. Offsets are asserted at compile time.
     """
-    fields = sorted((fmt.fields[n] for n in set(wanted) if n in fmt.fields),
-                    key=lambda f: f.offset)
+    fields = sorted((fmt.fields[n] for n in set(wanted) if n in fmt.fields), key=lambda f: f.offset)
     lines, pos = [f"struct {cname} {{"], 0
     for i, f in enumerate(fields):
         if f.offset < pos:
@@ -198,8 +200,11 @@ def tracepoint_struct(cname: str, fmt: TracepointFormat, wanted: Iterable[str]) 
             lines.append(f"    {_c_scalar(f.size, f.signed and '*' not in f.decl)} {f.name};")
         pos = f.offset + f.size
     lines.append("};")
-    lines += [f"_Static_assert(__builtin_offsetof(struct {cname}, {f.name}) == {f.offset}, "
-              f"\"{fmt.name}.{f.name}\");" for f in fields]
+    lines += [
+        f"_Static_assert(__builtin_offsetof(struct {cname}, {f.name}) == {f.offset}, "
+        f'"{fmt.name}.{f.name}");'
+        for f in fields
+    ]
     return "\n".join(lines)
 
 
@@ -211,12 +216,16 @@ def _skc_v4_span(offsets: dict[str, int]) -> int:
     probes.c reads in one go. Refused when they are not all in a short span after it."""
     base = offsets["OFF_SKC_DADDR"]
     span = offsets["OFF_SKC_NUM"] + 2 - base
-    inside = all(0 <= offsets[m] - base and offsets[m] - base + size <= span
-                 for m, size in (("OFF_SKC_RCV_SADDR", 4), ("OFF_SKC_DPORT", 2)))
+    inside = all(
+        offsets[m] - base >= 0 and offsets[m] - base + size <= span
+        for m, size in (("OFF_SKC_RCV_SADDR", 4), ("OFF_SKC_DPORT", 2))
+    )
     if not (0 < span <= _SKC_V4_SPAN_MAX and inside):
-        raise AgentUnavailable(f"struct sock_common has an unexpected layout (addresses and "
-                               f"ports not within {_SKC_V4_SPAN_MAX} bytes from skc_daddr): "
-                               f"this kernel is not supported")
+        raise AgentUnavailable(
+            f"struct sock_common has an unexpected layout (addresses and "
+            f"ports not within {_SKC_V4_SPAN_MAX} bytes from skc_daddr): "
+            f"this kernel is not supported"
+        )
     return span
 
 
@@ -267,19 +276,28 @@ class KernelProbes:
     (ring buffer full, perf lost samples, UDP map full), ``counters`` details them.
     """
 
-    def __init__(self, *, udp_flush_interval: float = 1.0, ring_pages: int = 256,
-                 use_ringbuf: bool | None = None, ignore_netns: Iterable[int] = (),
-                 ignore_ports: Iterable[int] = (),
-                 ignore_drop_reasons: Iterable[str] = DEFAULT_IGNORED_DROPS,
-                 tcp_bytes: Literal["auto", "tracepoint", "btf"] = "auto",
-                 drop_hook: Literal["auto", "raw", "tracepoint"] = "auto",
-                 max_tcp: int = 131072, max_udp: int = 16384,
-                 udp_peers: bool = True, cgroup_root: str | Path | None = None,
-                 closed_slots: int | None = None, env: Environment | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        udp_flush_interval: float = 1.0,
+        ring_pages: int = 256,
+        use_ringbuf: bool | None = None,
+        ignore_netns: Iterable[int] = (),
+        ignore_ports: Iterable[int] = (),
+        ignore_drop_reasons: Iterable[str] = DEFAULT_IGNORED_DROPS,
+        tcp_bytes: Literal["auto", "tracepoint", "btf"] = "auto",
+        drop_hook: Literal["auto", "raw", "tracepoint"] = "auto",
+        max_tcp: int = 131072,
+        max_udp: int = 16384,
+        udp_peers: bool = True,
+        cgroup_root: str | Path | None = None,
+        closed_slots: int | None = None,
+        env: Environment | None = None,
+    ) -> None:
         self.env = env or check()
         try:
             import bcc
-        except Exception as exc:  # noqa: BLE001 - ImportError or OSError (libbcc); preflight checked
+        except Exception as exc:
             raise AgentUnavailable(f"BCC is not importable: {exc}") from None
         if ring_pages & (ring_pages - 1):
             raise ValueError("ring_pages must be a power of two")
@@ -287,9 +305,15 @@ class KernelProbes:
             raise ValueError(f"max_tcp must be a power of two, at least {_TCP_WAYS}")
         self.max_tcp = max_tcp
         self.stats = ProbeStats()
-        self.counters: dict[str, int] = {"output_failed": 0, "perf_lost": 0, "udp_map_full": 0,
-                                         "tcp_tracked": 0, "tcp_table_full": 0,
-                                         "closed_overwritten": 0, "program_misses": 0}
+        self.counters: dict[str, int] = {
+            "output_failed": 0,
+            "perf_lost": 0,
+            "udp_map_full": 0,
+            "tcp_tracked": 0,
+            "tcp_table_full": 0,
+            "closed_overwritten": 0,
+            "program_misses": 0,
+        }
         self.udp_flush_interval = udp_flush_interval
         self._ignore_netns = frozenset(ignore_netns)
         self._ignore_ports = frozenset(ignore_ports)
@@ -311,24 +335,29 @@ class KernelProbes:
         formats = self.env.formats
         have_length = all(k in formats for k in _SOCK_LENGTH)
         if tcp_bytes == "tracepoint" and not have_length:
-            raise AgentUnavailable("tcp_bytes='tracepoint' needs sock:sock_send_length and "
-                                   "sock:sock_recv_length (Linux >= 6.3)")
-        self.tcp_bytes_source = ("btf" if tcp_bytes == "btf" or not have_length
-                                 else "tracepoint")
+            raise AgentUnavailable(
+                "tcp_bytes='tracepoint' needs sock:sock_send_length and "
+                "sock:sock_recv_length (Linux >= 6.3)"
+            )
+        self.tcp_bytes_source = "btf" if tcp_bytes == "btf" or not have_length else "tracepoint"
         # udp_peers: the cgroup hooks that tell unconnected UDP sockets' peers (module docstring)
         cgroup_dir = None
         if udp_peers and have_length:
             from .cgroups import find_cgroup2_mount
+
             cgroup_dir = Path(cgroup_root) if cgroup_root else find_cgroup2_mount()
             if cgroup_root and not (cgroup_dir / "cgroup.procs").is_file():
-                raise AgentUnavailable(f"{cgroup_dir} is not a cgroup v2 directory (no "
-                                       f"cgroup.procs): name the host's cgroup v2 root")
+                raise AgentUnavailable(
+                    f"{cgroup_dir} is not a cgroup v2 directory (no "
+                    f"cgroup.procs): name the host's cgroup v2 root"
+                )
         self._links: list[int] = []
         self.udp_peer_hooks = False
         self.ringbuf = self.env.ringbuf if use_ringbuf is None else use_ringbuf
         self.drop_reasons: dict[int, str] = {
             code: name.removeprefix("SKB_DROP_REASON_")
-            for code, name in formats[("skb", "kfree_skb")].symbols("reason").items()}
+            for code, name in formats[("skb", "kfree_skb")].symbols("reason").items()
+        }
 
         # records (104 bytes with the ring's header) a CPU writes before it wakes the reader:
         # all CPUs together at most an eighth of the ring
@@ -339,8 +368,9 @@ class KernelProbes:
         # closing 80,000 sockets a second), at least 1,024
         ncpus = _possible_cpus()
         if closed_slots is None:
-            closed_slots = 1 << min(14, max(10, (32 << 20) // (ncpus * _TCP_CONN.size)
-                                            ).bit_length() - 1)
+            closed_slots = 1 << min(
+                14, max(10, (32 << 20) // (ncpus * _TCP_CONN.size)).bit_length() - 1
+            )
         if closed_slots < 64 or closed_slots & (closed_slots - 1):
             raise ValueError("closed_slots must be a power of two, at least 64")
         self.closed_per_cpu = closed_per_cpu = closed_slots
@@ -354,14 +384,19 @@ class KernelProbes:
         proto = btf.member("sock", "sk_protocol")  # a bitfield before Linux 5.6
         word = proto.bit_offset // 32 * 4
         bits = proto.bit_size or proto.size * 8
-        cflags += [f"-DOFF_SK_PROTOCOL_WORD={word}",
-                   f"-DSK_PROTOCOL_SHIFT={proto.bit_offset - word * 8}",
-                   f"-DSK_PROTOCOL_MASK={(1 << bits) - 1:#x}",
-                   f"-DMMSGHDR_SIZE={btf.sizeof('mmsghdr')}",
-                   f"-DMAX_TCP={max_tcp}", f"-DMAX_UDP={max_udp}",
-                   f"-DRB_PAGES={ring_pages}", f"-DRB_WAKEUP_EVERY={wake_every}",
-                   f"-DNCPUS={ncpus}", f"-DCLOSED_PER_CPU={closed_per_cpu}",
-                   f"-DDROP_REASON_SLOTS={_DROP_REASON_SLOTS}"]
+        cflags += [
+            f"-DOFF_SK_PROTOCOL_WORD={word}",
+            f"-DSK_PROTOCOL_SHIFT={proto.bit_offset - word * 8}",
+            f"-DSK_PROTOCOL_MASK={(1 << bits) - 1:#x}",
+            f"-DMMSGHDR_SIZE={btf.sizeof('mmsghdr')}",
+            f"-DMAX_TCP={max_tcp}",
+            f"-DMAX_UDP={max_udp}",
+            f"-DRB_PAGES={ring_pages}",
+            f"-DRB_WAKEUP_EVERY={wake_every}",
+            f"-DNCPUS={ncpus}",
+            f"-DCLOSED_PER_CPU={closed_per_cpu}",
+            f"-DDROP_REASON_SLOTS={_DROP_REASON_SLOTS}",
+        ]
         if platform.machine() in ("x86_64", "amd64"):
             cflags.append("-DTSO_STORES")  # stores are seen in program order (probes.c)
         if self.ringbuf:
@@ -379,12 +414,16 @@ class KernelProbes:
             kfree_args = []
         kfree_raw = tuple(kfree_args[:3]) == _KFREE_SKB_RAW_ARGS and drop_hook != "tracepoint"
         if drop_hook == "raw" and not kfree_raw:
-            raise AgentUnavailable(f"drop_hook='raw' needs the raw tracepoint kfree_skb with "
-                                   f"arguments ({', '.join(_KFREE_SKB_RAW_ARGS)}); this "
-                                   f"kernel's are ({', '.join(kfree_args)})")
+            raise AgentUnavailable(
+                f"drop_hook='raw' needs the raw tracepoint kfree_skb with "
+                f"arguments ({', '.join(_KFREE_SKB_RAW_ARGS)}); this "
+                f"kernel's are ({', '.join(kfree_args)})"
+            )
         if kfree_raw:
-            cflags += ["-DKFREE_SKB_RAW",
-                       f"-DOFF_SKB_PROTOCOL={btf.offset_of('sk_buff', 'protocol')}"]
+            cflags += [
+                "-DKFREE_SKB_RAW",
+                f"-DOFF_SKB_PROTOCOL={btf.offset_of('sk_buff', 'protocol')}",
+            ]
             if kfree_args[3:4] == ["struct sock *"]:
                 cflags.append("-DHAVE_KFREE_RX_SK")
         elif "rx_sk" in formats[("skb", "kfree_skb")].fields:
@@ -392,21 +431,32 @@ class KernelProbes:
         if formats[("tcp", "tcp_send_reset")].fields["saddr"].size >= 28:
             cflags.append("-DSEND_RESET_SOCKADDR")
 
-        attach = [k for k in _TRACEPOINTS
-                  if k in formats and not (kfree_raw and k == ("skb", "kfree_skb"))]
-        raw = [name for name in _RAW_TRACEPOINTS
-               if (have_length or ("sock", name) not in _SOCK_LENGTH)
-               and (kfree_raw or name != "kfree_skb")]
+        attach = [
+            k
+            for k in _TRACEPOINTS
+            if k in formats and not (kfree_raw and k == ("skb", "kfree_skb"))
+        ]
+        raw = [
+            name
+            for name in _RAW_TRACEPOINTS
+            if (have_length or ("sock", name) not in _SOCK_LENGTH)
+            and (kfree_raw or name != "kfree_skb")
+        ]
         prelude = "\n".join(
-            tracepoint_struct(f"tp_{event}", formats[(system, event)], _TRACEPOINTS[(system,
-                                                                                  event)][1])
-            for system, event in attach if _TRACEPOINTS[(system, event)][1])
+            tracepoint_struct(
+                f"tp_{event}", formats[(system, event)], _TRACEPOINTS[(system, event)][1]
+            )
+            for system, event in attach
+            if _TRACEPOINTS[(system, event)][1]
+        )
         text = prelude + "\n" + PROBES_C.read_text()
         try:
             self._bpf = bcc.BPF(text=text.encode(), cflags=cflags)
-        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
-            raise AgentUnavailable(f"the kernel probes failed to compile or load ({exc}); "
-                                   "bcc printed the details above") from None
+        except Exception as exc:
+            raise AgentUnavailable(
+                f"the kernel probes failed to compile or load ({exc}); "
+                "bcc printed the details above"
+            ) from None
         try:
             self._hooks = (attach, raw)
             self._attach_hooks()
@@ -414,42 +464,58 @@ class KernelProbes:
                 self._attach_sock_addr_hooks(bcc, cgroup_dir)
             self._configure_drops(ignore_drop_reasons)
             if self.ringbuf:
-                self._ring = RingReader(self._bpf[b"events"].map_fd, ring_pages * 4096,
-                                        _EVENT.format.removeprefix("<"))
+                self._ring = RingReader(
+                    self._bpf[b"events"].map_fd, ring_pages * 4096, _EVENT.format.removeprefix("<")
+                )
             else:
-                self._bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=ring_pages,
-                                                     lost_cb=self._on_lost)
-        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+                self._bpf[b"events"].open_perf_buffer(
+                    self._on_event, page_cnt=ring_pages, lost_cb=self._on_lost
+                )
+        except Exception as exc:
             self._detach_links()
             self._bpf.cleanup()
             raise AgentUnavailable(f"attaching the kernel probes failed: {exc}") from None
         # the tracing programs, whose kernel-side count of skipped runs is read with the stats
-        self._prog_fds = [self._bpf.funcs[fn.encode()].fd
-                          for fn in [_TRACEPOINTS[k][0] for k in attach]
-                          + [_RAW_TRACEPOINTS[name] for name in raw]]
+        self._prog_fds = [
+            self._bpf.funcs[fn.encode()].fd
+            for fn in [_TRACEPOINTS[k][0] for k in attach]
+            + [_RAW_TRACEPOINTS[name] for name in raw]
+        ]
         self._get_info = bcc.libbcc.lib.bpf_obj_get_info
         self._get_info.restype = ctypes.c_int
         self._get_info.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
         # the connection table and its keys (slot i's socket at i), mapped read-only: the sweep
         # reads them in place
-        self._tcp_table = mmap.mmap(self._bpf[b"tcp_conns"].map_fd,
-                                    _pages(max_tcp * _TCP_CONN.size), mmap.MAP_SHARED,
-                                    mmap.PROT_READ)
+        self._tcp_table = mmap.mmap(
+            self._bpf[b"tcp_conns"].map_fd,
+            _pages(max_tcp * _TCP_CONN.size),
+            mmap.MAP_SHARED,
+            mmap.PROT_READ,
+        )
         self._tcp_view = np.frombuffer(self._tcp_table, dtype=_TCP_DTYPE, count=max_tcp)
-        self._tcp_key_map = mmap.mmap(self._bpf[b"tcp_keys"].map_fd, _pages(max_tcp * 8),
-                                      mmap.MAP_SHARED, mmap.PROT_READ)
+        self._tcp_key_map = mmap.mmap(
+            self._bpf[b"tcp_keys"].map_fd, _pages(max_tcp * 8), mmap.MAP_SHARED, mmap.PROT_READ
+        )
         self._tcp_keys = np.frombuffer(self._tcp_key_map, dtype="<u8", count=max_tcp)
         # closed connections: each CPU's ring of slots and its count of slots written
-        self._closed_table = mmap.mmap(self._bpf[b"tcp_closed"].map_fd,
-                                       _pages(ncpus * closed_per_cpu * _TCP_CONN.size),
-                                       mmap.MAP_SHARED, mmap.PROT_READ)
-        self._closed_count_map = mmap.mmap(self._bpf[b"closed_written"].map_fd,
-                                           _pages(ncpus * 64), mmap.MAP_SHARED, mmap.PROT_READ)
-        self._closed_written = np.frombuffer(self._closed_count_map, dtype="<u8",
-                                             count=ncpus * 8)[::8]  # one cache line per CPU
+        self._closed_table = mmap.mmap(
+            self._bpf[b"tcp_closed"].map_fd,
+            _pages(ncpus * closed_per_cpu * _TCP_CONN.size),
+            mmap.MAP_SHARED,
+            mmap.PROT_READ,
+        )
+        self._closed_count_map = mmap.mmap(
+            self._bpf[b"closed_written"].map_fd, _pages(ncpus * 64), mmap.MAP_SHARED, mmap.PROT_READ
+        )
+        self._closed_written = np.frombuffer(self._closed_count_map, dtype="<u8", count=ncpus * 8)[
+            ::8
+        ]  # one cache line per CPU
         self._closed_read = self._closed_written.copy()  # what each CPU wrote before we started
-        self.attached = ([f"{s}:{e}" for s, e in attach] + [f"raw:{name}" for name in raw]
-                         + (list(_SOCK_ADDR_HOOKS) if self.udp_peer_hooks else []))
+        self.attached = (
+            [f"{s}:{e}" for s, e in attach]
+            + [f"raw:{name}" for name in raw]
+            + (list(_SOCK_ADDR_HOOKS) if self.udp_peer_hooks else [])
+        )
 
     # -- setup --------------------------------------------------------------------------------
     def _attach_sock_addr_hooks(self, bcc: Any, cgroup_dir: Path | None) -> None:
@@ -461,18 +527,20 @@ class KernelProbes:
             return
         lib = bcc.libbcc.lib
         lib.bpf_link_create.restype = ctypes.c_int
-        lib.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                        ctypes.c_void_p]
+        lib.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
         dirfd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for hook, (fn, attach_type) in _SOCK_ADDR_HOOKS.items():
-                prog = self._bpf.load_func(fn.encode(), bcc.BPF.CGROUP_SOCK_ADDR,
-                                           attach_type=attach_type)
+                prog = self._bpf.load_func(
+                    fn.encode(), bcc.BPF.CGROUP_SOCK_ADDR, attach_type=attach_type
+                )
                 link = lib.bpf_link_create(prog.fd, dirfd, attach_type, None)
                 if link < 0:
                     self._detach_links()
-                    self.missing.append(f"UDP peers of unconnected sockets: linking {hook} to "
-                                        f"{cgroup_dir} failed: {os.strerror(-link)}")
+                    self.missing.append(
+                        f"UDP peers of unconnected sockets: linking {hook} to "
+                        f"{cgroup_dir} failed: {os.strerror(-link)}"
+                    )
                     return
                 self._links.append(link)
         finally:
@@ -482,11 +550,13 @@ class KernelProbes:
     def _attach_hooks(self) -> None:
         attach, raw = self._hooks
         for system, event in attach:
-            self._bpf.attach_tracepoint(tp=f"{system}:{event}".encode(),
-                                        fn_name=_TRACEPOINTS[(system, event)][0].encode())
+            self._bpf.attach_tracepoint(
+                tp=f"{system}:{event}".encode(), fn_name=_TRACEPOINTS[(system, event)][0].encode()
+            )
         for name in raw:
-            self._bpf.attach_raw_tracepoint(tp=name.encode(),
-                                            fn_name=_RAW_TRACEPOINTS[name].encode())
+            self._bpf.attach_raw_tracepoint(
+                tp=name.encode(), fn_name=_RAW_TRACEPOINTS[name].encode()
+            )
         self.paused = False
 
     def pause(self) -> None:
@@ -532,7 +602,7 @@ class KernelProbes:
         try:
             self._pending += self._decode(_EVENT.unpack_from(ctypes.string_at(data, size)))
             self.stats.events += 1
-        except Exception:  # noqa: BLE001 - a record we cannot decode is counted, never fatal
+        except Exception:
             self.stats.decode_errors += 1
 
     def _read_ring(self) -> None:
@@ -541,7 +611,7 @@ class KernelProbes:
         for fields in self._ring.read():
             try:
                 pending += self._decode(fields)
-            except Exception:  # noqa: BLE001 - a record we cannot decode is counted, never fatal
+            except Exception:
                 self.stats.decode_errors += 1
             self.stats.events += 1
 
@@ -556,8 +626,24 @@ class KernelProbes:
 
     def _decode(self, fields: tuple[Any, ...]) -> list[KernelEvent]:
         """One ring record's fields (``_EVENT``) -> its event (a drop or a reset)."""
-        (ts, cgroup, location, netns, pid, reason, lport, rport, etype, family, direction,
-         ipproto, have_ports, laddr, raddr, comm) = fields
+        (
+            ts,
+            cgroup,
+            location,
+            netns,
+            pid,
+            reason,
+            lport,
+            rport,
+            etype,
+            family,
+            direction,
+            ipproto,
+            have_ports,
+            laddr,
+            raddr,
+            comm,
+        ) = fields
         t = ts + self._offset
         if etype == _EV_DROP:
             conn = None
@@ -565,15 +651,32 @@ class KernelProbes:
                 fam, src = _addr(family, laddr)
                 _, dst = _addr(family, raddr)
                 conn = Conn("TCP" if ipproto == 6 else "UDP", fam, src, lport, dst, rport)
-            return [PacketDropped(t, netns, reason_name(reason, self.drop_reasons), reason,
-                                  conn, ipproto if family in (4, 6) else 0,
-                                  self._ksym(location))]
+            return [
+                PacketDropped(
+                    t,
+                    netns,
+                    reason_name(reason, self.drop_reasons),
+                    reason,
+                    conn,
+                    ipproto if family in (4, 6) else 0,
+                    self._ksym(location),
+                )
+            ]
         fam, local = _addr(family, laddr)
         _, remote = _addr(family, raddr)
         conn = Conn("TCP", fam, local, lport, remote, rport)
         if etype == _EV_RESET:
-            return [TcpReset(t, netns, cgroup, pid, _comm(comm), conn,
-                             "sent" if direction == 1 else "received")]
+            return [
+                TcpReset(
+                    t,
+                    netns,
+                    cgroup,
+                    pid,
+                    _comm(comm),
+                    conn,
+                    "sent" if direction == 1 else "received",
+                )
+            ]
         raise ValueError(f"unknown record type {etype}")
 
     # -- TCP connections closed ---------------------------------------------------------------
@@ -591,16 +694,18 @@ class KernelProbes:
             base = cpu * per
             first, last = start & (per - 1), (end - 1) & (per - 1)
             if first <= last:
-                data = table[(base + first) * size:(base + last + 1) * size]
+                data = table[(base + first) * size : (base + last + 1) * size]
             else:  # wraps around the end of this CPU's slots
-                data = (table[(base + first) * size:(base + per) * size]
-                        + table[base * size:(base + last + 1) * size])
+                data = (
+                    table[(base + first) * size : (base + per) * size]
+                    + table[base * size : (base + last + 1) * size]
+                )
             # the kernel may have lapped us while we copied: drop what it may have overwritten
             # (it copies slot number `written` before it counts it)
             torn = int(written[cpu]) + 1 - per - start
             if torn > 0:
                 self.counters["closed_overwritten"] += min(torn, end - start)
-                data = data[min(torn, end - start) * size:]
+                data = data[min(torn, end - start) * size :]
             chunks.append(data)
             read[cpu] = end
         return chunks
@@ -616,9 +721,28 @@ class KernelProbes:
         out: list[KernelEvent] = []
         offset, opened = self._offset, self._tcp_open
         for data in self._read_closed():
-            for (sk, start, _spare, sent, recv, cgroup, close, pid, retrans, netns, lport, rport,
-                 laddr, raddr, role, established, reset, _have_proc, family,
-                 comm) in _TCP_CONN.iter_unpack(data):
+            for (
+                sk,
+                start,
+                _spare,
+                sent,
+                recv,
+                cgroup,
+                close,
+                pid,
+                retrans,
+                netns,
+                lport,
+                rport,
+                laddr,
+                raddr,
+                role,
+                established,
+                reset,
+                _have_proc,
+                family,
+                comm,
+            ) in _TCP_CONN.iter_unpack(data):
                 self.stats.events += 1
                 if family not in (4, 6) or not close:
                     self.stats.decode_errors += 1  # cannot happen: the probes write both
@@ -627,11 +751,26 @@ class KernelProbes:
                 conn = Conn("TCP", fam, local, lport, _addr(family, raddr)[1], rport)
                 name, role_name = _comm(comm), _ROLES.get(role, "client")
                 if established and opened.pop((sk, start), None) is None:
-                    out.append(ConnectionOpened(start + offset, netns, cgroup, pid, name, conn,
-                                                role_name))
-                out.append(ConnectionClosed(close + offset, netns, cgroup, pid, name, conn,
-                                            role_name, bool(established), close - start, sent,
-                                            recv, retrans, bool(reset)))
+                    out.append(
+                        ConnectionOpened(start + offset, netns, cgroup, pid, name, conn, role_name)
+                    )
+                out.append(
+                    ConnectionClosed(
+                        close + offset,
+                        netns,
+                        cgroup,
+                        pid,
+                        name,
+                        conn,
+                        role_name,
+                        bool(established),
+                        close - start,
+                        sent,
+                        recv,
+                        retrans,
+                        bool(reset),
+                    )
+                )
         return out
 
     @staticmethod
@@ -643,9 +782,11 @@ class KernelProbes:
         if ev.netns in self._ignore_netns:
             return False
         conn = ev.conn
-        return not (self._ignore_ports and conn is not None
-                    and (conn.local_port in self._ignore_ports
-                         or conn.remote_port in self._ignore_ports))
+        return not (
+            self._ignore_ports
+            and conn is not None
+            and (conn.local_port in self._ignore_ports or conn.remote_port in self._ignore_ports)
+        )
 
     # -- TCP connections still open -----------------------------------------------------------
     def sweep_tcp(self) -> list[ConnectionOpened]:
@@ -668,9 +809,28 @@ class KernelProbes:
         seen = set()
         table, size = self._tcp_table, _TCP_CONN.size
         for slot in slots.tolist():
-            (sk, start, _spare, _sent, _recv, cgroup, _close, pid, _retrans, netns, lport, rport,
-             laddr, raddr, role, established, _reset, _have_proc, family,
-             comm) = _TCP_CONN.unpack_from(table, slot * size)
+            (
+                sk,
+                start,
+                _spare,
+                _sent,
+                _recv,
+                cgroup,
+                _close,
+                pid,
+                _retrans,
+                netns,
+                lport,
+                rport,
+                laddr,
+                raddr,
+                role,
+                established,
+                _reset,
+                _have_proc,
+                family,
+                comm,
+            ) = _TCP_CONN.unpack_from(table, slot * size)
             key = (sk, start)
             seen.add(key)
             if not sk or not established or not lport or not rport or family not in (4, 6):
@@ -679,9 +839,15 @@ class KernelProbes:
                 continue
             fam, local = _addr(family, laddr)
             remote = _addr(family, raddr)[1]
-            opened = ConnectionOpened(start + offset, netns, cgroup, pid, _comm(comm),
-                                      Conn("TCP", fam, local, lport, remote, rport),
-                                      _ROLES.get(role, "client"))
+            opened = ConnectionOpened(
+                start + offset,
+                netns,
+                cgroup,
+                pid,
+                _comm(comm),
+                Conn("TCP", fam, local, lport, remote, rport),
+                _ROLES.get(role, "client"),
+            )
             self._tcp_open[key] = 0
             if self._keep(opened):
                 out.append(opened)
@@ -699,7 +865,7 @@ class KernelProbes:
         table = self._bpf[f"udp_flows{index}".encode()]
         try:
             items = list(table.items_lookup_and_delete_batch())
-        except Exception:  # noqa: BLE001 - no batch ops (< 5.6): nobody writes this map now
+        except Exception:
             items = list(table.items())
             table.clear()
         owners = self._bpf[b"udp_owner"]
@@ -712,17 +878,31 @@ class KernelProbes:
             except KeyError:
                 cgroup, pid, comm = 0, 0, b""
             fam, remote = _addr(family, raddr)
-            local = self._local_addresses.fill(_addr(family, laddr)[1], fam, remote,
-                                               netns=netns, pid=pid)
+            local = self._local_addresses.fill(
+                _addr(family, laddr)[1], fam, remote, netns=netns, pid=pid
+            )
             ident = (netns, sk, fam, lport, remote, rport)
             first_report = ident not in self._udp_seen
             self._udp_seen[ident] = None
             self._udp_seen.move_to_end(ident)
             while len(self._udp_seen) > self._udp_seen_max:
                 self._udp_seen.popitem(last=False)
-            out.append(UdpTraffic(last + offset, first + offset, netns, cgroup, pid,
-                                  _comm(comm), Conn("UDP", fam, local, lport, remote, rport),
-                                  bsent, brecv, dsent, drecv, first_report))
+            out.append(
+                UdpTraffic(
+                    last + offset,
+                    first + offset,
+                    netns,
+                    cgroup,
+                    pid,
+                    _comm(comm),
+                    Conn("UDP", fam, local, lport, remote, rport),
+                    bsent,
+                    brecv,
+                    dsent,
+                    drecv,
+                    first_report,
+                )
+            )
         return out
 
     def _set_active(self, index: int) -> None:
@@ -746,17 +926,22 @@ class KernelProbes:
     # -- public -------------------------------------------------------------------------------
     def _sync_counters(self) -> None:
         stats = self._bpf[b"stats"]
-        vals = {i: stats.sum(ctypes.c_int(i)).value
-                for i in (_STAT_OUTPUT_FAILED, _STAT_UDP_FULL, _STAT_TCP_NEW,
-                          _STAT_TCP_FULL)}  # per CPU  # per-CPU counters
+        vals = {
+            i: stats.sum(ctypes.c_int(i)).value
+            for i in (_STAT_OUTPUT_FAILED, _STAT_UDP_FULL, _STAT_TCP_NEW, _STAT_TCP_FULL)
+        }  # per CPU  # per-CPU counters
         self.counters["output_failed"] = vals[_STAT_OUTPUT_FAILED]
         self.counters["udp_map_full"] = vals[_STAT_UDP_FULL]
         self.counters["tcp_tracked"] = vals[_STAT_TCP_NEW]
         self.counters["tcp_table_full"] = vals[_STAT_TCP_FULL]
-        self.stats.lost = (self.counters["output_failed"] + self.counters["perf_lost"]
-                           + self.counters["udp_map_full"] + self.counters["tcp_table_full"]
-                           + self.counters["closed_overwritten"]
-                           + self.counters["program_misses"])
+        self.stats.lost = (
+            self.counters["output_failed"]
+            + self.counters["perf_lost"]
+            + self.counters["udp_map_full"]
+            + self.counters["tcp_table_full"]
+            + self.counters["closed_overwritten"]
+            + self.counters["program_misses"]
+        )
 
     def _program_misses(self) -> int:
         """Runs of our tracing programs the kernel skipped (``recursion_misses``, Linux >=
@@ -767,10 +952,13 @@ class KernelProbes:
         for fd in self._prog_fds:
             size = ctypes.c_uint32(_PROG_INFO_SIZE)
             ctypes.memset(info, 0, _PROG_INFO_SIZE)
-            if (self._get_info(fd, info, ctypes.byref(size)) == 0
-                    and size.value >= _PROG_INFO_MISSES + 8):
-                total += int.from_bytes(bytes(info[_PROG_INFO_MISSES:_PROG_INFO_MISSES + 8]),
-                                        "little")
+            if (
+                self._get_info(fd, info, ctypes.byref(size)) == 0
+                and size.value >= _PROG_INFO_MISSES + 8
+            ):
+                total += int.from_bytes(
+                    bytes(info[_PROG_INFO_MISSES : _PROG_INFO_MISSES + 8]), "little"
+                )
         return total
 
     def poll(self, timeout_ms: int = 100) -> list[KernelEvent]:
@@ -806,8 +994,12 @@ class KernelProbes:
             self._read_ring()
         else:
             self._bpf.perf_buffer_poll(0)
-        events: list[KernelEvent] = [*self._pending, *self.collect_closed(),
-                                     *self.flush_udp(final=True), *self.sweep_tcp()]
+        events: list[KernelEvent] = [
+            *self._pending,
+            *self.collect_closed(),
+            *self.flush_udp(final=True),
+            *self.sweep_tcp(),
+        ]
         self._pending = []
         self.counters["program_misses"] = self._program_misses()
         self._sync_counters()

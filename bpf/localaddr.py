@@ -50,8 +50,14 @@ class LocalAddresses:
     """Fill in unspecified local addresses from the namespace's own, cached per namespace for
     ``ttl`` seconds (addresses change rarely; a flow report is once per second)."""
 
-    def __init__(self, *, proc: str | Path = "/proc", run_netns: str | Path = "/run/netns",
-                 ttl: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        proc: str | Path = "/proc",
+        run_netns: str | Path = "/run/netns",
+        ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.proc = Path(proc)
         self.run_netns = Path(run_netns)
         self.ttl = ttl

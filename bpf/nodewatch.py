@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kubernetes import client as k8s
+
 from netwarden.bpf.k8swatch import ListWatch
 
 __all__ = ["NODE_ADDRESS_TYPES", "NodeIndex", "NodeInfo", "NodeWatch"]
@@ -105,7 +106,9 @@ class NodeIndex:
     def _reindex(self) -> None:
         """Rebuild the address map (nodes change rarely; while an address moves between two
         nodes it belongs to either) and start a new generation."""
-        self._by_address = {address: node.name for node in self._by_name.values() for address in node.addresses}
+        self._by_address = {
+            address: node.name for node in self._by_name.values() for address in node.addresses
+        }
         self.generation += 1
 
 
@@ -118,7 +121,9 @@ class NodeWatch(ListWatch[NodeInfo]):
     without = "node addresses (other nodes are known only by their pods' hostIP)"
     index: NodeIndex
 
-    def __init__(self, api: k8s.ApiClient, *, index: NodeIndex | None = None, **options: Any) -> None:
+    def __init__(
+        self, api: k8s.ApiClient, *, index: NodeIndex | None = None, **options: Any
+    ) -> None:
         super().__init__(api, **options)
         self.index = index if index is not None else NodeIndex()
 

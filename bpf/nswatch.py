@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
+
 from netwarden.bpf.k8swatch import ListWatch
 
 __all__ = ["NamespaceIndex", "NamespaceInfo", "NamespaceWatch"]
@@ -98,7 +99,9 @@ class NamespaceWatch(ListWatch[NamespaceInfo]):
     without = "namespace labels (pods carry only io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name)"
     index: NamespaceIndex
 
-    def __init__(self, api: k8s.ApiClient, *, index: NamespaceIndex | None = None, **options: Any) -> None:
+    def __init__(
+        self, api: k8s.ApiClient, *, index: NamespaceIndex | None = None, **options: Any
+    ) -> None:
         super().__init__(api, **options)
         self.index = index if index is not None else NamespaceIndex()
 

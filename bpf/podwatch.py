@@ -20,9 +20,17 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kubernetes import client as k8s
+
 from netwarden.bpf.k8swatch import ListWatch, WatchStats
 
-__all__ = ["PodIndex", "PodInfo", "PodWatch", "WatchStats", "api_client_from_environment", "workload_of"]
+__all__ = [
+    "PodIndex",
+    "PodInfo",
+    "PodWatch",
+    "WatchStats",
+    "api_client_from_environment",
+    "workload_of",
+]
 
 _TERMINAL: Final = frozenset({"Succeeded", "Failed"})
 #: the static pod's own UID (its manifest hash), which names its cgroup, on the mirror pod
@@ -73,7 +81,9 @@ class PodInfo:
     workload: tuple[str, str] | None  # (name, kind)
     static_uid: str  # kubernetes.io/config.mirror of a mirror pod, else ""
     resource_version: str
-    host_ips: tuple[str, ...] = ()  # status.hostIPs (Kubernetes 1.28+: both families), else (host_ip,)
+    host_ips: tuple[
+        str, ...
+    ] = ()  # status.hostIPs (Kubernetes 1.28+: both families), else (host_ip,)
 
     @classmethod
     def from_dict(cls, pod: Mapping[str, Any]) -> PodInfo:
@@ -82,7 +92,9 @@ class PodInfo:
         spec = pod.get("spec") or {}
         status = pod.get("status") or {}
         ips = [p.get("ip", "") for p in status.get("podIPs") or ()] or [status.get("podIP") or ""]
-        host_ips = [h.get("ip", "") for h in status.get("hostIPs") or ()] or [status.get("hostIP") or ""]
+        host_ips = [h.get("ip", "") for h in status.get("hostIPs") or ()] or [
+            status.get("hostIP") or ""
+        ]
         return cls(
             uid=meta.get("uid", ""),
             namespace=meta.get("namespace", ""),
@@ -135,7 +147,9 @@ class PodIndex:
         self._by_uid: dict[str, PodInfo] = {}
         self._by_static: dict[str, str] = {}  # static pod hash -> mirror pod UID
         self._by_ip: dict[str, str] = {}  # IP -> UID
-        self._node_addrs: dict[str, Counter[str]] = {}  # node address -> node name -> pods saying so
+        self._node_addrs: dict[
+            str, Counter[str]
+        ] = {}  # node address -> node name -> pods saying so
 
     def by_uid(self, uid: str) -> PodInfo | None:
         """A pod by ``metadata.uid``, or a static pod by the UID in its cgroup path."""
@@ -268,7 +282,9 @@ class PodWatch(ListWatch[PodInfo]):
         self.index.remove(item.uid)
 
 
-def api_client_from_environment(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
+def api_client_from_environment(
+    kubeconfig: str | None = None, context: str | None = None
+) -> k8s.ApiClient:
     """An API client from the pod's service account, else from a kubeconfig file."""
     from kubernetes import config
 

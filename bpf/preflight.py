@@ -22,8 +22,16 @@ from pathlib import Path
 from .btf import DEFAULT_BTF, Btf, BtfError, load_cached
 from .dropreasons import DEFAULT_TRACEFS, TracepointFormat, find_tracefs
 
-__all__ = ["BTF_MEMBERS", "OPTIONAL_TRACEPOINTS", "RAW_TRACEPOINT_ARGS", "REQUIRED_TRACEPOINTS",
-           "AgentUnavailable", "Environment", "check", "privileged"]
+__all__ = [
+    "BTF_MEMBERS",
+    "OPTIONAL_TRACEPOINTS",
+    "RAW_TRACEPOINT_ARGS",
+    "REQUIRED_TRACEPOINTS",
+    "AgentUnavailable",
+    "Environment",
+    "check",
+    "privileged",
+]
 
 _CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
 
@@ -31,8 +39,10 @@ _CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
 REQUIRED_TRACEPOINTS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     ("sock", "inet_sock_set_state"): (("skaddr", "oldstate", "newstate"), "4.16"),
     ("tcp", "tcp_retransmit_skb"): (("skaddr",), "4.15"),
-    ("tcp", "tcp_receive_reset"): (("skaddr", "sport", "dport", "family", "saddr", "daddr",
-                                    "saddr_v6", "daddr_v6"), "4.15"),
+    ("tcp", "tcp_receive_reset"): (
+        ("skaddr", "sport", "dport", "family", "saddr", "daddr", "saddr_v6", "daddr_v6"),
+        "4.15",
+    ),
     ("tcp", "tcp_send_reset"): (("skbaddr", "skaddr", "saddr", "daddr"), "4.15"),
     ("skb", "kfree_skb"): (("skbaddr", "location", "protocol", "reason"), "5.17"),
 }
@@ -51,14 +61,24 @@ RAW_TRACEPOINT_ARGS: dict[str, tuple[str, ...]] = {
 }
 #: Struct members read with bpf_probe_read_kernel at offsets from BTF.
 BTF_MEMBERS: tuple[tuple[str, str], ...] = (
-    ("sock_common", "skc_net.net"), ("sock_common", "skc_daddr"),
-    ("sock_common", "skc_rcv_saddr"), ("sock_common", "skc_dport"),
-    ("sock_common", "skc_num"), ("sock_common", "skc_family"),
-    ("sock_common", "skc_v6_daddr"), ("sock_common", "skc_v6_rcv_saddr"),
-    ("sock", "sk_protocol"), ("net", "ns.inum"), ("net_device", "nd_net.net"),
-    ("sk_buff", "head"), ("sk_buff", "network_header"), ("sk_buff", "transport_header"),
-    ("sk_buff", "dev"), ("sk_buff", "sk"),
-    ("tcp_sock", "bytes_acked"), ("tcp_sock", "bytes_received"),
+    ("sock_common", "skc_net.net"),
+    ("sock_common", "skc_daddr"),
+    ("sock_common", "skc_rcv_saddr"),
+    ("sock_common", "skc_dport"),
+    ("sock_common", "skc_num"),
+    ("sock_common", "skc_family"),
+    ("sock_common", "skc_v6_daddr"),
+    ("sock_common", "skc_v6_rcv_saddr"),
+    ("sock", "sk_protocol"),
+    ("net", "ns.inum"),
+    ("net_device", "nd_net.net"),
+    ("sk_buff", "head"),
+    ("sk_buff", "network_header"),
+    ("sk_buff", "transport_header"),
+    ("sk_buff", "dev"),
+    ("sk_buff", "sk"),
+    ("tcp_sock", "bytes_acked"),
+    ("tcp_sock", "bytes_received"),
 )
 
 
@@ -103,6 +123,7 @@ def _initial_userns() -> bool:
 
 def _privileged(caps: int) -> bool:
     """Loading tracing programs needs CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (5.8+)."""
+
     def has(c: int) -> bool:
         return bool(caps >> c & 1)
 
@@ -117,20 +138,27 @@ def _mount_tracefs(target: Path) -> str | None:
     return None
 
 
-def _check_tracepoints(root: Path, table: dict[tuple[str, str], tuple[tuple[str, ...], str]],
-                       formats: dict[tuple[str, str], TracepointFormat]) -> list[str]:
+def _check_tracepoints(
+    root: Path,
+    table: dict[tuple[str, str], tuple[tuple[str, ...], str]],
+    formats: dict[tuple[str, str], TracepointFormat],
+) -> list[str]:
     missing = []
     for (system, event), (fields, since) in table.items():
         try:
             fmt = TracepointFormat.read(system, event, root)
         except OSError:
-            missing.append(f"the kernel has no tracepoint {system}:{event} (Linux >= {since}; "
-                           f"not in {root}/events)")
+            missing.append(
+                f"the kernel has no tracepoint {system}:{event} (Linux >= {since}; "
+                f"not in {root}/events)"
+            )
             continue
         absent = [f for f in fields if f not in fmt.fields]
         if absent:
-            missing.append(f"tracepoint {system}:{event} lacks field(s) {', '.join(absent)} "
-                           f"(expected since Linux {since})")
+            missing.append(
+                f"tracepoint {system}:{event} lacks field(s) {', '.join(absent)} "
+                f"(expected since Linux {since})"
+            )
             continue
         formats[(system, event)] = fmt
     return missing
@@ -153,17 +181,26 @@ def _check_raw_args(btf: Btf) -> list[str]:
             if name not in optional:
                 problems.append(str(exc))
             continue
-        if tuple(args[:len(want)]) != want:
-            problems.append(f"raw tracepoint {name} has arguments ({', '.join(args)}), expected "
-                            f"({', '.join(want)}): this kernel is not supported")
+        if tuple(args[: len(want)]) != want:
+            problems.append(
+                f"raw tracepoint {name} has arguments ({', '.join(args)}), expected "
+                f"({', '.join(want)}): this kernel is not supported"
+            )
     return problems
 
 
-def check(*, btf_path: Path = DEFAULT_BTF, tracefs_candidates: tuple[Path, ...] = DEFAULT_TRACEFS,
-          modules_dir: Path = Path("/lib/modules"),
-          kheaders: Path = Path("/sys/kernel/kheaders.tar.xz"), release: str | None = None,
-          euid: int | None = None, caps: int | None = None, mount_tracefs: bool = True,
-          bcc_module: str = "bcc") -> Environment:
+def check(
+    *,
+    btf_path: Path = DEFAULT_BTF,
+    tracefs_candidates: tuple[Path, ...] = DEFAULT_TRACEFS,
+    modules_dir: Path = Path("/lib/modules"),
+    kheaders: Path = Path("/sys/kernel/kheaders.tar.xz"),
+    release: str | None = None,
+    euid: int | None = None,
+    caps: int | None = None,
+    mount_tracefs: bool = True,
+    bcc_module: str = "bcc",
+) -> Environment:
     """Run every check; raise :class:`AgentUnavailable` listing all failures.
 
     The keyword arguments exist so tests can point a check elsewhere (a missing BTF file,
@@ -175,12 +212,16 @@ def check(*, btf_path: Path = DEFAULT_BTF, tracefs_candidates: tuple[Path, ...] 
         caps = _cap_eff() if _initial_userns() else 0
     if not _privileged(caps):
         # Everything else needs privileges to even look at (tracefs is root-only): stop here.
-        who = ("root without CAP_SYS_ADMIN in the host's user namespace" if euid == 0
-               else f"uid {euid}")
+        who = (
+            "root without CAP_SYS_ADMIN in the host's user namespace"
+            if euid == 0
+            else f"uid {euid}"
+        )
         raise AgentUnavailable(
             f"the eBPF agent needs root (or CAP_BPF and CAP_PERFMON), running as {who}: run it "
             "with sudo, or in Kubernetes as a privileged DaemonSet (securityContext.privileged: "
-            "true)")
+            "true)"
+        )
     problems: list[str] = []
 
     btf: Btf | None = None
@@ -202,7 +243,8 @@ def check(*, btf_path: Path = DEFAULT_BTF, tracefs_candidates: tuple[Path, ...] 
                 f"kernel headers for bcc not found at {build}: install them (Debian: apt-get "
                 f"install linux-headers-{release} or linux-headers-amd64 and link its build "
                 f"directory there), or load the kheaders module (modprobe kheaders); they are "
-                f"bcc's compile environment only, struct layouts come from BTF")
+                f"bcc's compile environment only, struct layouts come from BTF"
+            )
 
     root = find_tracefs(tracefs_candidates)
     if root is None and mount_tracefs and tracefs_candidates:
@@ -210,25 +252,33 @@ def check(*, btf_path: Path = DEFAULT_BTF, tracefs_candidates: tuple[Path, ...] 
         err = _mount_tracefs(target)
         root = find_tracefs(tracefs_candidates)
         if root is None:
-            problems.append(f"tracefs is not mounted and mounting it at {target} failed "
-                            f"({err or 'no events directory'}): mount -t tracefs nodev {target}")
+            problems.append(
+                f"tracefs is not mounted and mounting it at {target} failed "
+                f"({err or 'no events directory'}): mount -t tracefs nodev {target}"
+            )
     elif root is None:
-        problems.append(f"tracefs is not mounted (looked in "
-                        f"{', '.join(map(str, tracefs_candidates))}): "
-                        f"mount -t tracefs nodev /sys/kernel/tracing")
+        problems.append(
+            f"tracefs is not mounted (looked in "
+            f"{', '.join(map(str, tracefs_candidates))}): "
+            f"mount -t tracefs nodev /sys/kernel/tracing"
+        )
 
     try:
         mod = importlib.import_module(bcc_module)
         if not hasattr(mod, "BPF"):
-            problems.append(f"the python module {bcc_module!r} at "
-                            f"{getattr(mod, '__file__', '?')} is not BCC (the PyPI package "
-                            f"named 'bcc' is unrelated): pip uninstall bcc, then apt-get "
-                            f"install python3-bpfcc")
-    except Exception as exc:  # noqa: BLE001 - ImportError, or OSError without libbcc.so
-        problems.append(f"BCC is not importable ({type(exc).__name__}: {exc}): install Debian's "
-                        f"python3-bpfcc (apt-get install python3-bpfcc) and make "
-                        f"/usr/lib/python3/dist-packages/bcc visible to this interpreter "
-                        f"(never 'pip install bcc': that is an unrelated package)")
+            problems.append(
+                f"the python module {bcc_module!r} at "
+                f"{getattr(mod, '__file__', '?')} is not BCC (the PyPI package "
+                f"named 'bcc' is unrelated): pip uninstall bcc, then apt-get "
+                f"install python3-bpfcc"
+            )
+    except Exception as exc:
+        problems.append(
+            f"BCC is not importable ({type(exc).__name__}: {exc}): install Debian's "
+            f"python3-bpfcc (apt-get install python3-bpfcc) and make "
+            f"/usr/lib/python3/dist-packages/bcc visible to this interpreter "
+            f"(never 'pip install bcc': that is an unrelated package)"
+        )
 
     formats: dict[tuple[str, str], TracepointFormat] = {}
     missing_optional: list[str] = []

@@ -38,10 +38,12 @@ class RingReader:
         if data_size <= 0 or data_size & (data_size - 1) or data_size % mmap.PAGESIZE:
             raise ValueError("a ring buffer's size is a power of two and a multiple of the page")
         page = mmap.PAGESIZE
-        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
-                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._producer = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED,
-                                   mmap.PROT_READ, offset=page)
+        self._consumer = mmap.mmap(
+            map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0
+        )
+        self._producer = mmap.mmap(
+            map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+        )
         self._data = memoryview(self._producer)[page:]
         self._mask = data_size - 1
         self._size = data_size
@@ -75,7 +77,7 @@ class RingReader:
             start = consumer & mask
             frames = (producer - consumer) // framed.size
             advanced, busy = 0, False
-            for fields in framed.iter_unpack(self._data[start:start + frames * framed.size]):
+            for fields in framed.iter_unpack(self._data[start : start + frames * framed.size]):
                 length = fields[0]
                 if length & _BUSY:
                     busy = True
@@ -118,4 +120,3 @@ class RingReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -67,13 +67,15 @@ _INGRESS: Final[dict[str, str]] = {
     "world_distinct_peers": "was contacted by {v} internet addresses",
     "world_distinct_fqdns": "was contacted by {v} internet names",
 }
-_TIME: Final = {"time_of_day_sin": "was active at an unusual time of day",
-                "time_of_day_cos": "was active at an unusual time of day"}
+_TIME: Final = {
+    "time_of_day_sin": "was active at an unusual time of day",
+    "time_of_day_cos": "was active at an unusual time of day",
+}
 
 
 def _number(value: float) -> str:
     if abs(value - round(value)) < 1e-9:
-        return f"{int(round(value)):,}"
+        return f"{round(value):,}"
     return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
 
 
@@ -116,8 +118,10 @@ def examples_text(examples: dict[str, Any], side: str, *, limit: int = 4) -> str
     parts = []
     pairs = data.get("to" if side == "egress" else "from") or []
     if pairs:
-        shown = ", ".join(f"{p['peer']} {p['port']} ({p['flows']:,} flows)".replace("  ", " ")
-                          for p in pairs[:limit])
+        shown = ", ".join(
+            f"{p['peer']} {p['port']} ({p['flows']:,} flows)".replace("  ", " ")
+            for p in pairs[:limit]
+        )
         more = f" and {len(pairs) - limit} more" if len(pairs) > limit else ""
         parts.append(f"{'to' if side == 'egress' else 'from'} {shown}{more}")
     names = data.get("dns_names") or []

@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Histogram
 
 from netwarden.detector.results import ScoredWindow
+from netwarden.detector.scorer import Scorer
 from netwarden.detector.store import AnomalyRecord, AnomalyStore
 from netwarden.detector.stream import StreamScorer
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder
@@ -32,8 +32,16 @@ __all__ = ["DetectorMetrics", "LiveDetector"]
 _VERDICT = attrgetter("verdict")
 #: Closed windows held at most while the source is ahead (one scoring call for all of them).
 _MAX_HELD = 2048
-_VERDICT_NAMES = {0: "VERDICT_UNKNOWN", 1: "FORWARDED", 2: "DROPPED", 3: "ERROR", 4: "AUDIT",
-                  5: "REDIRECTED", 6: "TRACED", 7: "TRANSLATED"}
+_VERDICT_NAMES = {
+    0: "VERDICT_UNKNOWN",
+    1: "FORWARDED",
+    2: "DROPPED",
+    3: "ERROR",
+    4: "AUDIT",
+    5: "REDIRECTED",
+    6: "TRACED",
+    7: "TRANSLATED",
+}
 
 
 class DetectorMetrics:
@@ -41,34 +49,53 @@ class DetectorMetrics:
 
     def __init__(self, registry: CollectorRegistry, source: str) -> None:
         self.source = source
-        self.flows = PromCounter("netwarden_flows", "Flows ingested, by source and verdict.",
-                                 ["source", "verdict"], registry=registry)
-        self.windows_scored = PromCounter("netwarden_windows_scored",
-                                          "Identity-windows scored, by verdict.", ["anomalous"],
-                                          registry=registry)
+        self.flows = PromCounter(
+            "netwarden_flows",
+            "Flows ingested, by source and verdict.",
+            ["source", "verdict"],
+            registry=registry,
+        )
+        self.windows_scored = PromCounter(
+            "netwarden_windows_scored",
+            "Identity-windows scored, by verdict.",
+            ["anomalous"],
+            registry=registry,
+        )
         self.windows_unscored = PromCounter(
             "netwarden_windows_unscored",
-            "Identity-windows closed while no model was loaded (not scored).", registry=registry)
+            "Identity-windows closed while no model was loaded (not scored).",
+            registry=registry,
+        )
         self.scoring_seconds = Histogram(
             "netwarden_scoring_duration_seconds",
             "Time to score, record and alert on one group of closed windows.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-            registry=registry)
+            registry=registry,
+        )
 
     def count_flows(self, flows: Sequence[Any]) -> None:
         for verdict, n in Counter(map(_VERDICT, flows)).items():
-            name = _VERDICT_NAMES.get(verdict, str(verdict)) if isinstance(verdict, int) else (
-                verdict or "VERDICT_UNKNOWN")
+            name = (
+                _VERDICT_NAMES.get(verdict, str(verdict))
+                if isinstance(verdict, int)
+                else (verdict or "VERDICT_UNKNOWN")
+            )
             self.flows.labels(self.source, name).inc(n)
 
 
 class LiveDetector:
     """Feeds a window builder and scores, records and alerts on what it closes."""
 
-    def __init__(self, builder: WindowBuilder, model: CurrentModel, store: AnomalyStore, *,
-                 metrics: DetectorMetrics | None = None,
-                 on_recorded: Callable[[list[AnomalyRecord]], Any] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        builder: WindowBuilder,
+        model: CurrentModel,
+        store: AnomalyStore,
+        *,
+        metrics: DetectorMetrics | None = None,
+        on_recorded: Callable[[list[AnomalyRecord]], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.builder = builder
         self.model = model
         self.store = store
@@ -77,8 +104,10 @@ class LiveDetector:
         self.clock = clock
         self._last_flow_wall = clock()
         self._last_event = float("-inf")
-        self._stream = StreamScorer(None, builder, self._record, max_windows=_MAX_HELD,
-                                    on_unscored=self._unscored)
+        self._scorer_version: str | None = None
+        self._stream = StreamScorer(
+            None, builder, self._record, max_windows=_MAX_HELD, on_unscored=self._unscored
+        )
 
     def add(self, flows: Sequence[Any], *, more: bool = False) -> list[ScoredWindow]:
         """One batch of flows from the source. ``more`` says further batches are already
@@ -89,8 +118,9 @@ class LiveDetector:
             self.metrics.count_flows(flows)
         self._last_flow_wall = self.clock()
         closed = self.builder.add(flows)
-        self._last_event = max(self._last_event, self.builder.stats.watermark
-                               + self.builder.config.allowed_lateness)
+        self._last_event = max(
+            self._last_event, self.builder.stats.watermark + self.builder.config.allowed_lateness
+        )
         return self._score(closed, now=not more)
 
     def tick(self, idle_close: float) -> list[ScoredWindow]:
@@ -108,7 +138,11 @@ class LiveDetector:
 
     def _score(self, closed: list[ClosedWindow], *, now: bool) -> list[ScoredWindow]:
         loaded = self.model.loaded
-        self._stream.scorer = loaded.scorer if loaded is not None else None
+        if loaded is None:
+            self._stream.scorer = None
+        elif self._scorer_version != loaded.version or self._stream.scorer is None:
+            self._stream.scorer = Scorer(loaded.bundle)
+            self._scorer_version = loaded.version
         started = time.perf_counter()
         scored = self._stream.add(closed, flush=now)
         if scored and self.metrics is not None:

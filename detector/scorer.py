@@ -60,13 +60,24 @@ class Scorer:
             if anomalous:
                 reasons = self._reasons(model, x[i], raw[i])
                 examples = w.examples()
-                text = summary(w.subject.workload, [r.text for r in reasons[:3]],
-                               fallback=fallback)
-            out.append(ScoredWindow(
-                identity=w.subject.id, namespace=w.subject.namespace, workload=w.subject.workload,
-                window_start=w.start_datetime(), window_end=w.end_datetime(), score=score,
-                threshold=model.threshold, anomalous=anomalous, model=model.key,
-                fallback=fallback, reasons=reasons, examples=examples, summary=text))
+                text = summary(w.subject.workload, [r.text for r in reasons[:3]], fallback=fallback)
+            out.append(
+                ScoredWindow(
+                    identity=w.subject.id,
+                    namespace=w.subject.namespace,
+                    workload=w.subject.workload,
+                    window_start=w.start_datetime(),
+                    window_end=w.end_datetime(),
+                    score=score,
+                    threshold=model.threshold,
+                    anomalous=anomalous,
+                    model=model.key,
+                    fallback=fallback,
+                    reasons=reasons,
+                    examples=examples,
+                    summary=text,
+                )
+            )
         return out
 
     def _reasons(self, model: Any, x_row: np.ndarray, raw_row: np.ndarray) -> tuple[Reason, ...]:
@@ -78,10 +89,16 @@ class Scorer:
                 break
             feature = MODEL_COLUMNS[j]
             value, baseline = float(raw_row[j]), float(model.median[j])
-            reasons.append(Reason(feature=feature, value=value, baseline=baseline,
-                                  spread=float(model.spread[j]),
-                                  contribution=float(contributions[j]),
-                                  text=reason_text(feature, value, baseline)))
+            reasons.append(
+                Reason(
+                    feature=feature,
+                    value=value,
+                    baseline=baseline,
+                    spread=float(model.spread[j]),
+                    contribution=float(contributions[j]),
+                    text=reason_text(feature, value, baseline),
+                )
+            )
         return tuple(reasons)
 
 

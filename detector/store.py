@@ -89,13 +89,19 @@ from netwarden.detector.lifecycle import (
     LifecycleError,
     next_state,
 )
-from netwarden.detector.database import SqlStore
-from netwarden.detector.database import UTCDateTime as _UTCDateTime
-from netwarden.detector.database import utc as _utc
 from netwarden.detector.results import Reason, ScoredWindow
+from netwarden.storage.database import SqlStore, required_text
+from netwarden.storage.database import UTCDateTime as _UTCDateTime
+from netwarden.storage.database import utc as _utc
 
-__all__ = ["AnomalyNotFound", "AnomalyRecord", "AnomalyStore", "IdentitySummary", "LifecycleError",
-           "LifecycleEvent"]
+__all__ = [
+    "AnomalyNotFound",
+    "AnomalyRecord",
+    "AnomalyStore",
+    "IdentitySummary",
+    "LifecycleError",
+    "LifecycleEvent",
+]
 
 _IN_CHUNK: Final = 500  # values per IN (...) list: far below every backend's parameter limit
 
@@ -161,8 +167,9 @@ class _WindowRow(_Base):
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     examples: Mapped[dict[str, Any]] = mapped_column(JSON)
     summary: Mapped[str] = mapped_column(Text)
-    anomaly_id: Mapped[int | None] = mapped_column(ForeignKey("anomalies.id"), nullable=True,
-                                                   index=True)
+    anomaly_id: Mapped[int | None] = mapped_column(
+        ForeignKey("anomalies.id"), nullable=True, index=True
+    )
     anomaly: Mapped[_AnomalyRow | None] = relationship()
 
     __table_args__ = (
@@ -267,31 +274,60 @@ def _reasons_from_json(data: Iterable[dict[str, Any]] | None) -> tuple[Reason, .
 
 def _to_record(row: _AnomalyRow) -> AnomalyRecord:
     return AnomalyRecord(
-        id=row.id, identity=row.identity, namespace=row.namespace, workload=row.workload,
-        state=row.state, ongoing=row.ongoing, first_window_start=row.first_window_start,
-        last_window_end=row.last_window_end, window_count=row.window_count,
-        peak_window_start=row.peak_window_start, peak_score=row.peak_score,
-        peak_threshold=row.peak_threshold, model=row.model, fallback=row.fallback,
-        reasons=_reasons_from_json(row.reasons), examples=dict(row.examples or {}),
-        summary=row.summary, suppressed_until=row.suppressed_until, state_note=row.state_note,
-        state_actor=row.state_actor, created_at=row.created_at, updated_at=row.updated_at,
+        id=row.id,
+        identity=row.identity,
+        namespace=row.namespace,
+        workload=row.workload,
+        state=row.state,
+        ongoing=row.ongoing,
+        first_window_start=row.first_window_start,
+        last_window_end=row.last_window_end,
+        window_count=row.window_count,
+        peak_window_start=row.peak_window_start,
+        peak_score=row.peak_score,
+        peak_threshold=row.peak_threshold,
+        model=row.model,
+        fallback=row.fallback,
+        reasons=_reasons_from_json(row.reasons),
+        examples=dict(row.examples or {}),
+        summary=row.summary,
+        suppressed_until=row.suppressed_until,
+        state_note=row.state_note,
+        state_actor=row.state_actor,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 
 def _to_window(row: _WindowRow) -> ScoredWindow:
     return ScoredWindow(
-        identity=row.identity, namespace=row.namespace, workload=row.workload,
-        window_start=row.window_start, window_end=row.window_end, score=row.score,
-        threshold=row.threshold, anomalous=row.anomalous, model=row.model, fallback=row.fallback,
-        reasons=_reasons_from_json(row.reasons), examples=dict(row.examples or {}),
+        identity=row.identity,
+        namespace=row.namespace,
+        workload=row.workload,
+        window_start=row.window_start,
+        window_end=row.window_end,
+        score=row.score,
+        threshold=row.threshold,
+        anomalous=row.anomalous,
+        model=row.model,
+        fallback=row.fallback,
+        reasons=_reasons_from_json(row.reasons),
+        examples=dict(row.examples or {}),
         summary=row.summary,
     )
 
 
 def _to_event(row: _EventRow) -> LifecycleEvent:
-    return LifecycleEvent(id=row.id, anomaly_id=row.anomaly_id, at=row.at, actor=row.actor,
-                          action=row.action, from_state=row.from_state, to_state=row.to_state,
-                          note=row.note)
+    return LifecycleEvent(
+        id=row.id,
+        anomaly_id=row.anomaly_id,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        from_state=row.from_state,
+        to_state=row.to_state,
+        note=row.note,
+    )
 
 
 # -------------------------------------------------------------------------------- validation
@@ -304,8 +340,10 @@ def _checked_window(w: ScoredWindow) -> ScoredWindow:
     start = _utc(w.window_start, f"window_start of {w.identity}")
     end = _utc(w.window_end, f"window_end of {w.identity}")
     if end <= start:
-        raise ValueError(f"window of {w.identity} ends ({end.isoformat()}) before it starts "
-                         f"({start.isoformat()})")
+        raise ValueError(
+            f"window of {w.identity} ends ({end.isoformat()}) before it starts "
+            f"({start.isoformat()})"
+        )
     if math.isnan(w.score) or math.isnan(w.threshold):
         raise ValueError(f"window {w.identity}@{start.isoformat()} has a NaN score or threshold")
     if start is w.window_start and end is w.window_end:
@@ -313,16 +351,16 @@ def _checked_window(w: ScoredWindow) -> ScoredWindow:
     return replace(w, window_start=start, window_end=end)
 
 
-def _text(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty string")
-    return value.strip()
-
-
-def _anomaly_conditions(*, identity: str | None, namespace: str | None, state: str | None,
-                        since: datetime | None, until: datetime | None,
-                        min_score: float | None,
-                        max_score: float | None) -> list[ColumnElement[bool]]:
+def _anomaly_conditions(
+    *,
+    identity: str | None,
+    namespace: str | None,
+    state: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    min_score: float | None,
+    max_score: float | None,
+) -> list[ColumnElement[bool]]:
     """The WHERE clauses of an anomaly query, shared by ``list`` and ``count`` so that a page
     and its total always mean the same filter."""
     if state is not None and state not in STATES:
@@ -350,7 +388,7 @@ def _anomaly_conditions(*, identity: str | None, namespace: str | None, state: s
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(values), _IN_CHUNK):
-        yield values[i:i + _IN_CHUNK]
+        yield values[i : i + _IN_CHUNK]
 
 
 # ------------------------------------------------------------------------------------ engine
@@ -398,20 +436,47 @@ class AnomalyStore(SqlStore):
             yield session, now
 
     def _expire_suppressions(self, session: Session, now: datetime) -> None:
-        due = session.scalars(select(_AnomalyRow).where(
-            _AnomalyRow.state == SUPPRESSED, _AnomalyRow.suppressed_until <= now)).all()
+        due = session.scalars(
+            select(_AnomalyRow).where(
+                _AnomalyRow.state == SUPPRESSED, _AnomalyRow.suppressed_until <= now
+            )
+        ).all()
         for row in due:
             until = row.suppressed_until
             assert until is not None
-            self._transition(session, row, "unsuppress", actor=SYSTEM_ACTOR, at=until, now=now,
-                             note=f"suppression until {until.isoformat()} expired")
+            self._transition(
+                session,
+                row,
+                "unsuppress",
+                actor=SYSTEM_ACTOR,
+                at=until,
+                now=now,
+                note=f"suppression until {until.isoformat()} expired",
+            )
 
     @staticmethod
-    def _transition(session: Session, row: _AnomalyRow, action: str, *, actor: str, note: str,
-                    at: datetime, now: datetime) -> None:
+    def _transition(
+        session: Session,
+        row: _AnomalyRow,
+        action: str,
+        *,
+        actor: str,
+        note: str,
+        at: datetime,
+        now: datetime,
+    ) -> None:
         to_state = next_state(row.id, row.state, action)
-        session.add(_EventRow(anomaly_id=row.id, at=at, actor=actor, action=action,
-                              from_state=row.state, to_state=to_state, note=note))
+        session.add(
+            _EventRow(
+                anomaly_id=row.id,
+                at=at,
+                actor=actor,
+                action=action,
+                from_state=row.state,
+                to_state=to_state,
+                note=note,
+            )
+        )
         row.state, row.state_actor, row.state_note, row.updated_at = to_state, actor, note, now
         if to_state != SUPPRESSED:
             row.suppressed_until = None
@@ -440,8 +505,13 @@ class AnomalyStore(SqlStore):
         windows; without it, an attacker that stops sending would keep its alert firing."""
         until = _utc(until, "until")
         with self._transaction() as (session, now):
-            rows = list(session.scalars(select(_AnomalyRow).where(
-                _AnomalyRow.ongoing.is_(True), _AnomalyRow.last_window_end < until)))
+            rows = list(
+                session.scalars(
+                    select(_AnomalyRow).where(
+                        _AnomalyRow.ongoing.is_(True), _AnomalyRow.last_window_end < until
+                    )
+                )
+            )
             for row in rows:
                 row.ongoing = False
                 row.updated_at = now
@@ -455,9 +525,10 @@ class AnomalyStore(SqlStore):
         before = _utc(before, "before")
         with self._transaction() as (session, _):
             result = session.execute(
-                delete(_WindowRow).where(_WindowRow.window_end < before,
-                                         _WindowRow.anomaly_id.is_(None))
-                .execution_options(synchronize_session=False))
+                delete(_WindowRow)
+                .where(_WindowRow.window_end < before, _WindowRow.anomaly_id.is_(None))
+                .execution_options(synchronize_session=False)
+            )
             return int(result.rowcount or 0)
 
     # ------------------------------------------------------------------------------ reads
@@ -468,11 +539,19 @@ class AnomalyStore(SqlStore):
             row = session.get(_AnomalyRow, anomaly_id)
             return None if row is None else _to_record(row)
 
-    def list(self, *, identity: str | None = None, namespace: str | None = None,
-             state: str | None = None, since: datetime | None = None,
-             until: datetime | None = None, limit: int = 100,
-             offset: int = 0, min_score: float | None = None,
-             max_score: float | None = None) -> list[AnomalyRecord]:
+    def list(
+        self,
+        *,
+        identity: str | None = None,
+        namespace: str | None = None,
+        state: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        min_score: float | None = None,
+        max_score: float | None = None,
+    ) -> list[AnomalyRecord]:
         """Anomalies matching every given filter, most recent (latest ``last_window_end``) first.
 
         ``since``/``until`` select anomalies that overlap ``[since, until)``: ending after
@@ -480,9 +559,15 @@ class AnomalyStore(SqlStore):
         in ``[min_score, max_score)``, the shape of
         :func:`netwarden.detector.severity.score_range`. ``limit``/``offset`` paginate.
         """
-        conditions = _anomaly_conditions(identity=identity, namespace=namespace, state=state,
-                                         since=since, until=until, min_score=min_score,
-                                         max_score=max_score)
+        conditions = _anomaly_conditions(
+            identity=identity,
+            namespace=namespace,
+            state=state,
+            since=since,
+            until=until,
+            min_score=min_score,
+            max_score=max_score,
+        )
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
         stmt = select(_AnomalyRow).where(*conditions)
@@ -490,9 +575,15 @@ class AnomalyStore(SqlStore):
         with self._transaction() as (session, _):
             return [_to_record(r) for r in session.scalars(stmt.limit(limit).offset(offset))]
 
-    def windows(self, identity: str, *, since: datetime | None = None,
-                until: datetime | None = None, limit: int = 1000,
-                newest_first: bool = False) -> list[ScoredWindow]:
+    def windows(
+        self,
+        identity: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+        newest_first: bool = False,
+    ) -> list[ScoredWindow]:
         """The scored windows of one identity, oldest first (normal ones included).
 
         ``since``/``until`` select windows that overlap ``[since, until)``. ``newest_first``
@@ -510,14 +601,27 @@ class AnomalyStore(SqlStore):
         with self._transaction() as (session, _):
             return [_to_window(r) for r in session.scalars(stmt)]
 
-    def count(self, *, identity: str | None = None, namespace: str | None = None,
-              state: str | None = None, since: datetime | None = None,
-              until: datetime | None = None, min_score: float | None = None,
-              max_score: float | None = None) -> int:
+    def count(
+        self,
+        *,
+        identity: str | None = None,
+        namespace: str | None = None,
+        state: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        min_score: float | None = None,
+        max_score: float | None = None,
+    ) -> int:
         """How many anomalies :meth:`list` would return with these filters and no limit."""
-        conditions = _anomaly_conditions(identity=identity, namespace=namespace, state=state,
-                                         since=since, until=until, min_score=min_score,
-                                         max_score=max_score)
+        conditions = _anomaly_conditions(
+            identity=identity,
+            namespace=namespace,
+            state=state,
+            since=since,
+            until=until,
+            min_score=min_score,
+            max_score=max_score,
+        )
         stmt = select(func.count()).select_from(_AnomalyRow).where(*conditions)
         with self._transaction() as (session, _):
             return int(session.scalar(stmt) or 0)
@@ -528,31 +632,62 @@ class AnomalyStore(SqlStore):
         One query: a GROUP BY over ``scored_windows`` joined to each identity's latest window
         (by the unique ``(identity, window_start)`` index) and to its count of open anomalies.
         """
-        per = select(_WindowRow.identity.label("identity"),
-                     func.count().label("windows"),
-                     func.min(_WindowRow.window_start).label("first_start"),
-                     func.max(_WindowRow.window_start).label("last_start"))
+        per = select(
+            _WindowRow.identity.label("identity"),
+            func.count().label("windows"),
+            func.min(_WindowRow.window_start).label("first_start"),
+            func.max(_WindowRow.window_start).label("last_start"),
+        )
         if namespace is not None:
             per = per.where(_WindowRow.namespace == namespace)
         agg = per.group_by(_WindowRow.identity).subquery()
-        opened = (select(_AnomalyRow.identity.label("identity"), func.count().label("n"))
-                  .where(_AnomalyRow.state == OPEN).group_by(_AnomalyRow.identity).subquery())
-        stmt = (select(_WindowRow.identity, _WindowRow.namespace, _WindowRow.workload,
-                       agg.c.windows, agg.c.first_start, _WindowRow.window_end,
-                       _WindowRow.score, _WindowRow.threshold, _WindowRow.anomalous,
-                       func.coalesce(opened.c.n, 0))
-                .join(agg, and_(_WindowRow.identity == agg.c.identity,
-                                _WindowRow.window_start == agg.c.last_start))
-                .outerjoin(opened, opened.c.identity == _WindowRow.identity)
-                .order_by(_WindowRow.identity))
+        opened = (
+            select(_AnomalyRow.identity.label("identity"), func.count().label("n"))
+            .where(_AnomalyRow.state == OPEN)
+            .group_by(_AnomalyRow.identity)
+            .subquery()
+        )
+        stmt = (
+            select(
+                _WindowRow.identity,
+                _WindowRow.namespace,
+                _WindowRow.workload,
+                agg.c.windows,
+                agg.c.first_start,
+                _WindowRow.window_end,
+                _WindowRow.score,
+                _WindowRow.threshold,
+                _WindowRow.anomalous,
+                func.coalesce(opened.c.n, 0),
+            )
+            .join(
+                agg,
+                and_(
+                    _WindowRow.identity == agg.c.identity,
+                    _WindowRow.window_start == agg.c.last_start,
+                ),
+            )
+            .outerjoin(opened, opened.c.identity == _WindowRow.identity)
+            .order_by(_WindowRow.identity)
+        )
         with self._transaction() as (session, _):
-            return [IdentitySummary(
-                identity=ident, namespace=ns, workload=wl, windows=int(n),
-                first_window_start=first, last_window_end=end,
-                last_score=float(score), last_threshold=float(threshold),
-                last_anomalous=bool(anomalous), open_anomalies=int(n_open))
-                for ident, ns, wl, n, first, end, score, threshold, anomalous, n_open
-                in session.execute(stmt)]
+            return [
+                IdentitySummary(
+                    identity=ident,
+                    namespace=ns,
+                    workload=wl,
+                    windows=int(n),
+                    first_window_start=first,
+                    last_window_end=end,
+                    last_score=float(score),
+                    last_threshold=float(threshold),
+                    last_anomalous=bool(anomalous),
+                    open_anomalies=int(n_open),
+                )
+                for ident, ns, wl, n, first, end, score, threshold, anomalous, n_open in session.execute(
+                    stmt
+                )
+            ]
 
     def now(self) -> datetime:
         """The store's clock (UTC): what suppression expiries are checked against, so a caller
@@ -564,12 +699,14 @@ class AnomalyStore(SqlStore):
         with self._transaction() as (session, _):
             if session.get(_AnomalyRow, anomaly_id) is None:
                 raise AnomalyNotFound(anomaly_id)
-            rows = session.scalars(select(_EventRow).where(_EventRow.anomaly_id == anomaly_id)
-                                   .order_by(_EventRow.id))
+            rows = session.scalars(
+                select(_EventRow).where(_EventRow.anomaly_id == anomaly_id).order_by(_EventRow.id)
+            )
             return [_to_event(r) for r in rows]
 
-    def updated_since(self, since: datetime, *, after_id: int = 0,
-                      limit: int = 500) -> list[AnomalyRecord]:
+    def updated_since(
+        self, since: datetime, *, after_id: int = 0, limit: int = 500
+    ) -> list[AnomalyRecord]:
         """Anomalies changed after ``(since, after_id)``, oldest change first.
 
         The order is ``(updated_at, id)`` and the bound is exclusive on that pair, so a caller
@@ -580,9 +717,14 @@ class AnomalyStore(SqlStore):
             raise ValueError(f"limit must be >= 0, got {limit}")
         since = _utc(since, "since")
         after = (_AnomalyRow.updated_at > since) | (
-            (_AnomalyRow.updated_at == since) & (_AnomalyRow.id > after_id))
-        stmt = (select(_AnomalyRow).where(after)
-                .order_by(_AnomalyRow.updated_at, _AnomalyRow.id).limit(limit))
+            (_AnomalyRow.updated_at == since) & (_AnomalyRow.id > after_id)
+        )
+        stmt = (
+            select(_AnomalyRow)
+            .where(after)
+            .order_by(_AnomalyRow.updated_at, _AnomalyRow.id)
+            .limit(limit)
+        )
         with self._transaction() as (session, _):
             return [_to_record(r) for r in session.scalars(stmt)]
 
@@ -592,8 +734,11 @@ class AnomalyStore(SqlStore):
         found: list[AnomalyRecord] = []
         with self._transaction() as (session, _):
             for i in range(0, len(wanted), _IN_CHUNK):
-                stmt = (select(_AnomalyRow).where(_AnomalyRow.id.in_(wanted[i:i + _IN_CHUNK]))
-                        .order_by(_AnomalyRow.id))
+                stmt = (
+                    select(_AnomalyRow)
+                    .where(_AnomalyRow.id.in_(wanted[i : i + _IN_CHUNK]))
+                    .order_by(_AnomalyRow.id)
+                )
                 found.extend(_to_record(r) for r in session.scalars(stmt))
         return found
 
@@ -603,13 +748,14 @@ class AnomalyStore(SqlStore):
         """Someone has seen it and is on it (open -> acknowledged); alerts stay quiet."""
         return self._act(anomaly_id, "acknowledge", actor=actor, note=note)
 
-    def suppress(self, anomaly_id: int, *, actor: str, until: datetime,
-                 reason: str) -> AnomalyRecord:
+    def suppress(
+        self, anomaly_id: int, *, actor: str, until: datetime, reason: str
+    ) -> AnomalyRecord:
         """Silence it until ``until`` (future, aware), for a stated reason; it reopens after.
 
         New consecutive windows still merge into a suppressed anomaly, which stays suppressed.
         """
-        reason = _text(reason, "suppression reason")
+        reason = required_text(reason, "suppression reason")
         until = _utc(until, "until")
         return self._act(anomaly_id, "suppress", actor=actor, note=reason, until=until)
 
@@ -617,14 +763,17 @@ class AnomalyStore(SqlStore):
         """Close it for good; a later anomalous window of the identity starts a new anomaly."""
         return self._act(anomaly_id, "resolve", actor=actor, note=note)
 
-    def _act(self, anomaly_id: int, action: str, *, actor: str, note: str,
-             until: datetime | None = None) -> AnomalyRecord:
-        actor = _text(actor, "actor")
+    def _act(
+        self, anomaly_id: int, action: str, *, actor: str, note: str, until: datetime | None = None
+    ) -> AnomalyRecord:
+        actor = required_text(actor, "actor")
         with self._transaction() as (session, now):
             if until is not None and until <= now:
-                raise ValueError(f"cannot suppress anomaly {anomaly_id} until "
-                                 f"{until.isoformat()}: that is not in the future "
-                                 f"(now {now.isoformat()})")
+                raise ValueError(
+                    f"cannot suppress anomaly {anomaly_id} until "
+                    f"{until.isoformat()}: that is not in the future "
+                    f"(now {now.isoformat()})"
+                )
             row = session.get(_AnomalyRow, anomaly_id, with_for_update=True)
             if row is None:
                 raise AnomalyNotFound(anomaly_id)
@@ -632,7 +781,6 @@ class AnomalyStore(SqlStore):
             if until is not None:
                 row.suppressed_until = until
             return _to_record(row)
-
 
 
 class _BatchRecorder:
@@ -658,18 +806,30 @@ class _BatchRecorder:
         extendable: dict[tuple[str, datetime], _AnomalyRow] = {}
         latest: dict[str, datetime] = {}
         for chunk in _chunks(identities):
-            for row in session.scalars(select(_WindowRow).where(
-                    _WindowRow.identity.in_(chunk), _WindowRow.window_start >= lo,
-                    _WindowRow.window_start <= hi)):
+            for row in session.scalars(
+                select(_WindowRow).where(
+                    _WindowRow.identity.in_(chunk),
+                    _WindowRow.window_start >= lo,
+                    _WindowRow.window_start <= hi,
+                )
+            ):
                 existing[row.identity, row.window_start] = row
-            for a in session.scalars(select(_AnomalyRow).where(
-                    _AnomalyRow.identity.in_(chunk), _AnomalyRow.state != RESOLVED,
-                    _AnomalyRow.last_window_end >= lo, _AnomalyRow.last_window_end <= hi)
-                    .order_by(_AnomalyRow.id)):
+            for a in session.scalars(
+                select(_AnomalyRow)
+                .where(
+                    _AnomalyRow.identity.in_(chunk),
+                    _AnomalyRow.state != RESOLVED,
+                    _AnomalyRow.last_window_end >= lo,
+                    _AnomalyRow.last_window_end <= hi,
+                )
+                .order_by(_AnomalyRow.id)
+            ):
                 extendable[a.identity, a.last_window_end] = a  # the newest wins a (rare) tie
             for ident, start in session.execute(
-                    select(_WindowRow.identity, func.max(_WindowRow.window_start))
-                    .where(_WindowRow.identity.in_(chunk)).group_by(_WindowRow.identity)):
+                select(_WindowRow.identity, func.max(_WindowRow.window_start))
+                .where(_WindowRow.identity.in_(chunk))
+                .group_by(_WindowRow.identity)
+            ):
                 latest[ident] = start
 
         # identity -> the anomaly holding its latest window (None: the latest is normal)
@@ -704,9 +864,17 @@ class _BatchRecorder:
 
         session.flush()  # ids for new anomalies, anomaly_id for windows
         for anomaly, w in self.opened:
-            session.add(_EventRow(anomaly_id=anomaly.id, at=self.now, actor=SYSTEM_ACTOR,
-                                  action="open", from_state=None, to_state=OPEN,
-                                  note=f"first anomalous window {w.window_start.isoformat()}"))
+            session.add(
+                _EventRow(
+                    anomaly_id=anomaly.id,
+                    at=self.now,
+                    actor=SYSTEM_ACTOR,
+                    action="open",
+                    from_state=None,
+                    to_state=OPEN,
+                    note=f"first anomalous window {w.window_start.isoformat()}",
+                )
+            )
         for anomaly in self.rescored.values():
             self._recompute(anomaly)
         self._set_ongoing(run_of)
@@ -721,10 +889,20 @@ class _BatchRecorder:
 
     def _open(self, w: ScoredWindow) -> _AnomalyRow:
         anomaly = _AnomalyRow(
-            identity=w.identity, namespace=w.namespace, workload=w.workload, state=OPEN,
-            ongoing=False, first_window_start=w.window_start, last_window_end=w.window_end,
-            window_count=1, suppressed_until=None, state_note="", state_actor=SYSTEM_ACTOR,
-            created_at=self.now, updated_at=self.now)
+            identity=w.identity,
+            namespace=w.namespace,
+            workload=w.workload,
+            state=OPEN,
+            ongoing=False,
+            first_window_start=w.window_start,
+            last_window_end=w.window_end,
+            window_count=1,
+            suppressed_until=None,
+            state_note="",
+            state_actor=SYSTEM_ACTOR,
+            created_at=self.now,
+            updated_at=self.now,
+        )
         _set_peak(anomaly, w)
         self.session.add(anomaly)
         self.opened.append((anomaly, w))
@@ -740,14 +918,23 @@ class _BatchRecorder:
 
     def _recompute(self, anomaly: _AnomalyRow) -> None:
         """Count, bounds and peak from the anomaly's windows, after some were re-scored."""
-        rows = self.session.scalars(select(_WindowRow).where(_WindowRow.anomaly_id == anomaly.id)
-                                    .order_by(_WindowRow.window_start)).all()
+        rows = self.session.scalars(
+            select(_WindowRow)
+            .where(_WindowRow.anomaly_id == anomaly.id)
+            .order_by(_WindowRow.window_start)
+        ).all()
         anomaly.window_count = len(rows)
         if not rows:  # every window was re-scored as normal: nothing is left to look at
             if anomaly.state != RESOLVED:
                 AnomalyStore._transition(
-                    self.session, anomaly, "resolve", actor=SYSTEM_ACTOR, at=self.now,
-                    now=self.now, note="re-scored: none of its windows is anomalous any more")
+                    self.session,
+                    anomaly,
+                    "resolve",
+                    actor=SYSTEM_ACTOR,
+                    at=self.now,
+                    now=self.now,
+                    note="re-scored: none of its windows is anomalous any more",
+                )
             return
         anomaly.first_window_start = rows[0].window_start
         anomaly.last_window_end = max(r.window_end for r in rows)
@@ -766,14 +953,17 @@ class _BatchRecorder:
                 keep[identity] = anomaly.id
         self.session.flush()
         for chunk in _chunks(sorted(run_of)):
-            stmt = (update(_AnomalyRow)
-                    .where(_AnomalyRow.identity.in_(chunk), _AnomalyRow.ongoing.is_(True))
-                    .values(ongoing=False, updated_at=self.now)
-                    .execution_options(synchronize_session=False))
+            stmt = (
+                update(_AnomalyRow)
+                .where(_AnomalyRow.identity.in_(chunk), _AnomalyRow.ongoing.is_(True))
+                .values(ongoing=False, updated_at=self.now)
+                .execution_options(synchronize_session=False)
+            )
             kept = [keep[i] for i in chunk if i in keep]
             if kept:
                 stmt = stmt.where(_AnomalyRow.id.not_in(kept))
             self.session.execute(stmt)
+
 
 def _fill_window(row: _WindowRow, w: ScoredWindow) -> None:
     row.identity, row.namespace, row.workload = w.identity, w.namespace, w.workload

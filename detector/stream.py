@@ -26,10 +26,15 @@ __all__ = ["StreamScorer"]
 class StreamScorer:
     """Collects closed windows, scores them in bounded batches, forgets anomalous ones."""
 
-    def __init__(self, scorer: Scorer | None, builder: WindowBuilder,
-                 on_scored: Callable[[list[ClosedWindow], list[ScoredWindow]], None], *,
-                 max_windows: int = 2048,
-                 on_unscored: Callable[[list[ClosedWindow]], None] | None = None) -> None:
+    def __init__(
+        self,
+        scorer: Scorer | None,
+        builder: WindowBuilder,
+        on_scored: Callable[[list[ClosedWindow], list[ScoredWindow]], None],
+        *,
+        max_windows: int = 2048,
+        on_unscored: Callable[[list[ClosedWindow]], None] | None = None,
+    ) -> None:
         #: The scorer of the next flush; a live service swaps it when a new model loads, and
         #: while it is None windows are handed to ``on_unscored`` instead.
         self.scorer = scorer
@@ -45,8 +50,11 @@ class StreamScorer:
         ``flush`` is set. Returns what was scored (often nothing yet)."""
         pending = self._pending
         pending.extend(closed)
-        if pending and (flush or len(pending) >= self.max_windows
-                        or pending[-1].end - pending[0].start >= self._span):
+        if pending and (
+            flush
+            or len(pending) >= self.max_windows
+            or pending[-1].end - pending[0].start >= self._span
+        ):
             return self.flush()
         return []
 

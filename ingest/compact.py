@@ -15,7 +15,15 @@ import msgspec
 
 from netwarden.ingest.flow import CiliumEventType, Layer4
 
-__all__ = ["CompactDNS", "CompactStats", "CompactIP", "CompactEndpoint", "CompactFlow", "CompactHTTP", "CompactLayer7"]
+__all__ = [
+    "CompactDNS",
+    "CompactEndpoint",
+    "CompactFlow",
+    "CompactHTTP",
+    "CompactIP",
+    "CompactLayer7",
+    "CompactStats",
+]
 
 _EMPTY_LIST = msgspec.Raw(b"[]")
 

@@ -15,8 +15,8 @@ The features a model sees are derived from these statistics when the window clos
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable
 import math
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,8 +27,8 @@ from netwarden.ingest.sketch import DistinctSketch, stable_hash64, stable_hash64
 __all__ = [
     "FEATURES",
     "FEATURE_NAMES",
-    "Feature",
     "PORT_BUCKETS",
+    "Feature",
     "SideStats",
     "feature_columns",
     "port_bucket",
@@ -64,14 +64,19 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("distinct_peers", "distinct peers: workloads, reserved identities, world IPs (sketch)"),
     Feature("distinct_dst_ports", "distinct destination (service) ports, by protocol (sketch)"),
     Feature("dst_port_entropy", "Shannon entropy in bits of the destination port distribution"),
-    Feature("new_peers", "distinct peers new to this identity: first seen less than an hour ago "
-            "(WindowConfig.novelty_seconds); estimated from a bottom-256 sample by hash, exact up "
-            "to 256 peers"),
+    Feature(
+        "new_peers",
+        "distinct peers new to this identity: first seen less than an hour ago "
+        "(WindowConfig.novelty_seconds); estimated from a bottom-256 sample by hash, exact up "
+        "to 256 peers",
+    ),
     Feature("new_peer_flows", "flows to (egress) or from (ingress) those new peers"),
     Feature("drops", "flows dropped, any reason (verdict DROPPED)"),
     Feature("policy_drops", "drops by policy: POLICY_DENIED (133), POLICY_DENY (181), L7 denials"),
     Feature("tcp_resets", "TCP segments with RST, either direction"),
-    Feature("unanswered_syns", "SYNs without a SYN-ACK reply in the window (max(SYN - SYN-ACK, 0))"),
+    Feature(
+        "unanswered_syns", "SYNs without a SYN-ACK reply in the window (max(SYN - SYN-ACK, 0))"
+    ),
     Feature("icmp", "ICMPv4/ICMPv6 flow events"),
     Feature("dns_queries", "DNS requests (L7)"),
     Feature("dns_nxdomain_share", "share of DNS responses with rcode 3 (NXDOMAIN)"),
@@ -79,18 +84,25 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("dns_qname_len_max", "longest queried name"),
     Feature("dns_qname_entropy_mean", "mean per-name character entropy of queried names (bits)"),
     Feature("dns_distinct_names", "distinct queried names (sketch)"),
-    Feature("dns_new_names", "distinct queried names new to this identity (first queried less "
-            "than an hour ago), estimated like new_peers"),
+    Feature(
+        "dns_new_names",
+        "distinct queried names new to this identity (first queried less "
+        "than an hour ago), estimated like new_peers",
+    ),
     Feature("http_requests", "HTTP requests (L7)"),
     Feature("http_4xx_share", "share of HTTP responses with status 400-499"),
     Feature("http_5xx_share", "share of HTTP responses with status 500-599"),
     Feature("world_flows", "flows to (egress) or from (ingress) world addresses"),
     Feature("world_distinct_peers", "distinct world IP addresses (sketch)"),
     Feature("world_distinct_fqdns", "distinct DNS names of world peers (sketch)"),
-    Feature("bytes_sent", "bytes the subject sent on this side's connections (eBPF agent "
-            "flows; 0 from Hubble, which does not count bytes)"),
-    Feature("bytes_received", "bytes the subject received on this side's connections (eBPF "
-            "agent flows)"),
+    Feature(
+        "bytes_sent",
+        "bytes the subject sent on this side's connections (eBPF agent "
+        "flows; 0 from Hubble, which does not count bytes)",
+    ),
+    Feature(
+        "bytes_received", "bytes the subject received on this side's connections (eBPF agent flows)"
+    ),
 )
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)
 
@@ -173,13 +185,40 @@ class SideStats:
     """
 
     __slots__ = (
-        "flows", "new_conns", "syn_acks", "drops", "policy_drops",
-        "tcp_resets", "icmp", "dns_queries", "dns_responses", "dns_nxdomain", "qname_len_sum",
-        "qname_len_max", "qname_entropy_sum", "http_requests", "http_responses", "http_4xx",
-        "http_5xx", "world_flows", "bytes_sent", "bytes_received", "drop_reasons", "port_hist", "peers", "dst_ports", "dns_names",
-        "world_peers", "world_fqdns", "peers_seen", "new_peers", "names_seen", "new_names",
-        "pending", "top_pairs",
+        "bytes_received",
+        "bytes_sent",
+        "dns_names",
+        "dns_nxdomain",
+        "dns_queries",
+        "dns_responses",
+        "drop_reasons",
+        "drops",
+        "dst_ports",
+        "flows",
+        "http_4xx",
+        "http_5xx",
+        "http_requests",
+        "http_responses",
+        "icmp",
+        "names_seen",
+        "new_conns",
+        "new_names",
+        "new_peers",
+        "peers",
+        "peers_seen",
+        "pending",
+        "policy_drops",
+        "port_hist",
+        "qname_entropy_sum",
+        "qname_len_max",
+        "qname_len_sum",
         "sample_names",
+        "syn_acks",
+        "tcp_resets",
+        "top_pairs",
+        "world_flows",
+        "world_fqdns",
+        "world_peers",
     )
 
     def __init__(self) -> None:
@@ -231,10 +270,24 @@ class SideStats:
         self.sample_names: list[str] = []
 
     _SUMS = (
-        "flows", "new_conns", "syn_acks", "drops", "policy_drops",
-        "tcp_resets", "icmp", "dns_queries", "dns_responses", "dns_nxdomain", "qname_len_sum",
-        "http_requests", "http_responses", "http_4xx", "http_5xx", "world_flows",
-        "bytes_sent", "bytes_received",
+        "flows",
+        "new_conns",
+        "syn_acks",
+        "drops",
+        "policy_drops",
+        "tcp_resets",
+        "icmp",
+        "dns_queries",
+        "dns_responses",
+        "dns_nxdomain",
+        "qname_len_sum",
+        "http_requests",
+        "http_responses",
+        "http_4xx",
+        "http_5xx",
+        "world_flows",
+        "bytes_sent",
+        "bytes_received",
     )
     _SKETCHES = ("peers", "dst_ports", "dns_names", "world_peers", "world_fqdns")
 
@@ -267,8 +320,9 @@ class SideStats:
         else:
             self.sketch("peers").update(np.fromiter(peers, dtype=np.uint64, count=len(peers)))
             if ports:
-                self.sketch("dst_ports").update(stable_hash64_many(
-                    np.fromiter(ports, dtype=np.int64, count=len(ports))))
+                self.sketch("dst_ports").update(
+                    stable_hash64_many(np.fromiter(ports, dtype=np.int64, count=len(ports)))
+                )
         hist = self.port_hist
         top = self.top_pairs
         seen = self.peers_seen
@@ -281,7 +335,9 @@ class SideStats:
                 bucket = (((pk & 0xFFFF) * 40503) & 0xFFFF) >> 6  # port_bucket(), inlined
                 hist[bucket] = hist.get(bucket, 0) + n
         if len(top) > EXAMPLE_PAIRS:
-            self.top_pairs = dict(sorted(top.items(), key=lambda kv: (-kv[1], kv[0]))[:EXAMPLE_PAIRS])
+            self.top_pairs = dict(
+                sorted(top.items(), key=lambda kv: (-kv[1], kv[0]))[:EXAMPLE_PAIRS]
+            )
         self.prune_peers_seen()
         pending.clear()
 
@@ -326,9 +382,19 @@ class SideStats:
 
     @property
     def empty(self) -> bool:
-        return not (self.flows or self.drops or self.dns_queries or self.dns_responses
-                    or self.http_requests or self.http_responses or self.icmp or self.tcp_resets
-                    or self.syn_acks or self.bytes_sent or self.bytes_received)
+        return not (
+            self.flows
+            or self.drops
+            or self.dns_queries
+            or self.dns_responses
+            or self.http_requests
+            or self.http_responses
+            or self.icmp
+            or self.tcp_resets
+            or self.syn_acks
+            or self.bytes_sent
+            or self.bytes_received
+        )
 
     def prune_peers_seen(self) -> None:
         """Keep the smallest hashes (bottom-k): the same set however the stream was split."""
@@ -379,13 +445,24 @@ class SideStats:
 
     def nbytes(self) -> int:
         """Approximate memory held by this side's state."""
-        sketches = sum(getattr(self, name).nbytes() for name in self._SKETCHES
-                       if getattr(self, name) is not None)
+        sketches = sum(
+            getattr(self, name).nbytes()
+            for name in self._SKETCHES
+            if getattr(self, name) is not None
+        )
         return (
-            64 + 8 * len(self.__slots__) + sketches
+            64
+            + 8 * len(self.__slots__)
+            + sketches
             + 100 * (len(self.port_hist) + len(self.drop_reasons))
-            + 40 * (len(self.peers_seen) + len(self.new_peers) + len(self.names_seen)
-                    + len(self.new_names)) + 120 * len(self.pending)
+            + 40
+            * (
+                len(self.peers_seen)
+                + len(self.new_peers)
+                + len(self.names_seen)
+                + len(self.new_names)
+            )
+            + 120 * len(self.pending)
         )
 
     def __eq__(self, other: object) -> bool:
@@ -396,12 +473,15 @@ class SideStats:
         return (
             all(getattr(self, n) == getattr(other, n) for n in self._SUMS)
             and self.qname_len_max == other.qname_len_max
-            and math.isclose(self.qname_entropy_sum, other.qname_entropy_sum, rel_tol=1e-12,
-                             abs_tol=1e-9)
+            and math.isclose(
+                self.qname_entropy_sum, other.qname_entropy_sum, rel_tol=1e-12, abs_tol=1e-9
+            )
             and _nonzero(self.drop_reasons) == _nonzero(other.drop_reasons)
             and _nonzero(self.port_hist) == _nonzero(other.port_hist)
-            and all((getattr(self, n) or _sketch()) == (getattr(other, n) or _sketch())
-                    for n in self._SKETCHES)
+            and all(
+                (getattr(self, n) or _sketch()) == (getattr(other, n) or _sketch())
+                for n in self._SKETCHES
+            )
             and self._pruned_counts(self.peers_seen) == self._pruned_counts(other.peers_seen)
             and (self.new_peers & set(self._pruned(self.peers_seen)))
             == (other.new_peers & set(self._pruned(other.peers_seen)))

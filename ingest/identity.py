@@ -29,10 +29,10 @@ import msgspec
 from netwarden.ingest.sketch import stable_hash64
 
 __all__ = [
+    "RESERVED_IDENTITIES",
     "EndpointLike",
     "IdentityResolver",
     "Peer",
-    "RESERVED_IDENTITIES",
     "Subject",
     "is_world_identity",
     "strip_pod_suffix",
@@ -40,8 +40,16 @@ __all__ = [
 
 #: Reserved numeric identities (pkg/identity/numericidentity.go).
 RESERVED_IDENTITIES: Final[dict[int, str]] = {
-    1: "host", 2: "world", 3: "unmanaged", 4: "health", 5: "init", 6: "remote-node",
-    7: "kube-apiserver", 8: "ingress", 9: "world-ipv4", 10: "world-ipv6",
+    1: "host",
+    2: "world",
+    3: "unmanaged",
+    4: "health",
+    5: "init",
+    6: "remote-node",
+    7: "kube-apiserver",
+    8: "ingress",
+    9: "world-ipv4",
+    10: "world-ipv6",
     11: "encrypted-overlay",
 }
 _WORLD_IDS: Final = frozenset({2, 9, 10})
@@ -183,8 +191,9 @@ class IdentityResolver:
         self._subjects: dict[str, Subject] = {}
         self._cache_limit = cache_limit
 
-    def resolve(self, endpoint: EndpointLike | None, ip: str, *,
-                trim: bool = True) -> tuple[Subject | None, Peer]:
+    def resolve(
+        self, endpoint: EndpointLike | None, ip: str, *, trim: bool = True
+    ) -> tuple[Subject | None, Peer]:
         """Return ``(subject or None if reserved/world, peer)`` for one flow end.
 
         Results are cached under :meth:`cache_key`; hot loops may look up :attr:`cache` with

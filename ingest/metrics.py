@@ -23,24 +23,38 @@ class IngestMetrics:
         r = self.registry
         self.lines = Counter("netwarden_ingest_lines", "Input lines read.", registry=r)
         self.flows = Counter("netwarden_ingest_flows", "Flows decoded from the input.", registry=r)
-        self.parse_errors = Counter("netwarden_ingest_parse_errors",
-                                    "Input lines skipped as bad, by reason.", ["reason"],
-                                    registry=r)
-        self.lost_events = Counter("netwarden_ingest_producer_lost_events",
-                                   "Events the producer (Hubble) reported lost, by source.",
-                                   ["source"], registry=r)
-        self.late_flows = Counter("netwarden_ingest_late_flows",
-                                  "Flows that arrived after their window had closed (not added).",
-                                  registry=r)
-        self.not_counted = Counter("netwarden_ingest_flows_not_counted",
-                                   "Flows read but not counted into windows, by reason.",
-                                   ["reason"], registry=r)
-        self.windows_closed = Counter("netwarden_ingest_windows_closed",
-                                      "Identity-windows closed.", registry=r)
-        self.open_windows = Gauge("netwarden_ingest_open_windows",
-                                  "Identity-windows currently open.", registry=r)
-        self.watermark = Gauge("netwarden_ingest_watermark_seconds",
-                               "Event-time watermark (Unix time).", registry=r)
+        self.parse_errors = Counter(
+            "netwarden_ingest_parse_errors",
+            "Input lines skipped as bad, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.lost_events = Counter(
+            "netwarden_ingest_producer_lost_events",
+            "Events the producer (Hubble) reported lost, by source.",
+            ["source"],
+            registry=r,
+        )
+        self.late_flows = Counter(
+            "netwarden_ingest_late_flows",
+            "Flows that arrived after their window had closed (not added).",
+            registry=r,
+        )
+        self.not_counted = Counter(
+            "netwarden_ingest_flows_not_counted",
+            "Flows read but not counted into windows, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.windows_closed = Counter(
+            "netwarden_ingest_windows_closed", "Identity-windows closed.", registry=r
+        )
+        self.open_windows = Gauge(
+            "netwarden_ingest_open_windows", "Identity-windows currently open.", registry=r
+        )
+        self.watermark = Gauge(
+            "netwarden_ingest_watermark_seconds", "Event-time watermark (Unix time).", registry=r
+        )
         self._read = ReadStats()
         self._build = BuilderStats()
 
@@ -63,8 +77,14 @@ class IngestMetrics:
         self.open_windows.set(open_windows)
         if build.watermark > float("-inf"):
             self.watermark.set(build.watermark)
-        self._read = ReadStats(lines=read.lines, flows=read.flows, errors=read.errors.copy(),
-                               events_lost=read.events_lost.copy())
-        self._build = BuilderStats(late_flows=build.late_flows,
-                                   not_counted=build.not_counted.copy(),
-                                   windows_closed=build.windows_closed)
+        self._read = ReadStats(
+            lines=read.lines,
+            flows=read.flows,
+            errors=read.errors.copy(),
+            events_lost=read.events_lost.copy(),
+        )
+        self._build = BuilderStats(
+            late_flows=build.late_flows,
+            not_counted=build.not_counted.copy(),
+            windows_closed=build.windows_closed,
+        )

@@ -55,7 +55,7 @@ class WindowWriter:
             if self.format == "parquet":
                 self._parquet = pq.ParquetWriter(self.path, WINDOW_SCHEMA, compression="zstd")
             else:
-                self._jsonl = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+                self._jsonl = open(self.path, "wb")
         except OSError as exc:
             raise ValueError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
 
@@ -63,8 +63,11 @@ class WindowWriter:
         rows = windows_to_rows(windows)
         self.rows += len(rows)
         if self._jsonl is not None:
-            self._jsonl.write(b"".join(
-                orjson.dumps(_jsonable(row), option=orjson.OPT_APPEND_NEWLINE) for row in rows))
+            self._jsonl.write(
+                b"".join(
+                    orjson.dumps(_jsonable(row), option=orjson.OPT_APPEND_NEWLINE) for row in rows
+                )
+            )
             return
         self._pending.extend(rows)
         if len(self._pending) >= self._row_group_rows:
@@ -91,8 +94,12 @@ class WindowWriter:
     def __enter__(self) -> WindowWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -112,7 +119,15 @@ def read_windows(path: str | Path) -> pa.Table:
     for row in rows:
         row["egress_drop_reasons"] = list(row["egress_drop_reasons"].items())
         row["ingress_drop_reasons"] = list(row["ingress_drop_reasons"].items())
-    table = pa.Table.from_pylist(rows, schema=pa.schema(
-        [f if not pa.types.is_timestamp(f.type) else pa.field(f.name, pa.string()) for f in WINDOW_SCHEMA]))
-    return table.set_column(3, "window_start", table["window_start"].cast(pa.timestamp("us", tz="UTC"))) \
-        .set_column(4, "window_end", table["window_end"].cast(pa.timestamp("us", tz="UTC")))
+    table = pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                f if not pa.types.is_timestamp(f.type) else pa.field(f.name, pa.string())
+                for f in WINDOW_SCHEMA
+            ]
+        ),
+    )
+    return table.set_column(
+        3, "window_start", table["window_start"].cast(pa.timestamp("us", tz="UTC"))
+    ).set_column(4, "window_end", table["window_end"].cast(pa.timestamp("us", tz="UTC")))

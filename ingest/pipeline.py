@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from netwarden.ingest.compact import CompactFlow
+from netwarden.ingest.inputfiles import STDIN
 from netwarden.ingest.metrics import IngestMetrics
 from netwarden.ingest.reader import FlowReader, ReadStats
-from netwarden.ingest.sources import STDIN
 from netwarden.ingest.windows import BuilderStats, ClosedWindow, WindowBuilder, WindowConfig
 
 __all__ = ["IngestResult", "build_windows", "input_size"]
@@ -36,13 +36,21 @@ class IngestResult:
     def summary_lines(self) -> list[str]:
         b = self.build
         out = self.read.summary_lines()
-        out.append(f"{b.flows_counted:,} flows counted into windows, {b.late_flows:,} late "
-                   f"(arrived after their window closed; not added)")
+        out.append(
+            f"{b.flows_counted:,} flows counted into windows, {b.late_flows:,} late "
+            f"(arrived after their window closed; not added)"
+        )
         if b.not_counted:
-            out.append("not counted: " + ", ".join(
-                f"{_NOT_COUNTED.get(k, k)} {n:,}" for k, n in b.not_counted.most_common()))
-        out.append(f"{self.windows:,} windows closed for {self.identities:,} identities "
-                   f"(at most {b.max_open_windows:,} open at once)")
+            out.append(
+                "not counted: "
+                + ", ".join(
+                    f"{_NOT_COUNTED.get(k, k)} {n:,}" for k, n in b.not_counted.most_common()
+                )
+            )
+        out.append(
+            f"{self.windows:,} windows closed for {self.identities:,} identities "
+            f"(at most {b.max_open_windows:,} open at once)"
+        )
         return out
 
 

@@ -15,19 +15,26 @@ The tests decode every real sample both ways and compare.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from google.protobuf.message import DecodeError
 
-from netwarden.api.hubble import flow_pb2, observer_pb2
-from netwarden.ingest.compact import (CompactDNS, CompactEndpoint, CompactFlow, CompactHTTP,
-                                      CompactIP, CompactLayer7, CompactStats)
+from netwarden.hubble import flow_pb2, observer_pb2
+from netwarden.ingest.compact import (
+    CompactDNS,
+    CompactEndpoint,
+    CompactFlow,
+    CompactHTTP,
+    CompactIP,
+    CompactLayer7,
+    CompactStats,
+)
 from netwarden.ingest.flow import ICMP, SCTP, TCP, UDP, CiliumEventType, Layer4, TCPFlags
 
 __all__ = ["DecodeError", "compact_flow", "enum_names", "flow_time_ns", "parse_response"]
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def enum_names(enum: Any) -> dict[int, str]:
@@ -79,8 +86,13 @@ def _layer4(l4: Any) -> Layer4 | None:
     kind = l4.WhichOneof("protocol")
     if kind == "TCP":
         tcp = l4.TCP
-        return Layer4(TCP=TCP(tcp.source_port, tcp.destination_port,
-                              _flags(tcp.flags) if tcp.HasField("flags") else None))
+        return Layer4(
+            TCP=TCP(
+                tcp.source_port,
+                tcp.destination_port,
+                _flags(tcp.flags) if tcp.HasField("flags") else None,
+            )
+        )
     if kind == "UDP":
         return Layer4(UDP=UDP(l4.UDP.source_port, l4.UDP.destination_port))
     if kind == "ICMPv4":
@@ -148,4 +160,3 @@ def parse_response(data: bytes) -> Any:
     response = observer_pb2.GetFlowsResponse()
     response.ParseFromString(data)
     return response
-

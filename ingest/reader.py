@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Generic, TypeVar
 import msgspec
 
 from netwarden.ingest.flow import LOST_EVENT_SOURCES, Flow, LostEvent, NodeStatusEvent
-from netwarden.ingest.sources import open_input
+from netwarden.ingest.inputfiles import open_input
 
 __all__ = ["BadLine", "ErrorReason", "FlowReader", "ReadStats", "read_flows"]
 
@@ -116,8 +116,10 @@ class ReadStats:
             lost = ", ".join(f"{n:,} ({src})" for src, n in sorted(self.events_lost.items()))
             out.append(f"producer reported lost events: {lost}")
         if self.errors:
-            out.append("bad lines by reason: " + ", ".join(
-                f"{reason} {n:,}" for reason, n in self.errors.most_common()))
+            out.append(
+                "bad lines by reason: "
+                + ", ".join(f"{reason} {n:,}" for reason, n in self.errors.most_common())
+            )
             out.extend(f"  {bad}" for bad in self.examples)
             if self.error_lines > len(self.examples):
                 out.append(f"  ... and {self.error_lines - len(self.examples):,} more")
@@ -168,8 +170,13 @@ class FlowReader(Generic[F]):
         How many bad lines are kept with their location; all are counted.
     """
 
-    def __init__(self, *, flow_type: type[F] = Flow, batch_lines: int = 64,  # type: ignore[assignment]
-                 max_examples: int = 5) -> None:
+    def __init__(
+        self,
+        *,
+        flow_type: type[F] = Flow,
+        batch_lines: int = 64,  # type: ignore[assignment]
+        max_examples: int = 5,
+    ) -> None:
         if batch_lines < 1:
             raise ValueError(f"batch_lines must be >= 1, got {batch_lines}")
         self.flow_type = flow_type
@@ -184,8 +191,9 @@ class FlowReader(Generic[F]):
 
     # -- public ---------------------------------------------------------------------------
 
-    def read(self, path: str | Path, *,
-             on_position: Callable[[int], Any] | None = None) -> Iterator[list[F]]:
+    def read(
+        self, path: str | Path, *, on_position: Callable[[int], Any] | None = None
+    ) -> Iterator[list[F]]:
         """Yield batches of flows from a file (plain or gzip) or ``-`` for stdin.
 
         ``on_position`` is called after each block with the bytes of the file consumed so far.
@@ -197,8 +205,9 @@ class FlowReader(Generic[F]):
                 report = lambda: on_position(position())  # noqa: E731
             yield from self.read_stream(stream, name, on_block=report)
 
-    def read_stream(self, stream: BinaryIO, name: str = "<stream>", *,
-                    on_block: Callable[[], Any] | None = None) -> Iterator[list[F]]:
+    def read_stream(
+        self, stream: BinaryIO, name: str = "<stream>", *, on_block: Callable[[], Any] | None = None
+    ) -> Iterator[list[F]]:
         """Yield batches of flows from an open binary stream."""
         out: list[F] = []
         for first_line, lines in self._blocks(stream, name):
@@ -211,8 +220,9 @@ class FlowReader(Generic[F]):
         if out:
             yield out
 
-    def decode_lines(self, lines: list[bytes], first_line: int = 1,
-                     name: str = "<stream>") -> list[F]:
+    def decode_lines(
+        self, lines: list[bytes], first_line: int = 1, name: str = "<stream>"
+    ) -> list[F]:
         """Decode complete lines (newlines removed) numbered from ``first_line``.
 
         For sources that cut their own input into lines (followed files, pipes, generators):
@@ -252,7 +262,7 @@ class FlowReader(Generic[F]):
                 cut = block.find(b"\n")
                 if cut < 0:
                     continue
-                block = block[cut + 1:]
+                block = block[cut + 1 :]
                 skipping_long = False
                 line_no += 1
             data = carry + block if carry else block
@@ -261,20 +271,25 @@ class FlowReader(Generic[F]):
                 carry = data
                 if len(carry) > MAX_LINE_BYTES:
                     self.stats.lines += 1
-                    self.stats.record_error(name, line_no, ErrorReason.LINE_TOO_LONG,
-                                            f"line longer than {MAX_LINE_BYTES:,} bytes")
+                    self.stats.record_error(
+                        name,
+                        line_no,
+                        ErrorReason.LINE_TOO_LONG,
+                        f"line longer than {MAX_LINE_BYTES:,} bytes",
+                    )
                     carry = b""
                     skipping_long = True
                 continue
             lines = data[:cut].split(b"\n")
-            carry = data[cut + 1:]
+            carry = data[cut + 1 :]
             yield line_no, lines
             line_no += len(lines)
         if carry and not skipping_long and failure is None:
             yield line_no, [carry]
         if failure is not None:
-            self.stats.record_error(name, line_no, ErrorReason.UNREADABLE,
-                                    f"cannot read further: {failure}")
+            self.stats.record_error(
+                name, line_no, ErrorReason.UNREADABLE, f"cannot read further: {failure}"
+            )
 
     # -- decoding -------------------------------------------------------------------------
 
@@ -294,14 +309,15 @@ class FlowReader(Generic[F]):
                 if has_node and not flow.node_name:
                     flow.node_name = item.node_name
                 append(flow)
-        except Exception:  # noqa: BLE001 - bad or unusual line: redo the block line by line
+        except Exception:
             del out[start:]
             self._decode_lines_one_by_one(lines, first_line, name, out)
             return
         stats.flows += len(out) - start
 
-    def _decode_lines_one_by_one(self, lines: list[bytes], first_line: int, name: str,
-                                 out: list[F]) -> None:
+    def _decode_lines_one_by_one(
+        self, lines: list[bytes], first_line: int, name: str, out: list[F]
+    ) -> None:
         decode = self._decoder.decode
         for offset, raw in enumerate(lines):
             if not raw.strip():
@@ -315,10 +331,14 @@ class FlowReader(Generic[F]):
                 if " - at `$" in msg:
                     self.stats.record_error(name, line_no, ErrorReason.WRONG_TYPE, msg)
                 else:
-                    self.stats.record_error(name, line_no, ErrorReason.NOT_A_FLOW,
-                                            f"expected a JSON object per line: {msg}")
+                    self.stats.record_error(
+                        name,
+                        line_no,
+                        ErrorReason.NOT_A_FLOW,
+                        f"expected a JSON object per line: {msg}",
+                    )
                 continue
-            except Exception as exc:  # noqa: BLE001 - DecodeError, RecursionError, ...
+            except Exception as exc:
                 self.stats.record_error(name, line_no, ErrorReason.NOT_JSON, _short(exc))
                 continue
             result = self._classify(item, lines, offset)
@@ -368,17 +388,19 @@ class FlowReader(Generic[F]):
         except msgspec.ValidationError as exc:
             self._last_error = str(exc)
             return ErrorReason.WRONG_TYPE
-        if not (flow.verdict or any(getattr(flow, key, None) is not None
-                                    for key in _BARE_FLOW_KEYS)):
+        if not (
+            flow.verdict or any(getattr(flow, key, None) is not None for key in _BARE_FLOW_KEYS)
+        ):
             return ErrorReason.NOT_A_FLOW
         if self._required_time and flow.time is None:
             return ErrorReason.MISSING_TIME
         self.stats.flows += 1
         return flow
 
+
 _MESSAGES = {
     ErrorReason.NOT_A_FLOW: "JSON object without flow, lost_events, node_status, agent_event,"
-                            " debug_event or any flow field",
+    " debug_event or any flow field",
     ErrorReason.MISSING_TIME: "flow has no event time (neither flow.time nor the envelope's time)",
 }
 

@@ -315,7 +315,7 @@ class DistinctSketch:
     (False, True)
     """
 
-    __slots__ = ("_precision", "_exact_limit", "_exact", "_registers")
+    __slots__ = ("_exact", "_exact_limit", "_precision", "_registers")
 
     _precision: int
     _exact_limit: int

@@ -19,7 +19,7 @@ import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from netwarden.ingest.direction import (
@@ -51,7 +51,6 @@ _REQUEST: Final = frozenset({"REQUEST", 1})
 _HASH_CACHE_LIMIT: Final = 1 << 17
 _PROTO_ICMP, _PROTO_TCP, _PROTO_UDP, _PROTO_SCTP = 1, 6, 17, 132
 _PROTO_NAMES: Final = {_PROTO_TCP: "TCP", _PROTO_UDP: "UDP", _PROTO_SCTP: "SCTP"}
-
 
 
 #: Valid ranges of the WindowConfig parameters, checked once when a config is made.
@@ -125,10 +124,10 @@ class ClosedWindow:
         return self.subject.id
 
     def start_datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.start, tz=timezone.utc)
+        return datetime.fromtimestamp(self.start, tz=UTC)
 
     def end_datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.end, tz=timezone.utc)
+        return datetime.fromtimestamp(self.end, tz=UTC)
 
     def features(self) -> dict[str, float]:
         """``egress_*`` then ``ingress_*`` features, in :func:`feature_columns` order."""
@@ -141,12 +140,22 @@ class ClosedWindow:
 
     def merge(self, other: ClosedWindow) -> ClosedWindow:
         """Combine two partials of the same identity and window (e.g. from two nodes)."""
-        if other.subject.id != self.subject.id or (other.start, other.end) != (self.start, self.end):
+        if other.subject.id != self.subject.id or (other.start, other.end) != (
+            self.start,
+            self.end,
+        ):
             raise ValueError(
                 f"cannot merge window {other.subject.id} [{other.start}, {other.end}) into "
-                f"{self.subject.id} [{self.start}, {self.end})")
-        return ClosedWindow(self.subject, self.start, self.end, self.client + other.client,
-                            self.server + other.server, {**other.peer_names, **self.peer_names})
+                f"{self.subject.id} [{self.start}, {self.end})"
+            )
+        return ClosedWindow(
+            self.subject,
+            self.start,
+            self.end,
+            self.client + other.client,
+            self.server + other.server,
+            {**other.peer_names, **self.peer_names},
+        )
 
     def nbytes(self) -> int:
         return 120 + self.client.nbytes() + self.server.nbytes()
@@ -165,10 +174,16 @@ class ClosedWindow:
             return out
 
         return {
-            "egress": {"to": pairs(self.client), "dns_names": list(self.client.sample_names),
-                       "drop_reasons": dict(self.client.drop_reasons)},
-            "ingress": {"from": pairs(self.server), "dns_names": list(self.server.sample_names),
-                        "drop_reasons": dict(self.server.drop_reasons)},
+            "egress": {
+                "to": pairs(self.client),
+                "dns_names": list(self.client.sample_names),
+                "drop_reasons": dict(self.client.drop_reasons),
+            },
+            "ingress": {
+                "from": pairs(self.server),
+                "dns_names": list(self.server.sample_names),
+                "drop_reasons": dict(self.server.drop_reasons),
+            },
         }
 
 
@@ -197,8 +212,9 @@ class WindowBuilder:
     collect the windows it returns as the watermark passes them, and :meth:`flush` at the end.
     """
 
-    def __init__(self, config: WindowConfig | None = None, *,
-                 resolver: IdentityResolver | None = None) -> None:
+    def __init__(
+        self, config: WindowConfig | None = None, *, resolver: IdentityResolver | None = None
+    ) -> None:
         self.config = config or WindowConfig()
         self.resolver = resolver or IdentityResolver()
         self.stats = BuilderStats()
@@ -243,8 +259,10 @@ class WindowBuilder:
         attack is flagged, instead of becoming normal because the attack used them."""
         for which, side in ((CLIENT, window.client), (SERVER, window.server)):
             key = (window.subject, which)
-            for baselines, new in ((self._baseline, side.new_peers),
-                                   (self._name_baseline, side.new_names)):
+            for baselines, new in (
+                (self._baseline, side.new_peers),
+                (self._name_baseline, side.new_names),
+            ):
                 baseline = baselines.get(key)
                 if baseline:
                     for h in new:
@@ -273,7 +291,8 @@ class WindowBuilder:
                 which = CLIENT if direction == "egress" else SERVER
                 store = self._name_baseline if kind == "names" else self._baseline
                 store[(subject, which)] = {
-                    int(h): float(t) for h, t in pairs[-self.config.baseline_peers:]}
+                    int(h): float(t) for h, t in pairs[-self.config.baseline_peers :]
+                }
 
     @property
     def open_windows(self) -> int:
@@ -281,8 +300,11 @@ class WindowBuilder:
 
     def open_bytes(self) -> int:
         """Approximate memory held by the open windows."""
-        return sum(120 + o.client.nbytes() + o.server.nbytes()
-                   for wins in self._open.values() for o in wins.values())
+        return sum(
+            120 + o.client.nbytes() + o.server.nbytes()
+            for wins in self._open.values()
+            for o in wins.values()
+        )
 
     # -- hot path -------------------------------------------------------------------------
 
@@ -332,14 +354,20 @@ class WindowBuilder:
             else:
                 sip = dip = ""
             ep = f.source
-            src = cache_get((ep.identity, ep.namespace, ep.pod_name, sip) if ep is not None
-                            else (0, "", "", sip))
+            src = cache_get(
+                (ep.identity, ep.namespace, ep.pod_name, sip)
+                if ep is not None
+                else (0, "", "", sip)
+            )
             if src is None:
                 src = resolve(ep, sip, trim=False)
                 peer_names[src[1].hash] = src[1].key
             ep = f.destination
-            dst = cache_get((ep.identity, ep.namespace, ep.pod_name, dip) if ep is not None
-                            else (0, "", "", dip))
+            dst = cache_get(
+                (ep.identity, ep.namespace, ep.pod_name, dip)
+                if ep is not None
+                else (0, "", "", dip)
+            )
             if dst is None:
                 dst = resolve(ep, dip, trim=False)
                 peer_names[dst[1].hash] = dst[1].key
@@ -379,8 +407,16 @@ class WindowBuilder:
                     acc = wins.get(subject)
                     if acc is None:
                         acc = wins[subject] = _Open()
-                    count_side(acc.client, server[1], reply, proto, port, flags, f,
-                               f.source_names if reply else f.destination_names)
+                    count_side(
+                        acc.client,
+                        server[1],
+                        reply,
+                        proto,
+                        port,
+                        flags,
+                        f,
+                        f.source_names if reply else f.destination_names,
+                    )
                     if nw is not None:
                         _add_bytes(acc.client, nw, not reply)
                     did = True
@@ -390,8 +426,16 @@ class WindowBuilder:
                     acc = wins.get(subject)
                     if acc is None:
                         acc = wins[subject] = _Open()
-                    count_side(acc.server, client[1], reply, proto, port, flags, f,
-                               f.destination_names if reply else f.source_names)
+                    count_side(
+                        acc.server,
+                        client[1],
+                        reply,
+                        proto,
+                        port,
+                        flags,
+                        f,
+                        f.destination_names if reply else f.source_names,
+                    )
                     if nw is not None:
                         _add_bytes(acc.server, nw, reply)
                     did = True
@@ -411,8 +455,17 @@ class WindowBuilder:
             peer_names.clear()  # bounded; names are re-learned when endpoints are resolved again
         resolver.trim()
 
-    def _count_side(self, side: SideStats, peer: Peer, reply: bool, proto: int, port: int,
-                    flags: int, f: Any, peer_names: tuple[str, ...]) -> None:
+    def _count_side(
+        self,
+        side: SideStats,
+        peer: Peer,
+        reply: bool,
+        proto: int,
+        port: int,
+        flags: int,
+        f: Any,
+        peer_names: tuple[str, ...],
+    ) -> None:
         """Add one flow event to one subject's side; ``peer`` is the other end."""
         dropped = f.verdict in _DROPPED
         l7 = f.l7
@@ -443,9 +496,8 @@ class WindowBuilder:
                         side.syn_acks += 1
                 elif not reply:
                     side.new_conns += 1
-        elif proto == _PROTO_ICMP:
-            if not reply:
-                side.icmp += 1
+        elif proto == _PROTO_ICMP and not reply:
+            side.icmp += 1
         if reply:
             return
         side.flows += 1
@@ -539,8 +591,11 @@ class WindowBuilder:
                 acc.server.fold()
                 self._learn(subject, CLIENT, acc.client, start)
                 self._learn(subject, SERVER, acc.server, start)
-                closed.append(ClosedWindow(subject, start, start + width, acc.client, acc.server,
-                                           self._peer_names))
+                closed.append(
+                    ClosedWindow(
+                        subject, start, start + width, acc.client, acc.server, self._peer_names
+                    )
+                )
         self.stats.windows_closed += len(closed)
         return closed
 
@@ -552,8 +607,13 @@ class WindowBuilder:
         side.new_peers = self._novel(self._baseline, key, side.peers_seen.keys(), start)
         side.new_names = self._novel(self._name_baseline, key, side.names_seen, start)
 
-    def _novel(self, baselines: dict[tuple[Subject, int], dict[int, float]],
-               key: tuple[Subject, int], seen: Collection[int], start: float) -> set[int]:
+    def _novel(
+        self,
+        baselines: dict[tuple[Subject, int], dict[int, float]],
+        key: tuple[Subject, int],
+        seen: Collection[int],
+        start: float,
+    ) -> set[int]:
         """Of ``seen``, what ``key`` first used less than ``novelty_seconds`` before ``start``
         (or never); then learn ``seen``: first-use times kept, most recently used kept."""
         baseline = baselines.pop(key, None)  # re-inserted below: dict order = recency
@@ -594,4 +654,3 @@ def windows_to_rows(windows: Sequence[ClosedWindow]) -> list[dict[str, Any]]:
         row["ingress_drop_reasons"] = ingress_reasons
         rows.append(row)
     return rows
-

@@ -22,7 +22,7 @@ import os
 import platform
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,7 +34,7 @@ from netwarden.models.forest import FittedModel
 from netwarden.models.spec import MODEL_COLUMNS
 from netwarden.models.training import ModelBundle, TrainConfig
 
-__all__ = ["ArtifactError", "FORMAT", "ModelVersion", "list_versions", "load_bundle", "save_bundle"]
+__all__ = ["FORMAT", "ArtifactError", "ModelVersion", "list_versions", "load_bundle", "save_bundle"]
 
 FORMAT: Final = "netwarden-models/3"  # 2: baselines hold first-use times; 3: byte features
 #: The only types skops may rebuild beyond its defaults (numpy, builtins, sklearn estimators).
@@ -76,17 +76,29 @@ def list_versions(model_dir: str | Path) -> list[ModelVersion]:
     for folder in root.iterdir():
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
-            out.append(ModelVersion(
-                version=folder.name, created=datetime.fromisoformat(manifest["created"]),
-                current=folder.name == current, format=str(manifest.get("format", "")),
-                window_seconds=float(manifest["window_seconds"]), rows=int(manifest["rows"]),
-                models=len(manifest["models"]),
-                identities=tuple(sorted(m["key"].split(":", 1)[1] for m in manifest["models"]
-                                        if m["key"].startswith("identity:"))),
-                training_start=datetime.fromisoformat(manifest["training_start"]),
-                training_end=datetime.fromisoformat(manifest["training_end"]),
-                data_hash=str(manifest.get("data_hash", "")),
-                libraries=dict(manifest.get("libraries", {})), path=folder))
+            out.append(
+                ModelVersion(
+                    version=folder.name,
+                    created=datetime.fromisoformat(manifest["created"]),
+                    current=folder.name == current,
+                    format=str(manifest.get("format", "")),
+                    window_seconds=float(manifest["window_seconds"]),
+                    rows=int(manifest["rows"]),
+                    models=len(manifest["models"]),
+                    identities=tuple(
+                        sorted(
+                            m["key"].split(":", 1)[1]
+                            for m in manifest["models"]
+                            if m["key"].startswith("identity:")
+                        )
+                    ),
+                    training_start=datetime.fromisoformat(manifest["training_start"]),
+                    training_end=datetime.fromisoformat(manifest["training_end"]),
+                    data_hash=str(manifest.get("data_hash", "")),
+                    libraries=dict(manifest.get("libraries", {})),
+                    path=folder,
+                )
+            )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a version folder (or a broken one: load_bundle says why)
     return sorted(out, key=lambda v: (v.created, v.version), reverse=True)
@@ -104,15 +116,19 @@ def _libraries() -> dict[str, str]:
     import sklearn
     import skops
 
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__, "skops": skops.__version__,
-            "netwarden": __version__}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "skops": skops.__version__,
+        "netwarden": __version__,
+    }
 
 
 def save_bundle(bundle: ModelBundle, model_dir: str | Path) -> Path:
     """Write ``bundle`` as a new version under ``model_dir`` and make it current."""
     root = Path(model_dir)
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     version = f"v{created:%Y%m%dT%H%M%S}Z-{bundle.data_hash[:8]}"
     folder = root / version
     (folder / "models").mkdir(parents=True, exist_ok=False)
@@ -120,26 +136,38 @@ def save_bundle(bundle: ModelBundle, model_dir: str | Path) -> Path:
     for n, (key, model) in enumerate(sorted(bundle.models.items())):
         rel = f"models/{n:04d}.skops"
         sio.dump(model.pipeline, folder / rel, compression=zipfile.ZIP_DEFLATED)
-        entries.append({
-            "key": key, "file": rel, "sha256": _sha256(folder / rel), "rows": model.rows,
-            "forest_threshold": model.forest_threshold,
-            "deviation_limits": [x if np.isfinite(x) else None
-                                 for x in model.deviation_limits.tolist()],
-            "median": model.median.tolist(), "spread": model.spread.tolist(),
-            "t_median": model.t_median.tolist(),
-            "t_scale": [x if np.isfinite(x) else None for x in model.t_scale.tolist()],
-            "train_score_quantiles": model.train_score_quantiles,
-        })
+        entries.append(
+            {
+                "key": key,
+                "file": rel,
+                "sha256": _sha256(folder / rel),
+                "rows": model.rows,
+                "forest_threshold": model.forest_threshold,
+                "deviation_limits": [
+                    x if np.isfinite(x) else None for x in model.deviation_limits.tolist()
+                ],
+                "median": model.median.tolist(),
+                "spread": model.spread.tolist(),
+                "t_median": model.t_median.tolist(),
+                "t_scale": [x if np.isfinite(x) else None for x in model.t_scale.tolist()],
+                "train_score_quantiles": model.train_score_quantiles,
+            }
+        )
     baselines = folder / "baselines.json"
     baselines.write_text(json.dumps(bundle.baselines, sort_keys=True))
     manifest = {
-        "format": FORMAT, "version": version, "created": created.isoformat(),
-        "libraries": _libraries(), "columns": list(bundle.columns),
+        "format": FORMAT,
+        "version": version,
+        "created": created.isoformat(),
+        "libraries": _libraries(),
+        "columns": list(bundle.columns),
         "config": {k: getattr(bundle.config, k) for k in bundle.config.__dataclass_fields__},
         "window_seconds": bundle.window_seconds,
         "training_start": bundle.training_start.isoformat(),
         "training_end": bundle.training_end.isoformat(),
-        "rows": bundle.rows, "data_hash": bundle.data_hash, "namespaces": bundle.namespaces,
+        "rows": bundle.rows,
+        "data_hash": bundle.data_hash,
+        "namespaces": bundle.namespaces,
         "baselines": {"file": "baselines.json", "sha256": _sha256(baselines)},
         "models": entries,
     }
@@ -155,8 +183,10 @@ def _read_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
         raise ArtifactError(f"{root}: no such model folder; create one with `netwarden train`")
     current = root / "CURRENT"
     if not current.is_file():
-        raise ArtifactError(f"{root}: holds no trained model (no CURRENT file); "
-                            "run `netwarden train --model-dir` first")
+        raise ArtifactError(
+            f"{root}: holds no trained model (no CURRENT file); "
+            "run `netwarden train --model-dir` first"
+        )
     version = current.read_text().strip()
     folder = root / version
     if not version or "/" in version or not (folder / "manifest.json").is_file():
@@ -176,7 +206,8 @@ def _check_compatible(folder: Path, manifest: dict[str, Any]) -> None:
         made_by = manifest.get("libraries", {}).get("netwarden", "an unknown version")
         raise ArtifactError(
             f"{folder}: model format {fmt!r} (written by netwarden {made_by}) cannot be read by "
-            f"netwarden {__version__}, which reads {FORMAT!r}; retrain with `netwarden train`")
+            f"netwarden {__version__}, which reads {FORMAT!r}; retrain with `netwarden train`"
+        )
     columns = manifest.get("columns")
     if columns != list(MODEL_COLUMNS):
         theirs = set(columns or [])
@@ -190,7 +221,8 @@ def _check_compatible(folder: Path, manifest: dict[str, Any]) -> None:
             detail.append("same features in another order")
         raise ArtifactError(
             f"{folder}: the model's feature columns do not match this netwarden's "
-            f"({'; '.join(detail)}); retrain with `netwarden train`")
+            f"({'; '.join(detail)}); retrain with `netwarden train`"
+        )
 
 
 def _verified(folder: Path, rel: str, expected: str) -> Path:
@@ -201,23 +233,27 @@ def _verified(folder: Path, rel: str, expected: str) -> Path:
         raise ArtifactError(f"{path}: missing from the model folder")
     actual = _sha256(path)
     if actual != expected:
-        raise ArtifactError(f"{path}: changed since it was written (sha256 {actual[:12]}..., "
-                            f"manifest says {str(expected)[:12]}...); refusing to load it")
+        raise ArtifactError(
+            f"{path}: changed since it was written (sha256 {actual[:12]}..., "
+            f"manifest says {str(expected)[:12]}...); refusing to load it"
+        )
     return path
 
 
 def _load_pipeline(path: Path) -> Any:
     try:
         untrusted = set(sio.get_untrusted_types(file=path))
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a corrupted artifact
+    except Exception as exc:
         raise ArtifactError(f"{path}: not a readable skops file ({exc})") from None
     unexpected = untrusted - TRUSTED_TYPES
     if unexpected:
-        raise ArtifactError(f"{path}: contains types netwarden does not trust "
-                            f"({', '.join(sorted(unexpected))}); refusing to load it")
+        raise ArtifactError(
+            f"{path}: contains types netwarden does not trust "
+            f"({', '.join(sorted(unexpected))}); refusing to load it"
+        )
     try:
         return sio.load(path, trusted=sorted(untrusted))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ArtifactError(f"{path}: cannot be loaded ({exc})") from None
 
 
@@ -238,28 +274,37 @@ def load_bundle(model_dir: str | Path) -> ModelBundle:
         for entry in manifest["models"]:
             path = _verified(folder, entry["file"], entry["sha256"])
             models[entry["key"]] = FittedModel(
-                key=entry["key"], pipeline=_load_pipeline(path),
+                key=entry["key"],
+                pipeline=_load_pipeline(path),
                 forest_threshold=float(entry["forest_threshold"]),
                 deviation_limits=_floats(entry["deviation_limits"]),
-                rows=int(entry["rows"]), median=_floats(entry["median"]),
-                spread=_floats(entry["spread"]), t_median=_floats(entry["t_median"]),
+                rows=int(entry["rows"]),
+                median=_floats(entry["median"]),
+                spread=_floats(entry["spread"]),
+                t_median=_floats(entry["t_median"]),
                 t_scale=_floats(entry["t_scale"]),
-                train_score_quantiles=dict(entry.get("train_score_quantiles", {})))
+                train_score_quantiles=dict(entry.get("train_score_quantiles", {})),
+            )
         base = manifest["baselines"]
         baselines = json.loads(_verified(folder, base["file"], base["sha256"]).read_text())
         return ModelBundle(
-            models=models, columns=tuple(manifest["columns"]),
+            models=models,
+            columns=tuple(manifest["columns"]),
             config=TrainConfig(**manifest["config"]),
             window_seconds=float(manifest["window_seconds"]),
             training_start=datetime.fromisoformat(manifest["training_start"]),
             training_end=datetime.fromisoformat(manifest["training_end"]),
-            rows=int(manifest["rows"]), data_hash=str(manifest["data_hash"]),
-            namespaces=dict(manifest["namespaces"]), baselines=baselines)
+            rows=int(manifest["rows"]),
+            data_hash=str(manifest["data_hash"]),
+            namespaces=dict(manifest["namespaces"]),
+            baselines=baselines,
+        )
     except ArtifactError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{folder / 'manifest.json'}: corrupted manifest "
-                            f"({type(exc).__name__}: {exc})") from None
+        raise ArtifactError(
+            f"{folder / 'manifest.json'}: corrupted manifest ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def library_mismatch(model_dir: str | Path) -> str | None:
@@ -268,6 +313,8 @@ def library_mismatch(model_dir: str | Path) -> str | None:
     theirs = manifest.get("libraries", {}).get("scikit-learn", "")
     ours = _libraries()["scikit-learn"]
     if theirs.split(".")[:2] != ours.split(".")[:2]:
-        return (f"models were trained with scikit-learn {theirs}, this is {ours}: scores may "
-                "differ slightly; retrain when convenient")
+        return (
+            f"models were trained with scikit-learn {theirs}, this is {ours}: scores may "
+            "differ slightly; retrain when convenient"
+        )
     return None

@@ -32,7 +32,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import RobustScaler
 
-__all__ = ["FittedModel", "GLOBAL", "anomaly_score", "fit_model"]
+__all__ = ["GLOBAL", "FittedModel", "anomaly_score", "fit_model"]
 
 GLOBAL: Final = "global"
 #: How far (in robust spreads) a column must go past the largest value seen in training.
@@ -102,29 +102,47 @@ def _held_out_threshold(pipeline: Pipeline, x: np.ndarray, q: float, seed: int) 
         return in_sample
     held_out = []
     for part in (0, 1):
-        learn, check = x[part::2], x[1 - part::2]
+        learn, check = x[part::2], x[1 - part :: 2]
         half = clone(pipeline).set_params(
             forest__random_state=seed + 1 + part,
-            forest__max_samples=min(pipeline.named_steps["forest"].max_samples, len(learn)))
+            forest__max_samples=min(pipeline.named_steps["forest"].max_samples, len(learn)),
+        )
         half.fit(learn)
         held_out.append(anomaly_score(half, check))
     return max(in_sample, float(np.quantile(np.concatenate(held_out), q, method="higher")))
 
 
-def fit_model(key: str, x: np.ndarray, raw: np.ndarray, *, expected_rate: float,
-              n_estimators: int, max_samples: int, seed: int,
-              floor: np.ndarray) -> FittedModel:
+def fit_model(
+    key: str,
+    x: np.ndarray,
+    raw: np.ndarray,
+    *,
+    expected_rate: float,
+    n_estimators: int,
+    max_samples: int,
+    seed: int,
+    floor: np.ndarray,
+) -> FittedModel:
     """Fit scaling + forest on transformed rows ``x``; calibrate the threshold on them.
 
     The threshold is the ``1 - expected_rate`` quantile of the training scores: with the default
     rate, about one window in 5,000 of normal traffic scores above it. Each tree sees only a
     subsample (``max_samples``), so in-sample scores are close to out-of-sample ones.
     """
-    pipeline = Pipeline([
-        ("scale", RobustScaler(quantile_range=(25.0, 75.0), unit_variance=False)),
-        ("forest", IsolationForest(n_estimators=n_estimators, max_samples=min(max_samples, len(x)),
-                                   contamination="auto", random_state=seed)),
-    ])
+    pipeline = Pipeline(
+        [
+            ("scale", RobustScaler(quantile_range=(25.0, 75.0), unit_variance=False)),
+            (
+                "forest",
+                IsolationForest(
+                    n_estimators=n_estimators,
+                    max_samples=min(max_samples, len(x)),
+                    contamination="auto",
+                    random_state=seed,
+                ),
+            ),
+        ]
+    )
     pipeline.fit(x)
     q = 1.0 - expected_rate
     forest_threshold = _held_out_threshold(pipeline, x, q, seed)
@@ -135,12 +153,18 @@ def fit_model(key: str, x: np.ndarray, raw: np.ndarray, *, expected_rate: float,
     limits = z.max(axis=0) + DEVIATION_MARGIN
     q25, q75 = np.percentile(raw, [25, 75], axis=0)
     model = FittedModel(
-        key=key, pipeline=pipeline, forest_threshold=forest_threshold,
-        deviation_limits=limits, rows=len(x),
-        median=np.median(raw, axis=0), spread=(q75 - q25) / _IQR_TO_SIGMA,
-        t_median=t_median, t_scale=t_scale,
+        key=key,
+        pipeline=pipeline,
+        forest_threshold=forest_threshold,
+        deviation_limits=limits,
+        rows=len(x),
+        median=np.median(raw, axis=0),
+        spread=(q75 - q25) / _IQR_TO_SIGMA,
+        t_median=t_median,
+        t_scale=t_scale,
     )
     combined = model.score(x)
-    model.train_score_quantiles = {k: float(np.quantile(combined, float(k)))
-                                   for k in ("0.5", "0.9", "0.99", "0.999")}
+    model.train_score_quantiles = {
+        k: float(np.quantile(combined, float(k))) for k in ("0.5", "0.9", "0.99", "0.999")
+    }
     return model

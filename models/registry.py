@@ -2,7 +2,7 @@
 
 ``netwarden train`` (or a scheduled retraining) writes a new version and switches the model
 folder's ``CURRENT`` file atomically; :class:`CurrentModel` notices on its next :meth:`refresh`
-and swaps the scorer in one assignment, so scoring threads see the old or the new model, never a
+and swaps the loaded bundle in one assignment, so scoring threads see the old or the new model, never a
 mix. A version that cannot be used (tampered, incompatible, another window length) is refused
 with its reason kept in :attr:`error`, and the previous model stays in service.
 """
@@ -13,8 +13,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from netwarden.detector.scorer import Scorer
 from netwarden.models.artifact import ArtifactError, ModelVersion, list_versions, load_bundle
+from netwarden.models.spec import MODEL_COLUMNS
 from netwarden.models.training import ModelBundle
 
 __all__ = ["CurrentModel", "LoadedModel"]
@@ -24,7 +24,6 @@ __all__ = ["CurrentModel", "LoadedModel"]
 class LoadedModel:
     version: str
     bundle: ModelBundle
-    scorer: Scorer
 
 
 class CurrentModel:
@@ -56,12 +55,14 @@ class CurrentModel:
                 if abs(bundle.window_seconds - self.window_seconds) > 1e-9:
                     raise ArtifactError(
                         f"model {name} uses {bundle.window_seconds:g} s windows, the service "
-                        f"{self.window_seconds:g} s; set windows.seconds to match or retrain")
-                scorer = Scorer(bundle)
+                        f"{self.window_seconds:g} s; set windows.seconds to match or retrain"
+                    )
+                if tuple(bundle.columns) != MODEL_COLUMNS:
+                    raise ArtifactError("its feature columns do not match this netwarden's")
             except (ArtifactError, ValueError) as exc:
                 self.error = f"model {name} refused: {exc}"
                 return False
-            self.loaded = LoadedModel(name, bundle, scorer)
+            self.loaded = LoadedModel(name, bundle)
             self.error = None
             return True
 

@@ -20,15 +20,25 @@ import numpy as np
 
 from netwarden.ingest.features import FEATURE_NAMES, feature_columns
 
-__all__ = ["DEVIATION_FLOOR", "MODEL_COLUMNS", "TIME_COLUMNS", "LOG_COLUMNS", "data_hash", "matrix", "raw_matrix"]
+__all__ = [
+    "DEVIATION_FLOOR",
+    "LOG_COLUMNS",
+    "MODEL_COLUMNS",
+    "TIME_COLUMNS",
+    "data_hash",
+    "matrix",
+    "raw_matrix",
+]
 
 TIME_COLUMNS: Final[tuple[str, ...]] = ("time_of_day_sin", "time_of_day_cos")
 MODEL_COLUMNS: Final[tuple[str, ...]] = (*feature_columns(), *TIME_COLUMNS)
 _BOUNDED: Final = frozenset(
-    name for name in FEATURE_NAMES if name.endswith(("_share", "_entropy", "_entropy_mean")))
+    name for name in FEATURE_NAMES if name.endswith(("_share", "_entropy", "_entropy_mean"))
+)
 #: Columns that enter the model as log1p(value).
 LOG_COLUMNS: Final[frozenset[str]] = frozenset(
-    col for col in feature_columns() if col.split("_", 1)[1] not in _BOUNDED)
+    col for col in feature_columns() if col.split("_", 1)[1] not in _BOUNDED
+)
 _LOG_MASK: Final = np.array([col in LOG_COLUMNS for col in MODEL_COLUMNS])
 
 
@@ -59,7 +69,7 @@ def raw_matrix(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
     cols = feature_columns()
     for i, row in enumerate(rows):
         out[i, : len(cols)] = [row[c] for c in cols]
-        out[i, len(cols):] = _time_of_day(row["window_start"])
+        out[i, len(cols) :] = _time_of_day(row["window_start"])
     return out
 
 

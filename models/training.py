@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from netwarden.validation import check_ranges
 from netwarden.models.forest import GLOBAL, FittedModel, fit_model
 from netwarden.models.spec import (
     DEVIATION_FLOOR,
@@ -21,6 +20,7 @@ from netwarden.models.spec import (
     raw_matrix,
     transform,
 )
+from netwarden.validation import check_ranges
 
 __all__ = ["ModelBundle", "NotEnoughData", "TrainConfig", "train"]
 
@@ -95,9 +95,13 @@ class ModelBundle:
         return self.models[GLOBAL], True
 
 
-def train(rows: Sequence[Mapping[str, Any]], *, config: TrainConfig | None = None,
-          window_seconds: float = 60.0,
-          progress: Callable[[int, int], Any] | None = None) -> ModelBundle:
+def train(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    config: TrainConfig | None = None,
+    window_seconds: float = 60.0,
+    progress: Callable[[int, int], Any] | None = None,
+) -> ModelBundle:
     """Train every model from window rows (``identity``, ``namespace``, ``window_start``,
     ``window_end`` and the feature columns), sorted or not."""
     config = config or TrainConfig()
@@ -107,14 +111,15 @@ def train(rows: Sequence[Mapping[str, Any]], *, config: TrainConfig | None = Non
     kept: dict[str, list[Mapping[str, Any]]] = {}
     for identity, items in by_identity.items():
         items.sort(key=lambda r: r["window_start"])
-        kept[identity] = items[config.warmup_windows:]
+        kept[identity] = items[config.warmup_windows :]
     total = sum(len(v) for v in kept.values())
     if total < config.min_windows:
         raise NotEnoughData(
             f"not enough training data: {total:,} usable identity-windows, need at least "
             f"{config.min_windows:,} (e.g. {config.min_windows:,} minutes of one workload's "
             f"traffic at {window_seconds:g} s windows, after the first {config.warmup_windows} "
-            "windows of each identity)")
+            "windows of each identity)"
+        )
     namespaces = {identity: items[0]["namespace"] for identity, items in by_identity.items()}
     groups: dict[str, list[Mapping[str, Any]]] = {}
     by_namespace: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -130,17 +135,27 @@ def train(rows: Sequence[Mapping[str, Any]], *, config: TrainConfig | None = Non
     models: dict[str, FittedModel] = {}
     for done, (key, items) in enumerate(groups.items()):
         raw = raw_matrix(items)
-        models[key] = fit_model(key, transform(raw), raw, expected_rate=config.expected_rate,
-                                n_estimators=config.n_estimators, max_samples=config.max_samples,
-                                seed=config.seed, floor=DEVIATION_FLOOR)
+        models[key] = fit_model(
+            key,
+            transform(raw),
+            raw,
+            expected_rate=config.expected_rate,
+            n_estimators=config.n_estimators,
+            max_samples=config.max_samples,
+            seed=config.seed,
+            floor=DEVIATION_FLOOR,
+        )
         if progress is not None:
             progress(done + 1, len(groups))
     all_raw = raw_matrix(sorted(all_rows, key=lambda r: (r["identity"], r["window_start"])))
     return ModelBundle(
-        models=models, columns=MODEL_COLUMNS, config=config, window_seconds=window_seconds,
+        models=models,
+        columns=MODEL_COLUMNS,
+        config=config,
+        window_seconds=window_seconds,
         training_start=min(r["window_start"] for r in all_rows),
         training_end=max(r["window_end"] for r in all_rows),
-        rows=len(all_rows), data_hash=data_hash(all_raw), namespaces=namespaces,
+        rows=len(all_rows),
+        data_hash=data_hash(all_raw),
+        namespaces=namespaces,
     )
-
-

@@ -1,5 +1,5 @@
 """Allow ``python -m netwarden``."""
 
-from netwarden.api.cli import main
+from netwarden.cli import main
 
 main()

@@ -256,7 +256,9 @@ class PolicyApplier:
 
     # ----------------------------------------------------------------- public API
 
-    def get(self, namespace: str | None, name: str, *, kind: str | None = None) -> dict[str, Any] | None:
+    def get(
+        self, namespace: str | None, name: str, *, kind: str | None = None
+    ) -> dict[str, Any] | None:
         """The object as stored, or None. Without ``kind``: a CiliumNetworkPolicy when
         ``namespace`` is given, else a CiliumClusterwideNetworkPolicy."""
         kind = kind or ("CiliumNetworkPolicy" if namespace else "CiliumClusterwideNetworkPolicy")
@@ -337,7 +339,7 @@ class PolicyApplier:
         if not self.audit_mode_enabled():
             raise AuditModeUnavailable(
                 "Cilium policy audit mode is off in this cluster (cilium-config "
-                "policy-audit-mode is not \"true\"). Audit mode is a Cilium agent setting, not part "
+                'policy-audit-mode is not "true"). Audit mode is a Cilium agent setting, not part '
                 "of a policy: enable it with Helm (policyAuditMode=true) or per endpoint "
                 "(cilium-dbg endpoint config <id> PolicyAuditMode=Enabled), or apply without audit."
             )

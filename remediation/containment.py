@@ -44,15 +44,36 @@ from netwarden.remediation.schema import API_VERSION, check_policy
 
 __all__ = ["Containment", "containment"]
 
-_DNS_FEATURES: Final = ("dns_distinct_names", "dns_new_names", "dns_qname_len_mean",
-                        "dns_qname_len_max", "dns_qname_entropy_mean", "dns_nxdomain_share")
-_STORM_FEATURES: Final = ("drops", "policy_drops", "unanswered_syns", "tcp_resets",
-                          "distinct_dst_ports", "dst_port_entropy", "distinct_peers")
+_DNS_FEATURES: Final = (
+    "dns_distinct_names",
+    "dns_new_names",
+    "dns_qname_len_mean",
+    "dns_qname_len_max",
+    "dns_qname_entropy_mean",
+    "dns_nxdomain_share",
+)
+_STORM_FEATURES: Final = (
+    "drops",
+    "policy_drops",
+    "unanswered_syns",
+    "tcp_resets",
+    "distinct_dst_ports",
+    "dst_port_entropy",
+    "distinct_peers",
+)
 #: Distinct offending peers, or peer-port pairs, from which a targeted deny becomes a quarantine.
 QUARANTINE_PEERS: Final = 5
 QUARANTINE_PAIRS: Final = 10
-_OUTSIDE_CLUSTER: Final = ("world", "host", "remote-node", "kube-apiserver", "init", "ingress",
-                           "health", "unmanaged")
+_OUTSIDE_CLUSTER: Final = (
+    "world",
+    "host",
+    "remote-node",
+    "kube-apiserver",
+    "init",
+    "ingress",
+    "health",
+    "unmanaged",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +87,13 @@ class Containment:
     notes: tuple[str, ...]
 
 
-def containment(anomaly: AnomalyRecord, current: Mapping[str, Any] | None = None, *,
-                selectors: Mapping[str, Mapping[str, str]] | None = None,
-                known_names: Iterable[str] = ()) -> Containment:
+def containment(
+    anomaly: AnomalyRecord,
+    current: Mapping[str, Any] | None = None,
+    *,
+    selectors: Mapping[str, Mapping[str, str]] | None = None,
+    known_names: Iterable[str] = (),
+) -> Containment:
     """Choose and build the containment change for ``anomaly``.
 
     ``selectors`` maps workload peers (``namespace/workload``) to their stable labels
@@ -80,14 +105,17 @@ def containment(anomaly: AnomalyRecord, current: Mapping[str, Any] | None = None
     base = copy.deepcopy(dict(current)) if current is not None else _standalone(anomaly)
     spec = base.setdefault("spec", {})
     notes: list[str] = []
-    offending = {side: _offending(anomaly, side, spec if current is not None else None)
-                 for side in sides}
+    offending = {
+        side: _offending(anomaly, side, spec if current is not None else None) for side in sides
+    }
     pairs = sum(len(ports) or 1 for side in offending.values() for ports in side.values())
     peers = sum(len(side) for side in offending.values())
     if features & set(_DNS_FEATURES) and "egress" in sides:
         action = "dns"
         _restrict_dns(spec, anomaly, known_names, notes)
-    elif features & set(_STORM_FEATURES) and (peers >= QUARANTINE_PEERS or pairs >= QUARANTINE_PAIRS):
+    elif features & set(_STORM_FEATURES) and (
+        peers >= QUARANTINE_PEERS or pairs >= QUARANTINE_PAIRS
+    ):
         action = "quarantine"
         _quarantine(spec, notes)
     else:
@@ -109,15 +137,25 @@ def _sides(anomaly: AnomalyRecord) -> list[str]:
 
 def _standalone(anomaly: AnomalyRecord) -> dict[str, Any]:
     return {
-        "apiVersion": API_VERSION, "kind": "CiliumNetworkPolicy",
-        "metadata": {"name": policy_name(anomaly.workload, f"containment-{anomaly.id}"),
-                     "namespace": anomaly.namespace, "labels": dict(MANAGED_BY),
-                     "annotations": {"netwarden.io/identity": anomaly.identity,
-                                     "netwarden.io/anomaly": str(anomaly.id)}},
-        "spec": {"description": f"netwarden containment of anomaly {anomaly.id}: {anomaly.summary}"[:1000],
-                 "endpointSelector": {"matchLabels": {"k8s:app": anomaly.workload}},
-                 # Only add restrictions: other policies keep deciding what is allowed.
-                 "enableDefaultDeny": {"egress": False, "ingress": False}},
+        "apiVersion": API_VERSION,
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {
+            "name": policy_name(anomaly.workload, f"containment-{anomaly.id}"),
+            "namespace": anomaly.namespace,
+            "labels": dict(MANAGED_BY),
+            "annotations": {
+                "netwarden.io/identity": anomaly.identity,
+                "netwarden.io/anomaly": str(anomaly.id),
+            },
+        },
+        "spec": {
+            "description": f"netwarden containment of anomaly {anomaly.id}: {anomaly.summary}"[
+                :1000
+            ],
+            "endpointSelector": {"matchLabels": {"k8s:app": anomaly.workload}},
+            # Only add restrictions: other policies keep deciding what is allowed.
+            "enableDefaultDeny": {"egress": False, "ingress": False},
+        },
     }
 
 
@@ -148,8 +186,9 @@ def _port(text: str) -> Port | None:
     return None
 
 
-def _offending(anomaly: AnomalyRecord, side: str,
-               spec: Mapping[str, Any] | None) -> dict[PeerRef, set[Port]]:
+def _offending(
+    anomaly: AnomalyRecord, side: str, spec: Mapping[str, Any] | None
+) -> dict[PeerRef, set[Port]]:
     """Example peers and ports of ``side`` that ``spec`` does not already allow (all of them
     without a spec); DNS lookups to kube-dns are never offending here."""
     data = (anomaly.examples or {}).get(side) or {}
@@ -157,7 +196,9 @@ def _offending(anomaly: AnomalyRecord, side: str,
     for pair in data.get("to" if side == "egress" else "from") or ():
         peer = _peer_ref(str(pair.get("peer", "")))
         port = _port(str(pair.get("port", "")))
-        if peer is None or (port is not None and port[1] == 53 and peer.value.startswith("kube-system/")):
+        if peer is None or (
+            port is not None and port[1] == 53 and peer.value.startswith("kube-system/")
+        ):
             continue
         if spec is not None and _allowed(spec, side, peer, port):
             continue
@@ -174,17 +215,23 @@ def _allowed(spec: Mapping[str, Any], side: str, peer: PeerRef, port: Port | Non
     for rule in spec.get(side) or ():
         if not _rule_has_port(rule, port):
             continue
-        if peer.kind == "entities" and peer.value in (rule.get("toEntities" if to else "fromEntities") or ()):
+        if peer.kind == "entities" and peer.value in (
+            rule.get("toEntities" if to else "fromEntities") or ()
+        ):
             return True
         if peer.kind == "cidr":
             for item in rule.get("toCIDRSet" if to else "fromCIDRSet") or ():
-                if "cidr" in item and ipaddress.ip_address(peer.value) in ipaddress.ip_network(item["cidr"]):
+                if "cidr" in item and ipaddress.ip_address(peer.value) in ipaddress.ip_network(
+                    item["cidr"]
+                ):
                     return True
         if peer.kind == "endpoints":
             ns, _, workload = peer.value.partition("/")
             for sel in rule.get("toEndpoints" if to else "fromEndpoints") or ():
                 labels = (sel or {}).get("matchLabels") or {}
-                if labels.get(NS_KEY, ns) == ns and workload in {str(v) for k, v in labels.items() if k != NS_KEY}:
+                if labels.get(NS_KEY, ns) == ns and workload in {
+                    str(v) for k, v in labels.items() if k != NS_KEY
+                }:
                     return True
     return False
 
@@ -206,20 +253,32 @@ def _rule_has_port(rule: Mapping[str, Any], port: Port | None) -> bool:
 # -- the three changes --------------------------------------------------------------------------
 
 
-def _deny(spec: dict[str, Any], offending: Mapping[str, Mapping[PeerRef, set[Port]]],
-          anomaly: AnomalyRecord, selectors: Mapping[str, Mapping[str, str]], notes: list[str]) -> None:
+def _deny(
+    spec: dict[str, Any],
+    offending: Mapping[str, Mapping[PeerRef, set[Port]]],
+    anomaly: AnomalyRecord,
+    selectors: Mapping[str, Mapping[str, str]],
+    notes: list[str],
+) -> None:
     for side, peers in offending.items():
         if not peers:
             continue
-        sel = {p.value: dict(selectors.get(p.value) or {"k8s:app": p.value.split("/", 1)[1]})
-               for p in peers if p.kind == "endpoints"}
+        sel = {
+            p.value: dict(selectors.get(p.value) or {"k8s:app": p.value.split("/", 1)[1]})
+            for p in peers
+            if p.kind == "endpoints"
+        }
         rules = rules_for(peers, side, selectors=sel, namespace=anomaly.namespace)
         spec.setdefault(f"{side}Deny", []).extend(rules)
-        shown = ", ".join(f"{p.value} {'/'.join(f'{a}/{b}' for a, b in sorted(ports)) or 'all ports'}"
-                          for p, ports in sorted(peers.items()))
+        shown = ", ".join(
+            f"{p.value} {'/'.join(f'{a}/{b}' for a, b in sorted(ports)) or 'all ports'}"
+            for p, ports in sorted(peers.items())
+        )
         notes.append(f"deny {side} {'to' if side == 'egress' else 'from'} {shown}")
     if not any(offending.values()):
-        notes.append("no offending peer could be named from the anomaly's examples; nothing to deny")
+        notes.append(
+            "no offending peer could be named from the anomaly's examples; nothing to deny"
+        )
         spec.setdefault("egressDeny", [])
     if not any(spec.get(k) for k in ("ingress", "ingressDeny", "egress", "egressDeny")):
         # A valid policy needs a rule; a deny rule that matches nothing changes nothing.
@@ -229,20 +288,34 @@ def _deny(spec: dict[str, Any], offending: Mapping[str, Mapping[PeerRef, set[Por
 def _quarantine(spec: dict[str, Any], notes: list[str]) -> None:
     spec["egressDeny"] = [
         {"toEntities": list(_OUTSIDE_CLUSTER)},
-        {"toEndpoints": [{"matchExpressions": [
-            {"key": NS_KEY, "operator": "Exists"},
-            {"key": "k8s:k8s-app", "operator": "NotIn", "values": [DNS_SELECTOR["k8s:k8s-app"]]},
-        ]}]},
+        {
+            "toEndpoints": [
+                {
+                    "matchExpressions": [
+                        {"key": NS_KEY, "operator": "Exists"},
+                        {
+                            "key": "k8s:k8s-app",
+                            "operator": "NotIn",
+                            "values": [DNS_SELECTOR["k8s:k8s-app"]],
+                        },
+                    ]
+                }
+            ]
+        },
     ]
     spec["ingressDeny"] = [{"fromEntities": ["all"]}]
     egress = [r for r in spec.get("egress") or () if _is_dns_rule(r)]
     spec["egress"] = egress or [dns_rule(())]
-    notes.append("quarantine: every egress is denied except DNS to kube-dns, and every ingress is "
-                 "denied (deny rules win over any allow rule)")
+    notes.append(
+        "quarantine: every egress is denied except DNS to kube-dns, and every ingress is "
+        "denied (deny rules win over any allow rule)"
+    )
 
 
 def _is_dns_rule(rule: Mapping[str, Any]) -> bool:
-    return any((sel or {}).get("matchLabels") == DNS_SELECTOR for sel in rule.get("toEndpoints") or ())
+    return any(
+        (sel or {}).get("matchLabels") == DNS_SELECTOR for sel in rule.get("toEndpoints") or ()
+    )
 
 
 def _tunnel_domains(names: Iterable[str]) -> set[str]:
@@ -256,8 +329,9 @@ def _tunnel_domains(names: Iterable[str]) -> set[str]:
     return {p for p, n in parents.items() if n >= 2} or set(parents)
 
 
-def _restrict_dns(spec: dict[str, Any], anomaly: AnomalyRecord, known_names: Iterable[str],
-                  notes: list[str]) -> None:
+def _restrict_dns(
+    spec: dict[str, Any], anomaly: AnomalyRecord, known_names: Iterable[str], notes: list[str]
+) -> None:
     egress_data = (anomaly.examples or {}).get("egress") or {}
     bad = _tunnel_domains(egress_data.get("dns_names") or ())
     compiled = [fqdn_pattern(f"*.{d}") for d in bad]
@@ -268,7 +342,7 @@ def _restrict_dns(spec: dict[str, Any], anomaly: AnomalyRecord, known_names: Ite
             return False
         return not any(p.fullmatch(value + ".") for p in compiled)
 
-    rules = [r for r in spec.get("egress") or ()]
+    rules = list(spec.get("egress") or ())
     current = [r for r in rules if _is_dns_rule(r)]
     names: list[dict[str, str]] = []
     for rule in current:
@@ -288,6 +362,8 @@ def _restrict_dns(spec: dict[str, Any], anomaly: AnomalyRecord, known_names: Ite
     else:
         spec["egress"] = [new_rule, *rules]
     domains = ", ".join(sorted(bad)) or "the anomaly's names"
-    notes.append(f"DNS lookups are restricted to the workload's {len(allowed)} known names; lookups "
-                 f"under {domains} are refused by the DNS proxy. Cilium has no DNS deny rule, so "
-                 "this is an allow-list: it holds only while no other policy allows more names.")
+    notes.append(
+        f"DNS lookups are restricted to the workload's {len(allowed)} known names; lookups "
+        f"under {domains} are refused by the DNS proxy. Cilium has no DNS deny rule, so "
+        "this is an allow-list: it holds only while no other policy allows more names."
+    )

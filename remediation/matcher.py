@@ -75,10 +75,10 @@ from netwarden.remediation.selectors import (
 )
 
 __all__ = [
-    "Decision",
-    "DirectionVerdict",
     "EGRESS",
     "INGRESS",
+    "Decision",
+    "DirectionVerdict",
     "EndpointView",
     "L4Key",
     "Peer",
@@ -103,10 +103,16 @@ EGRESS: Final = "egress"
 
 #: Reserved identity number -> the labels Cilium gives it (pkg/identity/numericidentity.go).
 RESERVED_LABELS: Final[dict[int, tuple[str, ...]]] = {
-    1: ("reserved:host",), 2: ("reserved:world",), 3: ("reserved:unmanaged",),
-    4: ("reserved:health",), 5: ("reserved:init",), 6: ("reserved:remote-node",),
-    7: ("reserved:kube-apiserver", "reserved:remote-node"), 8: ("reserved:ingress",),
-    9: ("reserved:world-ipv4",), 10: ("reserved:world-ipv6",),
+    1: ("reserved:host",),
+    2: ("reserved:world",),
+    3: ("reserved:unmanaged",),
+    4: ("reserved:health",),
+    5: ("reserved:init",),
+    6: ("reserved:remote-node",),
+    7: ("reserved:kube-apiserver", "reserved:remote-node"),
+    8: ("reserved:ingress",),
+    9: ("reserved:world-ipv4",),
+    10: ("reserved:world-ipv6",),
 }
 _WORLD_NAMES: Final = frozenset({"world", "world-ipv4", "world-ipv6"})
 _NODE_NAMES: Final = frozenset({"host", "remote-node", "kube-apiserver"})
@@ -115,34 +121,76 @@ _LOCAL_RESERVED: Final = frozenset({"health", "init", "ingress"})
 _LOCAL_SCOPE: Final = 1 << 24
 _REMOTE_NODE_SCOPE: Final = 2 << 24
 
-_CLUSTER_RESERVED: Final = ("host", "remote-node", "init", "ingress", "health", "unmanaged",
-                            "kube-apiserver")
+_CLUSTER_RESERVED: Final = (
+    "host",
+    "remote-node",
+    "init",
+    "ingress",
+    "health",
+    "unmanaged",
+    "kube-apiserver",
+)
 _ENTITIES: Final[dict[str, tuple[str, ...]]] = {
-    "world": ("world", "world-ipv4", "world-ipv6"), "world-ipv4": ("world-ipv4",),
-    "world-ipv6": ("world-ipv6",), "host": ("host",), "init": ("init",), "ingress": ("ingress",),
-    "remote-node": ("remote-node",), "health": ("health",), "unmanaged": ("unmanaged",),
-    "kube-apiserver": ("kube-apiserver",), "none": (), "all": (), "cluster": _CLUSTER_RESERVED,
+    "world": ("world", "world-ipv4", "world-ipv6"),
+    "world-ipv4": ("world-ipv4",),
+    "world-ipv6": ("world-ipv6",),
+    "host": ("host",),
+    "init": ("init",),
+    "ingress": ("ingress",),
+    "remote-node": ("remote-node",),
+    "health": ("health",),
+    "unmanaged": ("unmanaged",),
+    "kube-apiserver": ("kube-apiserver",),
+    "none": (),
+    "all": (),
+    "cluster": _CLUSTER_RESERVED,
 }
 
 _PROTOCOLS: Final = frozenset({"TCP", "UDP", "SCTP"})
 #: ICMP type names accepted by the CRD (pkg/policy/api/icmp.go), per family.
 _ICMP4: Final[dict[str, int]] = {
-    "EchoReply": 0, "DestinationUnreachable": 3, "Redirect": 5, "Echo": 8, "EchoRequest": 8,
-    "RouterAdvertisement": 9, "RouterSelection": 10, "TimeExceeded": 11, "ParameterProblem": 12,
-    "Timestamp": 13, "TimestampReply": 14, "Photuris": 40, "ExtendedEchoRequest": 42,
+    "EchoReply": 0,
+    "DestinationUnreachable": 3,
+    "Redirect": 5,
+    "Echo": 8,
+    "EchoRequest": 8,
+    "RouterAdvertisement": 9,
+    "RouterSelection": 10,
+    "TimeExceeded": 11,
+    "ParameterProblem": 12,
+    "Timestamp": 13,
+    "TimestampReply": 14,
+    "Photuris": 40,
+    "ExtendedEchoRequest": 42,
     "ExtendedEchoReply": 43,
 }
 _ICMP6: Final[dict[str, int]] = {
-    "DestinationUnreachable": 1, "PacketTooBig": 2, "TimeExceeded": 3, "ParameterProblem": 4,
-    "EchoRequest": 128, "EchoReply": 129, "MulticastListenerQuery": 130,
-    "MulticastListenerReport": 131, "MulticastListenerDone": 132, "RouterSolicitation": 133,
-    "RouterAdvertisement": 134, "NeighborSolicitation": 135, "NeighborAdvertisement": 136,
-    "RedirectMessage": 137, "RouterRenumbering": 138, "ICMPNodeInformationQuery": 139,
-    "ICMPNodeInformationResponse": 140, "InverseNeighborDiscoverySolicitation": 141,
-    "InverseNeighborDiscoveryAdvertisement": 142, "HomeAgentAddressDiscoveryRequest": 144,
-    "HomeAgentAddressDiscoveryReply": 145, "MobilePrefixSolicitation": 146,
-    "MobilePrefixAdvertisement": 147, "DuplicateAddressRequestCodeSuffix": 157,
-    "DuplicateAddressConfirmationCodeSuffix": 158, "ExtendedEchoRequest": 160,
+    "DestinationUnreachable": 1,
+    "PacketTooBig": 2,
+    "TimeExceeded": 3,
+    "ParameterProblem": 4,
+    "EchoRequest": 128,
+    "EchoReply": 129,
+    "MulticastListenerQuery": 130,
+    "MulticastListenerReport": 131,
+    "MulticastListenerDone": 132,
+    "RouterSolicitation": 133,
+    "RouterAdvertisement": 134,
+    "NeighborSolicitation": 135,
+    "NeighborAdvertisement": 136,
+    "RedirectMessage": 137,
+    "RouterRenumbering": 138,
+    "ICMPNodeInformationQuery": 139,
+    "ICMPNodeInformationResponse": 140,
+    "InverseNeighborDiscoverySolicitation": 141,
+    "InverseNeighborDiscoveryAdvertisement": 142,
+    "HomeAgentAddressDiscoveryRequest": 144,
+    "HomeAgentAddressDiscoveryReply": 145,
+    "MobilePrefixSolicitation": 146,
+    "MobilePrefixAdvertisement": 147,
+    "DuplicateAddressRequestCodeSuffix": 157,
+    "DuplicateAddressConfirmationCodeSuffix": 158,
+    "ExtendedEchoRequest": 160,
     "ExtendedEchoReply": 161,
 }
 _DNS_CHARS: Final = "[-a-zA-Z0-9_]"
@@ -152,7 +200,7 @@ class PolicyError(ValueError):
     """A policy document the matcher cannot compile (what Cilium or the CRD would reject)."""
 
 
-class Decision(str, Enum):
+class Decision(str, Enum):  # noqa: UP042 (str() of a member is its name, as printed)
     ALLOWED = "allowed"
     DENIED_DEFAULT = "denied-default"  # no rule allowed it: Hubble POLICY_DENIED (133)
     DENIED_RULE = "denied-rule"  # a deny rule matched: Hubble POLICY_DENY (181)
@@ -167,7 +215,11 @@ class PolicyRef:
 
     def __str__(self) -> str:
         short = "ccnp" if self.kind == CCNP else "cnp"
-        return f"{short}/{self.name}" if not self.namespace else f"{short}/{self.namespace}/{self.name}"
+        return (
+            f"{short}/{self.name}"
+            if not self.namespace
+            else f"{short}/{self.namespace}/{self.name}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +268,10 @@ class Verdict:
     def dropped_at(self) -> DirectionVerdict | None:
         """The enforcement point that drops the flow; egress first, as the packet leaves there."""
         for point in (self.egress, self.ingress):
-            if point is not None and point.decision in (Decision.DENIED_DEFAULT, Decision.DENIED_RULE):
+            if point is not None and point.decision in (
+                Decision.DENIED_DEFAULT,
+                Decision.DENIED_RULE,
+            ):
                 return point
         return None
 
@@ -240,12 +295,16 @@ class EndpointView:
     @property
     def is_local_endpoint(self) -> bool:
         """Whether Cilium enforces policy for this endpoint (it can be a subject)."""
-        return self.kind == "pod" or self.kind == "host" or (
-            self.kind == "reserved" and bool(self.reserved & _LOCAL_RESERVED))
+        return (
+            self.kind == "pod"
+            or self.kind == "host"
+            or (self.kind == "reserved" and bool(self.reserved & _LOCAL_RESERVED))
+        )
 
 
-def endpoint_view(endpoint: Any, namespace_labels: Mapping[str, Mapping[str, str]] | None = None
-                  ) -> EndpointView:
+def endpoint_view(
+    endpoint: Any, namespace_labels: Mapping[str, Mapping[str, str]] | None = None
+) -> EndpointView:
     """Labels and kind of a Hubble endpoint (``Endpoint`` or ``CompactEndpoint``).
 
     Missing facts are filled from the ones present: the pod namespace label from ``namespace``
@@ -376,9 +435,8 @@ class CompiledRule:
             if any(s.matches(labels) for s in self.nodes):
                 return True
         outside = view.kind == "world" or (self.cidr_match_nodes and view.kind in ("host", "node"))
-        if outside and peer.ip is not None:
-            if any(c.matches(peer.ip) for c in self.cidrs):
-                return True
+        if outside and peer.ip is not None and any(c.matches(peer.ip) for c in self.cidrs):
+            return True
         if self.fqdns and view.kind == "world":
             for name in peer.names:
                 fqdn = name + "."
@@ -403,7 +461,9 @@ class CompiledRule:
 def _in_cluster(view: EndpointView, cluster_name: str | None) -> bool:
     if cluster_name is None:
         return True
-    return any(k == CLUSTER_KEY and v == cluster_name for s, k, v in view.labels if s in ("k8s", "unspec"))
+    return any(
+        k == CLUSTER_KEY and v == cluster_name for s, k, v in view.labels if s in ("k8s", "unspec")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +524,8 @@ class _Compiler:
                 subject = LabelSelector.from_dict(rule.get("endpointSelector") or {})
                 if ref.namespace:
                     subject = subject.with_requirement(
-                        Requirement("k8s", NS_KEY, "In", frozenset({ref.namespace})))
+                        Requirement("k8s", NS_KEY, "In", frozenset({ref.namespace}))
+                    )
             else:
                 node_subject = LabelSelector.from_dict(rule.get("nodeSelector") or {})
             matches_init = subject is not None and subject.has_key("reserved", "init")
@@ -472,18 +533,30 @@ class _Compiler:
             default_deny: dict[str, bool] = {}
             has_rules: dict[str, bool] = {}
             dd_cfg = rule.get("enableDefaultDeny") or {}
-            for direction, allow_key, deny_key in ((INGRESS, "ingress", "ingressDeny"),
-                                                   (EGRESS, "egress", "egressDeny")):
+            for direction, allow_key, deny_key in (
+                (INGRESS, "ingress", "ingressDeny"),
+                (EGRESS, "egress", "egressDeny"),
+            ):
                 allows = rule.get(allow_key) or []
                 denies = rule.get(deny_key) or []
-                out = [self.rule(RuleRef(ref, index, deny_key, i), r, True, direction, ref, matches_init)
-                       for i, r in enumerate(denies)]
-                out += [self.rule(RuleRef(ref, index, allow_key, i), r, False, direction, ref, matches_init)
-                        for i, r in enumerate(allows)]
+                out = [
+                    self.rule(
+                        RuleRef(ref, index, deny_key, i), r, True, direction, ref, matches_init
+                    )
+                    for i, r in enumerate(denies)
+                ]
+                out += [
+                    self.rule(
+                        RuleRef(ref, index, allow_key, i), r, False, direction, ref, matches_init
+                    )
+                    for i, r in enumerate(allows)
+                ]
                 compiled[direction] = tuple(out)
                 has_rules[direction] = bool(allows or denies)
                 configured = dd_cfg.get(direction)
-                default_deny[direction] = has_rules[direction] if configured is None else bool(configured)
+                default_deny[direction] = (
+                    has_rules[direction] if configured is None else bool(configured)
+                )
         except SelectorError as exc:
             raise PolicyError(f"{ref} spec[{index}]: {exc}") from exc
         return CompiledSpec(ref, index, subject, node_subject, compiled, default_deny, has_rules)
@@ -498,28 +571,53 @@ class _Compiler:
                 if not matches_init:
                     sel = LabelSelector((*sel.requirements, Requirement("k8s", NS_KEY, "Exists")))
             elif not sel.has_key_prefix(f"k8s.{NS_LABELS_PREFIX}") and not sel.has_key_prefix(
-                    f"{ANY}.{NS_LABELS_PREFIX}"):
-                sel = sel.with_requirement(Requirement("k8s", NS_KEY, "In", frozenset({ref.namespace})))
-        if self.cluster_name and not sel.has_key("k8s", CLUSTER_KEY) and not sel.has_key(ANY, CLUSTER_KEY):
-            sel = sel.with_requirement(Requirement("k8s", CLUSTER_KEY, "In", frozenset({self.cluster_name})))
+                f"{ANY}.{NS_LABELS_PREFIX}"
+            ):
+                sel = sel.with_requirement(
+                    Requirement("k8s", NS_KEY, "In", frozenset({ref.namespace}))
+                )
+        if (
+            self.cluster_name
+            and not sel.has_key("k8s", CLUSTER_KEY)
+            and not sel.has_key(ANY, CLUSTER_KEY)
+        ):
+            sel = sel.with_requirement(
+                Requirement("k8s", CLUSTER_KEY, "In", frozenset({self.cluster_name}))
+            )
         return sel
 
-    def rule(self, rref: RuleRef, raw: Any, deny: bool, direction: str, ref: PolicyRef,
-             matches_init: bool) -> CompiledRule:
+    def rule(
+        self,
+        rref: RuleRef,
+        raw: Any,
+        deny: bool,
+        direction: str,
+        ref: PolicyRef,
+        matches_init: bool,
+    ) -> CompiledRule:
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
             raise PolicyError(f"{rref}: rule must be a mapping")
         pre = "from" if direction == INGRESS else "to"
-        l3_keys = [f"{pre}Endpoints", f"{pre}Entities", f"{pre}CIDR", f"{pre}CIDRSet", f"{pre}Nodes",
-                   f"{pre}Groups", f"{pre}Requires"]
+        l3_keys = [
+            f"{pre}Endpoints",
+            f"{pre}Entities",
+            f"{pre}CIDR",
+            f"{pre}CIDRSet",
+            f"{pre}Nodes",
+            f"{pre}Groups",
+            f"{pre}Requires",
+        ]
         if direction == EGRESS:
             l3_keys += ["toFQDNs", "toServices"]
         l3_present = any(k in raw and raw[k] is not None for k in l3_keys)
         for key in (f"{pre}Requires", f"{pre}Groups"):
             if raw.get(key):
                 self.warnings.append(f"{rref}: {key} is not simulated (matches nothing)")
-        selectors = tuple(self.peer_selector(s, ref, matches_init) for s in raw.get(f"{pre}Endpoints") or ())
+        selectors = tuple(
+            self.peer_selector(s, ref, matches_init) for s in raw.get(f"{pre}Endpoints") or ()
+        )
         nodes = tuple(LabelSelector.from_dict(s or {}) for s in raw.get(f"{pre}Nodes") or ())
         entities = [str(e) for e in raw.get(f"{pre}Entities") or ()]
         for entity in entities:
@@ -529,11 +627,17 @@ class _Compiler:
         cidrs = [self.cidr(rref, c) for c in raw.get(f"{pre}CIDR") or ()]
         for item in raw.get(f"{pre}CIDRSet") or ():
             if not item.get("cidr"):
-                self.warnings.append(f"{rref}: cidrGroupRef/cidrGroupSelector not simulated (matches nothing)")
+                self.warnings.append(
+                    f"{rref}: cidrGroupRef/cidrGroupSelector not simulated (matches nothing)"
+                )
                 continue
             base = self.cidr(rref, item["cidr"])
-            cidrs.append(_CIDRMatch(base.network, tuple(self.cidr(rref, e).network
-                                                        for e in item.get("except") or ())))
+            cidrs.append(
+                _CIDRMatch(
+                    base.network,
+                    tuple(self.cidr(rref, e).network for e in item.get("except") or ()),
+                )
+            )
         fqdns: list[re.Pattern[str]] = []
         services: list[tuple[str | None, str]] = []
         if direction == EGRESS:
@@ -545,18 +649,31 @@ class _Compiler:
             for item in raw.get("toServices") or ():
                 svc = item.get("k8sService")
                 if svc and svc.get("serviceName"):
-                    services.append((svc.get("namespace") or ref.namespace or None, str(svc["serviceName"])))
+                    services.append(
+                        (svc.get("namespace") or ref.namespace or None, str(svc["serviceName"]))
+                    )
                 else:
                     self.warnings.append(f"{rref}: toServices k8sServiceSelector not simulated")
         ports, icmps = self.l4(rref, raw, deny)
         has_l4 = bool(raw.get("toPorts") or raw.get("icmps"))
         return CompiledRule(
-            ref=rref, deny=deny, wildcard_l3=not l3_present and has_l4,
-            selectors=selectors, any_entity="all" in entities, entity_reserved=entity_reserved,
-            entity_cluster_pods="cluster" in entities, cidrs=tuple(cidrs), fqdns=tuple(fqdns),
-            services=tuple(services), nodes=nodes, ports=ports, icmps=icmps,
-            wildcard_l4=not has_l4, cluster_name=self.cluster_name,
-            cidr_match_nodes=self.cidr_match_nodes)
+            ref=rref,
+            deny=deny,
+            wildcard_l3=not l3_present and has_l4,
+            selectors=selectors,
+            any_entity="all" in entities,
+            entity_reserved=entity_reserved,
+            entity_cluster_pods="cluster" in entities,
+            cidrs=tuple(cidrs),
+            fqdns=tuple(fqdns),
+            services=tuple(services),
+            nodes=nodes,
+            ports=ports,
+            icmps=icmps,
+            wildcard_l4=not has_l4,
+            cluster_name=self.cluster_name,
+            cidr_match_nodes=self.cidr_match_nodes,
+        )
 
     def cidr(self, rref: RuleRef, text: Any) -> _CIDRMatch:
         try:
@@ -564,8 +681,9 @@ class _Compiler:
         except ValueError as exc:
             raise PolicyError(f"{rref}: bad CIDR {text!r}") from exc
 
-    def l4(self, rref: RuleRef, raw: Mapping[str, Any], deny: bool
-           ) -> tuple[tuple[_PortMatch, ...], tuple[_ICMPMatch, ...]]:
+    def l4(
+        self, rref: RuleRef, raw: Mapping[str, Any], deny: bool
+    ) -> tuple[tuple[_PortMatch, ...], tuple[_ICMPMatch, ...]]:
         ports: list[_PortMatch] = []
         for port_rule in raw.get("toPorts") or ():
             rules = port_rule.get("rules") or {}
@@ -578,7 +696,9 @@ class _Compiler:
                 elif proto in _PROTOCOLS:
                     protocols = frozenset({proto})
                 else:
-                    self.warnings.append(f"{rref}: protocol {proto} not simulated (matches nothing)")
+                    self.warnings.append(
+                        f"{rref}: protocol {proto} not simulated (matches nothing)"
+                    )
                     continue
                 text = str(entry.get("port") or "0").strip()
                 if text.isdigit():
@@ -586,7 +706,9 @@ class _Compiler:
                 elif text in self.named_ports:
                     low = int(self.named_ports[text])
                 else:
-                    self.warnings.append(f"{rref}: named port {text!r} unresolved (matches nothing)")
+                    self.warnings.append(
+                        f"{rref}: named port {text!r} unresolved (matches nothing)"
+                    )
                     continue
                 if not 0 <= low <= 65535:
                     raise PolicyError(f"{rref}: port {text!r} out of range")
@@ -694,14 +816,20 @@ class PolicySet:
     cidr_match_nodes : apply CIDR rules to node IPs too (``policy-cidr-match-mode: nodes``).
     """
 
-    def __init__(self, policies: Iterable[Mapping[str, Any] | None], *, cluster_name: str | None = None,
-                 dns_names: Mapping[str, Iterable[str]] | None = None,
-                 named_ports: Mapping[str, int] | None = None,
-                 namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
-                 cidr_match_nodes: bool = False) -> None:
+    def __init__(
+        self,
+        policies: Iterable[Mapping[str, Any] | None],
+        *,
+        cluster_name: str | None = None,
+        dns_names: Mapping[str, Iterable[str]] | None = None,
+        named_ports: Mapping[str, int] | None = None,
+        namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
+        cidr_match_nodes: bool = False,
+    ) -> None:
         compiler = _Compiler(cluster_name, cidr_match_nodes, dict(named_ports or {}))
         self.specs: tuple[CompiledSpec, ...] = tuple(
-            spec for doc in policies if doc is not None for spec in compiler.policy(doc))
+            spec for doc in policies if doc is not None for spec in compiler.policy(doc)
+        )
         self.warnings: tuple[str, ...] = tuple(dict.fromkeys(compiler.warnings))
         self.dns_names = {ip: _names(names) for ip, names in (dns_names or {}).items()}
         self.namespace_labels = namespace_labels
@@ -716,8 +844,11 @@ class PolicySet:
         if endpoint is None:
             return EndpointView((), "unknown")
         labels = getattr(endpoint, "labels", ())
-        key = (getattr(endpoint, "identity", 0), getattr(endpoint, "namespace", ""),
-               bytes(labels) if not isinstance(labels, (tuple, list)) else tuple(labels))
+        key = (
+            getattr(endpoint, "identity", 0),
+            getattr(endpoint, "namespace", ""),
+            bytes(labels) if not isinstance(labels, (tuple, list)) else tuple(labels),
+        )
         found = self._views.get(key)
         if found is None:
             if len(self._views) > 1 << 16:
@@ -731,11 +862,15 @@ class PolicySet:
         found = self._selected.get(key)
         if found is None:
             found = self._selected[key] = tuple(
-                s for s in self.specs
-                if (s.has_rules[direction] or s.default_deny[direction]) and s.selects(view))
+                s
+                for s in self.specs
+                if (s.has_rules[direction] or s.default_deny[direction]) and s.selects(view)
+            )
         return found
 
-    def judge(self, subject: EndpointView, peer: Peer, direction: str, l4: L4Key) -> DirectionVerdict:
+    def judge(
+        self, subject: EndpointView, peer: Peer, direction: str, l4: L4Key
+    ) -> DirectionVerdict:
         """The verdict at one enforcement point, for a subject already known to be local."""
         specs = self.selecting(subject, direction)
         if not specs:
@@ -756,7 +891,9 @@ class PolicySet:
                             allowed_by, allowed_l7 = rule, l7
         enforced = any(s.default_deny[direction] for s in specs)
         if allowed_by is not None:
-            return DirectionVerdict(direction, Decision.ALLOWED, enforced, allowed_by.ref, allowed_l7)
+            return DirectionVerdict(
+                direction, Decision.ALLOWED, enforced, allowed_by.ref, allowed_l7
+            )
         if enforced:
             return DirectionVerdict(direction, Decision.DENIED_DEFAULT, True)
         return DirectionVerdict(direction, Decision.ALLOWED, False)

@@ -39,11 +39,7 @@ from typing import Any, Final
 from sqlalchemy import JSON, ColumnElement, ForeignKey, Index, Integer, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from netwarden.detector.database import SqlStore
-from netwarden.detector.database import UTCDateTime as _UTCDateTime
-from netwarden.detector.database import utc as _utc
-from netwarden.detector.store import AnomalyRecord, _text
-from netwarden.remediation.simulate import SimulationReport
+from netwarden.detector.store import AnomalyRecord
 from netwarden.remediation.apply import (
     AppliedChange,
     ApplyError,
@@ -55,6 +51,10 @@ from netwarden.remediation.apply import (
     Unreachable,
 )
 from netwarden.remediation.schema import validate_policy
+from netwarden.remediation.simulate import SimulationReport
+from netwarden.storage.database import SqlStore, required_text
+from netwarden.storage.database import UTCDateTime as _UTCDateTime
+from netwarden.storage.database import utc as _utc
 
 __all__ = [
     "ACTIONS",
@@ -117,8 +117,10 @@ class InvalidProposal(ValueError):
 
     def __init__(self, proposal_id: int, problems: list[dict[str, str]]) -> None:
         listed = "; ".join(f"{p['path'] or '<policy>'}: {p['message']}" for p in problems)
-        super().__init__(f"proposal {proposal_id} has an invalid policy "
-                         f"({len(problems)} problem{'s' * (len(problems) != 1)}): {listed}")
+        super().__init__(
+            f"proposal {proposal_id} has an invalid policy "
+            f"({len(problems)} problem{'s' * (len(problems) != 1)}): {listed}"
+        )
         self.proposal_id = proposal_id
         self.problems = problems
 
@@ -252,17 +254,35 @@ class _ProposalEventRow(_Base):
 
 def _to_record(row: _ProposalRow) -> ProposalRecord:
     return ProposalRecord(
-        id=row.id, kind=row.kind, identity=row.identity, anomaly_id=row.anomaly_id,
-        policy=dict(row.policy), patch=list(row.patch) if row.patch is not None else None,
-        current=dict(row.current) if row.current is not None else None, state=row.state,
-        problems=list(row.problems or []), dry_run=row.dry_run, change=row.change,
-        note=row.note, created_at=row.created_at, updated_at=row.updated_at)
+        id=row.id,
+        kind=row.kind,
+        identity=row.identity,
+        anomaly_id=row.anomaly_id,
+        policy=dict(row.policy),
+        patch=list(row.patch) if row.patch is not None else None,
+        current=dict(row.current) if row.current is not None else None,
+        state=row.state,
+        problems=list(row.problems or []),
+        dry_run=row.dry_run,
+        change=row.change,
+        note=row.note,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 def _to_event(row: _ProposalEventRow) -> ProposalEvent:
-    return ProposalEvent(id=row.id, proposal_id=row.proposal_id, at=row.at, actor=row.actor,
-                         action=row.action, from_state=row.from_state, to_state=row.to_state,
-                         note=row.note, details=dict(row.details or {}))
+    return ProposalEvent(
+        id=row.id,
+        proposal_id=row.proposal_id,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        from_state=row.from_state,
+        to_state=row.to_state,
+        note=row.note,
+        details=dict(row.details or {}),
+    )
 
 
 def problems_of(policy: Any) -> list[dict[str, str]]:
@@ -287,29 +307,56 @@ class ProposalStore(SqlStore):
 
     # ---------------------------------------------------------------------------- create
 
-    def create(self, *, kind: str, identity: str, policy: Mapping[str, Any], actor: str,
-               anomaly_id: int | None = None, patch: list[dict[str, Any]] | None = None,
-               current: Mapping[str, Any] | None = None, note: str = "") -> ProposalRecord:
+    def create(
+        self,
+        *,
+        kind: str,
+        identity: str,
+        policy: Mapping[str, Any],
+        actor: str,
+        anomaly_id: int | None = None,
+        patch: list[dict[str, Any]] | None = None,
+        current: Mapping[str, Any] | None = None,
+        note: str = "",
+    ) -> ProposalRecord:
         """Store a new proposal in state ``proposed``, validated now: an invalid policy is kept
         with its problems (so the reviewer sees why) but can never be approved."""
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
-        identity = _text(identity, "identity")
-        actor = _text(actor, "actor")
+        identity = required_text(identity, "identity")
+        actor = required_text(actor, "actor")
         problems = problems_of(policy)
         with self._transaction() as (session, now):
             row = _ProposalRow(
-                kind=kind, identity=identity, anomaly_id=anomaly_id, policy=dict(policy),
-                patch=patch, current=dict(current) if current is not None else None,
-                state=PROPOSED, problems=problems, dry_run=None, change=None, note=note,
-                created_at=now, updated_at=now)
+                kind=kind,
+                identity=identity,
+                anomaly_id=anomaly_id,
+                policy=dict(policy),
+                patch=patch,
+                current=dict(current) if current is not None else None,
+                state=PROPOSED,
+                problems=problems,
+                dry_run=None,
+                change=None,
+                note=note,
+                created_at=now,
+                updated_at=now,
+            )
             session.add(row)
             session.flush()
             summary = "valid" if not problems else f"{len(problems)} validation problem(s)"
-            session.add(_ProposalEventRow(
-                proposal_id=row.id, at=now, actor=actor, action="propose", from_state=None,
-                to_state=PROPOSED, note=note or f"{kind} proposal: {summary}",
-                details={"problems": problems} if problems else {}))
+            session.add(
+                _ProposalEventRow(
+                    proposal_id=row.id,
+                    at=now,
+                    actor=actor,
+                    action="propose",
+                    from_state=None,
+                    to_state=PROPOSED,
+                    note=note or f"{kind} proposal: {summary}",
+                    details={"problems": problems} if problems else {},
+                )
+            )
             return _to_record(row)
 
     # ------------------------------------------------------------------------------ read
@@ -319,22 +366,38 @@ class ProposalStore(SqlStore):
             row = session.get(_ProposalRow, proposal_id)
             return _to_record(row) if row is not None else None
 
-    def list(self, *, identity: str | None = None, state: str | None = None,
-             kind: str | None = None, anomaly_id: int | None = None, limit: int = 50,
-             offset: int = 0) -> list[ProposalRecord]:
+    def list(
+        self,
+        *,
+        identity: str | None = None,
+        state: str | None = None,
+        kind: str | None = None,
+        anomaly_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ProposalRecord]:
         """Proposals matching every filter given, newest first."""
         conditions = _conditions(identity, state, kind)
         if anomaly_id is not None:
             conditions.append(_ProposalRow.anomaly_id == anomaly_id)
-        stmt = (select(_ProposalRow).where(*conditions)
-                .order_by(_ProposalRow.id.desc()).limit(limit).offset(offset))
+        stmt = (
+            select(_ProposalRow)
+            .where(*conditions)
+            .order_by(_ProposalRow.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
         with self._transaction() as (session, _):
             return [_to_record(r) for r in session.scalars(stmt)]
 
-    def count(self, *, identity: str | None = None, state: str | None = None,
-              kind: str | None = None) -> int:
-        stmt = (select(func.count()).select_from(_ProposalRow)
-                .where(*_conditions(identity, state, kind)))
+    def count(
+        self, *, identity: str | None = None, state: str | None = None, kind: str | None = None
+    ) -> int:
+        stmt = (
+            select(func.count())
+            .select_from(_ProposalRow)
+            .where(*_conditions(identity, state, kind))
+        )
         with self._transaction() as (session, _):
             return int(session.scalar(stmt) or 0)
 
@@ -343,18 +406,22 @@ class ProposalStore(SqlStore):
         with self._transaction() as (session, _):
             if session.get(_ProposalRow, proposal_id) is None:
                 raise ProposalNotFound(proposal_id)
-            rows = session.scalars(select(_ProposalEventRow)
-                                   .where(_ProposalEventRow.proposal_id == proposal_id)
-                                   .order_by(_ProposalEventRow.id))
+            rows = session.scalars(
+                select(_ProposalEventRow)
+                .where(_ProposalEventRow.proposal_id == proposal_id)
+                .order_by(_ProposalEventRow.id)
+            )
             return [_to_event(r) for r in rows]
 
     def latest_applied(self, namespace: str | None, name: str) -> ProposalRecord | None:
         """The most recently applied (still applied) proposal of the policy ``namespace/name``:
         what the cluster holds as far as netwarden knows, when it cannot ask the cluster."""
         with self._transaction() as (session, _):
-            for row in session.scalars(select(_ProposalRow).where(_ProposalRow.state == APPLIED)
-                                       .order_by(_ProposalRow.updated_at.desc(),
-                                                 _ProposalRow.id.desc())):
+            for row in session.scalars(
+                select(_ProposalRow)
+                .where(_ProposalRow.state == APPLIED)
+                .order_by(_ProposalRow.updated_at.desc(), _ProposalRow.id.desc())
+            ):
                 meta = row.policy.get("metadata") or {}
                 if meta.get("name") == name and meta.get("namespace") == namespace:
                     return _to_record(row)
@@ -373,36 +440,66 @@ class ProposalStore(SqlStore):
         """proposed -> rejected, for good."""
         return self._act(proposal_id, "reject", actor=actor, note=note)
 
-    def record_simulation(self, proposal_id: int, *, actor: str, note: str,
-                          details: dict[str, Any]) -> ProposalRecord:
+    def record_simulation(
+        self, proposal_id: int, *, actor: str, note: str, details: dict[str, Any]
+    ) -> ProposalRecord:
         """Log that someone replayed flows against the proposal (its state does not change)."""
         return self._act(proposal_id, "simulate", actor=actor, note=note, details=details)
 
-    def record_dry_run(self, proposal_id: int, *, actor: str,
-                       result: dict[str, Any]) -> ProposalRecord:
+    def record_dry_run(
+        self, proposal_id: int, *, actor: str, result: dict[str, Any]
+    ) -> ProposalRecord:
         """Keep the dry-run ``result`` (with ``passed``) and log it: a failed one moves the
         proposal to ``failed``; a passed one leaves it ``approved`` for :meth:`mark_applied`."""
         action = "dry_run" if result.get("passed") else "fail"
-        return self._act(proposal_id, action, actor=actor, note=str(result.get("message", "")),
-                         details={"dry_run": result}, dry_run=result)
+        return self._act(
+            proposal_id,
+            action,
+            actor=actor,
+            note=str(result.get("message", "")),
+            details={"dry_run": result},
+            dry_run=result,
+        )
 
-    def record_error(self, proposal_id: int, *, actor: str, action: str, message: str,
-                     details: dict[str, Any] | None = None) -> ProposalRecord:
+    def record_error(
+        self,
+        proposal_id: int,
+        *,
+        actor: str,
+        action: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> ProposalRecord:
         """Log an attempt that did not get a verdict on the policy (API server out of reach, a
         refused rollback) as ``<action>_error``; the state stays as it was, so it can be retried."""
         with self._transaction() as (session, now):
             row = self._row(session, proposal_id)
-            session.add(_ProposalEventRow(
-                proposal_id=row.id, at=now, actor=_text(actor, "actor"), action=f"{action}_error",
-                from_state=row.state, to_state=row.state, note=message, details=details or {}))
+            session.add(
+                _ProposalEventRow(
+                    proposal_id=row.id,
+                    at=now,
+                    actor=required_text(actor, "actor"),
+                    action=f"{action}_error",
+                    from_state=row.state,
+                    to_state=row.state,
+                    note=message,
+                    details=details or {},
+                )
+            )
             return _to_record(row)
 
-    def mark_applied(self, proposal_id: int, *, actor: str, change: dict[str, Any],
-                     note: str = "") -> ProposalRecord:
+    def mark_applied(
+        self, proposal_id: int, *, actor: str, change: dict[str, Any], note: str = ""
+    ) -> ProposalRecord:
         """approved -> applied, with what rollback needs (a passing dry-run came first)."""
-        return self._act(proposal_id, "apply", actor=actor, note=note, change=change,
-                         details={"ref": change.get("ref"),
-                                  "created": change.get("previous") is None})
+        return self._act(
+            proposal_id,
+            "apply",
+            actor=actor,
+            note=note,
+            change=change,
+            details={"ref": change.get("ref"), "created": change.get("previous") is None},
+        )
 
     def mark_failed(self, proposal_id: int, *, actor: str, message: str) -> ProposalRecord:
         """approved -> failed: the cluster refused the apply after its dry-run passed."""
@@ -418,18 +515,35 @@ class ProposalStore(SqlStore):
             raise ProposalNotFound(proposal_id)
         return row
 
-    def _act(self, proposal_id: int, action: str, *, actor: str, note: str,
-             details: dict[str, Any] | None = None, dry_run: dict[str, Any] | None = None,
-             change: dict[str, Any] | None = None) -> ProposalRecord:
-        actor = _text(actor, "actor")
+    def _act(
+        self,
+        proposal_id: int,
+        action: str,
+        *,
+        actor: str,
+        note: str,
+        details: dict[str, Any] | None = None,
+        dry_run: dict[str, Any] | None = None,
+        change: dict[str, Any] | None = None,
+    ) -> ProposalRecord:
+        actor = required_text(actor, "actor")
         with self._transaction() as (session, now):
             row = self._row(session, proposal_id)
             to_state = next_state(row.id, row.state, action)
             if action in ("approve", "dry_run", "apply") and row.problems:
                 raise InvalidProposal(row.id, list(row.problems))
-            session.add(_ProposalEventRow(
-                proposal_id=row.id, at=now, actor=actor, action=action, from_state=row.state,
-                to_state=to_state, note=note, details=details or {}))
+            session.add(
+                _ProposalEventRow(
+                    proposal_id=row.id,
+                    at=now,
+                    actor=actor,
+                    action=action,
+                    from_state=row.state,
+                    to_state=to_state,
+                    note=note,
+                    details=details or {},
+                )
+            )
             row.state, row.updated_at = to_state, now
             if dry_run is not None:
                 row.dry_run = dry_run
@@ -438,9 +552,9 @@ class ProposalStore(SqlStore):
             return _to_record(row)
 
 
-
-def _conditions(identity: str | None, state: str | None,
-                kind: str | None) -> list[ColumnElement[bool]]:
+def _conditions(
+    identity: str | None, state: str | None, kind: str | None
+) -> list[ColumnElement[bool]]:
     if state is not None and state not in STATES:
         raise ValueError(f"unknown state {state!r}: expected one of {', '.join(STATES)}")
     if kind is not None and kind not in KINDS:
@@ -469,8 +583,15 @@ def _error_details(exc: ApplyError) -> dict[str, Any]:
     return details
 
 
-def apply_proposal(store: ProposalStore, applier: PolicyApplier, proposal_id: int, *,
-                   actor: str, note: str = "", audit: bool = False) -> ProposalRecord:
+def apply_proposal(
+    store: ProposalStore,
+    applier: PolicyApplier,
+    proposal_id: int,
+    *,
+    actor: str,
+    note: str = "",
+    audit: bool = False,
+) -> ProposalRecord:
     """Apply an approved, valid proposal: dry-run first (recorded), then the real apply.
 
     ``audit``: only where Cilium runs in policy audit mode (its verdicts are logged, not
@@ -490,34 +611,49 @@ def apply_proposal(store: ProposalStore, applier: PolicyApplier, proposal_id: in
     try:
         checked = applier.dry_run(record.policy)
     except (Unreachable, Forbidden) as exc:  # no verdict on the policy: retry later
-        after = store.record_error(record.id, actor=actor, action="dry_run", message=str(exc),
-                                   details=_error_details(exc))
+        after = store.record_error(
+            record.id, actor=actor, action="dry_run", message=str(exc), details=_error_details(exc)
+        )
         raise ApplyRefused(str(exc), after, exc) from exc
     except ApplyError as exc:
-        result = {"passed": False, "at": store.now().isoformat(), "message": str(exc),
-                  **_error_details(exc)}
+        result = {
+            "passed": False,
+            "at": store.now().isoformat(),
+            "message": str(exc),
+            **_error_details(exc),
+        }
         after = store.record_dry_run(record.id, actor=actor, result=result)
         raise ApplyRefused(f"the dry-run failed, nothing was applied: {exc}", after, exc) from exc
     effect = "created" if checked.created else "changed" if checked.changed else "unchanged"
-    store.record_dry_run(record.id, actor=actor, result={
-        "passed": True, "at": store.now().isoformat(),
-        "message": f"the API server accepts {checked.ref} ({effect})",
-        "created": checked.created, "changed": checked.changed})
+    store.record_dry_run(
+        record.id,
+        actor=actor,
+        result={
+            "passed": True,
+            "at": store.now().isoformat(),
+            "message": f"the API server accepts {checked.ref} ({effect})",
+            "created": checked.created,
+            "changed": checked.changed,
+        },
+    )
     try:
         change: AppliedChange = applier.apply(record.policy, audit=audit)
     except (Unreachable, Forbidden, AuditModeUnavailable) as exc:  # no verdict on the policy
-        after = store.record_error(record.id, actor=actor, action="apply", message=str(exc),
-                                   details=_error_details(exc))
+        after = store.record_error(
+            record.id, actor=actor, action="apply", message=str(exc), details=_error_details(exc)
+        )
         raise ApplyRefused(str(exc), after, exc) from exc
     except ApplyError as exc:
         after = store.mark_failed(record.id, actor=actor, message=str(exc))
         raise ApplyRefused(f"the apply failed: {exc}", after, exc) from exc
-    return store.mark_applied(record.id, actor=actor, change=change.to_dict(),
-                              note=note or f"applied {change.ref}")
+    return store.mark_applied(
+        record.id, actor=actor, change=change.to_dict(), note=note or f"applied {change.ref}"
+    )
 
 
-def rollback_proposal(store: ProposalStore, applier: PolicyApplier, proposal_id: int, *,
-                      actor: str, note: str = "") -> ProposalRecord:
+def rollback_proposal(
+    store: ProposalStore, applier: PolicyApplier, proposal_id: int, *, actor: str, note: str = ""
+) -> ProposalRecord:
     """Put back what an applied proposal replaced (or delete what it created).
 
     A refused rollback is logged and raises :class:`ApplyRefused`; the proposal stays
@@ -532,16 +668,23 @@ def rollback_proposal(store: ProposalStore, applier: PolicyApplier, proposal_id:
     try:
         applier.rollback(change)
     except ApplyError as exc:
-        after = store.record_error(record.id, actor=actor, action="rollback", message=str(exc),
-                                   details=_error_details(exc))
+        after = store.record_error(
+            record.id, actor=actor, action="rollback", message=str(exc), details=_error_details(exc)
+        )
         raise ApplyRefused(f"the rollback failed: {exc}", after, exc) from exc
     what = "deleted" if change.previous is None else "restored the previous"
     return store.mark_rolled_back(record.id, actor=actor, note=note or f"{what} {change.ref}")
 
 
-def propose_containment(store: ProposalStore, anomaly: AnomalyRecord, *,
-                        current: Mapping[str, Any] | None, source: str = "", actor: str,
-                        note: str = "") -> ProposalRecord:
+def propose_containment(
+    store: ProposalStore,
+    anomaly: AnomalyRecord,
+    *,
+    current: Mapping[str, Any] | None,
+    source: str = "",
+    actor: str,
+    note: str = "",
+) -> ProposalRecord:
     """Store the containment of ``anomaly`` (see :mod:`netwarden.remediation.containment`) as a
     proposal, with its JSON patch against ``current`` (the workload's policy now, found at
     ``source``) when there is one."""
@@ -551,21 +694,35 @@ def propose_containment(store: ProposalStore, anomaly: AnomalyRecord, *,
     summary = f"{change.action}: {'; '.join(change.notes)}" if change.notes else change.action
     if current is not None and source:
         summary += f" ({source})"
-    return store.create(kind=CONTAINMENT, identity=anomaly.identity, anomaly_id=anomaly.id,
-                        policy=change.policy, patch=change.patch, current=current,
-                        actor=actor, note=note or summary)
+    return store.create(
+        kind=CONTAINMENT,
+        identity=anomaly.identity,
+        anomaly_id=anomaly.id,
+        policy=change.policy,
+        patch=change.patch,
+        current=current,
+        actor=actor,
+        note=note or summary,
+    )
 
 
-def simulate_proposal(store: ProposalStore, record: ProposalRecord, flows: Iterable[Any], *,
-                      actor: str) -> SimulationReport:
+def simulate_proposal(
+    store: ProposalStore, record: ProposalRecord, flows: Iterable[Any], *, actor: str
+) -> SimulationReport:
     """Replay ``flows`` through the proposal's policy and log it in its audit trail (its state
     does not change): the numbers a reviewer sees next to the proposal."""
     from netwarden.remediation.simulate import simulate
 
     report = simulate([record.policy], flows)
     store.record_simulation(
-        record.id, actor=actor,
+        record.id,
+        actor=actor,
         note=f"would drop {report.dropped} of {report.flows_judged} judged flows",
-        details={"flows_seen": report.flows_seen, "flows_judged": report.flows_judged,
-                 "dropped": report.dropped, "groups": len(report.groups)})
+        details={
+            "flows_seen": report.flows_seen,
+            "flows_judged": report.flows_judged,
+            "dropped": report.dropped,
+            "groups": len(report.groups),
+        },
+    )
     return report

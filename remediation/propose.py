@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import yaml
 
-from netwarden.ingest.identity import RESERVED_IDENTITIES, IdentityResolver, Subject
+from netwarden.ingest.identity import IdentityResolver, Subject
 from netwarden.remediation.matcher import l4_key
 from netwarden.remediation.schema import API_VERSION, check_policy
 from netwarden.remediation.selectors import label_list, parse_label
@@ -61,23 +61,46 @@ MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "netwarden"}
 
 #: Keys that name the application; when present they alone make the selector (a ``version`` or
 #: ``tier`` label may change on rollout, these do not).
-_APP_KEYS: Final = ("app.kubernetes.io/name", "app.kubernetes.io/instance",
-                    "app.kubernetes.io/component", "app", "k8s-app", "name", "component")
+_APP_KEYS: Final = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app",
+    "k8s-app",
+    "name",
+    "component",
+)
 #: Labels that differ between pods of one workload, or between runs/revisions of it.
-_PER_POD_KEYS: Final = frozenset({
-    "pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name",
-    "pod-template-generation", "controller-uid", "batch.kubernetes.io/controller-uid",
-    "job-name", "batch.kubernetes.io/job-name", "apps.kubernetes.io/pod-index",
-    "batch.kubernetes.io/job-completion-index", "pod-index",
-})
+_PER_POD_KEYS: Final = frozenset(
+    {
+        "pod-template-hash",
+        "controller-revision-hash",
+        "statefulset.kubernetes.io/pod-name",
+        "pod-template-generation",
+        "controller-uid",
+        "batch.kubernetes.io/controller-uid",
+        "job-name",
+        "batch.kubernetes.io/job-name",
+        "apps.kubernetes.io/pod-index",
+        "batch.kubernetes.io/job-completion-index",
+        "pod-index",
+    }
+)
 _SERVICE_ACCOUNT: Final = "io.cilium.k8s.policy.serviceaccount"
 _CILIUM_PREFIX: Final = "io.cilium."
 _NAMESPACE: Final = "io.kubernetes.pod.namespace"
 #: Entities the CRD accepts, by the reserved identity name a flow carries.
 _ENTITY: Final[dict[str, str]] = {
-    "host": "host", "remote-node": "remote-node", "kube-apiserver": "kube-apiserver",
-    "health": "health", "init": "init", "ingress": "ingress", "unmanaged": "unmanaged",
-    "world": "world", "world-ipv4": "world", "world-ipv6": "world",
+    "host": "host",
+    "remote-node": "remote-node",
+    "kube-apiserver": "kube-apiserver",
+    "health": "health",
+    "init": "init",
+    "ingress": "ingress",
+    "unmanaged": "unmanaged",
+    "world": "world",
+    "world-ipv4": "world",
+    "world-ipv6": "world",
 }
 _MAX_PORTS: Final = 40  # CRD limit per toPorts[].ports and per icmps[].fields
 _NAME_OK: Final = re.compile(r"[^a-z0-9.-]+")
@@ -180,9 +203,15 @@ def dns_rule(names: Iterable[str], *, min_for_pattern: int = 6) -> dict[str, Any
     """Egress to kube-dns on 53/UDP and 53/TCP, allowing lookups of ``names`` only (all names
     when none is known: the DNS proxy must still see lookups for ``toFQDNs`` to work)."""
     dns = _collapse((_dns_name(n) for n in names), min_for_pattern) or [{"matchPattern": "*"}]
-    return {"toEndpoints": [{"matchLabels": dict(DNS_SELECTOR)}],
-            "toPorts": [{"ports": [{"port": str(port), "protocol": proto} for proto, port in DNS_PORTS],
-                         "rules": {"dns": dns}}]}
+    return {
+        "toEndpoints": [{"matchLabels": dict(DNS_SELECTOR)}],
+        "toPorts": [
+            {
+                "ports": [{"port": str(port), "protocol": proto} for proto, port in DNS_PORTS],
+                "rules": {"dns": dns},
+            }
+        ],
+    }
 
 
 def _port_sort(port: Port) -> tuple[int, str, int]:
@@ -193,13 +222,23 @@ def _ports_blocks(ports: Iterable[Port]) -> dict[str, Any]:
     """``toPorts`` or ``icmps`` for one port set (never both: Cilium refuses that)."""
     ports = sorted(ports, key=_port_sort)
     if ports and ports[0][0] in _ICMP:
-        fields = [{"type": t, "family": "IPv6" if proto == "ICMPv6" else "IPv4"} for proto, t in ports]
-        return {"icmps": [{"fields": fields[i:i + _MAX_PORTS]} for i in range(0, len(fields), _MAX_PORTS)]}
+        fields = [
+            {"type": t, "family": "IPv6" if proto == "ICMPv6" else "IPv4"} for proto, t in ports
+        ]
+        return {
+            "icmps": [
+                {"fields": fields[i : i + _MAX_PORTS]} for i in range(0, len(fields), _MAX_PORTS)
+            ]
+        }
     if not ports or ports[0][0] == "":
         return {}
-    items = [{"port": str(port), "protocol": proto} if port else {"port": "0", "protocol": proto}
-             for proto, port in ports]
-    return {"toPorts": [{"ports": items[i:i + _MAX_PORTS]} for i in range(0, len(items), _MAX_PORTS)]}
+    items = [
+        {"port": str(port), "protocol": proto} if port else {"port": "0", "protocol": proto}
+        for proto, port in ports
+    ]
+    return {
+        "toPorts": [{"ports": items[i : i + _MAX_PORTS]} for i in range(0, len(items), _MAX_PORTS)]
+    }
 
 
 def _split_ports(ports: set[Port]) -> list[frozenset[Port]]:
@@ -213,8 +252,13 @@ def _split_ports(ports: set[Port]) -> list[frozenset[Port]]:
 _KIND_ORDER: Final = {"endpoints": 0, "entities": 1, "fqdns": 2, "cidr": 3}
 
 
-def rules_for(peers: Mapping[PeerRef, Iterable[Port]], direction: str, *,
-              selectors: Mapping[str, dict[str, str]], namespace: str) -> list[dict[str, Any]]:
+def rules_for(
+    peers: Mapping[PeerRef, Iterable[Port]],
+    direction: str,
+    *,
+    selectors: Mapping[str, dict[str, str]],
+    namespace: str,
+) -> list[dict[str, Any]]:
     """Rules (for ``egress``/``egressDeny`` when ``direction`` is ``"egress"``, else the ingress
     forms) allowing each peer its ports, one rule per (peer kind, port set).
 
@@ -247,7 +291,8 @@ def rules_for(peers: Mapping[PeerRef, Iterable[Port]], direction: str, *,
             rule["toFQDNs"] = [{"matchName": p.value} for p in sorted(members)]
         else:
             rule["toCIDRSet" if to else "fromCIDRSet"] = [
-                {"cidr": str(ipaddress.ip_network(p.value))} for p in sorted(members)]
+                {"cidr": str(ipaddress.ip_network(p.value))} for p in sorted(members)
+            ]
         rule.update(_ports_blocks(ports))
         rules.append(((_KIND_ORDER[kind], sorted(ports, key=_port_sort), sorted(members)), rule))
     return [rule for _, rule in sorted(rules, key=lambda kv: kv[0])]
@@ -256,7 +301,7 @@ def rules_for(peers: Mapping[PeerRef, Iterable[Port]], direction: str, *,
 def policy_name(workload: str, suffix: str) -> str:
     """A DNS-1123 object name from a workload name (``identity:12`` -> ``identity-12``)."""
     base = _NAME_OK.sub("-", workload.lower()).strip("-.") or "workload"
-    return f"{base[:253 - len(suffix) - 1]}-{suffix}"
+    return f"{base[: 253 - len(suffix) - 1]}-{suffix}"
 
 
 def policy_file_name(policy: Mapping[str, Any]) -> str:
@@ -264,7 +309,9 @@ def policy_file_name(policy: Mapping[str, Any]) -> str:
     meta = policy["metadata"]
     identity = meta.get("annotations", {}).get("netwarden.io/identity", "")
     workload = identity.split("/", 1)[1] if "/" in identity else meta["name"]
-    return f"{meta.get('namespace', 'default')}-{_NAME_OK.sub('-', workload.lower()).strip('-.')}.yaml"
+    return (
+        f"{meta.get('namespace', 'default')}-{_NAME_OK.sub('-', workload.lower()).strip('-.')}.yaml"
+    )
 
 
 class Proposer:
@@ -334,7 +381,9 @@ class Proposer:
             used = True
         self.flows_used += used
 
-    def _end(self, endpoint: Any, ip: str) -> tuple[Subject | None, str, str, dict[str, str]] | None:
+    def _end(
+        self, endpoint: Any, ip: str
+    ) -> tuple[Subject | None, str, str, dict[str, str]] | None:
         """(subject, peer kind, namespace, shared labels) of one end; None when unknown."""
         subject, peer = self._resolver.resolve(endpoint, ip)
         if subject is None:
@@ -356,8 +405,9 @@ class Proposer:
             self._labels[subject.id] = {k: v for k, v in common.items() if own.get(k) == v}
         return subject, "pod", subject.namespace, self._labels[subject.id]
 
-    def _peers(self, end: tuple[Subject | None, str, str, dict[str, str]], ip: str,
-               names: Iterable[str]) -> list[PeerRef]:
+    def _peers(
+        self, end: tuple[Subject | None, str, str, dict[str, str]], ip: str, names: Iterable[str]
+    ) -> list[PeerRef]:
         subject, kind, _, _ = end
         if subject is not None:
             return [PeerRef("endpoints", subject.id)]
@@ -420,11 +470,16 @@ class Proposer:
             world |= peers[p]
         return out
 
-    def _policy(self, work: _Workload, own: dict[str, str],
-                selectors: Mapping[str, dict[str, str]]) -> dict[str, Any] | None:
+    def _policy(
+        self, work: _Workload, own: dict[str, str], selectors: Mapping[str, dict[str, str]]
+    ) -> dict[str, Any] | None:
         ns = work.subject.namespace
-        egress = rules_for(self._narrow_world(work.egress), "egress", selectors=selectors, namespace=ns)
-        ingress = rules_for(self._narrow_world(work.ingress), "ingress", selectors=selectors, namespace=ns)
+        egress = rules_for(
+            self._narrow_world(work.egress), "egress", selectors=selectors, namespace=ns
+        )
+        ingress = rules_for(
+            self._narrow_world(work.ingress), "ingress", selectors=selectors, namespace=ns
+        )
         has_fqdns = any(p.kind == "fqdns" for p in work.egress)
         if work.uses_dns or has_fqdns:
             egress.insert(0, dns_rule(work.dns_names, min_for_pattern=self.min_for_pattern))
@@ -444,8 +499,10 @@ class Proposer:
                 "name": policy_name(work.subject.workload, "baseline"),
                 "namespace": ns,
                 "labels": dict(MANAGED_BY),
-                "annotations": {"netwarden.io/identity": work.subject.id,
-                                "netwarden.io/flows": str(work.flows)},
+                "annotations": {
+                    "netwarden.io/identity": work.subject.id,
+                    "netwarden.io/flows": str(work.flows),
+                },
             },
             "spec": spec,
         }
@@ -454,9 +511,11 @@ class Proposer:
 def _description(work: _Workload) -> str:
     span = ""
     if work.first is not None and work.last is not None:
-        span = (f" between {work.first:%Y-%m-%dT%H:%M:%SZ} and {work.last:%Y-%m-%dT%H:%M:%SZ}")
-    return (f"netwarden least-privilege baseline for {work.subject.id}, learned from "
-            f"{work.flows} forwarded request flows{span}")
+        span = f" between {work.first:%Y-%m-%dT%H:%M:%SZ} and {work.last:%Y-%m-%dT%H:%M:%SZ}"
+    return (
+        f"netwarden least-privilege baseline for {work.subject.id}, learned from "
+        f"{work.flows} forwarded request flows{span}"
+    )
 
 
 def _is_reply(flow: Any) -> bool:
@@ -466,8 +525,9 @@ def _is_reply(flow: Any) -> bool:
     return bool(getattr(flow, "reply", False))
 
 
-def propose_baselines(flows: Iterable[Any], *, max_cidrs: int = 16,
-                      min_for_pattern: int = 6) -> dict[str, dict[str, Any]]:
+def propose_baselines(
+    flows: Iterable[Any], *, max_cidrs: int = 16, min_for_pattern: int = 6
+) -> dict[str, dict[str, Any]]:
     """Identity (``namespace/workload``) -> its validated baseline CiliumNetworkPolicy dict."""
     return Proposer(max_cidrs=max_cidrs, min_for_pattern=min_for_pattern).add_all(flows).policies()
 
@@ -481,5 +541,11 @@ class _Dumper(yaml.SafeDumper):
 
 def policy_yaml(policy: Mapping[str, Any]) -> str:
     """The policy as YAML, key order kept (apiVersion, kind, metadata, spec)."""
-    return yaml.dump(dict(policy), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True, width=100)
+    return yaml.dump(
+        dict(policy),
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=100,
+    )

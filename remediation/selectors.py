@@ -59,7 +59,7 @@ def _source(text: str) -> tuple[str, str]:
     source, sep, rest = text.partition(":")
     if not sep:
         if text.startswith(RESERVED + "."):
-            return RESERVED, text[len(RESERVED) + 1:]
+            return RESERVED, text[len(RESERVED) + 1 :]
         return "", text
     return source, rest
 
@@ -184,9 +184,16 @@ class LabelSelector:
     def with_requirement(self, req: Requirement) -> LabelSelector:
         """This selector plus one requirement; an existing ``In`` on the same key is replaced
         (Cilium ``AddMatch`` overwrites ``matchLabels[key]``)."""
-        kept = tuple(r for r in self.requirements
-                     if not (req.operator == "In" and r.operator == "In"
-                             and r.source == req.source and r.key == req.key))
+        kept = tuple(
+            r
+            for r in self.requirements
+            if not (
+                req.operator == "In"
+                and r.operator == "In"
+                and r.source == req.source
+                and r.key == req.key
+            )
+        )
         return LabelSelector((*kept, req))
 
     @classmethod

@@ -70,8 +70,10 @@ class SimulationReport:
         for group in self.groups[:max_groups]:
             why = f"deny rule {group.rule}" if group.rule else "default deny"
             arrow = "->" if group.direction == EGRESS else "<-"
-            lines.append(f"  {group.subject} {group.direction} {arrow} {group.peer} {group.port}: "
-                         f"{group.flows} flows, {group.connection_count} connections ({why})")
+            lines.append(
+                f"  {group.subject} {group.direction} {arrow} {group.peer} {group.port}: "
+                f"{group.flows} flows, {group.connection_count} connections ({why})"
+            )
             for example in group.examples:
                 lines.append(f"      e.g. {_describe(example)}")
         if len(self.groups) > max_groups:
@@ -111,15 +113,22 @@ def _is_recorded_drop(flow: Any) -> bool:
     return flow.verdict in ("DROPPED", 2)
 
 
-def simulate(policies: PolicySet | Iterable[Mapping[str, Any] | None], flows: Iterable[Any], *,
-             examples: int = 3, resolver: IdentityResolver | None = None,
-             **policy_options: Any) -> SimulationReport:
+def simulate(
+    policies: PolicySet | Iterable[Mapping[str, Any] | None],
+    flows: Iterable[Any],
+    *,
+    examples: int = 3,
+    resolver: IdentityResolver | None = None,
+    **policy_options: Any,
+) -> SimulationReport:
     """Judge every flow against ``policies`` and group what would be dropped.
 
     ``policies`` is a :class:`PolicySet` or policy dicts (then ``policy_options`` go to
     :class:`PolicySet`). Groups are sorted by flow count, largest first.
     """
-    policy_set = policies if isinstance(policies, PolicySet) else PolicySet(policies, **policy_options)
+    policy_set = (
+        policies if isinstance(policies, PolicySet) else PolicySet(policies, **policy_options)
+    )
     resolver = resolver or IdentityResolver()
     report = SimulationReport(warnings=policy_set.warnings)
     groups: dict[tuple[str, str, str, str, Decision, str], DropGroup] = {}
@@ -160,7 +169,9 @@ def simulate(policies: PolicySet | Iterable[Mapping[str, Any] | None], flows: It
         key = (subject, point.direction, peer, _port(l4), point.decision, rule)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = DropGroup(subject, point.direction, peer, _port(l4), point.decision, rule)
+            group = groups[key] = DropGroup(
+                subject, point.direction, peer, _port(l4), point.decision, rule
+            )
         group.flows += 1
         group.connections.add(_five_tuple(flow, l4))
         if len(group.examples) < examples:

@@ -67,6 +67,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
 from netwarden.remediation.schema import validate_policy
 
 __all__ = ["ApiError", "K8sStandIn", "Request", "Token"]
@@ -86,8 +87,10 @@ _COLLECTION = re.compile(
 )
 _CONFIGMAP = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/configmaps/(?P<name>[^/]+)$")
 #: core/v1 pods (namespaced), namespaces and nodes (cluster-scoped), one object or a collection
-_CORE = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>pods|namespaces|nodes)"
-                   r"(?:/(?P<name>[^/]+)(?P<status>/status)?)?$")
+_CORE = re.compile(
+    r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>pods|namespaces|nodes)"
+    r"(?:/(?P<name>[^/]+)(?P<status>/status)?)?$"
+)
 
 Path = tuple[str, ...]
 
@@ -293,8 +296,7 @@ class _Store:
         self._validate(body)
         owners = (
             {}
-            if "managedFields" in body["metadata"]
-            and not body["metadata"]["managedFields"]
+            if "managedFields" in body["metadata"] and not body["metadata"]["managedFields"]
             else _decode_owners(body["metadata"].get("managedFields")) or current.owners
         )
         updated = self._updated(current, body, owners, q.manager)
@@ -313,7 +315,9 @@ class _Store:
         updated = self._updated(current, merged, current.owners, q.manager)
         return self._commit(plural, ns, name, updated, q.dry_run)
 
-    def apply(self, plural: str, ns: str | None, name: str, applied: Any, q: _Query) -> tuple[int, dict]:
+    def apply(
+        self, plural: str, ns: str | None, name: str, applied: Any, q: _Query
+    ) -> tuple[int, dict]:
         """Server-side apply, as the API server's field manager does it (at leaf granularity)."""
         if not q.manager:
             raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: "
@@ -451,16 +455,22 @@ class _Store:
 
     @staticmethod
     def _bump_generation(old: dict, new: dict) -> None:
-        strip = lambda o: {k: v for k, v in o.items() if k != "metadata"}
+        def strip(o):
+            return {k: v for k, v in o.items() if k != "metadata"}
+
         generation = old["metadata"]["generation"]
         new["metadata"]["generation"] = generation + (strip(old) != strip(new))
 
-    def _commit(self, plural: str, ns: str | None, name: str, stored: _Stored, dry_run: bool) -> dict:
+    def _commit(
+        self, plural: str, ns: str | None, name: str, stored: _Stored, dry_run: bool
+    ) -> dict:
         stored = _Stored(copy.deepcopy(stored.obj), {k: set(v) for k, v in stored.owners.items()})
         if dry_run:
             stored.obj["metadata"].setdefault(
                 "resourceVersion",
-                (self.objects.get((plural, ns, name)) or stored).obj["metadata"].get("resourceVersion", ""),
+                (self.objects.get((plural, ns, name)) or stored)
+                .obj["metadata"]
+                .get("resourceVersion", ""),
             )
             return self._render(stored)
         self.revision += 1
@@ -485,7 +495,9 @@ def _decode_owners(entries: Any) -> dict[tuple[str, str], set[Path]]:
     if not isinstance(entries, list):
         return {}
     return {
-        (e.get("manager", ""), e.get("operation", "Update")): _from_fields_v1(e.get("fieldsV1") or {})
+        (e.get("manager", ""), e.get("operation", "Update")): _from_fields_v1(
+            e.get("fieldsV1") or {}
+        )
         for e in entries
         if isinstance(e, dict)
     }
@@ -574,7 +586,9 @@ class _Filter:
     labels: tuple[tuple[str, str], ...]
 
     @classmethod
-    def parse(cls, ns: str | None, params: Mapping[str, str], known: Mapping[str, Getter]) -> _Filter:
+    def parse(
+        cls, ns: str | None, params: Mapping[str, str], known: Mapping[str, Getter]
+    ) -> _Filter:
         fields = []
         for term in filter(None, params.get("fieldSelector", "").split(",")):
             m = re.match(r"^([^!=]+)(==|!=|=)(.*)$", term)
@@ -587,7 +601,9 @@ class _Filter:
         for term in filter(None, params.get("labelSelector", "").split(",")):
             key, sep, value = term.partition("=")
             if not sep:
-                raise ApiError(400, "BadRequest", f'the stand-in takes equality label selectors only: "{term}"')
+                raise ApiError(
+                    400, "BadRequest", f'the stand-in takes equality label selectors only: "{term}"'
+                )
             labels.append((key, value.removeprefix("=")))
         return cls(ns, tuple(fields), tuple(labels))
 
@@ -656,8 +672,15 @@ class _Collection:
         end = start + limit if limit else len(items)
         meta: dict[str, Any] = {"resourceVersion": str(snapshot)}
         if end < len(items):
-            meta["continue"] = base64.urlsafe_b64encode(json.dumps([snapshot, end]).encode()).decode()
-        return {"apiVersion": "v1", "kind": f"{self.kind}List", "metadata": meta, "items": items[start:end]}
+            meta["continue"] = base64.urlsafe_b64encode(
+                json.dumps([snapshot, end]).encode()
+            ).decode()
+        return {
+            "apiVersion": "v1",
+            "kind": f"{self.kind}List",
+            "metadata": meta,
+            "items": items[start:end],
+        }
 
     def get(self, ns: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self._require(ns, name))
@@ -674,7 +697,9 @@ class _Collection:
         key = (meta.get("namespace", ""), meta["name"])
         current = self.objects.get(key)
         meta.setdefault("uid", current["metadata"]["uid"] if current else str(uuid.uuid4()))
-        meta.setdefault("creationTimestamp", current["metadata"]["creationTimestamp"] if current else _now())
+        meta.setdefault(
+            "creationTimestamp", current["metadata"]["creationTimestamp"] if current else _now()
+        )
         self.objects[key] = obj
         self.record("MODIFIED" if current else "ADDED", current, obj)
         return copy.deepcopy(obj)
@@ -732,7 +757,12 @@ class _Collection:
     def _require(self, ns: str, name: str) -> dict[str, Any]:
         obj = self.objects.get((ns, name))
         if obj is None:
-            raise ApiError(404, "NotFound", f'{self.plural} "{name}" not found', {"name": name, "kind": self.plural})
+            raise ApiError(
+                404,
+                "NotFound",
+                f'{self.plural} "{name}" not found',
+                {"name": name, "kind": self.plural},
+            )
         return obj
 
 
@@ -764,7 +794,10 @@ class _Pods(_Collection):
             meta.pop(key, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
         pod["spec"].setdefault("serviceAccountName", "default")
-        pod["status"] = {"phase": "Pending", "qosClass": "BestEffort"}  # the kubelet reports the rest
+        pod["status"] = {
+            "phase": "Pending",
+            "qosClass": "BestEffort",
+        }  # the kubelet reports the rest
         self.objects[(ns, meta["name"])] = pod
         self.record("ADDED", None, pod)
         return copy.deepcopy(pod)
@@ -774,7 +807,9 @@ class _Pods(_Collection):
             return self.patch_metadata(ns, name, patch)
         current = self._patch_target(ns, name, patch)
         new = copy.deepcopy(current)
-        new["status"] = _merge_patch(current, patch).get("status") or {}  # the status subresource: status only
+        new["status"] = (
+            _merge_patch(current, patch).get("status") or {}
+        )  # the status subresource: status only
         self.objects[(ns, name)] = new
         self.record("MODIFIED", current, new)
         return copy.deepcopy(new)
@@ -802,7 +837,11 @@ class _Namespaces(_Collection):
     kind, plural, namespaced, fields = "Namespace", "namespaces", False, _NAMESPACE_FIELDS
 
     def create(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict) or not body["metadata"].get("name"):
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("metadata"), dict)
+            or not body["metadata"].get("name")
+        ):
             raise ApiError(422, "Invalid", 'Namespace "" is invalid: metadata.name: Required value',
                            {"name": "", "kind": "Namespace"})  # fmt: skip
         name = body["metadata"]["name"]
@@ -892,7 +931,9 @@ class K8sStandIn:
         self.namespaces = _Namespaces(self.store)
         self.nodes = _Nodes(self.store)
         #: plural -> the core/v1 collection served (and watched)
-        self.core: dict[str, _Collection] = {c.plural: c for c in (self.pods, self.namespaces, self.nodes)}
+        self.core: dict[str, _Collection] = {
+            c.plural: c for c in (self.pods, self.namespaces, self.nodes)
+        }
         #: idle time after which a watch that asked for bookmarks gets one (None: never)
         self.bookmark_interval: float | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -1002,7 +1043,9 @@ class K8sStandIn:
 
     # ----------------------------------------------------------------- dispatch
 
-    def handle(self, method: str, url: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, Any]:
+    def handle(
+        self, method: str, url: str, headers: Mapping[str, str], raw: bytes
+    ) -> tuple[int, Any]:
         split = urlsplit(url)
         content_type = headers.get("Content-Type", "").split(";")[0].strip()
         try:
@@ -1035,7 +1078,11 @@ class K8sStandIn:
         if self.tokens is None:
             return
         auth = headers.get("Authorization", "")
-        token = self.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
+        token = (
+            self.tokens.get(auth.removeprefix("Bearer ").strip())
+            if auth.startswith("Bearer ")
+            else None
+        )
         if token is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
         if verb not in token.verbs or (token.resources is not None
@@ -1069,7 +1116,9 @@ class K8sStandIn:
         plural, ns, name = m["plural"], m["ns"], m["name"]
         if ns is not None and not RESOURCES[plural][1]:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        if ns is None and RESOURCES[plural][1] and method != "GET" or (ns is None and name and RESOURCES[plural][1]):
+        if (ns is None and RESOURCES[plural][1] and method != "GET") or (
+            ns is None and name and RESOURCES[plural][1]
+        ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         resource = f"{plural}.{GROUP}"
         store = self.store
@@ -1101,13 +1150,14 @@ class K8sStandIn:
                            f"the body of the request was in an unknown format: {content_type}")  # fmt: skip
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
 
-
     def _route_core(self, method: str, m: re.Match[str], raw_query: str, headers: Mapping[str, str],
                     content_type: str, body: Any) -> tuple[int, Any]:  # fmt: skip
         """core/v1 pods, namespaces and nodes (``/status`` of pods only)."""
         collection = self.core[m["plural"]]
         ns, name, status = m["ns"], m["name"], bool(m["status"])
-        if (ns is not None and not collection.namespaced) or (status and collection is not self.pods):
+        if (ns is not None and not collection.namespaced) or (
+            status and collection is not self.pods
+        ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         resource = f"{collection.plural}."
         params = {k: v[-1] for k, v in parse_qs(raw_query).items()}
@@ -1115,7 +1165,9 @@ class K8sStandIn:
             if method == "GET":
                 self._authorize(headers, "list", resource, None, ns)
                 limit = int(params.get("limit") or 0)
-                return 200, collection.list(collection.filter(ns, params), limit, params.get("continue"))
+                return 200, collection.list(
+                    collection.filter(ns, params), limit, params.get("continue")
+                )
             if method == "POST" and collection is self.pods and ns is not None:
                 self._authorize(headers, "create", resource, None, ns)
                 return 201, self.pods.create(ns, body)
@@ -1131,7 +1183,10 @@ class K8sStandIn:
             return 200, collection.get(key_ns, name)
         if method == "PATCH":
             self._authorize(headers, "patch", resource, name, ns)
-            if content_type not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            if content_type not in (
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+            ):
                 raise ApiError(415, "UnsupportedMediaType",
                                f"the stand-in does not model {content_type} for {collection.plural}")  # fmt: skip
             if collection is self.pods:
@@ -1162,14 +1217,18 @@ class K8sStandIn:
         try:
             with self.store.lock:
                 if ns is not None and not collection.namespaced:
-                    raise ApiError(404, "NotFound", "the server could not find the requested resource")
+                    raise ApiError(
+                        404, "NotFound", "the server could not find the requested resource"
+                    )
                 self._authorize(handler.headers, "watch", f"{collection.plural}.", None, ns)
                 flt = collection.filter(ns, params)
                 raw_rv = params.get("resourceVersion", "")
                 try:
                     last = int(raw_rv) if raw_rv not in ("", "0") else self.store.revision
                 except ValueError:
-                    raise ApiError(400, "BadRequest", f'invalid resource version: "{raw_rv}"') from None
+                    raise ApiError(
+                        400, "BadRequest", f'invalid resource version: "{raw_rv}"'
+                    ) from None
                 pending: list[dict[str, Any]] = []
                 if raw_rv in ("", "0"):  # "get state and start at most recent": synthetic ADDEDs
                     pending = [{"type": "ADDED", "object": copy.deepcopy(p)}

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
 from netwarden.bpf import preflight
 
 __all__ = ["Pods", "pods", "run", "skip_unless_root"]
@@ -59,9 +60,12 @@ class Pods:
 
     def spawn(self, ns: str, code: str) -> subprocess.Popen[str]:
         """Run Python ``code`` inside namespace ``ns``; it talks JSON lines on stdout."""
-        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
-                                 textwrap.dedent(code)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", textwrap.dedent(code)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def run(self, ns: str, code: str, timeout: float = 30) -> dict:
         p = self.spawn(ns, code)
@@ -79,14 +83,29 @@ def pods() -> Iterator[Pods]:
     vnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
     while vnet == net:
         vnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"
-    net6 = f"fd00:6e77:{secrets.randbelow(0xffff):x}"
+    net6 = f"fd00:6e77:{secrets.randbelow(0xFFFF):x}"
     try:
         run("ip", "netns", "add", client)
         run("ip", "netns", "add", server)
-        run("ip", "-n", client, "link", "add", "nw0", "type", "veth", "peer", "name", "nw1",
-             "netns", server)
-        for ns, dev, ip, ip6 in ((client, "nw0", f"{net}.1", f"{net6}::1"),
-                                 (server, "nw1", f"{net}.2", f"{net6}::2")):
+        run(
+            "ip",
+            "-n",
+            client,
+            "link",
+            "add",
+            "nw0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "nw1",
+            "netns",
+            server,
+        )
+        for ns, dev, ip, ip6 in (
+            (client, "nw0", f"{net}.1", f"{net6}::1"),
+            (server, "nw1", f"{net}.2", f"{net6}::2"),
+        ):
             run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
             run("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", dev, "nodad")
             run("ip", "-n", ns, "link", "set", dev, "up")
@@ -95,10 +114,22 @@ def pods() -> Iterator[Pods]:
             run("ip", "-n", ns, "link", "add", "link", dev, "name", "mv0", "type", "macvlan")
             run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "mv0")
             run("ip", "-n", ns, "link", "set", "mv0", "up")
-        inode = {ns: int(run("stat", "-L", "-c", "%i", f"/run/netns/{ns}").stdout)
-                 for ns in (client, server)}
-        yield Pods(client, server, f"{net}.1", f"{net}.2", f"{net6}::1", f"{net6}::2",
-                   f"{vnet}.1", f"{vnet}.2", inode[client], inode[server])
+        inode = {
+            ns: int(run("stat", "-L", "-c", "%i", f"/run/netns/{ns}").stdout)
+            for ns in (client, server)
+        }
+        yield Pods(
+            client,
+            server,
+            f"{net}.1",
+            f"{net}.2",
+            f"{net6}::1",
+            f"{net6}::2",
+            f"{vnet}.1",
+            f"{vnet}.2",
+            inode[client],
+            inode[server],
+        )
     finally:
         for ns in (client, server):
             run("ip", "netns", "del", ns, check=False)

@@ -11,20 +11,36 @@ import yaml
 CNP_EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnp-examples"
 
 
-def cnp(selector: dict[str, Any] | None = None, *, name: str = "p", namespace: str | None = "shop",
-        **sections: Any) -> dict[str, Any]:
+def cnp(
+    selector: dict[str, Any] | None = None,
+    *,
+    name: str = "p",
+    namespace: str | None = "shop",
+    **sections: Any,
+) -> dict[str, Any]:
     """A CNP whose single spec selects ``matchLabels: selector`` and has ``sections``."""
     meta: dict[str, Any] = {"name": name}
     if namespace is not None:
         meta["namespace"] = namespace
     spec = {"endpointSelector": {"matchLabels": selector or {}}, **sections}
-    return {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta, "spec": spec}
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": meta,
+        "spec": spec,
+    }
 
 
-def ccnp(selector: dict[str, Any] | None = None, *, name: str = "c", **sections: Any) -> dict[str, Any]:
+def ccnp(
+    selector: dict[str, Any] | None = None, *, name: str = "c", **sections: Any
+) -> dict[str, Any]:
     spec = {"endpointSelector": {"matchLabels": selector or {}}, **sections}
-    return {"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
-            "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def example(filename: str, namespace: str | None = None) -> list[dict[str, Any]]:

@@ -82,8 +82,10 @@ def require(binary: str, package: str) -> str:
     """The path of ``binary``, or fail saying which Debian package to install."""
     path = shutil.which(binary)
     if path is None:
-        pytest.fail(f"{binary} not found on PATH: apt-get install {package} "
-                    "(CI installs it in .ci/run)", pytrace=False)
+        pytest.fail(
+            f"{binary} not found on PATH: apt-get install {package} (CI installs it in .ci/run)",
+            pytrace=False,
+        )
     return path
 
 
@@ -94,8 +96,15 @@ def start(name: str, argv: list[str], *, port: int, workdir: Path, ready_path: s
     log = workdir / f"{name}.log"
     log_file = log.open("wb")
     process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir)
-    server = Server(name=name, url=f"http://127.0.0.1:{port}", port=port, process=process,
-                    workdir=workdir, log=log, _log_file=log_file)
+    server = Server(
+        name=name,
+        url=f"http://127.0.0.1:{port}",
+        port=port,
+        process=process,
+        workdir=workdir,
+        log=log,
+        _log_file=log_file,
+    )
     deadline = time.monotonic() + _READY_TIMEOUT_S
     with httpx.Client(timeout=1.0) as http:
         while True:
@@ -109,8 +118,9 @@ def start(name: str, argv: list[str], *, port: int, workdir: Path, ready_path: s
                 pass
             if time.monotonic() > deadline:
                 server.stop()
-                pytest.fail(f"{name} not ready after {_READY_TIMEOUT_S:.0f} s:\n"
-                            f"{server.log_tail()}")
+                pytest.fail(
+                    f"{name} not ready after {_READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}"
+                )
             time.sleep(0.05)
 
 
@@ -121,7 +131,12 @@ def start_alertmanager(workdir: Path, *, port: int | None = None) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "alertmanager.yml"
     config.write_text(ALERTMANAGER_CONFIG)
-    argv = [binary, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-            "--log.level=warn"]
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    ]
     return start("alertmanager", argv, port=port, workdir=workdir, ready_path="/-/ready")

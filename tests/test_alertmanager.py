@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from netwarden.detector import alertmanager
-from netwarden.detector.alerting import ALERTMANAGER, Alerter, AlertSettings
-from netwarden.detector.outbox import DELIVERED, PENDING
+from netwarden.detector.alerts import alertmanager
+from netwarden.detector.alerts.alerting import ALERTMANAGER, Alerter, AlertSettings
+from netwarden.detector.alerts.outbox import DELIVERED, PENDING
 from netwarden.detector.results import ScoredWindow
 from netwarden.detector.store import AnomalyStore
 from tests.servers import Server, free_port, start_alertmanager
 from tests.test_alerts import PUBLIC, STEP, Clock, win
 
-NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 
 
 def live(i: int, identity: str = "shop/cart", **kwargs: Any) -> ScoredWindow:
@@ -40,7 +40,7 @@ def am(tmp_path) -> Iterator[Server]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock(datetime.now(timezone.utc))
+    return Clock(datetime.now(UTC))
 
 
 @pytest.fixture
@@ -50,8 +50,14 @@ def store(tmp_path, clock) -> Iterator[AnomalyStore]:
 
 
 def settings_for(url: str) -> AlertSettings:
-    return AlertSettings(alertmanager_url=url, public_url=PUBLIC, resend_interval=60,
-                         backoff_initial=1, backoff_max=4, request_timeout=2)
+    return AlertSettings(
+        alertmanager_url=url,
+        public_url=PUBLIC,
+        resend_interval=60,
+        backoff_initial=1,
+        backoff_max=4,
+        request_timeout=2,
+    )
 
 
 def active(server: Server, anomaly_id: int | None = None) -> list[dict[str, Any]]:
@@ -67,13 +73,23 @@ def test_alert_is_read_back_then_resolved(am, store, clock) -> None:
         (a,) = store.record([live(-2), live(-1), live(0)])
         assert alerter.sync() == {ALERTMANAGER: 1} and alerter.deliver() == 1
         (got,) = active(am, a.id)
-        assert got["labels"] == alertmanager.labels(a) == {
-            "alertname": "NetworkAnomaly", "severity": "warning", "namespace": "shop",
-            "workload": "cart", "identity": "shop/cart", "detector": "netwarden",
-            "anomaly_id": str(a.id)}
+        assert (
+            got["labels"]
+            == alertmanager.labels(a)
+            == {
+                "alertname": "NetworkAnomaly",
+                "severity": "warning",
+                "namespace": "shop",
+                "workload": "cart",
+                "identity": "shop/cart",
+                "detector": "netwarden",
+                "anomaly_id": str(a.id),
+            }
+        )
         assert got["annotations"]["summary"] == a.summary
         assert got["annotations"]["description"].startswith(
-            "contacted 212 distinct destination ports (baseline 3); contacted 38 peers")
+            "contacted 212 distinct destination ports (baseline 3); contacted 38 peers"
+        )
         assert got["generatorURL"] == f"{PUBLIC}/api/v1/anomalies/{a.id}"
         assert got["status"]["state"] == "active"
         assert got["startsAt"] == alertmanager.timestamp(NOW - 3 * STEP)
@@ -112,8 +128,9 @@ def test_suppression_and_escalation_in_alertmanager(am, store, clock) -> None:
         assert crit["labels"]["severity"] == "critical"
 
 
-def test_delivery_while_alertmanager_is_down_succeeds_after_it_starts(store, clock,
-                                                                      tmp_path) -> None:
+def test_delivery_while_alertmanager_is_down_succeeds_after_it_starts(
+    store, clock, tmp_path
+) -> None:
     port = free_port()
     with Alerter(store, settings_for(f"http://127.0.0.1:{port}"), now=clock) as alerter:
         (a,) = store.record([live(0)])

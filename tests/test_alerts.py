@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from netwarden.detector import alertmanager, slack
-from netwarden.detector.alerting import ALERTMANAGER, SLACK, Alerter, AlertSettings
-from netwarden.detector.explain import examples_text, summary
-from netwarden.detector.outbox import (
+from netwarden.detector.alerts import alertmanager, slack
+from netwarden.detector.alerts.alerting import ALERTMANAGER, SLACK, Alerter, AlertSettings
+from netwarden.detector.alerts.outbox import (
     DELIVERED,
     PENDING,
     SUPERSEDED,
@@ -38,38 +37,62 @@ from netwarden.detector.outbox import (
     OutboxItem,
     backoff_delay,
 )
+from netwarden.detector.explain import examples_text, summary
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.store import AnomalyRecord, AnomalyStore
 from tests.servers import Server, free_port, start_alertmanager
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STEP = timedelta(seconds=60)
 PUBLIC = "https://netwarden.example.org"
 
-EXAMPLES = {"egress": {"to": [{"peer": "shop/catalog", "port": "TCP/8080", "flows": 41},
-                              {"peer": "world:203.0.113.9", "port": "TCP/443", "flows": 1200}],
-                       "dns_names": ["x1.example.net"], "drop_reasons": {"POLICY_DENIED": 30}},
-            "ingress": {"from": [], "dns_names": [], "drop_reasons": {}}}
+EXAMPLES = {
+    "egress": {
+        "to": [
+            {"peer": "shop/catalog", "port": "TCP/8080", "flows": 41},
+            {"peer": "world:203.0.113.9", "port": "TCP/443", "flows": 1200},
+        ],
+        "dns_names": ["x1.example.net"],
+        "drop_reasons": {"POLICY_DENIED": 30},
+    },
+    "ingress": {"from": [], "dns_names": [], "drop_reasons": {}},
+}
 
 
-def win(i: int, identity: str = "shop/cart", *, score: float = 1.5,
-        threshold: float = 1.0) -> ScoredWindow:
+def win(
+    i: int, identity: str = "shop/cart", *, score: float = 1.5, threshold: float = 1.0
+) -> ScoredWindow:
     """Window ``i`` (T0 + i minutes) of ``identity``; anomalous when score > threshold."""
     namespace, workload = identity.split("/")
     reasons = (
-        Reason("egress_distinct_dst_ports", 212.0, 3.0, 1.0, 0.8,
-               "contacted 212 distinct destination ports (baseline 3)"),
+        Reason(
+            "egress_distinct_dst_ports",
+            212.0,
+            3.0,
+            1.0,
+            0.8,
+            "contacted 212 distinct destination ports (baseline 3)",
+        ),
         Reason("egress_distinct_peers", 38.0, 4.0, 1.0, 0.3, "contacted 38 peers (baseline 4)"),
         Reason("egress_tcp_resets", 90.0, 1.0, 1.0, 0.2, "saw 90 TCP resets (baseline 1)"),
         Reason("egress_flows", 5000.0, 300.0, 50.0, 0.1, "sent 5,000 flows (baseline 300)"),
     )
     start = T0 + i * STEP
-    return ScoredWindow(identity=identity, namespace=namespace, workload=workload,
-                        window_start=start, window_end=start + STEP, score=score,
-                        threshold=threshold, anomalous=score > threshold,
-                        model=f"identity:{identity}", fallback=False, reasons=reasons,
-                        examples=EXAMPLES,
-                        summary=summary(workload, [r.text for r in reasons[:2]]))
+    return ScoredWindow(
+        identity=identity,
+        namespace=namespace,
+        workload=workload,
+        window_start=start,
+        window_end=start + STEP,
+        score=score,
+        threshold=threshold,
+        anomalous=score > threshold,
+        model=f"identity:{identity}",
+        fallback=False,
+        reasons=reasons,
+        examples=EXAMPLES,
+        summary=summary(workload, [r.text for r in reasons[:2]]),
+    )
 
 
 def normal(i: int, identity: str = "shop/cart") -> ScoredWindow:
@@ -97,8 +120,11 @@ _BLOCK_TYPES = {"header", "section", "divider", "context", "actions", "image"}
 def block_kit_problems(payload: Any) -> list[str]:
     """What Slack would reject (``invalid_blocks``) in an incoming-webhook payload."""
     problems: list[str] = []
-    if not isinstance(payload, dict) or not isinstance(payload.get("text"), str) \
-            or not payload["text"]:
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("text"), str)
+        or not payload["text"]
+    ):
         return ["a non-empty top-level text (the notification fallback) is required"]
     blocks = payload.get("blocks")
     if not isinstance(blocks, list) or not 1 <= len(blocks) <= 50:
@@ -168,8 +194,9 @@ class SlackStandIn:
                 stand_in.messages.append(payload)
                 self._answer(200, "ok")
 
-            def _answer(self, status: int, text: str,
-                        headers: dict[str, str] | None = None) -> None:
+            def _answer(
+                self, status: int, text: str, headers: dict[str, str] | None = None
+            ) -> None:
                 data = text.encode()
                 try:
                     self.send_response(status)
@@ -188,8 +215,7 @@ class SlackStandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000/XXX"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -232,10 +258,18 @@ def store(db_url, clock) -> Iterator[AnomalyStore]:
 
 @pytest.fixture
 def settings(am_server, slack_in) -> AlertSettings:
-    return AlertSettings(alertmanager_url=am_server.url, slack_webhook_url=slack_in.url,
-                         public_url=PUBLIC, resend_interval=60, group_wait=0,
-                         slack_max_messages=5, slack_rate_interval=600, backoff_initial=1,
-                         backoff_max=8, request_timeout=0.5)
+    return AlertSettings(
+        alertmanager_url=am_server.url,
+        slack_webhook_url=slack_in.url,
+        public_url=PUBLIC,
+        resend_interval=60,
+        group_wait=0,
+        slack_max_messages=5,
+        slack_rate_interval=600,
+        backoff_initial=1,
+        backoff_max=8,
+        request_timeout=0.5,
+    )
 
 
 @pytest.fixture
@@ -274,14 +308,20 @@ def test_alertmanager_alert_structure(store, clock) -> None:
     (a,) = store.record([win(0, score=3.0), win(1, score=2.5)])
     firing = alertmanager.alert(a, public_url=PUBLIC + "/", ends_at=clock() + 4 * STEP)
     assert firing["labels"] == {
-        "alertname": "NetworkAnomaly", "severity": "critical", "namespace": "shop",
-        "workload": "cart", "identity": "shop/cart", "detector": "netwarden",
-        "anomaly_id": str(a.id)}
+        "alertname": "NetworkAnomaly",
+        "severity": "critical",
+        "namespace": "shop",
+        "workload": "cart",
+        "identity": "shop/cart",
+        "detector": "netwarden",
+        "anomaly_id": str(a.id),
+    }
     notes = firing["annotations"]
     assert notes["summary"] == a.summary and "212 distinct destination ports" in notes["summary"]
     assert notes["description"] == (
         "contacted 212 distinct destination ports (baseline 3); contacted 38 peers "
-        "(baseline 4); saw 90 TCP resets (baseline 1) (and 1 more)")  # the top three
+        "(baseline 4); saw 90 TCP resets (baseline 1) (and 1 more)"
+    )  # the top three
     assert (notes["score"], notes["windows"], notes["state"]) == ("3", "2", "open")
     assert firing["startsAt"] == "2026-03-01T12:00:00.000Z"  # first window
     assert firing["endsAt"] == ts(clock() + 4 * STEP)
@@ -301,8 +341,10 @@ def test_coalesce_keeps_the_newest_state_of_each_alert() -> None:
 
     older = [al("warning", "resolved@1"), al("critical", "firing@1")]
     newer = [al("critical", "firing@2")]
-    assert alertmanager.coalesce(older, newer) == [al("warning", "resolved@1"),
-                                                   al("critical", "firing@2")]
+    assert alertmanager.coalesce(older, newer) == [
+        al("warning", "resolved@1"),
+        al("critical", "firing@2"),
+    ]
 
 
 def test_slack_message_for_one_anomaly(store) -> None:
@@ -316,10 +358,12 @@ def test_slack_message_for_one_anomaly(store) -> None:
     sections = [b["text"]["text"] for b in msg["blocks"] if b["type"] == "section" and "text" in b]
     what, why, flows = sections
     assert "*cart*" in what and "`shop`" in what and a.summary in what  # what, which workload
-    assert why.splitlines() == ["*Why*",
-                                "• contacted 212 distinct destination ports (baseline 3)",
-                                "• contacted 38 peers (baseline 4)",
-                                "• saw 90 TCP resets (baseline 1)"]
+    assert why.splitlines() == [
+        "*Why*",
+        "• contacted 212 distinct destination ports (baseline 3)",
+        "• contacted 38 peers (baseline 4)",
+        "• saw 90 TCP resets (baseline 1)",
+    ]
     assert flows == "*Example flows*\n" + examples_text(EXAMPLES, "egress")
     assert f"<{PUBLIC}/api/v1/anomalies/{a.id}|Anomaly #{a.id}>" in text  # the link
 
@@ -353,12 +397,23 @@ def test_a_small_group_is_shown_in_full(store) -> None:
     assert all(f"Anomaly #{a.id}>" in json.dumps(msg) for a in created)
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("resend_interval", 0), ("resend_lifetime", 1), ("resend_lifetime", 2.5),
-    ("group_wait", -1), ("slack_max_messages", 0), ("slack_detail_limit", 9),
-    ("backoff_initial", 0), ("request_timeout", 0), ("batch_size", True),
-    ("alertmanager_url", "127.0.0.1:9093"), ("public_url", "ftp://x"), ("public_url", ""),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("resend_interval", 0),
+        ("resend_lifetime", 1),
+        ("resend_lifetime", 2.5),
+        ("group_wait", -1),
+        ("slack_max_messages", 0),
+        ("slack_detail_limit", 9),
+        ("backoff_initial", 0),
+        ("request_timeout", 0),
+        ("batch_size", True),
+        ("alertmanager_url", "127.0.0.1:9093"),
+        ("public_url", "ftp://x"),
+        ("public_url", ""),
+    ],
+)
 def test_settings_refuse_bad_values(name, value) -> None:
     with pytest.raises(ValueError, match=name):
         AlertSettings(**{name: value})
@@ -380,8 +435,9 @@ def test_backoff_doubles_is_jittered_and_capped() -> None:
 # ---------------------------------------------------------------------------------- lifecycle
 
 
-def test_open_anomaly_fires_and_sends_one_message(alerter, store, clock, slack_in,
-                                                  registry) -> None:
+def test_open_anomaly_fires_and_sends_one_message(
+    alerter, store, clock, slack_in, registry
+) -> None:
     (a,) = store.record([win(0), win(1)])
     assert alerter.sync() == {ALERTMANAGER: 1, SLACK: 1}
     (am,) = rows(alerter, ALERTMANAGER)
@@ -392,16 +448,22 @@ def test_open_anomaly_fires_and_sends_one_message(alerter, store, clock, slack_i
     assert alerter.deliver() == 2
     assert [i.status for i in alerter.outbox.items()] == [DELIVERED, DELIVERED]
     assert len(slack_in.messages) == 1 and slack_in.problems == []
-    assert sample(registry, "netwarden_alert_deliveries_total", sink="slack",
-                  outcome="success") == 1
+    assert (
+        sample(registry, "netwarden_alert_deliveries_total", sink="slack", outcome="success") == 1
+    )
     assert sample(registry, "netwarden_alert_outbox_pending", sink="alertmanager") == 0
     assert alerter.sync() == {} and alerter.deliver() == 0
     (more,) = store.record([win(2)])  # the same incident grows: still one message
     assert more.id == a.id and alerter.sync() == {}
     assert alerter.outbox.state(a.id) == AlertState(
-        anomaly_id=a.id, am_labels=alertmanager.labels(more), am_firing=True,
-        am_sent_at=clock(), slack="sent", slack_since=clock(),
-        slack_message=rows(alerter, SLACK)[0].id)
+        anomaly_id=a.id,
+        am_labels=alertmanager.labels(more),
+        am_firing=True,
+        am_sent_at=clock(),
+        slack="sent",
+        slack_since=clock(),
+        slack_message=rows(alerter, SLACK)[0].id,
+    )
 
 
 def test_firing_alert_is_resent_every_resend_interval(alerter, store, clock) -> None:
@@ -477,8 +539,9 @@ def test_suppressing_a_firing_alert_resolves_it(alerter, store, clock, slack_in)
     assert len(slack_in.messages) == 1  # ... but the incident already had its message
 
 
-def test_acknowledged_anomaly_keeps_firing_without_slack(alerter, store, clock, slack_in,
-                                                         settings) -> None:
+def test_acknowledged_anomaly_keeps_firing_without_slack(
+    alerter, store, clock, slack_in, settings
+) -> None:
     with Alerter(store, replace(settings, group_wait=30), now=clock) as grouped:
         (a,) = store.record([win(0, "shop/a")])
         assert grouped.sync() == {ALERTMANAGER: 1}  # Slack waits for the group
@@ -514,8 +577,7 @@ def test_severity_change_resolves_the_old_alert(alerter, store, clock) -> None:
     assert rows(alerter, ALERTMANAGER)[0].status == SUPERSEDED  # never delivered: merged
 
 
-def test_pending_alert_is_superseded_by_its_newer_state(alerter, store, clock,
-                                                        registry) -> None:
+def test_pending_alert_is_superseded_by_its_newer_state(alerter, store, clock, registry) -> None:
     store.record([win(0)])
     alerter.sync()
     clock.advance(seconds=60)
@@ -527,8 +589,7 @@ def test_pending_alert_is_superseded_by_its_newer_state(alerter, store, clock,
     assert (first.status, first.superseded_by) == (SUPERSEDED, second.id)
     assert (second.status, third.status) == (SUPERSEDED, PENDING)
     assert only(third.payload)["endsAt"] == ts(T0 + STEP)  # only the resolve is left to send
-    assert sample(registry, "netwarden_alert_messages_superseded_total",
-                  sink="alertmanager") == 2
+    assert sample(registry, "netwarden_alert_messages_superseded_total", sink="alertmanager") == 2
     assert sample(registry, "netwarden_alert_outbox_pending", sink="alertmanager") == 1
 
 
@@ -558,10 +619,10 @@ def test_two_alerters_on_one_database_decide_once(alerter, store, settings, cloc
 # ------------------------------------------------------------------- grouping and rate limit
 
 
-def test_anomalies_within_group_wait_share_one_message(store, settings, clock,
-                                                       slack_in) -> None:
-    with Alerter(store, replace(settings, group_wait=30, slack_detail_limit=5),
-                 now=clock) as grouped:
+def test_anomalies_within_group_wait_share_one_message(store, settings, clock, slack_in) -> None:
+    with Alerter(
+        store, replace(settings, group_wait=30, slack_detail_limit=5), now=clock
+    ) as grouped:
         first = store.record([win(0, f"shop/w{k}") for k in range(3)])
         assert grouped.sync() == {ALERTMANAGER: 3}
         clock.advance(seconds=20)
@@ -577,8 +638,9 @@ def test_anomalies_within_group_wait_share_one_message(store, settings, clock,
     assert all(f"Anomaly #{a.id}>" in json.dumps(msg) for a in first + later)
 
 
-def test_rate_limit_folds_the_excess_into_a_digest(store, settings, clock, slack_in,
-                                                   registry) -> None:
+def test_rate_limit_folds_the_excess_into_a_digest(
+    store, settings, clock, slack_in, registry
+) -> None:
     limited = replace(settings, slack_max_messages=2, slack_rate_interval=600)
     opened: list[AnomalyRecord] = []
     with Alerter(store, limited, now=clock, registry=registry) as a:
@@ -614,16 +676,16 @@ def test_many_anomalies_at_once_are_one_message(alerter, store, slack_in) -> Non
 # ------------------------------------------------------------------ delivery, retries, restart
 
 
-def test_failures_are_retried_with_backoff_and_nothing_is_lost(alerter, store, clock,
-                                                                slack_in, registry) -> None:
+def test_failures_are_retried_with_backoff_and_nothing_is_lost(
+    alerter, store, clock, slack_in, registry
+) -> None:
     slack_in.failures.extend([500, 503, "timeout"])
     store.record([win(0)])
     alerter.sync()
     assert alerter.deliver() == 1  # Alertmanager took it; Slack answered 500
     (msg,) = rows(alerter, SLACK)
     assert (msg.status, msg.attempts, msg.last_error) == (PENDING, 1, "HTTP 500: internal_error")
-    assert clock() + timedelta(seconds=0.5) <= msg.next_attempt_at <= clock() + timedelta(
-        seconds=1)
+    assert clock() + timedelta(seconds=0.5) <= msg.next_attempt_at <= clock() + timedelta(seconds=1)
     assert alerter.deliver() == 0 and slack_in.requests == 1  # not due yet: not tried
     waits = []
     for failure in ("HTTP 503", "ReadTimeout"):
@@ -639,10 +701,12 @@ def test_failures_are_retried_with_backoff_and_nothing_is_lost(alerter, store, c
     (msg,) = rows(alerter, SLACK)
     assert (msg.status, msg.attempts, msg.delivered_at) == (DELIVERED, 3, clock())
     assert len(slack_in.messages) == 1 and slack_in.requests == 4
-    assert sample(registry, "netwarden_alert_deliveries_total", sink="slack",
-                  outcome="failure") == 3
-    assert sample(registry, "netwarden_alert_deliveries_total", sink="slack",
-                  outcome="success") == 1
+    assert (
+        sample(registry, "netwarden_alert_deliveries_total", sink="slack", outcome="failure") == 3
+    )
+    assert (
+        sample(registry, "netwarden_alert_deliveries_total", sink="slack", outcome="success") == 1
+    )
     assert sample(registry, "netwarden_alert_outbox_pending", sink="slack") == 0
 
 
@@ -674,8 +738,9 @@ def test_alertmanager_down_is_retried(store, settings, clock) -> None:
         assert am.status == PENDING and am.attempts == 1 and "ConnectError" in am.last_error
 
 
-def test_restart_delivers_what_was_pending_and_resends_nothing(db_url, settings, clock,
-                                                               slack_in) -> None:
+def test_restart_delivers_what_was_pending_and_resends_nothing(
+    db_url, settings, clock, slack_in
+) -> None:
     with AnomalyStore(db_url, now=clock) as store, Alerter(store, settings, now=clock) as a:
         (first,) = store.record([win(0, "shop/a")])
         a.sync()
@@ -692,7 +757,8 @@ def test_restart_delivers_what_was_pending_and_resends_nothing(db_url, settings,
         clock.advance(seconds=5)
         assert b.deliver() == 1  # the pending Slack message, and only that
         assert {i.id for i in b.outbox.items() if i.status == DELIVERED} == delivered | {
-            rows(b, SLACK)[1].id}
+            rows(b, SLACK)[1].id
+        }
     assert len(slack_in.messages) == 2
     assert f"Anomaly #{first.id}>" in json.dumps(slack_in.messages[0])
     assert f"Anomaly #{second.id}>" in json.dumps(slack_in.messages[1])
@@ -700,9 +766,8 @@ def test_restart_delivers_what_was_pending_and_resends_nothing(db_url, settings,
 
 def test_restart_in_a_new_process(db_url, settings, slack_in, tmp_path) -> None:
     """A separate Python process on the same file delivers what the first left pending."""
-    hour_ago = Clock(datetime.now(timezone.utc) - timedelta(hours=1))
-    with AnomalyStore(db_url, now=hour_ago) as store, \
-            Alerter(store, settings, now=hour_ago) as a:
+    hour_ago = Clock(datetime.now(UTC) - timedelta(hours=1))
+    with AnomalyStore(db_url, now=hour_ago) as store, Alerter(store, settings, now=hour_ago) as a:
         store.record([win(0, "shop/a"), normal(1, "shop/a")])
         a.sync()
         assert a.deliver() == 1
@@ -713,15 +778,21 @@ def test_restart_in_a_new_process(db_url, settings, slack_in, tmp_path) -> None:
         assert [i.status for i in a.outbox.items()] == [DELIVERED, PENDING]
     script = f"""
 import json
-from netwarden.detector.alerting import Alerter, AlertSettings
+from netwarden.detector.alerts.alerting import Alerter, AlertSettings
 from netwarden.detector.store import AnomalyStore
 settings = AlertSettings(**json.loads({json.dumps(json.dumps(settings_dict(settings)))}))
 with AnomalyStore({db_url!r}) as store, Alerter(store, settings) as alerter:
     print(json.dumps({{"enqueued": alerter.sync(), "delivered": alerter.deliver()}}))
 """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, env=env, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"enqueued": {}, "delivered": 1}
     assert len(slack_in.messages) == 2 and "shop/b" in json.dumps(slack_in.messages[1])
@@ -733,7 +804,7 @@ def settings_dict(s: AlertSettings) -> dict[str, Any]:
 
 def test_run_loop_delivers_until_stopped(db_url, settings, slack_in) -> None:
     with AnomalyStore(db_url) as store, Alerter(store, settings) as a:
-        now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
         w = win(0)
         store.record([replace(w, window_start=now - STEP, window_end=now)])
         stop = threading.Event()
@@ -753,16 +824,14 @@ def test_run_loop_delivers_until_stopped(db_url, settings, slack_in) -> None:
 
 def test_injected_http_client_is_used_and_left_open(store, settings, clock, slack_in) -> None:
     with httpx.Client() as http:
-        with Alerter(store, replace(settings, alertmanager_url=None), http=http,
-                     now=clock) as a:
+        with Alerter(store, replace(settings, alertmanager_url=None), http=http, now=clock) as a:
             store.record([win(0)])
             assert a.sync() == {SLACK: 1} and a.deliver() == 1
         assert not http.is_closed
     assert len(slack_in.messages) == 1
 
 
-def test_delivered_messages_are_purged_after_the_retention(alerter, store, clock,
-                                                           slack_in) -> None:
+def test_delivered_messages_are_purged_after_the_retention(alerter, store, clock, slack_in) -> None:
     slack_in.failures.extend([500] * 50)  # Slack stays down: its message must survive
     store.record([win(0)])
     alerter.sync()
@@ -773,14 +842,15 @@ def test_delivered_messages_are_purged_after_the_retention(alerter, store, clock
     alerter.sync()
     alerter.deliver()  # the first pass of this alerter purges
     assert [(i.sink, i.status) for i in alerter.outbox.items()] == [
-        (SLACK, PENDING), (ALERTMANAGER, DELIVERED)]  # the resolve is new: kept
+        (SLACK, PENDING),
+        (ALERTMANAGER, DELIVERED),
+    ]  # the resolve is new: kept
     with pytest.raises(ValueError, match="retention"):
         AlertSettings(retention=3600, slack_rate_interval=7200)
 
 
 def test_an_in_memory_store_works_too(settings, clock, slack_in) -> None:
-    with AnomalyStore("sqlite://", now=clock) as store, \
-            Alerter(store, settings, now=clock) as a:
+    with AnomalyStore("sqlite://", now=clock) as store, Alerter(store, settings, now=clock) as a:
         store.record([win(0)])
         assert a.sync() == {ALERTMANAGER: 1, SLACK: 1} and a.deliver() == 2
         assert a.sync() == {}

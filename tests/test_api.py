@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import parse_qs, urlsplit
@@ -20,14 +20,14 @@ from netwarden.api.schemas import State
 from netwarden.detector.lifecycle import STATES
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.store import AnomalyStore
-from netwarden.ingest.live import SourceStatus
+from netwarden.ingest.sources import SourceStatus
 from netwarden.models.artifact import ModelVersion
 
 with warnings.catch_warnings():  # Starlette now prefers httpx2; the project installs httpx
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STEP = timedelta(seconds=60)
 PROBLEM = "application/problem+json"
 
@@ -36,15 +36,29 @@ def window(i: int, identity: str, score: float = 0.1, threshold: float = 1.0) ->
     """Window number ``i`` (T0 + i minutes) of ``identity``; anomalous when score > threshold."""
     namespace, workload = identity.split("/")
     start = T0 + i * STEP
-    reason = Reason(feature="egress_distinct_dst_ports", value=40.0 + i, baseline=3.0,
-                    spread=1.0, contribution=score / 2,
-                    text=f"contacted {40 + i} destination ports (baseline 3)")
-    return ScoredWindow(identity=identity, namespace=namespace, workload=workload,
-                        window_start=start, window_end=start + STEP, score=score,
-                        threshold=threshold, anomalous=score > threshold,
-                        model=f"identity:{identity}", fallback=False, reasons=(reason,),
-                        examples={"peers": [f"10.0.0.{i}"], "ports": [1000 + i]},
-                        summary=f"{identity} window {i}")
+    reason = Reason(
+        feature="egress_distinct_dst_ports",
+        value=40.0 + i,
+        baseline=3.0,
+        spread=1.0,
+        contribution=score / 2,
+        text=f"contacted {40 + i} destination ports (baseline 3)",
+    )
+    return ScoredWindow(
+        identity=identity,
+        namespace=namespace,
+        workload=workload,
+        window_start=start,
+        window_end=start + STEP,
+        score=score,
+        threshold=threshold,
+        anomalous=score > threshold,
+        model=f"identity:{identity}",
+        fallback=False,
+        reasons=(reason,),
+        examples={"peers": [f"10.0.0.{i}"], "ports": [1000 + i]},
+        summary=f"{identity} window {i}",
+    )
 
 
 class Clock:
@@ -58,11 +72,21 @@ class Clock:
 
 
 def version(name: str, created: datetime, *, current: bool = False) -> ModelVersion:
-    return ModelVersion(version=name, created=created, current=current,
-                        format="netwarden-models/3", window_seconds=60.0, rows=1200, models=3,
-                        identities=("shop/cart",), training_start=T0 - timedelta(days=2),
-                        training_end=T0 - timedelta(days=1), data_hash="ab" * 32,
-                        libraries={"scikit-learn": "1.5.0"}, path=Path("/secret/models") / name)
+    return ModelVersion(
+        version=name,
+        created=created,
+        current=current,
+        format="netwarden-models/3",
+        window_seconds=60.0,
+        rows=1200,
+        models=3,
+        identities=("shop/cart",),
+        training_start=T0 - timedelta(days=2),
+        training_end=T0 - timedelta(days=1),
+        data_hash="ab" * 32,
+        libraries={"scikit-learn": "1.5.0"},
+        path=Path("/secret/models") / name,
+    )
 
 
 @dataclass
@@ -71,8 +95,11 @@ class FakeService:
 
     store: AnomalyStore
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    status: SourceStatus = field(default_factory=lambda: SourceStatus(
-        kind="file", name="/data/flows.json", up=True, flows=1234, last_flow_at=T0))
+    status: SourceStatus = field(
+        default_factory=lambda: SourceStatus(
+            kind="file", name="/data/flows.json", up=True, flows=1234, last_flow_at=T0
+        )
+    )
     versions: list[ModelVersion] = field(default_factory=list)
 
     def source_status(self) -> SourceStatus:
@@ -107,8 +134,10 @@ class Api:
 def make_api(tmp_path: Path, *, public_url: str | None = None) -> Api:
     clock = Clock()
     store = AnomalyStore(f"sqlite:///{tmp_path / 'netwarden.db'}", now=clock)
-    service = FakeService(store=store, versions=[
-        version("v2", T0, current=True), version("v1", T0 - timedelta(days=1))])
+    service = FakeService(
+        store=store,
+        versions=[version("v2", T0, current=True), version("v1", T0 - timedelta(days=1))],
+    )
     tokens, entries = {}, []
     for role in Role:
         tokens[role], entry = new_token(f"{role.name}-bot", role)
@@ -131,14 +160,25 @@ def record(api: Api, *windows: ScoredWindow) -> None:
 @pytest.fixture
 def filled(api) -> dict[str, int]:
     """Four anomalies: cart (critical, then warning), pay (critical), pg (warning)."""
-    record(api, window(0, "shop/cart", 1.5), window(1, "shop/cart", 2.5),
-           window(2, "shop/cart"), window(3, "shop/cart", 1.2),
-           window(0, "shop/pay", 3.0), window(1, "shop/pay"),
-           *(window(i, "db/pg") for i in range(3)), window(3, "db/pg", 1.1))
+    record(
+        api,
+        window(0, "shop/cart", 1.5),
+        window(1, "shop/cart", 2.5),
+        window(2, "shop/cart"),
+        window(3, "shop/cart", 1.2),
+        window(0, "shop/pay", 3.0),
+        window(1, "shop/pay"),
+        *(window(i, "db/pg") for i in range(3)),
+        window(3, "db/pg", 1.1),
+    )
     store = api.service.store
     ids = {(a.identity, (a.first_window_start - T0) // STEP): a.id for a in store.list()}
-    return {"cart-critical": ids["shop/cart", 0], "cart-warning": ids["shop/cart", 3],
-            "pay": ids["shop/pay", 0], "pg": ids["db/pg", 3]}
+    return {
+        "cart-critical": ids["shop/cart", 0],
+        "cart-warning": ids["shop/cart", 3],
+        "pay": ids["shop/pay", 0],
+        "pg": ids["db/pg", 3],
+    }
 
 
 def assert_problem(response: Any, status: int, *, type: str | None = None) -> dict[str, Any]:
@@ -174,28 +214,35 @@ def test_list_everything_newest_first(api, filled) -> None:
     assert "reasons" not in first and "events" not in first  # the list stays lean
     by_id = {a["id"]: a for a in page["items"]}
     pay = by_id[filled["pay"]]
-    assert (pay["identity"], pay["namespace"], pay["workload"], pay["state"]) == \
-        ("shop/pay", "shop", "pay", "open")
+    assert (pay["identity"], pay["namespace"], pay["workload"], pay["state"]) == (
+        "shop/pay",
+        "shop",
+        "pay",
+        "open",
+    )
     assert (pay["severity"], pay["peak_score"], pay["window_count"]) == ("critical", 3.0, 1)
     assert pay["first_window_start"] == "2026-03-01T12:00:00Z"  # RFC 3339, UTC
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ("identity=shop/cart", ["cart-critical", "cart-warning"]),
-    ("namespace=shop", ["cart-critical", "cart-warning", "pay"]),
-    ("namespace=db", ["pg"]),
-    ("severity=critical", ["cart-critical", "pay"]),
-    ("severity=warning", ["cart-warning", "pg"]),
-    ("namespace=shop&severity=warning", ["cart-warning"]),
-    ("state=open", ["cart-critical", "cart-warning", "pay", "pg"]),
-    ("state=resolved", []),
-    # overlap with [since, until): cart-critical covers minutes [0, 2), the others [0, 1)/[3, 4)
-    ("since=2026-03-01T12:01:00Z", ["cart-critical", "cart-warning", "pg"]),
-    ("until=2026-03-01T12:03:00Z", ["cart-critical", "pay"]),
-    ("since=2026-03-01T12:01:00Z&until=2026-03-01T12:03:00Z", ["cart-critical"]),
-    ("since=2026-03-01T14:01:00%2B02:00", ["cart-critical", "cart-warning", "pg"]),  # offsets
-    ("identity=nobody/here", []),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("identity=shop/cart", ["cart-critical", "cart-warning"]),
+        ("namespace=shop", ["cart-critical", "cart-warning", "pay"]),
+        ("namespace=db", ["pg"]),
+        ("severity=critical", ["cart-critical", "pay"]),
+        ("severity=warning", ["cart-warning", "pg"]),
+        ("namespace=shop&severity=warning", ["cart-warning"]),
+        ("state=open", ["cart-critical", "cart-warning", "pay", "pg"]),
+        ("state=resolved", []),
+        # overlap with [since, until): cart-critical covers minutes [0, 2), the others [0, 1)/[3, 4)
+        ("since=2026-03-01T12:01:00Z", ["cart-critical", "cart-warning", "pg"]),
+        ("until=2026-03-01T12:03:00Z", ["cart-critical", "pay"]),
+        ("since=2026-03-01T12:01:00Z&until=2026-03-01T12:03:00Z", ["cart-critical"]),
+        ("since=2026-03-01T14:01:00%2B02:00", ["cart-critical", "cart-warning", "pg"]),  # offsets
+        ("identity=nobody/here", []),
+    ],
+)
 def test_list_filters(api, filled, query, expected) -> None:
     r = api.get(f"/api/v1/anomalies?{query}")
     assert sorted(ids_of(r)) == sorted(filled[name] for name in expected)
@@ -205,28 +252,38 @@ def test_list_filters(api, filled, query, expected) -> None:
 def test_state_filter_follows_the_lifecycle(api, filled) -> None:
     api.post(f"/api/v1/anomalies/{filled['pg']}/acknowledge")
     api.post(f"/api/v1/anomalies/{filled['pay']}/resolve")
-    api.post(f"/api/v1/anomalies/{filled['cart-warning']}/suppress",
-             json={"reason": "load test", "duration_seconds": 600})
-    for state, name in [("acknowledged", "pg"), ("resolved", "pay"),
-                        ("suppressed", "cart-warning"), ("open", "cart-critical")]:
+    api.post(
+        f"/api/v1/anomalies/{filled['cart-warning']}/suppress",
+        json={"reason": "load test", "duration_seconds": 600},
+    )
+    for state, name in [
+        ("acknowledged", "pg"),
+        ("resolved", "pay"),
+        ("suppressed", "cart-warning"),
+        ("open", "cart-critical"),
+    ]:
         assert ids_of(api.get(f"/api/v1/anomalies?state={state}")) == [filled[name]]
     r = api.get("/api/v1/anomalies?state=open&severity=critical&namespace=shop")
     assert ids_of(r) == [filled["cart-critical"]]
 
 
-@pytest.mark.parametrize(("query", "where"), [
-    ("state=closed", ["query", "state"]),
-    ("severity=fatal", ["query", "severity"]),
-    ("limit=0", ["query", "limit"]),
-    ("limit=501", ["query", "limit"]),
-    ("offset=-1", ["query", "offset"]),
-    ("since=2026-03-01T12:00:00", ["query", "since"]),  # no offset: not RFC 3339
-    ("until=yesterday", ["query", "until"]),
-    ("stat=open", ["query", "stat"]),  # a misspelt filter is refused, not ignored
-])
+@pytest.mark.parametrize(
+    ("query", "where"),
+    [
+        ("state=closed", ["query", "state"]),
+        ("severity=fatal", ["query", "severity"]),
+        ("limit=0", ["query", "limit"]),
+        ("limit=501", ["query", "limit"]),
+        ("offset=-1", ["query", "offset"]),
+        ("since=2026-03-01T12:00:00", ["query", "since"]),  # no offset: not RFC 3339
+        ("until=yesterday", ["query", "until"]),
+        ("stat=open", ["query", "stat"]),  # a misspelt filter is refused, not ignored
+    ],
+)
 def test_list_rejects_bad_parameters(api, filled, query, where) -> None:
-    body = assert_problem(api.get(f"/api/v1/anomalies?{query}"), 422,
-                          type="urn:netwarden:problem:validation-error")
+    body = assert_problem(
+        api.get(f"/api/v1/anomalies?{query}"), 422, type="urn:netwarden:problem:validation-error"
+    )
     assert where in [e["loc"] for e in body["errors"]]
     assert all(set(e) == {"loc", "msg", "type"} for e in body["errors"])
     assert ".".join(where) in body["detail"]
@@ -275,10 +332,12 @@ def test_next_link_under_the_public_url(tmp_path) -> None:
         record(api, *(window(i, "batch/job", 1.5 if i % 2 == 0 else 0.1) for i in range(6)))
         page = api.get("/api/v1/anomalies?limit=2&severity=warning").json()
         parts = urlsplit(page["next"])
-        assert (parts.scheme, parts.netloc, parts.path) == \
-            ("https", "nw.example.com", "/netwarden/api/v1/anomalies")
-        assert parse_qs(parts.query) == {"severity": ["warning"], "limit": ["2"],
-                                         "offset": ["2"]}
+        assert (parts.scheme, parts.netloc, parts.path) == (
+            "https",
+            "nw.example.com",
+            "/netwarden/api/v1/anomalies",
+        )
+        assert parse_qs(parts.query) == {"severity": ["warning"], "limit": ["2"], "offset": ["2"]}
     finally:
         api.service.store.close()
 
@@ -296,14 +355,25 @@ def test_get_one_with_reasons_examples_and_events(api, filled) -> None:
     a = api.get(f"/api/v1/anomalies/{filled['cart-critical']}").json()
     assert (a["severity"], a["peak_score"], a["window_count"]) == ("critical", 2.5, 2)
     assert a["peak_window_start"] == "2026-03-01T12:01:00Z"  # the peak window explains it
-    assert a["reasons"] == [{"feature": "egress_distinct_dst_ports", "value": 41.0,
-                             "baseline": 3.0, "spread": 1.0, "contribution": 1.25,
-                             "text": "contacted 41 destination ports (baseline 3)"}]
+    assert a["reasons"] == [
+        {
+            "feature": "egress_distinct_dst_ports",
+            "value": 41.0,
+            "baseline": 3.0,
+            "spread": 1.0,
+            "contribution": 1.25,
+            "text": "contacted 41 destination ports (baseline 3)",
+        }
+    ]
     assert a["examples"] == {"peers": ["10.0.0.1"], "ports": [1001]}
     assert a["summary"] == "shop/cart window 1"
     (opened,) = a["events"]
-    assert (opened["action"], opened["actor"], opened["from_state"], opened["to_state"]) == \
-        ("open", "netwarden", None, "open")
+    assert (opened["action"], opened["actor"], opened["from_state"], opened["to_state"]) == (
+        "open",
+        "netwarden",
+        None,
+        "open",
+    )
 
 
 def test_get_unknown_anomaly(api, filled) -> None:
@@ -321,12 +391,20 @@ def test_acknowledge_records_the_token_name(api, filled) -> None:
     r = api.post(f"/api/v1/anomalies/{aid}/acknowledge", json={"note": "  on it  "})
     assert r.status_code == 200, r.text
     a = r.json()
-    assert (a["state"], a["state_actor"], a["state_note"]) == \
-        ("acknowledged", "operator-bot", "on it")
+    assert (a["state"], a["state_actor"], a["state_note"]) == (
+        "acknowledged",
+        "operator-bot",
+        "on it",
+    )
     last = a["events"][-1]
-    assert (last["action"], last["actor"], last["from_state"], last["to_state"], last["note"],
-            last["at"]) == ("acknowledge", "operator-bot", "open", "acknowledged", "on it",
-                            "2026-03-02T12:01:00Z")
+    assert (
+        last["action"],
+        last["actor"],
+        last["from_state"],
+        last["to_state"],
+        last["note"],
+        last["at"],
+    ) == ("acknowledge", "operator-bot", "open", "acknowledged", "on it", "2026-03-02T12:01:00Z")
     assert api.get(f"/api/v1/anomalies/{aid}").json()["events"] == a["events"]
 
 
@@ -346,8 +424,11 @@ def test_note_is_optional(api, filled, action) -> None:
 def test_acknowledging_twice_is_a_conflict(api, filled) -> None:
     aid = filled["pg"]
     api.post(f"/api/v1/anomalies/{aid}/acknowledge")
-    body = assert_problem(api.post(f"/api/v1/anomalies/{aid}/acknowledge"), 409,
-                          type="urn:netwarden:problem:lifecycle-conflict")
+    body = assert_problem(
+        api.post(f"/api/v1/anomalies/{aid}/acknowledge"),
+        409,
+        type="urn:netwarden:problem:lifecycle-conflict",
+    )
     assert body["detail"].startswith(f"anomaly {aid} is acknowledged: cannot acknowledge")
     assert (body["state"], body["action"]) == ("acknowledged", "acknowledge")
     assert len(api.get(f"/api/v1/anomalies/{aid}").json()["events"]) == 2  # nothing written
@@ -358,68 +439,99 @@ def test_resolve_then_every_action_conflicts(api, filled) -> None:
     a = api.post(f"/api/v1/anomalies/{aid}/resolve", json={"note": "fixed the cron job"}).json()
     assert (a["state"], a["ongoing"], a["state_note"]) == ("resolved", False, "fixed the cron job")
     assert [e["action"] for e in a["events"]] == ["open", "resolve"]
-    for action, body in [("resolve", None), ("acknowledge", None),
-                         ("suppress", {"reason": "x", "duration_seconds": 60})]:
+    for action, body in [
+        ("resolve", None),
+        ("acknowledge", None),
+        ("suppress", {"reason": "x", "duration_seconds": 60}),
+    ]:
         problem = assert_problem(api.post(f"/api/v1/anomalies/{aid}/{action}", json=body), 409)
         assert problem["state"] == "resolved" and f"cannot {action}" in problem["detail"]
 
 
 def test_suppress_for_a_duration_uses_the_store_clock(api, filled) -> None:
     aid = filled["cart-warning"]
-    r = api.post(f"/api/v1/anomalies/{aid}/suppress",
-                 json={"reason": "deploy window", "duration_seconds": 900})
+    r = api.post(
+        f"/api/v1/anomalies/{aid}/suppress",
+        json={"reason": "deploy window", "duration_seconds": 900},
+    )
     a = r.json()
-    assert (a["state"], a["state_note"], a["state_actor"]) == \
-        ("suppressed", "deploy window", "operator-bot")
+    assert (a["state"], a["state_note"], a["state_actor"]) == (
+        "suppressed",
+        "deploy window",
+        "operator-bot",
+    )
     assert a["suppressed_until"] == "2026-03-02T12:15:00Z"  # store clock + 15 minutes
     last = a["events"][-1]
-    assert (last["action"], last["from_state"], last["to_state"], last["note"]) == \
-        ("suppress", "open", "suppressed", "deploy window")
+    assert (last["action"], last["from_state"], last["to_state"], last["note"]) == (
+        "suppress",
+        "open",
+        "suppressed",
+        "deploy window",
+    )
     api.clock.t += timedelta(minutes=15)  # expiry reopens it, with the system as actor
     a = api.get(f"/api/v1/anomalies/{aid}").json()
-    assert (a["state"], a["events"][-1]["action"], a["events"][-1]["actor"]) == \
-        ("open", "unsuppress", "netwarden")
+    assert (a["state"], a["events"][-1]["action"], a["events"][-1]["actor"]) == (
+        "open",
+        "unsuppress",
+        "netwarden",
+    )
 
 
 def test_suppress_until_a_time(api, filled) -> None:
     aid = filled["pg"]
     api.post(f"/api/v1/anomalies/{aid}/acknowledge")
-    a = api.post(f"/api/v1/anomalies/{aid}/suppress",
-                 json={"reason": "known batch job", "until": "2026-03-02T15:30:00+02:00"}).json()
+    a = api.post(
+        f"/api/v1/anomalies/{aid}/suppress",
+        json={"reason": "known batch job", "until": "2026-03-02T15:30:00+02:00"},
+    ).json()
     assert (a["state"], a["suppressed_until"]) == ("suppressed", "2026-03-02T13:30:00Z")
     assert a["events"][-1]["from_state"] == "acknowledged"
 
 
-@pytest.mark.parametrize(("body", "fragment"), [
-    ({"duration_seconds": 60}, "reason"),
-    ({"reason": "   ", "duration_seconds": 60}, "reason"),
-    ({"reason": "x"}, "exactly one of until"),
-    ({"reason": "x", "duration_seconds": 60, "until": "2026-03-02T13:00:00Z"}, "exactly one"),
-    ({"reason": "x", "duration_seconds": 0}, "duration_seconds"),
-    ({"reason": "x", "duration_seconds": 400 * 86400}, "duration_seconds"),
-    ({"reason": "x", "until": "2026-03-02T13:00:00"}, "until"),  # naive
-    ({"reason": "x", "until": "2026-03-02T11:00:00Z"}, "not in the future"),  # store clock
-    ({"reason": "x", "duration_seconds": 60, "for": 3}, "for"),
-    ({"reason": "x" * 2001, "duration_seconds": 60}, "reason"),
-])
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"duration_seconds": 60}, "reason"),
+        ({"reason": "   ", "duration_seconds": 60}, "reason"),
+        ({"reason": "x"}, "exactly one of until"),
+        ({"reason": "x", "duration_seconds": 60, "until": "2026-03-02T13:00:00Z"}, "exactly one"),
+        ({"reason": "x", "duration_seconds": 0}, "duration_seconds"),
+        ({"reason": "x", "duration_seconds": 400 * 86400}, "duration_seconds"),
+        ({"reason": "x", "until": "2026-03-02T13:00:00"}, "until"),  # naive
+        ({"reason": "x", "until": "2026-03-02T11:00:00Z"}, "not in the future"),  # store clock
+        ({"reason": "x", "duration_seconds": 60, "for": 3}, "for"),
+        ({"reason": "x" * 2001, "duration_seconds": 60}, "reason"),
+    ],
+)
 def test_suppress_rejects_bad_requests(api, filled, body, fragment) -> None:
     aid = filled["pg"]
-    problem = assert_problem(api.post(f"/api/v1/anomalies/{aid}/suppress", json=body), 422,
-                             type="urn:netwarden:problem:validation-error")
+    problem = assert_problem(
+        api.post(f"/api/v1/anomalies/{aid}/suppress", json=body),
+        422,
+        type="urn:netwarden:problem:validation-error",
+    )
     assert fragment in problem["detail"]
     assert problem["errors"]
     assert api.get(f"/api/v1/anomalies/{aid}").json()["state"] == "open"
 
 
 def test_malformed_json_body(api, filled) -> None:
-    r = api.client.post(f"/api/v1/anomalies/{filled['pg']}/suppress", content=b"{not json",
-                        headers={**api.auth(Role.operator), "Content-Type": "application/json"})
+    r = api.client.post(
+        f"/api/v1/anomalies/{filled['pg']}/suppress",
+        content=b"{not json",
+        headers={**api.auth(Role.operator), "Content-Type": "application/json"},
+    )
     assert_problem(r, 422)
 
 
-@pytest.mark.parametrize(("action", "body"), [
-    ("acknowledge", None), ("resolve", None),
-    ("suppress", {"reason": "x", "duration_seconds": 60})])
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [
+        ("acknowledge", None),
+        ("resolve", None),
+        ("suppress", {"reason": "x", "duration_seconds": 60}),
+    ],
+)
 def test_actions_on_an_unknown_anomaly(api, filled, action, body) -> None:
     problem = assert_problem(api.post(f"/api/v1/anomalies/999/{action}", json=body), 404)
     assert problem["detail"] == "no anomaly with id 999"
@@ -435,9 +547,17 @@ def test_identities_list(api, filled) -> None:
     by = {i["identity"]: i for i in page["items"]}
     assert list(by) == ["db/pg", "shop/cart", "shop/pay"]
     assert by["shop/cart"] == {
-        "identity": "shop/cart", "namespace": "shop", "workload": "cart", "windows": 4,
-        "first_window_start": "2026-03-01T12:00:00Z", "last_window_end": "2026-03-01T12:04:00Z",
-        "last_score": 1.2, "last_threshold": 1.0, "last_anomalous": True, "open_anomalies": 1}
+        "identity": "shop/cart",
+        "namespace": "shop",
+        "workload": "cart",
+        "windows": 4,
+        "first_window_start": "2026-03-01T12:00:00Z",
+        "last_window_end": "2026-03-01T12:04:00Z",
+        "last_score": 1.2,
+        "last_threshold": 1.0,
+        "last_anomalous": True,
+        "open_anomalies": 1,
+    }
     assert (by["shop/pay"]["last_anomalous"], by["shop/pay"]["open_anomalies"]) == (False, 1)
     assert by["db/pg"]["windows"] == 4
     shop = api.get("/api/v1/identities?namespace=shop").json()
@@ -448,19 +568,30 @@ def test_identities_pagination(api, filled) -> None:
     first = api.get("/api/v1/identities?limit=2").json()
     assert [i["identity"] for i in first["items"]] == ["db/pg", "shop/cart"]
     second = api.get(first["next"]).json()
-    assert ([i["identity"] for i in second["items"]], second["offset"], second["next"]) == \
-        (["shop/pay"], 2, None)
+    assert ([i["identity"] for i in second["items"]], second["offset"], second["next"]) == (
+        ["shop/pay"],
+        2,
+        None,
+    )
     assert_problem(api.get("/api/v1/identities?limit=501"), 422)
 
 
 def test_identity_windows_newest_first(api, filled) -> None:
     r = api.get("/api/v1/identities/shop/cart/windows")
     body = r.json()
-    assert (body["identity"], body["namespace"], body["workload"], body["limit"]) == \
-        ("shop/cart", "shop", "cart", 100)
+    assert (body["identity"], body["namespace"], body["workload"], body["limit"]) == (
+        "shop/cart",
+        "shop",
+        "cart",
+        100,
+    )
     starts = [w["window_start"] for w in body["items"]]
-    assert starts == ["2026-03-01T12:03:00Z", "2026-03-01T12:02:00Z", "2026-03-01T12:01:00Z",
-                      "2026-03-01T12:00:00Z"]
+    assert starts == [
+        "2026-03-01T12:03:00Z",
+        "2026-03-01T12:02:00Z",
+        "2026-03-01T12:01:00Z",
+        "2026-03-01T12:00:00Z",
+    ]
     latest, normal = body["items"][0], body["items"][1]
     assert (latest["score"], latest["anomalous"], latest["severity"]) == (1.2, True, "warning")
     assert (normal["anomalous"], normal["severity"]) == (False, None)
@@ -470,15 +601,18 @@ def test_identity_windows_newest_first(api, filled) -> None:
 
 def test_identity_windows_range_and_limit(api, filled) -> None:
     url = "/api/v1/identities/shop/cart/windows"
-    assert [w["window_start"] for w in api.get(f"{url}?limit=2").json()["items"]] == \
-        ["2026-03-01T12:03:00Z", "2026-03-01T12:02:00Z"]
+    assert [w["window_start"] for w in api.get(f"{url}?limit=2").json()["items"]] == [
+        "2026-03-01T12:03:00Z",
+        "2026-03-01T12:02:00Z",
+    ]
     r = api.get(f"{url}?since=2026-03-01T12:01:00Z&until=2026-03-01T12:03:00Z")
-    assert [w["window_start"] for w in r.json()["items"]] == \
-        ["2026-03-01T12:02:00Z", "2026-03-01T12:01:00Z"]
+    assert [w["window_start"] for w in r.json()["items"]] == [
+        "2026-03-01T12:02:00Z",
+        "2026-03-01T12:01:00Z",
+    ]
     assert api.get(f"{url}?since=2026-03-02T00:00:00Z").json()["items"] == []  # known, quiet
     assert_problem(api.get(f"{url}?limit=1001"), 422)
-    assert_problem(api.get(f"{url}?since=2026-03-01T12:03:00Z&until=2026-03-01T12:01:00Z"),
-                   422)
+    assert_problem(api.get(f"{url}?since=2026-03-01T12:03:00Z&until=2026-03-01T12:01:00Z"), 422)
 
 
 def test_identity_windows_of_an_unknown_identity(api, filled) -> None:
@@ -500,10 +634,17 @@ def test_models_list_newest_first_without_paths(api) -> None:
     assert [(m["version"], m["current"]) for m in body["items"]] == [("v2", True), ("v1", False)]
     v2 = body["items"][0]
     assert "path" not in v2 and "/secret" not in str(body)
-    assert (v2["rows"], v2["models"], v2["identities"], v2["window_seconds"]) == \
-        (1200, 3, ["shop/cart"], 60.0)
-    assert (v2["created"], v2["data_hash"], v2["libraries"]) == \
-        ("2026-03-01T12:00:00Z", "ab" * 32, {"scikit-learn": "1.5.0"})
+    assert (v2["rows"], v2["models"], v2["identities"], v2["window_seconds"]) == (
+        1200,
+        3,
+        ["shop/cart"],
+        60.0,
+    )
+    assert (v2["created"], v2["data_hash"], v2["libraries"]) == (
+        "2026-03-01T12:00:00Z",
+        "ab" * 32,
+        {"scikit-learn": "1.5.0"},
+    )
 
 
 def test_current_model(api) -> None:
@@ -527,19 +668,33 @@ def test_healthz_answers_without_a_token(api) -> None:
 def test_readyz_when_ready(api) -> None:
     r = api.client.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "model": "v2", "source": "file", "flows": 1234,
-                        "last_flow_at": "2026-03-01T12:00:00Z"}
+    assert r.json() == {
+        "status": "ready",
+        "model": "v2",
+        "source": "file",
+        "flows": 1234,
+        "last_flow_at": "2026-03-01T12:00:00Z",
+    }
     assert "/data/flows.json" not in r.text  # public: no paths
 
 
-@pytest.mark.parametrize(("model", "source", "missing"), [
-    (False, SourceStatus("file", "f", up=True), ["no model loaded"]),
-    (True, SourceStatus("hubble", "relay:4245", up=False, error="connection refused"),
-     ["source down: connection refused"]),
-    (True, SourceStatus("file", "f", up=False), ["source down: no reason given"]),
-    (False, SourceStatus("file", "f", up=False, error="file vanished"),
-     ["no model loaded", "source down: file vanished"]),
-])
+@pytest.mark.parametrize(
+    ("model", "source", "missing"),
+    [
+        (False, SourceStatus("file", "f", up=True), ["no model loaded"]),
+        (
+            True,
+            SourceStatus("hubble", "relay:4245", up=False, error="connection refused"),
+            ["source down: connection refused"],
+        ),
+        (True, SourceStatus("file", "f", up=False), ["source down: no reason given"]),
+        (
+            False,
+            SourceStatus("file", "f", up=False, error="file vanished"),
+            ["no model loaded", "source down: file vanished"],
+        ),
+    ],
+)
 def test_readyz_names_what_is_missing(api, model, source, missing) -> None:
     if not model:
         api.service.versions = []

@@ -59,8 +59,10 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
 }
 #: Values for path parameters, and request bodies, that make a valid request.
 PATH_VALUES = {"anomaly_id": "1", "namespace": "shop", "workload": "cart", "proposal_id": "1"}
-BODIES: dict[str, Any] = {"suppress": {"reason": "maintenance", "duration_seconds": 600},
-                          "proposals": {"anomaly_id": 1}}
+BODIES: dict[str, Any] = {
+    "suppress": {"reason": "maintenance", "duration_seconds": 600},
+    "proposals": {"anomaly_id": 1},
+}
 
 
 def app_routes() -> list[tuple[str, str]]:
@@ -125,8 +127,9 @@ def test_route_access(api, method, path) -> None:
 def test_roles_form_a_ladder() -> None:
     assert sorted(Role) == [Role.viewer, Role.operator, Role.reviewer, Role.admin]
     assert Role.parse("reviewer") is Role.reviewer and Role.parse(Role.admin) is Role.admin
-    with pytest.raises(ValueError, match="unknown role 'root': expected one of viewer, "
-                                         "operator, reviewer, admin"):
+    with pytest.raises(
+        ValueError, match="unknown role 'root': expected one of viewer, operator, reviewer, admin"
+    ):
         Role.parse("root")
 
 
@@ -139,11 +142,11 @@ def test_unknown_paths_need_a_token_too(api) -> None:
     assert api.client.get("/docs").status_code == 401  # the docs pages are off
     # a malformed body is not validated (and described) before the token is checked
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        r = api.client.post("/api/v1/anomalies/1/suppress", headers=headers,
-                            content=b"{not json")
+        r = api.client.post("/api/v1/anomalies/1/suppress", headers=headers, content=b"{not json")
         assert r.status_code == 401, r.text
-    r = api.client.post("/api/v1/anomalies/1/suppress", headers=api.auth(Role.operator),
-                        content=b"{not json")
+    r = api.client.post(
+        "/api/v1/anomalies/1/suppress", headers=api.auth(Role.operator), content=b"{not json"
+    )
     assert r.status_code == 422
     assert api.client.get("/docs", headers=api.auth()).status_code == 404
 
@@ -154,8 +157,11 @@ def test_unknown_paths_need_a_token_too(api) -> None:
 def test_new_token_round_trip() -> None:
     token, entry = new_token("ci-deployer", "operator")
     assert len(token) >= 40 and token not in entry.line
-    assert (entry.name, entry.role, entry.sha256) == ("ci-deployer", Role.operator,
-                                                      hash_token(token))
+    assert (entry.name, entry.role, entry.sha256) == (
+        "ci-deployer",
+        Role.operator,
+        hash_token(token),
+    )
     assert entry.line == f"ci-deployer:operator:{entry.sha256}"
     assert list(tokens_from_env(entry.line)) == [entry]
     table = TokenTable([entry])
@@ -205,8 +211,9 @@ def test_the_api_uses_tokens_from_the_environment(tmp_path) -> None:
         app = create_app(api.service, load_tokens(environ={ENV_VAR: entry.line}))
         client = TestClient(app)
         record(api, window(0, "shop/cart", 1.5))
-        r = client.post("/api/v1/anomalies/1/acknowledge",
-                        headers={"Authorization": f"Bearer {token}"})
+        r = client.post(
+            "/api/v1/anomalies/1/acknowledge", headers={"Authorization": f"Bearer {token}"}
+        )
         assert r.status_code == 200 and r.json()["state_actor"] == "from-env"
     finally:
         api.service.store.close()
@@ -226,25 +233,44 @@ def test_one_token_under_two_names_is_refused(tmp_path) -> None:
 SHA = "a" * 64
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("name: alice\nrole: viewer\n",
-     "expected a list of {name, role, sha256} entries, got a mapping with keys name, role"),
-    ("- just-a-string\n", "entry 1: expected a mapping with name, role, sha256, got str"),
-    (f"- {{name: alice, role: viewer, sha256: {SHA}}}\n- {{name: bob, role: viewer}}\n",
-     "entry 2 (name 'bob'): missing 'sha256'"),
-    (f"- {{name: bob, role: superuser, sha256: {SHA}}}\n",
-     ("entry 1 (name 'bob'): unknown role 'superuser': expected one of viewer, operator, "
-      "reviewer, admin")),
-    ("- {name: bob, role: viewer, sha256: 'abc123'}\n",
-     ("entry 1 (name 'bob'): sha256 must be 64 hex digits (the SHA-256 of the token, not "
-      "the token itself), got 6 characters")),
-    ("- {name: bob, role: viewer, token: s3cret}\n",
-     ("entry 1 (name 'bob'): unknown key 'token': expected name, role, sha256 (entries "
-      "hold the token's sha256, never the token)")),
-    (f"- {{name: 'b o b', role: viewer, sha256: {SHA}}}\n", "entry 1 (name 'b o b'): name"),
-    ("- [unclosed\n", "not valid YAML"),
-    ("42\n", "expected a list of {name, role, sha256} entries, got int"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "name: alice\nrole: viewer\n",
+            "expected a list of {name, role, sha256} entries, got a mapping with keys name, role",
+        ),
+        ("- just-a-string\n", "entry 1: expected a mapping with name, role, sha256, got str"),
+        (
+            f"- {{name: alice, role: viewer, sha256: {SHA}}}\n- {{name: bob, role: viewer}}\n",
+            "entry 2 (name 'bob'): missing 'sha256'",
+        ),
+        (
+            f"- {{name: bob, role: superuser, sha256: {SHA}}}\n",
+            (
+                "entry 1 (name 'bob'): unknown role 'superuser': expected one of viewer, operator, "
+                "reviewer, admin"
+            ),
+        ),
+        (
+            "- {name: bob, role: viewer, sha256: 'abc123'}\n",
+            (
+                "entry 1 (name 'bob'): sha256 must be 64 hex digits (the SHA-256 of the token, not "
+                "the token itself), got 6 characters"
+            ),
+        ),
+        (
+            "- {name: bob, role: viewer, token: s3cret}\n",
+            (
+                "entry 1 (name 'bob'): unknown key 'token': expected name, role, sha256 (entries "
+                "hold the token's sha256, never the token)"
+            ),
+        ),
+        (f"- {{name: 'b o b', role: viewer, sha256: {SHA}}}\n", "entry 1 (name 'b o b'): name"),
+        ("- [unclosed\n", "not valid YAML"),
+        ("42\n", "expected a list of {name, role, sha256} entries, got int"),
+    ],
+)
 def test_bad_token_files_say_where_and_what(tmp_path, content, message) -> None:
     path = tmp_path / "tokens.yaml"
     path.write_text(content)
@@ -272,12 +298,15 @@ def test_bad_json_and_unreadable_token_files(tmp_path) -> None:
         tokens_from_file(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("alice:viewer", "item 1: expected name:role:sha256, got 2 fields"),
-    (f"alice:viewer:{SHA},bob:boss:{SHA[:-1]}b", "item 2 (name 'bob'): unknown role 'boss'"),
-    ("alice:viewer:xyz", "item 1 (name 'alice'): sha256 must be 64 hex digits"),
-    (f":viewer:{SHA}", "item 1: missing 'name'"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("alice:viewer", "item 1: expected name:role:sha256, got 2 fields"),
+        (f"alice:viewer:{SHA},bob:boss:{SHA[:-1]}b", "item 2 (name 'bob'): unknown role 'boss'"),
+        ("alice:viewer:xyz", "item 1 (name 'alice'): sha256 must be 64 hex digits"),
+        (f":viewer:{SHA}", "item 1: missing 'name'"),
+    ],
+)
 def test_bad_environment_tokens(value, message) -> None:
     with pytest.raises(TokenConfigError) as err:
         load_tokens(environ={ENV_VAR: value})
@@ -296,8 +325,9 @@ def test_openapi_document_lists_every_route(api) -> None:
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     served = {route for route in ROUTES if route != ("GET", "/openapi.json")}
     assert documented == served
-    assert all(p.startswith("/api/v1/") for _, p in served
-               if p not in ("/healthz", "/readyz", "/metrics"))
+    assert all(
+        p.startswith("/api/v1/") for _, p in served if p not in ("/healthz", "/readyz", "/metrics")
+    )
     ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
     assert len(set(ids)) == len(ids)
     assert "anomalies-read_anomalies" in ids and "health-readyz" in ids
@@ -309,8 +339,9 @@ def test_openapi_document_lists_every_route(api) -> None:
             for status, response in op["responses"].items():
                 if status.startswith(("4", "5")):
                     assert list(response["content"]) == ["application/problem+json"], path
-                    assert response["content"]["application/problem+json"]["schema"] == \
-                        {"$ref": "#/components/schemas/ProblemPublic"}
+                    assert response["content"]["application/problem+json"]["schema"] == {
+                        "$ref": "#/components/schemas/ProblemPublic"
+                    }
             if path != "/metrics":  # every JSON route declares a *Public response model
                 success = next(s for s in ("200", "201") if s in op["responses"])
                 schema = op["responses"][success]["content"]["application/json"]["schema"]

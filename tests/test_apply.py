@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+
 from netwarden.remediation.apply import (
     AppliedChange,
     AuditModeUnavailable,
@@ -27,7 +28,6 @@ from netwarden.remediation.apply import (
     PolicyApplier,
     Unreachable,
 )
-
 from tests.k8s_standin import K8sStandIn, Request, Token
 from tests.policyfactory import ccnp, cnp
 from tests.servers import free_port
@@ -81,7 +81,9 @@ def _other_manager_creates(server: K8sStandIn, policy: dict[str, Any], manager: 
 # --------------------------------------------------------------------------- apply
 
 
-def test_dry_run_stores_nothing_and_apply_stores_it(server: K8sStandIn, applier: PolicyApplier) -> None:
+def test_dry_run_stores_nothing_and_apply_stores_it(
+    server: K8sStandIn, applier: PolicyApplier
+) -> None:
     result = applier.dry_run(_web())
     assert result.dry_run and result.created and result.changed
     assert result.object["spec"] == _web()["spec"]
@@ -110,11 +112,15 @@ def test_update_records_the_previous_object(server: K8sStandIn, applier: PolicyA
     assert stored["spec"]["ingress"][0]["fromEndpoints"][0]["matchLabels"] == {"app": "checkout"}
     assert stored["metadata"]["labels"] == {"netwarden.io/proposal": "p-7"}
     assert second.previous == first.applied
-    assert int(stored["metadata"]["resourceVersion"]) > int(first.applied["metadata"]["resourceVersion"])
+    assert int(stored["metadata"]["resourceVersion"]) > int(
+        first.applied["metadata"]["resourceVersion"]
+    )
     assert applier.get("shop", "web") == stored
 
 
-def test_invalid_policy_never_reaches_the_server(server: K8sStandIn, applier: PolicyApplier) -> None:
+def test_invalid_policy_never_reaches_the_server(
+    server: K8sStandIn, applier: PolicyApplier
+) -> None:
     bad = _web()
     bad["spec"]["ingress"][0]["toPorts"] = [{"ports": [{"port": "80", "protocol": "HTTP"}]}]
 
@@ -127,7 +133,9 @@ def test_invalid_policy_never_reaches_the_server(server: K8sStandIn, applier: Po
     assert server.requests == []
 
 
-def test_policy_without_namespace_is_refused_locally(server: K8sStandIn, applier: PolicyApplier) -> None:
+def test_policy_without_namespace_is_refused_locally(
+    server: K8sStandIn, applier: PolicyApplier
+) -> None:
     with pytest.raises(Invalid, match="no namespace"):
         applier.apply(cnp({"app": "web"}, namespace=None, ingress=[{}]))
     assert server.requests == []
@@ -155,7 +163,9 @@ def test_same_value_as_another_manager_is_shared_not_a_conflict(
 ) -> None:
     _other_manager_creates(server, _web("frontend"), manager="platform-team")
     applier.apply(_web("frontend", annotations={"netwarden.io/why": "anomaly 42"}))
-    managers = {e["manager"] for e in server.stored(CNPS, "shop", "web")["metadata"]["managedFields"]}
+    managers = {
+        e["manager"] for e in server.stored(CNPS, "shop", "web")["metadata"]["managedFields"]
+    }
     assert managers == {"platform-team", "netwarden"}
 
 
@@ -228,7 +238,9 @@ def test_rollback_retries_once_after_a_stale_resource_version(
     assert _content(server.stored(CNPS, "shop", "web")) == _content(first.applied)
 
 
-def test_rollback_reports_a_conflict_that_persists(server: K8sStandIn, applier: PolicyApplier) -> None:
+def test_rollback_reports_a_conflict_that_persists(
+    server: K8sStandIn, applier: PolicyApplier
+) -> None:
     applier.apply(_web("frontend"))
     change = applier.apply(_web("checkout"))
     server.before = lambda request: (
@@ -286,7 +298,9 @@ def test_invalid_from_the_server_surfaces_its_causes() -> None:
         assert server.stored(CNPS, "shop", "web") is None
     assert info.value.by == "server"
     assert info.value.status["reason"] == "Invalid"
-    assert any(cause.field.startswith("spec.ingress[0].toPorts[0].rules") for cause in info.value.causes)
+    assert any(
+        cause.field.startswith("spec.ingress[0].toPorts[0].rules") for cause in info.value.causes
+    )
     assert "spec.ingress[0].toPorts[0].rules" in str(info.value)
 
 
@@ -320,7 +334,9 @@ def test_audit_mode_needs_cilium_in_audit_mode(server: K8sStandIn, applier: Poli
 # --------------------------------------------------------------------------- the stand-in itself
 
 
-def test_standin_refuses_a_stale_or_missing_resource_version(server: K8sStandIn, applier: PolicyApplier) -> None:
+def test_standin_refuses_a_stale_or_missing_resource_version(
+    server: K8sStandIn, applier: PolicyApplier
+) -> None:
     applier.apply(_web())
     api = k8s.CustomObjectsApi(_client(server.url))
     current = api.get_namespaced_custom_object("cilium.io", "v2", "shop", CNPS, "web")

@@ -18,12 +18,12 @@ from typing import Any
 
 import orjson
 import pytest
-from netwarden.ingest.compact import CompactFlow
-from netwarden.ingest.hubble import HubbleSource
-from netwarden.ingest.reader import FlowReader
-from netwarden.ingest.windows import WindowBuilder
 from rich.console import Console
 
+from netwarden.ingest.compact import CompactFlow
+from netwarden.ingest.reader import FlowReader
+from netwarden.ingest.sources.hubble import HubbleSource
+from netwarden.ingest.windows import WindowBuilder
 from tests.netns import Pods
 from tests.servers import free_port
 from tests.test_hubble_source import Collect, run_source, stop_source
@@ -81,21 +81,22 @@ entries:
 
 def exchange(pods: Pods, port: int) -> None:
     """One TCP connection client -> server: UP bytes up, DOWN bytes back."""
-    server = pods.spawn(pods.server, SERVER.format(ip=pods.server_ip, port=port, up=UP,
-                                                   down=DOWN))
+    server = pods.spawn(pods.server, SERVER.format(ip=pods.server_ip, port=port, up=UP, down=DOWN))
     assert server.stdout is not None
     assert "ready" in server.stdout.readline()
-    result = pods.run(pods.client, CLIENT.format(ip=pods.server_ip, port=port, up=UP,
-                                                 down=DOWN))
+    result = pods.run(pods.client, CLIENT.format(ip=pods.server_ip, port=port, up=UP, down=DOWN))
     assert result["got"] == DOWN
-    out, err = server.communicate(timeout=30)
+    _out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
 
 
 def start_agent(tmp: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
     log = tmp / "agent.log"
-    proc = subprocess.Popen([sys.executable, "-m", "netwarden", "agent", "--kubernetes", "off",
-                             *args], stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netwarden", "agent", "--kubernetes", "off", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb"),
+    )
     deadline = time.monotonic() + 90
     while "probes attached" not in log.read_text():
         assert proc.poll() is None, log.read_text()
@@ -114,24 +115,37 @@ def wait_for_lines(path: Path, predicate: Any, timeout: float = 20) -> list[dict
 
 
 def closes(lines: list[dict], pods: Pods, port: int) -> list[dict]:
-    return [e["flow"] for e in lines
-            if e["flow"].get("l4", {}).get("TCP", {}).get("destination_port") == port
-            and e["flow"]["l4"]["TCP"].get("flags", {}).get("FIN")
-            and e["flow"]["IP"]["source"] == pods.client_ip]
+    return [
+        e["flow"]
+        for e in lines
+        if e["flow"].get("l4", {}).get("TCP", {}).get("destination_port") == port
+        and e["flow"]["l4"]["TCP"].get("flags", {}).get("FIN")
+        and e["flow"]["IP"]["source"] == pods.client_ip
+    ]
 
 
 @pytest.mark.privileged
 @pytest.mark.slow
 def test_agent_reports_a_connection_at_both_ends_with_identities_and_bytes(
-        tmp_path: Path, pods: Pods) -> None:
+    tmp_path: Path, pods: Pods
+) -> None:
     out = tmp_path / "flows.jsonl"
     grpc_port = free_port()
-    proc, log = start_agent(tmp_path, "--out", str(out), "--identity-map",
-                            str(identity_map(tmp_path, pods)), "--observer-listen",
-                            f"127.0.0.1:{grpc_port}", "--node-name", "node-a")
+    proc, log = start_agent(
+        tmp_path,
+        "--out",
+        str(out),
+        "--identity-map",
+        str(identity_map(tmp_path, pods)),
+        "--observer-listen",
+        f"127.0.0.1:{grpc_port}",
+        "--node-name",
+        "node-a",
+    )
     try:
-        source = HubbleSource(f"127.0.0.1:{grpc_port}", since="2000-01-01T00:00:00Z",
-                              log=lambda _: None)
+        source = HubbleSource(
+            f"127.0.0.1:{grpc_port}", since="2000-01-01T00:00:00Z", log=lambda _: None
+        )
         emit = Collect()
         thread, stop = run_source(source, emit)
         port = 7000 + os.getpid() % 1000
@@ -153,11 +167,21 @@ def test_agent_reports_a_connection_at_both_ends_with_identities_and_bytes(
         assert server_view["netwarden"]["netns"] == pods.server_netns
         assert client_view["netwarden"]["netns"] == pods.client_netns
         # the same flows through Hubble's gRPC API, read by netwarden's Hubble source
-        got = emit.wait_for(len([e for e in lines if e["flow"].get("IP", {}).get("source")
-                                 in (pods.client_ip, pods.server_ip)]))
+        got = emit.wait_for(
+            len(
+                [
+                    e
+                    for e in lines
+                    if e["flow"].get("IP", {}).get("source") in (pods.client_ip, pods.server_ip)
+                ]
+            )
+        )
         stop_source(thread, stop)
-        grpc_fins = [f for f in got if f.netwarden is not None and f.netwarden.bytes_sent
-                     and f.IP.source == pods.client_ip]
+        grpc_fins = [
+            f
+            for f in got
+            if f.netwarden is not None and f.netwarden.bytes_sent and f.IP.source == pods.client_ip
+        ]
         assert len(grpc_fins) >= 2
         # and into windows: each stand-in pod has its own identity and byte features
         reader = FlowReader(flow_type=CompactFlow)
@@ -177,18 +201,24 @@ def test_agent_reports_a_connection_at_both_ends_with_identities_and_bytes(
 @pytest.mark.privileged
 @pytest.mark.slow
 def test_service_with_the_ebpf_source(tmp_path: Path, pods: Pods) -> None:
-    from netwarden.api.config import ServiceConfig
-    from netwarden.api.service import build_service
-
     from netwarden.bpf.cgroups import find_cgroup2_mount
+    from netwarden.config import ServiceConfig
+    from netwarden.service import build_service
 
     cgroup_root = find_cgroup2_mount()
-    config = ServiceConfig(data_dir=tmp_path / "data", source={"spec": "ebpf"},
-                           ebpf={"identity_map": identity_map(tmp_path, pods),
-                                 "kubernetes": "off", "node_name": "node-b",
-                                 "udp_peers": False, "cgroup_root": cgroup_root},
-                           models={"dir": tmp_path / "models", "bootstrap": False},
-                           windows={"idle_close": 0.5})
+    config = ServiceConfig(
+        data_dir=tmp_path / "data",
+        source={"spec": "ebpf"},
+        ebpf={
+            "identity_map": identity_map(tmp_path, pods),
+            "kubernetes": "off",
+            "node_name": "node-b",
+            "udp_peers": False,
+            "cgroup_root": cgroup_root,
+        },
+        models={"dir": tmp_path / "models", "bootstrap": False},
+        windows={"idle_close": 0.5},
+    )
     service, _ = build_service(config, Console(quiet=True))
     assert service.source.kind == "ebpf"
     assert service.source.options.cgroup_root == cgroup_root
@@ -203,9 +233,14 @@ def test_service_with_the_ebpf_source(tmp_path: Path, pods: Pods) -> None:
         exchange(pods, port)
         deadline = time.monotonic() + 30
         while True:
-            flows = [f for f in service.recent_flows() or []
-                     if f.IP is not None and f.IP.source == pods.client_ip
-                     and f.netwarden is not None and f.netwarden.bytes_sent]
+            flows = [
+                f
+                for f in service.recent_flows() or []
+                if f.IP is not None
+                and f.IP.source == pods.client_ip
+                and f.netwarden is not None
+                and f.netwarden.bytes_sent
+            ]
             if len(flows) >= 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -224,10 +259,27 @@ def test_without_root_the_agent_says_what_is_missing(tmp_path: Path) -> None:
         setpriv = "/usr/bin/setpriv"
         if not os.path.exists(setpriv):
             pytest.fail("setpriv (util-linux) is needed to drop root for this test")
-        cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-               sys.executable, "-m", "netwarden", "agent", "--kubernetes", "off"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "HOME": str(tmp_path)}, cwd=tmp_path)
+        cmd = [
+            setpriv,
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            sys.executable,
+            "-m",
+            "netwarden",
+            "agent",
+            "--kubernetes",
+            "off",
+        ]
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "root" in result.stderr.lower() or "cap_bpf" in result.stderr.lower(), result.stderr

@@ -8,10 +8,16 @@ import orjson
 import pytest
 from google.protobuf import json_format
 
-from netwarden.api.hubble import observer_pb2
-from netwarden.bpf.events import (Conn, ConnectionClosed, ConnectionOpened, PacketDropped,
-                                  TcpReset, UdpTraffic)
+from netwarden.bpf.events import (
+    Conn,
+    ConnectionClosed,
+    ConnectionOpened,
+    PacketDropped,
+    TcpReset,
+    UdpTraffic,
+)
 from netwarden.bpf.flows import FlowMapper
+from netwarden.hubble import observer_pb2
 from netwarden.ingest.compact import CompactFlow
 from netwarden.ingest.reader import FlowReader
 from netwarden.ingest.windows import WindowBuilder
@@ -31,8 +37,13 @@ class Info:
 
 
 def pod(ns: str, app: str) -> Info:
-    return Info(0, ns, f"{app}-0", (f"k8s:app={app}", f"k8s:io.kubernetes.pod.namespace={ns}"),
-                ((app, "Deployment"),))
+    return Info(
+        0,
+        ns,
+        f"{app}-0",
+        (f"k8s:app={app}", f"k8s:io.kubernetes.pod.namespace={ns}"),
+        ((app, "Deployment"),),
+    )
 
 
 class Resolver:
@@ -59,10 +70,36 @@ def connection_events() -> list:
     return [
         ConnectionOpened(T, NS_CLIENT, 11, 100, "client", _conn(True), "client"),
         ConnectionOpened(T + 1000, NS_SERVER, 0, 0, "", _conn(False), "server"),
-        ConnectionClosed(T + 5_000_000, NS_CLIENT, 11, 100, "client", _conn(True), "client",
-                         True, 5_000_000, 100_000, 5_000, 2, False),
-        ConnectionClosed(T + 5_001_000, NS_SERVER, 12, 200, "redis", _conn(False), "server",
-                         True, 5_000_000, 5_000, 100_000, 0, False),
+        ConnectionClosed(
+            T + 5_000_000,
+            NS_CLIENT,
+            11,
+            100,
+            "client",
+            _conn(True),
+            "client",
+            True,
+            5_000_000,
+            100_000,
+            5_000,
+            2,
+            False,
+        ),
+        ConnectionClosed(
+            T + 5_001_000,
+            NS_SERVER,
+            12,
+            200,
+            "redis",
+            _conn(False),
+            "server",
+            True,
+            5_000_000,
+            5_000,
+            100_000,
+            0,
+            False,
+        ),
     ]
 
 
@@ -79,8 +116,9 @@ def test_a_connection_at_both_ends_counts_once_per_end_with_its_bytes() -> None:
     assert len(envelopes) == 6  # SYN + SYN-ACK at each end, FIN at each end
     syn = envelopes[0]["flow"]
     assert syn["IP"] == {"source": CLIENT_IP, "destination": SERVER_IP, "ipVersion": "IPv4"}
-    assert syn["l4"] == {"TCP": {"source_port": 41000, "destination_port": 6379,
-                                 "flags": {"SYN": True}}}
+    assert syn["l4"] == {
+        "TCP": {"source_port": 41000, "destination_port": 6379, "flags": {"SYN": True}}
+    }
     assert syn["traffic_direction"] == "EGRESS" and syn["source"]["namespace"] == "shop"
     assert syn["time"] == "2026-11-26T10:00:00.000000000Z" and syn["node_name"] == "node-1"
     server_fin = envelopes[5]["flow"]
@@ -102,12 +140,20 @@ def test_a_connection_at_both_ends_counts_once_per_end_with_its_bytes() -> None:
 
 def test_refused_connect_reset_and_drop() -> None:
     mapper = FlowMapper(Resolver(), "node-1")
-    refused = ConnectionClosed(T, NS_CLIENT, 11, 100, "curl", _conn(True), "client", False,
-                               1_000_000, 0, 0, 0, True)
+    refused = ConnectionClosed(
+        T, NS_CLIENT, 11, 100, "curl", _conn(True), "client", False, 1_000_000, 0, 0, 0, True
+    )
     reset_in = TcpReset(T + 10, NS_CLIENT, 11, 100, "curl", _conn(True), "received")
     reset_out = TcpReset(T + 5, NS_SERVER, 0, 0, "", _conn(False), "sent")
-    drop = PacketDropped(T + 20, NS_SERVER, "NETFILTER_DROP", 6,
-                         Conn("TCP", 4, CLIENT_IP, 41001, SERVER_IP, 9999), 6, "nf_hook_slow")
+    drop = PacketDropped(
+        T + 20,
+        NS_SERVER,
+        "NETFILTER_DROP",
+        6,
+        Conn("TCP", 4, CLIENT_IP, 41001, SERVER_IP, 9999),
+        6,
+        "nf_hook_slow",
+    )
     envelopes = [f for e in (refused, reset_out, reset_in, drop) for f in mapper.flows(e)]
     flows = decode(envelopes)
     attempt, rst_sent, rst_received, dropped = flows
@@ -127,15 +173,39 @@ def test_refused_connect_reset_and_drop() -> None:
 
 def test_udp_orientation_and_world_peers() -> None:
     mapper = FlowMapper(Resolver(), "node-1")
-    dns = UdpTraffic(T, T - 1000, NS_CLIENT, 11, 100, "web",
-                     Conn("UDP", 4, CLIENT_IP, 53000, "8.8.8.8", 53), 120, 480, 2, 2, True)
+    dns = UdpTraffic(
+        T,
+        T - 1000,
+        NS_CLIENT,
+        11,
+        100,
+        "web",
+        Conn("UDP", 4, CLIENT_IP, 53000, "8.8.8.8", 53),
+        120,
+        480,
+        2,
+        2,
+        True,
+    )
     (envelope,) = mapper.flows(dns)
     body = envelope["flow"]
     assert body["l4"] == {"UDP": {"source_port": 53000, "destination_port": 53}}
     assert body["destination"] == {"identity": 2, "labels": ["reserved:world"]}
     assert body["netwarden"]["packets_sent"] == 2 and body["netwarden"]["bytes_received"] == 480
-    served = UdpTraffic(T, T, NS_SERVER, 12, 200, "dnsd",
-                        Conn("UDP", 4, SERVER_IP, 53, CLIENT_IP, 53000), 480, 120, 2, 2, False)
+    served = UdpTraffic(
+        T,
+        T,
+        NS_SERVER,
+        12,
+        200,
+        "dnsd",
+        Conn("UDP", 4, SERVER_IP, 53, CLIENT_IP, 53000),
+        480,
+        120,
+        2,
+        2,
+        False,
+    )
     (envelope,) = mapper.flows(served)
     assert envelope["flow"]["traffic_direction"] == "INGRESS"
     assert envelope["flow"]["netwarden"]["bytes_sent"] == 120  # client -> server
@@ -146,6 +216,7 @@ def test_agent_flows_are_valid_hubble_protobuf_with_our_field() -> None:
     the byte counts survive into protobuf and back into the pipeline's record."""
     mapper = FlowMapper(Resolver(), "node-1")
     from netwarden.ingest.protoflow import compact_flow
+
     for envelope in (f for e in connection_events() for f in mapper.flows(e)):
         message = json_format.Parse(orjson.dumps(envelope), observer_pb2.GetFlowsResponse())
         record = compact_flow(message.flow)
@@ -158,7 +229,7 @@ class Awkward(Resolver):
     """Names that JSON and %-formatting must both survive."""
 
     def local(self, netns: int, cgroup_id: int, pid: int) -> Info:
-        return Info(0, "we%ird", "p\"o\\d%s", ('k8s:a="%d\\n"', "k8s:ünï=☃"), (("w%", "Job"),))
+        return Info(0, "we%ird", 'p"o\\d%s', ('k8s:a="%d\\n"', "k8s:ünï=☃"), (("w%", "Job"),))
 
 
 def test_lines_are_the_flows_as_json_whatever_the_names_hold() -> None:
@@ -169,8 +240,12 @@ def test_lines_are_the_flows_as_json_whatever_the_names_hold() -> None:
         envelopes = [orjson.loads(line) for line in lines]
         body = envelopes[0]["flow"]
         local = body["source"] if body["traffic_direction"] == "EGRESS" else body["destination"]
-        assert local == {"namespace": "we%ird", "labels": ['k8s:a="%d\\n"', "k8s:ünï=☃"],
-                         "pod_name": "p\"o\\d%s", "workloads": [{"name": "w%", "kind": "Job"}]}
+        assert local == {
+            "namespace": "we%ird",
+            "labels": ['k8s:a="%d\\n"', "k8s:ünï=☃"],
+            "pod_name": 'p"o\\d%s',
+            "workloads": [{"name": "w%", "kind": "Job"}],
+        }
         assert body["node_name"] == envelopes[0]["node_name"] == 'node-"%s'
     again = [f for e in connection_events() for f in FlowMapper(Awkward(), "n").flows(e)]
     assert len({e["flow"]["uuid"] for e in again}) == len(again) == 6

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+
 from netwarden.bpf import identitymap as identitymap_module
 from netwarden.bpf.cgroups import (
     CgroupPaths,
@@ -61,7 +62,6 @@ from netwarden.bpf.podwatch import (
 )
 from netwarden.ingest.flow import Endpoint, Workload
 from netwarden.ingest.identity import IdentityResolver as SubjectResolver
-
 from tests.k8s_standin import K8sStandIn, Token
 from tests.servers import free_port
 
@@ -260,7 +260,9 @@ def real_cgroup() -> Iterator[tuple[Path, str]]:
     try:
         yield root, rel
     finally:
-        for directory in sorted((p for p in (root / top).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        for directory in sorted(
+            (p for p in (root / top).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+        ):
             directory.rmdir()
         (root / top).rmdir()
 
@@ -306,7 +308,11 @@ def test_documented_example_is_valid() -> None:
     assert len(m) == 3
     web = m.by_netns(4026532177, "blue")
     assert web is not None and web.pod == "web-0"
-    assert web.hubble_labels == ("k8s:app=web", "k8s:io.kubernetes.pod.namespace=shop", "k8s:tier=frontend")
+    assert web.hubble_labels == (
+        "k8s:app=web",
+        "k8s:io.kubernetes.pod.namespace=shop",
+        "k8s:tier=frontend",
+    )
     assert m.by_cgroup("/system.slice/postgresql.service").namespace == "data"
     assert m.by_ip("10.0.6.200").pod == "warehouse"
     assert m.by_ip("fd00:5::9").pod == "warehouse"
@@ -315,7 +321,8 @@ def test_documented_example_is_valid() -> None:
 
 def test_map_lookups_prefer_the_most_specific(tmp_path: Path) -> None:
     path = tmp_path / "identities.yaml"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         entries:
           - {name: slice, cgroup: /system.slice, namespace: host-services, labels: {app: system}}
           - {name: pg, cgroup: /system.slice/postgresql.service, namespace: data, labels: {app: pg}}
@@ -325,7 +332,8 @@ def test_map_lookups_prefer_the_most_specific(tmp_path: Path) -> None:
           - {name: ns-by-inode, netns: 4026532001, namespace: vms}
           - {name: ns-by-text-inode, netns: "4026532002", namespace: vms}
           - {name: all, ips: [0.0.0.0/0], namespace: elsewhere}
-    """))
+    """)
+    )
     m = IdentityMap.load(path)
     assert m.by_cgroup("/system.slice/postgresql.service/pg-worker").name == "pg"
     assert m.by_cgroup("/system.slice/postgresql.service").name == "pg"
@@ -405,14 +413,19 @@ def test_map_file_errors(tmp_path: Path) -> None:
     ({"ownerReferences": [{"kind": "Node", "name": "n1", "controller": True}]}, None),  # static: no generateName
     ({}, None),  # a bare pod
 ])  # fmt: skip
-def test_workload_heuristics_follow_cilium(meta: dict[str, Any], expected: tuple[str, str] | None) -> None:
+def test_workload_heuristics_follow_cilium(
+    meta: dict[str, Any], expected: tuple[str, str] | None
+) -> None:
     assert workload_of({"metadata": meta}) == expected
 
 
 def test_pod_info_from_api_json() -> None:
     raw = pod_json("dns-0", ip=None, annotations={"kubernetes.io/config.mirror": STATIC},
                    deletionTimestamp="2026-01-01T00:00:00Z")  # fmt: skip
-    raw["status"] |= {"podIP": "10.244.1.9", "podIPs": [{"ip": "10.244.1.9"}, {"ip": "FD00:10:244::0009"}]}
+    raw["status"] |= {
+        "podIP": "10.244.1.9",
+        "podIPs": [{"ip": "10.244.1.9"}, {"ip": "FD00:10:244::0009"}],
+    }
     pod = PodInfo.from_dict(raw)
     assert pod.ips == ("10.244.1.9", "fd00:10:244::9")  # canonical spelling
     assert pod.static_uid == STATIC and pod.deleting and pod.service_account == "default"
@@ -425,7 +438,9 @@ def test_pod_index_ips_host_network_terminal_and_reuse() -> None:
     index = PodIndex()
     web = web_pod()
     index.upsert(web)
-    host_pod = PodInfo.from_dict(pod_json("node-exporter-abcde", ip="192.168.0.11", host_network=True))
+    host_pod = PodInfo.from_dict(
+        pod_json("node-exporter-abcde", ip="192.168.0.11", host_network=True)
+    )
     done = PodInfo.from_dict(pod_json("job-xyz", ip="10.244.1.50", phase="Succeeded"))
     for pod in (host_pod, done):
         index.upsert(pod)
@@ -449,7 +464,11 @@ def test_pod_index_ips_host_network_terminal_and_reuse() -> None:
     assert index.by_ip("10.244.1.7") is None and index.generation > generation
 
     index.replace([web])
-    assert len(index) == 1 and index.host_ips() == {"192.168.0.11"} and index.by_ip("10.244.1.7") == web
+    assert (
+        len(index) == 1
+        and index.host_ips() == {"192.168.0.11"}
+        and index.by_ip("10.244.1.7") == web
+    )
 
 
 def test_pod_index_static_pods_and_bound() -> None:
@@ -482,7 +501,9 @@ def server() -> Iterator[K8sStandIn]:
 
 def _create(core: k8s.CoreV1Api, name: str, node: str, ns: str = "shop", **labels: str) -> str:
     spec = {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}
-    pod = core.create_namespaced_pod(ns, {"metadata": {"name": name, "labels": labels}, "spec": spec})
+    pod = core.create_namespaced_pod(
+        ns, {"metadata": {"name": name, "labels": labels}, "spec": spec}
+    )
     return pod.metadata.uid
 
 
@@ -557,7 +578,9 @@ def test_watch_relists_after_410_gone(server: K8sStandIn) -> None:
         assert watch.stats.expired == 1
         wait_for(lambda: _names(watch.index) == {"web-b", "web-c"})  # the deletion is not missed
         assert watch.index.by_ip("10.244.1.30").name == "web-c"
-        assert any(step.startswith("expired: too old resource version") for step in watch.stats.history)
+        assert any(
+            step.startswith("expired: too old resource version") for step in watch.stats.history
+        )
 
 
 def test_bookmarks_keep_the_resume_point_fresh(server: K8sStandIn) -> None:
@@ -622,7 +645,9 @@ def test_kubeconfig_client_and_the_whole_chain(server: K8sStandIn, tmp_path: Pat
     server.put_pod(pod_json("web-0", uid=UID, ip="10.244.1.7", labels={"app": "web"}))
     with PodWatch(api_client_from_environment(str(kubeconfig)), node_name="node-1") as watch:
         assert watch.wait_synced(5)
-        resolver = IdentityResolver(pods=watch.index, cgroups=CgroupPaths(tmp_path / "cg"), host_netns=HOST_NS)
+        resolver = IdentityResolver(
+            pods=watch.index, cgroups=CgroupPaths(tmp_path / "cg"), host_netns=HOST_NS
+        )
         endpoint = resolver.local(4026532500, os.stat(cgroup).st_ino, 0)
         assert (endpoint.namespace, endpoint.pod_name) == ("shop", "web-0")
         assert "k8s:app=web" in endpoint.labels
@@ -634,14 +659,16 @@ def test_kubeconfig_client_and_the_whole_chain(server: K8sStandIn, tmp_path: Pat
 
 def _kubeconfig(tmp_path: Path, url: str, token: str = "not-checked") -> Path:
     path = tmp_path / "kubeconfig"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         apiVersion: v1
         kind: Config
         clusters: [{{name: standin, cluster: {{server: "{url}"}}}}]
         users: [{{name: agent, user: {{token: {token}}}}}]
         contexts: [{{name: standin, context: {{cluster: standin, user: agent}}}}]
         current-context: standin
-    """))
+    """)
+    )
     return path
 
 
@@ -651,7 +678,9 @@ def test_open_resolver_wires_map_watches_and_host(server: K8sStandIn, tmp_path: 
     server.put_namespace("shop", {"team": "payments"})
     server.put_node("node-1", {"InternalIP": "192.0.2.11", "ExternalIP": "198.51.100.11"})
     server.put_node("node-2", {"InternalIP": "192.0.2.12"})
-    (tmp_path / "map.yaml").write_text("entries: [{ips: [203.0.113.0/24], namespace: partners, pod: api}]\n")
+    (tmp_path / "map.yaml").write_text(
+        "entries: [{ips: [203.0.113.0/24], namespace: partners, pod: api}]\n"
+    )
     lines: list[str] = []
     resolver = open_resolver(identity_map=tmp_path / "map.yaml", kubernetes=str(_kubeconfig(tmp_path, server.url)),
                              node_name="node-1", log=lines.append)  # fmt: skip
@@ -659,7 +688,10 @@ def test_open_resolver_wires_map_watches_and_host(server: K8sStandIn, tmp_path: 
         assert resolver.watch is not None and resolver.watch.synced
         assert [w.resource for w in resolver.watches] == ["pods", "namespaces", "nodes"]
         web = resolver.remote("10.244.1.7")
-        assert web.pod_name == "web-0" and "k8s:io.cilium.k8s.namespace.labels.team=payments" in web.labels
+        assert (
+            web.pod_name == "web-0"
+            and "k8s:io.cilium.k8s.namespace.labels.team=payments" in web.labels
+        )
         assert resolver.remote("203.0.113.5").pod_name == "api"
         assert resolver.remote("198.51.100.11") == HOST  # this node's ExternalIP
         assert resolver.remote("192.0.2.12") == REMOTE_NODE
@@ -701,17 +733,42 @@ def test_identity_relevant_labels_follow_ciliums_default_filter() -> None:
     """Cilium's own test of its default filter (pkg/labelsfilter TestDefaultFilterLabels): the
     same keys kept, the same dropped; patterns match at the start of a key only, and an
     include that matches more of a key than an ignore wins."""
-    dropped = ["io.kubernetes.container.hash", "io.kubernetes.container.name",
-               "io.kubernetes.container.restartCount", "io.kubernetes.pod.name",
-               "io.kubernetes.pod.terminationGracePeriod", "io.kubernetes.pod.uid",
-               "kubernetes.io.foo", "beta.kubernetes.io.foo", "annotation.kubectl.kubernetes.io",
-               "annotation.hello", "annotation.kubernetes.io/config.seen",
-               "controller-revision-hash", "pod-template-hash", "statefulset.kubernetes.io/pod-name",
-               "apps.kubernetes.io/pod-index", "batch.kubernetes.io/job-completion-index",
-               "node.beta.kubernetes.io/instance-type", "k8s.io/x", "etcd_node"]
-    kept = ["io.kubernetes.pod.namespace", "app.kubernetes.io", "app.kubernetes.io/name",
-            "ioXkubernetes", "ignore", "ignorE", "id.lizards", "app", "version",
-            "topology.kubernetes.io/zone", "sigs.k8s.io/x", "my-annotation", "pod-template"]
+    dropped = [
+        "io.kubernetes.container.hash",
+        "io.kubernetes.container.name",
+        "io.kubernetes.container.restartCount",
+        "io.kubernetes.pod.name",
+        "io.kubernetes.pod.terminationGracePeriod",
+        "io.kubernetes.pod.uid",
+        "kubernetes.io.foo",
+        "beta.kubernetes.io.foo",
+        "annotation.kubectl.kubernetes.io",
+        "annotation.hello",
+        "annotation.kubernetes.io/config.seen",
+        "controller-revision-hash",
+        "pod-template-hash",
+        "statefulset.kubernetes.io/pod-name",
+        "apps.kubernetes.io/pod-index",
+        "batch.kubernetes.io/job-completion-index",
+        "node.beta.kubernetes.io/instance-type",
+        "k8s.io/x",
+        "etcd_node",
+    ]
+    kept = [
+        "io.kubernetes.pod.namespace",
+        "app.kubernetes.io",
+        "app.kubernetes.io/name",
+        "ioXkubernetes",
+        "ignore",
+        "ignorE",
+        "id.lizards",
+        "app",
+        "version",
+        "topology.kubernetes.io/zone",
+        "sigs.k8s.io/x",
+        "my-annotation",
+        "pod-template",
+    ]
     assert [k for k in dropped if identity_relevant(k)] == []
     assert [k for k in kept if not identity_relevant(k)] == []
 
@@ -749,17 +806,23 @@ def test_pod_labels_match_a_real_hubble_flow() -> None:
 
 
 def test_app_kubernetes_io_labels_are_kept() -> None:
-    pod = PodInfo.from_dict(pod_json("x", labels={"app.kubernetes.io/name": "cart", "kubernetes.io/os": "linux"}))
+    pod = PodInfo.from_dict(
+        pod_json("x", labels={"app.kubernetes.io/name": "cart", "kubernetes.io/os": "linux"})
+    )
     assert "k8s:app.kubernetes.io/name=cart" in pod_labels(pod)
     assert not any("kubernetes.io/os" in label for label in pod_labels(pod))
 
 
 def test_reserved_and_fallback_endpoints() -> None:
-    assert HOST == EndpointInfo(1, "", "", ("reserved:host",))
+    assert EndpointInfo(1, "", "", ("reserved:host",)) == HOST
     assert WORLD.identity == 2 and WORLD.labels == ("reserved:world",)
-    assert REMOTE_NODE.identity == 6 and UNKNOWN == EndpointInfo()
+    assert REMOTE_NODE.identity == 6 and EndpointInfo() == UNKNOWN
     assert netns_endpoint(4026532177) == EndpointInfo(
-        0, "netns", "netns-4026532177", ("k8s:io.kubernetes.pod.namespace=netns", "netwarden:netns=4026532177"))
+        0,
+        "netns",
+        "netns-4026532177",
+        ("k8s:io.kubernetes.pod.namespace=netns", "netwarden:netns=4026532177"),
+    )
     named = netns_endpoint(4026532177, "blue")
     assert named.pod_name == "blue" and "netwarden:netns-name=blue" in named.labels
     with pytest.raises(AttributeError):
@@ -783,9 +846,14 @@ def fake_host(tmp_path: Path) -> dict[str, Any]:
     run = tmp_path / "netns"
     run.mkdir()
     (run / "blue").touch()
-    return {"cg": cg, "proc": proc, "run": run, "container": os.stat(container).st_ino,
-            "pg": os.stat(cg / "system.slice" / "postgresql.service").st_ino, "blue": os.stat(run / "blue").st_ino}
-
+    return {
+        "cg": cg,
+        "proc": proc,
+        "run": run,
+        "container": os.stat(container).st_ino,
+        "pg": os.stat(cg / "system.slice" / "postgresql.service").st_ino,
+        "blue": os.stat(run / "blue").st_ino,
+    }
 
 
 def _resolver(fake_host: dict[str, Any], **kwargs: Any) -> IdentityResolver:
@@ -802,7 +870,9 @@ def test_local_cgroup_to_pod_then_fallbacks(fake_host: dict[str, Any]) -> None:
     assert resolver.local(pod_ns, fake_host["container"], 0) == netns_endpoint(pod_ns)
     index.upsert(web_pod())  # the watch delivers it: cached answers are recomputed
     assert resolver.local(pod_ns, fake_host["container"], 0) == pod_endpoint(web_pod())
-    assert resolver.local(pod_ns, 0, 4242) == pod_endpoint(web_pod())  # by pid (cgroup id not reported)
+    assert resolver.local(pod_ns, 0, 4242) == pod_endpoint(
+        web_pod()
+    )  # by pid (cgroup id not reported)
     # a host-network pod's socket is the host's, as Hubble shows it (Cilium gives it no endpoint)
     index.upsert(dataclasses.replace(web_pod(), host_network=True))
     assert resolver.local(HOST_NS, fake_host["container"], 0) == HOST
@@ -838,7 +908,9 @@ def test_local_identity_map_by_cgroup_and_netns(fake_host: dict[str, Any]) -> No
     pg = resolver.local(HOST_NS, fake_host["pg"], 0)
     assert pg == EndpointInfo(0, "data", "pg", ("k8s:app=postgres", "k8s:io.kubernetes.pod.namespace=data"),
                               (("postgres", "Service"),))  # fmt: skip
-    assert resolver.local(fake_host["blue"], 0, 0).pod_name == "web-blue"  # by name under /run/netns
+    assert (
+        resolver.local(fake_host["blue"], 0, 0).pod_name == "web-blue"
+    )  # by name under /run/netns
     assert resolver.local(4026532777, 0, 0).pod_name == "by-inode"
 
 
@@ -939,8 +1011,16 @@ NS_LABEL = "k8s:io.cilium.k8s.namespace.labels."
 def test_pod_labels_carry_the_namespace_labels_as_cilium_does() -> None:
     """SanitizePodLabels: every namespace label under io.cilium.k8s.namespace.labels.<key>; pod
     labels under Cilium's own prefix are dropped (a pod cannot claim its namespace's labels)."""
-    pod = PodInfo.from_dict(pod_json("web-0", labels={
-        "app": "web", "io.cilium.k8s.namespace.labels.team": "spoofed", "io.cilium.k8s.policy.cluster": "x"}))
+    pod = PodInfo.from_dict(
+        pod_json(
+            "web-0",
+            labels={
+                "app": "web",
+                "io.cilium.k8s.namespace.labels.team": "spoofed",
+                "io.cilium.k8s.policy.cluster": "x",
+            },
+        )
+    )
     namespace = (("kubernetes.io/metadata.name", "shop"), ("pci", ""), ("team", "payments"))
     assert pod_labels(pod, "kind-kind", namespace) == (
         "k8s:app=web",
@@ -953,7 +1033,8 @@ def test_pod_labels_carry_the_namespace_labels_as_cilium_does() -> None:
     )
     # namespace not known (no watch, or not listed yet): the label every namespace has
     assert [label for label in pod_labels(pod) if label.startswith(NS_LABEL)] == [
-        f"{NS_LABEL}kubernetes.io/metadata.name=shop"]
+        f"{NS_LABEL}kubernetes.io/metadata.name=shop"
+    ]
     assert pod_endpoint(pod, "default", namespace).labels == pod_labels(pod, "default", namespace)
 
 
@@ -985,13 +1066,23 @@ def test_namespace_labels_reach_endpoints_and_renew_the_cache(fake_host: dict[st
     before = resolver.remote("10.244.1.7")
     assert f"{NS_LABEL}kubernetes.io/metadata.name=shop" in before.labels  # not listed yet
     assert resolver.remote("10.244.1.7") is before  # cached
-    namespaces.replace([NamespaceInfo("shop", (("kubernetes.io/metadata.name", "shop"), ("team", "payments")))])
+    namespaces.replace(
+        [NamespaceInfo("shop", (("kubernetes.io/metadata.name", "shop"), ("team", "payments")))]
+    )
     listed = resolver.remote("10.244.1.7")
     assert f"{NS_LABEL}team=payments" in listed.labels
     assert resolver.local(pod_ns, fake_host["container"], 0) == listed
-    namespaces.upsert(NamespaceInfo("shop", (("kubernetes.io/metadata.name", "shop"), ("team", "checkout"))))
-    for endpoint in (resolver.remote("10.244.1.7"), resolver.local(pod_ns, fake_host["container"], 0)):
-        assert f"{NS_LABEL}team=checkout" in endpoint.labels and f"{NS_LABEL}team=payments" not in endpoint.labels
+    namespaces.upsert(
+        NamespaceInfo("shop", (("kubernetes.io/metadata.name", "shop"), ("team", "checkout")))
+    )
+    for endpoint in (
+        resolver.remote("10.244.1.7"),
+        resolver.local(pod_ns, fake_host["container"], 0),
+    ):
+        assert (
+            f"{NS_LABEL}team=checkout" in endpoint.labels
+            and f"{NS_LABEL}team=payments" not in endpoint.labels
+        )
     namespaces.remove("shop")  # pods of a deleted namespace are going too: back to the fallback
     assert resolver.remote("10.244.1.7") == before
 
@@ -1008,7 +1099,10 @@ def test_namespace_watch_label_change_reaches_the_next_resolution(server: K8sSta
         assert len(namespaces.index) == 2
         resolver = _resolver(fake_host, pods=pods.index, namespaces=namespaces.index)
         labels = resolver.remote("10.244.1.7").labels
-        assert f"{NS_LABEL}team=payments" in labels and f"{NS_LABEL}kubernetes.io/metadata.name=shop" in labels
+        assert (
+            f"{NS_LABEL}team=payments" in labels
+            and f"{NS_LABEL}kubernetes.io/metadata.name=shop" in labels
+        )
 
         core.patch_namespace("shop", {"metadata": {"labels": {"team": "checkout", "tier": "web"}}})
         wait_for(lambda: f"{NS_LABEL}team=checkout" in resolver.remote("10.244.1.7").labels)
@@ -1052,14 +1146,18 @@ def test_node_addresses_are_the_ones_cilium_takes() -> None:
 
 def test_node_index_moves_only_when_addresses_do() -> None:
     index = NodeIndex()
-    index.replace([NodeInfo("node-1", ("192.0.2.11",)), NodeInfo("node-2", ("192.0.2.12", "fd00::12"))])
+    index.replace(
+        [NodeInfo("node-1", ("192.0.2.11",)), NodeInfo("node-2", ("192.0.2.12", "fd00::12"))]
+    )
     generation = index.generation
     assert index.by_address("fd00::12").name == "node-2" and index.by_address("192.0.2.13") is None
     index.upsert(NodeInfo("node-2", ("192.0.2.12", "fd00::12")))  # a status heartbeat
     index.replace(index.nodes())
     assert index.generation == generation
     index.upsert(NodeInfo("node-2", ("192.0.2.22",)))  # readdressed
-    assert index.by_address("192.0.2.12") is None and index.by_address("192.0.2.22").name == "node-2"
+    assert (
+        index.by_address("192.0.2.12") is None and index.by_address("192.0.2.22").name == "node-2"
+    )
     index.remove("node-2")
     index.remove("node-2")
     assert index.get("node-2") is None and index.generation == generation + 2 and len(index) == 1
@@ -1085,20 +1183,32 @@ def test_remote_nodes_and_this_node_from_the_node_index(fake_host: dict[str, Any
 
 
 def test_node_watch_remote_nodes_come_and_go(server: K8sStandIn, fake_host: dict[str, Any]) -> None:
-    server.put_node("node-1", {"InternalIP": "192.0.2.11", "ExternalIP": "198.51.100.11", "Hostname": "node-1"})
-    server.put_node("node-2", [("InternalIP", "192.0.2.12"), ("InternalIP", "192.0.2.99"), ("InternalIP", "fd00::12")])
+    server.put_node(
+        "node-1", {"InternalIP": "192.0.2.11", "ExternalIP": "198.51.100.11", "Hostname": "node-1"}
+    )
+    server.put_node(
+        "node-2",
+        [("InternalIP", "192.0.2.12"), ("InternalIP", "192.0.2.99"), ("InternalIP", "fd00::12")],
+    )
     with NodeWatch(_api(server.url), backoff_initial=0.05) as watch:
         assert watch.wait_synced(5)
         assert watch.index.get("node-2") == NodeInfo("node-2", ("192.0.2.12", "fd00::12"))
         resolver = _resolver(fake_host, nodes=watch.index, node_name="node-1")
         assert resolver.remote("198.51.100.11") == HOST and resolver.remote("192.0.2.11") == HOST
-        assert resolver.remote("192.0.2.12") == REMOTE_NODE and resolver.remote("fd00::12") == REMOTE_NODE
-        assert resolver.remote("192.0.2.99") == UNKNOWN  # Cilium does not take a second InternalIP either
+        assert (
+            resolver.remote("192.0.2.12") == REMOTE_NODE
+            and resolver.remote("fd00::12") == REMOTE_NODE
+        )
+        assert (
+            resolver.remote("192.0.2.99") == UNKNOWN
+        )  # Cilium does not take a second InternalIP either
 
         server.put_node("node-3", {"InternalIP": "192.0.2.13"})  # a node joins
         wait_for(lambda: resolver.remote("192.0.2.13") == REMOTE_NODE)
         generation, events = watch.index.generation, watch.stats.events
-        server.put_node("node-3", {"InternalIP": "192.0.2.13"}, conditions=[{"type": "Ready", "status": "True"}])
+        server.put_node(
+            "node-3", {"InternalIP": "192.0.2.13"}, conditions=[{"type": "Ready", "status": "True"}]
+        )
         wait_for(lambda: watch.stats.events > events)
         assert watch.index.generation == generation  # a heartbeat: cached answers stay valid
         server.delete_node("node-2")  # a node leaves
@@ -1119,7 +1229,9 @@ def test_node_watch_remote_nodes_come_and_go(server: K8sStandIn, fake_host: dict
 
 def test_pod_index_knows_node_addresses_from_pods() -> None:
     index = PodIndex()
-    dual = pod_json("exporter-bbbbb", node="node-2", host_network=True, ip="192.0.2.12", host_ip="192.0.2.12")
+    dual = pod_json(
+        "exporter-bbbbb", node="node-2", host_network=True, ip="192.0.2.12", host_ip="192.0.2.12"
+    )
     dual["status"] |= {"podIPs": [{"ip": "192.0.2.12"}, {"ip": "fd00::12"}],
                        "hostIPs": [{"ip": "192.0.2.12"}, {"ip": "fd00::12"}]}  # fmt: skip
     exporter = PodInfo.from_dict(dual)
@@ -1127,7 +1239,10 @@ def test_pod_index_knows_node_addresses_from_pods() -> None:
     assert exporter.node_addresses() == {"192.0.2.12", "fd00::12"}
     index.upsert(exporter)
     index.upsert(web_pod())  # on node-1, hostIP 192.168.0.11
-    assert index.node_of_address("fd00::12") == "node-2" and index.node_of_address("192.168.0.11") == "node-1"
+    assert (
+        index.node_of_address("fd00::12") == "node-2"
+        and index.node_of_address("192.168.0.11") == "node-1"
+    )
     assert index.by_ip("192.0.2.12") is None and index.node_of_address("10.244.1.7") is None
     index.remove(exporter.uid)
     assert index.node_of_address("192.0.2.12") is None and index.host_ips() == {"192.168.0.11"}
@@ -1150,16 +1265,30 @@ def test_host_network_pods_resolve_to_their_node(fake_host: dict[str, Any]) -> N
     # a node the node watch knows says the same
     nodes = NodeIndex()
     nodes.replace([NodeInfo("node-2", ("192.168.0.12",))])
-    assert _resolver(fake_host, pods=index, nodes=nodes, node_name="node-1").remote("192.168.0.12") == REMOTE_NODE
+    assert (
+        _resolver(fake_host, pods=index, nodes=nodes, node_name="node-1").remote("192.168.0.12")
+        == REMOTE_NODE
+    )
     # seen from node-2's agent, the same pods swap roles
     seen_from_2 = _resolver(fake_host, pods=index, node_name="node-2")
-    assert seen_from_2.remote("192.168.0.50") == REMOTE_NODE and seen_from_2.remote("192.168.0.12") == HOST
+    assert (
+        seen_from_2.remote("192.168.0.50") == REMOTE_NODE
+        and seen_from_2.remote("192.168.0.12") == HOST
+    )
     assert seen_from_2.remote("192.168.0.11") == HOST  # the fake host's own address still is
 
 
 def test_host_network_pod_watch_updates(server: K8sStandIn, fake_host: dict[str, Any]) -> None:
     """Every pod watched (no node selector): host-network pods here and elsewhere come and go."""
-    server.put_pod(pod_json("exporter-aaaaa", node="node-1", host_network=True, ip="192.0.2.11", host_ip="192.0.2.11"))
+    server.put_pod(
+        pod_json(
+            "exporter-aaaaa",
+            node="node-1",
+            host_network=True,
+            ip="192.0.2.11",
+            host_ip="192.0.2.11",
+        )
+    )
     with PodWatch(_api(server.url), backoff_initial=0.05) as watch:
         assert watch.wait_synced(5)
         resolver = _resolver(fake_host, pods=watch.index, node_name="node-1")
@@ -1178,7 +1307,9 @@ def test_host_network_pod_watch_updates(server: K8sStandIn, fake_host: dict[str,
 
 def test_refused_namespaces_and_nodes_leave_pods_working(tmp_path: Path) -> None:
     """An agent whose ClusterRole covers only pods: one warning per refused resource, no wait."""
-    tokens = {"agent-token": Token("system:serviceaccount:netwarden:agent", resources=frozenset({"pods"}))}
+    tokens = {
+        "agent-token": Token("system:serviceaccount:netwarden:agent", resources=frozenset({"pods"}))
+    }
     with K8sStandIn(tokens=tokens) as server:
         server.put_namespace("shop", {"team": "payments"})
         server.put_node("node-2", {"InternalIP": "192.0.2.12"})
@@ -1190,7 +1321,10 @@ def test_refused_namespaces_and_nodes_leave_pods_working(tmp_path: Path) -> None
         try:
             assert time.monotonic() - started < 5  # a refusal is not waited out
             web = resolver.remote("10.244.1.7")
-            assert web.pod_name == "web-0" and f"{NS_LABEL}kubernetes.io/metadata.name=shop" in web.labels
+            assert (
+                web.pod_name == "web-0"
+                and f"{NS_LABEL}kubernetes.io/metadata.name=shop" in web.labels
+            )
             assert not any("team=" in label for label in web.labels)
             assert resolver.remote("192.0.2.12") == UNKNOWN
             assert "netwarden agent: watching pods of node node-1: 1 now" in lines
@@ -1211,7 +1345,9 @@ def test_a_refused_watch_warns_once_and_recovers_when_granted(tmp_path: Path) ->
         server.put_namespace("shop", {"team": "payments"})
         lines: list[str] = []
         api = api_client_from_environment(str(_kubeconfig(tmp_path, server.url, token="t")))
-        with NamespaceWatch(api, backoff_initial=0.02, backoff_max=0.05, warn=lines.append) as watch:
+        with NamespaceWatch(
+            api, backoff_initial=0.02, backoff_max=0.05, warn=lines.append
+        ) as watch:
             assert not watch.wait_synced(5) and watch.denied
             wait_for(lambda: watch.stats.denied >= 3)
             assert len(lines) == 1 and 'cannot list resource "namespaces"' in lines[0]
@@ -1219,7 +1355,10 @@ def test_a_refused_watch_warns_once_and_recovers_when_granted(tmp_path: Path) ->
             server.tokens["t"] = Token("agent")  # the ClusterRole is fixed: no restart needed
             wait_for(lambda: watch.synced)
             assert not watch.denied and len(lines) == 1
-            assert watch.index.labels("shop") == (("kubernetes.io/metadata.name", "shop"), ("team", "payments"))
+            assert watch.index.labels("shop") == (
+                ("kubernetes.io/metadata.name", "shop"),
+                ("team", "payments"),
+            )
 
 
 def test_a_watch_refused_after_an_allowed_list_warns_once(tmp_path: Path) -> None:
@@ -1231,7 +1370,11 @@ def test_a_watch_refused_after_an_allowed_list_warns_once(tmp_path: Path) -> Non
         with NodeWatch(api, backoff_initial=0.02, backoff_max=0.05, warn=lines.append) as watch:
             assert watch.wait_synced(5)
             wait_for(lambda: watch.stats.denied >= 3)
-            assert watch.denied and watch.stats.lists == 1 and watch.index.by_address("192.0.2.12") is not None
+            assert (
+                watch.denied
+                and watch.stats.lists == 1
+                and watch.index.by_address("192.0.2.12") is not None
+            )
             assert len(lines) == 1 and 'cannot watch resource "nodes"' in lines[0]
 
 
@@ -1242,14 +1385,19 @@ def test_standin_serves_namespaces_and_nodes(server: K8sStandIn) -> None:
     assert created.status.phase == "Active"
     core.patch_namespace("shop", {"metadata": {"labels": {"team": None, "tier": "web",
                                                           "kubernetes.io/metadata.name": None}}})  # fmt: skip
-    assert core.read_namespace("shop").metadata.labels == {"tier": "web", "kubernetes.io/metadata.name": "shop"}
+    assert core.read_namespace("shop").metadata.labels == {
+        "tier": "web",
+        "kubernetes.io/metadata.name": "shop",
+    }
     with pytest.raises(k8s.ApiException) as refused:
         core.patch_namespace("shop", {"spec": {"finalizers": []}})
     assert refused.value.status == 422
     server.put_node("node-1", {"InternalIP": "192.0.2.11"})
     server.put_node("node-2", {"InternalIP": "192.0.2.12"})
     listed = core.list_node(field_selector="metadata.name=node-2")
-    assert [n.metadata.name for n in listed.items] == ["node-2"] and listed.metadata.resource_version
+    assert [n.metadata.name for n in listed.items] == [
+        "node-2"
+    ] and listed.metadata.resource_version
     assert core.read_node("node-1").status.addresses[0].address == "192.0.2.11"
     with pytest.raises(k8s.ApiException) as missing:
         core.read_node("node-9")
@@ -1319,7 +1467,9 @@ def test_real_unnamed_netns_through_a_pid() -> None:
         resolver = IdentityResolver.for_host()
         assert resolver.remote(address) == UNKNOWN
         endpoint = resolver.local(inode, 0, child.pid)
-        assert endpoint.pod_name == f"netns-{inode}" and f"netwarden:netns={inode}" in endpoint.labels
+        assert (
+            endpoint.pod_name == f"netns-{inode}" and f"netwarden:netns={inode}" in endpoint.labels
+        )
         assert resolver.remote(address) == endpoint
     finally:
         child.kill()

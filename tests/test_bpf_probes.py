@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from netwarden.bpf import btf as btfmod
 from netwarden.bpf import preflight
 from netwarden.bpf.dropreasons import (
@@ -38,7 +39,6 @@ from netwarden.bpf.events import (
     TcpReset,
     UdpTraffic,
 )
-
 from tests.netns import Pods
 from tests.netns import run as _run
 from tests.netns import skip_unless_root as _skip_unless_root
@@ -47,6 +47,7 @@ ALL_CAPS = (1 << 41) - 1
 
 
 # ---- the probes --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def probes() -> Iterator[object]:
@@ -61,8 +62,9 @@ def probes() -> Iterator[object]:
         yield kp
 
 
-def collect(kp, netns: set[int], done: Callable[[list[KernelEvent]], bool],
-            timeout: float = 10.0) -> list[KernelEvent]:
+def collect(
+    kp, netns: set[int], done: Callable[[list[KernelEvent]], bool], timeout: float = 10.0
+) -> list[KernelEvent]:
     """Poll until ``done(events of these namespaces)`` or the timeout; then flush UDP."""
     got: list[KernelEvent] = []
     deadline = time.monotonic() + timeout
@@ -80,14 +82,23 @@ def drain(kp) -> None:
 
 
 def of(events: list[KernelEvent], kind: type, **attrs: object) -> list:
-    return [e for e in events if isinstance(e, kind)
-            and all(getattr(e, k) == v for k, v in attrs.items())]
+    return [
+        e
+        for e in events
+        if isinstance(e, kind) and all(getattr(e, k) == v for k, v in attrs.items())
+    ]
 
 
 def cgroup_id() -> int | None:
     """The cgroup v2 id (inode of its directory) of this process, when cgroup2 is mounted."""
-    rel = next((line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines()
-                if line.startswith("0::")), None)
+    rel = next(
+        (
+            line[3:]
+            for line in Path("/proc/self/cgroup").read_text().splitlines()
+            if line.startswith("0::")
+        ),
+        None,
+    )
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         parts = line.split()
         fstype = parts[parts.index("-") + 1]
@@ -130,22 +141,26 @@ TCP_CLIENT = """
 @pytest.mark.parametrize("family", [4, 6])
 def test_tcp_connection_lifecycle(probes, pods: Pods, family: int) -> None:
     drain(probes)
-    sip, cip = (pods.server_ip, pods.client_ip) if family == 4 else (pods.server_ip6,
-                                                                     pods.client_ip6)
+    sip, cip = (
+        (pods.server_ip, pods.client_ip) if family == 4 else (pods.server_ip6, pods.client_ip6)
+    )
     fam = "AF_INET" if family == 4 else "AF_INET6"
     port, send, reply = 18080, 100_000, 5_000
-    server = pods.spawn(pods.server, TCP_SERVER.format(fam=fam, ip=sip, port=port, expect=send,
-                                                       reply=reply))
+    server = pods.spawn(
+        pods.server, TCP_SERVER.format(fam=fam, ip=sip, port=port, expect=send, reply=reply)
+    )
     assert json.loads(server.stdout.readline())["ready"]
-    client = pods.run(pods.client, TCP_CLIENT.format(ip=sip, port=port, send=send,
-                                                     reply=reply))
+    client = pods.run(pods.client, TCP_CLIENT.format(ip=sip, port=port, send=send, reply=reply))
     out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
     srv = json.loads(out.strip().splitlines()[-1])
     assert client["got"] == reply and srv["got"] == send
 
-    events = collect(probes, {pods.client_netns, pods.server_netns},
-                     lambda ev: len(of(ev, ConnectionClosed)) >= 2)
+    events = collect(
+        probes,
+        {pods.client_netns, pods.server_netns},
+        lambda ev: len(of(ev, ConnectionClosed)) >= 2,
+    )
     lport = client["lport"]
     # client end
     opened = of(events, ConnectionOpened, netns=pods.client_netns)
@@ -227,35 +242,63 @@ def test_udp_flows(probes, pods: Pods) -> None:
     drain(probes)
     port, reply = 15353, 50
     n1, size1, n2, size2, n3, size3, n4, size4 = 10, 100, 5, 200, 3, 300, 4, 400
-    server = pods.spawn(pods.server, UDP_SERVER.format(port=port, count=n1 + n2 + n3 + n4 + 1,
-                                                       reply=reply))
+    server = pods.spawn(
+        pods.server, UDP_SERVER.format(port=port, count=n1 + n2 + n3 + n4 + 1, reply=reply)
+    )
     assert json.loads(server.stdout.readline())["ready"]
-    client = pods.run(pods.client, UDP_CLIENT.format(
-        ip=pods.server_ip, ip6=pods.server_ip6, vip=pods.server_stacked_ip, port=port, n1=n1,
-        size1=size1, n2=n2, size2=size2, n3=n3, size3=size3, n4=n4, size4=size4))
+    client = pods.run(
+        pods.client,
+        UDP_CLIENT.format(
+            ip=pods.server_ip,
+            ip6=pods.server_ip6,
+            vip=pods.server_stacked_ip,
+            port=port,
+            n1=n1,
+            size1=size1,
+            n2=n2,
+            size2=size2,
+            n3=n3,
+            size3=size3,
+            n4=n4,
+            size4=size4,
+        ),
+    )
     server.communicate(timeout=30)
-    events = collect(probes, {pods.client_netns, pods.server_netns}, lambda ev: False,
-                     timeout=1.5)
+    events = collect(probes, {pods.client_netns, pods.server_netns}, lambda ev: False, timeout=1.5)
     flows = of(events, UdpTraffic)
 
     def totals(netns: int, lport: int, rport: int) -> tuple[list[UdpTraffic], tuple]:
-        sel = [f for f in flows if f.netns == netns and f.conn.local_port == lport
-               and f.conn.remote_port == rport]
-        return sel, (sum(f.datagrams_sent for f in sel), sum(f.bytes_sent for f in sel),
-                     sum(f.datagrams_received for f in sel),
-                     sum(f.bytes_received for f in sel))
+        sel = [
+            f
+            for f in flows
+            if f.netns == netns and f.conn.local_port == lport and f.conn.remote_port == rport
+        ]
+        return sel, (
+            sum(f.datagrams_sent for f in sel),
+            sum(f.bytes_sent for f in sel),
+            sum(f.datagrams_received for f in sel),
+            sum(f.bytes_received for f in sel),
+        )
 
-    addrs = {"u": (pods.client_ip, pods.server_ip), "k": (pods.client_ip, pods.server_ip),
-             "w": (pods.client_ip6, pods.server_ip6),
-             "v": (pods.client_stacked_ip, pods.server_stacked_ip)}
-    for name, n, size, fam in (("u", n1, size1, 4), ("k", n2, size2, 4), ("w", n3, size3, 6),
-                               ("v", n4, size4, 4)):
+    addrs = {
+        "u": (pods.client_ip, pods.server_ip),
+        "k": (pods.client_ip, pods.server_ip),
+        "w": (pods.client_ip6, pods.server_ip6),
+        "v": (pods.client_stacked_ip, pods.server_stacked_ip),
+    }
+    for name, n, size, fam in (
+        ("u", n1, size1, 4),
+        ("k", n2, size2, 4),
+        ("w", n3, size3, 6),
+        ("v", n4, size4, 4),
+    ):
         cip, sip = addrs[name]
         sel, tot = totals(pods.client_netns, client[name], port)
         assert sel, (name, flows)
         assert tot == (n, n * size, n, n * reply), name
         assert {(f.conn.local_addr, f.conn.remote_addr, f.conn.family) for f in sel} == {
-            (cip, sip, fam)}, name
+            (cip, sip, fam)
+        }, name
         assert [f.first_report for f in sel].count(True) == 1
         assert all(f.pid == client["pid"] and f.comm for f in sel)
         # the server's dual-stack socket, from its side, for this peer (IPv4-mapped peers
@@ -263,7 +306,8 @@ def test_udp_flows(probes, pods: Pods) -> None:
         ssel, stot = totals(pods.server_netns, port, client[name])
         assert stot == (n, n * reply, n, n * size), name
         assert {(f.conn.local_addr, f.conn.remote_addr, f.conn.family) for f in ssel} == {
-            (sip, cip, fam)}, name
+            (sip, cip, fam)
+        }, name
         assert all(f.pid == server.pid for f in ssel)
         assert all(f.first_ns <= f.time_ns for f in ssel)
     # recv() on an unconnected socket: the datagram counts, its sender cannot be known
@@ -298,9 +342,20 @@ def test_open_connection_reported_while_open_and_once(probes, pods: Pods) -> Non
     port = 18111
     server = pods.spawn(pods.server, LONG_SERVER.format(ip=pods.server_ip, port=port))
     assert json.loads(server.stdout.readline())["ready"]
-    client = subprocess.Popen(["ip", "netns", "exec", pods.client, sys.executable, "-c",
-                               textwrap.dedent(LONG_CLIENT.format(ip=pods.server_ip, port=port))],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    client = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            pods.client,
+            sys.executable,
+            "-c",
+            textwrap.dedent(LONG_CLIENT.format(ip=pods.server_ip, port=port)),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         lport = json.loads(client.stdout.readline())["lport"]
         netns = {pods.client_netns, pods.server_netns}
@@ -312,7 +367,11 @@ def test_open_connection_reported_while_open_and_once(probes, pods: Pods) -> Non
         (c,) = of(opened, ConnectionOpened, netns=pods.client_netns)
         (s,) = of(opened, ConnectionOpened, netns=pods.server_netns)
         assert (c.role, c.conn.local_port, c.conn.remote_port, c.pid) == (
-            "client", lport, port, client.pid)
+            "client",
+            lport,
+            port,
+            client.pid,
+        )
         assert (s.role, s.conn.local_port, s.conn.remote_port) == ("server", port, lport)
         assert s.pid == server.pid and s.comm  # learned at its first send: the sweep has it
         client.stdin.write("\n")
@@ -407,13 +466,15 @@ def test_udp_peer_hooks_detach_even_when_the_agent_is_killed(tmp_path: Path) -> 
         pytest.skip("no cgroup v2 hierarchy")
     before = _cgroup_programs(root).count("on_udp")
     script = tmp_path / "load.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys, time
         from netwarden.bpf.loader import KernelProbes
         kp = KernelProbes()
         print(",".join(kp.attached), flush=True)
         time.sleep(60)
-    """))
+    """)
+    )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         attached = proc.stdout.readline().strip().split(",")
@@ -448,9 +509,11 @@ def test_without_udp_peer_hooks_unconnected_peers_are_unknown(pods: Pods) -> Non
         sent = [f for f in flows if f.conn.local_port == ports["u"]]
         got = [f for f in flows if f.conn.local_port == ports["r"]]
         assert [(f.conn.remote_addr, f.conn.remote_port, f.bytes_sent) for f in sent] == [
-            ("0.0.0.0", 0, 5)]
+            ("0.0.0.0", 0, 5)
+        ]
         assert [(f.conn.remote_addr, f.conn.remote_port, f.bytes_received) for f in got] == [
-            ("0.0.0.0", 0, 5)]
+            ("0.0.0.0", 0, 5)
+        ]
     with pytest.raises(preflight.AgentUnavailable, match="not a cgroup v2 directory"):
         KernelProbes(cgroup_root="/nonexistent-cgroup")
 
@@ -460,7 +523,9 @@ def test_without_udp_peer_hooks_unconnected_peers_are_unknown(pods: Pods) -> Non
 def test_connect_to_closed_port(probes, pods: Pods) -> None:
     drain(probes)
     port = 18099  # nothing listens
-    res = pods.run(pods.client, f"""
+    res = pods.run(
+        pods.client,
+        f"""
         import json, socket
         c = socket.socket()
         try:
@@ -468,11 +533,14 @@ def test_connect_to_closed_port(probes, pods: Pods) -> None:
             print(json.dumps({{"refused": False}}))
         except ConnectionRefusedError:
             print(json.dumps({{"refused": True, "lport": c.getsockname()[1]}}))
-    """)
+    """,
+    )
     assert res["refused"]
-    events = collect(probes, {pods.client_netns, pods.server_netns},
-                     lambda ev: bool(of(ev, ConnectionClosed))
-                     and bool(of(ev, TcpReset, direction="sent")))
+    events = collect(
+        probes,
+        {pods.client_netns, pods.server_netns},
+        lambda ev: bool(of(ev, ConnectionClosed)) and bool(of(ev, TcpReset, direction="sent")),
+    )
     closed = of(events, ConnectionClosed, netns=pods.client_netns)
     assert len(closed) == 1, events
     c = closed[0]
@@ -483,13 +551,20 @@ def test_connect_to_closed_port(probes, pods: Pods) -> None:
     assert not of(events, ConnectionOpened)
     received = of(events, TcpReset, netns=pods.client_netns, direction="received")
     assert len(received) == 1
-    assert (received[0].conn.local_addr, received[0].conn.remote_addr,
-            received[0].conn.remote_port) == (pods.client_ip, pods.server_ip, port)
+    assert (
+        received[0].conn.local_addr,
+        received[0].conn.remote_addr,
+        received[0].conn.remote_port,
+    ) == (pods.client_ip, pods.server_ip, port)
     assert received[0].pid == res["pid"]
     sent = of(events, TcpReset, netns=pods.server_netns, direction="sent")
     assert len(sent) == 1
-    assert (sent[0].conn.local_addr, sent[0].conn.local_port, sent[0].conn.remote_addr,
-            sent[0].conn.remote_port) == (pods.server_ip, port, pods.client_ip, res["lport"])
+    assert (
+        sent[0].conn.local_addr,
+        sent[0].conn.local_port,
+        sent[0].conn.remote_addr,
+        sent[0].conn.remote_port,
+    ) == (pods.server_ip, port, pods.client_ip, res["lport"])
     drops = of(events, PacketDropped, netns=pods.server_netns, reason="NO_SOCKET")
     assert drops and drops[0].conn is not None
     assert (drops[0].conn.local_addr, drops[0].conn.remote_port) == (pods.client_ip, port)
@@ -549,10 +624,12 @@ def _check_nftables_drop(probes, pods: Pods, tcp_port: int, udp_port: int) -> No
     if shutil.which("nft") is None:
         pytest.fail("nft (nftables) is required for this test")
     drain(probes)
-    for cmd in ("add table inet nwtest",
-                "add chain inet nwtest input { type filter hook input priority 0 ; }",
-                f"add rule inet nwtest input tcp dport {tcp_port} drop",
-                f"add rule inet nwtest input udp dport {udp_port} drop"):
+    for cmd in (
+        "add table inet nwtest",
+        "add chain inet nwtest input { type filter hook input priority 0 ; }",
+        f"add rule inet nwtest input tcp dport {tcp_port} drop",
+        f"add rule inet nwtest input udp dport {udp_port} drop",
+    ):
         _run("ip", "netns", "exec", pods.server, "nft", *cmd.split())
     try:
         _nftables_drops_reported(probes, pods, tcp_port, udp_port)
@@ -561,7 +638,9 @@ def _check_nftables_drop(probes, pods: Pods, tcp_port: int, udp_port: int) -> No
 
 
 def _nftables_drops_reported(probes, pods: Pods, tcp_port: int, udp_port: int) -> None:
-    res = pods.run(pods.client, f"""
+    res = pods.run(
+        pods.client,
+        f"""
         import json, socket
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         u.sendto(b"x" * 10, ("{pods.server_ip}", {udp_port}))
@@ -571,19 +650,30 @@ def _nftables_drops_reported(probes, pods: Pods, tcp_port: int, udp_port: int) -
         except (TimeoutError, socket.timeout):
             pass
         print(json.dumps({{"lport": c.getsockname()[1], "uport": u.getsockname()[1]}}))
-    """)
-    events = collect(probes, {pods.client_netns, pods.server_netns},
-                     lambda ev: len(of(ev, PacketDropped, reason="NETFILTER_DROP")) >= 2)
+    """,
+    )
+    events = collect(
+        probes,
+        {pods.client_netns, pods.server_netns},
+        lambda ev: len(of(ev, PacketDropped, reason="NETFILTER_DROP")) >= 2,
+    )
     drops = of(events, PacketDropped, netns=pods.server_netns, reason="NETFILTER_DROP")
     tcp = [d for d in drops if d.protocol == 6]
     udp = [d for d in drops if d.protocol == 17]
     assert tcp and udp, events
-    for d, proto, lport, dport in ((tcp[0], "TCP", res["lport"], tcp_port),
-                                   (udp[0], "UDP", res["uport"], udp_port)):
+    for d, proto, lport, dport in (
+        (tcp[0], "TCP", res["lport"], tcp_port),
+        (udp[0], "UDP", res["uport"], udp_port),
+    ):
         assert d.conn is not None
-        assert (d.conn.protocol, d.conn.family, d.conn.local_addr, d.conn.local_port,
-                d.conn.remote_addr, d.conn.remote_port) == (
-            proto, 4, pods.client_ip, lport, pods.server_ip, dport)
+        assert (
+            d.conn.protocol,
+            d.conn.family,
+            d.conn.local_addr,
+            d.conn.local_port,
+            d.conn.remote_addr,
+            d.conn.remote_port,
+        ) == (proto, 4, pods.client_ip, lport, pods.server_ip, dport)
         assert d.reason_code == {v: k for k, v in load_drop_reasons().items()}["NETFILTER_DROP"]
         assert d.location  # the kernel function that dropped it (nf_hook_slow)
     # the client gave up in SYN_SENT: closed, never established, no reset
@@ -623,7 +713,7 @@ def test_skipped_program_runs_are_read_from_the_kernel(probes) -> None:
             return bytes(buf)
 
         def u64(raw: bytes, offset: int) -> int:
-            return int.from_bytes(raw[offset:offset + 8], "little")
+            return int.from_bytes(raw[offset : offset + 8], "little")
 
         runs = {}
         # other traffic may run the programs meanwhile: before <= what bpftool shows <= after
@@ -650,28 +740,44 @@ def test_tcp_retransmits(probes, pods: Pods) -> None:
     connection reports retransmits, each drop is reported in the client's namespace."""
     drain(probes)
     port, send, reply = 18082, 1_000, 300_000
-    for cmd in ("add table inet nwtest",
-                "add chain inet nwtest input { type filter hook input priority 0 ; }",
-                (f"add rule inet nwtest input tcp sport {port} meta length > 1000 "
-                 "numgen inc mod 3 == 0 drop")):
+    for cmd in (
+        "add table inet nwtest",
+        "add chain inet nwtest input { type filter hook input priority 0 ; }",
+        (
+            f"add rule inet nwtest input tcp sport {port} meta length > 1000 "
+            "numgen inc mod 3 == 0 drop"
+        ),
+    ):
         _run("ip", "netns", "exec", pods.client, "nft", *cmd.split())
-    server = pods.spawn(pods.server, TCP_SERVER.format(fam="AF_INET", ip=pods.server_ip,
-                                                       port=port, expect=send, reply=reply))
+    server = pods.spawn(
+        pods.server,
+        TCP_SERVER.format(fam="AF_INET", ip=pods.server_ip, port=port, expect=send, reply=reply),
+    )
     assert json.loads(server.stdout.readline())["ready"]
-    client = pods.run(pods.client, TCP_CLIENT.format(ip=pods.server_ip, port=port, send=send,
-                                                     reply=reply), timeout=60)
+    client = pods.run(
+        pods.client,
+        TCP_CLIENT.format(ip=pods.server_ip, port=port, send=send, reply=reply),
+        timeout=60,
+    )
     server.communicate(timeout=60)
     assert client["got"] == reply
-    events = collect(probes, {pods.client_netns, pods.server_netns},
-                     lambda ev: len(of(ev, ConnectionClosed)) >= 2)
+    events = collect(
+        probes,
+        {pods.client_netns, pods.server_netns},
+        lambda ev: len(of(ev, ConnectionClosed)) >= 2,
+    )
     closed = of(events, ConnectionClosed, netns=pods.server_netns)
     assert len(closed) == 1
     assert closed[0].retransmits > 0 and closed[0].bytes_sent == reply
     assert of(events, ConnectionClosed, netns=pods.client_netns)[0].bytes_received == reply
     drops = of(events, PacketDropped, netns=pods.client_netns, reason="NETFILTER_DROP")
-    assert drops and all(d.conn is not None and d.conn.local_addr == pods.server_ip
-                         and d.conn.local_port == port
-                         and d.conn.remote_port == client["lport"] for d in drops)
+    assert drops and all(
+        d.conn is not None
+        and d.conn.local_addr == pods.server_ip
+        and d.conn.local_port == port
+        and d.conn.remote_port == client["lport"]
+        for d in drops
+    )
 
 
 @pytest.mark.privileged
@@ -683,11 +789,16 @@ def test_tcp_bytes_from_btf_and_lost_events_counted(pods: Pods) -> None:
 
     with KernelProbes(tcp_bytes="btf", ring_pages=1, closed_slots=64) as kp:
         assert kp.tcp_bytes_source == "btf"
-        server = pods.spawn(pods.server, TCP_SERVER.format(
-            fam="AF_INET", ip=pods.server_ip, port=18081, expect=30_000, reply=700))
+        server = pods.spawn(
+            pods.server,
+            TCP_SERVER.format(
+                fam="AF_INET", ip=pods.server_ip, port=18081, expect=30_000, reply=700
+            ),
+        )
         assert json.loads(server.stdout.readline())["ready"]
-        pods.run(pods.client, TCP_CLIENT.format(ip=pods.server_ip, port=18081, send=30_000,
-                                                reply=700))
+        pods.run(
+            pods.client, TCP_CLIENT.format(ip=pods.server_ip, port=18081, send=30_000, reply=700)
+        )
         server.communicate(timeout=30)
         events = collect(kp, {pods.client_netns}, lambda ev: bool(of(ev, ConnectionClosed)))
         closed = of(events, ConnectionClosed, netns=pods.client_netns)
@@ -696,14 +807,17 @@ def test_tcp_bytes_from_btf_and_lost_events_counted(pods: Pods) -> None:
         assert 30_000 <= closed[0].bytes_sent <= 30_002
         assert 700 <= closed[0].bytes_received <= 702
         # 200 closed sockets, 64 slots per CPU for them, and nobody reading them
-        pods.run(pods.client, """
+        pods.run(
+            pods.client,
+            """
             import json, socket
             s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(512)
             for _ in range(100):
                 c = socket.create_connection(s.getsockname()); a, _ = s.accept()
                 c.close(); a.close()
             print(json.dumps({}))
-        """)
+        """,
+        )
         time.sleep(0.2)
         assert kp.closed_waiting()  # so poll() will not sleep before reading them
         closed = of(kp.poll(0), ConnectionClosed)
@@ -714,7 +828,9 @@ def test_tcp_bytes_from_btf_and_lost_events_counted(pods: Pods) -> None:
         assert len(closed) <= 64 * os.cpu_count()
         # 3 records per refused connection (a drop, a reset sent, one received), a 4 KiB ring
         # (39 records) and nobody reading it
-        pods.run(pods.client, """
+        pods.run(
+            pods.client,
+            """
             import json, socket
             s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
             for _ in range(100):
@@ -723,7 +839,8 @@ def test_tcp_bytes_from_btf_and_lost_events_counted(pods: Pods) -> None:
                 except ConnectionRefusedError:
                     pass
             print(json.dumps({}))
-        """)
+        """,
+        )
         time.sleep(0.2)
         kp.poll(0)
         assert kp.counters["output_failed"] > 0
@@ -738,15 +855,17 @@ def test_perf_buffer_fallback(pods: Pods) -> None:
 
     with KernelProbes(use_ringbuf=False) as kp:
         assert not kp.ringbuf
-        res = pods.run(pods.client, """
+        res = pods.run(
+            pods.client,
+            """
             import json, socket
             s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
             c = socket.create_connection(s.getsockname()); a, _ = s.accept()
             c.sendall(b"p" * 1234); a.recv(4096); c.close(); a.close()
             print(json.dumps({"port": s.getsockname()[1]}))
-        """)
-        events = collect(kp, {pods.client_netns},
-                         lambda ev: len(of(ev, ConnectionClosed)) >= 2)
+        """,
+        )
+        events = collect(kp, {pods.client_netns}, lambda ev: len(of(ev, ConnectionClosed)) >= 2)
         closed = of(events, ConnectionClosed)
         assert sorted(c.role for c in closed) == ["client", "server"]
         client = next(c for c in closed if c.role == "client")
@@ -756,6 +875,7 @@ def test_perf_buffer_fallback(pods: Pods) -> None:
 
 # ---- no traffic needed -------------------------------------------------------------------------
 
+
 @pytest.mark.privileged
 @pytest.mark.slow
 def test_drop_reasons_match_the_running_kernel() -> None:
@@ -764,9 +884,10 @@ def test_drop_reasons_match_the_running_kernel() -> None:
     assert root is not None
     text = (root / "events/skb/kfree_skb/format").read_text()
     table = load_drop_reasons(root)
-    fmt = text[text.index("print fmt:"):]
-    pairs = re.findall(r"\{\s*(\d+)\s*,\s*\"(\w+)\"\s*\}",
-                       fmt[fmt.index("__print_symbolic(REC->reason"):])
+    fmt = text[text.index("print fmt:") :]
+    pairs = re.findall(
+        r"\{\s*(\d+)\s*,\s*\"(\w+)\"\s*\}", fmt[fmt.index("__print_symbolic(REC->reason") :]
+    )
     assert table == {int(n): name for n, name in pairs}
     assert {"NETFILTER_DROP", "NO_SOCKET", "NOT_SPECIFIED"} <= set(table.values())
 
@@ -794,7 +915,8 @@ def test_drop_reason_parsing() -> None:
 def test_tracepoint_struct_layout() -> None:
     from netwarden.bpf.loader import tracepoint_struct
 
-    fmt = TracepointFormat.parse(textwrap.dedent("""\
+    fmt = TracepointFormat.parse(
+        textwrap.dedent("""\
         name: x
         ID: 1
         format:
@@ -802,7 +924,8 @@ def test_tracepoint_struct_layout() -> None:
         \tfield:int ret;\toffset:20;\tsize:4;\tsigned:1;
         \tfield:__u8 saddr[4];\toffset:24;\tsize:4;\tsigned:0;
         \tfield:enum sk_rst_reason reason;\toffset:28;\tsize:4;\tsigned:0;
-        """))
+        """)
+    )
     c = tracepoint_struct("tp_x", fmt, ["skaddr", "ret", "saddr", "reason", "absent"])
     assert "u64 skaddr;" in c and "s32 ret;" in c and "u8 saddr[4];" in c
     assert "u32 reason;" in c and "enum" not in c and "u8 __pad1[4];" in c
@@ -815,16 +938,29 @@ def test_btf_offsets_match_bpftool() -> None:
         pytest.skip("no kernel BTF")
     if shutil.which("bpftool") is None:
         pytest.skip("bpftool is not installed")
-    dump = subprocess.run(["bpftool", "btf", "dump", "file", str(btfmod.DEFAULT_BTF)],
-                          capture_output=True, text=True, check=True, timeout=300).stdout
+    dump = subprocess.run(
+        ["bpftool", "btf", "dump", "file", str(btfmod.DEFAULT_BTF)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
     b = btfmod.load()
     for struct_name in ("sock_common", "sk_buff", "net"):
-        m = re.search(rf"^\[\d+\] STRUCT '{struct_name}' size=(\d+) vlen=(\d+)\n"
-                      rf"((?:\t.*\n)+)", dump, re.MULTILINE)
+        m = re.search(
+            rf"^\[\d+\] STRUCT '{struct_name}' size=(\d+) vlen=(\d+)\n"
+            rf"((?:\t.*\n)+)",
+            dump,
+            re.MULTILINE,
+        )
         assert m, struct_name
         assert b.sizeof(struct_name) == int(m.group(1))
-        theirs = [(name, int(bits)) for name, bits in re.findall(
-            r"^\t'([^']*)' type_id=\d+ bits_offset=(\d+)", m.group(3), re.MULTILINE)]
+        theirs = [
+            (name, int(bits))
+            for name, bits in re.findall(
+                r"^\t'([^']*)' type_id=\d+ bits_offset=(\d+)", m.group(3), re.MULTILINE
+            )
+        ]
         ours = [(mem.name or "(anon)", mem.bit_offset) for mem in b.members(struct_name)]
         assert ours == theirs and len(ours) == int(m.group(2))
     # paths through anonymous unions and nested structs
@@ -857,9 +993,15 @@ def test_preflight_not_root() -> None:
 
 
 def test_preflight_missing_pieces(tmp_path: Path) -> None:
-    err = _check(btf_path=tmp_path / "vmlinux", modules_dir=tmp_path,
-                 kheaders=tmp_path / "kheaders.tar.xz", tracefs_candidates=(tmp_path / "t",),
-                 mount_tracefs=False, bcc_module="netwarden_no_such_bcc", release="9.9.9")
+    err = _check(
+        btf_path=tmp_path / "vmlinux",
+        modules_dir=tmp_path,
+        kheaders=tmp_path / "kheaders.tar.xz",
+        tracefs_candidates=(tmp_path / "t",),
+        mount_tracefs=False,
+        bcc_module="netwarden_no_such_bcc",
+        release="9.9.9",
+    )
     text = str(err)
     assert len(err.problems) == 4, text
     assert all("\n" not in p for p in err.problems)
@@ -872,8 +1014,7 @@ def test_preflight_missing_pieces(tmp_path: Path) -> None:
 def test_preflight_wrong_bcc_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "fakebcc.py").write_text("'''not BCC'''\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    err = _check(bcc_module="fakebcc", tracefs_candidates=(tmp_path / "t",),
-                 mount_tracefs=False)
+    err = _check(bcc_module="fakebcc", tracefs_candidates=(tmp_path / "t",), mount_tracefs=False)
     assert any("is not BCC" in p for p in err.problems), err.problems
 
 
@@ -883,7 +1024,8 @@ def test_preflight_missing_tracepoint(tmp_path: Path) -> None:
     (events / "skb/kfree_skb").mkdir(parents=True)
     (events / "skb/kfree_skb/format").write_text(
         "name: kfree_skb\nID: 1\nformat:\n"
-        "\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\nprint fmt: \"\"\n")
+        '\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\nprint fmt: ""\n'
+    )
     err = _check(tracefs_candidates=(tmp_path,), mount_tracefs=False, bcc_module="json")
     text = str(err)
     assert "sock:inet_sock_set_state" in text and "Linux >= 4.16" in text
@@ -903,13 +1045,17 @@ def test_preflight_raw_tracepoint_arguments() -> None:
                 raise btfmod.BtfError(f"no btf_trace_{name}")
             return self.args[name]
 
-    good = {"inet_sock_set_state": ["struct sock *", "int", "int"],
-            "sock_send_length": ["struct sock *", "int", "int"],
-            "sock_recv_length": ["struct sock *", "int", "int"]}
+    good = {
+        "inet_sock_set_state": ["struct sock *", "int", "int"],
+        "sock_send_length": ["struct sock *", "int", "int"],
+        "sock_recv_length": ["struct sock *", "int", "int"],
+    }
     assert preflight._check_raw_args(FakeBtf(good)) == []
     # kernels before 6.3 have no sock_*_length: not a problem
-    assert preflight._check_raw_args(FakeBtf({"inet_sock_set_state": good[
-        "inet_sock_set_state"]})) == []
+    assert (
+        preflight._check_raw_args(FakeBtf({"inet_sock_set_state": good["inet_sock_set_state"]}))
+        == []
+    )
     changed = {**good, "inet_sock_set_state": ["struct sock *", "unsigned int"]}
     (problem,) = preflight._check_raw_args(FakeBtf(changed))
     assert "inet_sock_set_state has arguments (struct sock *, unsigned int)" in problem

@@ -13,8 +13,14 @@ from netwarden.ingest.output import read_windows
 
 
 def _run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "netwarden", *args], capture_output=True,
-                          text=stdin is None, input=stdin, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "netwarden", *args],
+        capture_output=True,
+        text=stdin is None,
+        input=stdin,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["generate"], ["windows"], ["features"]])
@@ -32,31 +38,69 @@ def _assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) ->
 
 
 def test_missing_flow_file(tmp_path) -> None:
-    _assert_user_error(_run("windows", "--flows", str(tmp_path / "nope.json"), "--out",
-                            str(tmp_path / "w.parquet")), "nope.json: no such file")
+    _assert_user_error(
+        _run(
+            "windows", "--flows", str(tmp_path / "nope.json"), "--out", str(tmp_path / "w.parquet")
+        ),
+        "nope.json: no such file",
+    )
 
 
 def test_bad_window_value(tmp_path, hubble_samples) -> None:
-    _assert_user_error(_run("windows", "--flows", str(hubble_samples[0]), "--out",
-                            str(tmp_path / "w.parquet"), "--window", "-5"),
-                       "--window", "must be greater than 0")
-    _assert_user_error(_run("windows", "--flows", str(hubble_samples[0]), "--out",
-                            str(tmp_path / "w.parquet"), "--window", "100000"),
-                       "window_seconds must be between 1 and 86400")
+    _assert_user_error(
+        _run(
+            "windows",
+            "--flows",
+            str(hubble_samples[0]),
+            "--out",
+            str(tmp_path / "w.parquet"),
+            "--window",
+            "-5",
+        ),
+        "--window",
+        "must be greater than 0",
+    )
+    _assert_user_error(
+        _run(
+            "windows",
+            "--flows",
+            str(hubble_samples[0]),
+            "--out",
+            str(tmp_path / "w.parquet"),
+            "--window",
+            "100000",
+        ),
+        "window_seconds must be between 1 and 86400",
+    )
 
 
 def test_bad_output_suffix_and_unwritable_output(tmp_path, hubble_samples) -> None:
-    _assert_user_error(_run("windows", "--flows", str(hubble_samples[0]), "--out",
-                            str(tmp_path / "w.csv")), "must end in .parquet or .jsonl")
+    _assert_user_error(
+        _run("windows", "--flows", str(hubble_samples[0]), "--out", str(tmp_path / "w.csv")),
+        "must end in .parquet or .jsonl",
+    )
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    _assert_user_error(_run("windows", "--flows", str(hubble_samples[0]), "--out",
-                            str(blocker / "sub" / "w.parquet")), "cannot write")
+    _assert_user_error(
+        _run(
+            "windows",
+            "--flows",
+            str(hubble_samples[0]),
+            "--out",
+            str(blocker / "sub" / "w.parquet"),
+        ),
+        "cannot write",
+    )
 
 
 def test_unknown_attack_scenario(tmp_path) -> None:
-    _assert_user_error(_run("generate", "--hours", "1", "--out", str(tmp_path), "--attacks",
-                            "port_scan", "teleport"), "unknown scenario teleport", "dns_tunnel")
+    _assert_user_error(
+        _run(
+            "generate", "--hours", "1", "--out", str(tmp_path), "--attacks", "port_scan", "teleport"
+        ),
+        "unknown scenario teleport",
+        "dns_tunnel",
+    )
 
 
 def test_bad_lines_are_reported_with_file_and_line(tmp_path, hubble_samples) -> None:
@@ -69,7 +113,9 @@ def test_bad_lines_are_reported_with_file_and_line(tmp_path, hubble_samples) -> 
     proc = _run("windows", "--flows", str(bad), "--out", str(tmp_path / "w.jsonl"))
     assert proc.returncode == 0, proc.stderr
     assert "7 lines: 5 flows, 2 skipped as bad" in proc.stderr
-    assert f"{bad}:3: wrong_type: Invalid RFC3339 encoded datetime - at `$.flow.time`" in proc.stderr
+    assert (
+        f"{bad}:3: wrong_type: Invalid RFC3339 encoded datetime - at `$.flow.time`" in proc.stderr
+    )
     assert f"{bad}:5: not_json" in proc.stderr
 
 
@@ -81,8 +127,13 @@ def test_windows_parquet_and_metrics(tmp_path, hubble_samples) -> None:
     assert proc.returncode == 0, proc.stderr
     table = pq.read_table(out)
     assert table.num_rows == 10
-    assert table.column_names[:5] == ["identity", "namespace", "workload", "window_start",
-                                      "window_end"]
+    assert table.column_names[:5] == [
+        "identity",
+        "namespace",
+        "workload",
+        "window_start",
+        "window_end",
+    ]
     assert set(feature_columns()) <= set(table.column_names)
     assert "bookinfo/productpage" in table.column("identity").to_pylist()
     text = metrics.read_text()
@@ -94,7 +145,10 @@ def test_windows_parquet_and_metrics(tmp_path, hubble_samples) -> None:
 def test_jsonl_and_parquet_hold_the_same_windows(tmp_path, hubble_samples) -> None:
     path = next(p for p in hubble_samples if "330-dns" in p.name)
     for suffix in ("parquet", "jsonl"):
-        assert _run("windows", "--flows", str(path), "--out", str(tmp_path / f"w.{suffix}")).returncode == 0
+        assert (
+            _run("windows", "--flows", str(path), "--out", str(tmp_path / f"w.{suffix}")).returncode
+            == 0
+        )
     a = read_windows(tmp_path / "w.parquet").to_pylist()
     b = read_windows(tmp_path / "w.jsonl").to_pylist()
     assert a == b and len(a) == 5
@@ -113,15 +167,23 @@ def test_version() -> None:
 
 
 def test_late_flows_in_summary_and_metric(tmp_path) -> None:
-    from tests.flowfactory import flow, pod
     import orjson
+
+    from tests.flowfactory import flow, pod
 
     a, b = pod("x", "a", 300, "10.244.0.1"), pod("x", "b", 301, "10.244.0.2")
     lines = [flow(a, b, seconds=s, sport=i) for i, s in enumerate([0, 200, 10, 11])]
     path = tmp_path / "late.json"
     path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines))
-    proc = _run("windows", "--flows", str(path), "--out", str(tmp_path / "w.jsonl"),
-                "--metrics-file", str(tmp_path / "m.prom"))
+    proc = _run(
+        "windows",
+        "--flows",
+        str(path),
+        "--out",
+        str(tmp_path / "w.jsonl"),
+        "--metrics-file",
+        str(tmp_path / "m.prom"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "2 late" in proc.stderr
     assert "netwarden_ingest_late_flows_total 2.0" in (tmp_path / "m.prom").read_text()
@@ -134,8 +196,14 @@ def test_run_the_embedded_demo(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "labelled attacks and what their windows show" in out
-    for scenario in ("port_scan", "lateral_movement", "exfiltration", "dns_tunnel", "c2_beacon",
-                     "drop_storm"):
+    for scenario in (
+        "port_scan",
+        "lateral_movement",
+        "exfiltration",
+        "dns_tunnel",
+        "c2_beacon",
+        "drop_storm",
+    ):
         assert scenario in out
     assert (tmp_path / "demo" / "windows.parquet").stat().st_size > 0
     assert "0 skipped as bad" in out
@@ -143,8 +211,20 @@ def test_run_the_embedded_demo(tmp_path) -> None:
 
 def test_generate_then_windows_from_gzip(tmp_path) -> None:
     out = tmp_path / "gen"
-    proc = _run("generate", "--hours", "1", "--seed", "5", "--out", str(out), "--attacks",
-                "dns_tunnel", "--gzip", "--start", "2026-03-02T12:00:00Z")
+    proc = _run(
+        "generate",
+        "--hours",
+        "1",
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+        "--attacks",
+        "dns_tunnel",
+        "--gzip",
+        "--start",
+        "2026-03-02T12:00:00Z",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 1 attack labels" in proc.stderr
     flows = out / "flows.jsonl.gz"
@@ -157,5 +237,7 @@ def test_generate_then_windows_from_gzip(tmp_path) -> None:
 
 
 def test_bad_start_time(tmp_path) -> None:
-    _assert_user_error(_run("generate", "--hours", "1", "--out", str(tmp_path), "--start",
-                            "yesterday"), "--start: not an RFC3339 time")
+    _assert_user_error(
+        _run("generate", "--hours", "1", "--out", str(tmp_path), "--start", "yesterday"),
+        "--start: not an RFC3339 time",
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netwarden.api.config import ConfigError, ServiceConfig, defaults_yaml, load_config
+from netwarden.config import ConfigError, ServiceConfig, defaults_yaml, load_config
 
 
 def test_defaults_round_trip_through_the_documented_yaml() -> None:
@@ -20,7 +20,9 @@ def test_defaults_round_trip_through_the_documented_yaml() -> None:
 
 def test_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "netwarden.yaml"
-    path.write_text("data_dir: /srv/nw\napi:\n  port: 9000\nsource:\n  spec: /var/log/flows.jsonl\n")
+    path.write_text(
+        "data_dir: /srv/nw\napi:\n  port: 9000\nsource:\n  spec: /var/log/flows.jsonl\n"
+    )
     config = load_config(path)
     assert config.api.port == 9000 and config.source.spec == "/var/log/flows.jsonl"
     assert config.model_dir == Path("/srv/nw/models")
@@ -33,13 +35,16 @@ def test_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert config.alerts.alertmanager_url == "http://127.0.0.1:9093"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("api:\n  port: nine\n", "api.port"),
-    ("windows:\n  seconds: 0\n", "windows.seconds"),
-    ("nonsense: 1\n", "nonsense"),
-    ("api: [1, 2\n", "not valid YAML"),
-    ("- a\n- b\n", "mapping"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("api:\n  port: nine\n", "api.port"),
+        ("windows:\n  seconds: 0\n", "windows.seconds"),
+        ("nonsense: 1\n", "nonsense"),
+        ("api: [1, 2\n", "not valid YAML"),
+        ("- a\n- b\n", "mapping"),
+    ],
+)
 def test_bad_files_say_where(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -55,5 +60,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_readme_documents_every_option() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert defaults_yaml() in readme, "README's configuration block is out of date: paste " \
+    assert defaults_yaml() in readme, (
+        "README's configuration block is out of date: paste "
         "`netwarden serve --print-config` into it"
+    )

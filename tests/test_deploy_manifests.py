@@ -23,14 +23,14 @@ from typing import Any
 import kubernetes.client
 import pytest
 import yaml
-from netwarden.api.cli import _build_parser, _cmd_agent, _serving_tls
-from netwarden.api.observer import parse_listen
+
 from netwarden.bpf import preflight
 from netwarden.bpf.btf import DEFAULT_BTF
 from netwarden.bpf.dropreasons import DEFAULT_TRACEFS
 from netwarden.bpf.identity import netns_names, open_resolver
 from netwarden.bpf.k8swatch import ListWatch
-
+from netwarden.cli.main import _build_parser, _cmd_agent, _serving_tls
+from netwarden.observer.server import parse_listen
 from tests.k8s_standin import K8sStandIn, Token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +194,9 @@ def _schema_problems(value: Any, type_name: str, where: str) -> Iterator[str]:
 
 
 def test_every_document_matches_the_kubernetes_schema(docs: list[dict[str, Any]]) -> None:
-    problems = [p for doc in docs for p in _schema_problems(doc, KINDS[doc["kind"]][1], doc["kind"])]
+    problems = [
+        p for doc in docs for p in _schema_problems(doc, KINDS[doc["kind"]][1], doc["kind"])
+    ]
     assert problems == []
 
 
@@ -217,7 +219,11 @@ def test_the_schema_check_catches_mistakes() -> None:
 
 def _watched_resources() -> set[str]:
     """The resources the agent's watches read: every ListWatch of netwarden's agent."""
-    return {cls.resource for cls in _subclasses(ListWatch) if cls.__module__.startswith("netwarden.bpf.")}
+    return {
+        cls.resource
+        for cls in _subclasses(ListWatch)
+        if cls.__module__.startswith("netwarden.bpf.")
+    }
 
 
 def _subclasses(cls: type) -> Iterator[type]:
@@ -233,7 +239,9 @@ def _grants(role: dict[str, Any]) -> set[tuple[str, str, str]]:
         assert not rule.get("resourceNames") and not rule.get("nonResourceURLs"), rule
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule.get(field, ()), f"wildcard in {field}: {rule}"
-        granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+        granted |= {
+            (g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+        }
     return granted
 
 
@@ -247,7 +255,9 @@ def test_the_cluster_role_grants_exactly_what_the_watches_read(docs: list[dict[s
 
 def test_the_binding_names_the_daemonsets_service_account(docs: list[dict[str, Any]],
                                                           daemonset: dict[str, Any]) -> None:  # fmt: skip
-    binding, role, account = (_one(docs, k) for k in ("ClusterRoleBinding", "ClusterRole", "ServiceAccount"))
+    binding, role, account = (
+        _one(docs, k) for k in ("ClusterRoleBinding", "ClusterRole", "ServiceAccount")
+    )
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}  # fmt: skip
     name = daemonset["spec"]["template"]["spec"]["serviceAccountName"]
@@ -263,7 +273,9 @@ def _token_of(role: dict[str, Any]) -> Token:
     grants = _grants(role)
     verbs = frozenset(v for _, _, v in grants)
     resources = frozenset(r for _, r, _ in grants)
-    assert grants == {("", r, v) for r in resources for v in verbs}, "not a product: extend this test"
+    assert grants == {("", r, v) for r in resources for v in verbs}, (
+        "not a product: extend this test"
+    )
     return Token("system:serviceaccount:netwarden:netwarden-agent", verbs, resources)
 
 
@@ -300,8 +312,10 @@ def test_the_agents_watches_run_with_only_the_cluster_roles_grants(docs: list[di
             server.put_namespace("data")
             server.put_node("node-2", {"InternalIP": "192.0.2.12"})
             for watch in resolver.watches:
+
                 def grown(w: ListWatch[Any] = watch) -> bool:
                     return len(w.index) == 2
+
                 _wait_for(grown)
             assert all(w.stats.denied == 0 for w in resolver.watches)
             assert not [line for line in lines if "refuses" in line], lines
@@ -361,7 +375,9 @@ def test_the_image_is_the_agent_target_of_the_dockerfile(container: dict[str, An
 def test_the_args_are_the_agents_real_command_line(container: dict[str, Any]) -> None:
     agent_args = _parse(_expand(container))
     assert agent_args.command == "agent" and agent_args.handler is _cmd_agent
-    _serving_tls(agent_args)  # --max-flows, --max-streams and the TLS flags as the agent checks them
+    _serving_tls(
+        agent_args
+    )  # --max-flows, --max-streams and the TLS flags as the agent checks them
     assert agent_args.kubernetes == "auto"  # in-cluster: the service account above
     assert agent_args.identity_map is None
 
@@ -384,7 +400,9 @@ def test_node_name_comes_from_the_downward_api(container: dict[str, Any],
 def test_the_observer_port_is_declared_and_probed(container: dict[str, Any],
                                                   agent_args: argparse.Namespace) -> None:  # fmt: skip
     listen = parse_listen(agent_args.observer_listen)
-    assert listen.unix_path is None and listen.host in ("", "0.0.0.0", "::"), "every address of the node"
+    assert listen.unix_path is None and listen.host in ("", "0.0.0.0", "::"), (
+        "every address of the node"
+    )
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert listen.port in ports.values()
     for probe in ("readinessProbe", "livenessProbe"):
@@ -395,19 +413,30 @@ def test_the_observer_port_is_declared_and_probed(container: dict[str, Any],
 # --------------------------------------------------------------------------- mounts
 
 
-def _mounts(pod: dict[str, Any], container: dict[str, Any]) -> dict[PurePosixPath, tuple[dict, dict]]:
+def _mounts(
+    pod: dict[str, Any], container: dict[str, Any]
+) -> dict[PurePosixPath, tuple[dict, dict]]:
     """mountPath -> (volumeMount, volume)."""
     volumes = {v["name"]: v for v in pod.get("volumes") or ()}
-    return {PurePosixPath(m["mountPath"]): (m, volumes[m["name"]]) for m in container.get("volumeMounts") or ()}
+    return {
+        PurePosixPath(m["mountPath"]): (m, volumes[m["name"]])
+        for m in container.get("volumeMounts") or ()
+    }
 
 
-def _host_path(pod: dict[str, Any], container: dict[str, Any], path: str | Path) -> PurePosixPath | None:
+def _host_path(
+    pod: dict[str, Any], container: dict[str, Any], path: str | Path
+) -> PurePosixPath | None:
     """The host path a container path reaches through a hostPath mount (None: not mounted)."""
     path = PurePosixPath(path)
     best = None
     for mount_path, (_, volume) in _mounts(pod, container).items():
         inside = path == mount_path or mount_path in path.parents
-        if inside and "hostPath" in volume and (best is None or len(mount_path.parts) > len(best[0].parts)):
+        if (
+            inside
+            and "hostPath" in volume
+            and (best is None or len(mount_path.parts) > len(best[0].parts))
+        ):
             best = (mount_path, PurePosixPath(volume["hostPath"]["path"]))
     return None if best is None else best[1] / path.relative_to(best[0])
 
@@ -428,7 +457,9 @@ def test_host_paths_are_mounted_read_only(pod: dict[str, Any], container: dict[s
             assert mount.get("readOnly") is True, mount["name"]
 
 
-def test_what_the_agent_reads_at_fixed_paths_is_the_hosts(pod: dict[str, Any], container: dict[str, Any]) -> None:
+def test_what_the_agent_reads_at_fixed_paths_is_the_hosts(
+    pod: dict[str, Any], container: dict[str, Any]
+) -> None:
     """BTF, tracefs, kernel headers and named network namespaces are read where the code looks
     for them; each must be the host's, mounted at the same path."""
     fixed = {
@@ -442,7 +473,9 @@ def test_what_the_agent_reads_at_fixed_paths_is_the_hosts(pod: dict[str, Any], c
         assert _host_path(pod, container, path) == PurePosixPath(path), f"{path} is not the host's"
     mounts = _mounts(pod, container)
     run_netns = mounts[PurePosixPath("/run/netns")][0]
-    assert run_netns.get("mountPropagation") == "HostToContainer", "namespaces named after the start"
+    assert run_netns.get("mountPropagation") == "HostToContainer", (
+        "namespaces named after the start"
+    )
 
 
 def test_path_options_name_mounted_paths(pod: dict[str, Any], container: dict[str, Any],
@@ -454,7 +487,9 @@ def test_path_options_name_mounted_paths(pod: dict[str, Any], container: dict[st
     if agent_args.out not in (None, "-"):
         paths.append(Path(agent_args.out))
     for path in paths:
-        assert any(PurePosixPath(path) == m or m in PurePosixPath(path).parents for m in mounts), path
+        assert any(PurePosixPath(path) == m or m in PurePosixPath(path).parents for m in mounts), (
+            path
+        )
 
 
 def test_the_cgroup_root_is_the_hosts_cgroup2_hierarchy(pod: dict[str, Any], container: dict[str, Any],
@@ -464,4 +499,6 @@ def test_the_cgroup_root_is_the_hosts_cgroup2_hierarchy(pod: dict[str, Any], con
         return  # no hooks, no root (cgroup v1-only nodes)
     assert agent_args.cgroup_root is not None, "--cgroup-root: the host's cgroup v2 root"
     assert _host_path(pod, container, agent_args.cgroup_root) in (
-        PurePosixPath("/sys/fs/cgroup"), PurePosixPath("/sys/fs/cgroup/unified"))
+        PurePosixPath("/sys/fs/cgroup"),
+        PurePosixPath("/sys/fs/cgroup/unified"),
+    )

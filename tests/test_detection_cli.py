@@ -6,19 +6,24 @@ import json
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from netwarden.ingest.generator import generate
+from netwarden.generator import generate
 
-START = datetime(2026, 3, 2, tzinfo=timezone.utc)
+START = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "netwarden", *args], capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "netwarden", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +39,39 @@ def model(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_score_writes_the_documented_lines(model, tmp_path) -> None:
     model_dir, out = model
-    test = generate(out / "test", hours=1, seed=9, start=datetime(2026, 3, 2, 4, tzinfo=timezone.utc),
-                    attacks=["port_scan"])
+    test = generate(
+        out / "test",
+        hours=1,
+        seed=9,
+        start=datetime(2026, 3, 2, 4, tzinfo=UTC),
+        attacks=["port_scan"],
+    )
     result = tmp_path / "scores.jsonl"
     db = tmp_path / "anomalies.db"
-    proc = _run("score", "--model-dir", str(model_dir), "--flows", str(test.flows_path),
-                "--out", str(result), "--db", str(db))
+    proc = _run(
+        "score",
+        "--model-dir",
+        str(model_dir),
+        "--flows",
+        str(test.flows_path),
+        "--out",
+        str(result),
+        "--db",
+        str(db),
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in result.read_text().splitlines()]
     assert lines
     for obj in lines:
-        assert {"identity", "window_start", "window_end", "score", "threshold", "anomalous",
-                "reasons"} <= set(obj)
+        assert {
+            "identity",
+            "window_start",
+            "window_end",
+            "score",
+            "threshold",
+            "anomalous",
+            "reasons",
+        } <= set(obj)
         assert "/" in obj["identity"] and obj["window_start"].endswith("Z")
         assert isinstance(obj["score"], float) and isinstance(obj["anomalous"], bool)
         assert obj["anomalous"] == (obj["score"] > obj["threshold"])
@@ -64,8 +90,9 @@ def test_score_writes_the_documented_lines(model, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_unseen_identity_is_scored_by_a_fallback(model, tmp_path) -> None:
-    from tests.flowfactory import flow, pod
     import orjson
+
+    from tests.flowfactory import flow, pod
 
     model_dir, _ = model
     newcomer = pod("shop", "brand-new-app", 45678, "10.244.9.9")
@@ -91,8 +118,15 @@ def test_too_little_training_data(tmp_path, hubble_samples) -> None:
 @pytest.mark.slow
 def test_missing_and_tampered_models(model, tmp_path, hubble_samples) -> None:
     flows = str(hubble_samples[0])
-    proc = _run("score", "--model-dir", str(tmp_path / "none"), "--flows", flows, "--out",
-                str(tmp_path / "s.jsonl"))
+    proc = _run(
+        "score",
+        "--model-dir",
+        str(tmp_path / "none"),
+        "--flows",
+        flows,
+        "--out",
+        str(tmp_path / "s.jsonl"),
+    )
     assert proc.returncode == 2 and "no such model folder" in proc.stderr
     model_dir, _ = model
     copy = tmp_path / "copy"
@@ -102,7 +136,8 @@ def test_missing_and_tampered_models(model, tmp_path, hubble_samples) -> None:
     version = (copy / "CURRENT").read_text().strip()
     victim = sorted((copy / version / "models").glob("*.skops"))[-1]
     victim.write_bytes(victim.read_bytes()[:-10])
-    proc = _run("score", "--model-dir", str(copy), "--flows", flows, "--out",
-                str(tmp_path / "s.jsonl"))
+    proc = _run(
+        "score", "--model-dir", str(copy), "--flows", flows, "--out", str(tmp_path / "s.jsonl")
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "changed since it was written" in proc.stderr and victim.name in proc.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netwarden.ingest.generator import SCENARIOS, generate
+from netwarden.generator import SCENARIOS, generate
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.windows import ClosedWindow, WindowConfig
 
@@ -45,11 +45,17 @@ def test_attack_moves_its_signature_feature(day, scenario) -> None:
     mine = [w for w in windows if w.identity == label.identity]
     assert mine, f"no windows for {label.identity}"
     during = [w.features()[SIGNATURE[scenario]] for w in mine if w.end > start and w.start < end]
-    normal = [w.features()[SIGNATURE[scenario]] for w in mine
-              if not any(w.end > lb.start.timestamp() and w.start < lb.end.timestamp()
-                         for lb in result.labels if lb.identity == label.identity)
-              # past the cold start of the new-peer baseline (everything is new in the first hour)
-              and w.start >= mine[0].start + WindowConfig().novelty_seconds]
+    normal = [
+        w.features()[SIGNATURE[scenario]]
+        for w in mine
+        if not any(
+            w.end > lb.start.timestamp() and w.start < lb.end.timestamp()
+            for lb in result.labels
+            if lb.identity == label.identity
+        )
+        # past the cold start of the new-peer baseline (everything is new in the first hour)
+        and w.start >= mine[0].start + WindowConfig().novelty_seconds
+    ]
     assert during and normal
     usual = statistics.median(normal)
     spread = max(normal) - usual
@@ -59,8 +65,13 @@ def test_attack_moves_its_signature_feature(day, scenario) -> None:
 def test_each_connection_counted_once_per_end(day) -> None:
     """Flows are reported at both ends; the client and server sides see the same totals."""
     result, windows = day
-    quiet = [w for w in windows if not any(
-        w.end > lb.start.timestamp() and w.start < lb.end.timestamp() for lb in result.labels)]
+    quiet = [
+        w
+        for w in windows
+        if not any(
+            w.end > lb.start.timestamp() and w.start < lb.end.timestamp() for lb in result.labels
+        )
+    ]
     client = sum(w.client.new_conns for w in quiet)
     server = sum(w.server.new_conns for w in quiet)
     assert client > 100

@@ -4,42 +4,75 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import itertools
 import json
 import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
-from netwarden.ingest.generator import SCENARIOS, AttackLabel, generate, read_labels
+from netwarden.generator import SCENARIOS, AttackLabel, generate, read_labels
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HUBBLE = SHARED / "hubble"
-UTC = timezone.utc
 NOON = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
 
 # Enum names from INTERFACES.md §1.6 (independent of the reader module).
-VERDICTS = {"VERDICT_UNKNOWN", "FORWARDED", "DROPPED", "ERROR", "AUDIT", "REDIRECTED", "TRACED",
-            "TRANSLATED"}
+VERDICTS = {
+    "VERDICT_UNKNOWN",
+    "FORWARDED",
+    "DROPPED",
+    "ERROR",
+    "AUDIT",
+    "REDIRECTED",
+    "TRACED",
+    "TRANSLATED",
+}
 DIRECTIONS = {"TRAFFIC_DIRECTION_UNKNOWN", "INGRESS", "EGRESS"}
 FLOW_TYPES = {"UNKNOWN_TYPE", "L3_L4", "L7", "SOCK"}
 L7_TYPES = {"UNKNOWN_L7_TYPE", "REQUEST", "RESPONSE", "SAMPLE"}
-OBS_POINTS = {"UNKNOWN_POINT": None, "TO_PROXY": 1, "TO_HOST": 2, "TO_STACK": 3, "TO_OVERLAY": 4,
-              "TO_ENDPOINT": 0, "FROM_ENDPOINT": 5, "FROM_PROXY": 6, "FROM_HOST": 7,
-              "FROM_STACK": 8, "FROM_OVERLAY": 9, "FROM_NETWORK": 10, "TO_NETWORK": 11}
+OBS_POINTS = {
+    "UNKNOWN_POINT": None,
+    "TO_PROXY": 1,
+    "TO_HOST": 2,
+    "TO_STACK": 3,
+    "TO_OVERLAY": 4,
+    "TO_ENDPOINT": 0,
+    "FROM_ENDPOINT": 5,
+    "FROM_PROXY": 6,
+    "FROM_HOST": 7,
+    "FROM_STACK": 8,
+    "FROM_OVERLAY": 9,
+    "FROM_NETWORK": 10,
+    "TO_NETWORK": 11,
+}
 TRACE_REASONS = {"TRACE_REASON_UNKNOWN", "NEW", "ESTABLISHED", "REPLY", "RELATED"}
-DROP_CODES = {"POLICY_DENIED": 133, "CT_MISSING_TCP_ACK_FLAG": 136,
-              "STALE_OR_UNROUTABLE_IP": 151, "SERVICE_BACKEND_NOT_FOUND": 158,
-              "UNKNOWN_CONNECTION_TRACKING_STATE": 163, "POLICY_DENY": 181}
+DROP_CODES = {
+    "POLICY_DENIED": 133,
+    "CT_MISSING_TCP_ACK_FLAG": 136,
+    "STALE_OR_UNROUTABLE_IP": 151,
+    "SERVICE_BACKEND_NOT_FOUND": 158,
+    "UNKNOWN_CONNECTION_TRACKING_STATE": 163,
+    "POLICY_DENY": 181,
+}
 TCP_FLAGS = {"FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS"}
 # Flow fields of Hubble 1.19/1.20 that the 2021 captures predate (INTERFACES.md §1.5, §2.3-2.4).
 EXTRA_KEYS = {
-    "flow": {"uuid", "emitter", "node_labels", "source_names", "destination_names",
-             "drop_reason", "trace_reason", "file"},
+    "flow": {
+        "uuid",
+        "emitter",
+        "node_labels",
+        "source_names",
+        "destination_names",
+        "drop_reason",
+        "trace_reason",
+        "file",
+    },
     "flow.emitter": {"name", "version"},
     "flow.file": {"name", "line"},
     "flow.source": {"cluster_name", "workloads"},
@@ -101,7 +134,8 @@ def attacked(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def sample_keys() -> dict[str, set[str]]:
     files = sorted((HUBBLE / "hubble-otel").glob("*.json")) + sorted(
-        (HUBBLE / "cilium-docs").glob("*.jsonl"))
+        (HUBBLE / "cilium-docs").glob("*.jsonl")
+    )
     if not files:
         pytest.skip(f"shared Hubble samples not found under {HUBBLE}")
     seen: dict[str, set[str]] = defaultdict(set)
@@ -188,11 +222,16 @@ def test_same_connection_seen_at_both_ends(attacked) -> None:
         f = d["flow"]
         tcp = f["l4"].get("TCP", {})
         if f["verdict"] == "FORWARDED" and tcp.get("flags") == {"SYN": True}:
-            five = (f["IP"]["source"], tcp["source_port"], f["IP"]["destination"],
-                    tcp["destination_port"])
+            five = (
+                f["IP"]["source"],
+                tcp["source_port"],
+                f["IP"]["destination"],
+                tcp["destination_port"],
+            )
             syn[five].add((f["trace_observation_point"], f["node_name"]))
-    pod_to_pod = [v for k, v in syn.items()
-                  if k[0].startswith("10.244.") and k[2].startswith("10.244.")]
+    pod_to_pod = [
+        v for k, v in syn.items() if k[0].startswith("10.244.") and k[2].startswith("10.244.")
+    ]
     assert pod_to_pod
     both = [v for v in pod_to_pod if {p for p, _ in v} == {"FROM_ENDPOINT", "TO_ENDPOINT"}]
     assert len(both) == len(pod_to_pod)
@@ -209,13 +248,16 @@ def test_time_order_per_node_and_nearly_global(attacked) -> None:
         last[d["node_name"]] = t
         assert high - t < 3 * 10**9
         high = max(high, t)
-        assert ns(res.start.isoformat().replace("+00:00", "Z")) <= t < ns(
-            res.end.isoformat().replace("+00:00", "Z"))
+        assert (
+            ns(res.start.isoformat().replace("+00:00", "Z"))
+            <= t
+            < ns(res.end.isoformat().replace("+00:00", "Z"))
+        )
 
 
 # -- determinism and files ----------------------------------------------------------------------
 def test_deterministic_bytes(tmp_path: Path) -> None:
-    kw = dict(hours=0.5, rate=0.3, attacks=("port_scan", "c2_beacon"), start=NOON)
+    kw = {"hours": 0.5, "rate": 0.3, "attacks": ("port_scan", "c2_beacon"), "start": NOON}
     a = generate(tmp_path / "a", seed=3, **kw)
     b = generate(tmp_path / "b", seed=3, **kw)
     c = generate(tmp_path / "c", seed=4, **kw)
@@ -241,7 +283,7 @@ def test_labels_file_round_trip(attacked) -> None:
         assert timedelta(minutes=1) <= lab.end - lab.start <= timedelta(minutes=15)
         assert res.start < lab.start and lab.end < res.end
     ordered = sorted(back, key=lambda lab: lab.start)
-    assert all(x.end <= y.start for x, y in zip(ordered, ordered[1:]))  # never overlap
+    assert all(x.end <= y.start for x, y in itertools.pairwise(ordered))  # never overlap
     for row in res.labels_path.read_text().splitlines()[1:]:
         assert re.search(r",\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ,\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ,", row)
 
@@ -259,8 +301,11 @@ def _by_scenario(res) -> dict[str, AttackLabel]:
 
 def _inside(f: dict, lab: AttackLabel) -> bool:
     t = ns(f["time"])
-    return ns(lab.start.isoformat().replace("+00:00", "Z")) <= t <= ns(
-        lab.end.isoformat().replace("+00:00", "Z"))
+    return (
+        ns(lab.start.isoformat().replace("+00:00", "Z"))
+        <= t
+        <= ns(lab.end.isoformat().replace("+00:00", "Z"))
+    )
 
 
 def test_port_scan(attacked) -> None:
@@ -286,10 +331,14 @@ def test_lateral_movement(attacked) -> None:
     lab = _by_scenario(res)["lateral_movement"]
     target = re.search(r"to (\S+):(\d+),", lab.description)
     assert target
-    hits = [d["flow"] for d in docs if d["flow"]["verdict"] == "FORWARDED"
-            and ident(d["flow"]["source"]) == lab.identity
-            and ident(d["flow"]["destination"]) == target.group(1)
-            and d["flow"]["l4"].get("TCP", {}).get("destination_port") == int(target.group(2))]
+    hits = [
+        d["flow"]
+        for d in docs
+        if d["flow"]["verdict"] == "FORWARDED"
+        and ident(d["flow"]["source"]) == lab.identity
+        and ident(d["flow"]["destination"]) == target.group(1)
+        and d["flow"]["l4"].get("TCP", {}).get("destination_port") == int(target.group(2))
+    ]
     assert len([f for f in hits if f["l4"]["TCP"].get("flags") == {"SYN": True}]) >= 8
     assert all(_inside(f, lab) for f in hits)  # never seen outside the attack
 
@@ -308,8 +357,12 @@ def test_exfiltration(attacked) -> None:
 def test_dns_tunnel(attacked) -> None:
     res, docs = attacked
     lab = _by_scenario(res)["dns_tunnel"]
-    queries = [d["flow"] for d in docs if "dns" in d["flow"].get("l7", {})
-               and d["flow"]["l7"]["dns"]["query"].endswith(".t.exfil.example.net.")]
+    queries = [
+        d["flow"]
+        for d in docs
+        if "dns" in d["flow"].get("l7", {})
+        and d["flow"]["l7"]["dns"]["query"].endswith(".t.exfil.example.net.")
+    ]
     requests = [f for f in queries if f["l7"]["type"] == "REQUEST"]
     assert len(requests) >= 300 and all(_inside(f, lab) for f in queries)
     assert {ident(f["source"]) for f in requests} == {lab.identity}
@@ -324,13 +377,19 @@ def test_c2_beacon(attacked) -> None:
     res, docs = attacked
     lab = _by_scenario(res)["c2_beacon"]
     fqdn = re.search(r"peer (\S+) \(", lab.description).group(1)
-    syns = sorted(ns(d["flow"]["time"]) for d in docs
-                  if fqdn in d["flow"].get("destination_names", [])
-                  and d["flow"]["l4"]["TCP"].get("flags") == {"SYN": True})
+    syns = sorted(
+        ns(d["flow"]["time"])
+        for d in docs
+        if fqdn in d["flow"].get("destination_names", [])
+        and d["flow"]["l4"]["TCP"].get("flags") == {"SYN": True}
+    )
     assert len(syns) >= 3
-    assert all(_inside({"time": d["flow"]["time"]}, lab) for d in docs
-               if fqdn in d["flow"].get("destination_names", []))
-    gaps = [(b - a) / 1e9 for a, b in zip(syns, syns[1:])]
+    assert all(
+        _inside({"time": d["flow"]["time"]}, lab)
+        for d in docs
+        if fqdn in d["flow"].get("destination_names", [])
+    )
+    gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(syns)]
     mean = sum(gaps) / len(gaps)
     assert 25 <= mean <= 70
     assert max(abs(g - mean) for g in gaps) < 0.2 * mean  # periodic, small jitter
@@ -364,7 +423,7 @@ def test_no_attack_traffic_without_attacks(tmp_path: Path) -> None:
 
 def test_normal_traffic_is_independent_of_attacks(attacked, tmp_path: Path) -> None:
     """Same seed with and without attacks: identical normal flows (modulo uuid)."""
-    res, docs = attacked
+    _res, docs = attacked
     clean = generate(tmp_path, hours=2.0, seed=7, start=NOON, rate=0.2)
     first = next(lines(clean.flows_path))["flow"]
     first.pop("uuid")
@@ -420,10 +479,10 @@ def test_day_volume(tmp_path: Path) -> None:
 
 
 def test_attack_flows_are_exactly_what_the_clean_twin_lacks(tmp_path) -> None:
-    from netwarden.ingest.generator.groundtruth import split_attack_flows
+    from netwarden.generator.groundtruth import split_attack_flows
     from netwarden.ingest.reader import read_flows
 
-    start = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 2, 10, tzinfo=UTC)
     attacked = generate(tmp_path / "a", hours=0.5, seed=3, start=start, attacks=["port_scan"])
     clean = generate(tmp_path / "c", hours=0.5, seed=3, start=start)
     split = list(split_attack_flows(attacked.flows_path, clean.flows_path))

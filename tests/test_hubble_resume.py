@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netwarden.api.hubble import flow_pb2
-from netwarden.ingest.hubble import flows_request, parse_since, target
-from netwarden.ingest.resume import ResumeTracker
+from netwarden.hubble import flow_pb2
+from netwarden.ingest.sources.hubble import flows_request, parse_since, target
+from netwarden.ingest.sources.resume import ResumeTracker
 
 S = 1_000_000_000
 
@@ -18,9 +18,9 @@ S = 1_000_000_000
 def test_request_matches_hubble_observe_shapes() -> None:
     request = flows_request(namespaces=["shop"], verdicts=["dropped"], since_ns=5 * S + 7)
     assert request.follow
-    assert [(list(f.source_pod), list(f.destination_pod), list(f.verdict))
-            for f in request.whitelist] == [(["shop/"], [], [flow_pb2.DROPPED]),
-                                            ([], ["shop/"], [flow_pb2.DROPPED])]
+    assert [
+        (list(f.source_pod), list(f.destination_pod), list(f.verdict)) for f in request.whitelist
+    ] == [(["shop/"], [], [flow_pb2.DROPPED]), ([], ["shop/"], [flow_pb2.DROPPED])]
     assert (request.since.seconds, request.since.nanos) == (5, 7)
     only_verdict = flows_request(verdicts=["FORWARDED", "AUDIT"])
     assert [list(f.verdict) for f in only_verdict.whitelist] == [[1, 4]]
@@ -31,11 +31,11 @@ def test_request_matches_hubble_observe_shapes() -> None:
 
 
 def test_since_and_target_parsing() -> None:
-    now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     assert parse_since("5m", now) == now - timedelta(minutes=5)
     assert parse_since("1.5h", now) == now - timedelta(minutes=90)
     assert parse_since("2026-11-26T10:00:00Z", now) == now - timedelta(hours=2)
-    assert parse_since("2026-11-26T10:00:00", now).tzinfo is timezone.utc
+    assert parse_since("2026-11-26T10:00:00", now).tzinfo is UTC
     assert parse_since("", now) is None and parse_since(None, now) is None
     with pytest.raises(ValueError, match="RFC 3339 time.*duration"):
         parse_since("yesterday", now)
@@ -43,8 +43,12 @@ def test_since_and_target_parsing() -> None:
     assert target("unix:///x.sock") == "unix:///x.sock"
     assert target("hubble-relay:4245") == "hubble-relay:4245"
     assert target("[::1]:4245") == "[::1]:4245"
-    for bad, match in (("", "empty"), ("relay", "host:port"), ("relay:99999", "host:port"),
-                       ("tls://relay:443", "without tls://")):
+    for bad, match in (
+        ("", "empty"),
+        ("relay", "host:port"),
+        ("relay:99999", "host:port"),
+        ("tls://relay:443", "without tls://"),
+    ):
         with pytest.raises(ValueError, match=match):
             target(bad)
 
@@ -82,10 +86,12 @@ def test_memory_is_bounded_and_the_resume_point_moves_past_what_was_forgotten() 
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 5)), min_size=1, max_size=80),
-       st.data())
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 5)), min_size=1, max_size=80), st.data()
+)
 def test_any_disconnect_point_loses_nothing_and_doubles_nothing(
-        events: list[tuple[int, int]], data: st.DataObject) -> None:
+    events: list[tuple[int, int]], data: st.DataObject
+) -> None:
     """A server holding ``events`` (time order) drops the stream at any point; the client
     resumes since its resume point; what it delivers is exactly ``events`` once each."""
     flows = sorted((t * S // 10, f"c{c}") for t, c in events)

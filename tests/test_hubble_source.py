@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +19,16 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from netwarden.api.hubble import flow_pb2, observer_pb2, relay_pb2
-from netwarden.ingest.hubble import HubbleSource
-from netwarden.ingest.live import open_source
+from netwarden.hubble import flow_pb2, observer_pb2, relay_pb2
+from netwarden.ingest.sources import open_source
+from netwarden.ingest.sources.hubble import HubbleSource
 
 S = 1_000_000_000
 
 
-def flow_message(t_ns: int, uuid: str = "", *, namespace: str = "shop",
-                 pod: str = "web-1", port: int = 80) -> bytes:
+def flow_message(
+    t_ns: int, uuid: str = "", *, namespace: str = "shop", pod: str = "web-1", port: int = 80
+) -> bytes:
     response = observer_pb2.GetFlowsResponse(node_name="kind-worker")
     flow = response.flow
     flow.time.seconds, flow.time.nanos = divmod(t_ns, S)
@@ -39,8 +40,9 @@ def flow_message(t_ns: int, uuid: str = "", *, namespace: str = "shop",
     flow.l4.TCP.source_port = 40000
     flow.l4.TCP.flags.SYN = True
     flow.source.namespace, flow.source.pod_name = namespace, pod
-    flow.source.labels.extend([f"k8s:app={pod.split('-')[0]}",
-                               f"k8s:io.kubernetes.pod.namespace={namespace}"])
+    flow.source.labels.extend(
+        [f"k8s:app={pod.split('-')[0]}", f"k8s:io.kubernetes.pod.namespace={namespace}"]
+    )
     flow.source.identity = 1234
     flow.destination.namespace, flow.destination.pod_name = namespace, "db-0"
     flow.destination.identity = 5678
@@ -83,14 +85,22 @@ class ScriptedObserver:
 
         def server_status(request: bytes, context: grpc.ServicerContext) -> bytes:
             return observer_pb2.ServerStatusResponse(
-                num_flows=10, max_flows=4095, seen_flows=10, uptime_ns=self.uptime_ns,
-                version="scripted 1.0", flows_rate=2.5).SerializeToString()
+                num_flows=10,
+                max_flows=4095,
+                seen_flows=10,
+                uptime_ns=self.uptime_ns,
+                version="scripted 1.0",
+                flows_rate=2.5,
+            ).SerializeToString()
 
-        handlers = {"GetFlows": grpc.unary_stream_rpc_method_handler(get_flows),
-                    "ServerStatus": grpc.unary_unary_rpc_method_handler(server_status)}
+        handlers = {
+            "GetFlows": grpc.unary_stream_rpc_method_handler(get_flows),
+            "ServerStatus": grpc.unary_unary_rpc_method_handler(server_status),
+        }
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         self.server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler("observer.Observer", handlers)])
+            [grpc.method_handlers_generic_handler("observer.Observer", handlers)]
+        )
         self.port = self.server.add_insecure_port(self.listen)
         self.server.start()
         return self
@@ -176,13 +186,28 @@ def node_status_message() -> bytes:
 
 
 def test_flows_arrive_and_other_events_are_counted_not_dropped(scripted) -> None:
-    server = scripted([Session([flow_message(10 * S, "a"), b"\xff\xff\xff not protobuf",
-                                lost_message(7), node_status_message(),
-                                flow_message(11 * S, "b")])])
+    server = scripted(
+        [
+            Session(
+                [
+                    flow_message(10 * S, "a"),
+                    b"\xff\xff\xff not protobuf",
+                    lost_message(7),
+                    node_status_message(),
+                    flow_message(11 * S, "b"),
+                ]
+            )
+        ]
+    )
     registry = CollectorRegistry()
     logs: list[str] = []
-    source = open_source(f"hubble:127.0.0.1:{server.port}", registry=registry,
-                         log=logs.append, namespaces=["shop"], verdicts=["FORWARDED"])
+    source = open_source(
+        f"hubble:127.0.0.1:{server.port}",
+        registry=registry,
+        log=logs.append,
+        namespaces=["shop"],
+        verdicts=["FORWARDED"],
+    )
     assert isinstance(source, HubbleSource) and source.kind == "hubble"
     with running(source) as emit:
         flows = emit.wait_for(2)
@@ -198,8 +223,10 @@ def test_flows_arrive_and_other_events_are_counted_not_dropped(scripted) -> None
     # the request is the one `hubble observe --follow -n shop --verdict FORWARDED` sends
     request = server.requests[0]
     assert request.follow and not request.HasField("since")
-    assert [list(f.source_pod) or list(f.destination_pod) for f in request.whitelist] \
-        == [["shop/"], ["shop/"]]
+    assert [list(f.source_pod) or list(f.destination_pod) for f in request.whitelist] == [
+        ["shop/"],
+        ["shop/"],
+    ]
     assert all(list(f.verdict) == [flow_pb2.FORWARDED] for f in request.whitelist)
     text = "\n".join(logs)
     assert "server scripted 1.0" in text and "2.5 flows/s" in text
@@ -217,8 +244,14 @@ def test_reconnect_resumes_from_the_last_flow_without_duplicates(scripted) -> No
     again = [flow_message(t * S, f"u{t}") for t in (101, 102, 103, 104, 105)]
     server = scripted([Session(first, then=grpc.StatusCode.UNAVAILABLE), Session(again)])
     logs: list[str] = []
-    source = HubbleSource(f"127.0.0.1:{server.port}", backoff_initial=0.05, backoff_max=0.1,
-                          resume_overlap=2.0, log=logs.append, registry=CollectorRegistry())
+    source = HubbleSource(
+        f"127.0.0.1:{server.port}",
+        backoff_initial=0.05,
+        backoff_max=0.1,
+        resume_overlap=2.0,
+        log=logs.append,
+        registry=CollectorRegistry(),
+    )
     with running(source) as emit:
         flows = emit.wait_for(6)
         time.sleep(0.2)  # nothing more may come
@@ -234,8 +267,12 @@ def test_flows_without_uuid_are_told_apart_by_content(scripted) -> None:
     """Older Cilium sends no uuid: identical flows count twice, re-sent ones once."""
     twin = flow_message(50 * S)
     other = flow_message(50 * S, port=443)
-    server = scripted([Session([twin, twin, other], then=grpc.StatusCode.UNAVAILABLE),
-                       Session([twin, twin, other, flow_message(51 * S)])])
+    server = scripted(
+        [
+            Session([twin, twin, other], then=grpc.StatusCode.UNAVAILABLE),
+            Session([twin, twin, other, flow_message(51 * S)]),
+        ]
+    )
     source = HubbleSource(f"127.0.0.1:{server.port}", backoff_initial=0.05, log=lambda _: None)
     with running(source) as emit:
         emit.wait_for(4)
@@ -246,8 +283,9 @@ def test_flows_without_uuid_are_told_apart_by_content(scripted) -> None:
 
 def test_configured_since_is_sent_on_the_first_connect(scripted) -> None:
     server = scripted([Session([flow_message(7 * S, "x")])])
-    source = HubbleSource(f"127.0.0.1:{server.port}", since="2026-11-26T10:00:00.5Z",
-                          log=lambda _: None)
+    source = HubbleSource(
+        f"127.0.0.1:{server.port}", since="2026-11-26T10:00:00.5Z", log=lambda _: None
+    )
     with running(source) as emit:
         emit.wait_for(1)
     since = server.requests[0].since
@@ -255,8 +293,13 @@ def test_configured_since_is_sent_on_the_first_connect(scripted) -> None:
 
 
 def test_a_server_that_restarted_while_away_is_reported(scripted) -> None:
-    server = scripted([Session([flow_message(1 * S, "a")], then=grpc.StatusCode.UNAVAILABLE),
-                       Session([flow_message(2 * S, "b")])], uptime_ns=1)
+    server = scripted(
+        [
+            Session([flow_message(1 * S, "a")], then=grpc.StatusCode.UNAVAILABLE),
+            Session([flow_message(2 * S, "b")]),
+        ],
+        uptime_ns=1,
+    )
     logs: list[str] = []
     source = HubbleSource(f"127.0.0.1:{server.port}", backoff_initial=0.05, log=logs.append)
     with running(source) as emit:
@@ -276,8 +319,13 @@ def test_unix_socket_as_on_a_cilium_node(scripted, tmp_path) -> None:
 
 def test_unreachable_server_is_retried_with_backoff_and_reported() -> None:
     logs: list[str] = []
-    source = HubbleSource("unix:///nonexistent/hubble.sock", backoff_initial=0.02,
-                          backoff_max=0.05, connect_timeout=0.5, log=logs.append)
+    source = HubbleSource(
+        "unix:///nonexistent/hubble.sock",
+        backoff_initial=0.02,
+        backoff_max=0.05,
+        connect_timeout=0.5,
+        log=logs.append,
+    )
     emit = Collect()
     thread, stop = run_source(source, emit)
     deadline = time.monotonic() + 10
@@ -291,8 +339,9 @@ def test_unreachable_server_is_retried_with_backoff_and_reported() -> None:
 
 
 def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
-    source = HubbleSource("127.0.0.1:4245", backoff_initial=0.5, backoff_max=8.0,
-                          log=lambda _: None)
+    source = HubbleSource(
+        "127.0.0.1:4245", backoff_initial=0.5, backoff_max=8.0, log=lambda _: None
+    )
     for attempt, ceiling in ((0, 0.5), (1, 1.0), (3, 4.0), (4, 8.0), (10, 8.0)):
         delays = [source._backoff(attempt) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)

@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +16,17 @@ import msgspec
 import orjson
 import pytest
 
-from netwarden.ingest import live as live_module
+from netwarden.generator import SCENARIOS, RealtimeGenerator, generate
+from netwarden.generator.attacks import plan_attack
+from netwarden.generator.generate import Simulation
+from netwarden.generator.source import GeneratorSource
 from netwarden.ingest.compact import CompactFlow
-from netwarden.ingest.generator import SCENARIOS, RealtimeGenerator, generate
-from netwarden.ingest.generator.attacks import plan_attack
-from netwarden.ingest.generator.generate import Simulation
-from netwarden.ingest.live import (FollowFile, GeneratorSource, LiveSource, SourceStatus,
-                                   StreamSource, open_source)
 from netwarden.ingest.reader import ErrorReason, FlowReader, ReadStats
+from netwarden.ingest.sources import FollowFile, Source, SourceStatus, StreamSource, open_source
+from netwarden.ingest.sources import base as live_module
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HUBBLE = SHARED / "hubble" / "hubble-otel"
-UTC = timezone.utc
 NOON = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 _NS = 1_000_000_000
@@ -97,8 +96,12 @@ class Polls(threading.Event):
 class Running:
     """A source running in a thread, collecting what it emits."""
 
-    def __init__(self, source: LiveSource, stop: threading.Event | None = None,
-                 on_emit: Callable[[list[Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        stop: threading.Event | None = None,
+        on_emit: Callable[[list[Any]], None] | None = None,
+    ) -> None:
         self.source = source
         self.stop = stop if stop is not None else threading.Event()
         self.flows: list[Any] = []
@@ -117,7 +120,7 @@ class Running:
     def _run(self) -> None:
         try:
             self.source.run(self._emit, self.stop)
-        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+        except BaseException as exc:
             self.error = exc
 
     def finish(self, timeout: float = 10) -> None:
@@ -195,7 +198,9 @@ def test_follow_appended_pieces_split_line_and_bad_line(tmp_path: Path, real_lin
     assert len(run.flows) == 4
 
     with path.open("ab") as fh:  # a malformed line in the middle: counted, the stream goes on
-        fh.write(real_lines[4] + b"\n" + b'{"flow": {"time": "2026-01-0' + b"\n" + real_lines[5] + b"\n")
+        fh.write(
+            real_lines[4] + b"\n" + b'{"flow": {"time": "2026-01-0' + b"\n" + real_lines[5] + b"\n"
+        )
     polls.poll()
     run.finish()
     assert len(run.flows) == 6
@@ -223,8 +228,9 @@ def test_follow_waits_for_the_file_to_appear(tmp_path: Path, real_lines) -> None
     run.finish()
 
 
-def test_follow_rotation_finishes_the_old_file_then_reads_the_new(tmp_path: Path,
-                                                                 real_lines) -> None:
+def test_follow_rotation_finishes_the_old_file_then_reads_the_new(
+    tmp_path: Path, real_lines
+) -> None:
     path = tmp_path / "flows.json"
     writer = path.open("ab", buffering=0)
     writer.write(b"\n".join(real_lines[:3]) + b"\n")
@@ -247,8 +253,7 @@ def test_follow_rotation_finishes_the_old_file_then_reads_the_new(tmp_path: Path
     polls.poll()
     run.finish()
     writer.close()
-    expected = file_flows(b"\n".join(real_lines[:5])) + file_flows(
-        b"\n".join(real_lines[10:14]))
+    expected = file_flows(b"\n".join(real_lines[:5])) + file_flows(b"\n".join(real_lines[10:14]))
     assert encode(run.flows) == encode(expected)
     bad = src.stats.examples[0]
     assert (bad.line, bad.reason) == (4, "not_json")  # numbered in the new file
@@ -267,12 +272,13 @@ def test_follow_truncation_restarts_from_the_beginning(tmp_path: Path, real_line
     polls.poll()
     run.finish()
     assert src.truncations == 1 and src.rotations == 0
-    assert encode(run.flows) == encode(file_flows(b"\n".join(real_lines[:6] + [real_lines[20]])))
+    assert encode(run.flows) == encode(file_flows(b"\n".join([*real_lines[:6], real_lines[20]])))
     assert [(b.line, b.reason) for b in src.stats.examples] == [(1, "not_json")]
 
 
-def test_follow_from_end_reads_only_new_lines_numbered_as_in_the_file(tmp_path: Path,
-                                                                     real_lines) -> None:
+def test_follow_from_end_reads_only_new_lines_numbered_as_in_the_file(
+    tmp_path: Path, real_lines
+) -> None:
     path = tmp_path / "flows.json"
     # three whole lines and a line being written: its rest must not be misread as a line
     path.write_bytes(b"\n".join(real_lines[:3]) + b"\n" + real_lines[3][:40])
@@ -289,8 +295,9 @@ def test_follow_from_end_reads_only_new_lines_numbered_as_in_the_file(tmp_path: 
     assert src.stats.error_lines == 1 and src.stats.examples[0].line == 6
 
 
-def test_follow_from_end_reads_a_file_that_appears_later_from_its_start(tmp_path: Path,
-                                                                       real_lines) -> None:
+def test_follow_from_end_reads_a_file_that_appears_later_from_its_start(
+    tmp_path: Path, real_lines
+) -> None:
     path = tmp_path / "flows.json"
     polls = Polls()
     src = FollowFile(path, from_start=False, poll_interval=0.01)
@@ -412,8 +419,16 @@ def test_plan_attack_plans_one_scenario_and_rejects_unknown_names() -> None:
 def test_realtime_without_attacks_is_exactly_the_generated_file(tmp_path: Path) -> None:
     res = generate(tmp_path, hours=0.25, seed=3, start=NOON, rate=0.5)
     fake = FakeTime()
-    stream = RealtimeGenerator(seed=3, start=NOON, rate=0.5, attacks=(), duration=900,
-                               speed=60, monotonic=fake.monotonic, sleep=fake.sleep)
+    stream = RealtimeGenerator(
+        seed=3,
+        start=NOON,
+        rate=0.5,
+        attacks=(),
+        duration=900,
+        speed=60,
+        monotonic=fake.monotonic,
+        sleep=fake.sleep,
+    )
     lines = [line for batch in stream.batches() for line in batch]
     assert "\n".join(lines) + "\n" == res.flows_path.read_text()
     last: dict[str, int] = {}  # each node's lines in time order
@@ -434,10 +449,19 @@ def _by_ident(f: Any) -> str:
 
 def test_generator_source_paces_orders_and_injects_attacks_on_schedule() -> None:
     fake = FakeTime()
-    src = GeneratorSource(seed=5, start=NOON, rate=0.3, speed=120,
-                          attacks=("port_scan", "drop_storm"), first_attack_after=60,
-                          attack_every=240, duration=600, clock=fixed_clock,
-                          monotonic=fake.monotonic, sleep=fake.sleep)
+    src = GeneratorSource(
+        seed=5,
+        start=NOON,
+        rate=0.3,
+        speed=120,
+        attacks=("port_scan", "drop_storm"),
+        first_attack_after=60,
+        attack_every=240,
+        duration=600,
+        clock=fixed_clock,
+        monotonic=fake.monotonic,
+        sleep=fake.sleep,
+    )
     start_ns = int(NOON.timestamp()) * _NS
     seen: list[tuple[float, int, int]] = []  # clock, newest event time, labels visible
 
@@ -472,10 +496,17 @@ def test_generator_source_paces_orders_and_injects_attacks_on_schedule() -> None
     assert seen[0][2] == 0 and seen[-1][2] == 3
 
     scan = labels[0]
-    probes = {(f.IP.destination, f.l4.TCP.destination_port) for f in flows
-              if _by_ident(f) == scan.identity and f.l4 and f.l4.TCP and f.l4.TCP.flags
-              and f.l4.TCP.flags.SYN and not f.l4.TCP.flags.ACK
-              and _ns(scan.start) <= _ns(f.time) <= _ns(scan.end)}
+    probes = {
+        (f.IP.destination, f.l4.TCP.destination_port)
+        for f in flows
+        if _by_ident(f) == scan.identity
+        and f.l4
+        and f.l4.TCP
+        and f.l4.TCP.flags
+        and f.l4.TCP.flags.SYN
+        and not f.l4.TCP.flags.ACK
+        and _ns(scan.start) <= _ns(f.time) <= _ns(scan.end)
+    }
     assert len({port for _, port in probes}) >= 200
     storm = labels[1]
     denied = [f for f in flows if f.drop_reason_desc == "POLICY_DENIED"]
@@ -485,7 +516,12 @@ def test_generator_source_paces_orders_and_injects_attacks_on_schedule() -> None
 
     st = src.status()
     assert (st.kind, st.name, st.up, st.flows, st.last_flow_at) == (
-        "generator", "generator:seed=5", False, len(flows), T0)
+        "generator",
+        "generator:seed=5",
+        False,
+        len(flows),
+        T0,
+    )
     assert st.error == "end of the generated range"
 
 
@@ -496,8 +532,17 @@ def _ns(dt: datetime) -> int:
 
 def _generated(seed: int, **kw: Any) -> list[bytes]:
     fake = FakeTime()
-    src = GeneratorSource(seed=seed, start=NOON, rate=0.2, duration=300, first_attack_after=30,
-                          attack_every=120, monotonic=fake.monotonic, sleep=fake.sleep, **kw)
+    src = GeneratorSource(
+        seed=seed,
+        start=NOON,
+        rate=0.2,
+        duration=300,
+        first_attack_after=30,
+        attack_every=120,
+        monotonic=fake.monotonic,
+        sleep=fake.sleep,
+        **kw,
+    )
     run = Running(src)
     run.thread.join(10)
     assert not run.thread.is_alive() and run.error is None
@@ -513,9 +558,17 @@ def test_generator_source_is_deterministic_for_a_seed_however_it_is_paced() -> N
 
 def test_generator_flows_are_what_the_file_reader_gives() -> None:
     fake = FakeTime()
-    stream = RealtimeGenerator(seed=4, start=NOON, rate=0.2, duration=300, first_attack_after=30,
-                               attack_every=120, speed=600, monotonic=fake.monotonic,
-                               sleep=fake.sleep)
+    stream = RealtimeGenerator(
+        seed=4,
+        start=NOON,
+        rate=0.2,
+        duration=300,
+        first_attack_after=30,
+        attack_every=120,
+        speed=600,
+        monotonic=fake.monotonic,
+        sleep=fake.sleep,
+    )
     data = "".join(line + "\n" for batch in stream.batches() for line in batch).encode()
     assert encode(file_flows(data)) == _generated(4, speed=600)
 
@@ -524,15 +577,26 @@ def test_live_generator_continues_the_cluster_of_a_generated_history(tmp_path: P
     """The service trains on ``generate(start=T - H)`` and then streams from T, same seed."""
     history = generate(tmp_path, hours=1, seed=7, start=NOON - timedelta(hours=1), rate=0.5)
     fake = FakeTime()
-    src = GeneratorSource(seed=7, start=NOON, rate=0.5, attacks=(), duration=600,
-                          monotonic=fake.monotonic, sleep=fake.sleep)
+    src = GeneratorSource(
+        seed=7,
+        start=NOON,
+        rate=0.5,
+        attacks=(),
+        duration=600,
+        monotonic=fake.monotonic,
+        sleep=fake.sleep,
+    )
     run = Running(src)
     run.thread.join(10)
     assert not run.thread.is_alive() and run.error is None
 
     def endpoints(flows: list[Any]) -> set[tuple[str, str, int]]:
-        return {(ep.namespace, ep.pod_name, ep.identity) for f in flows
-                for ep in (f.source, f.destination) if ep is not None and ep.pod_name}
+        return {
+            (ep.namespace, ep.pod_name, ep.identity)
+            for f in flows
+            for ep in (f.source, f.destination)
+            if ep is not None and ep.pod_name
+        }
 
     past = file_flows(history.flows_path.read_bytes())
     assert max(f.time for f in past) < NOON <= min(f.time for f in run.flows)
@@ -540,8 +604,13 @@ def test_live_generator_continues_the_cluster_of_a_generated_history(tmp_path: P
     assert len(now) >= 15 and now <= endpoints(past)  # the same pods with the same identities
     pod_ips = {f.IP.source for f in past if f.IP.source.startswith("10.244.")}
     assert {f.IP.source for f in run.flows if f.IP.source.startswith("10.244.")} <= pod_ips
-    other = endpoints(file_flows(generate(tmp_path / "b", hours=0.2, seed=8, start=NOON,
-                                          rate=0.5).flows_path.read_bytes()))
+    other = endpoints(
+        file_flows(
+            generate(
+                tmp_path / "b", hours=0.2, seed=8, start=NOON, rate=0.5
+            ).flows_path.read_bytes()
+        )
+    )
     assert not other <= endpoints(past)  # another seed is another cluster
 
 
@@ -566,16 +635,21 @@ def test_generator_source_ends_by_itself_after_its_duration() -> None:
 
 def test_realtime_generator_runs_once_and_checks_its_arguments() -> None:
     fake = FakeTime()
-    stream = RealtimeGenerator(start=NOON, duration=60, attacks=(), monotonic=fake.monotonic,
-                               sleep=fake.sleep)
+    stream = RealtimeGenerator(
+        start=NOON, duration=60, attacks=(), monotonic=fake.monotonic, sleep=fake.sleep
+    )
     list(stream.batches())
     with pytest.raises(RuntimeError, match="once"):
         next(stream.batches())
-    for kwargs, match in [({"attacks": ("ddos",)}, "'ddos'"), ({"speed": 0}, "speed"),
-                          ({"attack_every": 10}, "attack_every"), ({"rate": -1}, "rate"),
-                          ({"attack_duration": 700}, "attack_duration"),
-                          ({"first_attack_after": -1}, "first_attack_after"),
-                          ({"duration": 0}, "duration")]:
+    for kwargs, match in [
+        ({"attacks": ("ddos",)}, "'ddos'"),
+        ({"speed": 0}, "speed"),
+        ({"attack_every": 10}, "attack_every"),
+        ({"rate": -1}, "rate"),
+        ({"attack_duration": 700}, "attack_duration"),
+        ({"first_attack_after": -1}, "first_attack_after"),
+        ({"duration": 0}, "duration"),
+    ]:
         with pytest.raises(ValueError, match=match):
             RealtimeGenerator(**kwargs)
     assert RealtimeGenerator(attacks="c2_beacon").attack_names == ("c2_beacon",)
@@ -603,13 +677,15 @@ def test_open_source_builds_each_kind(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "match"),
-    [("hubble:", "needs an address"),
-     ("hubble:localhost", "expected host:port"),
-     ("hubble:https://relay:4245", "without https://"),
-     ("ebpf:x", "unknown source 'ebpf:x'"),
-     ("kafka:flows", "unknown source 'kafka:flows'.*'hubble:ADDR'"),
-     ("", "empty source"),
-     ("file:", "needs a path")],
+    [
+        ("hubble:", "needs an address"),
+        ("hubble:localhost", "expected host:port"),
+        ("hubble:https://relay:4245", "without https://"),
+        ("ebpf:x", "unknown source 'ebpf:x'"),
+        ("kafka:flows", "unknown source 'kafka:flows'.*'hubble:ADDR'"),
+        ("", "empty source"),
+        ("file:", "needs a path"),
+    ],
 )
 def test_open_source_rejects_what_it_cannot_open(spec: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):

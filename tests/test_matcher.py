@@ -42,7 +42,9 @@ def test_selector_keys_follow_cilium_sources():
     assert LabelSelector.from_dict({"matchLabels": {"any:app": "cart"}}).matches(labels)
     assert not LabelSelector.from_dict({"matchLabels": {"container:app": "cart"}}).matches(labels)
     assert not LabelSelector.from_dict({"matchLabels": {"k8s:tier": "web"}}).matches(labels)
-    assert LabelSelector.from_dict({"matchLabels": {"reserved.world": ""}}).matches([parse_label("reserved:world")])
+    assert LabelSelector.from_dict({"matchLabels": {"reserved.world": ""}}).matches(
+        [parse_label("reserved:world")]
+    )
 
 
 def test_match_expressions_operators():
@@ -60,7 +62,15 @@ def test_match_expressions_operators():
     assert sel("Exists") and not sel("Exists", key="missing")
     assert sel("DoesNotExist", key="missing") and not sel("DoesNotExist")
     with pytest.raises(PolicyError):
-        PolicySet([cnp(egress=[{"toEndpoints": [{"matchExpressions": [{"key": "a", "operator": "Is"}]}]}])])
+        PolicySet(
+            [
+                cnp(
+                    egress=[
+                        {"toEndpoints": [{"matchExpressions": [{"key": "a", "operator": "Is"}]}]}
+                    ]
+                )
+            ]
+        )
 
 
 def test_endpoint_selector_picks_subject_by_labels():
@@ -76,7 +86,9 @@ def test_cnp_selects_only_its_own_namespace():
     policy = cnp({"app": "cart"}, namespace="other", egress=[{}])
     assert verdict([policy], CART, PAY).decision is Decision.ALLOWED
     # a namespace key in the endpointSelector is overridden by the policy's namespace
-    sneaky = cnp({"app": "cart", "k8s:io.kubernetes.pod.namespace": "shop"}, namespace="other", egress=[{}])
+    sneaky = cnp(
+        {"app": "cart", "k8s:io.kubernetes.pod.namespace": "shop"}, namespace="other", egress=[{}]
+    )
     assert verdict([sneaky], CART, PAY).decision is Decision.ALLOWED
 
 
@@ -88,8 +100,16 @@ def test_cnp_without_namespace_lives_in_default():
 def test_peer_selectors_default_to_policy_namespace():
     same_ns = cnp({"app": "cart"}, egress=[{"toEndpoints": [{"matchLabels": {"app": "postgres"}}]}])
     assert verdict([same_ns], CART, DB).decision is Decision.DENIED_DEFAULT  # postgres is in "data"
-    cross = cnp({"app": "cart"}, egress=[{"toEndpoints": [
-        {"matchLabels": {"app": "postgres", "k8s:io.kubernetes.pod.namespace": "data"}}]}])
+    cross = cnp(
+        {"app": "cart"},
+        egress=[
+            {
+                "toEndpoints": [
+                    {"matchLabels": {"app": "postgres", "k8s:io.kubernetes.pod.namespace": "data"}}
+                ]
+            }
+        ],
+    )
     assert verdict([cross], CART, DB).decision is Decision.ALLOWED
     everything_here = cnp({"app": "cart"}, egress=[{"toEndpoints": [{}]}])
     assert verdict([everything_here], CART, PAY).decision is Decision.ALLOWED
@@ -97,15 +117,32 @@ def test_peer_selectors_default_to_policy_namespace():
 
 
 def test_dotted_namespace_key_does_not_name_the_namespace():
-    policy = cnp({"app": "cart"}, egress=[{"toEndpoints": [
-        {"matchLabels": {"k8s.io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns"}}]}])
+    policy = cnp(
+        {"app": "cart"},
+        egress=[
+            {
+                "toEndpoints": [
+                    {
+                        "matchLabels": {
+                            "k8s.io.kubernetes.pod.namespace": "kube-system",
+                            "k8s:k8s-app": "kube-dns",
+                        }
+                    }
+                ]
+            }
+        ],
+    )
     assert verdict([policy], CART, DNS, proto="UDP", dport=53).decision is Decision.DENIED_DEFAULT
 
 
 def test_namespace_labels_select_peers_across_namespaces():
     db = with_labels(DB, "k8s:io.cilium.k8s.namespace.labels.team=data")
-    policy = cnp({"app": "cart"}, egress=[{"toEndpoints": [
-        {"matchLabels": {"io.cilium.k8s.namespace.labels.team": "data"}}]}])
+    policy = cnp(
+        {"app": "cart"},
+        egress=[
+            {"toEndpoints": [{"matchLabels": {"io.cilium.k8s.namespace.labels.team": "data"}}]}
+        ],
+    )
     assert verdict([policy], CART, db).decision is Decision.ALLOWED
     assert verdict([policy], CART, DB).decision is Decision.DENIED_DEFAULT
     # or from the caller's namespace label map, when the flow does not carry them
@@ -136,7 +173,11 @@ def test_flow_is_judged_at_source_egress_and_destination_ingress():
     assert v.decision is Decision.DENIED_DEFAULT
     assert v.egress.decision is Decision.ALLOWED and not v.egress.enforced
     assert v.dropped_at is v.ingress and v.ingress.direction == "ingress"
-    allow_in = cnp({"app": "payments"}, name="in", ingress=[{"fromEndpoints": [{"matchLabels": {"app": "cart"}}]}])
+    allow_in = cnp(
+        {"app": "payments"},
+        name="in",
+        ingress=[{"fromEndpoints": [{"matchLabels": {"app": "cart"}}]}],
+    )
     assert verdict([ingress_only, allow_in], CART, PAY).allowed
     egress_deny_all = cnp({"app": "cart"}, name="out", egress=[{}])
     v = verdict([ingress_only, allow_in, egress_deny_all], CART, PAY)
@@ -149,13 +190,16 @@ def test_unselected_endpoint_allows_everything():
 
 
 def test_empty_rule_enables_default_deny_but_empty_list_does_not():
-    assert verdict([cnp({"app": "cart"}, egress=[{}])], CART, PAY).decision is Decision.DENIED_DEFAULT
+    assert (
+        verdict([cnp({"app": "cart"}, egress=[{}])], CART, PAY).decision is Decision.DENIED_DEFAULT
+    )
     assert verdict([cnp({"app": "cart"}, egress=[])], CART, PAY).decision is Decision.ALLOWED
 
 
 def test_enable_default_deny_false_only_adds_rules():
-    deny_only = cnp({"app": "cart"}, enableDefaultDeny={"egress": False},
-                    egressDeny=[{"toEntities": ["world"]}])
+    deny_only = cnp(
+        {"app": "cart"}, enableDefaultDeny={"egress": False}, egressDeny=[{"toEntities": ["world"]}]
+    )
     assert verdict([deny_only], CART, PAY).decision is Decision.ALLOWED
     assert verdict([deny_only], CART, EXT).decision is Decision.DENIED_RULE
     # a deny-only policy with the default posture puts the endpoint in default deny
@@ -173,7 +217,11 @@ def test_replies_are_not_judged():
 
 def test_deny_rules_win_over_allows():
     allow_all = cnp({"app": "cart"}, name="a", egress=[{"toEntities": ["all"]}])
-    deny_pay = cnp({"app": "cart"}, name="d", egressDeny=[{"toEndpoints": [{"matchLabels": {"app": "payments"}}]}])
+    deny_pay = cnp(
+        {"app": "cart"},
+        name="d",
+        egressDeny=[{"toEndpoints": [{"matchLabels": {"app": "payments"}}]}],
+    )
     v = verdict([allow_all, deny_pay], CART, PAY)
     assert v.decision is Decision.DENIED_RULE
     assert str(v.rule) == "cnp/shop/d spec[0].egressDeny[0]"
@@ -181,8 +229,11 @@ def test_deny_rules_win_over_allows():
 
 
 def test_deny_rule_with_ports_denies_only_those_ports():
-    policy = cnp({"app": "payments"}, ingress=[{"fromEntities": ["cluster"]}],
-                 ingressDeny=[{"fromEntities": ["cluster"], "toPorts": [{"ports": [{"port": "22"}]}]}])
+    policy = cnp(
+        {"app": "payments"},
+        ingress=[{"fromEntities": ["cluster"]}],
+        ingressDeny=[{"fromEntities": ["cluster"], "toPorts": [{"ports": [{"port": "22"}]}]}],
+    )
     assert verdict([policy], CART, PAY, dport=22).decision is Decision.DENIED_RULE
     assert verdict([policy], CART, PAY, dport=80).allowed
 
@@ -190,23 +241,33 @@ def test_deny_rule_with_ports_denies_only_those_ports():
 # --- entities ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("entity", "peer", "allowed"), [
-    ("world", EXT, True),
-    ("world", PAY, False),
-    ("cluster", PAY, True),
-    ("cluster", DB, True),
-    ("cluster", EXT, False),
-    ("cluster", reserved("remote-node", 6, "172.18.0.3"), True),
-    ("host", reserved("host", 1, "172.18.0.2"), True),
-    ("host", reserved("remote-node", 6, "172.18.0.3"), False),
-    ("remote-node", reserved("remote-node", 6, "172.18.0.3"), True),
-    ("kube-apiserver", {"endpoint": {"identity": 7, "labels": ["reserved:kube-apiserver"]}, "ip": "172.18.0.5"}, True),
-    ("kube-apiserver", reserved("host", 1, "172.18.0.2"), False),
-    ("health", reserved("health", 4, "10.0.0.4"), True),
-    ("all", EXT, True),
-    ("all", reserved("host", 1, "172.18.0.2"), True),
-    ("none", PAY, False),
-])
+@pytest.mark.parametrize(
+    ("entity", "peer", "allowed"),
+    [
+        ("world", EXT, True),
+        ("world", PAY, False),
+        ("cluster", PAY, True),
+        ("cluster", DB, True),
+        ("cluster", EXT, False),
+        ("cluster", reserved("remote-node", 6, "172.18.0.3"), True),
+        ("host", reserved("host", 1, "172.18.0.2"), True),
+        ("host", reserved("remote-node", 6, "172.18.0.3"), False),
+        ("remote-node", reserved("remote-node", 6, "172.18.0.3"), True),
+        (
+            "kube-apiserver",
+            {
+                "endpoint": {"identity": 7, "labels": ["reserved:kube-apiserver"]},
+                "ip": "172.18.0.5",
+            },
+            True,
+        ),
+        ("kube-apiserver", reserved("host", 1, "172.18.0.2"), False),
+        ("health", reserved("health", 4, "10.0.0.4"), True),
+        ("all", EXT, True),
+        ("all", reserved("host", 1, "172.18.0.2"), True),
+        ("none", PAY, False),
+    ],
+)
 def test_entities(entity, peer, allowed):
     policy = cnp({"app": "cart"}, egress=[{"toEntities": [entity]}])
     assert verdict([policy], CART, peer).allowed is allowed
@@ -222,8 +283,12 @@ def test_host_is_selected_only_by_node_selector():
     host = reserved("host", 1, "172.18.0.2")
     everything = ccnp({}, egress=[{}])
     assert verdict([everything], host, EXT).allowed
-    host_policy = {"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
-                   "metadata": {"name": "h"}, "spec": {"nodeSelector": {}, "egress": [{}]}}
+    host_policy = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {"name": "h"},
+        "spec": {"nodeSelector": {}, "egress": [{}]},
+    }
     assert verdict([host_policy], host, EXT).decision is Decision.DENIED_DEFAULT
 
 
@@ -272,7 +337,9 @@ def test_to_fqdns_through_destination_names_and_dns_map():
     alliance = with_labels(CART, "k8s:org=alliance")
     ip = "104.198.14.52"
     assert verdict(docs, alliance, world(ip), destination_names=["cilium.io"]).allowed
-    assert verdict(docs, alliance, world(ip), destination_names=["special-xservice.api.cilium.io"]).allowed
+    assert verdict(
+        docs, alliance, world(ip), destination_names=["special-xservice.api.cilium.io"]
+    ).allowed
     assert not verdict(docs, alliance, world(ip), destination_names=["evil.example"]).allowed
     assert not verdict(docs, alliance, world(ip)).allowed  # no name known
     ps = PolicySet(docs, dns_names={ip: ["sub.cilium.io."]})
@@ -293,7 +360,9 @@ def test_ports_protocols_and_end_port():
     assert verdict(docs, svc, EXT, dport=444).allowed
     assert not verdict(docs, svc, EXT, dport=445).allowed
     assert not verdict(docs, svc, EXT, dport=443, proto="UDP").allowed  # TCP only
-    any_proto = cnp({"app": "cart"}, egress=[{"toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}]}]}])
+    any_proto = cnp(
+        {"app": "cart"}, egress=[{"toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}]}]}]
+    )
     assert verdict([any_proto], CART, DNS, proto="UDP", dport=53).allowed
     assert verdict([any_proto], CART, DNS, proto="TCP", dport=53).allowed
     assert not verdict([any_proto], CART, DNS, proto="ICMPv4").allowed  # ANY = TCP/UDP/SCTP
@@ -304,7 +373,11 @@ def test_named_ports_resolve_through_the_callers_map():
     unresolved = PolicySet([policy])
     assert any("http-alt" in w for w in unresolved.warnings)
     assert not unresolved.verdict(one(CART, PAY, dport=8080)).allowed
-    assert PolicySet([policy], named_ports={"http-alt": 8080}).verdict(one(CART, PAY, dport=8080)).allowed
+    assert (
+        PolicySet([policy], named_ports={"http-alt": 8080})
+        .verdict(one(CART, PAY, dport=8080))
+        .allowed
+    )
 
 
 def test_icmp_rules_and_l3_only_rules_allow_icmp():
@@ -329,7 +402,9 @@ def test_every_example_policy_compiles(filename):
 
 def test_deathstar_example_allows_empire_only():
     docs = example("sw-l3-l4-l7-deathstar.yaml", namespace="default")
-    deathstar = with_labels(pod("default", "deathstar", 2001, "10.0.5.5"), "k8s:org=empire", "k8s:class=deathstar")
+    deathstar = with_labels(
+        pod("default", "deathstar", 2001, "10.0.5.5"), "k8s:org=empire", "k8s:class=deathstar"
+    )
     tie = with_labels(pod("default", "tiefighter", 2002, "10.0.5.6"), "k8s:org=empire")
     xwing = with_labels(pod("default", "xwing", 2003, "10.0.5.7"), "k8s:org=alliance")
     v = verdict(docs, tie, deathstar)
@@ -387,26 +462,54 @@ def test_real_hubble_samples_run_through_matcher(hubble_samples):
 
 
 def test_simulate_groups_drops_by_subject_peer_and_port():
-    flows = decode([
-        flow(CART, EXT, dport=443, sport=40001),
-        flow(CART, EXT, dport=443, sport=40002, seconds=1),
-        flow(CART, EXT, dport=443, sport=40002, seconds=1.1, flags=("ACK",)),
-        flow(CART, DNS, proto="UDP", dport=53, sport=5353),
-        flow(EXT, CART, dport=443, reply=True, sport=443),
-        flow(CART, PAY, dport=80),
-    ], flow_type=Flow)
-    policy = cnp({"app": "cart"}, egress=[{"toEndpoints": [{"matchLabels": {
-        "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s-app": "kube-dns"}}]}],
-        egressDeny=[{"toEndpoints": [{"matchLabels": {"app": "payments"}}]}])
+    flows = decode(
+        [
+            flow(CART, EXT, dport=443, sport=40001),
+            flow(CART, EXT, dport=443, sport=40002, seconds=1),
+            flow(CART, EXT, dport=443, sport=40002, seconds=1.1, flags=("ACK",)),
+            flow(CART, DNS, proto="UDP", dport=53, sport=5353),
+            flow(EXT, CART, dport=443, reply=True, sport=443),
+            flow(CART, PAY, dport=80),
+        ],
+        flow_type=Flow,
+    )
+    policy = cnp(
+        {"app": "cart"},
+        egress=[
+            {
+                "toEndpoints": [
+                    {
+                        "matchLabels": {
+                            "k8s:io.kubernetes.pod.namespace": "kube-system",
+                            "k8s-app": "kube-dns",
+                        }
+                    }
+                ]
+            }
+        ],
+        egressDeny=[{"toEndpoints": [{"matchLabels": {"app": "payments"}}]}],
+    )
     report = simulate([policy], flows, examples=2)
     assert (report.flows_seen, report.flows_judged, report.replies_skipped) == (6, 5, 1)
-    assert (report.dropped, report.dropped_by_default_deny, report.dropped_by_deny_rule) == (4, 3, 1)
+    assert (report.dropped, report.dropped_by_default_deny, report.dropped_by_deny_rule) == (
+        4,
+        3,
+        1,
+    )
     top = report.groups[0]
-    assert (top.subject, top.direction, top.peer, top.port) == ("shop/cart", "egress", "world:93.184.216.34", "TCP/443")
+    assert (top.subject, top.direction, top.peer, top.port) == (
+        "shop/cart",
+        "egress",
+        "world:93.184.216.34",
+        "TCP/443",
+    )
     assert (top.flows, top.connection_count, len(top.examples)) == (3, 2, 2)
     assert report.groups[1].rule == "cnp/shop/p spec[0].egressDeny[0]"
     text = report.text()
-    assert "shop/cart egress -> world:93.184.216.34 TCP/443: 3 flows, 2 connections (default deny)" in text
+    assert (
+        "shop/cart egress -> world:93.184.216.34 TCP/443: 3 flows, 2 connections (default deny)"
+        in text
+    )
     assert "deny rule cnp/shop/p spec[0].egressDeny[0]" in text
 
 

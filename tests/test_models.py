@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import skops.io as sio
 from netwarden.detector.explain import examples_text, reason_text, summary
 from netwarden.detector.scorer import Scorer
 from netwarden.detector.stream import StreamScorer
-from netwarden.ingest.generator import generate
+from netwarden.generator import generate
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
 from netwarden.models.artifact import ArtifactError, load_bundle, save_bundle
@@ -22,7 +22,7 @@ from netwarden.models.spec import LOG_COLUMNS, MODEL_COLUMNS, raw_matrix, transf
 from netwarden.models.training import ModelBundle, NotEnoughData, TrainConfig, train
 from tests.modelfactory import train_on_generated
 
-T0 = datetime(2026, 2, 2, tzinfo=timezone.utc)
+T0 = datetime(2026, 2, 2, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,12 @@ def trained(tmp_path_factory) -> tuple[ModelBundle, list[ClosedWindow], Path]:
 
 def test_columns_and_transform() -> None:
     assert len(MODEL_COLUMNS) == len(set(MODEL_COLUMNS))
-    assert "egress_flows" in LOG_COLUMNS and "egress_http_4xx_share" not in LOG_COLUMNS and "egress_new_peers" in LOG_COLUMNS
-    row = {c: 0.0 for c in MODEL_COLUMNS}
+    assert (
+        "egress_flows" in LOG_COLUMNS
+        and "egress_http_4xx_share" not in LOG_COLUMNS
+        and "egress_new_peers" in LOG_COLUMNS
+    )
+    row = dict.fromkeys(MODEL_COLUMNS, 0.0)
     row.update(window_start=T0 + timedelta(hours=6), egress_flows=np.e - 1)
     x = transform(raw_matrix([row]))
     assert x[0, MODEL_COLUMNS.index("egress_flows")] == pytest.approx(1.0)
@@ -43,7 +47,7 @@ def test_columns_and_transform() -> None:
 
 
 def test_models_per_identity_namespace_and_global(trained) -> None:
-    bundle, windows, _ = trained
+    bundle, _windows, _ = trained
     keys = set(bundle.models)
     assert "global" in keys
     assert "identity:monitoring/prometheus" in keys
@@ -60,8 +64,9 @@ def test_threshold_matches_the_expected_rate_on_training_data(trained) -> None:
     for key, model in bundle.models.items():
         if not key.startswith("identity:"):
             continue
-        mine = sorted((r for r in rows if f"identity:{r['identity']}" == key),
-                      key=lambda r: r["window_start"])[bundle.config.warmup_windows:]
+        mine = sorted(
+            (r for r in rows if f"identity:{r['identity']}" == key), key=lambda r: r["window_start"]
+        )[bundle.config.warmup_windows :]
         scores = model.score(transform(raw_matrix(mine)))
         assert (scores > model.threshold).mean() <= 2 * bundle.config.expected_rate + 1 / len(mine)
 
@@ -123,7 +128,7 @@ def test_incompatible_columns_and_format_are_explained(trained, tmp_path) -> Non
     folder = save_bundle(bundle, tmp_path / "m")
     path = folder / "manifest.json"
     manifest = json.loads(path.read_text())
-    manifest["columns"] = manifest["columns"][:-3] + ["egress_quantum_flux"]
+    manifest["columns"] = [*manifest["columns"][:-3], "egress_quantum_flux"]
     path.write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="missing .*time_of_day.*unknown egress_quantum_flux"):
         load_bundle(tmp_path / "m")
@@ -159,23 +164,42 @@ def test_train_config_validation() -> None:
 
 
 def test_reason_texts() -> None:
-    assert reason_text("egress_distinct_dst_ports", 212, 3) == \
-        "contacted 212 distinct destination ports (baseline 3)"
-    assert reason_text("egress_dns_nxdomain_share", 0.9, 0.05) == \
-        "got NXDOMAIN for 90% of its DNS answers (baseline 5%)"
-    assert summary("cart", ["contacted 212 distinct destination ports (baseline 3)",
-                            "contacted 38 peers (baseline 4)"]) == \
-        "cart contacted 212 distinct destination ports (baseline 3) and contacted 38 peers (baseline 4)"
+    assert (
+        reason_text("egress_distinct_dst_ports", 212, 3)
+        == "contacted 212 distinct destination ports (baseline 3)"
+    )
+    assert (
+        reason_text("egress_dns_nxdomain_share", 0.9, 0.05)
+        == "got NXDOMAIN for 90% of its DNS answers (baseline 5%)"
+    )
+    assert (
+        summary(
+            "cart",
+            [
+                "contacted 212 distinct destination ports (baseline 3)",
+                "contacted 38 peers (baseline 4)",
+            ],
+        )
+        == "cart contacted 212 distinct destination ports (baseline 3) and contacted 38 peers (baseline 4)"
+    )
 
 
 def test_examples_text() -> None:
-    examples = {"egress": {"to": [{"peer": "shop/catalog", "port": "TCP/8080", "flows": 41},
-                                  {"peer": "world:203.0.113.9", "port": "TCP/443", "flows": 1200}],
-                           "dns_names": ["a.example.net"], "drop_reasons": {"POLICY_DENIED": 30}},
-                "ingress": {"from": [], "dns_names": [], "drop_reasons": {}}}
+    examples = {
+        "egress": {
+            "to": [
+                {"peer": "shop/catalog", "port": "TCP/8080", "flows": 41},
+                {"peer": "world:203.0.113.9", "port": "TCP/443", "flows": 1200},
+            ],
+            "dns_names": ["a.example.net"],
+            "drop_reasons": {"POLICY_DENIED": 30},
+        },
+        "ingress": {"from": [], "dns_names": [], "drop_reasons": {}},
+    }
     assert examples_text(examples, "egress", limit=1) == (
         "to shop/catalog TCP/8080 (41 flows) and 1 more; DNS names: a.example.net; "
-        "drops: POLICY_DENIED 30")
+        "drops: POLICY_DENIED 30"
+    )
     assert examples_text(examples, "ingress") == ""
 
 
@@ -190,16 +214,20 @@ def trained_day(request, tmp_path_factory) -> tuple[ModelBundle, Path, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("seed", "hour", "attacks"), [
-    (101, 9, ["port_scan", "exfiltration", "drop_storm"]),
-    (202, 20, ["lateral_movement", "dns_tunnel", "c2_beacon"]),
-])
+@pytest.mark.parametrize(
+    ("seed", "hour", "attacks"),
+    [
+        (101, 9, ["port_scan", "exfiltration", "drop_storm"]),
+        (202, 20, ["lateral_movement", "dns_tunnel", "c2_beacon"]),
+    ],
+)
 def test_attacks_detected_and_quiet_traffic_not(trained_day, seed, hour, attacks) -> None:
     """Seeds the benchmark does not use; three hours of the next day, at the training rate."""
     bundle, out, rate = trained_day
     start = T0 + timedelta(days=1, hours=hour)
-    test = generate(out / f"test{seed}", hours=3, seed=seed, start=start, attacks=attacks,
-                    rate=rate)
+    test = generate(
+        out / f"test{seed}", hours=3, seed=seed, start=start, attacks=attacks, rate=rate
+    )
     builder = WindowBuilder()
     builder.seed_baselines(bundle.baselines)
     scored: list = []
@@ -211,8 +239,9 @@ def test_attacks_detected_and_quiet_traffic_not(trained_day, seed, hour, attacks
         return s.window_end > lb.start and s.window_start < lb.end
 
     for label in test.labels:
-        hits = [s for s in scored if s.anomalous and s.identity == label.identity
-                and during(s, label)]
+        hits = [
+            s for s in scored if s.anomalous and s.identity == label.identity and during(s, label)
+        ]
         assert hits, f"{label.scenario} on {label.identity} not detected"
         assert hits[0].reasons and hits[0].summary.startswith(label.identity.split("/")[1])
         # by the end of the second whole window of the attack (the one it starts in may hold
@@ -234,8 +263,9 @@ def test_list_versions(trained, tmp_path) -> None:
     versions = list_versions(tmp_path)
     assert [v.version for v in versions] == [first.name] and versions[0].current
     assert versions[0].rows == bundle.rows and versions[0].models == len(bundle.models)
-    assert set(versions[0].identities) == {k.split(":", 1)[1] for k in bundle.models
-                                           if k.startswith("identity:")}
+    assert set(versions[0].identities) == {
+        k.split(":", 1)[1] for k in bundle.models if k.startswith("identity:")
+    }
 
 
 def test_stream_scorer_batches_within_the_novelty_horizon(trained) -> None:
@@ -246,10 +276,11 @@ def test_stream_scorer_batches_within_the_novelty_horizon(trained) -> None:
     forgotten: list[ClosedWindow] = []
     builder.forget = forgotten.append  # type: ignore[method-assign]
     batches: list[tuple[list[ClosedWindow], list]] = []
-    stream = StreamScorer(Scorer(bundle), builder, lambda w, s: batches.append((w, s)),
-                          max_windows=10_000)
+    stream = StreamScorer(
+        Scorer(bundle), builder, lambda w, s: batches.append((w, s)), max_windows=10_000
+    )
     for i in range(0, len(windows), 50):
-        stream.add(windows[i:i + 50])
+        stream.add(windows[i : i + 50])
     stream.flush()
     assert [w for ws, _ in batches for w in ws] == windows
     span = builder.config.novelty_seconds / 2
@@ -260,7 +291,11 @@ def test_stream_scorer_batches_within_the_novelty_horizon(trained) -> None:
 
 
 def test_sketch_estimates_read_as_whole_numbers() -> None:
-    assert reason_text("ingress_distinct_dst_ports", 39.8, 2) == \
-        "was contacted on 40 distinct ports (baseline 2)"
-    assert reason_text("egress_dns_qname_len_mean", 37.5, 0) == \
-        "queried DNS names 37.5 characters long on average (baseline 0)"
+    assert (
+        reason_text("ingress_distinct_dst_ports", 39.8, 2)
+        == "was contacted on 40 distinct ports (baseline 2)"
+    )
+    assert (
+        reason_text("egress_dns_qname_len_mean", 37.5, 0)
+        == "queried DNS names 37.5 characters long on average (baseline 0)"
+    )

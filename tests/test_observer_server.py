@@ -20,16 +20,17 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, json_format, timestamp_pb2
-from netwarden.api.flowfilter import FilterError, compile_filters
-from netwarden.api.flowring import FlowRing
-from netwarden.api.hubble import flow_pb2, observer_pb2, observer_pb2_grpc
-from netwarden.api.observer import (
+
+from netwarden.hubble import flow_pb2, observer_pb2, observer_pb2_grpc
+from netwarden.observer.filters import FilterError, compile_filters
+from netwarden.observer.replay import Replay, decode_line
+from netwarden.observer.ring import FlowRing
+from netwarden.observer.server import (
     ObserverServer,
     ObserverServerError,
     TLSFiles,
     parse_listen,
 )
-from netwarden.api.observer_replay import Replay, decode_line
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OTEL = SHARED_DATA / "hubble" / "hubble-otel"
@@ -51,7 +52,7 @@ def _lines(path: Path) -> list[dict]:
 
 
 def _all_samples() -> list[Path]:
-    paths = sorted(OTEL.glob("*.json")) + [DOCS_DROPS]
+    paths = [*sorted(OTEL.glob("*.json")), DOCS_DROPS]
     _require(*paths)
     return paths
 
@@ -115,8 +116,9 @@ def test_number_first_since_until_match_the_file(serve) -> None:
     assert _flows(stub, Request(number=10_000)) == expected
 
     since, until = lines[100]["flow"]["time"], lines[199]["flow"]["time"]
-    in_range = [f for obj, f in zip(lines, expected)
-                if since <= obj["flow"]["time"] <= until]  # RFC3339 nanos compare as text
+    in_range = [
+        f for obj, f in zip(lines, expected) if since <= obj["flow"]["time"] <= until
+    ]  # RFC3339 nanos compare as text
     assert in_range == expected[100:200]  # both ends inclusive
     assert _flows(stub, Request(since=_ts(since), until=_ts(until))) == in_range
     assert _flows(stub, Request(since=_ts(since))) == expected[100:]
@@ -154,14 +156,19 @@ def test_field_mask_keeps_only_the_listed_fields(serve) -> None:
     flows = _flows(stub, Request(number=3, field_mask=mask))
     expected = [_flow(obj) for obj in _lines(TCP_400)[-3:]]
     assert [(f.verdict, f.source.identity) for f in flows] == [
-        (e.verdict, e.source.identity) for e in expected]
+        (e.verdict, e.source.identity) for e in expected
+    ]
     assert all(not f.HasField("IP") and not f.source.labels for f in flows)
 
     # hubble CLIs up to 1.16 send the mask as experimental.field_mask (field 1, reserved here)
     inner = field_mask_pb2.FieldMask(paths=["verdict"]).SerializeToString()
     experimental = b"\x0a" + _varint(len(inner)) + inner
-    legacy = Request.FromString(Request(number=3).SerializeToString() + _varint(999 << 3 | 2)
-                                + _varint(len(experimental)) + experimental)
+    legacy = Request.FromString(
+        Request(number=3).SerializeToString()
+        + _varint(999 << 3 | 2)
+        + _varint(len(experimental))
+        + experimental
+    )
     flows = _flows(stub, legacy)
     assert [f.verdict for f in flows] == [e.verdict for e in expected]
     assert all(not f.HasField("source") for f in flows)
@@ -179,8 +186,10 @@ def _varint(value: int) -> bytes:
 # -- filters against counts computed from the JSON ------------------------------------------------
 def _namespaces(obj: dict) -> tuple[str, str]:
     flow = obj["flow"]
-    return (flow.get("source", {}).get("namespace", ""),
-            flow.get("destination", {}).get("namespace", ""))
+    return (
+        flow.get("source", {}).get("namespace", ""),
+        flow.get("destination", {}).get("namespace", ""),
+    )
 
 
 @pytest.mark.parametrize("namespace", ["bookinfo", "kube-system", "jaeger"])
@@ -191,8 +200,9 @@ def test_namespace_filter_in_hubble_observe_shape(serve, namespace: str) -> None
     assert expected > 0
     stub, _ = serve(_replayed(*paths))
     # exactly what `hubble observe --namespace X` sends
-    request = Request(whitelist=[Filter(source_pod=[f"{namespace}/"]),
-                                 Filter(destination_pod=[f"{namespace}/"])])
+    request = Request(
+        whitelist=[Filter(source_pod=[f"{namespace}/"]), Filter(destination_pod=[f"{namespace}/"])]
+    )
     flows = _flows(stub, request)
     assert len(flows) == expected
     assert all(namespace in (f.source.namespace, f.destination.namespace) for f in flows)
@@ -201,13 +211,17 @@ def test_namespace_filter_in_hubble_observe_shape(serve, namespace: str) -> None
 def test_pod_prefix_filter(serve) -> None:
     _require(TCP_400)
     objs = _lines(TCP_400)
-    expected = sum(1 for obj in objs
-                   if obj["flow"].get("source", {}).get("namespace") == "bookinfo"
-                   and obj["flow"]["source"].get("pod_name", "").startswith("reviews-"))
+    expected = sum(
+        1
+        for obj in objs
+        if obj["flow"].get("source", {}).get("namespace") == "bookinfo"
+        and obj["flow"]["source"].get("pod_name", "").startswith("reviews-")
+    )
     assert expected > 0
     stub, _ = serve(_replayed(TCP_400))
-    assert len(_flows(stub, Request(whitelist=[Filter(source_pod=["bookinfo/reviews-"])]))) \
-        == expected
+    assert (
+        len(_flows(stub, Request(whitelist=[Filter(source_pod=["bookinfo/reviews-"])]))) == expected
+    )
 
 
 def test_verdict_filters_and_blacklist(serve) -> None:
@@ -219,7 +233,9 @@ def test_verdict_filters_and_blacklist(serve) -> None:
     dropped = _flows(stub, Request(whitelist=[Filter(verdict=[flow_pb2.DROPPED])]))
     assert len(dropped) == verdicts.count("DROPPED") == 2
     assert {flow_pb2.DropReason.Name(f.drop_reason_desc) for f in dropped} == {
-        "INVALID_SOURCE_IP", "POLICY_DENIED"}
+        "INVALID_SOURCE_IP",
+        "POLICY_DENIED",
+    }
 
     redirected = _flows(stub, Request(whitelist=[Filter(verdict=[flow_pb2.REDIRECTED])]))
     assert len(redirected) == verdicts.count("REDIRECTED") > 0
@@ -228,28 +244,33 @@ def test_verdict_filters_and_blacklist(serve) -> None:
     assert len(not_forwarded) == len(objs) - verdicts.count("FORWARDED")
 
     # whitelist minus blacklist: bookinfo flows that are not REDIRECTED
-    request = Request(whitelist=[Filter(source_pod=["bookinfo/"]),
-                                 Filter(destination_pod=["bookinfo/"])],
-                      blacklist=[Filter(verdict=[flow_pb2.REDIRECTED])])
-    expected = sum(1 for obj, v in zip(objs, verdicts)
-                   if "bookinfo" in _namespaces(obj) and v != "REDIRECTED")
+    request = Request(
+        whitelist=[Filter(source_pod=["bookinfo/"]), Filter(destination_pod=["bookinfo/"])],
+        blacklist=[Filter(verdict=[flow_pb2.REDIRECTED])],
+    )
+    expected = sum(
+        1 for obj, v in zip(objs, verdicts) if "bookinfo" in _namespaces(obj) and v != "REDIRECTED"
+    )
     assert len(_flows(stub, request)) == expected
     # within one filter, fields AND: DROPPED *and* destination port 80
-    both = _flows(stub, Request(whitelist=[Filter(verdict=[flow_pb2.DROPPED],
-                                                  destination_port=["80"])]))
+    both = _flows(
+        stub, Request(whitelist=[Filter(verdict=[flow_pb2.DROPPED], destination_port=["80"])])
+    )
     assert [f.l4.TCP.destination_port for f in both] == [80]
 
 
 def test_unsupported_or_invalid_filters_fail_naming_the_field(serve) -> None:
     ring = FlowRing(16)
     stub, _ = serve(ring)
-    unknown = Filter.FromString(Filter(verdict=[flow_pb2.DROPPED]).SerializeToString()
-                                + bytes([0xC8, 0x03, 0x01]))  # field 57 = 1, not in flow.proto
+    unknown = Filter.FromString(
+        Filter(verdict=[flow_pb2.DROPPED]).SerializeToString() + bytes([0xC8, 0x03, 0x01])
+    )  # field 57 = 1, not in flow.proto
     cases = {
         "http_url": Filter(http_url=["/x"]),
         "destination_cluster_name": Filter(destination_cluster_name=["c1"]),
         "experimental.cel_expression": Filter(
-            experimental=Filter.Experimental(cel_expression=["true"])),
+            experimental=Filter.Experimental(cel_expression=["true"])
+        ),
         "#57": unknown,
         "source_ip": Filter(source_ip=["10.0.0.0/33"]),
         "destination_port": Filter(destination_port=["http"]),
@@ -268,65 +289,80 @@ def test_unsupported_or_invalid_filters_fail_naming_the_field(serve) -> None:
 
 # -- filter semantics on single flows (Hubble's rules) ----------------------------------------------
 _FLOW = {
-    "time": "2026-01-05T00:00:00Z", "uuid": "u-1", "verdict": "DROPPED",
-    "drop_reason_desc": "POLICY_DENIED", "node_name": "kind-worker",
+    "time": "2026-01-05T00:00:00Z",
+    "uuid": "u-1",
+    "verdict": "DROPPED",
+    "drop_reason_desc": "POLICY_DENIED",
+    "node_name": "kind-worker",
     "IP": {"source": "10.244.1.60", "destination": "10.96.0.10", "ipVersion": "IPv4"},
     "l4": {"TCP": {"source_port": 44916, "destination_port": 80, "flags": {"SYN": True}}},
-    "source": {"identity": 3418, "namespace": "shop", "pod_name": "cart-7d9f-x",
-               "labels": ["k8s:app=cart", "k8s:tier=backend", "reserved:host"],
-               "workloads": [{"name": "cart", "kind": "Deployment"}]},
-    "destination": {"identity": 2, "namespace": "default", "pod_name": "db-0",
-                    "labels": ["reserved:world"]},
+    "source": {
+        "identity": 3418,
+        "namespace": "shop",
+        "pod_name": "cart-7d9f-x",
+        "labels": ["k8s:app=cart", "k8s:tier=backend", "reserved:host"],
+        "workloads": [{"name": "cart", "kind": "Deployment"}],
+    },
+    "destination": {
+        "identity": 2,
+        "namespace": "default",
+        "pod_name": "db-0",
+        "labels": ["reserved:world"],
+    },
     "destination_names": ["api.example.com"],
-    "event_type": {"type": 1, "sub_type": 133}, "traffic_direction": "EGRESS",
+    "event_type": {"type": 1, "sub_type": 133},
+    "traffic_direction": "EGRESS",
 }
 
 
-@pytest.mark.parametrize(("flow_filter", "matches"), [
-    ({"source_pod": ["shop/"]}, True),
-    ({"source_pod": ["shop/cart-"]}, True),
-    ({"source_pod": ["shop/db"]}, False),
-    ({"source_pod": ["cart-"]}, False),  # no namespace means "default"
-    ({"destination_pod": ["db-"]}, True),
-    ({"destination_pod": ["/db-"]}, True),  # "/x": any namespace (v1.19, --all-namespaces)
-    ({"destination_pod": ["/cart-"]}, False),
-    ({"source_ip": ["10.244.0.0/16"]}, True),
-    ({"source_ip": ["10.244.1.61", "10.244.1.60"]}, True),
-    ({"destination_ip": ["10.244.0.0/16"]}, False),
-    ({"source_label": ["k8s:app=cart"]}, True),
-    ({"source_label": ["app=cart,tier=backend"]}, True),
-    ({"source_label": ["app=cart,tier=frontend"]}, False),
-    ({"source_label": ["app in (web, cart)"]}, True),
-    ({"source_label": ["app notin (cart)"]}, False),
-    ({"source_label": ["reserved:host"]}, True),
-    ({"source_label": ["!reserved:world"]}, True),
-    ({"source_label": ["container:app=cart"]}, False),  # a source prefix must match
-    ({"destination_label": ["reserved:world"]}, True),
-    ({"source_identity": [3418]}, True),
-    ({"destination_identity": [3418]}, False),
-    ({"verdict": ["FORWARDED", "DROPPED"]}, True),
-    ({"drop_reason_desc": ["POLICY_DENY"]}, False),
-    ({"traffic_direction": ["EGRESS"]}, True),
-    ({"uuid": ["u-2"]}, False),
-    ({"event_type": [{"type": 1}]}, True),
-    ({"event_type": [{"type": 1, "match_sub_type": True, "sub_type": 181}]}, False),
-    ({"protocol": ["TCP"]}, True),
-    ({"protocol": ["udp", "dns"]}, False),
-    ({"destination_port": ["80"]}, True),
-    ({"source_port": ["80"]}, False),
-    ({"reply": [False]}, True),  # unknown is_reply counts as false on drops only
-    ({"reply": [True]}, False),
-    ({"node_name": ["kind-*"]}, True),
-    ({"node_name": ["default/kind-worker"]}, True),  # bare node names are in cluster "default"
-    ({"node_name": ["other/kind-worker"]}, False),
-    ({"tcp_flags": [{"SYN": True}]}, True),
-    ({"tcp_flags": [{"SYN": True, "ACK": True}]}, False),
-    ({"source_workload": [{"kind": "Deployment"}]}, True),
-    ({"destination_fqdn": ["*.example.com"]}, True),
-    ({"ip_version": ["IPv6"]}, False),
-    ({"source_pod": ["shop/"], "verdict": ["FORWARDED"]}, False),  # fields AND
-    ({}, True),  # an empty filter matches everything
-])
+@pytest.mark.parametrize(
+    ("flow_filter", "matches"),
+    [
+        ({"source_pod": ["shop/"]}, True),
+        ({"source_pod": ["shop/cart-"]}, True),
+        ({"source_pod": ["shop/db"]}, False),
+        ({"source_pod": ["cart-"]}, False),  # no namespace means "default"
+        ({"destination_pod": ["db-"]}, True),
+        ({"destination_pod": ["/db-"]}, True),  # "/x": any namespace (v1.19, --all-namespaces)
+        ({"destination_pod": ["/cart-"]}, False),
+        ({"source_ip": ["10.244.0.0/16"]}, True),
+        ({"source_ip": ["10.244.1.61", "10.244.1.60"]}, True),
+        ({"destination_ip": ["10.244.0.0/16"]}, False),
+        ({"source_label": ["k8s:app=cart"]}, True),
+        ({"source_label": ["app=cart,tier=backend"]}, True),
+        ({"source_label": ["app=cart,tier=frontend"]}, False),
+        ({"source_label": ["app in (web, cart)"]}, True),
+        ({"source_label": ["app notin (cart)"]}, False),
+        ({"source_label": ["reserved:host"]}, True),
+        ({"source_label": ["!reserved:world"]}, True),
+        ({"source_label": ["container:app=cart"]}, False),  # a source prefix must match
+        ({"destination_label": ["reserved:world"]}, True),
+        ({"source_identity": [3418]}, True),
+        ({"destination_identity": [3418]}, False),
+        ({"verdict": ["FORWARDED", "DROPPED"]}, True),
+        ({"drop_reason_desc": ["POLICY_DENY"]}, False),
+        ({"traffic_direction": ["EGRESS"]}, True),
+        ({"uuid": ["u-2"]}, False),
+        ({"event_type": [{"type": 1}]}, True),
+        ({"event_type": [{"type": 1, "match_sub_type": True, "sub_type": 181}]}, False),
+        ({"protocol": ["TCP"]}, True),
+        ({"protocol": ["udp", "dns"]}, False),
+        ({"destination_port": ["80"]}, True),
+        ({"source_port": ["80"]}, False),
+        ({"reply": [False]}, True),  # unknown is_reply counts as false on drops only
+        ({"reply": [True]}, False),
+        ({"node_name": ["kind-*"]}, True),
+        ({"node_name": ["default/kind-worker"]}, True),  # bare node names are in cluster "default"
+        ({"node_name": ["other/kind-worker"]}, False),
+        ({"tcp_flags": [{"SYN": True}]}, True),
+        ({"tcp_flags": [{"SYN": True, "ACK": True}]}, False),
+        ({"source_workload": [{"kind": "Deployment"}]}, True),
+        ({"destination_fqdn": ["*.example.com"]}, True),
+        ({"ip_version": ["IPv6"]}, False),
+        ({"source_pod": ["shop/"], "verdict": ["FORWARDED"]}, False),  # fields AND
+        ({}, True),  # an empty filter matches everything
+    ],
+)
 def test_filter_semantics(flow_filter: dict, matches: bool) -> None:
     flow = json_format.ParseDict(_FLOW, flow_pb2.Flow())
     ff = json_format.ParseDict(flow_filter, Filter())
@@ -344,13 +380,22 @@ def test_reply_filter_needs_is_reply_on_forwarded_flows() -> None:
 
 def test_http_filters_refuse_non_l7_event_types() -> None:
     with pytest.raises(FilterError, match="http_status_code"):
-        compile_filters([Filter(http_status_code=["5+"],
-                                event_type=[flow_pb2.EventTypeFilter(type=4)])])
-    http = json_format.ParseDict({"time": "2026-01-05T00:00:00Z", "l7": {
-        "type": "RESPONSE", "http": {"code": 503, "method": "GET", "url": "http://a/b/c?x=1"}}},
-        flow_pb2.Flow())
-    assert compile_filters([Filter(http_status_code=["5+"], http_method=["get"],
-                                   http_path=["^/b/"])])(http)
+        compile_filters(
+            [Filter(http_status_code=["5+"], event_type=[flow_pb2.EventTypeFilter(type=4)])]
+        )
+    http = json_format.ParseDict(
+        {
+            "time": "2026-01-05T00:00:00Z",
+            "l7": {
+                "type": "RESPONSE",
+                "http": {"code": 503, "method": "GET", "url": "http://a/b/c?x=1"},
+            },
+        },
+        flow_pb2.Flow(),
+    )
+    assert compile_filters(
+        [Filter(http_status_code=["5+"], http_method=["get"], http_path=["^/b/"])]
+    )(http)
     assert not compile_filters([Filter(http_status_code=["200"])])(http)
 
 
@@ -375,8 +420,9 @@ def test_follow_delivers_flows_written_after_the_call(serve) -> None:
     ring = FlowRing(64, node_name="n")
     ring.write_many(_flow_response(i) for i in range(10))
     stub, _ = serve(ring)
-    call = stub.GetFlows(Request(number=2, follow=True,
-                                 whitelist=[Filter(source_pod=["shop/"])]), timeout=30)
+    call = stub.GetFlows(
+        Request(number=2, follow=True, whitelist=[Filter(source_pod=["shop/"])]), timeout=30
+    )
     try:
         history = [_index(next(call)) for _ in range(2)]
         assert history == [7, 9]  # last 2 matching, oldest first
@@ -517,8 +563,13 @@ def test_server_status_numbers(serve) -> None:
     for i in range(150):
         ring.write(_flow_response(i))
         clock.now += 0.1
-    ring.write(observer_pb2.GetFlowsResponse(lost_events=flow_pb2.LostEvent(
-        source=flow_pb2.PERF_EVENT_RING_BUFFER, num_events_lost=3)))
+    ring.write(
+        observer_pb2.GetFlowsResponse(
+            lost_events=flow_pb2.LostEvent(
+                source=flow_pb2.PERF_EVENT_RING_BUFFER, num_events_lost=3
+            )
+        )
+    )
     stub, _ = serve(ring)
     status = stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=10)
     assert (status.num_flows, status.max_flows, status.seen_flows) == (100, 100, 150)
@@ -539,8 +590,11 @@ def pki(tmp_path: Path) -> dict[str, Path]:
     other_client = trustme.CA().issue_cert("intruder")
     files = {"ca": tmp_path / "ca.pem"}
     ca.cert_pem.write_to_path(files["ca"])
-    for name, issued in (("server", server_cert), ("client", client_cert),
-                         ("intruder", other_client)):
+    for name, issued in (
+        ("server", server_cert),
+        ("client", client_cert),
+        ("intruder", other_client),
+    ):
         files[name] = tmp_path / f"{name}.pem"
         files[f"{name}-key"] = tmp_path / f"{name}-key.pem"
         issued.cert_chain_pems[0].write_to_path(files[name])
@@ -561,7 +615,9 @@ def _secure_stub(address: str, ca: Path, client: Path | None = None):
 def test_tls_and_mutual_tls(pki: dict[str, Path]) -> None:
     ring = FlowRing(16)
     ring.write(_flow_response(0))
-    with ObserverServer(ring, "127.0.0.1:0", tls=TLSFiles(pki["server"], pki["server-key"])) as server:
+    with ObserverServer(
+        ring, "127.0.0.1:0", tls=TLSFiles(pki["server"], pki["server-key"])
+    ) as server:
         channel, stub = _secure_stub(server.address, pki["ca"])
         assert len(_flows(stub, Request())) == 1
         channel.close()
@@ -588,8 +644,9 @@ def test_unusable_tls_files_fail_at_start(pki: dict[str, Path], tmp_path: Path) 
     with pytest.raises(ObserverServerError, match="matching private key"):
         ObserverServer(ring, "127.0.0.1:0", tls=TLSFiles(pki["ca"], pki["server-key"])).start()
     with pytest.raises(ObserverServerError, match="no such file"):
-        ObserverServer(ring, "127.0.0.1:0",
-                       tls=TLSFiles(pki["server"], tmp_path / "missing.pem")).start()
+        ObserverServer(
+            ring, "127.0.0.1:0", tls=TLSFiles(pki["server"], tmp_path / "missing.pem")
+        ).start()
 
 
 # -- addresses -------------------------------------------------------------------------------------
@@ -646,8 +703,10 @@ def test_bad_lines_are_counted_and_the_replay_goes_on(tmp_path: Path, serve) -> 
         '{"flow": {"time": "2021-11-10T10:40:56Z", "IP": {"source": 7}}}',
         '{"flow": {"verdict": "FORWARDED"}}',
         "",
-        ('{"lost_events": {"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": "7"}, '
-         '"node_name": "n1", "time": "2021-11-10T10:40:57Z"}'),
+        (
+            '{"lost_events": {"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": "7"}, '
+            '"node_name": "n1", "time": "2021-11-10T10:40:57Z"}'
+        ),
         '{"agent_event": {"type": "AGENT_STARTED"}}',
         '{"hello": "world"}',
         good[1],
@@ -658,10 +717,15 @@ def test_bad_lines_are_counted_and_the_replay_goes_on(tmp_path: Path, serve) -> 
     ring = FlowRing(64, node_name="replayer")
     stats = Replay(ring, path).run()
     assert stats.flows == 3 and stats.lines == len(lines)
-    assert dict(stats.errors) == {"not_json": 1, "not_a_flow": 2, "wrong_type": 1,
-                                  "missing_time": 1}
+    assert dict(stats.errors) == {
+        "not_json": 1,
+        "not_a_flow": 2,
+        "wrong_type": 1,
+        "missing_time": 1,
+    }
     assert [(str(b.source), b.line) for b in stats.examples] == [
-        (str(path), n) for n in (2, 3, 4, 5, 9)]
+        (str(path), n) for n in (2, 3, 4, 5, 9)
+    ]
     assert stats.blank_lines == 1 and stats.agent_event_lines == 1
     assert stats.lost_event_lines == 1 and stats.events_lost == {"PERF_EVENT_RING_BUFFER": 7}
 
@@ -671,7 +735,8 @@ def test_bad_lines_are_counted_and_the_replay_goes_on(tmp_path: Path, serve) -> 
     assert kinds == ["flow", "lost_events", "flow", "flow"]
     assert responses[1].lost_events.num_events_lost == 7
     assert [r.flow for r in responses if r.HasField("flow")] == [
-        _flow(json.loads(line)) for line in good]
+        _flow(json.loads(line)) for line in good
+    ]
     assert responses[3].node_name == "kind-control-plane"
 
 
@@ -680,7 +745,7 @@ def test_replay_gzip_equals_plain(tmp_path: Path) -> None:
     gz = tmp_path / "flows.json.gz"
     gz.write_bytes(gzip.compress(TCP_400.read_bytes()))
     plain, packed = _replayed(TCP_400), _replayed(gz)
-    assert [r for r in packed.snapshot()[1]] == [r for r in plain.snapshot()[1]]
+    assert list(packed.snapshot()[1]) == list(plain.snapshot()[1])
     truncated = tmp_path / "cut.json.gz"
     truncated.write_bytes(gz.read_bytes()[: len(gz.read_bytes()) // 2])
     ring = FlowRing(4095)
@@ -745,8 +810,9 @@ def test_replay_rate_paces_flows(tmp_path: Path) -> None:
 def test_decode_line_shapes() -> None:
     lost = decode_line(b'{"lost_events":{"source":"HUBBLE_RING_BUFFER","num_events_lost":"2"}}')
     assert lost.response is not None and lost.response.lost_events.num_events_lost == 2
-    assert decode_line(b'{"node_status":{"state_change":"NODE_ERROR","node_names":["a"]}}'
-                       ).response.node_status.node_names == ["a"]
+    assert decode_line(
+        b'{"node_status":{"state_change":"NODE_ERROR","node_names":["a"]}}'
+    ).response.node_status.node_names == ["a"]
     assert decode_line(b'{"debug_event":{}}').skipped == "debug_event"
     assert decode_line(b'{"flow":null}').error == "not_a_flow"
 
@@ -761,8 +827,12 @@ def _wait(condition, timeout: float = 10.0) -> None:
 
 # -- the command -----------------------------------------------------------------------------------
 def _cli(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "netwarden", "observer", *args],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "netwarden", "observer", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _listening_address(proc: subprocess.Popen[str]) -> str:
@@ -788,8 +858,12 @@ def test_observer_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             address = _listening_address(proc)
             channel = grpc.insecure_channel(address)
             stub = observer_pb2_grpc.ObserverStub(channel)
-            _wait(lambda stub=stub: stub.ServerStatus(observer_pb2.ServerStatusRequest(),
-                                                      timeout=10).seen_flows == 400)
+            _wait(
+                lambda stub=stub: (
+                    stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=10).seen_flows
+                    == 400
+                )
+            )
             status = stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=10)
             assert (status.num_flows, status.max_flows) == (100, 100)
             expected = [_flow(obj) for obj in _lines(TCP_400)[-3:]]
@@ -806,13 +880,16 @@ def test_observer_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert not sock.exists()
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
-    (["--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
-    (["--listen", "nowhere"], "expected HOST:PORT"),
-    (["--max-flows", "0"], "--max-flows: must be at least 1"),
-    (["--tls-cert", "missing.pem", "--tls-key", "missing.pem"], "no such file"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
+        (["--listen", "nowhere"], "expected HOST:PORT"),
+        (["--max-flows", "0"], "--max-flows: must be at least 1"),
+        (["--tls-cert", "missing.pem", "--tls-key", "missing.pem"], "no such file"),
+    ],
+)
 def test_observer_command_refuses_unusable_options(args: list[str], needle: str) -> None:
     _require(TCP_400)
     proc = _cli(str(TCP_400), "--listen", "127.0.0.1:0", *args)

@@ -70,13 +70,17 @@ def standin() -> Iterator[K8sStandIn]:
         yield server
 
 
-def _review_api(tmp_path: Path, applier: PolicyApplier | None,
-                flows: list[Any] | None = None) -> Api:
+def _review_api(
+    tmp_path: Path, applier: PolicyApplier | None, flows: list[Any] | None = None
+) -> Api:
     clock = Clock()
     url = f"sqlite:///{tmp_path / 'netwarden.db'}"
-    service = ReviewService(store=AnomalyStore(url, now=clock),
-                            proposal_store=ProposalStore(url, now=clock), applier=applier,
-                            flows=flows)
+    service = ReviewService(
+        store=AnomalyStore(url, now=clock),
+        proposal_store=ProposalStore(url, now=clock),
+        applier=applier,
+        flows=flows,
+    )
     tokens, entries = {}, []
     for role in Role:
         tokens[role], entry = new_token(f"{role.name}-bot", role)
@@ -100,29 +104,52 @@ def api(tmp_path, standin) -> Iterator[Api]:
     _close(api)
 
 
-def _record_anomaly(api: Api, identity: str = "shop/cart", *, peer: str = "world:192.0.2.10",
-                    port: str = "TCP/443") -> int:
+def _record_anomaly(
+    api: Api, identity: str = "shop/cart", *, peer: str = "world:192.0.2.10", port: str = "TCP/443"
+) -> int:
     """One anomaly whose example flows show egress to ``peer`` on ``port``."""
     namespace, workload = identity.split("/")
-    reason = Reason(feature="egress_world_flows", value=40.0, baseline=2.0, spread=1.0,
-                    contribution=0.5, text="40 flows to the internet (baseline 2)")
+    reason = Reason(
+        feature="egress_world_flows",
+        value=40.0,
+        baseline=2.0,
+        spread=1.0,
+        contribution=0.5,
+        text="40 flows to the internet (baseline 2)",
+    )
     start = T0
-    window = ScoredWindow(identity=identity, namespace=namespace, workload=workload,
-                          window_start=start, window_end=start + timedelta(seconds=60),
-                          score=2.5, threshold=1.0, anomalous=True, model="global",
-                          fallback=True, reasons=(reason,),
-                          examples={"egress": {"to": [{"peer": peer, "port": port,
-                                                       "flows": 40}]}},
-                          summary=f"{identity} talked to {peer}")
+    window = ScoredWindow(
+        identity=identity,
+        namespace=namespace,
+        workload=workload,
+        window_start=start,
+        window_end=start + timedelta(seconds=60),
+        score=2.5,
+        threshold=1.0,
+        anomalous=True,
+        model="global",
+        fallback=True,
+        reasons=(reason,),
+        examples={"egress": {"to": [{"peer": peer, "port": port, "flows": 40}]}},
+        summary=f"{identity} talked to {peer}",
+    )
     (anomaly,) = api.service.store.record([window])
     return anomaly.id
 
 
 def _baseline(name: str = "cart-baseline", peer_app: str = "frontend") -> dict[str, Any]:
-    return cnp({"k8s:app": "cart"}, name=name, namespace="shop",
-               ingress=[{"fromEndpoints": [{"matchLabels": {"k8s:app": peer_app}}]}],
-               egress=[{"toEndpoints": [{"matchLabels": {"k8s:app": "db"}}],
-                        "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}]}]}])
+    return cnp(
+        {"k8s:app": "cart"},
+        name=name,
+        namespace="shop",
+        ingress=[{"fromEndpoints": [{"matchLabels": {"k8s:app": peer_app}}]}],
+        egress=[
+            {
+                "toEndpoints": [{"matchLabels": {"k8s:app": "db"}}],
+                "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}]}],
+            }
+        ],
+    )
 
 
 def _create(api: Api, body: dict[str, Any], role: Role = Role.reviewer) -> dict[str, Any]:
@@ -165,17 +192,27 @@ def store() -> Iterator[ProposalStore]:
 def test_lifecycle_table_and_audit_log(store) -> None:
     p = store.create(kind="baseline", identity="shop/cart", policy=_baseline(), actor="rita")
     assert (p.state, p.valid, p.problems, p.name, p.namespace) == (
-        "proposed", True, [], "cart-baseline", "shop")
+        "proposed",
+        True,
+        [],
+        "cart-baseline",
+        "shop",
+    )
     approved = store.approve(p.id, actor="rita", note="looks right")
     assert approved.state == "approved"
-    with pytest.raises(ProposalLifecycleError, match="proposal 1 is approved: cannot approve "
-                                                     r"\(approve is allowed from: proposed\)"):
+    with pytest.raises(
+        ProposalLifecycleError,
+        match="proposal 1 is approved: cannot approve "
+        r"\(approve is allowed from: proposed\)",
+    ):
         store.approve(p.id, actor="rita")
     with pytest.raises(ProposalLifecycleError, match="cannot rollback"):
         store.mark_rolled_back(p.id, actor="ada")
     events = store.events(p.id)
     assert [(e.actor, e.action, e.from_state, e.to_state) for e in events] == [
-        ("rita", "propose", None, "proposed"), ("rita", "approve", "proposed", "approved")]
+        ("rita", "propose", None, "proposed"),
+        ("rita", "approve", "proposed", "approved"),
+    ]
     assert events[1].note == "looks right" and events[1].at.tzinfo is not None
     with pytest.raises(ProposalNotFound):
         store.events(99)
@@ -195,8 +232,9 @@ def test_an_invalid_policy_is_kept_with_its_problems_and_never_approved(store) -
     policy = _baseline()
     policy["spec"]["egres"] = []  # misspelt
     p = store.create(kind="baseline", identity="shop/cart", policy=policy, actor="rita")
-    assert not p.valid and any("egres" in problem["path"] + problem["message"]
-                               for problem in p.problems)
+    assert not p.valid and any(
+        "egres" in problem["path"] + problem["message"] for problem in p.problems
+    )
     with pytest.raises(InvalidProposal, match="invalid policy"):
         store.approve(p.id, actor="rita")
     assert store.get(p.id).state == "proposed"  # type: ignore[union-attr]
@@ -204,10 +242,16 @@ def test_an_invalid_policy_is_kept_with_its_problems_and_never_approved(store) -
 
 
 def test_list_filters_count_and_newest_first(store) -> None:
-    for i, (kind, identity) in enumerate([("baseline", "shop/cart"), ("containment", "shop/cart"),
-                                          ("baseline", "db/pg")]):
-        store.create(kind=kind, identity=identity, policy=_baseline(f"p{i}"), actor="rita",
-                     anomaly_id=7 if kind == "containment" else None)
+    for i, (kind, identity) in enumerate(
+        [("baseline", "shop/cart"), ("containment", "shop/cart"), ("baseline", "db/pg")]
+    ):
+        store.create(
+            kind=kind,
+            identity=identity,
+            policy=_baseline(f"p{i}"),
+            actor="rita",
+            anomaly_id=7 if kind == "containment" else None,
+        )
     assert [p.id for p in store.list()] == [3, 2, 1]
     assert [p.id for p in store.list(identity="shop/cart")] == [2, 1]
     assert [p.id for p in store.list(kind="containment")] == [2]
@@ -242,7 +286,12 @@ def test_apply_and_rollback_through_the_store(store, standin) -> None:
     assert standin.stored(CNPS, "shop", "cart-baseline") is None  # it created it: deleted
     assert store.latest_applied("shop", "cart-baseline") is None
     assert [e.action for e in store.events(p.id)] == [
-        "propose", "approve", "dry_run", "apply", "rollback"]
+        "propose",
+        "approve",
+        "dry_run",
+        "apply",
+        "rollback",
+    ]
 
 
 def test_an_unreachable_cluster_leaves_the_proposal_approved(store) -> None:
@@ -253,8 +302,11 @@ def test_an_unreachable_cluster_leaves_the_proposal_approved(store) -> None:
         apply_proposal(store, applier, p.id, actor="ada")
     assert info.value.record.state == "approved"
     last = store.events(p.id)[-1]
-    assert (last.action, last.from_state, last.to_state) == ("dry_run_error", "approved",
-                                                             "approved")
+    assert (last.action, last.from_state, last.to_state) == (
+        "dry_run_error",
+        "approved",
+        "approved",
+    )
 
 
 # -------------------------------------------------------------------------------- the API
@@ -268,8 +320,13 @@ def test_review_and_apply_a_containment_end_to_end(api, standin) -> None:
 
     created = _create(api, {"anomaly_id": anomaly_id})
     pid = created["id"]
-    assert (created["kind"], created["identity"], created["anomaly_id"], created["state"],
-            created["valid"]) == ("containment", "shop/cart", anomaly_id, "proposed", True)
+    assert (
+        created["kind"],
+        created["identity"],
+        created["anomaly_id"],
+        created["state"],
+        created["valid"],
+    ) == ("containment", "shop/cart", anomaly_id, "proposed", True)
     assert created["name"] == "cart-baseline"  # a patch of the baseline in the cluster
 
     shown = api.get(f"/api/v1/proposals/{pid}").json()
@@ -295,9 +352,12 @@ def test_review_and_apply_a_containment_end_to_end(api, standin) -> None:
     assert applied["state"] == "applied" and applied["dry_run"]["passed"] is True
     assert applied["applied"]["previous"]["spec"] == _baseline()["spec"]
     live = standin.stored(CNPS, "shop", "cart-baseline")
-    assert live["spec"]["egressDeny"] == [{"toCIDRSet": [{"cidr": "192.0.2.10/32"}],
-                                           "toPorts": [{"ports": [{"port": "443",
-                                                                   "protocol": "TCP"}]}]}]
+    assert live["spec"]["egressDeny"] == [
+        {
+            "toCIDRSet": [{"cidr": "192.0.2.10/32"}],
+            "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}],
+        }
+    ]
     dry_runs = [w for w in standin.writes() if w.query.get("dryRun") == "All"]
     assert dry_runs  # the dry-run went to the server before the apply
 
@@ -314,7 +374,8 @@ def test_review_and_apply_a_containment_end_to_end(api, standin) -> None:
         ("reviewer-bot", "approve", "proposed", "approved"),
         ("admin-bot", "dry_run", "approved", "approved"),
         ("admin-bot", "apply", "approved", "applied"),
-        ("admin-bot", "rollback", "applied", "rolled_back")]
+        ("admin-bot", "rollback", "applied", "rolled_back"),
+    ]
     assert events[1]["note"] == "contain it" and events[-1]["note"] == "false alarm"
 
 
@@ -328,8 +389,15 @@ def test_a_standalone_containment_has_no_diff(api) -> None:
 def test_a_failed_dry_run_leaves_the_proposal_failed_and_nothing_applied(api, standin) -> None:
     other = _baseline(peer_app="frontend")
     k8s.CustomObjectsApi(_client(standin.url)).patch_namespaced_custom_object(
-        "cilium.io", "v2", "shop", CNPS, "cart-baseline", body=other,
-        field_manager="platform-team", _content_type="application/apply-patch+yaml")
+        "cilium.io",
+        "v2",
+        "shop",
+        CNPS,
+        "cart-baseline",
+        body=other,
+        field_manager="platform-team",
+        _content_type="application/apply-patch+yaml",
+    )
     before = standin.stored(CNPS, "shop", "cart-baseline")
     pid = _create(api, {"identity": "shop/cart", "policy": _baseline(peer_app="checkout")})["id"]
     assert _act(api, pid, "approve", Role.reviewer).status_code == 200
@@ -377,21 +445,26 @@ def test_list_with_filters_and_pages(api) -> None:
     assert [p["id"] for p in page["items"]] == [3, 2] and page["total"] == 3
     assert page["next"] is not None and "offset=2" in page["next"]
     assert [p["id"] for p in api.get(page["next"]).json()["items"]] == [1]
-    assert [p["id"] for p in api.get("/api/v1/proposals",
-                                     params={"kind": "containment"}).json()["items"]] == [2]
+    assert [
+        p["id"]
+        for p in api.get("/api/v1/proposals", params={"kind": "containment"}).json()["items"]
+    ] == [2]
     assert api.get("/api/v1/proposals", params={"identity": "shop/cart"}).json()["total"] == 2
     assert api.get("/api/v1/proposals", params={"state": "applied"}).json()["total"] == 0
     _problem(api.get("/api/v1/proposals", params={"state": "done"}), 422)
     _problem(api.get("/api/v1/proposals/99"), 404)
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({}, 422),
-    ({"anomaly_id": 1, "identity": "shop/cart"}, 422),
-    ({"identity": "not-an-identity", "policy": {}}, 422),
-    ({"anomaly_id": 99}, 404),
-    ({"identity": "shop/cart"}, 409),  # no policy and no flow history
-])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({}, 422),
+        ({"anomaly_id": 1, "identity": "shop/cart"}, 422),
+        ({"identity": "not-an-identity", "policy": {}}, 422),
+        ({"anomaly_id": 99}, 404),
+        ({"identity": "shop/cart"}, 409),  # no policy and no flow history
+    ],
+)
 def test_create_refuses_bad_requests(api, body, status) -> None:
     r = api.post("/api/v1/proposals", Role.reviewer, json=body)
     _problem(r, status)
@@ -427,8 +500,9 @@ def _cart_flows() -> list[Any]:
     lines = []
     for i in range(5):
         lines += connection(cart, db, seconds=i, dport=5432, sport=41000 + i)
-        lines += connection(cart, world("192.0.2.10"), seconds=i + 0.5, dport=443,
-                            sport=42000 + i, both_ends=False)
+        lines += connection(
+            cart, world("192.0.2.10"), seconds=i + 0.5, dport=443, sport=42000 + i, both_ends=False
+        )
     return decode(lines)
 
 
@@ -445,8 +519,11 @@ def test_baseline_from_recent_flows_and_simulate(tmp_path) -> None:
         assert report["dropped"] == 0 and report["allowed"] > 0  # learned from these flows
         assert "would drop: 0 flows" in report["text"]
         last = api.get(f"/api/v1/proposals/{created['id']}").json()["events"][-1]
-        assert (last["actor"], last["action"], last["to_state"]) == ("viewer-bot", "simulate",
-                                                                     "proposed")
+        assert (last["actor"], last["action"], last["to_state"]) == (
+            "viewer-bot",
+            "simulate",
+            "proposed",
+        )
 
         anomaly_id = _record_anomaly(api)
         containment = _create(api, {"anomaly_id": anomaly_id})
@@ -454,8 +531,11 @@ def test_baseline_from_recent_flows_and_simulate(tmp_path) -> None:
         assert report["dropped"] == report["dropped_by_deny_rule"] > 0
         assert report["groups"][0]["peer"] == "world:192.0.2.10"
 
-        _problem(api.post("/api/v1/proposals", Role.reviewer, json={"identity": "db/none"}),
-                 422, "no-flows-for-identity")
+        _problem(
+            api.post("/api/v1/proposals", Role.reviewer, json={"identity": "db/none"}),
+            422,
+            "no-flows-for-identity",
+        )
     finally:
         _close(api)
 
@@ -482,9 +562,15 @@ def test_a_refused_rollback_keeps_the_proposal_applied(api, standin) -> None:
     assert _act(api, pid, "approve", Role.reviewer).status_code == 200
     assert _act(api, pid, "apply", Role.admin).status_code == 200
     standin.before = lambda request: (  # someone else keeps changing it under the rollback
-        standin.touch(CNPS, "shop", "cart-baseline",
-                      {"metadata": {"annotations": {"n": str(len(standin.requests))}}})
-        if request.method == "PUT" else None)
+        standin.touch(
+            CNPS,
+            "shop",
+            "cart-baseline",
+            {"metadata": {"annotations": {"n": str(len(standin.requests))}}},
+        )
+        if request.method == "PUT"
+        else None
+    )
 
     body = _problem(_act(api, pid, "rollback", Role.admin), 409, "apply-failed")
     assert body["state"] == "applied" and "rollback" in body["detail"]
@@ -503,8 +589,9 @@ def test_apply_in_audit_mode_needs_cilium_in_audit_mode(api, standin) -> None:
     applied and the proposal stays approved (the cluster, not the policy, said no)."""
     pid = _create(api, {"identity": "shop/cart", "policy": _baseline()})["id"]
     assert _act(api, pid, "approve", Role.reviewer).status_code == 200
-    refused = _problem(_act(api, pid, "apply", Role.admin, params={"audit": "true"}), 409,
-                       "audit-mode-unavailable")
+    refused = _problem(
+        _act(api, pid, "apply", Role.admin, params={"audit": "true"}), 409, "audit-mode-unavailable"
+    )
     assert refused["state"] == "approved" and "cilium-config" in refused["detail"]
     assert standin.stored(CNPS, "shop", "cart-baseline") is None
     standin.put_configmap("kube-system", "cilium-config", {"policy-audit-mode": "true"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonpatch
@@ -12,8 +12,9 @@ import yaml
 
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.store import AnomalyRecord, AnomalyStore
-from netwarden.ingest.generator import SCENARIOS, generate
-from netwarden.ingest.generator.groundtruth import split_attack_flows
+from netwarden.generator import SCENARIOS, generate
+from netwarden.generator.groundtruth import split_attack_flows
+from netwarden.ingest.flow import Flow
 from netwarden.ingest.identity import IdentityResolver
 from netwarden.ingest.reader import read_flows
 from netwarden.remediation.containment import containment
@@ -28,9 +29,8 @@ from netwarden.remediation.propose import (
 from netwarden.remediation.schema import validate_policy
 from netwarden.remediation.simulate import simulate
 from tests.flowfactory import decode, flow, pod, world
-from netwarden.ingest.flow import Flow
 
-T0 = datetime(2026, 1, 5, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 PER_POD = ("pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name")
 
 
@@ -46,10 +46,15 @@ def normal(tmp_path_factory) -> tuple[list[Flow], Proposer, dict[str, dict[str, 
 def _dns_names(policy: dict[str, Any]) -> list[dict[str, str]]:
     for rule in policy["spec"]["egress"]:
         for sel in rule.get("toEndpoints", []):
-            if sel["matchLabels"] == {"k8s:io.kubernetes.pod.namespace": "kube-system",
-                                      "k8s:k8s-app": "kube-dns"}:
+            if sel["matchLabels"] == {
+                "k8s:io.kubernetes.pod.namespace": "kube-system",
+                "k8s:k8s-app": "kube-dns",
+            }:
                 ports = rule["toPorts"][0]
-                assert {(p["port"], p["protocol"]) for p in ports["ports"]} == {("53", "UDP"), ("53", "TCP")}
+                assert {(p["port"], p["protocol"]) for p in ports["ports"]} == {
+                    ("53", "UDP"),
+                    ("53", "TCP"),
+                }
                 return ports["rules"]["dns"]
     raise AssertionError("no kube-dns rule")
 
@@ -110,7 +115,9 @@ def test_rules_are_merged_and_small(normal) -> None:
         spec = policy["spec"]
         rules = len([r for r in spec["egress"] + spec["ingress"] if r])
         work = proposer._workloads[identity]
-        pairs = sum(len(p) for p in work.egress.values()) + sum(len(p) for p in work.ingress.values())
+        pairs = sum(len(p) for p in work.egress.values()) + sum(
+            len(p) for p in work.ingress.values()
+        )
         print(f"{identity}: {rules} rules for {pairs} peer-port pairs")
         assert rules <= pairs + 1
         for rule in spec["egress"] + spec["ingress"]:
@@ -134,22 +141,31 @@ def test_replicas_aggregate_and_per_pod_labels_drop() -> None:
     a["endpoint"]["labels"] += ["k8s:pod-template-hash=7d9f8b6c5d", "k8s:version=v1"]
     b["endpoint"]["labels"] += ["k8s:pod-template-hash=66c9d7f5bb", "k8s:version=v2"]
     redis = pod("db", "redis", 400, "10.0.1.1")
-    lines = [flow(a, redis, dport=6379), flow(b, redis, dport=6379, seconds=1),
-             flow(a, world("203.0.113.7"), dport=443, seconds=2),
-             flow(b, world("203.0.113.8"), dport=8443, seconds=3, verdict="DROPPED"),
-             flow(redis, a, dport=40000, sport=6379, reply=True, seconds=4)]
+    lines = [
+        flow(a, redis, dport=6379),
+        flow(b, redis, dport=6379, seconds=1),
+        flow(a, world("203.0.113.7"), dport=443, seconds=2),
+        flow(b, world("203.0.113.8"), dport=8443, seconds=3, verdict="DROPPED"),
+        flow(redis, a, dport=40000, sport=6379, reply=True, seconds=4),
+    ]
     policies = propose_baselines(decode(lines, Flow))
     cart = policies["shop/cart"]["spec"]
     assert cart["endpointSelector"] == {"matchLabels": {"k8s:app": "cart"}}
-    assert cart["egress"][0] == {"toEndpoints": [{"matchLabels": {
-        "k8s:app": "redis", "k8s:io.kubernetes.pod.namespace": "db"}}],
-        "toPorts": [{"ports": [{"port": "6379", "protocol": "TCP"}]}]}
+    assert cart["egress"][0] == {
+        "toEndpoints": [
+            {"matchLabels": {"k8s:app": "redis", "k8s:io.kubernetes.pod.namespace": "db"}}
+        ],
+        "toPorts": [{"ports": [{"port": "6379", "protocol": "TCP"}]}],
+    }
     assert cart["egress"][1]["toCIDRSet"] == [{"cidr": "203.0.113.7/32"}]  # the drop is not normal
     assert cart["ingress"] == [{}]  # nothing came in: default deny
     assert policies["db/redis"]["spec"]["ingress"][0]["fromEndpoints"] == [
-        {"matchLabels": {"k8s:app": "cart", "k8s:io.kubernetes.pod.namespace": "shop"}}]
+        {"matchLabels": {"k8s:app": "cart", "k8s:io.kubernetes.pod.namespace": "shop"}}
+    ]
     assert policy_file_name(policies["shop/cart"]) == "shop-cart.yaml"
-    assert stable_labels(["k8s:statefulset.kubernetes.io/pod-name=pg-0", "k8s:app=pg"]) == {"k8s:app": "pg"}
+    assert stable_labels(["k8s:statefulset.kubernetes.io/pod-name=pg-0", "k8s:app=pg"]) == {
+        "k8s:app": "pg"
+    }
 
 
 # -- attacks ------------------------------------------------------------------------------------
@@ -181,8 +197,9 @@ def test_attacks_blocked(normal, tmp_path) -> None:
         src, _ = resolver.resolve(f.source, f.IP.source)
         dst, _ = resolver.resolve(f.destination, f.IP.destination)
         for label in attacked.labels:
-            if (label.start - timedelta(seconds=5) <= f.time <= label.end + timedelta(minutes=1)
-                    and label.identity in (src and src.id, dst and dst.id)):
+            if label.start - timedelta(seconds=5) <= f.time <= label.end + timedelta(
+                minutes=1
+            ) and label.identity in (src and src.id, dst and dst.id):
                 break
         else:
             continue
@@ -192,9 +209,15 @@ def test_attacks_blocked(normal, tmp_path) -> None:
                 names = _dns_names(policies[label.identity])
                 pats = [fqdn_pattern(e.get("matchName") or e["matchPattern"]) for e in names]
                 dns_refused[label.scenario].append(
-                    not any(x.fullmatch(f.l7.dns.query.rstrip(".") + ".") for x in pats))
+                    not any(x.fullmatch(f.l7.dns.query.rstrip(".") + ".") for x in pats)
+                )
             continue
-        conn = (f.IP.source, f.IP.destination, p.source_port if p else 0, p.destination_port if p else 0)
+        conn = (
+            f.IP.source,
+            f.IP.destination,
+            p.source_port if p else 0,
+            p.destination_port if p else 0,
+        )
         conns[label.scenario].add(conn)
         if verdict.dropped:
             blocked[label.scenario].add(conn)
@@ -202,7 +225,9 @@ def test_attacks_blocked(normal, tmp_path) -> None:
     assert benign[1] <= benign[0] * 0.005
     for scenario in ("port_scan", "lateral_movement", "exfiltration", "c2_beacon", "drop_storm"):
         share = len(blocked[scenario]) / max(1, len(conns[scenario]))
-        print(f"{scenario}: {len(blocked[scenario])}/{len(conns[scenario])} connections blocked ({share:.1%})")
+        print(
+            f"{scenario}: {len(blocked[scenario])}/{len(conns[scenario])} connections blocked ({share:.1%})"
+        )
         assert conns[scenario] and share >= 0.9, scenario
     refused = dns_refused["dns_tunnel"]
     print(f"dns_tunnel: {sum(refused)}/{len(refused)} lookups refused by the DNS rules")
@@ -216,13 +241,29 @@ def _anomaly(identity: str, feature: str, examples: dict[str, Any]) -> AnomalyRe
     namespace, workload = identity.split("/")
     store = AnomalyStore("sqlite://")
     start = T0 + timedelta(days=1)
-    reason = Reason(feature=feature, value=50.0, baseline=2.0, spread=1.0, contribution=0.4,
-                    text=f"{feature} 50 (baseline 2)")
-    window = ScoredWindow(identity=identity, namespace=namespace, workload=workload,
-                          window_start=start, window_end=start + timedelta(minutes=1), score=0.9,
-                          threshold=0.5, anomalous=True, model=f"identity:{identity}",
-                          fallback=False, reasons=(reason,), examples=examples,
-                          summary=f"{workload} did something")
+    reason = Reason(
+        feature=feature,
+        value=50.0,
+        baseline=2.0,
+        spread=1.0,
+        contribution=0.4,
+        text=f"{feature} 50 (baseline 2)",
+    )
+    window = ScoredWindow(
+        identity=identity,
+        namespace=namespace,
+        workload=workload,
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+        score=0.9,
+        threshold=0.5,
+        anomalous=True,
+        model=f"identity:{identity}",
+        fallback=False,
+        reasons=(reason,),
+        examples=examples,
+        summary=f"{workload} did something",
+    )
     (record,) = store.record([window])
     store.close()
     return record
@@ -237,15 +278,28 @@ def _check(result, current) -> None:
 def test_containment_denies_the_offending_peer(normal) -> None:
     _, proposer, policies = normal
     current = policies["checkout/payments"]
-    anomaly = _anomaly("checkout/payments", "egress_world_flows", {"egress": {"to": [
-        {"peer": "world:192.0.2.194", "port": "TCP/443", "flows": 700},
-        {"peer": "db/postgres", "port": "TCP/5432", "flows": 30},
-        {"peer": "kube-system/coredns", "port": "UDP/53", "flows": 20}]}})
+    anomaly = _anomaly(
+        "checkout/payments",
+        "egress_world_flows",
+        {
+            "egress": {
+                "to": [
+                    {"peer": "world:192.0.2.194", "port": "TCP/443", "flows": 700},
+                    {"peer": "db/postgres", "port": "TCP/5432", "flows": 30},
+                    {"peer": "kube-system/coredns", "port": "UDP/53", "flows": 20},
+                ]
+            }
+        },
+    )
     result = containment(anomaly, current, selectors=proposer.selectors())
     assert result.action == "deny"
     _check(result, current)
-    assert result.policy["spec"]["egressDeny"] == [{"toCIDRSet": [{"cidr": "192.0.2.194/32"}],
-        "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}]
+    assert result.policy["spec"]["egressDeny"] == [
+        {
+            "toCIDRSet": [{"cidr": "192.0.2.194/32"}],
+            "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}],
+        }
+    ]
     alone = containment(anomaly)
     assert alone.patch is None and validate_policy(alone.policy) == []
 
@@ -253,16 +307,30 @@ def test_containment_denies_the_offending_peer(normal) -> None:
 def test_containment_lateral_movement_denies_workload_peer(normal) -> None:
     _, proposer, policies = normal
     current = policies["shop/recommendations"]
-    anomaly = _anomaly("shop/recommendations", "egress_new_peers", {"egress": {"to": [
-        {"peer": "checkout/payments", "port": "TCP/8080", "flows": 68}]}})
+    anomaly = _anomaly(
+        "shop/recommendations",
+        "egress_new_peers",
+        {"egress": {"to": [{"peer": "checkout/payments", "port": "TCP/8080", "flows": 68}]}},
+    )
     result = containment(anomaly, current, selectors=proposer.selectors())
     _check(result, current)
     rule = result.policy["spec"]["egressDeny"][0]
-    assert rule["toEndpoints"] == [{"matchLabels": {"k8s:app": "payments",
-                                                    "k8s:io.kubernetes.pod.namespace": "checkout"}}]
-    report = simulate([result.policy], decode([flow(
-        pod("shop", "recommendations", 34905, "10.0.0.9"), pod("checkout", "payments", 60773, "10.0.0.8"),
-        dport=8080)], Flow))
+    assert rule["toEndpoints"] == [
+        {"matchLabels": {"k8s:app": "payments", "k8s:io.kubernetes.pod.namespace": "checkout"}}
+    ]
+    report = simulate(
+        [result.policy],
+        decode(
+            [
+                flow(
+                    pod("shop", "recommendations", 34905, "10.0.0.9"),
+                    pod("checkout", "payments", 60773, "10.0.0.8"),
+                    dport=8080,
+                )
+            ],
+            Flow,
+        ),
+    )
     assert report.dropped_by_deny_rule == 1
 
 
@@ -270,8 +338,11 @@ def test_containment_dns_tunnel_keeps_known_names_only(normal) -> None:
     _, _, policies = normal
     current = policies["shop/storefront"]
     names = [f"{x}aGVsbG8gd29ybGQ.t.exfil.example.net" for x in "abcdef"]
-    anomaly = _anomaly("shop/storefront", "egress_dns_qname_entropy_mean",
-                       {"egress": {"to": [], "dns_names": names}})
+    anomaly = _anomaly(
+        "shop/storefront",
+        "egress_dns_qname_entropy_mean",
+        {"egress": {"to": [], "dns_names": names}},
+    )
     result = containment(anomaly, current)
     assert result.action == "dns"
     _check(result, current)
@@ -284,10 +355,16 @@ def test_containment_dns_tunnel_keeps_known_names_only(normal) -> None:
 def test_containment_quarantines_a_drop_storm(normal) -> None:
     _, _, policies = normal
     current = policies["shop/storefront"]
-    pairs = [{"peer": f"checkout/svc{i}", "port": f"TCP/{p}", "flows": 40}
-             for i in range(6) for p in (22, 80, 8443)]
-    anomaly = _anomaly("shop/storefront", "egress_policy_drops",
-                       {"egress": {"to": pairs, "drop_reasons": {"POLICY_DENIED": 900}}})
+    pairs = [
+        {"peer": f"checkout/svc{i}", "port": f"TCP/{p}", "flows": 40}
+        for i in range(6)
+        for p in (22, 80, 8443)
+    ]
+    anomaly = _anomaly(
+        "shop/storefront",
+        "egress_policy_drops",
+        {"egress": {"to": pairs, "drop_reasons": {"POLICY_DENIED": 900}}},
+    )
     result = containment(anomaly, current)
     assert result.action == "quarantine"
     _check(result, current)
@@ -296,8 +373,17 @@ def test_containment_quarantines_a_drop_storm(normal) -> None:
     catalog = pod("shop", "catalog", 258, "10.0.0.5")
     store = pod("shop", "storefront", 2528, "10.0.0.6")
     dns = pod("kube-system", "coredns", 102, "10.0.0.53")
-    dns["endpoint"]["labels"] = ["k8s:io.kubernetes.pod.namespace=kube-system", "k8s:k8s-app=kube-dns"]
-    flows = decode([flow(store, catalog, dport=8080), flow(catalog, store, dport=8080, seconds=1),
-                    flow(store, dns, proto="UDP", dport=53, seconds=2)], Flow)
+    dns["endpoint"]["labels"] = [
+        "k8s:io.kubernetes.pod.namespace=kube-system",
+        "k8s:k8s-app=kube-dns",
+    ]
+    flows = decode(
+        [
+            flow(store, catalog, dport=8080),
+            flow(catalog, store, dport=8080, seconds=1),
+            flow(store, dns, proto="UDP", dport=53, seconds=2),
+        ],
+        Flow,
+    )
     report = simulate([result.policy], flows)
     assert report.dropped_by_deny_rule == 2 and report.allowed == 1

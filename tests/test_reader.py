@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import json
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -77,15 +77,17 @@ def test_bare_legacy_flows_read_like_envelopes(hubble_samples) -> None:
 
 def test_exporter_non_flow_lines_are_counted_not_flows() -> None:
     flow = b'{"flow":{"time":"2026-01-05T00:00:01.5Z","verdict":"FORWARDED"},"node_name":"c/n1","time":"2026-01-05T00:00:01.5Z"}'
-    data = b"\n".join([
-        flow,
-        b'{"lost_events":{"source":"PERF_EVENT_RING_BUFFER","num_events_lost":"42","cpu":{"value":3}},"node_name":"c/n1","time":"2026-01-05T00:00:02Z"}',
-        b'{"lost_events":{"source":3,"num_events_lost":"8"}}',
-        b'{"node_status":{"state_change":"NODE_UNAVAILABLE","node_names":["c/n2"],"message":"down"}}',
-        b'{"agent_event":{"type":"POLICY_UPDATED"},"node_name":"c/n1","time":"2026-01-05T00:00:03Z"}',
-        b'{"debug_event":{"type":"DBG_GENERIC"},"node_name":"c/n1"}',
-        flow,
-    ])
+    data = b"\n".join(
+        [
+            flow,
+            b'{"lost_events":{"source":"PERF_EVENT_RING_BUFFER","num_events_lost":"42","cpu":{"value":3}},"node_name":"c/n1","time":"2026-01-05T00:00:02Z"}',
+            b'{"lost_events":{"source":3,"num_events_lost":"8"}}',
+            b'{"node_status":{"state_change":"NODE_UNAVAILABLE","node_names":["c/n2"],"message":"down"}}',
+            b'{"agent_event":{"type":"POLICY_UPDATED"},"node_name":"c/n1","time":"2026-01-05T00:00:03Z"}',
+            b'{"debug_event":{"type":"DBG_GENERIC"},"node_name":"c/n1"}',
+            flow,
+        ]
+    )
     flows, rd = _read_bytes(data)
     assert len(flows) == 2
     assert flows[0].node_name == "c/n1"  # taken from the envelope when the flow lacks it
@@ -99,28 +101,37 @@ def test_exporter_non_flow_lines_are_counted_not_flows() -> None:
 def test_bad_lines_are_skipped_counted_and_located() -> None:
     good = b'{"flow":{"time":"2026-01-05T00:00:01Z","verdict":"DROPPED","drop_reason_desc":"POLICY_DENIED"}}'
     lines = [
-        good,                                                   # 1
-        b"this is not json",                                    # 2
-        b"",                                                    # 3 blank: ignored
-        b"[1, 2, 3]",                                           # 4 not an object
-        b'{"hello": "world"}',                                  # 5 no flow fields
-        b'{"flow":{"time":"yesterday"}}',                       # 6 wrong type
+        good,  # 1
+        b"this is not json",  # 2
+        b"",  # 3 blank: ignored
+        b"[1, 2, 3]",  # 4 not an object
+        b'{"hello": "world"}',  # 5 no flow fields
+        b'{"flow":{"time":"yesterday"}}',  # 6 wrong type
         b'{"flow":{"time":"2026-01-05T00:00:01Z","l4":{"TCP":{"source_port":"http"}}}}',  # 7
-        b'{"flow":{"verdict":"FORWARDED"}}',                   # 8 no time anywhere
-        b'{"flow":{"time":"2026-01-05T00:00:01Z"',             # 9 truncated
-        good,                                                   # 10
+        b'{"flow":{"verdict":"FORWARDED"}}',  # 8 no time anywhere
+        b'{"flow":{"time":"2026-01-05T00:00:01Z"',  # 9 truncated
+        good,  # 10
     ]
     flows, rd = _read_bytes(b"\n".join(lines), max_examples=10)
     assert len(flows) == 2
     stats = rd.stats
     assert stats.lines == 10 and stats.blank_lines == 1
     assert stats.errors == {
-        ErrorReason.NOT_JSON: 2, ErrorReason.NOT_A_FLOW: 2, ErrorReason.WRONG_TYPE: 2,
+        ErrorReason.NOT_JSON: 2,
+        ErrorReason.NOT_A_FLOW: 2,
+        ErrorReason.WRONG_TYPE: 2,
         ErrorReason.MISSING_TIME: 1,
     }
     located = {(bad.line, bad.reason) for bad in stats.examples}
-    assert located == {(2, "not_json"), (4, "not_a_flow"), (5, "not_a_flow"), (6, "wrong_type"),
-                       (7, "wrong_type"), (8, "missing_time"), (9, "not_json")}
+    assert located == {
+        (2, "not_json"),
+        (4, "not_a_flow"),
+        (5, "not_a_flow"),
+        (6, "wrong_type"),
+        (7, "wrong_type"),
+        (8, "missing_time"),
+        (9, "not_json"),
+    }
     wrong = next(b for b in stats.examples if b.line == 7)
     assert "$.flow.l4.TCP.source_port" in wrong.message and wrong.source == "test.json"
     summary = "\n".join(stats.summary_lines())
@@ -128,7 +139,9 @@ def test_bad_lines_are_skipped_counted_and_located() -> None:
 
 
 def test_only_first_examples_are_kept_but_all_are_counted() -> None:
-    data = b"\n".join([b"garbage"] * 1000 + [b'{"time":"2026-01-05T00:00:01Z","verdict":"FORWARDED"}'])
+    data = b"\n".join(
+        [b"garbage"] * 1000 + [b'{"time":"2026-01-05T00:00:01Z","verdict":"FORWARDED"}']
+    )
     flows, rd = _read_bytes(data)
     assert len(flows) == 1
     assert rd.stats.errors[ErrorReason.NOT_JSON] == 1000
@@ -179,7 +192,11 @@ def test_stdin_through_the_cli(tmp_path, hubble_samples) -> None:
     out = tmp_path / "w.jsonl"
     proc = subprocess.run(
         [sys.executable, "-m", "netwarden", "windows", "--flows", "-", "--out", str(out)],
-        input=path.read_bytes(), capture_output=True, timeout=120, check=False)
+        input=path.read_bytes(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert "400 lines: 400 flows, 0 skipped as bad" in proc.stderr.decode()
     assert out.read_bytes().count(b"\n") >= 1
@@ -188,14 +205,49 @@ def test_stdin_through_the_cli(tmp_path, hubble_samples) -> None:
 # -- fuzzing: no exception escapes, and every line is accounted for -------------------------
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(
-        ["flow", "time", "verdict", "IP", "l4", "TCP", "source", "destination", "labels",
-         "workloads", "l7", "dns", "http", "is_reply", "lost_events", "num_events_lost",
-         "node_status", "event_type", "type", "source_port", "flags", "SYN", "identity",
-         "pod_name", "namespace", "traffic_direction", "x"]), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "flow",
+                    "time",
+                    "verdict",
+                    "IP",
+                    "l4",
+                    "TCP",
+                    "source",
+                    "destination",
+                    "labels",
+                    "workloads",
+                    "l7",
+                    "dns",
+                    "http",
+                    "is_reply",
+                    "lost_events",
+                    "num_events_lost",
+                    "node_status",
+                    "event_type",
+                    "type",
+                    "source_port",
+                    "flags",
+                    "SYN",
+                    "identity",
+                    "pod_name",
+                    "namespace",
+                    "traffic_direction",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
     max_leaves=25,
 )
 

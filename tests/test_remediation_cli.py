@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from netwarden.ingest.generator import generate
+from netwarden.generator import generate
 from netwarden.remediation.schema import validate_policy
 
-T0 = datetime(2026, 1, 5, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "netwarden", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "netwarden", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +44,23 @@ def test_propose_then_simulate(flows, tmp_path) -> None:
     assert "would drop: 0 flows" in sim.stdout
 
 
-@pytest.mark.parametrize("args", [
-    ["propose", "--flows", "/no/such/file.jsonl", "--out", "OUT"],
-    ["propose", "--flows", "FLOWS", "--out", "/proc/no-such-dir/x"],
-    ["simulate", "--policies", "/no/such/dir", "--flows", "FLOWS"],
-    ["simulate", "--policies", "INVALID", "--flows", "FLOWS"],
-    ["simulate", "--policies", "OUT", "--flows", "/no/such/file.jsonl"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["propose", "--flows", "/no/such/file.jsonl", "--out", "OUT"],
+        ["propose", "--flows", "FLOWS", "--out", "/proc/no-such-dir/x"],
+        ["simulate", "--policies", "/no/such/dir", "--flows", "FLOWS"],
+        ["simulate", "--policies", "INVALID", "--flows", "FLOWS"],
+        ["simulate", "--policies", "OUT", "--flows", "/no/such/file.jsonl"],
+    ],
+)
 def test_bad_input_exits_2_with_one_line(args, flows, tmp_path) -> None:
     invalid = tmp_path / "invalid"
     invalid.mkdir()
-    (invalid / "bad.yaml").write_text("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\n"
-                                      "metadata: {name: Bad_Name}\nspec: {}\n")
+    (invalid / "bad.yaml").write_text(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\n"
+        "metadata: {name: Bad_Name}\nspec: {}\n"
+    )
     (tmp_path / "out").mkdir()
     subst = {"FLOWS": str(flows), "OUT": str(tmp_path / "out"), "INVALID": str(invalid)}
     done = run(*[subst.get(a, a) for a in args])

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +17,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
-from netwarden.api.config import ServiceConfig
-from netwarden.api.service import Service, build_service
+from netwarden.config import ServiceConfig
 from netwarden.detector.store import AnomalyStore
-from netwarden.ingest.generator import generate
-from netwarden.ingest.live import FollowFile
+from netwarden.generator import generate
+from netwarden.ingest.sources import FollowFile
 from netwarden.models.artifact import save_bundle
 from netwarden.models.registry import CurrentModel
+from netwarden.service import Service, build_service
 from tests.modelfactory import train_on_generated
 from tests.servers import free_port, require, start_alertmanager
 
-T0 = datetime(2026, 4, 6, 8, tzinfo=timezone.utc)
+T0 = datetime(2026, 4, 6, 8, tzinfo=UTC)
 
 
 def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -50,16 +50,25 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def _config(tmp_path: Path, model_dir: Path, source: Path, **extra: Any) -> ServiceConfig:
-    return ServiceConfig(data_dir=tmp_path / "data", source={"spec": str(source)},
-                         models={"dir": model_dir, "bootstrap": False, "reload_interval": 0.2},
-                         windows={"idle_close": 0.5}, **extra)
+    return ServiceConfig(
+        data_dir=tmp_path / "data",
+        source={"spec": str(source)},
+        models={"dir": model_dir, "bootstrap": False, "reload_interval": 0.2},
+        windows={"idle_close": 0.5},
+        **extra,
+    )
 
 
 def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
     """Flows appended to a followed file become windows, scores and an anomaly; windows of a
     quiet stream close on the wall clock; the metrics count it all."""
-    attack = generate(tmp_path / "attack", hours=0.5, seed=32, start=T0 + timedelta(hours=3),
-                      attacks=["port_scan"])
+    attack = generate(
+        tmp_path / "attack",
+        hours=0.5,
+        seed=32,
+        start=T0 + timedelta(hours=3),
+        attacks=["port_scan"],
+    )
     lines = attack.flows_path.read_bytes().splitlines(keepends=True)
     followed = tmp_path / "flows.jsonl"
     followed.write_bytes(b"".join(lines[: len(lines) // 2]))
@@ -68,27 +77,40 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
     service.start()
     try:
         with followed.open("ab") as f:  # the rest arrives while the service runs
-            f.write(b"".join(lines[len(lines) // 2:]) + b"{not json\n")
+            f.write(b"".join(lines[len(lines) // 2 :]) + b"{not json\n")
         _wait(lambda: service.source.status().flows == len(lines), 30, "every flow read")
         (label,) = attack.labels
-        found = _wait(lambda: service.store.list(identity=label.identity), 30,
-                      f"an anomaly of {label.identity}")
+        found = _wait(
+            lambda: service.store.list(identity=label.identity),
+            30,
+            f"an anomaly of {label.identity}",
+        )
         assert found[0].reasons and found[0].summary
         # every new anomaly comes with a containment proposal, waiting for review
-        proposals = _wait(lambda: service.proposal_store.list(anomaly_id=found[-1].id), 10,
-                          "a containment proposal")
+        proposals = _wait(
+            lambda: service.proposal_store.list(anomaly_id=found[-1].id),
+            10,
+            "a containment proposal",
+        )
         assert proposals[0].kind == "containment" and proposals[0].state == "proposed"
         assert not proposals[0].problems  # a valid policy
-        events = _wait(lambda: [e for e in service.proposal_store.events(proposals[0].id)
-                                if e.action == "simulate"], 10, "its simulation")
+        events = _wait(
+            lambda: [
+                e for e in service.proposal_store.events(proposals[0].id) if e.action == "simulate"
+            ],
+            10,
+            "its simulation",
+        )
         assert "judged flows" in events[0].note
         assert len(service.recent_flows() or []) > 0
         # the last window closes without new flows (idle_close), so every flow is scored
         _wait(lambda: service.builder.open_windows == 0, 30, "the last windows to close")
+
         def sampled() -> str:
             text = _metrics(service.registry)
-            return text if 'netwarden_ingest_parse_errors_total{reason="not_json"} 1.0' in text \
-                else ""
+            return (
+                text if 'netwarden_ingest_parse_errors_total{reason="not_json"} 1.0' in text else ""
+            )
 
         text = _wait(sampled, 10, "the bad line in the metrics (sampled each second)")
         assert 'netwarden_flows_total{source="file",verdict="FORWARDED"}' in text
@@ -113,8 +135,9 @@ def test_backpressure_bounds_the_queue(tmp_path, model_dir) -> None:
     model.refresh()
     store = AnomalyStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
     source = FollowFile(attack.flows_path, poll_interval=0.05)
-    service = Service(config, source, model, store, CollectorRegistry(), queue_batches=4,
-                      log=lambda _: None)
+    service = Service(
+        config, source, model, store, CollectorRegistry(), queue_batches=4, log=lambda _: None
+    )
     gate = threading.Event()
     add = service.detector.add
     sizes: list[int] = []
@@ -166,19 +189,28 @@ def test_embedded_default_as_a_user_runs_it(tmp_path) -> None:
     promtool = require("promtool", "prometheus")
     with start_alertmanager(tmp_path / "am") as am:
         port = free_port()
-        env = {**os.environ, "NETWARDEN_DATA_DIR": str(tmp_path / "data"),
-               "NETWARDEN_API__PORT": str(port), "NETWARDEN_GENERATOR__SPEED": "20",
-               "NETWARDEN_GENERATOR__HISTORY_HOURS": "3",
-               "NETWARDEN_GENERATOR__ATTACKS": '["port_scan"]',
-               "NETWARDEN_ALERTS__ALERTMANAGER_URL": am.url,
-               "NETWARDEN_ALERTS__RESEND_INTERVAL": "2"}
+        env = {
+            **os.environ,
+            "NETWARDEN_DATA_DIR": str(tmp_path / "data"),
+            "NETWARDEN_API__PORT": str(port),
+            "NETWARDEN_GENERATOR__SPEED": "20",
+            "NETWARDEN_GENERATOR__HISTORY_HOURS": "3",
+            "NETWARDEN_GENERATOR__ATTACKS": '["port_scan"]',
+            "NETWARDEN_ALERTS__ALERTMANAGER_URL": am.url,
+            "NETWARDEN_ALERTS__RESEND_INTERVAL": "2",
+        }
         env.pop("NETWARDEN_API_TOKENS", None)
         log = (tmp_path / "serve.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "netwarden", "serve"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "netwarden", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(timeout=5.0) as http:
+
                 def ready() -> bool:
                     assert proc.poll() is None, (tmp_path / "serve.log").read_text()
                     try:
@@ -195,8 +227,9 @@ def test_embedded_default_as_a_user_runs_it(tmp_path) -> None:
                     return http.get(base + "/api/v1/anomalies", headers=auth).json()["items"]
 
                 items = _wait(anomalies, 120, "a live detection", interval=0.5)
-                anomaly = http.get(f"{base}/api/v1/anomalies/{items[-1]['id']}",
-                                   headers=auth).json()
+                anomaly = http.get(
+                    f"{base}/api/v1/anomalies/{items[-1]['id']}", headers=auth
+                ).json()
                 assert anomaly["reasons"] and anomaly["summary"] and anomaly["examples"]
 
                 def alerted() -> list[dict[str, Any]]:
@@ -206,8 +239,13 @@ def test_embedded_default_as_a_user_runs_it(tmp_path) -> None:
                 alerts = _wait(alerted, 60, "the alert in Alertmanager", interval=0.5)
                 assert {a["labels"]["identity"] for a in alerts} & {i["identity"] for i in items}
                 metrics = http.get(base + "/metrics").text
-                check = subprocess.run([promtool, "check", "metrics"], input=metrics,
-                                       capture_output=True, text=True, check=False)
+                check = subprocess.run(
+                    [promtool, "check", "metrics"],
+                    input=metrics,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 assert check.returncode == 0, check.stdout + check.stderr
                 assert "netwarden_anomalies{" in metrics
         finally:
@@ -229,16 +267,22 @@ def test_hubble_source_to_anomalies(tmp_path, model_dir) -> None:
     generated traffic with an attack) finds the attack, as from a file."""
     from tests.test_hubble_live import OLD, Observer
 
-    attack = generate(tmp_path / "attack", hours=0.5, seed=32, start=T0 + timedelta(hours=3),
-                      attacks=["port_scan"])
+    attack = generate(
+        tmp_path / "attack",
+        hours=0.5,
+        seed=32,
+        start=T0 + timedelta(hours=3),
+        attacks=["port_scan"],
+    )
     lines = attack.flows_path.read_bytes().splitlines()
     port = free_port()
     observer = Observer(tmp_path, port, "--max-flows", str(len(lines) + 10))
     try:
         observer.wait_ready()
         observer.feed(lines)
-        config = _config(tmp_path, model_dir, Path("unused"),
-                         hubble={"since": OLD, "backoff_initial": 0.1})
+        config = _config(
+            tmp_path, model_dir, Path("unused"), hubble={"since": OLD, "backoff_initial": 0.1}
+        )
         config.source.spec = f"hubble:127.0.0.1:{port}"
         service, _ = build_service(config, Console(quiet=True))
         assert service.source.kind == "hubble"
@@ -246,15 +290,27 @@ def test_hubble_source_to_anomalies(tmp_path, model_dir) -> None:
         try:
             _wait(lambda: service.source.status().flows == len(lines), 60, "every flow read")
             (label,) = attack.labels
-            found = _wait(lambda: service.store.list(identity=label.identity), 30,
-                          f"an anomaly of {label.identity}")
+            found = _wait(
+                lambda: service.store.list(identity=label.identity),
+                30,
+                f"an anomaly of {label.identity}",
+            )
             assert found[0].reasons
-            proposals = _wait(lambda: service.proposal_store.list(anomaly_id=found[-1].id), 10,
-                              "a containment proposal")
+            proposals = _wait(
+                lambda: service.proposal_store.list(anomaly_id=found[-1].id),
+                10,
+                "a containment proposal",
+            )
             assert not proposals[0].problems
-            text = _wait(lambda: (t := _metrics(service.registry))
-                         and 'netwarden_hubble_connected{server="127.0.0.1:' in t and t, 10,
-                         "the hubble metrics")
+            text = _wait(
+                lambda: (
+                    (t := _metrics(service.registry))
+                    and 'netwarden_hubble_connected{server="127.0.0.1:' in t
+                    and t
+                ),
+                10,
+                "the hubble metrics",
+            )
             assert f'netwarden_hubble_connected{{server="127.0.0.1:{port}"}} 1.0' in text
             assert 'netwarden_flows_total{source="hubble",verdict="FORWARDED"}' in text
         finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -21,23 +21,44 @@ from netwarden.detector.store import (
     LifecycleError,
 )
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STEP = timedelta(seconds=60)
 
 
-def win(i: int, identity: str = "shop/cart", *, score: float = 0.9, threshold: float = 0.5,
-        anomalous: bool | None = None) -> ScoredWindow:
+def win(
+    i: int,
+    identity: str = "shop/cart",
+    *,
+    score: float = 0.9,
+    threshold: float = 0.5,
+    anomalous: bool | None = None,
+) -> ScoredWindow:
     """Window number ``i`` (T0 + i minutes) of ``identity``; anomalous when score > threshold."""
     namespace, workload = identity.split("/")
     start = T0 + i * STEP
-    reason = Reason(feature="egress_distinct_dst_ports", value=10.0 * i, baseline=3.0, spread=1.0,
-                    contribution=score, text=f"contacted {10 * i} destination ports (baseline 3)")
-    return ScoredWindow(identity=identity, namespace=namespace, workload=workload,
-                        window_start=start, window_end=start + STEP, score=score,
-                        threshold=threshold,
-                        anomalous=score > threshold if anomalous is None else anomalous,
-                        model=f"identity:{identity}", fallback=i % 2 == 1, reasons=(reason,),
-                        examples={"peers": [f"10.0.0.{i}"], "ports": [i]}, summary=f"window {i}")
+    reason = Reason(
+        feature="egress_distinct_dst_ports",
+        value=10.0 * i,
+        baseline=3.0,
+        spread=1.0,
+        contribution=score,
+        text=f"contacted {10 * i} destination ports (baseline 3)",
+    )
+    return ScoredWindow(
+        identity=identity,
+        namespace=namespace,
+        workload=workload,
+        window_start=start,
+        window_end=start + STEP,
+        score=score,
+        threshold=threshold,
+        anomalous=score > threshold if anomalous is None else anomalous,
+        model=f"identity:{identity}",
+        fallback=i % 2 == 1,
+        reasons=(reason,),
+        examples={"peers": [f"10.0.0.{i}"], "ports": [i]},
+        summary=f"window {i}",
+    )
 
 
 def normal(i: int, identity: str = "shop/cart") -> ScoredWindow:
@@ -131,8 +152,12 @@ def test_record_returns_only_anomalies_created_or_extended(store) -> None:
 
 
 def test_peak_window_supplies_the_explanation(store) -> None:
-    windows = [win(0, score=0.7, threshold=0.5), win(1, score=0.95, threshold=0.6),
-               win(2, score=0.8, threshold=0.55), win(3, score=0.95, threshold=0.7)]
+    windows = [
+        win(0, score=0.7, threshold=0.5),
+        win(1, score=0.95, threshold=0.6),
+        win(2, score=0.8, threshold=0.55),
+        win(3, score=0.95, threshold=0.7),
+    ]
     (a,) = store.record(windows[:2])
     assert a.peak_window_start == T0 + STEP
     (a,) = store.record(windows[2:])  # a later tie does not move the peak
@@ -144,11 +169,14 @@ def test_peak_window_supplies_the_explanation(store) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(flags=st.lists(st.sampled_from(["anomalous", "normal", "missing"]), max_size=20),
-       cuts=st.lists(st.integers(0, 20), max_size=4))
+@given(
+    flags=st.lists(st.sampled_from(["anomalous", "normal", "missing"]), max_size=20),
+    cuts=st.lists(st.integers(0, 20), max_size=4),
+)
 def test_anomalies_are_the_maximal_consecutive_runs(flags, cuts) -> None:
-    windows = [win(i) if f == "anomalous" else normal(i)
-               for i, f in enumerate(flags) if f != "missing"]
+    windows = [
+        win(i) if f == "anomalous" else normal(i) for i, f in enumerate(flags) if f != "missing"
+    ]
     expected: list[tuple[int, int]] = []
     for i, f in enumerate(flags):
         if f == "anomalous" and i > 0 and flags[i - 1] == "anomalous":
@@ -173,8 +201,9 @@ def test_re_recording_is_idempotent(store) -> None:
     first = store.record(batch)
     again = store.record(batch)
     assert [a.id for a in again] == [a.id for a in first]
-    assert [(a.window_count, a.first_window_start, a.last_window_end) for a in again] == \
-        [(a.window_count, a.first_window_start, a.last_window_end) for a in first]
+    assert [(a.window_count, a.first_window_start, a.last_window_end) for a in again] == [
+        (a.window_count, a.first_window_start, a.last_window_end) for a in first
+    ]
     assert runs(store) == [(0, 2, False), (3, 1, True)]
     assert store.windows("shop/cart") == batch
     assert [e.action for e in store.events(first[0].id)] == ["open"]
@@ -209,20 +238,32 @@ def test_re_scoring_as_anomalous_merges(store) -> None:
 
 # -------------------------------------------------------------------------------- lifecycle
 
-REACH = {"open": [], "acknowledged": ["acknowledge"], "suppressed": ["suppress"],
-         "resolved": ["resolve"]}
+REACH = {
+    "open": [],
+    "acknowledged": ["acknowledge"],
+    "suppressed": ["suppress"],
+    "resolved": ["resolve"],
+}
 
 
-def _do(store: AnomalyStore, action: str, anomaly_id: int, clock: Clock, actor: str = "alice",
-        note: str = "n") -> AnomalyRecord:
+def _do(
+    store: AnomalyStore,
+    action: str,
+    anomaly_id: int,
+    clock: Clock,
+    actor: str = "alice",
+    note: str = "n",
+) -> AnomalyRecord:
     if action == "suppress":
-        return store.suppress(anomaly_id, actor=actor, until=clock() + timedelta(hours=1),
-                              reason=note)
+        return store.suppress(
+            anomaly_id, actor=actor, until=clock() + timedelta(hours=1), reason=note
+        )
     return getattr(store, action)(anomaly_id, actor=actor, note=note)
 
 
-@pytest.mark.parametrize(("state", "action"),
-                         [(s, a) for s in STATES for a in ("acknowledge", "suppress", "resolve")])
+@pytest.mark.parametrize(
+    ("state", "action"), [(s, a) for s in STATES for a in ("acknowledge", "suppress", "resolve")]
+)
 def test_every_transition(store, clock, state, action) -> None:
     (a,) = store.record([win(0)])
     for step in REACH[state]:
@@ -242,24 +283,39 @@ def test_every_transition(store, clock, state, action) -> None:
         assert after.state == target == store.get(a.id).state
         assert (after.state_actor, after.state_note, after.updated_at) == ("bob", "why", clock())
         event = store.events(a.id)[-1]
-        assert (event.actor, event.action, event.from_state, event.to_state, event.note,
-                event.at) == ("bob", action, state, target, "why", clock())
+        assert (
+            event.actor,
+            event.action,
+            event.from_state,
+            event.to_state,
+            event.note,
+            event.at,
+        ) == ("bob", action, state, target, "why", clock())
         assert len(store.events(a.id)) == len(before) + 1
 
 
 def test_the_table_is_the_one_in_the_brief() -> None:
     allowed = {(s, t) for table in ACTIONS.values() for s, t in table.items()}
-    assert allowed == {("open", "acknowledged"), ("open", "suppressed"), ("open", "resolved"),
-                       ("acknowledged", "suppressed"), ("acknowledged", "resolved"),
-                       ("suppressed", "open"), ("suppressed", "resolved")}
+    assert allowed == {
+        ("open", "acknowledged"),
+        ("open", "suppressed"),
+        ("open", "resolved"),
+        ("acknowledged", "suppressed"),
+        ("acknowledged", "resolved"),
+        ("suppressed", "open"),
+        ("suppressed", "resolved"),
+    }
 
 
-@pytest.mark.parametrize("call", [
-    lambda s: s.acknowledge(999, actor="a"),
-    lambda s: s.suppress(999, actor="a", until=T0 + timedelta(days=9), reason="r"),
-    lambda s: s.resolve(999, actor="a"),
-    lambda s: s.events(999),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.acknowledge(999, actor="a"),
+        lambda s: s.suppress(999, actor="a", until=T0 + timedelta(days=9), reason="r"),
+        lambda s: s.resolve(999, actor="a"),
+        lambda s: s.events(999),
+    ],
+)
 def test_unknown_anomaly(store, call) -> None:
     with pytest.raises(AnomalyNotFound, match="no anomaly with id 999") as err:
         call(store)
@@ -294,8 +350,13 @@ def test_suppression_expires_lazily(store, clock) -> None:
     reopened = store.get(a.id)
     assert (reopened.state, reopened.suppressed_until) == ("open", None)
     last = store.events(a.id)[-1]
-    assert (last.action, last.actor, last.from_state, last.to_state, last.at) == \
-        ("unsuppress", SYSTEM_ACTOR, "suppressed", "open", until)
+    assert (last.action, last.actor, last.from_state, last.to_state, last.at) == (
+        "unsuppress",
+        SYSTEM_ACTOR,
+        "suppressed",
+        "open",
+        until,
+    )
     assert store.acknowledge(a.id, actor="alice").state == "acknowledged"
 
 
@@ -392,8 +453,10 @@ def test_list_pagination(populated) -> None:
     assert populated.list(limit=0) == []
 
 
-@pytest.mark.parametrize("kwargs", [{"state": "closed"}, {"limit": -1}, {"offset": -1},
-                                    {"since": T0.replace(tzinfo=None)}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"state": "closed"}, {"limit": -1}, {"offset": -1}, {"since": T0.replace(tzinfo=None)}],
+)
 def test_list_rejects_bad_arguments(store, kwargs) -> None:
     with pytest.raises(ValueError):
         store.list(**kwargs)
@@ -403,10 +466,15 @@ def test_windows_query(store) -> None:
     batch = [win(0), normal(1), win(2), normal(3), win(0, "other/x")]
     store.record(batch)
     assert store.windows("shop/cart") == batch[:4]
-    assert [w.window_start for w in store.windows("shop/cart", since=T0 + STEP)] == \
-        [T0 + STEP, T0 + 2 * STEP, T0 + 3 * STEP]
-    assert [w.window_start for w in store.windows("shop/cart", since=T0 + 30 * STEP / 60,
-                                                  until=T0 + 2 * STEP)] == [T0, T0 + STEP]
+    assert [w.window_start for w in store.windows("shop/cart", since=T0 + STEP)] == [
+        T0 + STEP,
+        T0 + 2 * STEP,
+        T0 + 3 * STEP,
+    ]
+    assert [
+        w.window_start
+        for w in store.windows("shop/cart", since=T0 + 30 * STEP / 60, until=T0 + 2 * STEP)
+    ] == [T0, T0 + STEP]
     assert len(store.windows("shop/cart", limit=2)) == 2
     assert store.windows("nobody/here") == []
 
@@ -428,9 +496,16 @@ def test_list_by_peak_score_range(store) -> None:
 
 def test_count_matches_list(populated) -> None:
     s = populated
-    filters = [{}, {"identity": "shop/pay"}, {"namespace": "shop"}, {"state": "open"},
-               {"since": T0 + 4 * STEP, "until": T0 + 9 * STEP}, {"min_score": 0.95},
-               {"max_score": 0.95, "namespace": "db"}, {"identity": "nope/nope"}]
+    filters = [
+        {},
+        {"identity": "shop/pay"},
+        {"namespace": "shop"},
+        {"state": "open"},
+        {"since": T0 + 4 * STEP, "until": T0 + 9 * STEP},
+        {"min_score": 0.95},
+        {"max_score": 0.95, "namespace": "db"},
+        {"identity": "nope/nope"},
+    ]
     for kwargs in filters:
         assert s.count(**kwargs) == len(s.list(limit=1000, **kwargs)), kwargs
     assert s.count() == 9
@@ -447,16 +522,19 @@ def test_identities_summary(store, clock) -> None:
     summaries = {i.identity: i for i in store.identities()}
     assert list(summaries) == ["db/pg", "shop/cart", "shop/pay"]  # sorted by identity
     cart = summaries["shop/cart"]
-    assert (cart.namespace, cart.workload, cart.windows, cart.open_anomalies) == \
-        ("shop", "cart", 4, 1)
+    assert (cart.namespace, cart.workload, cart.windows, cart.open_anomalies) == (
+        "shop",
+        "cart",
+        4,
+        1,
+    )
     assert (cart.first_window_start, cart.last_window_end) == (T0, T0 + 4 * STEP)
     assert (cart.last_score, cart.last_threshold, cart.last_anomalous) == (0.8, 0.5, True)
     pg = summaries["db/pg"]
-    assert (pg.windows, pg.last_score, pg.last_anomalous, pg.open_anomalies) == \
-        (2, 0.1, False, 1)
+    assert (pg.windows, pg.last_score, pg.last_anomalous, pg.open_anomalies) == (2, 0.1, False, 1)
     pay = summaries["shop/pay"]
     assert (pay.windows, pay.first_window_start, pay.open_anomalies) == (1, T0 + 5 * STEP, 0)
-    assert pay.last_window_end.tzinfo is timezone.utc
+    assert pay.last_window_end.tzinfo is UTC
     assert [i.identity for i in store.identities(namespace="shop")] == ["shop/cart", "shop/pay"]
     assert store.identities(namespace="nowhere") == []
 
@@ -476,7 +554,7 @@ def test_recent_windows_newest_first(store) -> None:
 def test_now_is_the_store_clock(store, clock) -> None:
     assert store.now() == clock()
     clock.advance(minutes=5)
-    assert store.now() == clock() and store.now().tzinfo is timezone.utc
+    assert store.now() == clock() and store.now().tzinfo is UTC
 
 
 # ---------------------------------------------------------------------- time zones, storage
@@ -485,25 +563,41 @@ def test_now_is_the_store_clock(store, clock) -> None:
 def test_timezone_aware_round_trip(store) -> None:
     plus2 = timezone(timedelta(hours=2))
     w = win(0)
-    local = ScoredWindow(**{**{f: getattr(w, f) for f in w.__slots__},
-                            "window_start": w.window_start.astimezone(plus2),
-                            "window_end": w.window_end.astimezone(plus2)})
+    local = ScoredWindow(
+        **{
+            **{f: getattr(w, f) for f in w.__slots__},
+            "window_start": w.window_start.astimezone(plus2),
+            "window_end": w.window_end.astimezone(plus2),
+        }
+    )
     (a,) = store.record([local])
     (back,) = store.windows("shop/cart")
-    for value in (back.window_start, back.window_end, a.first_window_start, a.last_window_end,
-                  a.peak_window_start, a.created_at, store.events(a.id)[0].at):
-        assert value.tzinfo is timezone.utc
+    for value in (
+        back.window_start,
+        back.window_end,
+        a.first_window_start,
+        a.last_window_end,
+        a.peak_window_start,
+        a.created_at,
+        store.events(a.id)[0].at,
+    ):
+        assert value.tzinfo is UTC
     assert back == w  # same instants, now in UTC
     (b,) = store.record([win(1)])  # and merging compares instants, not wall clocks
     assert b.id == a.id and b.window_count == 2
 
 
-@pytest.mark.parametrize("bad", [
-    ScoredWindow("a/b", "a", "b", T0.replace(tzinfo=None), T0 + STEP, 1.0, 0.5, True, "g", True),
-    ScoredWindow("a/b", "a", "b", T0, T0, 1.0, 0.5, True, "g", True),
-    ScoredWindow("a/b", "a", "b", T0, T0 + STEP, float("nan"), 0.5, True, "g", True),
-    ScoredWindow("", "a", "b", T0, T0 + STEP, 1.0, 0.5, True, "g", True),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ScoredWindow(
+            "a/b", "a", "b", T0.replace(tzinfo=None), T0 + STEP, 1.0, 0.5, True, "g", True
+        ),
+        ScoredWindow("a/b", "a", "b", T0, T0, 1.0, 0.5, True, "g", True),
+        ScoredWindow("a/b", "a", "b", T0, T0 + STEP, float("nan"), 0.5, True, "g", True),
+        ScoredWindow("", "a", "b", T0, T0 + STEP, 1.0, 0.5, True, "g", True),
+    ],
+)
 def test_bad_windows_are_refused_and_the_batch_is_not_stored(store, bad) -> None:
     with pytest.raises(ValueError):
         store.record([win(0, "a/b"), bad])
@@ -548,8 +642,10 @@ def test_updated_since_follows_every_change(store, clock) -> None:
     (b,) = store.record([win(2, "db/pg")])
     clock.advance(seconds=5)
     store.acknowledge(a.id, actor="alice")
-    assert [(r.id, r.state) for r in store.updated_since(start)] == \
-        [(b.id, "open"), (a.id, "acknowledged")]  # oldest change first
+    assert [(r.id, r.state) for r in store.updated_since(start)] == [
+        (b.id, "open"),
+        (a.id, "acknowledged"),
+    ]  # oldest change first
 
 
 def test_updated_since_pages_through_equal_timestamps(store, clock) -> None:

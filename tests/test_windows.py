@@ -20,14 +20,15 @@ def _build(lines, config: WindowConfig | None = None, batch: int = 10_000):
     flows = decode(lines)
     windows = []
     for i in range(0, len(flows), batch):
-        windows += builder.add(flows[i:i + batch])
+        windows += builder.add(flows[i : i + batch])
     windows += builder.flush()
     return windows, builder
 
 
 def _one(windows, identity: str, start_offset: float = 0.0):
-    found = [w for w in windows if w.identity == identity
-             and w.start == T0.timestamp() + start_offset]
+    found = [
+        w for w in windows if w.identity == identity and w.start == T0.timestamp() + start_offset
+    ]
     assert len(found) == 1, [(w.identity, w.start) for w in windows]
     return found[0]
 
@@ -75,11 +76,14 @@ def test_reply_only_flow_from_real_sample_counts_for_the_server(hubble_samples) 
 
 
 def test_windows_are_tumbling_and_aligned() -> None:
-    lines = [flow(CART, PAYMENTS, seconds=s, sport=41000 + i) for i, s in
-             enumerate([0, 30, 59.999, 60, 119, 121])]
+    lines = [
+        flow(CART, PAYMENTS, seconds=s, sport=41000 + i)
+        for i, s in enumerate([0, 30, 59.999, 60, 119, 121])
+    ]
     windows, _ = _build(lines)
-    cart = sorted((w.start - T0.timestamp(), w.client.flows) for w in windows
-                  if w.identity == "checkout/cart")
+    cart = sorted(
+        (w.start - T0.timestamp(), w.client.flows) for w in windows if w.identity == "checkout/cart"
+    )
     assert cart == [(0.0, 3), (60.0, 2), (120.0, 1)]
     assert all(w.end - w.start == 60 for w in windows)
 
@@ -87,8 +91,9 @@ def test_windows_are_tumbling_and_aligned() -> None:
 def test_window_length_is_configurable() -> None:
     lines = [flow(CART, PAYMENTS, seconds=s, sport=41000 + i) for i, s in enumerate([0, 9, 10, 25])]
     windows, _ = _build(lines, WindowConfig(window_seconds=10, allowed_lateness=0))
-    cart = sorted((w.start - T0.timestamp(), w.client.flows) for w in windows
-                  if w.identity == "checkout/cart")
+    cart = sorted(
+        (w.start - T0.timestamp(), w.client.flows) for w in windows if w.identity == "checkout/cart"
+    )
     assert cart == [(0.0, 2), (10.0, 1), (20.0, 1)]
 
 
@@ -96,13 +101,15 @@ def test_late_flows_are_counted_not_added() -> None:
     lines = [
         flow(CART, PAYMENTS, seconds=10, sport=1),
         flow(CART, PAYMENTS, seconds=70, sport=2),
-        flow(CART, PAYMENTS, seconds=55, sport=3),   # 15 s behind, lateness 15: still on time
-        flow(CART, PAYMENTS, seconds=80, sport=4),   # watermark 65 closes [0, 60)
-        flow(CART, PAYMENTS, seconds=59, sport=5),   # its window has closed: late
+        flow(CART, PAYMENTS, seconds=55, sport=3),  # 15 s behind, lateness 15: still on time
+        flow(CART, PAYMENTS, seconds=80, sport=4),  # watermark 65 closes [0, 60)
+        flow(CART, PAYMENTS, seconds=59, sport=5),  # its window has closed: late
     ]
     windows, builder = _build(lines, WindowConfig(allowed_lateness=15), batch=1)
     assert builder.stats.late_flows == 1
-    cart = {w.start - T0.timestamp(): w.client.flows for w in windows if w.identity == "checkout/cart"}
+    cart = {
+        w.start - T0.timestamp(): w.client.flows for w in windows if w.identity == "checkout/cart"
+    }
     assert cart == {0.0: 2, 60.0: 2}
 
 
@@ -110,7 +117,9 @@ def test_late_flows_are_counted_not_added() -> None:
 def test_result_does_not_depend_on_batching(batch) -> None:
     lines = []
     for i in range(60):
-        lines += connection(CART if i % 2 else PAYMENTS, REDIS, seconds=i * 7.3 % 300, sport=50000 + i)
+        lines += connection(
+            CART if i % 2 else PAYMENTS, REDIS, seconds=i * 7.3 % 300, sport=50000 + i
+        )
     lines.sort(key=lambda x: x["time"])
     lines[10], lines[40] = lines[40], lines[10]  # some disorder
     reference, ref_builder = _build(lines, batch=10_000)
@@ -143,21 +152,57 @@ def test_config_is_validated_with_clear_errors() -> None:
 
 def test_drops_by_reason_and_policy_drops() -> None:
     lines = [
-        flow(CART, REDIS, seconds=1, dport=6379, verdict="DROPPED", drop_reason="POLICY_DENIED",
-             event_type=1, direction="TRAFFIC_DIRECTION_UNKNOWN", point="UNKNOWN_POINT"),
-        flow(CART, REDIS, seconds=2, dport=6379, verdict="DROPPED", drop_reason="POLICY_DENY",
-             event_type=1, direction="EGRESS"),
-        flow(CART, REDIS, seconds=3, dport=6379, verdict="DROPPED",
-             drop_reason="CT_MAP_INSERTION_FAILED", event_type=1, direction="EGRESS"),
+        flow(
+            CART,
+            REDIS,
+            seconds=1,
+            dport=6379,
+            verdict="DROPPED",
+            drop_reason="POLICY_DENIED",
+            event_type=1,
+            direction="TRAFFIC_DIRECTION_UNKNOWN",
+            point="UNKNOWN_POINT",
+        ),
+        flow(
+            CART,
+            REDIS,
+            seconds=2,
+            dport=6379,
+            verdict="DROPPED",
+            drop_reason="POLICY_DENY",
+            event_type=1,
+            direction="EGRESS",
+        ),
+        flow(
+            CART,
+            REDIS,
+            seconds=3,
+            dport=6379,
+            verdict="DROPPED",
+            drop_reason="CT_MAP_INSERTION_FAILED",
+            event_type=1,
+            direction="EGRESS",
+        ),
         # the policy-verdict event for the same packet repeats it: not counted again
-        flow(CART, REDIS, seconds=2, dport=6379, verdict="DROPPED", drop_reason="POLICY_DENY",
-             event_type=5, direction="EGRESS"),
+        flow(
+            CART,
+            REDIS,
+            seconds=2,
+            dport=6379,
+            verdict="DROPPED",
+            drop_reason="POLICY_DENY",
+            event_type=5,
+            direction="EGRESS",
+        ),
     ]
     windows, builder = _build(lines)
     cart = _one(windows, "checkout/cart").client
     assert cart.drops == 3 and cart.policy_drops == 2
-    assert dict(cart.drop_reasons) == {"POLICY_DENIED": 1, "POLICY_DENY": 1,
-                                       "CT_MAP_INSERTION_FAILED": 1}
+    assert dict(cart.drop_reasons) == {
+        "POLICY_DENIED": 1,
+        "POLICY_DENY": 1,
+        "CT_MAP_INSERTION_FAILED": 1,
+    }
     redis = _one(windows, "db/redis").server  # unknown direction: the drop counts for both ends
     assert redis.drops == 1 and redis.policy_drops == 1
     assert builder.stats.not_counted == {"event_type_5": 1}
@@ -167,8 +212,17 @@ def test_resets_and_unanswered_syns_of_a_port_scan() -> None:
     lines = []
     for i, port in enumerate(range(1000, 1100)):
         lines.append(flow(CART, REDIS, seconds=1 + i * 0.1, sport=50000, dport=port))
-        lines.append(flow(REDIS, CART, seconds=1.001 + i * 0.1, sport=port, dport=50000,
-                          flags=("RST", "ACK"), reply=True))
+        lines.append(
+            flow(
+                REDIS,
+                CART,
+                seconds=1.001 + i * 0.1,
+                sport=port,
+                dport=50000,
+                flags=("RST", "ACK"),
+                reply=True,
+            )
+        )
     windows, _ = _build(lines)
     cart = _one(windows, "checkout/cart").client.features()
     assert cart["new_conns"] == 100 and cart["unanswered_syns"] == 100
@@ -181,13 +235,33 @@ def test_resets_and_unanswered_syns_of_a_port_scan() -> None:
 def test_dns_features() -> None:
     def q(name: str, t: float) -> list[dict]:
         return [
-            flow(CART, DNS, seconds=t, proto="UDP", dport=53, event_type=129,
-                 l7={"type": "REQUEST", "dns": {"query": name, "qtypes": ["A"]}}),
-            flow(DNS, CART, seconds=t + 0.01, proto="UDP", sport=53, reply=True, event_type=129,
-                 l7={"type": "RESPONSE", "dns": {"query": name, "rcode": 3 if "svc" in name else 0}}),
+            flow(
+                CART,
+                DNS,
+                seconds=t,
+                proto="UDP",
+                dport=53,
+                event_type=129,
+                l7={"type": "REQUEST", "dns": {"query": name, "qtypes": ["A"]}},
+            ),
+            flow(
+                DNS,
+                CART,
+                seconds=t + 0.01,
+                proto="UDP",
+                sport=53,
+                reply=True,
+                event_type=129,
+                l7={"type": "RESPONSE", "dns": {"query": name, "rcode": 3 if "svc" in name else 0}},
+            ),
         ]
-    lines = q("payments.checkout.svc.cluster.local.", 1) + q("api.stripe.com.", 2) + \
-        q("aaaa.example.", 3) + q("api.stripe.com.", 4)
+
+    lines = (
+        q("payments.checkout.svc.cluster.local.", 1)
+        + q("api.stripe.com.", 2)
+        + q("aaaa.example.", 3)
+        + q("api.stripe.com.", 4)
+    )
     windows, _ = _build(lines)
     cart = _one(windows, "checkout/cart").client.features()
     assert cart["dns_queries"] == 4
@@ -203,10 +277,26 @@ def test_dns_features() -> None:
 def test_http_features() -> None:
     lines = []
     for i, code in enumerate([200, 200, 404, 503]):
-        lines.append(flow(CART, PAYMENTS, seconds=1 + i, event_type=129, sport=42000 + i,
-                          l7={"type": "REQUEST", "http": {"method": "GET", "url": "http://payments/x"}}))
-        lines.append(flow(PAYMENTS, CART, seconds=1.1 + i, event_type=129, reply=True,
-                          l7={"type": "RESPONSE", "http": {"code": code, "method": "GET"}}))
+        lines.append(
+            flow(
+                CART,
+                PAYMENTS,
+                seconds=1 + i,
+                event_type=129,
+                sport=42000 + i,
+                l7={"type": "REQUEST", "http": {"method": "GET", "url": "http://payments/x"}},
+            )
+        )
+        lines.append(
+            flow(
+                PAYMENTS,
+                CART,
+                seconds=1.1 + i,
+                event_type=129,
+                reply=True,
+                l7={"type": "RESPONSE", "http": {"code": code, "method": "GET"}},
+            )
+        )
     windows, _ = _build(lines)
     cart = _one(windows, "checkout/cart").client.features()
     assert cart["http_requests"] == 4
@@ -215,9 +305,27 @@ def test_http_features() -> None:
 
 def test_world_features() -> None:
     lines = [
-        flow(PAYMENTS, world("203.0.113.10"), seconds=1, dport=443, destination_names=["api.stripe.com"]),
-        flow(PAYMENTS, world("203.0.113.11"), seconds=2, dport=443, destination_names=["api.stripe.com"]),
-        flow(PAYMENTS, world("198.51.100.5"), seconds=3, dport=443, destination_names=["evil.example"]),
+        flow(
+            PAYMENTS,
+            world("203.0.113.10"),
+            seconds=1,
+            dport=443,
+            destination_names=["api.stripe.com"],
+        ),
+        flow(
+            PAYMENTS,
+            world("203.0.113.11"),
+            seconds=2,
+            dport=443,
+            destination_names=["api.stripe.com"],
+        ),
+        flow(
+            PAYMENTS,
+            world("198.51.100.5"),
+            seconds=3,
+            dport=443,
+            destination_names=["evil.example"],
+        ),
         flow(PAYMENTS, HOST, seconds=4, dport=10250),
     ]
     windows, _ = _build(lines)
@@ -240,8 +348,9 @@ def test_new_peers_against_the_baseline() -> None:
 
     def new(config: WindowConfig, feature: str) -> list[float]:
         windows, _ = _build(lines, config)
-        return [_one(windows, "checkout/cart", off).client.features()[feature]
-                for off in (0, 60, 120)]
+        return [
+            _one(windows, "checkout/cart", off).client.features()[feature] for off in (0, 60, 120)
+        ]
 
     # a peer is new for one window: cold start, all known, one of two peers new
     assert new(WindowConfig(novelty_seconds=60), "new_peers") == [2.0, 0.0, 1.0]
@@ -261,8 +370,10 @@ def test_new_peers_survive_export_and_seed() -> None:
     seeded.seed_baselines(trained.export_baselines())
     windows = seeded.add(decode(late)) + seeded.flush()
     one_run, _ = _build(early + late)
-    assert (_one(windows, "checkout/cart", 1800).client.features()
-            == _one(one_run, "checkout/cart", 1800).client.features())
+    assert (
+        _one(windows, "checkout/cart", 1800).client.features()
+        == _one(one_run, "checkout/cart", 1800).client.features()
+    )
     assert _one(windows, "checkout/cart", 1800).client.features()["new_peers"] == 2.0  # < 1 h
 
 
@@ -279,7 +390,8 @@ def test_advance_closes_windows_of_a_quiet_stream() -> None:
 def test_forget_keeps_an_anomalous_windows_peers_new() -> None:
     builder = WindowBuilder(WindowConfig(novelty_seconds=60))
     windows = builder.add(decode(connection(CART, REDIS, seconds=1))) + builder.advance(
-        T0.timestamp() + 100)
+        T0.timestamp() + 100
+    )
     builder.forget(_one(windows, "checkout/cart"))
     windows = builder.add(decode(connection(CART, REDIS, seconds=121))) + builder.flush()
     assert _one(windows, "checkout/cart", 120).client.features()["new_peers"] == 1.0
@@ -294,10 +406,20 @@ def test_bytes_of_agent_flows_count_for_each_end_in_its_own_direction() -> None:
     """eBPF agent flows carry byte counts in the flow's orientation (source -> destination);
     the client's egress side and the server's ingress side each count them from their end."""
     close = flow(CART, REDIS, seconds=1, dport=6379, flags=("FIN",))
-    close["flow"]["netwarden"] = {"bytes_sent": "100000", "bytes_received": "5000",
-                                  "duration_ns": "2500000"}
-    at_server = flow(CART, REDIS, seconds=1.001, dport=6379, flags=("FIN",), direction="INGRESS",
-                     point="TO_ENDPOINT")
+    close["flow"]["netwarden"] = {
+        "bytes_sent": "100000",
+        "bytes_received": "5000",
+        "duration_ns": "2500000",
+    }
+    at_server = flow(
+        CART,
+        REDIS,
+        seconds=1.001,
+        dport=6379,
+        flags=("FIN",),
+        direction="INGRESS",
+        point="TO_ENDPOINT",
+    )
     at_server["flow"]["netwarden"] = {"bytes_sent": "100000", "bytes_received": "5000"}
     # a reply-oriented flow (source = the server): its "sent" are the server's bytes
     reply = flow(REDIS, CART, seconds=2, sport=6379, dport=40000, reply=True, flags=("ACK",))

@@ -28,8 +28,9 @@ ServiceDep = Annotated[ServiceState, Depends(get_service)]
 StoreDep = Annotated[AnomalyStore, Depends(get_store)]
 
 
-def next_page(request: Request, *, limit: int, offset: int, returned: int,
-              total: int) -> str | None:
+def next_page(
+    request: Request, *, limit: int, offset: int, returned: int, total: int
+) -> str | None:
     """The URL of the page after this one (same filters), or None on the last page.
 
     Relative (path and query) unless the app was created with a ``public_url``, which then

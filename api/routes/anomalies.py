@@ -33,9 +33,12 @@ from netwarden.detector.store import AnomalyRecord, AnomalyStore
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/anomalies", tags=["anomalies"],
-                   dependencies=[Depends(RequireRole(Role.viewer))],
-                   responses=problem_responses(401, 403, 422))
+router = APIRouter(
+    prefix="/anomalies",
+    tags=["anomalies"],
+    dependencies=[Depends(RequireRole(Role.viewer))],
+    responses=problem_responses(401, 403, 422),
+)
 
 Operator = Annotated[TokenEntry, Depends(RequireRole(Role.operator))]
 
@@ -48,14 +51,22 @@ def _store_errors(anomaly_id: int) -> Iterator[None]:
     except AnomalyNotFound:
         raise ProblemError(404, f"no anomaly with id {anomaly_id}") from None
     except LifecycleError as exc:
-        raise ProblemError(409, str(exc), type=problem_type("lifecycle-conflict"),
-                           title="Lifecycle conflict", state=exc.state,
-                           action=exc.action) from None
+        raise ProblemError(
+            409,
+            str(exc),
+            type=problem_type("lifecycle-conflict"),
+            title="Lifecycle conflict",
+            state=exc.state,
+            action=exc.action,
+        ) from None
     except ValueError as exc:
-        raise ProblemError(422, str(exc), type=problem_type("validation-error"),
-                           title="Request validation failed",
-                           errors=[{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
-                           ) from None
+        raise ProblemError(
+            422,
+            str(exc),
+            type=problem_type("validation-error"),
+            title="Request validation failed",
+            errors=[{"loc": ["body"], "msg": str(exc), "type": "value_error"}],
+        ) from None
 
 
 def _detail(store: AnomalyStore, record: AnomalyRecord) -> AnomalyDetailPublic:
@@ -65,23 +76,34 @@ def _detail(store: AnomalyStore, record: AnomalyRecord) -> AnomalyDetailPublic:
 
 
 @router.get("", response_model=AnomalyPagePublic)
-def read_anomalies(request: Request, store: StoreDep,
-                   query: Annotated[AnomalyQuery, Query()]) -> AnomalyPagePublic:
+def read_anomalies(
+    request: Request, store: StoreDep, query: Annotated[AnomalyQuery, Query()]
+) -> AnomalyPagePublic:
     """Anomalies matching every filter given, most recent first, one page at a time."""
     low, high = score_range(query.severity) if query.severity else (None, None)
     filters: dict[str, Any] = {
-        "identity": query.identity, "namespace": query.namespace, "state": query.state,
-        "since": query.since, "until": query.until, "min_score": low, "max_score": high}
+        "identity": query.identity,
+        "namespace": query.namespace,
+        "state": query.state,
+        "since": query.since,
+        "until": query.until,
+        "min_score": low,
+        "max_score": high,
+    }
     items = store.list(**filters, limit=query.limit, offset=query.offset)
     total = store.count(**filters)
     return AnomalyPagePublic(
-        items=[AnomalyPublic.from_record(a) for a in items], total=total, limit=query.limit,
-        offset=query.offset, next=next_page(request, limit=query.limit, offset=query.offset,
-                                            returned=len(items), total=total))
+        items=[AnomalyPublic.from_record(a) for a in items],
+        total=total,
+        limit=query.limit,
+        offset=query.offset,
+        next=next_page(
+            request, limit=query.limit, offset=query.offset, returned=len(items), total=total
+        ),
+    )
 
 
-@router.get("/{anomaly_id}", response_model=AnomalyDetailPublic,
-            responses=problem_responses(404))
+@router.get("/{anomaly_id}", response_model=AnomalyDetailPublic, responses=problem_responses(404))
 def read_anomaly(anomaly_id: int, store: StoreDep) -> AnomalyDetailPublic:
     """One anomaly with its reasons, example flows, severity and audit trail."""
     record = store.get(anomaly_id)
@@ -93,11 +115,15 @@ def read_anomaly(anomaly_id: int, store: StoreDep) -> AnomalyDetailPublic:
 _ACTION_ERRORS = problem_responses(404, 409)
 
 
-@router.post("/{anomaly_id}/acknowledge", response_model=AnomalyDetailPublic,
-             responses=_ACTION_ERRORS)
-def acknowledge_anomaly(anomaly_id: int, store: StoreDep, token: Operator,
-                        body: Annotated[AcknowledgeRequest | None, Body()] = None
-                        ) -> AnomalyDetailPublic:
+@router.post(
+    "/{anomaly_id}/acknowledge", response_model=AnomalyDetailPublic, responses=_ACTION_ERRORS
+)
+def acknowledge_anomaly(
+    anomaly_id: int,
+    store: StoreDep,
+    token: Operator,
+    body: Annotated[AcknowledgeRequest | None, Body()] = None,
+) -> AnomalyDetailPublic:
     """Someone is on it (open -> acknowledged): alerts for it stay quiet."""
     note = body.note if body else ""
     with _store_errors(anomaly_id):
@@ -105,10 +131,10 @@ def acknowledge_anomaly(anomaly_id: int, store: StoreDep, token: Operator,
     return _detail(store, record)
 
 
-@router.post("/{anomaly_id}/suppress", response_model=AnomalyDetailPublic,
-             responses=_ACTION_ERRORS)
-def suppress_anomaly(anomaly_id: int, store: StoreDep, token: Operator,
-                     body: SuppressRequest) -> AnomalyDetailPublic:
+@router.post("/{anomaly_id}/suppress", response_model=AnomalyDetailPublic, responses=_ACTION_ERRORS)
+def suppress_anomaly(
+    anomaly_id: int, store: StoreDep, token: Operator, body: SuppressRequest
+) -> AnomalyDetailPublic:
     """Silence it until a time or for a duration, for a stated reason; it reopens after."""
     until = body.until
     if until is None:
@@ -119,11 +145,13 @@ def suppress_anomaly(anomaly_id: int, store: StoreDep, token: Operator,
     return _detail(store, record)
 
 
-@router.post("/{anomaly_id}/resolve", response_model=AnomalyDetailPublic,
-             responses=_ACTION_ERRORS)
-def resolve_anomaly(anomaly_id: int, store: StoreDep, token: Operator,
-                    body: Annotated[ResolveRequest | None, Body()] = None
-                    ) -> AnomalyDetailPublic:
+@router.post("/{anomaly_id}/resolve", response_model=AnomalyDetailPublic, responses=_ACTION_ERRORS)
+def resolve_anomaly(
+    anomaly_id: int,
+    store: StoreDep,
+    token: Operator,
+    body: Annotated[ResolveRequest | None, Body()] = None,
+) -> AnomalyDetailPublic:
     """Close it for good; a later anomalous window of the identity starts a new anomaly."""
     note = body.note if body else ""
     with _store_errors(anomaly_id):

@@ -40,14 +40,27 @@ def readyz(service: ServiceDep) -> ReadyPublic:
     if not source.up:
         missing.append(f"source down: {source.error or 'no reason given'}")
     if missing or model is None:
-        raise ProblemError(503, "; ".join(missing), type=problem_type("not-ready"),
-                           title="Not ready", missing=missing)
-    return ReadyPublic(model=model.version, source=source.kind, flows=source.flows,
-                       last_flow_at=source.last_flow_at)
+        raise ProblemError(
+            503,
+            "; ".join(missing),
+            type=problem_type("not-ready"),
+            title="Not ready",
+            missing=missing,
+        )
+    return ReadyPublic(
+        model=model.version,
+        source=source.kind,
+        flows=source.flows,
+        last_flow_at=source.last_flow_at,
+    )
 
 
-@router.get("/metrics", response_class=Response, response_model=None,
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    response_model=None,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+)
 def metrics(request: Request, service: ServiceDep) -> Response:
     """The service's metrics in the Prometheus text format (OpenMetrics if accepted)."""
     encode, content_type = choose_encoder(request.headers.get("accept", ""))

@@ -20,35 +20,56 @@ from netwarden.api.schemas import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/identities", tags=["identities"],
-                   dependencies=[Depends(RequireRole(Role.viewer))],
-                   responses=problem_responses(401, 403, 422))
+router = APIRouter(
+    prefix="/identities",
+    tags=["identities"],
+    dependencies=[Depends(RequireRole(Role.viewer))],
+    responses=problem_responses(401, 403, 422),
+)
 
 
 @router.get("", response_model=IdentityPagePublic)
-def read_identities(request: Request, store: StoreDep,
-                    query: Annotated[IdentityQuery, Query()]) -> IdentityPagePublic:
+def read_identities(
+    request: Request, store: StoreDep, query: Annotated[IdentityQuery, Query()]
+) -> IdentityPagePublic:
     """Every scored identity (of one namespace if given), sorted, with its latest score and
     open anomalies."""
     everything = store.identities(namespace=query.namespace)  # one aggregate query: all rows
-    page = everything[query.offset:query.offset + query.limit]
+    page = everything[query.offset : query.offset + query.limit]
     return IdentityPagePublic(
-        items=[IdentityPublic.from_summary(i) for i in page], total=len(everything),
-        limit=query.limit, offset=query.offset,
-        next=next_page(request, limit=query.limit, offset=query.offset, returned=len(page),
-                       total=len(everything)))
+        items=[IdentityPublic.from_summary(i) for i in page],
+        total=len(everything),
+        limit=query.limit,
+        offset=query.offset,
+        next=next_page(
+            request,
+            limit=query.limit,
+            offset=query.offset,
+            returned=len(page),
+            total=len(everything),
+        ),
+    )
 
 
-@router.get("/{namespace}/{workload}/windows", response_model=IdentityWindowsPublic,
-            responses=problem_responses(404))
-def read_identity_windows(namespace: str, workload: str, store: StoreDep,
-                          query: Annotated[WindowQuery, Query()]) -> IdentityWindowsPublic:
+@router.get(
+    "/{namespace}/{workload}/windows",
+    response_model=IdentityWindowsPublic,
+    responses=problem_responses(404),
+)
+def read_identity_windows(
+    namespace: str, workload: str, store: StoreDep, query: Annotated[WindowQuery, Query()]
+) -> IdentityWindowsPublic:
     """The identity's most recent scored windows (normal ones too), newest first."""
     identity = f"{namespace}/{workload}"
-    windows = store.windows(identity, since=query.since, until=query.until, limit=query.limit,
-                            newest_first=True)
+    windows = store.windows(
+        identity, since=query.since, until=query.until, limit=query.limit, newest_first=True
+    )
     if not windows and not store.windows(identity, limit=1):
         raise ProblemError(404, f"no scored windows for identity {identity}")
-    return IdentityWindowsPublic(identity=identity, namespace=namespace, workload=workload,
-                                 items=[WindowPublic.from_window(w) for w in windows],
-                                 limit=query.limit)
+    return IdentityWindowsPublic(
+        identity=identity,
+        namespace=namespace,
+        workload=workload,
+        items=[WindowPublic.from_window(w) for w in windows],
+        limit=query.limit,
+    )

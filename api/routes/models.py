@@ -11,16 +11,20 @@ from netwarden.api.schemas import ModelListPublic, ModelVersionPublic
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/models", tags=["models"],
-                   dependencies=[Depends(RequireRole(Role.viewer))],
-                   responses=problem_responses(401, 403))
+router = APIRouter(
+    prefix="/models",
+    tags=["models"],
+    dependencies=[Depends(RequireRole(Role.viewer))],
+    responses=problem_responses(401, 403),
+)
 
 
 @router.get("", response_model=ModelListPublic)
 def read_models(service: ServiceDep) -> ModelListPublic:
     """Every saved model version, newest first."""
-    versions = sorted(service.model_versions(), key=lambda v: (v.created, v.version),
-                      reverse=True)  # the protocol promises this order; cheap to make sure
+    versions = sorted(
+        service.model_versions(), key=lambda v: (v.created, v.version), reverse=True
+    )  # the protocol promises this order; cheap to make sure
     return ModelListPublic(items=[ModelVersionPublic.from_version(v) for v in versions])
 
 
@@ -29,6 +33,9 @@ def read_current_model(service: ServiceDep) -> ModelVersionPublic:
     """The model version scoring now; 404 while none is loaded."""
     current = service.current_model()
     if current is None:
-        raise ProblemError(404, "no model loaded: train one (netwarden train) or point the "
-                           "service at a model directory")
+        raise ProblemError(
+            404,
+            "no model loaded: train one (netwarden train) or point the "
+            "service at a model directory",
+        )
     return ModelVersionPublic.from_version(current)

@@ -1,0 +1,1 @@
+"""Alert sinks for anomalies: the outbox, Alertmanager and Slack."""

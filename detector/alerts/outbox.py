@@ -1,0 +1,490 @@
+"""The alert outbox: every message to a sink is a database row before anyone tries to send it.
+
+Two tables live next to the anomaly store's, in the same database (their own metadata and
+engine, the store's SQLite settings):
+
+- ``alert_outbox``: one row per message (sink, payload, attempts, next attempt, last error,
+  delivered time). A worker claims due rows, sends them and marks each delivered or failed;
+  a failed row is retried with capped exponential backoff and jitter, never dropped. Because the
+  rows are in the database, a new process on the same file carries on where the last one
+  stopped. Delivery is at least once: a process that dies between sending and marking sends
+  that row again.
+- ``alert_state``: what the alerter last decided per anomaly (Alertmanager labels and whether
+  the alert is firing, when it was last sent, the Slack message state), so deciding twice
+  enqueues nothing twice; plus ``alert_cursor``, how far the alerter has followed the store.
+
+A row with a ``key`` (Alertmanager: one key per anomaly) carries the whole current state of what
+it describes, so enqueueing a newer one for the same key *supersedes* a pending older one: the
+new payload is the old merged with the new (``coalesce``), and the old row is kept, marked
+superseded. Only the newest state of an alert is ever pending, so a backlog after an outage
+stays one row per alert and cannot deliver an old "firing" after a newer "resolved".
+
+The sinks share :func:`post_json` and :class:`DeliveryError`: what sending a row means, and
+what a failed attempt records.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import httpx
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Index,
+    Integer,
+    String,
+    Text,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from netwarden.storage.database import SqlStore
+from netwarden.storage.database import UTCDateTime as _UTCDateTime
+from netwarden.storage.database import utc as _utc
+
+__all__ = [
+    "DELIVERED",
+    "PENDING",
+    "SLACK_NONE",
+    "SLACK_SENT",
+    "SLACK_WAITING",
+    "SUPERSEDED",
+    "AlertState",
+    "DeliveryError",
+    "Outbox",
+    "OutboxItem",
+    "OutboxTransaction",
+    "backoff_delay",
+    "post_json",
+]
+
+PENDING: Final = "pending"
+DELIVERED: Final = "delivered"
+SUPERSEDED: Final = "superseded"
+
+SLACK_NONE: Final = "none"  # no Slack message (yet): not eligible, or never needed
+SLACK_WAITING: Final = "waiting"  # will go out with the next group / digest
+SLACK_SENT: Final = "sent"  # its message is in the outbox; never another one
+
+_ERROR_CHARS: Final = 2000
+
+
+class DeliveryError(Exception):
+    """A message could not be delivered; it stays in the outbox and is retried.
+
+    ``status`` is the HTTP status if the receiver answered; ``retry_after`` its own wish
+    (HTTP 429 ``Retry-After``), in seconds.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def rejected(self) -> bool:
+        """The receiver refused this payload (4xx other than 429): sending it again as it is
+        will not help, though the receiver's configuration might change."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429
+
+
+def post_json(http: httpx.Client, url: str, payload: Any, *, timeout: float) -> httpx.Response:
+    """POST ``payload`` as JSON; any transport error or non-2xx answer is a DeliveryError."""
+    try:
+        response = http.post(url, json=payload, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+    if response.is_success:
+        return response
+    retry_after: float | None = None
+    if response.status_code == 429:
+        try:
+            retry_after = float(response.headers.get("retry-after", ""))
+        except ValueError:
+            retry_after = None
+    raise DeliveryError(
+        f"HTTP {response.status_code}: {response.text[:500]}",
+        status=response.status_code,
+        retry_after=retry_after,
+    )
+
+
+def backoff_delay(attempts: int, *, initial: float, cap: float, rng: random.Random) -> float:
+    """Seconds to wait after the ``attempts``-th failure: ``initial * 2**(attempts-1)``, capped
+    at ``cap``, then "equal jitter" (a uniform draw in its upper half) so that many rows failing
+    together do not retry in lockstep, yet none retries much sooner than the schedule says."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    base = min(cap, initial * 2.0 ** min(attempts - 1, 60))
+    return rng.uniform(base / 2, base)
+
+
+# --------------------------------------------------------------------------------------- schema
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _OutboxRow(_Base):
+    __tablename__ = "alert_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sink: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    payload: Mapped[Any] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(_UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(_UTCDateTime())
+    last_error: Mapped[str] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(_UTCDateTime(), nullable=True)
+    superseded_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (
+        Index("ix_alert_outbox_status_next", "status", "next_attempt_at"),
+        Index("ix_alert_outbox_sink_key_status", "sink", "key", "status"),
+        Index("ix_alert_outbox_sink_created", "sink", "created_at"),
+        Index("ix_alert_outbox_created", "created_at"),
+    )
+
+
+class _StateRow(_Base):
+    __tablename__ = "alert_state"
+
+    anomaly_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    am_labels: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    am_firing: Mapped[bool] = mapped_column(Boolean, index=True)
+    am_sent_at: Mapped[datetime | None] = mapped_column(_UTCDateTime(), nullable=True)
+    slack: Mapped[str] = mapped_column(String(16), index=True)
+    slack_since: Mapped[datetime | None] = mapped_column(_UTCDateTime(), nullable=True)
+    slack_message: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class _CursorRow(_Base):
+    __tablename__ = "alert_cursor"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(_UTCDateTime())
+
+
+# ------------------------------------------------------------------------------ public records
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One message in the outbox, as a caller sees it."""
+
+    id: int
+    sink: str
+    key: str | None
+    payload: Any
+    status: str  # pending, delivered or superseded
+    created_at: datetime
+    attempts: int  # failed attempts so far
+    next_attempt_at: datetime
+    last_error: str
+    delivered_at: datetime | None
+    superseded_by: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """What the alerter has done about one anomaly so far.
+
+    ``am_labels`` are the labels of the Alertmanager alert last sent (the alert's identity
+    there), ``am_firing`` whether it was last sent firing and ``am_sent_at`` when. ``slack`` is
+    ``none``, ``waiting`` (since ``slack_since``) or ``sent`` (in message ``slack_message``).
+    """
+
+    anomaly_id: int
+    am_labels: dict[str, str] | None = None
+    am_firing: bool = False
+    am_sent_at: datetime | None = None
+    slack: str = SLACK_NONE
+    slack_since: datetime | None = None
+    slack_message: int | None = None
+
+
+def _item(row: _OutboxRow) -> OutboxItem:
+    return OutboxItem(
+        id=row.id,
+        sink=row.sink,
+        key=row.key,
+        payload=row.payload,
+        status=row.status,
+        created_at=row.created_at,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+        delivered_at=row.delivered_at,
+        superseded_by=row.superseded_by,
+    )
+
+
+def _state(row: _StateRow) -> AlertState:
+    return AlertState(
+        anomaly_id=row.anomaly_id,
+        am_labels=row.am_labels,
+        am_firing=row.am_firing,
+        am_sent_at=row.am_sent_at,
+        slack=row.slack,
+        slack_since=row.slack_since,
+        slack_message=row.slack_message,
+    )
+
+
+# -------------------------------------------------------------------------------- transaction
+
+
+class OutboxTransaction:
+    """The decisions of one alerter pass, committed together: new state and new messages."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self._session = session
+        self.now = now
+        self.superseded: list[str] = []  # sinks of rows superseded in this transaction
+
+    def states(self, ids: Iterable[int]) -> dict[int, AlertState]:
+        """The stored state of these anomalies (absent: never seen)."""
+        wanted = sorted(set(ids))
+        found: dict[int, AlertState] = {}
+        for i in range(0, len(wanted), 500):
+            for row in self._session.scalars(
+                select(_StateRow).where(_StateRow.anomaly_id.in_(wanted[i : i + 500]))
+            ):
+                found[row.anomaly_id] = _state(row)
+        return found
+
+    def put(self, state: AlertState) -> None:
+        """Store ``state`` (insert or replace)."""
+        self._session.merge(
+            _StateRow(
+                anomaly_id=state.anomaly_id,
+                am_labels=state.am_labels,
+                am_firing=state.am_firing,
+                am_sent_at=state.am_sent_at,
+                slack=state.slack,
+                slack_since=state.slack_since,
+                slack_message=state.slack_message,
+            )
+        )
+
+    def slack_waiting(self) -> list[AlertState]:
+        """Anomalies waiting for a Slack message, longest waiting first."""
+        rows = self._session.scalars(
+            select(_StateRow)
+            .where(_StateRow.slack == SLACK_WAITING)
+            .order_by(_StateRow.slack_since, _StateRow.anomaly_id)
+        )
+        return [_state(r) for r in rows]
+
+    def created_since(self, sink: str, since: datetime) -> int:
+        """How many messages for ``sink`` were enqueued after ``since`` (rate limits)."""
+        return int(
+            self._session.scalar(
+                select(func.count())
+                .select_from(_OutboxRow)
+                .where(_OutboxRow.sink == sink, _OutboxRow.created_at > _utc(since, "since"))
+            )
+            or 0
+        )
+
+    def enqueue(
+        self,
+        sink: str,
+        payload: Any,
+        *,
+        key: str | None = None,
+        coalesce: Callable[[Any, Any], Any] | None = None,
+    ) -> int:
+        """Add a message, due now; returns its id.
+
+        With ``key``, a pending message of the same sink and key is superseded: the new row's
+        payload is ``coalesce(old_payload, payload)`` (or ``payload`` without ``coalesce``).
+        """
+        if key is not None:
+            older = self._session.scalars(
+                select(_OutboxRow)
+                .where(_OutboxRow.sink == sink, _OutboxRow.key == key, _OutboxRow.status == PENDING)
+                .order_by(_OutboxRow.id)
+            ).all()
+            for old in older:
+                payload = coalesce(old.payload, payload) if coalesce else payload
+        row = _OutboxRow(
+            sink=sink,
+            key=key,
+            payload=payload,
+            status=PENDING,
+            created_at=self.now,
+            attempts=0,
+            next_attempt_at=self.now,
+            last_error="",
+            delivered_at=None,
+            superseded_by=None,
+        )
+        self._session.add(row)
+        self._session.flush()
+        if key is not None:
+            for old in older:
+                old.status, old.superseded_by = SUPERSEDED, row.id
+                self.superseded.append(sink)
+        return row.id
+
+    def cursor(self, name: str) -> datetime | None:
+        """A named position (how far the store's changes were followed), or None."""
+        row = self._session.get(_CursorRow, name)
+        return None if row is None else row.at
+
+    def set_cursor(self, name: str, at: datetime) -> None:
+        self._session.merge(_CursorRow(name=name, at=_utc(at, "cursor")))
+
+
+# ------------------------------------------------------------------------------------- outbox
+
+
+class Outbox(SqlStore):
+    """The outbox and alert-state tables in the database at ``url`` (created if missing).
+
+    Every method is one short transaction; on SQLite a lock serializes the calls of one outbox
+    and transactions take the write lock up front, as in the anomaly store.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, _Base.metadata)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._begin() as (session, _):
+            yield session
+
+    @contextmanager
+    def transaction(self, now: datetime) -> Iterator[OutboxTransaction]:
+        """One transaction for a whole alerter pass (no other database calls inside it)."""
+        with self._session() as session:
+            yield OutboxTransaction(session, _utc(now, "now"))
+
+    def due(
+        self,
+        now: datetime,
+        *,
+        lease: timedelta,
+        limit: int = 100,
+        sinks: Collection[str] | None = None,
+    ) -> list[OutboxItem]:
+        """Claim up to ``limit`` pending messages due at ``now``, oldest first.
+
+        A claimed row is not due again until ``now + lease``, so a second worker does not send
+        it too; if this one dies mid-send, the row comes back when the lease runs out.
+        """
+        now = _utc(now, "now")
+        stmt = select(_OutboxRow).where(
+            _OutboxRow.status == PENDING, _OutboxRow.next_attempt_at <= now
+        )
+        if sinks is not None:
+            stmt = stmt.where(_OutboxRow.sink.in_(sorted(sinks)))
+        stmt = stmt.order_by(_OutboxRow.next_attempt_at, _OutboxRow.id).limit(limit)
+        with self._session() as session:
+            rows = session.scalars(stmt).all()
+            for row in rows:
+                row.next_attempt_at = now + lease
+            return [_item(r) for r in rows]
+
+    def mark_delivered(self, item_ids: Iterable[int], now: datetime) -> None:
+        """The receiver accepted these messages (even one a newer message superseded
+        meanwhile: it was delivered all the same)."""
+        ids = sorted(set(item_ids))
+        with self._session() as session:
+            for i in range(0, len(ids), 500):
+                session.execute(
+                    update(_OutboxRow)
+                    .where(_OutboxRow.id.in_(ids[i : i + 500]))
+                    .values(status=DELIVERED, delivered_at=_utc(now, "now"))
+                )
+
+    def mark_failed(
+        self,
+        item_id: int,
+        now: datetime,
+        error: str,
+        *,
+        initial: float,
+        cap: float,
+        rng: random.Random,
+        retry_after: float | None = None,
+    ) -> datetime | None:
+        """Count a failed attempt and schedule the next one after the backoff (or the
+        receiver's ``retry_after``, whichever is later); returns when, or None if the row is no
+        longer pending (superseded meanwhile: its newer row carries it)."""
+        now = _utc(now, "now")
+        with self._session() as session:
+            row = session.get(_OutboxRow, item_id)
+            if row is None or row.status != PENDING:
+                return None
+            row.attempts += 1
+            delay = backoff_delay(row.attempts, initial=initial, cap=cap, rng=rng)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, cap))
+            row.next_attempt_at = now + timedelta(seconds=delay)
+            row.last_error = error[:_ERROR_CHARS]
+            return row.next_attempt_at
+
+    def purge(self, before: datetime) -> int:
+        """Delete delivered and superseded messages created before ``before`` (pending ones
+        are kept whatever their age); returns how many were deleted."""
+        with self._session() as session:
+            result = session.execute(
+                delete(_OutboxRow).where(
+                    _OutboxRow.status.in_([DELIVERED, SUPERSEDED]),
+                    _OutboxRow.created_at < _utc(before, "before"),
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def pending(self) -> dict[str, int]:
+        """Messages waiting to be delivered, by sink."""
+        with self._session() as session:
+            return {
+                sink: int(n)
+                for sink, n in session.execute(
+                    select(_OutboxRow.sink, func.count())
+                    .where(_OutboxRow.status == PENDING)
+                    .group_by(_OutboxRow.sink)
+                )
+            }
+
+    def items(self, sink: str | None = None) -> list[OutboxItem]:
+        """Every message (of ``sink``), oldest first: for inspection and tests."""
+        stmt = select(_OutboxRow).order_by(_OutboxRow.id)
+        if sink is not None:
+            stmt = stmt.where(_OutboxRow.sink == sink)
+        with self._session() as session:
+            return [_item(r) for r in session.scalars(stmt)]
+
+    def tracked(self) -> list[int]:
+        """Anomalies the alerter must look at even if unchanged: firing, or awaiting Slack."""
+        with self._session() as session:
+            return list(
+                session.scalars(
+                    select(_StateRow.anomaly_id)
+                    .where(_StateRow.am_firing.is_(True) | (_StateRow.slack == SLACK_WAITING))
+                    .order_by(_StateRow.anomaly_id)
+                )
+            )
+
+    def state(self, anomaly_id: int) -> AlertState | None:
+        """The alert state of one anomaly, or None if the alerter never saw it."""
+        with self._session() as session:
+            row = session.get(_StateRow, anomaly_id)
+            return None if row is None else _state(row)

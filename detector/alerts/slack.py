@@ -1,0 +1,211 @@
+"""Slack messages for anomalies (incoming webhooks, Block Kit) and the sender.
+
+A message covers one group of anomalies: up to ``detail_limit`` are shown in full (what
+happened, which workload, why, example flows, a link); a bigger group becomes a *digest* that
+counts every anomaly in it, lists the most severe and links to the rest, so that a burst of
+anomalies is a few messages, never hundreds, and nothing is left out of the count.
+
+Block Kit limits respected here: 50 blocks per message, 150 characters in a header, 3000 in a
+section's text, 10 fields of 2000 characters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import httpx
+
+from netwarden.detector.alerts.alertmanager import anomaly_url
+from netwarden.detector.alerts.outbox import post_json
+from netwarden.detector.explain import examples_text
+from netwarden.detector.severity import severity
+from netwarden.detector.store import AnomalyRecord
+
+__all__ = ["MAX_DETAIL", "SlackSender", "message"]
+
+#: The most anomalies one message shows in full (each takes up to 6 of Slack's 50 blocks).
+MAX_DETAIL: Final = 8
+_HEADER_CHARS: Final = 150
+_SECTION_CHARS: Final = 3000
+_FIELD_CHARS: Final = 2000
+_TOP_REASONS: Final = 3
+_ICON: Final = {"critical": ":rotating_light:", "warning": ":warning:"}
+
+Block = dict[str, Any]
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _esc(text: str) -> str:
+    """Slack mrkdwn needs only these three escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _when(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _mrkdwn(text: str, limit: int = _SECTION_CHARS) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": _clip(text, limit)}
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": _mrkdwn(text)}
+
+
+def _order(anomalies: Sequence[AnomalyRecord]) -> list[AnomalyRecord]:
+    """Most severe first, then highest score, then oldest."""
+    return sorted(
+        anomalies,
+        key=lambda a: (
+            severity(a.peak_score) != "critical",
+            -a.peak_score,
+            a.first_window_start,
+            a.id,
+        ),
+    )
+
+
+def _examples(a: AnomalyRecord) -> str:
+    top = a.reasons[0].feature.split("_", 1)[0] if a.reasons else "egress"
+    sides = [top] + [s for s in ("egress", "ingress") if s != top]
+    lines = [examples_text(a.examples, s) for s in sides if s in ("egress", "ingress")]
+    return "\n".join(_esc(line) for line in lines if line)
+
+
+def _detail(a: AnomalyRecord, public_url: str) -> list[Block]:
+    level = severity(a.peak_score)
+    link = anomaly_url(public_url, a.id)
+    what = a.summary or f"{a.workload} behaved unusually on the network"
+    status = "ongoing" if a.ongoing else f"ended {_when(a.last_window_end)}"
+    blocks: list[Block] = [
+        _section(
+            f"{_ICON[level]} *{level.upper()}* · *{_esc(a.workload)}* in namespace "
+            f"`{_esc(a.namespace)}`\n*What happened:* {_esc(what)}"
+        ),
+        {
+            "type": "section",
+            "fields": [
+                _mrkdwn(f"*Workload*\n`{_esc(a.identity)}`", _FIELD_CHARS),
+                _mrkdwn(
+                    f"*Score*\n{a.peak_score:.3g} (threshold {a.peak_threshold:.3g})", _FIELD_CHARS
+                ),
+                _mrkdwn(f"*Since*\n{_when(a.first_window_start)}", _FIELD_CHARS),
+                _mrkdwn(f"*Windows*\n{a.window_count}, {status}", _FIELD_CHARS),
+            ],
+        },
+    ]
+    reasons = [r.text for r in a.reasons[:_TOP_REASONS] if r.text]
+    if reasons:
+        blocks.append(_section("*Why*\n" + "\n".join(f"• {_esc(r)}" for r in reasons)))
+    flows = _examples(a)
+    if flows:
+        blocks.append(_section(f"*Example flows*\n{flows}"))
+    model = "fallback model " if a.fallback else "model "
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                _mrkdwn(f"<{link}|Anomaly #{a.id}> · {model}`{_esc(a.model)}` · netwarden")
+            ],
+        }
+    )
+    return blocks
+
+
+def _digest(anomalies: list[AnomalyRecord], public_url: str, lines: int) -> list[Block]:
+    n = len(anomalies)
+    levels = Counter(severity(a.peak_score) for a in anomalies)
+    spaces = Counter(a.namespace for a in anomalies).most_common(5)
+    first = min(a.first_window_start for a in anomalies)
+    last = max(a.first_window_start for a in anomalies)
+    blocks: list[Block] = [
+        _section(
+            f"*{n} anomalies* starting between {_when(first)} and {_when(last)}: "
+            f"{levels['critical']} critical, {levels['warning']} warning.\n"
+            "Namespaces: "
+            + ", ".join(f"`{_esc(ns)}` ({k})" for ns, k in spaces)
+            + (" and more" if len({a.namespace for a in anomalies}) > len(spaces) else "")
+        )
+    ]
+    rows = []
+    for a in anomalies[:lines]:
+        level = severity(a.peak_score)
+        what = _clip(a.summary or "unusual network behaviour", 160)
+        rows.append(
+            f"{_ICON[level]} `{_esc(a.identity)}` {_esc(what)} "
+            f"<{anomaly_url(public_url, a.id)}|#{a.id}>"
+        )
+    blocks.append(_section("\n".join(rows)))
+    if n > lines:
+        everything = f"{public_url.rstrip('/')}/api/v1/anomalies?state=open"
+        blocks.append(_section(f"…and {n - lines} more: <{everything}|open anomalies>"))
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                _mrkdwn(
+                    "Many anomalies at once: sent as one digest (grouping and Slack rate limit) · netwarden"
+                )
+            ],
+        }
+    )
+    return blocks
+
+
+def message(
+    anomalies: Sequence[AnomalyRecord],
+    *,
+    public_url: str,
+    detail_limit: int = 3,
+    digest_lines: int = 10,
+) -> dict[str, Any]:
+    """The webhook payload for one group of anomalies (``text`` is the notification's
+    fallback; ``blocks`` what Slack shows)."""
+    if not anomalies:
+        raise ValueError("a Slack message needs at least one anomaly")
+    if not 1 <= detail_limit <= MAX_DETAIL:
+        raise ValueError(f"detail_limit must be in [1, {MAX_DETAIL}], got {detail_limit}")
+    ordered = _order(anomalies)
+    n, top = len(ordered), ordered[0]
+    crit = sum(severity(a.peak_score) == "critical" for a in ordered)
+    if n == 1:
+        level = severity(top.peak_score)
+        title = f"{_ICON[level]} Network anomaly in {top.identity}"
+        text = f"Network anomaly ({level}) in {top.identity}: {top.summary}"
+    else:
+        title = f":rotating_light: {n} network anomalies ({crit} critical)"
+        text = f"{n} network anomalies ({crit} critical), e.g. {top.identity}: {top.summary}"
+    blocks: list[Block] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _clip(title, _HEADER_CHARS), "emoji": True},
+        }
+    ]
+    if n <= detail_limit:
+        for i, a in enumerate(ordered):
+            if i:
+                blocks.append({"type": "divider"})
+            blocks.extend(_detail(a, public_url))
+    else:
+        blocks.extend(_digest(ordered, public_url, digest_lines))
+    return {"text": _clip(_esc(text), _SECTION_CHARS), "blocks": blocks}
+
+
+class SlackSender:
+    """POSTs outbox payloads to one Slack incoming webhook."""
+
+    def __init__(self, url: str, http: httpx.Client, *, timeout: float) -> None:
+        self.url = url
+        self._http = http
+        self._timeout = timeout
+
+    def send(self, payload: dict[str, Any]) -> None:
+        """Deliver, or raise :class:`netwarden.detector.alerts.outbox.DeliveryError` (a 429 carries
+        Slack's ``Retry-After``)."""
+        post_json(self._http, self.url, payload, timeout=self._timeout)

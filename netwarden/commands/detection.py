@@ -1,0 +1,218 @@
+"""The `train` and `score` commands: flows in, models or scored windows out.
+
+``score`` writes one JSON object per scored identity-window, a format other tools script
+against (keep it exactly)::
+
+    {"identity": "<namespace>/<workload>", "window_start": "<RFC3339>", "window_end": "<RFC3339>",
+     "score": <float, higher is more anomalous>, "threshold": <float>, "anomalous": <bool>,
+     "reasons": [{"feature": "<name>", "value": <float>, "baseline": <float>}, ...]}
+
+plus, as extra keys tools may ignore: ``model``, ``fallback``, ``summary`` and, for anomalous
+windows, each reason's ``text``/``contribution`` and ``examples`` (peers, ports, DNS names, drop
+reasons behind the window).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from rich.console import Console
+
+from netwarden.commands.common import check_flow_paths, ingest_with_progress, progress_bar
+from netwarden.detector.explain import examples_text
+from netwarden.detector.results import ScoredWindow
+from netwarden.errors import UserError
+from netwarden.ingest.windows import ClosedWindow, WindowBuilder, WindowConfig, windows_to_rows
+
+__all__ = ["score", "scored_to_json", "train"]
+
+#: Windows scored per model call: scikit-learn's per-call cost is large, so batch.
+_SCORE_BATCH = 2048
+
+
+def train(
+    flows: Sequence[str],
+    model_dir: Path,
+    *,
+    window: float,
+    expected_rate: float,
+    min_windows: int,
+    seed: int,
+    console: Console,
+) -> None:
+    from netwarden.models.artifact import save_bundle
+    from netwarden.models.training import NotEnoughData, TrainConfig
+    from netwarden.models.training import train as train_models
+
+    check_flow_paths(flows)
+    try:
+        config = TrainConfig(expected_rate=expected_rate, min_windows=min_windows, seed=seed)
+        window_config = WindowConfig(window_seconds=window)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    builder = WindowBuilder(window_config)
+    windows: list[ClosedWindow] = []
+    result = ingest_with_progress(flows, windows.extend, console=console, builder=builder)
+    for line in result.summary_lines():
+        console.print(line, markup=False)
+    rows = windows_to_rows(windows)
+    with progress_bar(console) as progress:
+        task = progress.add_task("training models", total=None)
+        try:
+            bundle = train_models(
+                rows,
+                config=config,
+                window_seconds=window,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except NotEnoughData as exc:
+            raise UserError(str(exc)) from None
+    bundle.baselines = builder.export_baselines()
+    try:
+        folder = save_bundle(bundle, model_dir)
+    except OSError as exc:
+        raise UserError(f"--model-dir {model_dir}: cannot write: {exc.strerror or exc}") from None
+    own = sum(1 for key in bundle.models if key.startswith("identity:"))
+    identities = len(bundle.namespaces)
+    console.print(
+        f"trained {len(bundle.models)} models on {bundle.rows:,} identity-windows "
+        f"({bundle.training_start:%Y-%m-%d %H:%M} to {bundle.training_end:%Y-%m-%d %H:%M} UTC): "
+        f"{own} of {identities} identities have their own model, the rest use their "
+        "namespace's or the global model",
+        markup=False,
+    )
+    console.print(f"saved as {folder} (now current in {model_dir})", markup=False)
+
+
+def scored_to_json(s: ScoredWindow) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "identity": s.identity,
+        "window_start": _rfc3339(s.window_start),
+        "window_end": _rfc3339(s.window_end),
+        "score": round(s.score, 6),
+        "threshold": round(s.threshold, 6),
+        "anomalous": s.anomalous,
+        "reasons": [
+            {
+                "feature": r.feature,
+                "value": r.value,
+                "baseline": r.baseline,
+                "text": r.text,
+                "contribution": round(r.contribution, 6),
+            }
+            for r in s.reasons
+        ],
+        "model": s.model,
+        "fallback": s.fallback,
+    }
+    if s.anomalous:
+        out["summary"] = s.summary
+        out["examples"] = s.examples
+    return out
+
+
+def _rfc3339(value: Any) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def score(
+    model_dir: Path, flows: Sequence[str], out: Path, *, db: Path | None, console: Console
+) -> None:
+    from netwarden.detector.scorer import Scorer
+    from netwarden.detector.stream import StreamScorer
+    from netwarden.models.artifact import ArtifactError, library_mismatch, load_bundle
+
+    check_flow_paths(flows)
+    try:
+        bundle = load_bundle(model_dir)
+        warning = library_mismatch(model_dir)
+    except ArtifactError as exc:
+        raise UserError(str(exc)) from None
+    if warning:
+        console.print(f"warning: {warning}", markup=False)
+    scorer = Scorer(bundle)
+    builder = WindowBuilder(WindowConfig(window_seconds=bundle.window_seconds))
+    builder.seed_baselines(bundle.baselines)
+    store = None
+    if db is not None:
+        from netwarden.detector.store import AnomalyStore
+
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            store = AnomalyStore(f"sqlite:///{db}")
+        except Exception as exc:
+            raise UserError(f"--db {db}: cannot open: {exc}") from None
+    try:
+        sink: IO[bytes] = open(out, "wb")
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    anomalies: dict[str, list[ScoredWindow]] = defaultdict(list)
+    totals = {"windows": 0, "anomalous": 0, "fallback": 0}
+
+    def write(_: list[ClosedWindow], scored: list[ScoredWindow]) -> None:
+        sink.write(
+            b"".join(
+                orjson.dumps(scored_to_json(s), option=orjson.OPT_APPEND_NEWLINE) for s in scored
+            )
+        )
+        if store is not None:
+            store.record(scored)
+        for s in scored:
+            totals["windows"] += 1
+            totals["fallback"] += s.fallback
+            if s.anomalous:
+                totals["anomalous"] += 1
+                anomalies[s.identity].append(s)
+
+    stream = StreamScorer(scorer, builder, write, max_windows=_SCORE_BATCH)
+
+    try:
+        result = ingest_with_progress(
+            flows, stream.add, console=console, builder=builder, label="scoring windows"
+        )
+        stream.flush()
+    finally:
+        sink.close()
+        if store is not None:
+            store.close()
+    for line in result.summary_lines():
+        console.print(line, markup=False)
+    console.print(
+        f"scored {totals['windows']:,} identity-windows ({totals['fallback']:,} by a "
+        f"fallback model); {totals['anomalous']:,} anomalous; wrote {out}",
+        markup=False,
+    )
+    _print_anomalies(anomalies, console)
+
+
+def _print_anomalies(anomalies: dict[str, list[ScoredWindow]], console: Console) -> None:
+    """Per identity: anomalous windows merged into runs, each with its peak window's reasons."""
+    for identity in sorted(anomalies):
+        runs: list[list[ScoredWindow]] = []
+        for s in sorted(anomalies[identity], key=lambda s: s.window_start):
+            if runs and runs[-1][-1].window_end == s.window_start:
+                runs[-1].append(s)
+            else:
+                runs.append([s])
+        console.print(
+            f"{identity}: {len(runs)} anomal{'y' if len(runs) == 1 else 'ies'}", markup=False
+        )
+        for run in runs[:5]:
+            peak = max(run, key=lambda s: s.score)
+            console.print(
+                f"  {run[0].window_start:%Y-%m-%d %H:%M}-{run[-1].window_end:%H:%M} "
+                f"score {peak.score:.2f} (threshold {peak.threshold:g}): {peak.summary}",
+                markup=False,
+            )
+            side = peak.reasons[0].feature.split("_", 1)[0] if peak.reasons else "egress"
+            flows = examples_text(
+                peak.examples, side if side in ("egress", "ingress") else "egress"
+            )
+            if flows:
+                console.print(f"    e.g. {flows}", markup=False)
+        if len(runs) > 5:
+            console.print(f"  ... and {len(runs) - 5} more", markup=False)

@@ -1,0 +1,392 @@
+"""The service's configuration: one YAML file, environment overrides, every option documented.
+
+``netwarden serve --config FILE`` reads the file; any option can be overridden from the
+environment as ``NETWARDEN_<SECTION>__<OPTION>`` (for example ``NETWARDEN_API__PORT=9090`` or
+``NETWARDEN_ALERTS__ALERTMANAGER_URL=http://127.0.0.1:9093``), which wins over the file.
+``netwarden serve --print-config`` prints every option with its default and meaning, generated
+from the models below, so the documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["ConfigError", "ServiceConfig", "defaults_yaml", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message says where and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Section):
+    spec: str = Field(
+        "generator",
+        description=(
+            'where flows come from: "generator" (built-in traffic in real time), "hubble" (Hubble\'s '
+            'gRPC API, see the hubble section; "hubble:HOST:PORT" or "hubble:/path/hubble.sock" '
+            'names the server), "ebpf" (netwarden\'s own kernel probes, see the ebpf section; root), '
+            '"-" (stdin), or a file path (followed like tail -F; "file:PATH" '
+            "also works)"
+        ),
+    )
+    from_start: bool = Field(
+        True,
+        description="a followed file is read from its start "
+        "(false: only lines appended after startup)",
+    )
+
+
+class HubbleConfig(_Section):
+    server: str = Field(
+        "unix:///var/run/cilium/hubble.sock",
+        description=(
+            "Hubble server for the hubble source: a Cilium agent's socket, or Hubble Relay as "
+            "host:port (port 4245)"
+        ),
+    )
+    tls: bool = Field(False, description="connect with TLS (implied by any tls_* option)")
+    tls_ca: Path | None = Field(
+        None, description=("CA certificate that signed the server's (default: the system's roots)")
+    )
+    tls_cert: Path | None = Field(None, description="client certificate, for mutual TLS")
+    tls_key: Path | None = Field(None, description="client private key, for mutual TLS")
+    tls_server_name: str | None = Field(
+        None,
+        description=(
+            "name to check in the server's certificate instead of the host, e.g. "
+            "ui.hubble-relay.cilium.io"
+        ),
+    )
+    namespaces: list[str] = Field(
+        default_factory=list, description=("only flows from or to these namespaces (empty: all)")
+    )
+    verdicts: list[str] = Field(
+        default_factory=list,
+        description=("only flows with these verdicts, e.g. [DROPPED, AUDIT] (empty: all)"),
+    )
+    since: str | None = Field(
+        None,
+        description=(
+            "on the first connect, also read buffered flows this far back (5m, 1h) or since this "
+            "RFC 3339 time (unset: only new flows)"
+        ),
+    )
+    backoff_initial: float = Field(
+        0.5, gt=0, description=("seconds before the first reconnect attempt (doubling, jittered)")
+    )
+    backoff_max: float = Field(
+        30.0, gt=0, description="longest wait between reconnect attempts (seconds)"
+    )
+    resume_overlap: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description=(
+            "after a reconnect, ask again for flows this many seconds before the newest one seen "
+            "(out-of-order arrivals); the ones already read are skipped"
+        ),
+    )
+
+
+class EbpfConfig(_Section):
+    node_name: str | None = Field(
+        None, description=("node name put on the agent's flows (default: this host's name)")
+    )
+    identity_map: Path | None = Field(
+        None,
+        description=(
+            "YAML identity map: namespaces, pods and labels by network namespace, cgroup or IP, "
+            "for hosts without Kubernetes (see netwarden.bpf.identitymap)"
+        ),
+    )
+    kubernetes: str = Field(
+        "auto",
+        description=(
+            'pod identities from the Kubernetes API: "auto" (in-cluster when running in a pod), '
+            '"off", or the path of a kubeconfig file'
+        ),
+    )
+    udp_peers: bool = Field(
+        True,
+        description=(
+            "cgroup hooks that tell the peers of unconnected UDP sockets (false: they are "
+            "reported as 0.0.0.0:0)"
+        ),
+    )
+    cgroup_root: Path | None = Field(
+        None,
+        description=(
+            "the host's cgroup v2 root: where the UDP peer hooks attach and sockets' cgroups are "
+            "looked up to find their pods (default: this process's cgroup2 mount; in a container, "
+            "a mount of the host's /sys/fs/cgroup)"
+        ),
+    )
+
+
+class GeneratorConfig(_Section):
+    seed: int = Field(7, description="random seed of the generated cluster and traffic")
+    rate: float = Field(1.0, gt=0, description="traffic volume factor (1.0 = about 14 flows/s)")
+    speed: float = Field(1.0, gt=0, description="event time per wall-clock time (1.0 = real time)")
+    attacks: list[str] = Field(
+        default_factory=list,
+        description=(
+            "scenarios to inject, cycling (empty: every scenario; see `netwarden generate --help`)"
+        ),
+    )
+    first_attack_after: float = Field(30.0, ge=0, description="seconds before the first attack")
+    attack_every: float = Field(600.0, ge=15, description="seconds between attack starts")
+    history_hours: float = Field(
+        6.0,
+        gt=0,
+        le=168,
+        description=(
+            "hours of generated history to train the first model on when the model folder is empty"
+        ),
+    )
+
+
+class WindowsConfig(_Section):
+    seconds: float = Field(
+        60.0, ge=1, le=86_400, description="window length (seconds); must match the model's"
+    )
+    lateness: float = Field(
+        15.0,
+        ge=0,
+        le=86_400,
+        description=(
+            "how far behind the newest event time a flow may arrive and still count (seconds)"
+        ),
+    )
+    idle_close: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "when no flow arrives for this long (wall-clock seconds), event time is moved on by the "
+            "time passed, so windows of a quiet stream still close"
+        ),
+    )
+
+
+class ModelsConfig(_Section):
+    dir: Path | None = Field(None, description="model folder (default: <data_dir>/models)")
+    reload_interval: float = Field(
+        10.0,
+        gt=0,
+        description=("seconds between checks for a new current model version (hot reload)"),
+    )
+    bootstrap: bool = Field(
+        True,
+        description=(
+            "train a first model on generated history when the folder holds none (generator "
+            "source only; other sources wait for `netwarden train`)"
+        ),
+    )
+
+
+class StoreConfig(_Section):
+    url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the anomaly store (default: sqlite:///<data_dir>/netwarden.db)"
+        ),
+    )
+    window_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description=(
+            "normal scored windows older than this are deleted (hourly); anomalies and their "
+            "windows are kept"
+        ),
+    )
+
+
+class ApiConfig(_Section):
+    host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    port: int = Field(8080, ge=0, le=65_535, description="port of the HTTP API (0: any free port)")
+    public_url: str | None = Field(
+        None,
+        description=(
+            "base URL people and Alertmanager use to reach the API, for links in alerts (default: "
+            "http://<host>:<port>)"
+        ),
+    )
+    tokens_file: Path | None = Field(
+        None,
+        description=(
+            "YAML/JSON list of {name, role, sha256} API tokens (also NETWARDEN_API_TOKENS="
+            "name:role:sha256,...); create one with `netwarden token`"
+        ),
+    )
+
+
+class AlertsConfig(_Section):
+    alertmanager_url: str | None = Field(
+        None,
+        description=(
+            "Alertmanager base URL, e.g. http://127.0.0.1:9093 (unset: no Alertmanager alerts)"
+        ),
+    )
+    slack_webhook_url: str | None = Field(
+        None, description=("Slack incoming-webhook URL (unset: no Slack messages)")
+    )
+    resend_interval: float = Field(
+        60.0, ge=1, description=("seconds between re-sends of a firing alert to Alertmanager")
+    )
+    group_wait: float = Field(
+        30.0, ge=0, description=("Slack: seconds to wait for more anomalies to share one message")
+    )
+    slack_max_messages: int = Field(
+        5,
+        ge=1,
+        description=(
+            "Slack: at most this many messages per slack_rate_interval; the rest fold into a digest"
+        ),
+    )
+    slack_rate_interval: float = Field(
+        600.0, ge=1, description="Slack: the rate-limit period (seconds)"
+    )
+    backoff_initial: float = Field(
+        1.0,
+        gt=0,
+        description=("seconds before the first retry of a failed delivery (doubling, jittered)"),
+    )
+    backoff_max: float = Field(
+        300.0,
+        gt=0,
+        description="longest wait between retries (seconds); a message is retried until delivered",
+    )
+    request_timeout: float = Field(10.0, gt=0, description="seconds per HTTP request to a sink")
+
+
+class RemediationConfig(_Section):
+    propose_containment: bool = Field(
+        True,
+        description=(
+            "store a containment policy proposal for every new anomaly, for review through "
+            "/api/v1/proposals (nothing is applied without approval)"
+        ),
+    )
+    flow_history: int = Field(
+        50_000,
+        ge=0,
+        le=10_000_000,
+        description=("recent flows kept in memory to simulate proposals against (0: none)"),
+    )
+
+
+class ServiceConfig(BaseSettings):
+    """Everything ``netwarden serve`` can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NETWARDEN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(
+        Path("netwarden-data/service"),
+        description=("folder for the store, the models and generated history"),
+    )
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    hubble: HubbleConfig = Field(default_factory=HubbleConfig)
+    ebpf: EbpfConfig = Field(default_factory=EbpfConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    windows: WindowsConfig = Field(default_factory=WindowsConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    remediation: RemediationConfig = Field(default_factory=RemediationConfig)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _not_empty(cls, value: Path) -> Path:
+        if not str(value).strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings  # the environment wins over the file
+
+    # -- derived --------------------------------------------------------------------------
+
+    @property
+    def model_dir(self) -> Path:
+        return self.models.dir or self.data_dir / "models"
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir / 'netwarden.db'}"
+
+    def public_url(self, port: int | None = None) -> str:
+        if self.api.public_url:
+            return self.api.public_url.rstrip("/")
+        host = self.api.host if self.api.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{port if port is not None else self.api.port}"
+
+
+def load_config(path: Path | None) -> ServiceConfig:
+    """The file (if any) plus environment overrides, validated; ConfigError says what is wrong."""
+    data: dict[str, Any] = {}
+    where = "environment"
+    if path is not None:
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of options at the top level")
+        data = loaded or {}
+    try:
+        return ServiceConfig(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{where}: invalid configuration: {problems}") from None
+
+
+def _describe(model: type[BaseModel], indent: int = 0) -> list[str]:
+    lines: list[str] = []
+    pad = "  " * indent
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.append(f"{pad}{name}:")
+            lines.extend(_describe(annotation, indent + 1))
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, Path):
+            default = str(default)
+        value = yaml.safe_dump(default, default_flow_style=True).strip()
+        value = value.removesuffix("\n...").removesuffix("...").strip()
+        lines.append(f"{pad}{name}: {value}  # {field.description}")
+    return lines
+
+
+def defaults_yaml() -> str:
+    """Every option with its default and meaning, as a commented YAML file."""
+    head = [
+        "# netwarden serve configuration (every option, with its default).",
+        "# Override any option from the environment: NETWARDEN_<SECTION>__<OPTION>=value.",
+    ]
+    return "\n".join(head + _describe(ServiceConfig)) + "\n"

@@ -1,0 +1,1 @@
+"""Storage shared by anomalies, proposals and the alert outbox: engine, sessions, types."""

@@ -1,0 +1,150 @@
+"""The database plumbing every netwarden store shares: engines, UTC timestamps, transactions.
+
+SQLite is the embedded default (one file, WAL, a busy timeout, ``BEGIN IMMEDIATE`` so that a
+read-then-write transaction never fails to upgrade its lock; the calls of one store are
+serialized by a lock); PostgreSQL replaces it in cluster mode, so stores use only portable types.
+Timestamps are stored in UTC and read back timezone-aware; naive datetimes are refused.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC, datetime
+from typing import Any, Final, Self
+
+from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["SqlStore", "UTCDateTime", "make_engine", "required_text", "system_clock", "utc"]
+
+_SQLITE_BUSY_TIMEOUT_S: Final = 30.0
+
+
+def utc(value: datetime, what: str) -> datetime:
+    """``value`` in UTC; a naive datetime is an error (its zone would be a guess)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back timezone-aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = utc(value, "timestamp")
+        # SQLite keeps no offset: store every value as naive UTC so that text order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite: stored naive, always UTC
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _is_memory_sqlite(database: str | None, query: dict[str, Any]) -> bool:
+    return (
+        not database
+        or database == ":memory:"
+        or database.startswith("file::memory:")
+        or query.get("mode") == "memory"
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any, *, wal: bool) -> None:
+    # Let SQLAlchemy's "begin" hook emit BEGIN (pysqlite would otherwise defer it to the first
+    # write, so a read-then-write transaction could fail to upgrade its lock).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front (see above)
+
+
+def make_engine(url: str) -> tuple[Engine, bool]:
+    """The engine for ``url`` and whether it is SQLite (whose calls are then serialized)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True), False
+    memory = _is_memory_sqlite(parsed.database, dict(parsed.query))
+    connect_args: dict[str, Any] = {"check_same_thread": False}
+    if memory:  # one shared connection, or every thread would see its own empty database
+        engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
+    else:
+        connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT_S
+        engine = create_engine(parsed, connect_args=connect_args)
+    event.listen(
+        engine, "connect", lambda conn, record: _sqlite_on_connect(conn, record, wal=not memory)
+    )
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine, True
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqlStore:
+    """A store on a SQLAlchemy URL: its tables created if missing, one short transaction per
+    call (:meth:`_begin`), an injectable clock, and :meth:`close`."""
+
+    def __init__(
+        self, url: str, metadata: MetaData, *, now: Callable[[], datetime] | None = None
+    ) -> None:
+        self.url = url
+        self._clock = now or system_clock
+        self._engine, sqlite = make_engine(url)
+        self._lock: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._closed = False
+        metadata.create_all(self._engine)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def _begin(self) -> Iterator[tuple[Session, datetime]]:
+        """One transaction and the clock's time (UTC) for it; commits on success."""
+        if self._closed:
+            raise RuntimeError(f"the {type(self).__name__} is closed")
+        with self._lock, self._sessions.begin() as session:
+            yield session, utc(self._clock(), "the store clock's time")
+
+    def close(self) -> None:
+        """Release the database connections; the store cannot be used afterwards."""
+        self._closed = True
+        self._engine.dispose()
+
+
+def required_text(value: str, what: str) -> str:
+    """``value`` stripped; a ValueError naming ``what`` when it is not a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string")
+    return value.strip()
