@@ -9,7 +9,9 @@ pages are off, since they could not fetch a protected document. Errors are RFC 9
 (:mod:`netwarden.api.problems`).
 
 The app holds no global state: the service, the tokens and the public URL live on
-``app.state`` of the app that was created with them, so tests build as many apps as they like.
+``app.state`` of the app that was created with them (:func:`netwarden.api.deps.bind`; the
+routes read them through the dependencies of :mod:`netwarden.api.deps`), so tests build as
+many apps as they like.
 """
 
 from __future__ import annotations
@@ -23,13 +25,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from netwarden import __version__
-from netwarden.api.auth import BEARER_CHALLENGE, RequireRole, Role, TokenTable, request_token
-from netwarden.api.problems import (
-    install_problem_handlers,
-    problem_response,
-    use_problem_media_type,
-)
-from netwarden.api.routes import anomalies, health, identities, models, proposals
+from netwarden.api.auth import TokenTable
+from netwarden.api.deps import bind, missing_token, request_token, require_viewer
+from netwarden.api.problems import ProblemError, install_problem_handlers, use_problem_media_type
+from netwarden.api.routes import api_router, health
 from netwarden.api.state import ServiceState
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -80,26 +79,16 @@ def create_app(
         redoc_url=None,
         generate_unique_id_function=_operation_id,
     )
-    app.state.service = state
-    app.state.tokens = tokens
-    app.state.public_url = public_url
-    # proposal stores opened for a service without its own (see netwarden.api.state)
-    app.state.proposal_stores = {}
+    bind(app, state, tokens, public_url)
 
-    def routing_error(request: Request, status: int) -> JSONResponse | None:
+    def routing_error(request: Request, status: int) -> ProblemError | None:
         if request.url.path in health.PUBLIC_PATHS or request_token(request) is not None:
             return None
-        return problem_response(
-            request,
-            401,
-            "this endpoint needs a bearer token (Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": BEARER_CHALLENGE},
-        )
+        return missing_token()
 
     install_problem_handlers(app, on_routing_error=routing_error)
     app.include_router(health.router)
-    for module in (anomalies, identities, models, proposals):
-        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(api_router, prefix=API_PREFIX)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -119,7 +108,7 @@ def create_app(
         "/openapi.json",
         include_in_schema=False,
         tags=["meta"],
-        dependencies=[Depends(RequireRole(Role.viewer))],
+        dependencies=[Depends(require_viewer)],
     )
     def openapi_document() -> JSONResponse:
         return JSONResponse(app.openapi())

@@ -7,9 +7,12 @@ resolve anomalies; reviewers and admins exist for policy review.
 Only the SHA-256 (hex) of each token is configured, never the token, so a leaked configuration
 grants nothing. Tokens come from a file (YAML or JSON: a list of ``{name, role, sha256}``) and
 from ``NETWARDEN_API_TOKENS`` (``name:role:sha256hex,name2:role:sha256hex``); both are merged.
+The service's configuration (:mod:`netwarden.config`) reads that variable and passes its value
+here: nothing in this module reads the environment.
 A presented token is hashed and compared with every configured hash in constant time
 (:func:`hmac.compare_digest`, no early exit), so timing tells nothing about which hashes exist.
-The token's name is the actor the anomaly store records.
+The token's name is the actor the anomaly store records. The HTTP side (reading the bearer
+token of a request, checking its role) is :mod:`netwarden.api.deps`.
 """
 
 from __future__ import annotations
@@ -18,34 +21,24 @@ import enum
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import yaml
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from netwarden.api.problems import ProblemError
 
 __all__ = [
-    "BEARER_CHALLENGE",
     "ENV_VAR",
-    "CurrentToken",
-    "RequireRole",
     "Role",
     "TokenConfigError",
     "TokenEntry",
     "TokenTable",
-    "current_token",
     "hash_token",
     "load_tokens",
     "new_token",
-    "request_token",
     "tokens_from_env",
     "tokens_from_file",
 ]
@@ -54,7 +47,6 @@ ENV_VAR: Final = "NETWARDEN_API_TOKENS"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")  # no ':' or ',': the env separators
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FIELDS: Final = ("name", "role", "sha256")
-BEARER_CHALLENGE: Final = 'Bearer realm="netwarden"'
 
 
 class Role(enum.IntEnum):
@@ -251,14 +243,11 @@ def tokens_from_env(value: str, *, source: str = ENV_VAR) -> TokenTable:
         raise TokenConfigError(f"{source}: {exc}") from None
 
 
-def load_tokens(
-    path: str | Path | None = None, environ: Mapping[str, str] | None = None
-) -> TokenTable:
-    """The tokens of the file at ``path`` (if any) merged with those of ``NETWARDEN_API_TOKENS``
-    in ``environ`` (default: the process environment)."""
-    env = os.environ if environ is None else environ
+def load_tokens(path: str | Path | None = None, env_value: str = "") -> TokenTable:
+    """The tokens of the file at ``path`` (if any) merged with those of ``env_value``, the value
+    of ``NETWARDEN_API_TOKENS`` as the service's configuration read it."""
     table = tokens_from_file(path) if path is not None else TokenTable()
-    from_env = tokens_from_env(env.get(ENV_VAR, ""))
+    from_env = tokens_from_env(env_value)
     try:
         return table.merged(from_env)
     except TokenConfigError as exc:
@@ -269,69 +258,3 @@ def new_token(name: str, role: str | Role) -> tuple[str, TokenEntry]:
     """A fresh random token and its entry (give the token to its user, configure the entry)."""
     token = secrets.token_urlsafe(32)
     return token, TokenEntry(name=name, role=Role.parse(role), sha256=hash_token(token))
-
-
-# ------------------------------------------------------------------------- FastAPI dependencies
-
-_bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="bearer",
-    description="A netwarden API token: `Authorization: Bearer <token>`.",
-)
-
-
-def _table(request: Request) -> TokenTable:
-    table = request.app.state.tokens
-    assert isinstance(table, TokenTable)
-    return table
-
-
-def request_token(request: Request) -> TokenEntry | None:
-    """The valid token a request carries, if any (for code outside the dependency system)."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
-        return None
-    return _table(request).authenticate(credentials.strip())
-
-
-def current_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> TokenEntry:
-    """The caller's token entry; a 401 problem without a valid bearer token."""
-    if credentials is None:
-        raise ProblemError(
-            401,
-            "this endpoint needs a bearer token (Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": BEARER_CHALLENGE},
-        )
-    entry = _table(request).authenticate(credentials.credentials)
-    if entry is None:
-        raise ProblemError(
-            401,
-            "the bearer token is not valid",
-            headers={"WWW-Authenticate": f'{BEARER_CHALLENGE}, error="invalid_token"'},
-        )
-    return entry
-
-
-CurrentToken = Annotated[TokenEntry, Depends(current_token)]
-
-
-class RequireRole:
-    """A dependency that lets a token through when its role is at least ``role``; 403 if not."""
-
-    def __init__(self, role: Role) -> None:
-        self.role = role
-
-    def __call__(self, token: CurrentToken) -> TokenEntry:
-        if token.role < self.role:
-            raise ProblemError(
-                403,
-                f"token {token.name!r} has role {token.role.name}; this "
-                f"needs {self.role.name} or higher",
-            )
-        return token
-
-    def __repr__(self) -> str:
-        return f"RequireRole({self.role.name})"

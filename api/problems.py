@@ -11,9 +11,10 @@ traceback goes to the server log (Starlette re-raises it to the ASGI server afte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,15 +27,18 @@ __all__ = [
     "BLANK",
     "PROBLEM_MEDIA_TYPE",
     "ProblemError",
+    "found",
     "install_problem_handlers",
     "problem_response",
     "problem_responses",
     "problem_type",
+    "store_refusals",
     "use_problem_media_type",
 ]
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 BLANK: Final = "about:blank"
+RecordT = TypeVar("RecordT")
 
 
 def problem_type(name: str) -> str:
@@ -68,27 +72,60 @@ class ProblemError(Exception):
         self.extensions = extensions
 
 
-def problem_response(
-    request: Request,
-    status: int,
-    detail: str,
-    *,
-    type: str = BLANK,
-    title: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    **extensions: Any,
-) -> JSONResponse:
-    """The problem document for ``request`` as a response (``instance`` is the request path)."""
+def found(record: RecordT | None, kind: str, record_id: int) -> RecordT:
+    """``record``, or a 404 problem (``no <kind> with id <record_id>``) when there is none."""
+    if record is None:
+        raise ProblemError(404, f"no {kind} with id {record_id}")
+    return record
+
+
+def _validation_failed(detail: str, errors: list[dict[str, Any]]) -> ProblemError:
+    """A 422 listing ``errors`` (``loc``, ``msg``, ``type`` each, as Pydantic reports them)."""
+    return ProblemError(
+        422,
+        detail,
+        type=problem_type("validation-error"),
+        title="Request validation failed",
+        errors=errors,
+    )
+
+
+@contextmanager
+def store_refusals(not_found: type[Exception], conflict: type[Exception]) -> Iterator[None]:
+    """A store's refusals as problems: ``not_found`` (its message names the record) a 404,
+    ``conflict`` (an action the record's state does not allow; it has ``state`` and ``action``)
+    a 409 naming both, any other ValueError a 422 (``conflict`` first: it is a ValueError too).
+    """
+    try:
+        yield
+    except not_found as exc:
+        raise ProblemError(404, str(exc)) from None
+    except conflict as exc:
+        raise ProblemError(
+            409,
+            str(exc),
+            type=problem_type("lifecycle-conflict"),
+            title="Lifecycle conflict",
+            state=getattr(exc, "state", None),
+            action=getattr(exc, "action", None),
+        ) from None
+    except ValueError as exc:  # a body the store refused although it passed the request model
+        errors = [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
+        raise _validation_failed(str(exc), errors) from None
+
+
+def problem_response(request: Request, problem: ProblemError) -> JSONResponse:
+    """The document of ``problem`` as the response to ``request`` (``instance`` is its path)."""
     body = {
-        "type": type,
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
         "instance": request.url.path,
-        **extensions,
+        **problem.extensions,
     }
     return JSONResponse(
-        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_MEDIA_TYPE
     )
 
 
@@ -105,61 +142,46 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def install_problem_handlers(
-    app: FastAPI, *, on_routing_error: Callable[[Request, int], JSONResponse | None] | None = None
+    app: FastAPI, *, on_routing_error: Callable[[Request, int], ProblemError | None] | None = None
 ) -> None:
     """Answer every error of ``app`` with a problem document.
 
-    ``on_routing_error(request, status)`` may replace the answer to an unknown path or method
-    (404/405 raised by the router, never by a handler) and to a request that fails validation
-    (422: FastAPI validates a body before it runs the auth dependency): the app uses it so that
-    a request without a valid token learns nothing about which paths exist or what they take.
+    ``on_routing_error(request, status)`` may return the problem to answer instead of the one
+    for an unknown path or method (404/405 raised by the router, never by a handler) or for a
+    request that fails validation (422: FastAPI validates a body before it runs the auth
+    dependency): the app uses it so that a request without a valid token learns nothing about
+    which paths exist or what they take.
     """
+
+    def routed(request: Request, status: int, problem: ProblemError) -> JSONResponse:
+        """``problem``, unless ``on_routing_error`` replaces it."""
+        replaced = on_routing_error(request, status) if on_routing_error is not None else None
+        return problem_response(request, replaced or problem)
 
     async def problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProblemError)
-        return problem_response(
-            request,
-            exc.status,
-            exc.detail,
-            type=exc.type,
-            title=exc.title,
-            headers=exc.headers,
-            **exc.extensions,
-        )
+        return problem_response(request, exc)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        if on_routing_error is not None and exc.status_code in (404, 405):
-            replaced = on_routing_error(request, exc.status_code)
-            if replaced is not None:
-                return replaced
         detail = {
             404: f"no resource at {request.url.path}",
             405: f"{request.method} is not allowed on {request.url.path}",
         }.get(exc.status_code, str(exc.detail))
-        return problem_response(request, exc.status_code, detail, headers=exc.headers)
+        problem = ProblemError(exc.status_code, detail, headers=exc.headers)
+        if exc.status_code in (404, 405):
+            return routed(request, exc.status_code, problem)
+        return problem_response(request, problem)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        if on_routing_error is not None:
-            replaced = on_routing_error(request, 422)
-            if replaced is not None:
-                return replaced
         errors = _validation_errors(exc)
         where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
-        return problem_response(
-            request,
-            422,
-            f"invalid request: {where}",
-            type=problem_type("validation-error"),
-            title="Request validation failed",
-            errors=errors,
-        )
+        return routed(request, 422, _validation_failed(f"invalid request: {where}", errors))
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(
-            request, 500, "the server failed to answer this request; its log has the details"
-        )
+        detail = "the server failed to answer this request; its log has the details"
+        return problem_response(request, ProblemError(500, detail))
 
     app.add_exception_handler(ProblemError, problem)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -9,7 +9,7 @@ internal until a public model names it. Requests forbid unknown members, so a mi
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Generic, Literal, Self, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -59,6 +59,7 @@ __all__ = [
     "ValidationErrorPublic",
     "WindowPublic",
     "WindowQuery",
+    "note_of",
 ]
 
 #: The longest suppression ``duration_seconds`` accepts: a year. Longer means "resolve it".
@@ -76,6 +77,12 @@ Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=_NOTE_
 RequiredText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_NOTE_MAX)
 ]
+#: The page parameters every list shares (each query declares them last: field order is the
+#: order of the query parameters in the OpenAPI document).
+Limit = Annotated[int, Field(ge=1, le=MAX_PAGE)]
+Offset = Annotated[int, Field(ge=0)]
+
+ItemT = TypeVar("ItemT")
 
 
 def _check_range(since: datetime | None, until: datetime | None) -> None:
@@ -85,6 +92,34 @@ def _check_range(since: datetime | None, until: datetime | None) -> None:
 
 class _Public(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def _from(cls, record: object, **derived: Any) -> Self:
+        """This model of ``record``: every field not in ``derived`` is the record's attribute of
+        the same name, so only what a public model names leaves the record; ``derived`` holds
+        the rest (values computed, renamed or converted to their public models)."""
+        read = {name: getattr(record, name) for name in cls.model_fields if name not in derived}
+        return cls(**read, **derived)
+
+
+class _Page(_Public, Generic[ItemT]):
+    """One page of a list; ``next`` is the next page's URL, or null on the last page."""
+
+    items: list[ItemT]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt member is an error, not ignored
+
+
+class _Query(_Request):
+    def filters(self) -> dict[str, Any]:
+        """The filters given (every field but the page), by name, as the stores take them."""
+        return self.model_dump(exclude={"limit", "offset"})
 
 
 # -------------------------------------------------------------------------------- problems
@@ -128,14 +163,7 @@ class ReasonPublic(_Public):
 
     @classmethod
     def from_reason(cls, r: Reason) -> ReasonPublic:
-        return cls(
-            feature=r.feature,
-            value=r.value,
-            baseline=r.baseline,
-            spread=r.spread,
-            contribution=r.contribution,
-            text=r.text,
-        )
+        return cls._from(r)
 
 
 class LifecycleEventPublic(_Public):
@@ -151,15 +179,7 @@ class LifecycleEventPublic(_Public):
 
     @classmethod
     def from_event(cls, e: LifecycleEvent) -> LifecycleEventPublic:
-        return cls(
-            id=e.id,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            from_state=e.from_state,
-            to_state=e.to_state,
-            note=e.note,
-        )  # type: ignore[arg-type]
+        return cls._from(e)
 
 
 class AnomalyPublic(_Public):
@@ -188,34 +208,8 @@ class AnomalyPublic(_Public):
     updated_at: datetime
 
     @classmethod
-    def _fields_of(cls, a: AnomalyRecord) -> dict[str, Any]:
-        return {
-            "id": a.id,
-            "identity": a.identity,
-            "namespace": a.namespace,
-            "workload": a.workload,
-            "state": a.state,
-            "severity": severity(a.peak_score),
-            "ongoing": a.ongoing,
-            "first_window_start": a.first_window_start,
-            "last_window_end": a.last_window_end,
-            "window_count": a.window_count,
-            "peak_window_start": a.peak_window_start,
-            "peak_score": a.peak_score,
-            "peak_threshold": a.peak_threshold,
-            "model": a.model,
-            "fallback": a.fallback,
-            "summary": a.summary,
-            "suppressed_until": a.suppressed_until,
-            "state_note": a.state_note,
-            "state_actor": a.state_actor,
-            "created_at": a.created_at,
-            "updated_at": a.updated_at,
-        }
-
-    @classmethod
-    def from_record(cls, a: AnomalyRecord) -> AnomalyPublic:
-        return cls(**cls._fields_of(a))
+    def from_record(cls, a: AnomalyRecord, **detail: Any) -> Self:
+        return cls._from(a, severity=severity(a.peak_score), **detail)
 
 
 class AnomalyDetailPublic(AnomalyPublic):
@@ -231,28 +225,21 @@ class AnomalyDetailPublic(AnomalyPublic):
     def from_record_and_events(
         cls, a: AnomalyRecord, events: list[LifecycleEvent]
     ) -> AnomalyDetailPublic:
-        return cls(
-            **cls._fields_of(a),
+        return cls.from_record(
+            a,
             reasons=[ReasonPublic.from_reason(r) for r in a.reasons],
-            examples=dict(a.examples),
             events=[LifecycleEventPublic.from_event(e) for e in events],
         )
 
 
-class AnomalyPagePublic(_Public):
+class AnomalyPagePublic(_Page[AnomalyPublic]):
     """One page of anomalies, newest first; ``next`` is the next page's URL, or null."""
 
-    items: list[AnomalyPublic]
     total: int = Field(description="how many anomalies match the filters, over all pages")
-    limit: int
-    offset: int
-    next: str | None
 
 
-class AnomalyQuery(BaseModel):
+class AnomalyQuery(_Query):
     """The filters and page of the anomaly list; every filter given must match."""
-
-    model_config = ConfigDict(extra="forbid")  # a misspelt filter is an error, not ignored
 
     identity: str | None = Field(None, description="namespace/workload")
     namespace: str | None = None
@@ -264,8 +251,8 @@ class AnomalyQuery(BaseModel):
     until: AwareDatetime | None = Field(
         None, description="RFC 3339; anomalies that started before this time"
     )
-    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE)
-    offset: int = Field(0, ge=0)
+    limit: Limit = DEFAULT_PAGE
+    offset: Offset = 0
 
     @model_validator(mode="after")
     def _ordered(self) -> AnomalyQuery:
@@ -273,10 +260,13 @@ class AnomalyQuery(BaseModel):
         return self
 
 
-class _NoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _NoteRequest(_Request):
     note: Note = ""
+
+
+def note_of(body: _NoteRequest | None) -> str:
+    """The note of an optional note body: empty without one."""
+    return body.note if body is not None else ""
 
 
 class AcknowledgeRequest(_NoteRequest):
@@ -287,10 +277,8 @@ class ResolveRequest(_NoteRequest):
     """Close an anomaly for good; the note says what was done."""
 
 
-class SuppressRequest(BaseModel):
+class SuppressRequest(_Request):
     """Silence an anomaly until a time (``until``) or for a while (``duration_seconds``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     reason: RequiredText
     until: AwareDatetime | None = Field(None, description="RFC 3339 time, with its offset")
@@ -306,20 +294,16 @@ class SuppressRequest(BaseModel):
 # ------------------------------------------------------------------------------ identities
 
 
-class IdentityQuery(BaseModel):
+class IdentityQuery(_Query):
     """The filter and page of the identity list."""
 
-    model_config = ConfigDict(extra="forbid")
-
     namespace: str | None = None
-    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE)
-    offset: int = Field(0, ge=0)
+    limit: Limit = DEFAULT_PAGE
+    offset: Offset = 0
 
 
-class WindowQuery(BaseModel):
+class WindowQuery(_Request):
     """Which of an identity's windows: those overlapping ``[since, until)``, the latest first."""
-
-    model_config = ConfigDict(extra="forbid")
 
     since: AwareDatetime | None = Field(None, description="RFC 3339")
     until: AwareDatetime | None = Field(None, description="RFC 3339")
@@ -347,28 +331,11 @@ class IdentityPublic(_Public):
 
     @classmethod
     def from_summary(cls, i: IdentitySummary) -> IdentityPublic:
-        return cls(
-            identity=i.identity,
-            namespace=i.namespace,
-            workload=i.workload,
-            windows=i.windows,
-            first_window_start=i.first_window_start,
-            last_window_end=i.last_window_end,
-            last_score=i.last_score,
-            last_threshold=i.last_threshold,
-            last_anomalous=i.last_anomalous,
-            open_anomalies=i.open_anomalies,
-        )
+        return cls._from(i)
 
 
-class IdentityPagePublic(_Public):
+class IdentityPagePublic(_Page[IdentityPublic]):
     """One page of identities, sorted by identity; ``next`` is the next page's URL, or null."""
-
-    items: list[IdentityPublic]
-    total: int
-    limit: int
-    offset: int
-    next: str | None
 
 
 class WindowPublic(_Public):
@@ -387,17 +354,10 @@ class WindowPublic(_Public):
 
     @classmethod
     def from_window(cls, w: ScoredWindow) -> WindowPublic:
-        return cls(
-            window_start=w.window_start,
-            window_end=w.window_end,
-            score=w.score,
-            threshold=w.threshold,
-            anomalous=w.anomalous,
+        return cls._from(
+            w,
             severity=severity(w.score) if w.anomalous else None,
-            model=w.model,
-            fallback=w.fallback,
             reasons=[ReasonPublic.from_reason(r) for r in w.reasons],
-            summary=w.summary,
         )
 
 
@@ -432,20 +392,7 @@ class ModelVersionPublic(_Public):
 
     @classmethod
     def from_version(cls, v: ModelVersion) -> ModelVersionPublic:
-        return cls(
-            version=v.version,
-            created=v.created,
-            current=v.current,
-            format=v.format,
-            window_seconds=v.window_seconds,
-            rows=v.rows,
-            models=v.models,
-            identities=list(v.identities),
-            training_start=v.training_start,
-            training_end=v.training_end,
-            data_hash=v.data_hash,
-            libraries=dict(v.libraries),
-        )
+        return cls._from(v)  # not its path: where it is on disk stays internal
 
 
 class ModelListPublic(_Public):
@@ -502,16 +449,7 @@ class ProposalEventPublic(_Public):
 
     @classmethod
     def from_event(cls, e: ProposalEvent) -> ProposalEventPublic:
-        return cls(
-            id=e.id,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            from_state=e.from_state,
-            to_state=e.to_state,  # type: ignore[arg-type]
-            note=e.note,
-            details=dict(e.details),
-        )
+        return cls._from(e)
 
 
 class ProposalPublic(_Public):
@@ -529,23 +467,8 @@ class ProposalPublic(_Public):
     updated_at: datetime
 
     @classmethod
-    def _fields_of(cls, p: ProposalRecord) -> dict[str, Any]:
-        return {
-            "id": p.id,
-            "kind": p.kind,
-            "identity": p.identity,
-            "anomaly_id": p.anomaly_id,
-            "name": p.name,
-            "namespace": p.namespace,
-            "state": p.state,
-            "valid": p.valid,
-            "created_at": p.created_at,
-            "updated_at": p.updated_at,
-        }
-
-    @classmethod
     def from_record(cls, p: ProposalRecord) -> ProposalPublic:
-        return cls(**cls._fields_of(p))
+        return cls._from(p)
 
 
 class ProposalDetailPublic(ProposalPublic):
@@ -565,34 +488,37 @@ class ProposalDetailPublic(ProposalPublic):
     )
     events: list[ProposalEventPublic] = Field(description="the audit log, oldest first")
 
+    @classmethod
+    def from_record_and_events(
+        cls, p: ProposalRecord, events: list[ProposalEvent], *, yaml: str, diff: str | None
+    ) -> ProposalDetailPublic:
+        """``yaml`` is the policy as YAML, ``diff`` that against the current policy's YAML."""
+        return cls._from(
+            p,
+            yaml=yaml,
+            diff=diff,
+            applied=p.change,
+            events=[ProposalEventPublic.from_event(e) for e in events],
+        )
 
-class ProposalPagePublic(_Public):
+
+class ProposalPagePublic(_Page[ProposalPublic]):
     """One page of proposals, newest first; ``next`` is the next page's URL, or null."""
 
-    items: list[ProposalPublic]
-    total: int
-    limit: int
-    offset: int
-    next: str | None
 
-
-class ProposalQuery(BaseModel):
+class ProposalQuery(_Query):
     """The filters and page of the proposal list; every filter given must match."""
-
-    model_config = ConfigDict(extra="forbid")
 
     identity: str | None = Field(None, description="namespace/workload")
     state: ProposalState | None = None
     kind: ProposalKind | None = None
-    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE)
-    offset: int = Field(0, ge=0)
+    limit: Limit = DEFAULT_PAGE
+    offset: Offset = 0
 
 
-class ProposalCreateRequest(BaseModel):
+class ProposalCreateRequest(_Request):
     """Propose a containment for an anomaly (``anomaly_id``), or a baseline for an identity:
     from the service's recorded flows, or the ``policy`` given when there are none."""
-
-    model_config = ConfigDict(extra="forbid")
 
     anomaly_id: int | None = Field(None, ge=1)
     identity: str | None = Field(
@@ -610,12 +536,8 @@ class ProposalCreateRequest(BaseModel):
         return self
 
 
-class ProposalActionRequest(BaseModel):
+class ProposalActionRequest(_NoteRequest):
     """An optional note for the audit log (why approved, rejected, applied, rolled back)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    note: Note = ""
 
 
 class DropGroupPublic(_Public):
@@ -647,27 +569,9 @@ class SimulationPublic(_Public):
 
     @classmethod
     def from_report(cls, proposal_id: int, r: SimulationReport) -> SimulationPublic:
-        return cls(
+        return cls._from(
+            r,
             proposal_id=proposal_id,
-            flows_seen=r.flows_seen,
-            flows_judged=r.flows_judged,
-            allowed=r.allowed,
-            dropped=r.dropped,
-            dropped_by_default_deny=r.dropped_by_default_deny,
-            dropped_by_deny_rule=r.dropped_by_deny_rule,
-            already_dropped=r.already_dropped,
-            groups=[
-                DropGroupPublic(
-                    subject=g.subject,
-                    direction=g.direction,
-                    peer=g.peer,
-                    port=g.port,
-                    rule=g.rule,
-                    flows=g.flows,
-                    connections=g.connection_count,
-                )
-                for g in r.groups
-            ],
-            warnings=list(r.warnings),
+            groups=[DropGroupPublic._from(g, connections=g.connection_count) for g in r.groups],
             text=r.text(),
         )

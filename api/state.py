@@ -5,9 +5,8 @@ API only reads their state and acts on anomalies through the store. Tests give t
 object with these members instead of a whole service.
 
 Policy review (``/api/v1/proposals``) uses three more members that a service *may* have
-(:class:`ReviewState`); the API reads them with :func:`proposal_store_of`,
-:func:`policy_applier_of` and :func:`recent_flows_of`, so a service without them still serves
-every other route:
+(:class:`ReviewState`); the API reads them through :class:`netwarden.api.deps.Review`, so a
+service without them still serves every other route:
 
 - ``proposal_store``: without it, the app opens one :class:`ProposalStore` on the anomaly
   store's database URL on first use (its own tables, same database) and keeps it on the app;
@@ -18,7 +17,6 @@ every other route:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -35,9 +33,6 @@ __all__ = [
     "ReviewState",
     "ServiceState",
     "SourceStatus",
-    "policy_applier_of",
-    "proposal_store_of",
-    "recent_flows_of",
 ]
 
 
@@ -63,9 +58,6 @@ class ServiceState(Protocol):
         ...
 
 
-_FALLBACK_LOCK = threading.Lock()
-
-
 class ReviewState(ServiceState, Protocol):
     """A service that also takes part in policy review; every member here is optional."""
 
@@ -79,28 +71,3 @@ class ReviewState(ServiceState, Protocol):
     def recent_flows(self) -> Iterable[Any] | None:
         """Recently recorded flows (Flow records), or None when there is no flow history."""
         ...
-
-
-def proposal_store_of(service: ServiceState, fallback: dict[str, ProposalStore]) -> ProposalStore:
-    """The service's proposal store or, without one, one on its anomaly store's database,
-    created once and kept in ``fallback`` (the app's cache)."""
-    store: ProposalStore | None = getattr(service, "proposal_store", None)
-    if store is not None:
-        return store
-    url = service.store.url
-    with _FALLBACK_LOCK:  # requests run on a thread pool: open it once
-        if url not in fallback:
-            fallback[url] = ProposalStore(url)
-        return fallback[url]
-
-
-def policy_applier_of(service: ServiceState) -> PolicyApplier | None:
-    """The service's applier, or None when it has none."""
-    get = getattr(service, "policy_applier", None)
-    return get() if callable(get) else None
-
-
-def recent_flows_of(service: ServiceState) -> Iterable[Any] | None:
-    """The service's recent flows, or None when it keeps no flow history."""
-    get = getattr(service, "recent_flows", None)
-    return get() if callable(get) else None

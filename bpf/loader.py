@@ -77,7 +77,7 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
-from .btf import BtfError
+from .btf import Btf, BtfError
 from .dropreasons import CONSUMED_NAMES, TracepointFormat, reason_name
 from .events import (
     Conn,
@@ -269,6 +269,158 @@ def _comm(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+# -- building the probes ----------------------------------------------------------------------
+def _import_bcc() -> Any:
+    """bcc, imported only when probes are loaded: the rest of the package works without it."""
+    try:
+        import bcc
+    except Exception as exc:
+        raise AgentUnavailable(f"BCC is not importable: {exc}") from None
+    return bcc
+
+
+def _tcp_bytes_source(
+    tcp_bytes: Literal["auto", "tracepoint", "btf"], have_length: bool
+) -> Literal["tracepoint", "btf"]:
+    """Where TCP byte counts come from: the sock length tracepoints where the kernel has them
+    (Linux >= 6.3) and they are not declined, else ``tcp_sock`` fields read at close."""
+    if tcp_bytes == "tracepoint" and not have_length:
+        raise AgentUnavailable(
+            "tcp_bytes='tracepoint' needs sock:sock_send_length and "
+            "sock:sock_recv_length (Linux >= 6.3)"
+        )
+    return "btf" if tcp_bytes == "btf" or not have_length else "tracepoint"
+
+
+def _cgroup_dir(cgroup_root: str | Path | None) -> Path | None:
+    """Where the UDP peer hooks are linked: the cgroup v2 root given (refused if it is not
+    one, so a typo is not silently a host without UDP peers), else the host's, if any."""
+    from .cgroups import find_cgroup2_mount
+
+    cgroup_dir = Path(cgroup_root) if cgroup_root else find_cgroup2_mount()
+    if cgroup_root and not (cgroup_dir / "cgroup.procs").is_file():
+        raise AgentUnavailable(
+            f"{cgroup_dir} is not a cgroup v2 directory (no "
+            f"cgroup.procs): name the host's cgroup v2 root"
+        )
+    return cgroup_dir
+
+
+def _drop_reason_names(formats: dict[tuple[str, str], TracepointFormat]) -> dict[int, str]:
+    """Drop reason code -> name (``SKB_DROP_REASON_`` removed), from this kernel's format file:
+    the codes differ between kernels."""
+    return {
+        code: name.removeprefix("SKB_DROP_REASON_")
+        for code, name in formats[("skb", "kfree_skb")].symbols("reason").items()
+    }
+
+
+def _wake_every(ring_pages: int) -> int:
+    """Records (104 bytes with the ring's header) a CPU writes before it wakes the reader: all
+    CPUs together at most an eighth of the ring; a power of two (a mask, not a modulo)."""
+    wake_every = max(1, ring_pages * 4096 // (_EVENT.size + 8) // 8 // (os.cpu_count() or 1))
+    return 1 << (wake_every.bit_length() - 1)
+
+
+def _closed_slots(closed_slots: int | None, ncpus: int) -> int:
+    """Slots of each CPU's ring of closed TCP connections, read every poll (at most ~100 ms):
+    by default 32 MiB in all, at most 16,384 slots a CPU (2 MiB: 200 ms of a CPU closing
+    80,000 sockets a second), at least 1,024."""
+    if closed_slots is None:
+        closed_slots = 1 << min(
+            14, max(10, (32 << 20) // (ncpus * _TCP_CONN.size)).bit_length() - 1
+        )
+    if closed_slots < 64 or closed_slots & (closed_slots - 1):
+        raise ValueError("closed_slots must be a power of two, at least 64")
+    return closed_slots
+
+
+def _layout_cflags(btf: Btf) -> list[str]:
+    """-D flags for the kernel structs probes.c reads, from BTF (never from headers, whose
+    layouts need not match the running kernel)."""
+    offsets = {macro: btf.offset_of(s, p) for macro, (s, p) in _OFFSETS.items()}
+    cflags = [f"-D{macro}={off}" for macro, off in offsets.items()]
+    cflags.append(f"-DSKC_V4_SPAN={_skc_v4_span(offsets)}")
+    family_net = offsets["OFF_SKC_NET"] + 8 - offsets["OFF_SKC_FAMILY"]
+    if 0 < family_net <= 64:  # else two reads (probes.c sk_family_net)
+        cflags.append(f"-DSKC_FAMILY_NET_SPAN={family_net}")
+    proto = btf.member("sock", "sk_protocol")  # a bitfield before Linux 5.6
+    word = proto.bit_offset // 32 * 4
+    bits = proto.bit_size or proto.size * 8
+    return [
+        *cflags,
+        f"-DOFF_SK_PROTOCOL_WORD={word}",
+        f"-DSK_PROTOCOL_SHIFT={proto.bit_offset - word * 8}",
+        f"-DSK_PROTOCOL_MASK={(1 << bits) - 1:#x}",
+        f"-DMMSGHDR_SIZE={btf.sizeof('mmsghdr')}",
+    ]
+
+
+def _raw_kfree_args(btf: Btf, drop_hook: Literal["auto", "raw", "tracepoint"]) -> list[str] | None:
+    """The raw tracepoint kfree_skb's argument types if drops go through it (where they are the
+    expected ones and the classic tracepoint is not asked for), else None."""
+    try:
+        kfree_args = btf.raw_tracepoint_args("kfree_skb")
+    except BtfError:
+        kfree_args = []
+    kfree_raw = tuple(kfree_args[:3]) == _KFREE_SKB_RAW_ARGS and drop_hook != "tracepoint"
+    if drop_hook == "raw" and not kfree_raw:
+        raise AgentUnavailable(
+            f"drop_hook='raw' needs the raw tracepoint kfree_skb with "
+            f"arguments ({', '.join(_KFREE_SKB_RAW_ARGS)}); this "
+            f"kernel's are ({', '.join(kfree_args)})"
+        )
+    return kfree_args if kfree_raw else None
+
+
+def _event_cflags(env: Environment, raw_kfree_args: list[str] | None) -> list[str]:
+    """-D flags for what the kernel's drop and reset tracepoints hand over (they changed
+    between kernels)."""
+    cflags = []
+    if raw_kfree_args is not None:
+        cflags += [
+            "-DKFREE_SKB_RAW",
+            f"-DOFF_SKB_PROTOCOL={env.btf.offset_of('sk_buff', 'protocol')}",
+        ]
+        if raw_kfree_args[3:4] == ["struct sock *"]:
+            cflags.append("-DHAVE_KFREE_RX_SK")
+    elif "rx_sk" in env.formats[("skb", "kfree_skb")].fields:
+        cflags.append("-DHAVE_KFREE_RX_SK")
+    if env.formats[("tcp", "tcp_send_reset")].fields["saddr"].size >= 28:
+        cflags.append("-DSEND_RESET_SOCKADDR")
+    return cflags
+
+
+def _hook_lists(
+    formats: dict[tuple[str, str], TracepointFormat], have_length: bool, kfree_raw: bool
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The classic and the raw tracepoints to attach on this kernel: the sock length ones
+    where it has them, kfree_skb as one or the other."""
+    attach = [
+        k for k in _TRACEPOINTS if k in formats and not (kfree_raw and k == ("skb", "kfree_skb"))
+    ]
+    raw = [
+        name
+        for name in _RAW_TRACEPOINTS
+        if (have_length or ("sock", name) not in _SOCK_LENGTH)
+        and (kfree_raw or name != "kfree_skb")
+    ]
+    return attach, raw
+
+
+def _program_text(
+    formats: dict[tuple[str, str], TracepointFormat], attach: list[tuple[str, str]]
+) -> str:
+    """probes.c, preceded by the structs of the classic tracepoints' arguments as this
+    kernel's format files lay them out."""
+    prelude = "\n".join(
+        tracepoint_struct(f"tp_{event}", formats[(system, event)], _TRACEPOINTS[(system, event)][1])
+        for system, event in attach
+        if _TRACEPOINTS[(system, event)][1]
+    )
+    return prelude + "\n" + PROBES_C.read_text()
+
+
 class KernelProbes:
     """The running probes: ``poll()`` returns decoded :data:`KernelEvent` records.
 
@@ -295,15 +447,52 @@ class KernelProbes:
         env: Environment | None = None,
     ) -> None:
         self.env = env or check()
-        try:
-            import bcc
-        except Exception as exc:
-            raise AgentUnavailable(f"BCC is not importable: {exc}") from None
+        bcc = _import_bcc()
         if ring_pages & (ring_pages - 1):
             raise ValueError("ring_pages must be a power of two")
         if max_tcp < _TCP_WAYS or max_tcp & (max_tcp - 1):
             raise ValueError(f"max_tcp must be a power of two, at least {_TCP_WAYS}")
         self.max_tcp = max_tcp
+        self._init_state(udp_flush_interval, ignore_netns, ignore_ports, max_udp)
+
+        formats = self.env.formats
+        have_length = all(k in formats for k in _SOCK_LENGTH)
+        self.tcp_bytes_source = _tcp_bytes_source(tcp_bytes, have_length)
+        # udp_peers: the cgroup hooks that tell unconnected UDP sockets' peers (module docstring)
+        want_peers = udp_peers and have_length
+        cgroup_dir = _cgroup_dir(cgroup_root) if want_peers else None
+        self._links: list[int] = []
+        self.udp_peer_hooks = False
+        self.ringbuf = self.env.ringbuf if use_ringbuf is None else use_ringbuf
+        self.drop_reasons = _drop_reason_names(formats)
+        ncpus = _possible_cpus()
+        self.closed_per_cpu = _closed_slots(closed_slots, ncpus)
+
+        cflags = self._cflags(ring_pages, max_tcp, max_udp, ncpus, have_length, cgroup_dir)
+        raw_kfree_args = _raw_kfree_args(self.env.btf, drop_hook)
+        cflags += _event_cflags(self.env, raw_kfree_args)
+        attach, raw = _hook_lists(formats, have_length, kfree_raw=raw_kfree_args is not None)
+        self._load(bcc, _program_text(formats, attach), cflags)
+        self._attach(bcc, (attach, raw), want_peers, cgroup_dir, ignore_drop_reasons, ring_pages)
+        self._watch_program_misses(bcc, attach, raw)
+        self._map_tcp_conns(max_tcp)
+        self._map_closed(ncpus)
+        self.attached = (
+            [f"{s}:{e}" for s, e in attach]
+            + [f"raw:{name}" for name in raw]
+            + (list(_SOCK_ADDR_HOOKS) if self.udp_peer_hooks else [])
+        )
+
+    # -- setup --------------------------------------------------------------------------------
+    def _init_state(
+        self,
+        udp_flush_interval: float,
+        ignore_netns: Iterable[int],
+        ignore_ports: Iterable[int],
+        max_udp: int,
+    ) -> None:
+        """Counters, filters and bookkeeping, set before anything is loaded so that every
+        later step (and a failure in one) finds them."""
         self.stats = ProbeStats()
         self.counters: dict[str, int] = {
             "output_failed": 0,
@@ -332,69 +521,25 @@ class KernelProbes:
         self._ring: RingReader | None = None
         self.missing: list[str] = []  # what this host lacks, in one line each (also logged)
 
-        formats = self.env.formats
-        have_length = all(k in formats for k in _SOCK_LENGTH)
-        if tcp_bytes == "tracepoint" and not have_length:
-            raise AgentUnavailable(
-                "tcp_bytes='tracepoint' needs sock:sock_send_length and "
-                "sock:sock_recv_length (Linux >= 6.3)"
-            )
-        self.tcp_bytes_source = "btf" if tcp_bytes == "btf" or not have_length else "tracepoint"
-        # udp_peers: the cgroup hooks that tell unconnected UDP sockets' peers (module docstring)
-        cgroup_dir = None
-        if udp_peers and have_length:
-            from .cgroups import find_cgroup2_mount
-
-            cgroup_dir = Path(cgroup_root) if cgroup_root else find_cgroup2_mount()
-            if cgroup_root and not (cgroup_dir / "cgroup.procs").is_file():
-                raise AgentUnavailable(
-                    f"{cgroup_dir} is not a cgroup v2 directory (no "
-                    f"cgroup.procs): name the host's cgroup v2 root"
-                )
-        self._links: list[int] = []
-        self.udp_peer_hooks = False
-        self.ringbuf = self.env.ringbuf if use_ringbuf is None else use_ringbuf
-        self.drop_reasons: dict[int, str] = {
-            code: name.removeprefix("SKB_DROP_REASON_")
-            for code, name in formats[("skb", "kfree_skb")].symbols("reason").items()
-        }
-
-        # records (104 bytes with the ring's header) a CPU writes before it wakes the reader:
-        # all CPUs together at most an eighth of the ring
-        wake_every = max(1, ring_pages * 4096 // (_EVENT.size + 8) // 8 // (os.cpu_count() or 1))
-        wake_every = 1 << (wake_every.bit_length() - 1)  # a power of two: a mask, not a modulo
-        # closed TCP connections: a ring of slots per CPU, read every poll (at most ~100 ms);
-        # by default 32 MiB in all, at most 16,384 slots a CPU (2 MiB: 200 ms of a CPU
-        # closing 80,000 sockets a second), at least 1,024
-        ncpus = _possible_cpus()
-        if closed_slots is None:
-            closed_slots = 1 << min(
-                14, max(10, (32 << 20) // (ncpus * _TCP_CONN.size)).bit_length() - 1
-            )
-        if closed_slots < 64 or closed_slots & (closed_slots - 1):
-            raise ValueError("closed_slots must be a power of two, at least 64")
-        self.closed_per_cpu = closed_per_cpu = closed_slots
-        btf = self.env.btf
-        offsets = {macro: btf.offset_of(s, p) for macro, (s, p) in _OFFSETS.items()}
-        cflags = [f"-D{macro}={off}" for macro, off in offsets.items()]
-        cflags.append(f"-DSKC_V4_SPAN={_skc_v4_span(offsets)}")
-        family_net = offsets["OFF_SKC_NET"] + 8 - offsets["OFF_SKC_FAMILY"]
-        if 0 < family_net <= 64:  # else two reads (probes.c sk_family_net)
-            cflags.append(f"-DSKC_FAMILY_NET_SPAN={family_net}")
-        proto = btf.member("sock", "sk_protocol")  # a bitfield before Linux 5.6
-        word = proto.bit_offset // 32 * 4
-        bits = proto.bit_size or proto.size * 8
+    def _cflags(
+        self,
+        ring_pages: int,
+        max_tcp: int,
+        max_udp: int,
+        ncpus: int,
+        have_length: bool,
+        cgroup_dir: Path | None,
+    ) -> list[str]:
+        """-D flags that fit probes.c to this kernel's structs, the sizes asked for and the
+        features in use (drop and reset flags come from :func:`_event_cflags`)."""
+        cflags = _layout_cflags(self.env.btf)
         cflags += [
-            f"-DOFF_SK_PROTOCOL_WORD={word}",
-            f"-DSK_PROTOCOL_SHIFT={proto.bit_offset - word * 8}",
-            f"-DSK_PROTOCOL_MASK={(1 << bits) - 1:#x}",
-            f"-DMMSGHDR_SIZE={btf.sizeof('mmsghdr')}",
             f"-DMAX_TCP={max_tcp}",
             f"-DMAX_UDP={max_udp}",
             f"-DRB_PAGES={ring_pages}",
-            f"-DRB_WAKEUP_EVERY={wake_every}",
+            f"-DRB_WAKEUP_EVERY={_wake_every(ring_pages)}",
             f"-DNCPUS={ncpus}",
-            f"-DCLOSED_PER_CPU={closed_per_cpu}",
+            f"-DCLOSED_PER_CPU={self.closed_per_cpu}",
             f"-DDROP_REASON_SLOTS={_DROP_REASON_SLOTS}",
         ]
         if platform.machine() in ("x86_64", "amd64"):
@@ -407,49 +552,10 @@ class KernelProbes:
             cflags.append("-DHAVE_SOCK_LENGTH")
         if cgroup_dir is not None:
             cflags.append("-DHAVE_SOCK_ADDR_HOOKS")
-        # drops through the raw tracepoint where its arguments are the expected ones
-        try:
-            kfree_args = btf.raw_tracepoint_args("kfree_skb")
-        except BtfError:
-            kfree_args = []
-        kfree_raw = tuple(kfree_args[:3]) == _KFREE_SKB_RAW_ARGS and drop_hook != "tracepoint"
-        if drop_hook == "raw" and not kfree_raw:
-            raise AgentUnavailable(
-                f"drop_hook='raw' needs the raw tracepoint kfree_skb with "
-                f"arguments ({', '.join(_KFREE_SKB_RAW_ARGS)}); this "
-                f"kernel's are ({', '.join(kfree_args)})"
-            )
-        if kfree_raw:
-            cflags += [
-                "-DKFREE_SKB_RAW",
-                f"-DOFF_SKB_PROTOCOL={btf.offset_of('sk_buff', 'protocol')}",
-            ]
-            if kfree_args[3:4] == ["struct sock *"]:
-                cflags.append("-DHAVE_KFREE_RX_SK")
-        elif "rx_sk" in formats[("skb", "kfree_skb")].fields:
-            cflags.append("-DHAVE_KFREE_RX_SK")
-        if formats[("tcp", "tcp_send_reset")].fields["saddr"].size >= 28:
-            cflags.append("-DSEND_RESET_SOCKADDR")
+        return cflags
 
-        attach = [
-            k
-            for k in _TRACEPOINTS
-            if k in formats and not (kfree_raw and k == ("skb", "kfree_skb"))
-        ]
-        raw = [
-            name
-            for name in _RAW_TRACEPOINTS
-            if (have_length or ("sock", name) not in _SOCK_LENGTH)
-            and (kfree_raw or name != "kfree_skb")
-        ]
-        prelude = "\n".join(
-            tracepoint_struct(
-                f"tp_{event}", formats[(system, event)], _TRACEPOINTS[(system, event)][1]
-            )
-            for system, event in attach
-            if _TRACEPOINTS[(system, event)][1]
-        )
-        text = prelude + "\n" + PROBES_C.read_text()
+    def _load(self, bcc: Any, text: str, cflags: list[str]) -> None:
+        """Compile probes.c and load its programs and maps (nothing is attached yet)."""
         try:
             self._bpf = bcc.BPF(text=text.encode(), cflags=cflags)
         except Exception as exc:
@@ -457,25 +563,47 @@ class KernelProbes:
                 f"the kernel probes failed to compile or load ({exc}); "
                 "bcc printed the details above"
             ) from None
+
+    def _attach(
+        self,
+        bcc: Any,
+        hooks: tuple[list[tuple[str, str]], list[str]],
+        want_peers: bool,
+        cgroup_dir: Path | None,
+        ignore_drop_reasons: Iterable[str],
+        ring_pages: int,
+    ) -> None:
+        """Attach the hooks and open the records' buffer; any failure unloads everything, so
+        no probe outlives a start that failed."""
         try:
-            self._hooks = (attach, raw)
+            self._hooks = hooks
             self._attach_hooks()
-            if udp_peers and have_length:
+            if want_peers:
                 self._attach_sock_addr_hooks(bcc, cgroup_dir)
             self._configure_drops(ignore_drop_reasons)
-            if self.ringbuf:
-                self._ring = RingReader(
-                    self._bpf[b"events"].map_fd, ring_pages * 4096, _EVENT.format.removeprefix("<")
-                )
-            else:
-                self._bpf[b"events"].open_perf_buffer(
-                    self._on_event, page_cnt=ring_pages, lost_cb=self._on_lost
-                )
+            self._open_records(ring_pages)
         except Exception as exc:
             self._detach_links()
             self._bpf.cleanup()
             raise AgentUnavailable(f"attaching the kernel probes failed: {exc}") from None
-        # the tracing programs, whose kernel-side count of skipped runs is read with the stats
+
+    def _open_records(self, ring_pages: int) -> None:
+        """Where resets and drops arrive: the BPF ring buffer, read in place, or a perf buffer
+        on kernels without one."""
+        if self.ringbuf:
+            self._ring = RingReader(
+                self._bpf[b"events"].map_fd, ring_pages * 4096, _EVENT.format.removeprefix("<")
+            )
+        else:
+            self._bpf[b"events"].open_perf_buffer(
+                self._on_event, page_cnt=ring_pages, lost_cb=self._on_lost
+            )
+
+    def _watch_program_misses(
+        self, bcc: Any, attach: list[tuple[str, str]], raw: list[str]
+    ) -> None:
+        """Keep the tracing programs' fds and ``bpf_obj_get_info``: the kernel's count of their
+        skipped runs is read with the stats (:meth:`_program_misses`)."""
         self._prog_fds = [
             self._bpf.funcs[fn.encode()].fd
             for fn in [_TRACEPOINTS[k][0] for k in attach]
@@ -484,8 +612,10 @@ class KernelProbes:
         self._get_info = bcc.libbcc.lib.bpf_obj_get_info
         self._get_info.restype = ctypes.c_int
         self._get_info.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
-        # the connection table and its keys (slot i's socket at i), mapped read-only: the sweep
-        # reads them in place
+
+    def _map_tcp_conns(self, max_tcp: int) -> None:
+        """Map the connection table and its keys (slot i's socket at i) read-only: the sweep
+        reads them in place."""
         self._tcp_table = mmap.mmap(
             self._bpf[b"tcp_conns"].map_fd,
             _pages(max_tcp * _TCP_CONN.size),
@@ -497,10 +627,13 @@ class KernelProbes:
             self._bpf[b"tcp_keys"].map_fd, _pages(max_tcp * 8), mmap.MAP_SHARED, mmap.PROT_READ
         )
         self._tcp_keys = np.frombuffer(self._tcp_key_map, dtype="<u8", count=max_tcp)
-        # closed connections: each CPU's ring of slots and its count of slots written
+
+    def _map_closed(self, ncpus: int) -> None:
+        """Map the closed connections read-only: each CPU's ring of slots and its count of slots
+        written (no syscall to read them each poll)."""
         self._closed_table = mmap.mmap(
             self._bpf[b"tcp_closed"].map_fd,
-            _pages(ncpus * closed_per_cpu * _TCP_CONN.size),
+            _pages(ncpus * self.closed_per_cpu * _TCP_CONN.size),
             mmap.MAP_SHARED,
             mmap.PROT_READ,
         )
@@ -511,13 +644,7 @@ class KernelProbes:
             ::8
         ]  # one cache line per CPU
         self._closed_read = self._closed_written.copy()  # what each CPU wrote before we started
-        self.attached = (
-            [f"{s}:{e}" for s, e in attach]
-            + [f"raw:{name}" for name in raw]
-            + (list(_SOCK_ADDR_HOOKS) if self.udp_peer_hooks else [])
-        )
 
-    # -- setup --------------------------------------------------------------------------------
     def _attach_sock_addr_hooks(self, bcc: Any, cgroup_dir: Path | None) -> None:
         """Link the UDP peer hooks to the cgroup v2 root. Without a cgroup v2 hierarchy, or
         if the kernel refuses, UDP peers of unconnected sockets stay unknown (said in

@@ -189,6 +189,101 @@ def _check_raw_args(btf: Btf) -> list[str]:
     return problems
 
 
+def _require_privileges(euid: int | None, caps: int | None) -> None:
+    """Stop at once without privileges: every other check needs them even to look (tracefs is
+    root-only), so their failures would only hide this one."""
+    euid = os.geteuid() if euid is None else euid
+    if caps is None:
+        caps = _cap_eff() if _initial_userns() else 0
+    if not _privileged(caps):
+        who = (
+            "root without CAP_SYS_ADMIN in the host's user namespace"
+            if euid == 0
+            else f"uid {euid}"
+        )
+        raise AgentUnavailable(
+            f"the eBPF agent needs root (or CAP_BPF and CAP_PERFMON), running as {who}: run it "
+            "with sudo, or in Kubernetes as a privileged DaemonSet (securityContext.privileged: "
+            "true)"
+        )
+
+
+def _check_btf(btf_path: Path) -> tuple[Btf | None, list[str]]:
+    """The kernel's BTF, where struct offsets come from, with every member and raw tracepoint
+    the probes read looked up in it; and what is missing."""
+    problems: list[str] = []
+    btf: Btf | None = None
+    try:
+        btf = load_cached(btf_path)
+        for struct_name, path in BTF_MEMBERS:
+            btf.member(struct_name, path)
+    except BtfError as exc:
+        problems.append(str(exc))
+    if btf is not None:
+        problems += _check_raw_args(btf)
+    return btf, problems
+
+
+def _check_headers(build: Path, kheaders: Path, release: str) -> tuple[Path | None, list[str]]:
+    """The kernel headers bcc compiles with (None: bcc uses the kheaders module's archive),
+    and the problem when there are neither."""
+    if (build / "include").is_dir():
+        return build, []
+    if kheaders.exists():
+        return None, []
+    return None, [
+        f"kernel headers for bcc not found at {build}: install them (Debian: apt-get "
+        f"install linux-headers-{release} or linux-headers-amd64 and link its build "
+        f"directory there), or load the kheaders module (modprobe kheaders); they are "
+        f"bcc's compile environment only, struct layouts come from BTF"
+    ]
+
+
+def _check_tracefs(
+    tracefs_candidates: tuple[Path, ...], mount_tracefs: bool
+) -> tuple[Path | None, list[str]]:
+    """Where tracefs is (mounted at the first candidate if it is nowhere and we may), and the
+    problem when it is not mounted: the tracepoints' format files are read from it."""
+    root = find_tracefs(tracefs_candidates)
+    if root is None and mount_tracefs and tracefs_candidates:
+        target = tracefs_candidates[0]
+        err = _mount_tracefs(target)
+        root = find_tracefs(tracefs_candidates)
+        if root is None:
+            return None, [
+                f"tracefs is not mounted and mounting it at {target} failed "
+                f"({err or 'no events directory'}): mount -t tracefs nodev {target}"
+            ]
+    elif root is None:
+        return None, [
+            f"tracefs is not mounted (looked in "
+            f"{', '.join(map(str, tracefs_candidates))}): "
+            f"mount -t tracefs nodev /sys/kernel/tracing"
+        ]
+    return root, []
+
+
+def _check_bcc(bcc_module: str) -> list[str]:
+    """Whether BCC is importable, and is BCC (the PyPI package named ``bcc`` is not)."""
+    try:
+        mod = importlib.import_module(bcc_module)
+        if not hasattr(mod, "BPF"):
+            return [
+                f"the python module {bcc_module!r} at "
+                f"{getattr(mod, '__file__', '?')} is not BCC (the PyPI package "
+                f"named 'bcc' is unrelated): pip uninstall bcc, then apt-get "
+                f"install python3-bpfcc"
+            ]
+    except Exception as exc:
+        return [
+            f"BCC is not importable ({type(exc).__name__}: {exc}): install Debian's "
+            f"python3-bpfcc (apt-get install python3-bpfcc) and make "
+            f"/usr/lib/python3/dist-packages/bcc visible to this interpreter "
+            f"(never 'pip install bcc': that is an unrelated package)"
+        ]
+    return []
+
+
 def check(
     *,
     btf_path: Path = DEFAULT_BTF,
@@ -207,79 +302,13 @@ def check(
     an empty tracefs, another uid) without changing the machine.
     """
     release = release or platform.release()
-    euid = os.geteuid() if euid is None else euid
-    if caps is None:
-        caps = _cap_eff() if _initial_userns() else 0
-    if not _privileged(caps):
-        # Everything else needs privileges to even look at (tracefs is root-only): stop here.
-        who = (
-            "root without CAP_SYS_ADMIN in the host's user namespace"
-            if euid == 0
-            else f"uid {euid}"
-        )
-        raise AgentUnavailable(
-            f"the eBPF agent needs root (or CAP_BPF and CAP_PERFMON), running as {who}: run it "
-            "with sudo, or in Kubernetes as a privileged DaemonSet (securityContext.privileged: "
-            "true)"
-        )
-    problems: list[str] = []
-
-    btf: Btf | None = None
-    try:
-        btf = load_cached(btf_path)
-        for struct_name, path in BTF_MEMBERS:
-            btf.member(struct_name, path)
-    except BtfError as exc:
-        problems.append(str(exc))
-    if btf is not None:
-        problems += _check_raw_args(btf)
-
-    build = modules_dir / release / "build"
-    headers: Path | None = build
-    if not (build / "include").is_dir():
-        headers = None
-        if not kheaders.exists():
-            problems.append(
-                f"kernel headers for bcc not found at {build}: install them (Debian: apt-get "
-                f"install linux-headers-{release} or linux-headers-amd64 and link its build "
-                f"directory there), or load the kheaders module (modprobe kheaders); they are "
-                f"bcc's compile environment only, struct layouts come from BTF"
-            )
-
-    root = find_tracefs(tracefs_candidates)
-    if root is None and mount_tracefs and tracefs_candidates:
-        target = tracefs_candidates[0]
-        err = _mount_tracefs(target)
-        root = find_tracefs(tracefs_candidates)
-        if root is None:
-            problems.append(
-                f"tracefs is not mounted and mounting it at {target} failed "
-                f"({err or 'no events directory'}): mount -t tracefs nodev {target}"
-            )
-    elif root is None:
-        problems.append(
-            f"tracefs is not mounted (looked in "
-            f"{', '.join(map(str, tracefs_candidates))}): "
-            f"mount -t tracefs nodev /sys/kernel/tracing"
-        )
-
-    try:
-        mod = importlib.import_module(bcc_module)
-        if not hasattr(mod, "BPF"):
-            problems.append(
-                f"the python module {bcc_module!r} at "
-                f"{getattr(mod, '__file__', '?')} is not BCC (the PyPI package "
-                f"named 'bcc' is unrelated): pip uninstall bcc, then apt-get "
-                f"install python3-bpfcc"
-            )
-    except Exception as exc:
-        problems.append(
-            f"BCC is not importable ({type(exc).__name__}: {exc}): install Debian's "
-            f"python3-bpfcc (apt-get install python3-bpfcc) and make "
-            f"/usr/lib/python3/dist-packages/bcc visible to this interpreter "
-            f"(never 'pip install bcc': that is an unrelated package)"
-        )
-
+    _require_privileges(euid, caps)
+    btf, problems = _check_btf(btf_path)
+    headers, found = _check_headers(modules_dir / release / "build", kheaders, release)
+    problems += found
+    root, found = _check_tracefs(tracefs_candidates, mount_tracefs)
+    problems += found
+    problems += _check_bcc(bcc_module)
     formats: dict[tuple[str, str], TracepointFormat] = {}
     missing_optional: list[str] = []
     if root is not None:

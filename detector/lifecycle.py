@@ -1,7 +1,9 @@
 """The anomaly lifecycle: states, the transitions between them, and the errors for wrong ones.
 
-Pure rules, no storage: :class:`netwarden.detector.store.AnomalyStore` applies them and writes
-one audit event per transition. The whole table::
+The rules are an instance of the generic :class:`netwarden.storage.lifecycle.AuditedLifecycle`
+(:data:`LIFECYCLE`): :class:`netwarden.detector.store.AnomalyStore` applies them, and each
+transition writes its event to the shared ``audit_events`` table (subject kind ``anomaly``) in
+the same transaction. The whole table::
 
     action        from                             to
     acknowledge   open                             acknowledged
@@ -18,9 +20,12 @@ from __future__ import annotations
 
 from typing import Final
 
+from netwarden.storage.lifecycle import AuditedLifecycle, SubjectNotFound, TransitionError
+
 __all__ = [
     "ACKNOWLEDGED",
     "ACTIONS",
+    "LIFECYCLE",
     "OPEN",
     "RESOLVED",
     "STATES",
@@ -50,32 +55,36 @@ ACTIONS: Final[dict[str, dict[str, str]]] = {
 }
 
 
-class LifecycleError(ValueError):
+class LifecycleError(TransitionError):
     """An action that the anomaly's current state does not allow (e.g. acknowledging twice)."""
 
     def __init__(self, anomaly_id: int, state: str, action: str) -> None:
-        allowed = sorted(ACTIONS.get(action, {}))
-        hint = f"{action} is allowed from: {', '.join(allowed)}" if allowed else "unknown action"
-        super().__init__(f"anomaly {anomaly_id} is {state}: cannot {action} ({hint})")
+        super().__init__("anomaly", anomaly_id, state, action, LIFECYCLE.sources(action))
         self.anomaly_id = anomaly_id
-        self.state = state
-        self.action = action
 
 
-class AnomalyNotFound(KeyError):
+class AnomalyNotFound(SubjectNotFound):
     """No anomaly has this id. A ``KeyError`` so that mapping-style callers can catch it."""
 
     def __init__(self, anomaly_id: int) -> None:
-        super().__init__(anomaly_id)
+        super().__init__("anomaly", anomaly_id)
         self.anomaly_id = anomaly_id
 
-    def __str__(self) -> str:  # KeyError would print the repr of its argument only
-        return f"no anomaly with id {self.anomaly_id}"
+
+#: The anomaly lifecycle: created ``open`` (action ``open``, by netwarden); databases of
+#: netwarden before the shared audit table kept these events in ``anomaly_events``.
+LIFECYCLE: Final = AuditedLifecycle(
+    kind="anomaly",
+    states=STATES,
+    actions=ACTIONS,
+    error=LifecycleError,
+    initial=OPEN,
+    create_action="open",
+    legacy_table="anomaly_events",
+    legacy_subject="anomaly_id",
+)
 
 
 def next_state(anomaly_id: int, state: str, action: str) -> str:
     """The state ``action`` leads to from ``state``; raises :class:`LifecycleError` if none."""
-    try:
-        return ACTIONS[action][state]
-    except KeyError:
-        raise LifecycleError(anomaly_id, state, action) from None
+    return LIFECYCLE.next_state(anomaly_id, state, action)

@@ -5,13 +5,16 @@ One SQLAlchemy ORM schema on an embedded SQLite file (``sqlite:///path/netwarden
 types and ORM statements are used (SQLite only gets connection settings: WAL, busy timeout,
 ``BEGIN IMMEDIATE``). Callers get frozen dataclasses, never ORM objects or sessions.
 
-Three tables:
+Two tables of its own, on the one :class:`netwarden.storage.base.Base`:
 
 - ``scored_windows``: every window the detector scored, anomalous or not, unique on
   ``(identity, window_start)``. Recording a window again (re-scoring) updates the row.
 - ``anomalies``: runs of anomalous windows of one identity, with the peak window's explanation
   and a lifecycle state (see :mod:`netwarden.detector.lifecycle`).
-- ``anomaly_events``: the audit trail, one row per lifecycle transition (and one for creation).
+
+The audit trail, one event per lifecycle transition (and one for creation), is in the shared
+``audit_events`` table (:mod:`netwarden.storage.audit`, subject kind ``anomaly``). A database of
+an older netwarden, whose events are in ``anomaly_events``, has them copied over once on open.
 
 Merging rule (strict)
 ---------------------
@@ -71,15 +74,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import (
-    DeclarativeBase,
-    Mapped,
-    Session,
-    mapped_column,
-    relationship,
-)
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from netwarden.detector.lifecycle import (
+    LIFECYCLE,
     OPEN,
     RESOLVED,
     STATES,
@@ -87,9 +85,10 @@ from netwarden.detector.lifecycle import (
     SYSTEM_ACTOR,
     AnomalyNotFound,
     LifecycleError,
-    next_state,
 )
 from netwarden.detector.results import Reason, ScoredWindow
+from netwarden.storage.audit import AuditEventRow
+from netwarden.storage.base import Base, record_of
 from netwarden.storage.database import SqlStore, required_text
 from netwarden.storage.database import UTCDateTime as _UTCDateTime
 from netwarden.storage.database import utc as _utc
@@ -109,11 +108,7 @@ _IN_CHUNK: Final = 500  # values per IN (...) list: far below every backend's pa
 # --------------------------------------------------------------------------------------- schema
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class _AnomalyRow(_Base):
+class _AnomalyRow(Base):
     __tablename__ = "anomalies"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -150,7 +145,7 @@ class _AnomalyRow(_Base):
     )
 
 
-class _WindowRow(_Base):
+class _WindowRow(Base):
     __tablename__ = "scored_windows"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -175,19 +170,6 @@ class _WindowRow(_Base):
     __table_args__ = (
         UniqueConstraint("identity", "window_start", name="uq_scored_windows_identity_start"),
     )
-
-
-class _EventRow(_Base):
-    __tablename__ = "anomaly_events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    anomaly_id: Mapped[int] = mapped_column(ForeignKey("anomalies.id"), index=True)
-    at: Mapped[datetime] = mapped_column(_UTCDateTime())
-    actor: Mapped[str] = mapped_column(String(256))
-    action: Mapped[str] = mapped_column(String(32))
-    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    to_state: Mapped[str] = mapped_column(String(16))
-    note: Mapped[str] = mapped_column(Text)
 
 
 # ------------------------------------------------------------------------------ public records
@@ -272,62 +254,21 @@ def _reasons_from_json(data: Iterable[dict[str, Any]] | None) -> tuple[Reason, .
     return tuple(Reason(**d) for d in data or ())
 
 
+def _explanation(row: _AnomalyRow | _WindowRow) -> dict[str, Any]:
+    """The JSON columns of a row as a record holds them (reasons, examples)."""
+    return {"reasons": _reasons_from_json(row.reasons), "examples": dict(row.examples or {})}
+
+
 def _to_record(row: _AnomalyRow) -> AnomalyRecord:
-    return AnomalyRecord(
-        id=row.id,
-        identity=row.identity,
-        namespace=row.namespace,
-        workload=row.workload,
-        state=row.state,
-        ongoing=row.ongoing,
-        first_window_start=row.first_window_start,
-        last_window_end=row.last_window_end,
-        window_count=row.window_count,
-        peak_window_start=row.peak_window_start,
-        peak_score=row.peak_score,
-        peak_threshold=row.peak_threshold,
-        model=row.model,
-        fallback=row.fallback,
-        reasons=_reasons_from_json(row.reasons),
-        examples=dict(row.examples or {}),
-        summary=row.summary,
-        suppressed_until=row.suppressed_until,
-        state_note=row.state_note,
-        state_actor=row.state_actor,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+    return record_of(AnomalyRecord, row, **_explanation(row))
 
 
 def _to_window(row: _WindowRow) -> ScoredWindow:
-    return ScoredWindow(
-        identity=row.identity,
-        namespace=row.namespace,
-        workload=row.workload,
-        window_start=row.window_start,
-        window_end=row.window_end,
-        score=row.score,
-        threshold=row.threshold,
-        anomalous=row.anomalous,
-        model=row.model,
-        fallback=row.fallback,
-        reasons=_reasons_from_json(row.reasons),
-        examples=dict(row.examples or {}),
-        summary=row.summary,
-    )
+    return record_of(ScoredWindow, row, **_explanation(row))
 
 
-def _to_event(row: _EventRow) -> LifecycleEvent:
-    return LifecycleEvent(
-        id=row.id,
-        anomaly_id=row.anomaly_id,
-        at=row.at,
-        actor=row.actor,
-        action=row.action,
-        from_state=row.from_state,
-        to_state=row.to_state,
-        note=row.note,
-    )
+def _to_event(row: AuditEventRow) -> LifecycleEvent:
+    return record_of(LifecycleEvent, row, anomaly_id=row.subject_id)
 
 
 # -------------------------------------------------------------------------------- validation
@@ -391,9 +332,6 @@ def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
         yield values[i : i + _IN_CHUNK]
 
 
-# ------------------------------------------------------------------------------------ engine
-
-
 # ------------------------------------------------------------------------------------- store
 
 
@@ -424,7 +362,9 @@ class AnomalyStore(SqlStore):
     """
 
     def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
-        super().__init__(url, _Base.metadata, now=now)
+        super().__init__(url, now=now)
+        with self._begin() as (session, _):
+            LIFECYCLE.adopt_legacy(session)
 
     # ------------------------------------------------------------------------ transactions
 
@@ -444,7 +384,7 @@ class AnomalyStore(SqlStore):
         for row in due:
             until = row.suppressed_until
             assert until is not None
-            self._transition(
+            _transition(
                 session,
                 row,
                 "unsuppress",
@@ -453,35 +393,6 @@ class AnomalyStore(SqlStore):
                 now=now,
                 note=f"suppression until {until.isoformat()} expired",
             )
-
-    @staticmethod
-    def _transition(
-        session: Session,
-        row: _AnomalyRow,
-        action: str,
-        *,
-        actor: str,
-        note: str,
-        at: datetime,
-        now: datetime,
-    ) -> None:
-        to_state = next_state(row.id, row.state, action)
-        session.add(
-            _EventRow(
-                anomaly_id=row.id,
-                at=at,
-                actor=actor,
-                action=action,
-                from_state=row.state,
-                to_state=to_state,
-                note=note,
-            )
-        )
-        row.state, row.state_actor, row.state_note, row.updated_at = to_state, actor, note, now
-        if to_state != SUPPRESSED:
-            row.suppressed_until = None
-        if to_state == RESOLVED:
-            row.ongoing = False  # a resolved anomaly never grows again
 
     # ----------------------------------------------------------------------------- record
 
@@ -689,20 +600,12 @@ class AnomalyStore(SqlStore):
                 )
             ]
 
-    def now(self) -> datetime:
-        """The store's clock (UTC): what suppression expiries are checked against, so a caller
-        turning "for an hour" into an ``until`` uses the same time the store does."""
-        return _utc(self._clock(), "the store clock's time")
-
     def events(self, anomaly_id: int) -> list[LifecycleEvent]:
         """The audit trail of one anomaly, oldest first; AnomalyNotFound for an unknown id."""
         with self._transaction() as (session, _):
             if session.get(_AnomalyRow, anomaly_id) is None:
                 raise AnomalyNotFound(anomaly_id)
-            rows = session.scalars(
-                select(_EventRow).where(_EventRow.anomaly_id == anomaly_id).order_by(_EventRow.id)
-            )
-            return [_to_event(r) for r in rows]
+            return [_to_event(r) for r in LIFECYCLE.events(session, anomaly_id)]
 
     def updated_since(
         self, since: datetime, *, after_id: int = 0, limit: int = 500
@@ -777,10 +680,29 @@ class AnomalyStore(SqlStore):
             row = session.get(_AnomalyRow, anomaly_id, with_for_update=True)
             if row is None:
                 raise AnomalyNotFound(anomaly_id)
-            self._transition(session, row, action, actor=actor, note=note, at=now, now=now)
+            _transition(session, row, action, actor=actor, note=note, at=now, now=now)
             if until is not None:
                 row.suppressed_until = until
             return _to_record(row)
+
+
+def _transition(
+    session: Session,
+    row: _AnomalyRow,
+    action: str,
+    *,
+    actor: str,
+    note: str,
+    at: datetime,
+    now: datetime,
+) -> None:
+    """Apply ``action`` and record its event (dated ``at``), then what the new state implies."""
+    to_state = LIFECYCLE.transition(session, row, action, actor=actor, note=note, at=at)
+    row.state_actor, row.state_note, row.updated_at = actor, note, now
+    if to_state != SUPPRESSED:
+        row.suppressed_until = None
+    if to_state == RESOLVED:
+        row.ongoing = False  # a resolved anomaly never grows again
 
 
 class _BatchRecorder:
@@ -864,16 +786,12 @@ class _BatchRecorder:
 
         session.flush()  # ids for new anomalies, anomaly_id for windows
         for anomaly, w in self.opened:
-            session.add(
-                _EventRow(
-                    anomaly_id=anomaly.id,
-                    at=self.now,
-                    actor=SYSTEM_ACTOR,
-                    action="open",
-                    from_state=None,
-                    to_state=OPEN,
-                    note=f"first anomalous window {w.window_start.isoformat()}",
-                )
+            LIFECYCLE.created(
+                session,
+                anomaly.id,
+                actor=SYSTEM_ACTOR,
+                note=f"first anomalous window {w.window_start.isoformat()}",
+                at=self.now,
             )
         for anomaly in self.rescored.values():
             self._recompute(anomaly)
@@ -926,7 +844,7 @@ class _BatchRecorder:
         anomaly.window_count = len(rows)
         if not rows:  # every window was re-scored as normal: nothing is left to look at
             if anomaly.state != RESOLVED:
-                AnomalyStore._transition(
+                _transition(
                     self.session,
                     anomaly,
                     "resolve",

@@ -3,8 +3,9 @@
 Layout of ``MODEL_DIR``::
 
     CURRENT                     name of the version in use
-    <version>/manifest.json     format, columns, config, training window, rows, data hash,
-                                library versions, and per model: file, sha256, threshold, baseline
+    <version>/manifest.json     format, columns, config, windows, training window, rows, data
+                                hash, library versions, and per model: file, sha256, threshold,
+                                baseline
     <version>/models/<n>.skops  scaling + IsolationForest pipelines (skops, never pickle)
     <version>/baselines.json    peer baselines per identity side
 
@@ -21,7 +22,7 @@ import json
 import os
 import platform
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +31,7 @@ import numpy as np
 import skops.io as sio
 
 from netwarden import __version__
+from netwarden.ingest.windows import WindowConfig
 from netwarden.models.forest import FittedModel
 from netwarden.models.spec import MODEL_COLUMNS
 from netwarden.models.training import ModelBundle, TrainConfig
@@ -82,7 +84,7 @@ def list_versions(model_dir: str | Path) -> list[ModelVersion]:
                     created=datetime.fromisoformat(manifest["created"]),
                     current=folder.name == current,
                     format=str(manifest.get("format", "")),
-                    window_seconds=float(manifest["window_seconds"]),
+                    window_seconds=_windows(manifest).window_seconds,
                     rows=int(manifest["rows"]),
                     models=len(manifest["models"]),
                     identities=tuple(
@@ -102,6 +104,19 @@ def list_versions(model_dir: str | Path) -> list[ModelVersion]:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not a version folder (or a broken one: load_bundle says why)
     return sorted(out, key=lambda v: (v.created, v.version), reverse=True)
+
+
+def _windows(manifest: dict[str, Any]) -> WindowConfig:
+    """The windows a version was trained on: its manifest's ``windows`` or, in manifests written
+    before that was recorded, ``window_seconds`` with the other settings at their defaults.
+    Settings this netwarden does not know (a newer writer's) are left out."""
+    saved = manifest.get("windows")
+    if saved is None:
+        return WindowConfig(window_seconds=float(manifest["window_seconds"]))
+    if not isinstance(saved, dict):
+        raise TypeError(f"windows: expected an object, got {type(saved).__name__}")
+    known = {f.name for f in fields(WindowConfig)}
+    return WindowConfig(**{k: v for k, v in saved.items() if k in known})
 
 
 def _sha256(path: Path) -> str:
@@ -162,7 +177,9 @@ def save_bundle(bundle: ModelBundle, model_dir: str | Path) -> Path:
         "libraries": _libraries(),
         "columns": list(bundle.columns),
         "config": {k: getattr(bundle.config, k) for k in bundle.config.__dataclass_fields__},
-        "window_seconds": bundle.window_seconds,
+        "windows": asdict(bundle.windows),
+        # the window length alone, as netwarden releases before "windows" read it
+        "window_seconds": bundle.windows.window_seconds,
         "training_start": bundle.training_start.isoformat(),
         "training_end": bundle.training_end.isoformat(),
         "rows": bundle.rows,
@@ -291,7 +308,7 @@ def load_bundle(model_dir: str | Path) -> ModelBundle:
             models=models,
             columns=tuple(manifest["columns"]),
             config=TrainConfig(**manifest["config"]),
-            window_seconds=float(manifest["window_seconds"]),
+            windows=_windows(manifest),
             training_start=datetime.fromisoformat(manifest["training_start"]),
             training_end=datetime.fromisoformat(manifest["training_end"]),
             rows=int(manifest["rows"]),

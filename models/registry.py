@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from netwarden.ingest.windows import WindowConfig
 from netwarden.models.artifact import ArtifactError, ModelVersion, list_versions, load_bundle
 from netwarden.models.spec import MODEL_COLUMNS
 from netwarden.models.training import ModelBundle
@@ -27,11 +28,15 @@ class LoadedModel:
 
 
 class CurrentModel:
-    """Holds the loaded current version of ``model_dir``; thread-safe to read."""
+    """Holds the loaded current version of ``model_dir``; thread-safe to read.
 
-    def __init__(self, model_dir: Path, *, window_seconds: float) -> None:
+    ``windows`` are the windows the service builds: a version trained on another window length
+    is refused (its scores would mean nothing). Other settings (lateness) may differ.
+    """
+
+    def __init__(self, model_dir: Path, *, windows: WindowConfig) -> None:
         self.model_dir = Path(model_dir)
-        self.window_seconds = window_seconds
+        self.windows = windows
         self.loaded: LoadedModel | None = None
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -52,10 +57,11 @@ class CurrentModel:
             self._seen = name
             try:
                 bundle = load_bundle(self.model_dir)
-                if abs(bundle.window_seconds - self.window_seconds) > 1e-9:
+                theirs, ours = bundle.windows.window_seconds, self.windows.window_seconds
+                if abs(theirs - ours) > 1e-9:
                     raise ArtifactError(
-                        f"model {name} uses {bundle.window_seconds:g} s windows, the service "
-                        f"{self.window_seconds:g} s; set windows.seconds to match or retrain"
+                        f"model {name} uses {theirs:g} s windows, the service {ours:g} s; "
+                        "set windows.seconds to match or retrain"
                     )
                 if tuple(bundle.columns) != MODEL_COLUMNS:
                     raise ArtifactError("its feature columns do not match this netwarden's")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from netwarden.ingest.windows import WindowConfig
 from netwarden.models.forest import GLOBAL, FittedModel, fit_model
 from netwarden.models.spec import (
     DEVIATION_FLOOR,
@@ -75,7 +76,8 @@ class ModelBundle:
     models: dict[str, FittedModel]
     columns: tuple[str, ...]
     config: TrainConfig
-    window_seconds: float
+    #: The windows the models were trained on; scoring must build the same (length above all).
+    windows: WindowConfig
     training_start: datetime
     training_end: datetime
     rows: int
@@ -99,12 +101,14 @@ def train(
     rows: Sequence[Mapping[str, Any]],
     *,
     config: TrainConfig | None = None,
-    window_seconds: float = 60.0,
+    windows: WindowConfig | None = None,
     progress: Callable[[int, int], Any] | None = None,
 ) -> ModelBundle:
     """Train every model from window rows (``identity``, ``namespace``, ``window_start``,
-    ``window_end`` and the feature columns), sorted or not."""
+    ``window_end`` and the feature columns), sorted or not, built with ``windows`` (default:
+    :class:`WindowConfig`'s defaults), which the bundle records."""
     config = config or TrainConfig()
+    windows = windows or WindowConfig()
     by_identity: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         by_identity[row["identity"]].append(row)
@@ -117,8 +121,8 @@ def train(
         raise NotEnoughData(
             f"not enough training data: {total:,} usable identity-windows, need at least "
             f"{config.min_windows:,} (e.g. {config.min_windows:,} minutes of one workload's "
-            f"traffic at {window_seconds:g} s windows, after the first {config.warmup_windows} "
-            "windows of each identity)"
+            f"traffic at {windows.window_seconds:g} s windows, after the first "
+            f"{config.warmup_windows} windows of each identity)"
         )
     namespaces = {identity: items[0]["namespace"] for identity, items in by_identity.items()}
     groups: dict[str, list[Mapping[str, Any]]] = {}
@@ -152,7 +156,7 @@ def train(
         models=models,
         columns=MODEL_COLUMNS,
         config=config,
-        window_seconds=window_seconds,
+        windows=windows,
         training_start=min(r["window_start"] for r in all_rows),
         training_end=max(r["window_end"] for r in all_rows),
         rows=len(all_rows),

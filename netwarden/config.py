@@ -5,16 +5,31 @@ environment as ``NETWARDEN_<SECTION>__<OPTION>`` (for example ``NETWARDEN_API__P
 ``NETWARDEN_ALERTS__ALERTMANAGER_URL=http://127.0.0.1:9093``), which wins over the file.
 ``netwarden serve --print-config`` prints every option with its default and meaning, generated
 from the models below, so the documentation cannot drift from the code.
+
+This is the one reader of ``NETWARDEN_*`` variables: the API token list
+(``NETWARDEN_API_TOKENS``, the ``api_tokens`` option) included; the service hands what it read
+to the parts that need it. Window length and lateness are :class:`WindowConfig`'s: their
+defaults and ranges come from there, and :attr:`ServiceConfig.window_config` builds the one
+``WindowConfig`` of the service.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from netwarden.ingest.windows import WindowConfig
 
 __all__ = ["ConfigError", "ServiceConfig", "defaults_yaml", "load_config"]
 
@@ -154,14 +169,18 @@ class GeneratorConfig(_Section):
     )
 
 
+_WINDOW_DEFAULTS: Final = WindowConfig()
+#: Option of the windows section -> the WindowConfig parameter it sets.
+_WINDOW_PARAMETERS: Final = {"seconds": "window_seconds", "lateness": "allowed_lateness"}
+
+
 class WindowsConfig(_Section):
     seconds: float = Field(
-        60.0, ge=1, le=86_400, description="window length (seconds); must match the model's"
+        _WINDOW_DEFAULTS.window_seconds,
+        description="window length (seconds); must match the model's",
     )
     lateness: float = Field(
-        15.0,
-        ge=0,
-        le=86_400,
+        _WINDOW_DEFAULTS.allowed_lateness,
         description=(
             "how far behind the newest event time a flow may arrive and still count (seconds)"
         ),
@@ -174,6 +193,14 @@ class WindowsConfig(_Section):
             "time passed, so windows of a quiet stream still close"
         ),
     )
+
+    @field_validator(*_WINDOW_PARAMETERS)
+    @classmethod
+    def _window_range(cls, value: float, info: ValidationInfo) -> float:
+        """WindowConfig checks the range (its error names the parameter and the range)."""
+        assert info.field_name is not None
+        WindowConfig(**{_WINDOW_PARAMETERS[info.field_name]: value})
+        return value
 
 
 class ModelsConfig(_Section):
@@ -302,6 +329,13 @@ class ServiceConfig(BaseSettings):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    api_tokens: str = Field(
+        "",
+        description=(
+            "more API tokens as name:role:sha256,... (merged with api.tokens_file); usually "
+            "set as NETWARDEN_API_TOKENS"
+        ),
+    )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     remediation: RemediationConfig = Field(default_factory=RemediationConfig)
 
@@ -324,6 +358,13 @@ class ServiceConfig(BaseSettings):
         return env_settings, init_settings  # the environment wins over the file
 
     # -- derived --------------------------------------------------------------------------
+
+    @property
+    def window_config(self) -> WindowConfig:
+        """The windows of this service (valid: each option was checked by WindowConfig)."""
+        return WindowConfig(
+            window_seconds=self.windows.seconds, allowed_lateness=self.windows.lateness
+        )
 
     @property
     def model_dir(self) -> Path:

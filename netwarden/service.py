@@ -106,10 +106,8 @@ class Service:
         self.log = log
         self.stop = threading.Event()
         self.queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=queue_batches)
-        window_config = WindowConfig(
-            window_seconds=config.windows.seconds, allowed_lateness=config.windows.lateness
-        )
-        self.builder = WindowBuilder(window_config)
+        #: Windows as the model holder expects them: the service's one WindowConfig.
+        self.builder = WindowBuilder(model.windows)
         if model.loaded is not None:
             self.builder.seed_baselines(model.loaded.bundle.baselines)
         self.ingest_metrics = IngestMetrics(registry)
@@ -313,11 +311,11 @@ def _alert_settings(config: ServiceConfig, public_url: str) -> AlertSettings | N
 def _tokens(config: ServiceConfig, console: Console) -> TokenTable:
     """The configured tokens; on the embedded default (none configured), one admin token made
     once and kept in the data folder, so a new user can use the API at once."""
-    from netwarden.api.auth import ENV_VAR, TokenConfigError, tokens_from_file
+    from netwarden.api.auth import TokenConfigError, tokens_from_file
 
     try:
-        if config.api.tokens_file is not None or os.environ.get(ENV_VAR):
-            return load_tokens(config.api.tokens_file)
+        if config.api.tokens_file is not None or config.api_tokens:
+            return load_tokens(config.api.tokens_file, config.api_tokens)
         token_file = config.data_dir / "admin.token"
         entries_file = config.data_dir / "tokens.yaml"
         if not entries_file.exists():
@@ -338,8 +336,9 @@ def _tokens(config: ServiceConfig, console: Console) -> TokenTable:
         raise UserError(str(exc)) from None
 
 
-def _bootstrap(config: ServiceConfig, console: Console) -> None:
-    """Train a first model on generated history ending now (embedded default)."""
+def _bootstrap(config: ServiceConfig, windows: WindowConfig, console: Console) -> None:
+    """Train a first model on generated history ending now (embedded default), on the
+    service's ``windows``."""
     from netwarden.commands.detection import train
     from netwarden.commands.traffic import generate
 
@@ -365,7 +364,7 @@ def _bootstrap(config: ServiceConfig, console: Console) -> None:
     train(
         [str(result.flows_path)],
         config.model_dir,
-        window=config.windows.seconds,
+        window_config=windows,
         expected_rate=2e-4,
         min_windows=120,
         seed=g.seed,
@@ -422,7 +421,8 @@ def build_service(
     except OSError as exc:
         raise UserError(f"data_dir {config.data_dir}: cannot create: {exc.strerror}") from None
     tokens = _tokens(config, console)
-    model = CurrentModel(config.model_dir, window_seconds=config.windows.seconds)
+    windows = config.window_config
+    model = CurrentModel(config.model_dir, windows=windows)
     model.refresh()
     if (
         model.loaded is None
@@ -430,7 +430,7 @@ def build_service(
         and config.source.spec == "generator"
         and config.models.bootstrap
     ):
-        _bootstrap(config, console)
+        _bootstrap(config, windows, console)
         model.refresh()
     if model.error:
         console.print(f"warning: {model.error}", markup=False)

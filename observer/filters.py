@@ -11,6 +11,9 @@ Every field Hubble defines is either implemented here with Hubble's semantics or
 would return flows the client asked not to see. Fields unknown to netwarden's ``flow.proto``
 (a newer client) are refused the same way, by field number.
 
+Label filters (``k8s:app=cart,tier in (a,b),!debug``) are parsed here into the selector engine
+policy simulation also uses (:mod:`netwarden.ingest.selectors`, Cilium's ``LabelArray`` lookup).
+
 Lost events and node-status events are not flows: the server passes them through unfiltered,
 as Hubble does.
 
@@ -29,6 +32,12 @@ from urllib.parse import urlsplit
 from google.protobuf import unknown_fields
 
 from netwarden.hubble import flow_pb2
+from netwarden.ingest.selectors import (
+    LabelSelector,
+    Requirement,
+    parse_filter_key,
+    parse_labels,
+)
 
 __all__ = [
     "SUPPORTED_FIELDS",
@@ -195,6 +204,8 @@ _REQUIREMENT = re.compile(
           |\s(?P<setop>in|notin)\s*\((?P<set>[^()]*)\))?\s*$""",
     re.VERBOSE,
 )
+#: Kubernetes selector operators as the shared engine's.
+_OPERATORS = {"=": "In", "==": "In", "!=": "NotIn", "in": "In", "notin": "NotIn"}
 
 
 def _split_requirements(selector: str) -> list[str]:
@@ -212,71 +223,31 @@ def _split_requirements(selector: str) -> list[str]:
     return parts
 
 
-def _selector_key(key: str) -> tuple[str, str]:
-    """``k8s:app`` → (k8s, app); ``app`` → (any, app): a key without source matches any source."""
-    source, sep, rest = key.partition(":")
-    return (source, rest) if sep and source and rest else ("any", key)
-
-
-_LabelSet = dict[tuple[str, str], str]  # (source, key) -> value
-
-
-def _flow_labels(labels: Sequence[str]) -> _LabelSet:
-    out: _LabelSet = {}
-    for label in labels:
-        source, sep, rest = label.partition(":")
-        if not sep:
-            source, rest = "unspec", label
-        key, _, value = rest.partition("=")
-        out[(source, key)] = value
-    return out
-
-
-def _values_for(labels: _LabelSet, source: str, key: str) -> list[str]:
-    if source == "any":
-        return [v for (_s, k), v in labels.items() if k == key]
-    value = labels.get((source, key))
-    return [] if value is None else [value]
-
-
-def _parse_selector(field: str, selector: str) -> Callable[[_LabelSet], bool]:
+def _parse_selector(field: str, selector: str) -> LabelSelector:
     """A Kubernetes label selector (``=``, ``==``, ``!=``, ``in``, ``notin``, ``key``, ``!key``,
-    joined by commas) whose keys may carry a Cilium source prefix such as ``k8s:``."""
-    checks: list[Callable[[_LabelSet], bool]] = []
+    joined by commas) whose keys may carry a Cilium source prefix such as ``k8s:``; matched by
+    the engine policies use (:mod:`netwarden.ingest.selectors`)."""
     if not selector.strip():
         raise FilterError(field, "empty label selector")
+    requirements: list[Requirement] = []
     for requirement in _split_requirements(selector):
         m = _REQUIREMENT.match(requirement)
         if m is None or (m["neg"] and (m["op"] or m["setop"])):
             raise FilterError(
                 field, f"invalid label selector {selector!r} (at {requirement.strip()!r})"
             )
-        source, key = _selector_key(m["key"])
+        source, key = parse_filter_key(m["key"])
         if m["setop"]:
-            options = {v.strip() for v in m["set"].split(",")}
+            options = frozenset(v.strip() for v in m["set"].split(","))
             if "" in options:
                 raise FilterError(field, f"invalid value set in label selector {selector!r}")
-            if m["setop"] == "in":
-                checks.append(
-                    lambda ls, s=source, k=key, o=options: any(
-                        v in o for v in _values_for(ls, s, k)
-                    )
-                )
-            else:
-                checks.append(
-                    lambda ls, s=source, k=key, o=options: (
-                        not any(v in o for v in _values_for(ls, s, k))
-                    )
-                )
-        elif m["op"] in ("=", "=="):
-            checks.append(lambda ls, s=source, k=key, v=m["value"]: v in _values_for(ls, s, k))
-        elif m["op"] == "!=":
-            checks.append(lambda ls, s=source, k=key, v=m["value"]: v not in _values_for(ls, s, k))
-        elif m["neg"]:
-            checks.append(lambda ls, s=source, k=key: not _values_for(ls, s, k))
+            requirements.append(Requirement(source, key, _OPERATORS[m["setop"]], options))
+        elif m["op"]:
+            values = frozenset({m["value"]})
+            requirements.append(Requirement(source, key, _OPERATORS[m["op"]], values))
         else:
-            checks.append(lambda ls, s=source, k=key: bool(_values_for(ls, s, k)))
-    return lambda labels: all(check(labels) for check in checks)
+            requirements.append(Requirement(source, key, "DoesNotExist" if m["neg"] else "Exists"))
+    return LabelSelector(tuple(requirements))
 
 
 def _labels(field: str, get: Callable[[Flow], Endpoint]) -> _Builder:
@@ -284,8 +255,8 @@ def _labels(field: str, get: Callable[[Flow], Endpoint]) -> _Builder:
         selectors = [_parse_selector(field, v) for v in values]
 
         def predicate(flow: Flow) -> bool:
-            labels = _flow_labels(get(flow).labels)
-            return any(s(labels) for s in selectors)
+            labels = parse_labels(get(flow).labels)
+            return any(s.matches(labels) for s in selectors)
 
         return predicate
 

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
 
-from netwarden.remediation.selectors import (
+from netwarden.ingest.selectors import (
     ANY,
     Label,
     LabelSelector,

@@ -20,13 +20,19 @@ An attempt that gets no verdict on the policy (the API server out of reach, a re
 is logged as ``<action>_error`` and leaves the state alone, so it can be retried.
 
 Every action writes one audit event (who, when, from, to, a note and details), and so does the
-creation (``propose``, from no state). :func:`apply_proposal` is the only way to ``applied``: it
-re-validates, dry-runs on the API server and records that, and applies only if both pass; a
-refused dry-run leaves the proposal ``failed`` with the server's message and nothing applied.
+creation (``propose``, from no state): the rules are a
+:class:`netwarden.storage.lifecycle.AuditedLifecycle` (:data:`LIFECYCLE`) and the events go to
+the shared ``audit_events`` table (subject kind ``proposal``), in the transaction of the change.
 
-The store shares the anomaly store's database URL and engine settings
-(:func:`netwarden.detector.store._make_engine`) but has tables of its own, so either can run
-without the other. Callers get frozen dataclasses, never ORM objects.
+:func:`apply_proposal` is the only way to ``applied``: it re-validates, dry-runs on the API
+server and records that, and applies only if both pass; a refused dry-run leaves the proposal
+``failed`` with the server's message and nothing applied.
+
+The store shares the anomaly store's database URL, engine settings and ORM base
+(:mod:`netwarden.storage`); its ``proposals`` table is its own, so either store can run without
+the other. A database of an older netwarden, whose proposal events are in ``proposal_events``,
+has them copied to ``audit_events`` once on open. Callers get frozen dataclasses, never ORM
+objects.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import JSON, ColumnElement, ForeignKey, Index, Integer, String, Text, func, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import JSON, ColumnElement, Index, Integer, String, Text, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from netwarden.detector.store import AnomalyRecord
 from netwarden.remediation.apply import (
@@ -52,13 +58,16 @@ from netwarden.remediation.apply import (
 )
 from netwarden.remediation.schema import validate_policy
 from netwarden.remediation.simulate import SimulationReport
+from netwarden.storage.audit import AuditEventRow
+from netwarden.storage.base import Base, record_of
 from netwarden.storage.database import SqlStore, required_text
 from netwarden.storage.database import UTCDateTime as _UTCDateTime
-from netwarden.storage.database import utc as _utc
+from netwarden.storage.lifecycle import AuditedLifecycle, SubjectNotFound, TransitionError
 
 __all__ = [
     "ACTIONS",
     "KINDS",
+    "LIFECYCLE",
     "STATES",
     "ApplyRefused",
     "InvalidProposal",
@@ -100,16 +109,12 @@ ACTIONS: Final[dict[str, dict[str, str]]] = {
 # --------------------------------------------------------------------------------- errors
 
 
-class ProposalLifecycleError(ValueError):
+class ProposalLifecycleError(TransitionError):
     """An action the proposal's state does not allow (approving twice, applying unapproved)."""
 
     def __init__(self, proposal_id: int, state: str, action: str) -> None:
-        allowed = sorted(ACTIONS.get(action, {}))
-        hint = f"{action} is allowed from: {', '.join(allowed)}" if allowed else "unknown action"
-        super().__init__(f"proposal {proposal_id} is {state}: cannot {action} ({hint})")
+        super().__init__("proposal", proposal_id, state, action, LIFECYCLE.sources(action))
         self.proposal_id = proposal_id
-        self.state = state
-        self.action = action
 
 
 class InvalidProposal(ValueError):
@@ -125,15 +130,12 @@ class InvalidProposal(ValueError):
         self.problems = problems
 
 
-class ProposalNotFound(KeyError):
+class ProposalNotFound(SubjectNotFound):
     """No proposal has this id."""
 
     def __init__(self, proposal_id: int) -> None:
-        super().__init__(proposal_id)
+        super().__init__("proposal", proposal_id)
         self.proposal_id = proposal_id
-
-    def __str__(self) -> str:
-        return f"no proposal with id {self.proposal_id}"
 
 
 class ApplyRefused(Exception):
@@ -146,12 +148,23 @@ class ApplyRefused(Exception):
         self.cause = cause
 
 
+#: The proposal lifecycle: created ``proposed`` (action ``propose``); databases of netwarden
+#: before the shared audit table kept these events in ``proposal_events``.
+LIFECYCLE: Final = AuditedLifecycle(
+    kind="proposal",
+    states=STATES,
+    actions=ACTIONS,
+    error=ProposalLifecycleError,
+    initial=PROPOSED,
+    create_action="propose",
+    legacy_table="proposal_events",
+    legacy_subject="proposal_id",
+)
+
+
 def next_state(proposal_id: int, state: str, action: str) -> str:
     """The state ``action`` leads to from ``state``; :class:`ProposalLifecycleError` if none."""
-    try:
-        return ACTIONS[action][state]
-    except KeyError:
-        raise ProposalLifecycleError(proposal_id, state, action) from None
+    return LIFECYCLE.next_state(proposal_id, state, action)
 
 
 # -------------------------------------------------------------------------------- records
@@ -210,11 +223,7 @@ class ProposalEvent:
 # --------------------------------------------------------------------------------- schema
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class _ProposalRow(_Base):
+class _ProposalRow(Base):
     __tablename__ = "proposals"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -238,50 +247,20 @@ class _ProposalRow(_Base):
     )
 
 
-class _ProposalEventRow(_Base):
-    __tablename__ = "proposal_events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    proposal_id: Mapped[int] = mapped_column(ForeignKey("proposals.id"), index=True)
-    at: Mapped[datetime] = mapped_column(_UTCDateTime())
-    actor: Mapped[str] = mapped_column(String(256))
-    action: Mapped[str] = mapped_column(String(32))
-    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    to_state: Mapped[str] = mapped_column(String(16))
-    note: Mapped[str] = mapped_column(Text)
-    details: Mapped[dict[str, Any]] = mapped_column(JSON)
-
-
 def _to_record(row: _ProposalRow) -> ProposalRecord:
-    return ProposalRecord(
-        id=row.id,
-        kind=row.kind,
-        identity=row.identity,
-        anomaly_id=row.anomaly_id,
+    return record_of(
+        ProposalRecord,
+        row,
         policy=dict(row.policy),
         patch=list(row.patch) if row.patch is not None else None,
         current=dict(row.current) if row.current is not None else None,
-        state=row.state,
         problems=list(row.problems or []),
-        dry_run=row.dry_run,
-        change=row.change,
-        note=row.note,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
     )
 
 
-def _to_event(row: _ProposalEventRow) -> ProposalEvent:
-    return ProposalEvent(
-        id=row.id,
-        proposal_id=row.proposal_id,
-        at=row.at,
-        actor=row.actor,
-        action=row.action,
-        from_state=row.from_state,
-        to_state=row.to_state,
-        note=row.note,
-        details=dict(row.details or {}),
+def _to_event(row: AuditEventRow) -> ProposalEvent:
+    return record_of(
+        ProposalEvent, row, proposal_id=row.subject_id, details=dict(row.details or {})
     )
 
 
@@ -301,7 +280,9 @@ class ProposalStore(SqlStore):
     """
 
     def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
-        super().__init__(url, _Base.metadata, now=now)
+        super().__init__(url, now=now)
+        with self._begin() as (session, _):
+            LIFECYCLE.adopt_legacy(session)
 
     _transaction = SqlStore._begin
 
@@ -345,17 +326,13 @@ class ProposalStore(SqlStore):
             session.add(row)
             session.flush()
             summary = "valid" if not problems else f"{len(problems)} validation problem(s)"
-            session.add(
-                _ProposalEventRow(
-                    proposal_id=row.id,
-                    at=now,
-                    actor=actor,
-                    action="propose",
-                    from_state=None,
-                    to_state=PROPOSED,
-                    note=note or f"{kind} proposal: {summary}",
-                    details={"problems": problems} if problems else {},
-                )
+            LIFECYCLE.created(
+                session,
+                row.id,
+                actor=actor,
+                note=note or f"{kind} proposal: {summary}",
+                at=now,
+                details={"problems": problems} if problems else {},
             )
             return _to_record(row)
 
@@ -406,12 +383,7 @@ class ProposalStore(SqlStore):
         with self._transaction() as (session, _):
             if session.get(_ProposalRow, proposal_id) is None:
                 raise ProposalNotFound(proposal_id)
-            rows = session.scalars(
-                select(_ProposalEventRow)
-                .where(_ProposalEventRow.proposal_id == proposal_id)
-                .order_by(_ProposalEventRow.id)
-            )
-            return [_to_event(r) for r in rows]
+            return [_to_event(r) for r in LIFECYCLE.events(session, proposal_id)]
 
     def latest_applied(self, namespace: str | None, name: str) -> ProposalRecord | None:
         """The most recently applied (still applied) proposal of the policy ``namespace/name``:
@@ -426,9 +398,6 @@ class ProposalStore(SqlStore):
                 if meta.get("name") == name and meta.get("namespace") == namespace:
                     return _to_record(row)
         return None
-
-    def now(self) -> datetime:
-        return _utc(self._clock(), "the store clock's time")
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -474,17 +443,16 @@ class ProposalStore(SqlStore):
         refused rollback) as ``<action>_error``; the state stays as it was, so it can be retried."""
         with self._transaction() as (session, now):
             row = self._row(session, proposal_id)
-            session.add(
-                _ProposalEventRow(
-                    proposal_id=row.id,
-                    at=now,
-                    actor=required_text(actor, "actor"),
-                    action=f"{action}_error",
-                    from_state=row.state,
-                    to_state=row.state,
-                    note=message,
-                    details=details or {},
-                )
+            LIFECYCLE.record(
+                session,
+                row.id,
+                action=f"{action}_error",
+                from_state=row.state,
+                to_state=row.state,
+                actor=required_text(actor, "actor"),
+                note=message,
+                at=now,
+                details=details,
             )
             return _to_record(row)
 
@@ -529,22 +497,13 @@ class ProposalStore(SqlStore):
         actor = required_text(actor, "actor")
         with self._transaction() as (session, now):
             row = self._row(session, proposal_id)
-            to_state = next_state(row.id, row.state, action)
+            next_state(row.id, row.state, action)  # a refused action outranks a bad policy
             if action in ("approve", "dry_run", "apply") and row.problems:
                 raise InvalidProposal(row.id, list(row.problems))
-            session.add(
-                _ProposalEventRow(
-                    proposal_id=row.id,
-                    at=now,
-                    actor=actor,
-                    action=action,
-                    from_state=row.state,
-                    to_state=to_state,
-                    note=note,
-                    details=details or {},
-                )
+            LIFECYCLE.transition(
+                session, row, action, actor=actor, note=note, at=now, details=details
             )
-            row.state, row.updated_at = to_state, now
+            row.updated_at = now
             if dry_run is not None:
                 row.dry_run = dry_run
             if change is not None:

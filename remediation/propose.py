@@ -36,9 +36,9 @@ from typing import Any, Final
 import yaml
 
 from netwarden.ingest.identity import IdentityResolver, Subject
+from netwarden.ingest.selectors import label_list, parse_label
 from netwarden.remediation.matcher import l4_key
 from netwarden.remediation.schema import API_VERSION, check_policy
-from netwarden.remediation.selectors import label_list, parse_label
 
 __all__ = [
     "DNS_SELECTOR",

@@ -530,62 +530,79 @@ _TYPE_WORDS = {
 def _problems_from(error: ValidationError) -> list[PolicyProblem]:
     """Turn a jsonschema error into problems a person can act on."""
     path = _format_path(error.absolute_path)
-    keyword, value, instance = error.validator, error.validator_value, error.instance
-    if keyword in ("oneOf", "anyOf"):
-        keys = _branch_keys(value)
-        if keys is not None:
-            present = [key for key in keys if isinstance(instance, Mapping) and key in instance]
-            if keyword == "anyOf":
-                return [PolicyProblem(path, f"set at least one of {', '.join(keys)} (none is set)")]
-            found = f"found {' and '.join(present)}" if present else "none is set"
-            return [PolicyProblem(path, f"set exactly one of {', '.join(keys)} ({found})")]
-        types = [branch.get("type") for branch in value if isinstance(branch, dict)]
-        if all(isinstance(t, str) for t in types) and len(types) == len(value):
-            wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
-            return [PolicyProblem(path, f"must be {wanted}, got {_json_type(instance)}")]
-        if error.context:
+    if error.validator in ("oneOf", "anyOf"):
+        message = _choice_message(error)
+        if message is None and error.context:
             return _problems_from(jsonschema.exceptions.best_match(error.context))
-    if keyword == "required":
-        return [PolicyProblem(path, "required field is missing")]
-    if keyword == "type":
-        if instance is None:
-            return [
-                PolicyProblem(path, "must not be null: the field is not nullable, omit it instead")
-            ]
-        wanted = " or ".join(
-            _TYPE_WORDS.get(t, t) for t in ([value] if isinstance(value, str) else value)
-        )
-        hint = (
-            " (quote it)" if value == "string" and isinstance(instance, int | float | bool) else ""
-        )
-        return [
-            PolicyProblem(
-                path, f"must be {wanted}, got {_json_type(instance)} {instance!r}{hint}"[:300]
-            )
-        ]
-    if keyword == "enum":
+    else:
+        describe = _MESSAGES.get(error.validator)
+        message = describe(error) if describe is not None else None
+    return [PolicyProblem(path, error.message if message is None else message)]
+
+
+def _choice_message(error: ValidationError) -> str | None:
+    """``oneOf``/``anyOf`` between keys or between types, said as such; None for other
+    branches (then the best matching branch's own error says more)."""
+    value, instance = error.validator_value, error.instance
+    keys = _branch_keys(value)
+    if keys is not None:
+        if error.validator == "anyOf":
+            return f"set at least one of {', '.join(keys)} (none is set)"
+        present = [key for key in keys if isinstance(instance, Mapping) and key in instance]
+        found = f"found {' and '.join(present)}" if present else "none is set"
+        return f"set exactly one of {', '.join(keys)} ({found})"
+    types = [branch.get("type") for branch in value if isinstance(branch, dict)]
+    if all(isinstance(t, str) for t in types) and len(types) == len(value):
+        wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+        return f"must be {wanted}, got {_json_type(instance)}"
+    return None
+
+
+def _type_message(error: ValidationError) -> str:
+    """A value of the wrong type: what was wanted, what was given, and the usual fixes (omit a
+    null, quote a number meant as a string)."""
+    value, instance = error.validator_value, error.instance
+    if instance is None:
+        return "must not be null: the field is not nullable, omit it instead"
+    wanted = " or ".join(
+        _TYPE_WORDS.get(t, t) for t in ([value] if isinstance(value, str) else value)
+    )
+    hint = " (quote it)" if value == "string" and isinstance(instance, int | float | bool) else ""
+    return f"must be {wanted}, got {_json_type(instance)} {instance!r}{hint}"[:300]
+
+
+def _value_message(error: ValidationError) -> str:
+    """A value outside the allowed ones (``enum``, ``pattern``, ``format``), with the field's
+    own description of a valid one where the schema has it."""
+    value, instance = error.validator_value, error.instance
+    if error.validator == "enum":
         choices = ", ".join(str(choice) for choice in value)
-        return [PolicyProblem(path, f"must be one of {choices}; got {instance!r}")]
-    if keyword == "pattern":
-        return [
-            PolicyProblem(
-                path, f"{instance!r} does not match the pattern {value}{_hint(error.schema)}"
-            )
-        ]
-    if keyword == "format":
-        return [PolicyProblem(path, f"{instance!r} is not a valid {value}{_hint(error.schema)}")]
-    if keyword in ("maxLength", "minLength"):
-        bound = "at most" if keyword == "maxLength" else "at least"
-        return [
-            PolicyProblem(path, f"must be {bound} {value} characters long, got {len(instance)}")
-        ]
-    if keyword in ("maxItems", "minItems"):
-        bound = "at most" if keyword == "maxItems" else "at least"
-        return [PolicyProblem(path, f"must have {bound} {value} items, got {len(instance)}")]
-    if keyword in ("maximum", "minimum"):
-        bound = "at most" if keyword == "maximum" else "at least"
-        return [PolicyProblem(path, f"must be {bound} {value}, got {instance!r}")]
-    return [PolicyProblem(path, error.message)]
+        return f"must be one of {choices}; got {instance!r}"
+    if error.validator == "pattern":
+        return f"{instance!r} does not match the pattern {value}{_hint(error.schema)}"
+    return f"{instance!r} is not a valid {value}{_hint(error.schema)}"
+
+
+def _bound_message(error: ValidationError) -> str:
+    """A length, item count or number beyond a ``max*``/``min*`` bound, with the actual one."""
+    keyword, value, instance = error.validator, error.validator_value, error.instance
+    bound = "at most" if keyword.startswith("max") else "at least"
+    if keyword.endswith("Length"):
+        return f"must be {bound} {value} characters long, got {len(instance)}"
+    if keyword.endswith("Items"):
+        return f"must have {bound} {value} items, got {len(instance)}"
+    return f"must be {bound} {value}, got {instance!r}"
+
+
+#: keyword -> its problem in words; other keywords keep jsonschema's message
+_MESSAGES: dict[str, Callable[[ValidationError], str]] = {
+    "required": lambda _error: "required field is missing",
+    "type": _type_message,
+    **dict.fromkeys(("enum", "pattern", "format"), _value_message),
+    **dict.fromkeys(
+        ("maxLength", "minLength", "maxItems", "minItems", "maximum", "minimum"), _bound_message
+    ),
+}
 
 
 def _branch_keys(branches: list[Any]) -> list[str] | None:

@@ -14,11 +14,13 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, Final, Self
 
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, create_engine, event
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
+
+from netwarden.storage.base import Base
 
 __all__ = ["SqlStore", "UTCDateTime", "make_engine", "required_text", "system_clock", "utc"]
 
@@ -106,19 +108,19 @@ def system_clock() -> datetime:
 
 
 class SqlStore:
-    """A store on a SQLAlchemy URL: its tables created if missing, one short transaction per
-    call (:meth:`_begin`), an injectable clock, and :meth:`close`."""
+    """A store on a SQLAlchemy URL: the tables of :class:`~netwarden.storage.base.Base`
+    created if missing (every one imported so far: stores sharing a database share one
+    schema), one short transaction per call (:meth:`_begin`), an injectable clock, and
+    :meth:`close`."""
 
-    def __init__(
-        self, url: str, metadata: MetaData, *, now: Callable[[], datetime] | None = None
-    ) -> None:
+    def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
         self.url = url
         self._clock = now or system_clock
         self._engine, sqlite = make_engine(url)
         self._lock: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._closed = False
-        metadata.create_all(self._engine)
+        Base.metadata.create_all(self._engine)
 
     def __enter__(self) -> Self:
         return self
@@ -135,7 +137,12 @@ class SqlStore:
         if self._closed:
             raise RuntimeError(f"the {type(self).__name__} is closed")
         with self._lock, self._sessions.begin() as session:
-            yield session, utc(self._clock(), "the store clock's time")
+            yield session, self.now()
+
+    def now(self) -> datetime:
+        """The store's clock (UTC): the time its transactions stamp, so a caller turning "for
+        an hour" into an ``until`` uses the same time the store does."""
+        return utc(self._clock(), "the store clock's time")
 
     def close(self) -> None:
         """Release the database connections; the store cannot be used afterwards."""

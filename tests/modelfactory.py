@@ -28,7 +28,9 @@ def train_on_generated(
     windows: list[ClosedWindow] = []
     build_windows([result.flows_path], windows.extend, builder=builder)
     bundle = train(
-        windows_to_rows(windows), config=TrainConfig(n_estimators=n_estimators, seed=train_seed)
+        windows_to_rows(windows),
+        config=TrainConfig(n_estimators=n_estimators, seed=train_seed),
+        windows=builder.config,
     )
     bundle.baselines = builder.export_baselines()
     return bundle, windows

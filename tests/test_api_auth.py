@@ -26,6 +26,7 @@ from netwarden.api.auth import (
     tokens_from_env,
     tokens_from_file,
 )
+from netwarden.config import load_config
 from tests.test_api import Api, make_api, record, window
 
 with warnings.catch_warnings():  # Starlette now prefers httpx2; the project installs httpx
@@ -190,25 +191,27 @@ def test_tokens_from_yaml_and_json_files(tmp_path) -> None:
     assert len(tokens_from_file(tmp_path / "empty.yaml")) == 0
 
 
-def test_tokens_from_the_environment_and_merged(tmp_path) -> None:
+def test_tokens_from_the_environment_and_merged(tmp_path, monkeypatch) -> None:
     t1, e1 = new_token("alice", "viewer")
     t2, e2 = new_token("ci", "operator")
     t3, e3 = new_token("ops", "reviewer")
     path = tmp_path / "tokens.yaml"
     path.write_text(yaml.safe_dump([e1.to_dict(), e2.to_dict()]))
-    env = {ENV_VAR: f" {e2.line} , {e3.line},"}  # blanks and a trailing comma are fine
-    table = load_tokens(path, environ=env)
+    # blanks and a trailing comma are fine
+    monkeypatch.setenv(ENV_VAR, f" {e2.line} , {e3.line},")
+    value = load_config(None).api_tokens  # the service's configuration reads the variable
+    table = load_tokens(path, value)
     assert [table.authenticate(t) for t in (t1, t2, t3)] == [e1, e2, e3]
     assert len(table) == 3  # the same entry in both places counts once
-    assert list(load_tokens(environ={})) == []
-    assert list(load_tokens(environ=env)) == [e2, e3]
+    assert list(load_tokens()) == []  # the process environment is not read here
+    assert list(load_tokens(env_value=value)) == [e2, e3]
 
 
 def test_the_api_uses_tokens_from_the_environment(tmp_path) -> None:
     token, entry = new_token("from-env", "operator")
     api = make_api(tmp_path)
     try:
-        app = create_app(api.service, load_tokens(environ={ENV_VAR: entry.line}))
+        app = create_app(api.service, load_tokens(env_value=entry.line))
         client = TestClient(app)
         record(api, window(0, "shop/cart", 1.5))
         r = client.post(
@@ -227,7 +230,7 @@ def test_one_token_under_two_names_is_refused(tmp_path) -> None:
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump([viewer.to_dict()]))
     with pytest.raises(TokenConfigError, match=f"{re.escape(str(path))} and {ENV_VAR}"):
-        load_tokens(path, environ={ENV_VAR: admin.line})
+        load_tokens(path, admin.line)
 
 
 SHA = "a" * 64
@@ -309,7 +312,7 @@ def test_bad_json_and_unreadable_token_files(tmp_path) -> None:
 )
 def test_bad_environment_tokens(value, message) -> None:
     with pytest.raises(TokenConfigError) as err:
-        load_tokens(environ={ENV_VAR: value})
+        load_tokens(env_value=value)
     assert str(err.value).startswith(f"{ENV_VAR}: ") and message in str(err.value)
 
 

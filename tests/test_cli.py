@@ -241,3 +241,36 @@ def test_bad_start_time(tmp_path) -> None:
         _run("generate", "--hours", "1", "--out", str(tmp_path), "--start", "yesterday"),
         "--start: not an RFC3339 time",
     )
+
+
+def test_every_command_of_every_group_is_registered_once() -> None:
+    from netwarden.cli import detection, remediation, serving, traffic
+    from netwarden.cli.main import _COMMANDS, _build_parser
+
+    registered = [command for command, _ in _COMMANDS]
+    groups = [traffic, detection, remediation, serving]
+    assert sorted(registered) == sorted(c for g in groups for c in g.COMMANDS)
+    assert all(command in group.COMMANDS for command, group in _COMMANDS)
+    sub = next(a for a in _build_parser()._actions if a.dest == "command")
+    assert list(sub.choices) == registered
+
+
+def test_window_options_become_one_window_config() -> None:
+    """--window and --lateness have WindowConfig's defaults and are checked by it; commands
+    without --lateness get its default."""
+    from netwarden.cli.main import _build_parser
+    from netwarden.cli.options import window_config
+    from netwarden.errors import UserError
+    from netwarden.ingest.windows import WindowConfig
+
+    parser = _build_parser()
+    flows = ["--flows", "f.json", "--out", "w.parquet"]
+    assert window_config(parser.parse_args(["windows", *flows])) == WindowConfig()
+    args = parser.parse_args(["windows", *flows, "--window", "30", "--lateness", "0"])
+    assert window_config(args) == WindowConfig(window_seconds=30, allowed_lateness=0)
+    args = parser.parse_args(["train", "--flows", "f", "--model-dir", "m", "--window", "120"])
+    assert window_config(args) == WindowConfig(window_seconds=120)
+    assert window_config(parser.parse_args(["run", "--window", "10"])) == WindowConfig(10)
+    args = parser.parse_args(["windows", *flows, "--lateness", "100000"])
+    with pytest.raises(UserError, match="allowed_lateness must be between 0 and 86400"):
+        window_config(args)

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from netwarden.api.auth import ENV_VAR
 from netwarden.config import ConfigError, ServiceConfig, defaults_yaml, load_config
+from netwarden.ingest.windows import WindowConfig
 
 
 def test_defaults_round_trip_through_the_documented_yaml() -> None:
@@ -64,3 +66,28 @@ def test_readme_documents_every_option() -> None:
         "README's configuration block is out of date: paste "
         "`netwarden serve --print-config` into it"
     )
+
+
+def test_windows_options_are_window_config_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Window length and lateness have WindowConfig's defaults and ranges, and the service gets
+    them as one WindowConfig."""
+    assert ServiceConfig().window_config == WindowConfig()
+    monkeypatch.setenv("NETWARDEN_WINDOWS__SECONDS", "30")
+    monkeypatch.setenv("NETWARDEN_WINDOWS__LATENESS", "0")
+    assert load_config(None).window_config == WindowConfig(window_seconds=30, allowed_lateness=0)
+    for option, value, message in [
+        ("SECONDS", "0.5", "windows.seconds: .*window_seconds must be between 1 and 86400"),
+        ("LATENESS", "-1", "windows.lateness: .*allowed_lateness must be between 0 and 86400"),
+    ]:
+        monkeypatch.setenv(f"NETWARDEN_WINDOWS__{option}", value)
+        with pytest.raises(ConfigError, match=message):
+            load_config(None)
+        monkeypatch.delenv(f"NETWARDEN_WINDOWS__{option}")
+
+
+def test_the_api_token_variable_is_read_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NETWARDEN_API_TOKENS, as users set it today, is the api_tokens option."""
+    assert load_config(None).api_tokens == ""
+    monkeypatch.setenv(ENV_VAR, "ci:operator:" + "a" * 64)
+    assert load_config(None).api_tokens == "ci:operator:" + "a" * 64
+    assert "api_tokens: ''" in defaults_yaml()

@@ -29,7 +29,8 @@ from netwarden.bpf.btf import DEFAULT_BTF
 from netwarden.bpf.dropreasons import DEFAULT_TRACEFS
 from netwarden.bpf.identity import netns_names, open_resolver
 from netwarden.bpf.k8swatch import ListWatch
-from netwarden.cli.main import _build_parser, _cmd_agent, _serving_tls
+from netwarden.cli.main import _build_parser
+from netwarden.cli.serving import _cmd_agent, _serving_tls
 from netwarden.observer.server import parse_listen
 from tests.k8s_standin import K8sStandIn, Token
 

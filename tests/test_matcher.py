@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from netwarden.ingest.flow import Flow
 from netwarden.ingest.reader import FlowReader
+from netwarden.ingest.selectors import LabelSelector, parse_label
 from netwarden.remediation.matcher import Decision, PolicyError, PolicySet, fqdn_pattern
-from netwarden.remediation.selectors import LabelSelector, parse_label
 from netwarden.remediation.simulate import simulate
 from tests.flowfactory import decode, flow, pod, reserved, world
 from tests.policyfactory import CNP_EXAMPLES, ccnp, cnp, example, with_labels
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 CART = pod("shop", "cart", 1001, "10.0.1.10")
 PAY = pod("shop", "payments", 1002, "10.0.1.20")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +16,8 @@ from netwarden.detector.scorer import Scorer
 from netwarden.detector.stream import StreamScorer
 from netwarden.generator import generate
 from netwarden.ingest.pipeline import build_windows
-from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
-from netwarden.models.artifact import ArtifactError, load_bundle, save_bundle
+from netwarden.ingest.windows import ClosedWindow, WindowBuilder, WindowConfig, windows_to_rows
+from netwarden.models.artifact import ArtifactError, list_versions, load_bundle, save_bundle
 from netwarden.models.forest import anomaly_score
 from netwarden.models.spec import LOG_COLUMNS, MODEL_COLUMNS, raw_matrix, transform
 from netwarden.models.training import ModelBundle, NotEnoughData, TrainConfig, train
@@ -92,6 +93,32 @@ def test_artifact_round_trip_gives_the_same_scores(trained, tmp_path) -> None:
     assert loaded.baselines == json.loads(json.dumps(bundle.baselines))
 
 
+def test_manifest_records_the_windows_and_old_manifests_still_load(trained, tmp_path) -> None:
+    """The bundle's WindowConfig is saved whole and comes back; a manifest written before it was
+    recorded (``window_seconds`` alone) loads with the other settings at their defaults."""
+    bundle, _, _ = trained
+    assert bundle.windows == WindowConfig()  # what the factory's builder used
+    windows = WindowConfig(window_seconds=30, allowed_lateness=5, novelty_seconds=600)
+    bundle = dataclasses.replace(bundle, windows=windows)
+    folder = save_bundle(bundle, tmp_path / "m")
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["windows"] == dataclasses.asdict(windows)
+    assert manifest["window_seconds"] == 30  # still readable by earlier releases
+    assert load_bundle(tmp_path / "m").windows == windows
+    assert list_versions(tmp_path / "m")[0].window_seconds == 30
+    del manifest["windows"]
+    path.write_text(json.dumps(manifest))
+    assert load_bundle(tmp_path / "m").windows == WindowConfig(window_seconds=30)
+    manifest["windows"] = {**dataclasses.asdict(windows), "from_a_newer_release": 1}
+    path.write_text(json.dumps(manifest))
+    assert load_bundle(tmp_path / "m").windows == windows
+    manifest["windows"]["window_seconds"] = 0
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="corrupted manifest.*window_seconds must be between"):
+        load_bundle(tmp_path / "m")
+
+
 def test_tampered_model_file_is_refused(trained, tmp_path) -> None:
     bundle, _, _ = trained
     folder = save_bundle(bundle, tmp_path / "m")
@@ -154,6 +181,8 @@ def test_not_enough_data_says_how_much(trained) -> None:
     rows = windows_to_rows(windows)[:30]
     with pytest.raises(NotEnoughData, match=r"need at least 120"):
         train(rows)
+    with pytest.raises(NotEnoughData, match=r"at 30 s windows"):
+        train(rows, windows=WindowConfig(window_seconds=30))
 
 
 def test_train_config_validation() -> None:

@@ -31,11 +31,11 @@ from netwarden.observer.server import (
     TLSFiles,
     parse_listen,
 )
+from tests.conftest import DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-OTEL = SHARED_DATA / "hubble" / "hubble-otel"
+OTEL = DATA / "hubble" / "hubble-otel"
 TCP_400 = OTEL / "basic-sample-400-tcp-flows.json"
-DOCS_DROPS = SHARED_DATA / "hubble" / "cilium-docs" / "export-rst-exporter-fieldmask-drops.jsonl"
+DOCS_DROPS = DATA / "hubble" / "cilium-docs" / "export-rst-exporter-fieldmask-drops.jsonl"
 
 Request = observer_pb2.GetFlowsRequest
 Filter = flow_pb2.FlowFilter
@@ -336,6 +336,8 @@ _FLOW = {
         ({"source_label": ["reserved:host"]}, True),
         ({"source_label": ["!reserved:world"]}, True),
         ({"source_label": ["container:app=cart"]}, False),  # a source prefix must match
+        ({"source_label": ["reserved.host"]}, False),  # no reserved. shortcut in filter keys
+        ({"source_label": ["k8s:app==cart,tier!=frontend,!debug"]}, True),
         ({"destination_label": ["reserved:world"]}, True),
         ({"source_identity": [3418]}, True),
         ({"destination_identity": [3418]}, False),

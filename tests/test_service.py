@@ -21,6 +21,7 @@ from netwarden.config import ServiceConfig
 from netwarden.detector.store import AnomalyStore
 from netwarden.generator import generate
 from netwarden.ingest.sources import FollowFile
+from netwarden.ingest.windows import WindowConfig
 from netwarden.models.artifact import save_bundle
 from netwarden.models.registry import CurrentModel
 from netwarden.service import Service, build_service
@@ -131,7 +132,7 @@ def test_backpressure_bounds_the_queue(tmp_path, model_dir) -> None:
     bound and nothing is lost."""
     attack = generate(tmp_path / "burst", hours=0.25, seed=33, start=T0 + timedelta(hours=3))
     config = _config(tmp_path, model_dir, attack.flows_path)
-    model = CurrentModel(model_dir, window_seconds=60)
+    model = CurrentModel(model_dir, windows=WindowConfig(window_seconds=60))
     model.refresh()
     store = AnomalyStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
     source = FollowFile(attack.flows_path, poll_interval=0.05)
@@ -166,19 +167,41 @@ def test_new_model_version_is_picked_up_and_a_bad_one_refused(tmp_path, model_di
 
     models = tmp_path / "models"
     shutil.copytree(model_dir, models)
-    current = CurrentModel(models, window_seconds=60)
+    current = CurrentModel(models, windows=WindowConfig(window_seconds=60))
     assert current.refresh() and current.loaded is not None
     first = current.loaded.version
     assert not current.refresh()  # unchanged
     bundle = current.loaded.bundle
-    bundle.window_seconds = 30.0
+    bundle.windows = WindowConfig(window_seconds=30.0)
     second = save_bundle(bundle, models)
     assert not current.refresh()
     assert current.loaded.version == first and "30 s windows" in (current.error or "")
-    bundle.window_seconds = 60.0
+    bundle.windows = WindowConfig(window_seconds=60.0)
     third = save_bundle(bundle, models)
     assert current.refresh() and current.loaded.version == third.name != second.name
     assert current.error is None
+
+
+def test_api_tokens_come_from_the_configuration(tmp_path, monkeypatch) -> None:
+    """NETWARDEN_API_TOKENS reaches the API through the service's configuration; without any
+    configured token the embedded default makes its admin token."""
+    from netwarden.api.auth import ENV_VAR, new_token
+    from netwarden.config import load_config
+    from netwarden.service import _tokens
+
+    console = Console(quiet=True)
+    monkeypatch.setenv("NETWARDEN_DATA_DIR", str(tmp_path / "env"))
+    _, entry = new_token("ci", "operator")
+    monkeypatch.setenv(ENV_VAR, entry.line)
+    config = load_config(None)
+    assert config.api_tokens == entry.line
+    assert list(_tokens(config, console)) == [entry]
+    assert not (tmp_path / "env" / "admin.token").exists()
+    monkeypatch.delenv(ENV_VAR)
+    config = load_config(None)
+    (made,) = _tokens(config, console)
+    assert made.name == "local-admin" and made.role.name == "admin"
+    assert (tmp_path / "env" / "admin.token").exists()
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client.exposition import choose_encoder
 
+from netwarden.api.deps import StateDep
 from netwarden.api.problems import ProblemError, problem_responses, problem_type
-from netwarden.api.routes import ServiceDep
 from netwarden.api.schemas import HealthPublic, ReadyPublic
 
 __all__ = ["PUBLIC_PATHS", "router"]
@@ -30,13 +30,13 @@ def healthz() -> HealthPublic:
 
 
 @router.get("/readyz", response_model=ReadyPublic, responses=problem_responses(503))
-def readyz(service: ServiceDep) -> ReadyPublic:
+def readyz(state: StateDep) -> ReadyPublic:
     """Readiness: a model is loaded and the flow source is up; 503 naming what is missing."""
     missing = []
-    model = service.current_model()
+    model = state.current_model()
     if model is None:
         missing.append("no model loaded")
-    source = service.source_status()
+    source = state.source_status()
     if not source.up:
         missing.append(f"source down: {source.error or 'no reason given'}")
     if missing or model is None:
@@ -61,7 +61,7 @@ def readyz(service: ServiceDep) -> ReadyPublic:
     response_model=None,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
 )
-def metrics(request: Request, service: ServiceDep) -> Response:
+def metrics(request: Request, state: StateDep) -> Response:
     """The service's metrics in the Prometheus text format (OpenMetrics if accepted)."""
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encode(service.registry), media_type=content_type)
+    return Response(encode(state.registry), media_type=content_type)

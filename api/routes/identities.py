@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
-from netwarden.api.auth import RequireRole, Role
+from netwarden.api.deps import PagerDep, StoreDep
 from netwarden.api.problems import ProblemError, problem_responses
-from netwarden.api.routes import StoreDep, next_page
 from netwarden.api.schemas import (
     IdentityPagePublic,
     IdentityPublic,
@@ -21,33 +20,23 @@ from netwarden.api.schemas import (
 __all__ = ["router"]
 
 router = APIRouter(
-    prefix="/identities",
-    tags=["identities"],
-    dependencies=[Depends(RequireRole(Role.viewer))],
-    responses=problem_responses(401, 403, 422),
+    prefix="/identities", tags=["identities"], responses=problem_responses(401, 403, 422)
 )
 
 
 @router.get("", response_model=IdentityPagePublic)
 def read_identities(
-    request: Request, store: StoreDep, query: Annotated[IdentityQuery, Query()]
+    store: StoreDep, pager: PagerDep, query: Annotated[IdentityQuery, Query()]
 ) -> IdentityPagePublic:
     """Every scored identity (of one namespace if given), sorted, with its latest score and
     open anomalies."""
-    everything = store.identities(namespace=query.namespace)  # one aggregate query: all rows
+    everything = store.identities(**query.filters())  # one aggregate query: all rows
     page = everything[query.offset : query.offset + query.limit]
-    return IdentityPagePublic(
-        items=[IdentityPublic.from_summary(i) for i in page],
+    return pager.page(
+        IdentityPagePublic,
+        [IdentityPublic.from_summary(i) for i in page],
         total=len(everything),
-        limit=query.limit,
-        offset=query.offset,
-        next=next_page(
-            request,
-            limit=query.limit,
-            offset=query.offset,
-            returned=len(page),
-            total=len(everything),
-        ),
+        query=query,
     )
 
 

@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from netwarden.api.auth import RequireRole, Role
+from netwarden.api.deps import StateDep
 from netwarden.api.problems import ProblemError, problem_responses
-from netwarden.api.routes import ServiceDep
 from netwarden.api.schemas import ModelListPublic, ModelVersionPublic
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/models",
-    tags=["models"],
-    dependencies=[Depends(RequireRole(Role.viewer))],
-    responses=problem_responses(401, 403),
-)
+router = APIRouter(prefix="/models", tags=["models"], responses=problem_responses(401, 403))
 
 
 @router.get("", response_model=ModelListPublic)
-def read_models(service: ServiceDep) -> ModelListPublic:
+def read_models(state: StateDep) -> ModelListPublic:
     """Every saved model version, newest first."""
     versions = sorted(
-        service.model_versions(), key=lambda v: (v.created, v.version), reverse=True
+        state.model_versions(), key=lambda v: (v.created, v.version), reverse=True
     )  # the protocol promises this order; cheap to make sure
     return ModelListPublic(items=[ModelVersionPublic.from_version(v) for v in versions])
 
 
 @router.get("/current", response_model=ModelVersionPublic, responses=problem_responses(404))
-def read_current_model(service: ServiceDep) -> ModelVersionPublic:
+def read_current_model(state: StateDep) -> ModelVersionPublic:
     """The model version scoring now; 404 while none is loaded."""
-    current = service.current_model()
+    current = state.current_model()
     if current is None:
         raise ProblemError(
             404,

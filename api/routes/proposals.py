@@ -11,32 +11,30 @@ answers 409 with the server's message. The actor recorded for an action is the t
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import jsonpatch
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
-from netwarden.api.auth import RequireRole, Role, TokenEntry
-from netwarden.api.problems import ProblemError, problem_responses, problem_type
-from netwarden.api.routes import ServiceDep, next_page
+from netwarden.api.deps import AdminDep, PagerDep, Review, ReviewDep, ReviewerDep, ViewerDep
+from netwarden.api.problems import (
+    ProblemError,
+    found,
+    problem_responses,
+    problem_type,
+    store_refusals,
+)
 from netwarden.api.schemas import (
-    PolicyProblemPublic,
     ProposalActionRequest,
     ProposalCreateRequest,
     ProposalDetailPublic,
-    ProposalEventPublic,
     ProposalPagePublic,
     ProposalPublic,
     ProposalQuery,
     SimulationPublic,
-)
-from netwarden.api.state import (
-    ServiceState,
-    policy_applier_of,
-    proposal_store_of,
-    recent_flows_of,
+    note_of,
 )
 from netwarden.remediation.apply import (
     ApplyError,
@@ -53,7 +51,6 @@ from netwarden.remediation.proposals import (
     ProposalLifecycleError,
     ProposalNotFound,
     ProposalRecord,
-    ProposalStore,
     apply_proposal,
     next_state,
     propose_containment,
@@ -66,23 +63,10 @@ from netwarden.remediation.schema import InvalidPolicy
 __all__ = ["router"]
 
 router = APIRouter(
-    prefix="/proposals",
-    tags=["proposals"],
-    dependencies=[Depends(RequireRole(Role.viewer))],
-    responses=problem_responses(401, 403, 422),
+    prefix="/proposals", tags=["proposals"], responses=problem_responses(401, 403, 422)
 )
 
-Viewer = Annotated[TokenEntry, Depends(RequireRole(Role.viewer))]
-Reviewer = Annotated[TokenEntry, Depends(RequireRole(Role.reviewer))]
-Admin = Annotated[TokenEntry, Depends(RequireRole(Role.admin))]
 NoteBody = Annotated[ProposalActionRequest | None, Body()]
-
-
-def get_proposals(request: Request, service: ServiceDep) -> ProposalStore:
-    return proposal_store_of(service, request.app.state.proposal_stores)
-
-
-ProposalsDep = Annotated[ProposalStore, Depends(get_proposals)]
 
 
 # --------------------------------------------------------------------------------- errors
@@ -94,97 +78,73 @@ def _invalid(problems: list[dict[str, str]], detail: str) -> ProblemError:
     )
 
 
-def _no_flow_history() -> ProblemError:
+def _recent_flows(review: Review) -> Iterable[Any]:
+    flows = review.recent_flows()
+    if flows is None:
+        raise ProblemError(
+            409,
+            "no flow history: this service keeps no recorded flows to "
+            "replay or learn from (give a baseline's policy in the request)",
+            type=problem_type("no-flow-history"),
+            title="No flow history",
+        )
+    return flows
+
+
+#: A refused dry-run or apply, by its cause: status, problem type and title. Any other cause
+#: is a 409 ``apply-failed``.
+_REFUSALS: Final = (
+    (Unreachable, 503, "kubernetes-unreachable", "Kubernetes API unreachable"),
+    (AuditModeUnavailable, 409, "audit-mode-unavailable", "Cilium is not in policy audit mode"),
+    (Forbidden, 502, "kubernetes-forbidden", "Kubernetes API refused access"),
+)
+
+
+def _refused(exc: ApplyRefused) -> ProblemError:
+    for cause, status, name, title in _REFUSALS:
+        if isinstance(exc.cause, cause):
+            return ProblemError(
+                status, str(exc), type=problem_type(name), title=title, state=exc.record.state
+            )
     return ProblemError(
         409,
-        "no flow history: this service keeps no recorded flows to "
-        "replay or learn from (give a baseline's policy in the request)",
-        type=problem_type("no-flow-history"),
-        title="No flow history",
+        str(exc),
+        type=problem_type("apply-failed"),
+        title="The cluster refused the change",
+        state=exc.record.state,
+        proposal_id=exc.record.id,
     )
 
 
 @contextmanager
-def _errors(proposal_id: int | None = None) -> Iterator[None]:
+def _errors() -> Iterator[None]:
     """The store's and the cluster's refusals as problems (specific errors first: several are
     ValueErrors)."""
-    try:
-        yield
-    except ProposalNotFound as exc:
-        raise ProblemError(404, str(exc)) from None
-    except ProposalLifecycleError as exc:
-        raise ProblemError(
-            409,
-            str(exc),
-            type=problem_type("lifecycle-conflict"),
-            title="Lifecycle conflict",
-            state=exc.state,
-            action=exc.action,
-        ) from None
-    except InvalidProposal as exc:
-        raise _invalid(exc.problems, str(exc)) from None
-    except InvalidPolicy as exc:
-        problems = [{"path": p.path, "message": p.message} for p in exc.problems]
-        raise _invalid(problems, str(exc)) from None
-    except ApplyRefused as exc:
-        if isinstance(exc.cause, Unreachable):
+    with store_refusals(ProposalNotFound, ProposalLifecycleError):
+        try:
+            yield
+        except InvalidProposal as exc:
+            raise _invalid(exc.problems, str(exc)) from None
+        except InvalidPolicy as exc:
+            problems = [{"path": p.path, "message": p.message} for p in exc.problems]
+            raise _invalid(problems, str(exc)) from None
+        except ApplyRefused as exc:
+            raise _refused(exc) from None
+        except ApplyError as exc:
             raise ProblemError(
-                503,
+                503 if isinstance(exc, Unreachable) else 502,
                 str(exc),
-                type=problem_type("kubernetes-unreachable"),
-                title="Kubernetes API unreachable",
-                state=exc.record.state,
+                type=problem_type("kubernetes-error"),
+                title="Kubernetes API error",
             ) from None
-        if isinstance(exc.cause, AuditModeUnavailable):
-            raise ProblemError(
-                409,
-                str(exc),
-                type=problem_type("audit-mode-unavailable"),
-                title="Cilium is not in policy audit mode",
-                state=exc.record.state,
-            ) from None
-        if isinstance(exc.cause, Forbidden):
-            raise ProblemError(
-                502,
-                str(exc),
-                type=problem_type("kubernetes-forbidden"),
-                title="Kubernetes API refused access",
-                state=exc.record.state,
-            ) from None
-        raise ProblemError(
-            409,
-            str(exc),
-            type=problem_type("apply-failed"),
-            title="The cluster refused the change",
-            state=exc.record.state,
-            proposal_id=exc.record.id,
-        ) from None
-    except ApplyError as exc:
-        raise ProblemError(
-            503 if isinstance(exc, Unreachable) else 502,
-            str(exc),
-            type=problem_type("kubernetes-error"),
-            title="Kubernetes API error",
-        ) from None
-    except ValueError as exc:
-        raise ProblemError(
-            422,
-            str(exc),
-            type=problem_type("validation-error"),
-            title="Request validation failed",
-            errors=[{"loc": ["body"], "msg": str(exc), "type": "value_error"}],
-        ) from None
 
 
-def _found(proposals: ProposalStore, proposal_id: int) -> ProposalRecord:
-    record = proposals.get(proposal_id)
-    if record is None:
-        raise ProblemError(404, f"no proposal with id {proposal_id}")
-    return record
+def _found(review: Review, proposal_id: int) -> ProposalRecord:
+    return found(review.proposals.get(proposal_id), "proposal", proposal_id)
 
 
-def _applier(service: ServiceState) -> PolicyApplier:
-    applier = policy_applier_of(service)
+def _applier(review: Review) -> PolicyApplier:
+    applier = review.applier()
     if applier is None:
         raise ProblemError(
             503,
@@ -213,21 +173,20 @@ def _diff(current: Mapping[str, Any] | None, policy: Mapping[str, Any], text: st
     )
 
 
-def _detail(proposals: ProposalStore, record: ProposalRecord) -> ProposalDetailPublic:
-    with _errors(record.id):
-        events = proposals.events(record.id)
+def _act(review: Review, action: Callable[[], ProposalRecord]) -> ProposalDetailPublic:
+    """Run ``action`` (it changes one proposal and returns it); its refusals as problems, the
+    proposal after."""
+    with _errors():
+        record = action()
+    return _detail(review, record)
+
+
+def _detail(review: Review, record: ProposalRecord) -> ProposalDetailPublic:
+    with _errors():
+        events = review.proposals.events(record.id)
     text = policy_yaml(record.policy)
-    return ProposalDetailPublic(
-        **ProposalPublic._fields_of(record),
-        policy=record.policy,
-        yaml=text,
-        current=record.current,
-        diff=_diff(record.current, record.policy, text),
-        patch=record.patch,
-        problems=[PolicyProblemPublic(**p) for p in record.problems],
-        dry_run=record.dry_run,
-        applied=record.change,
-        events=[ProposalEventPublic.from_event(e) for e in events],
+    return ProposalDetailPublic.from_record_and_events(
+        record, events, yaml=text, diff=_diff(record.current, record.policy, text)
     )
 
 
@@ -235,11 +194,11 @@ def _detail(proposals: ProposalStore, record: ProposalRecord) -> ProposalDetailP
 
 
 def _current_policy(
-    service: ServiceState, proposals: ProposalStore, namespace: str | None, name: str
+    review: Review, namespace: str | None, name: str
 ) -> tuple[dict[str, Any] | None, str]:
     """The policy ``namespace/name`` as it is now, and where that came from: the cluster when
     there is an applier, else netwarden's record of what it applied."""
-    applier = policy_applier_of(service)
+    applier = review.applier()
     source = "current policy from netwarden's records"
     if applier is not None:
         try:
@@ -251,7 +210,7 @@ def _current_policy(
                 (restorable(live) if live is not None else None),
                 "current policy from the cluster",
             )
-    applied = proposals.latest_applied(namespace, name)
+    applied = review.proposals.latest_applied(namespace, name)
     return (applied.policy if applied is not None else None), source
 
 
@@ -268,28 +227,24 @@ def _metadata(policy: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 @router.get("", response_model=ProposalPagePublic)
 def read_proposals(
-    request: Request, proposals: ProposalsDep, query: Annotated[ProposalQuery, Query()]
+    review: ReviewDep, pager: PagerDep, query: Annotated[ProposalQuery, Query()]
 ) -> ProposalPagePublic:
     """Proposals matching every filter given, newest first, one page at a time."""
-    filters = {"identity": query.identity, "state": query.state, "kind": query.kind}
-    items = proposals.list(**filters, limit=query.limit, offset=query.offset)
-    total = proposals.count(**filters)
-    return ProposalPagePublic(
-        items=[ProposalPublic.from_record(p) for p in items],
-        total=total,
-        limit=query.limit,
-        offset=query.offset,
-        next=next_page(
-            request, limit=query.limit, offset=query.offset, returned=len(items), total=total
-        ),
+    filters = query.filters()
+    items = review.proposals.list(**filters, limit=query.limit, offset=query.offset)
+    return pager.page(
+        ProposalPagePublic,
+        [ProposalPublic.from_record(p) for p in items],
+        total=review.proposals.count(**filters),
+        query=query,
     )
 
 
 @router.get("/{proposal_id}", response_model=ProposalDetailPublic, responses=problem_responses(404))
-def read_proposal(proposal_id: int, proposals: ProposalsDep) -> ProposalDetailPublic:
+def read_proposal(proposal_id: int, review: ReviewDep) -> ProposalDetailPublic:
     """One proposal: its policy as JSON and YAML, the diff against the current policy, its
     patch, validation problems, last dry-run and audit log."""
-    return _detail(proposals, _found(proposals, proposal_id))
+    return _detail(review, _found(review, proposal_id))
 
 
 @router.post(
@@ -298,9 +253,8 @@ def read_proposal(proposal_id: int, proposals: ProposalsDep) -> ProposalDetailPu
 def create_proposal(
     request: Request,
     response: Response,
-    service: ServiceDep,
-    proposals: ProposalsDep,
-    token: Reviewer,
+    review: ReviewDep,
+    token: ReviewerDep,
     body: ProposalCreateRequest,
 ) -> ProposalDetailPublic:
     """Propose a containment for an anomaly, or a baseline for an identity (learned from the
@@ -308,45 +262,29 @@ def create_proposal(
     with its problems but can never be approved."""
     with _errors():
         if body.anomaly_id is not None:
-            record = _propose_containment(
-                service, proposals, body.anomaly_id, token.name, body.note
-            )
+            record = _propose_containment(review, body.anomaly_id, token.name, body.note)
         else:
             assert body.identity is not None  # the request model requires one of both
-            record = _propose_baseline(
-                service, proposals, body.identity, body.policy, token.name, body.note
-            )
+            record = _propose_baseline(review, body.identity, body.policy, token.name, body.note)
     response.headers["Location"] = str(request.url_for("read_proposal", proposal_id=record.id))
-    return _detail(proposals, record)
+    return _detail(review, record)
 
 
-def _propose_containment(
-    service: ServiceState, proposals: ProposalStore, anomaly_id: int, actor: str, note: str
-) -> ProposalRecord:
-    anomaly = service.store.get(anomaly_id)
-    if anomaly is None:
-        raise ProblemError(404, f"no anomaly with id {anomaly_id}")
+def _propose_containment(review: Review, anomaly_id: int, actor: str, note: str) -> ProposalRecord:
+    anomaly = found(review.state.store.get(anomaly_id), "anomaly", anomaly_id)
     current, source = _current_policy(
-        service, proposals, anomaly.namespace, policy_name(anomaly.workload, "baseline")
+        review, anomaly.namespace, policy_name(anomaly.workload, "baseline")
     )
     return propose_containment(
-        proposals, anomaly, current=current, source=source, actor=actor, note=note
+        review.proposals, anomaly, current=current, source=source, actor=actor, note=note
     )
 
 
 def _propose_baseline(
-    service: ServiceState,
-    proposals: ProposalStore,
-    identity: str,
-    policy: dict[str, Any] | None,
-    actor: str,
-    note: str,
+    review: Review, identity: str, policy: dict[str, Any] | None, actor: str, note: str
 ) -> ProposalRecord:
     if policy is None:
-        flows = recent_flows_of(service)
-        if flows is None:
-            raise _no_flow_history()
-        learned = propose_baselines(flows)
+        learned = propose_baselines(_recent_flows(review))
         if identity not in learned:
             raise ProblemError(
                 422,
@@ -357,11 +295,9 @@ def _propose_baseline(
             )
         policy = learned[identity]
     namespace, name = _metadata(policy)
-    current, source = (
-        _current_policy(service, proposals, namespace, name) if name is not None else (None, "")
-    )
+    current, source = _current_policy(review, namespace, name) if name is not None else (None, "")
     patch = jsonpatch.make_patch(current, policy).patch if current is not None else None
-    return proposals.create(
+    return review.proposals.create(
         kind=BASELINE,
         identity=identity,
         policy=policy,
@@ -377,56 +313,48 @@ def _propose_baseline(
     response_model=SimulationPublic,
     responses=problem_responses(404, 409),
 )
-def simulate_proposal(
-    proposal_id: int, service: ServiceDep, proposals: ProposalsDep, token: Viewer
-) -> SimulationPublic:
+def simulate_proposal(proposal_id: int, review: ReviewDep, token: ViewerDep) -> SimulationPublic:
     """Replay the service's recent flows against the proposed policy: what it would drop."""
-    record = _found(proposals, proposal_id)
+    record = _found(review, proposal_id)
     if record.problems:
         raise _invalid(record.problems, str(InvalidProposal(record.id, record.problems)))
-    flows = recent_flows_of(service)
-    if flows is None:
-        raise _no_flow_history()
-    with _errors(proposal_id):
-        report = replay_proposal(proposals, record, flows, actor=token.name)
+    flows = _recent_flows(review)
+    with _errors():
+        report = replay_proposal(review.proposals, record, flows, actor=token.name)
     return SimulationPublic.from_report(record.id, report)
 
 
 _ACTION_ERRORS = problem_responses(404, 409)
+_CLUSTER_ERRORS = problem_responses(404, 409, 502, 503)
 
 
 @router.post(
     "/{proposal_id}/approve", response_model=ProposalDetailPublic, responses=_ACTION_ERRORS
 )
 def approve_proposal(
-    proposal_id: int, proposals: ProposalsDep, token: Reviewer, body: NoteBody = None
+    proposal_id: int, review: ReviewDep, token: ReviewerDep, body: NoteBody = None
 ) -> ProposalDetailPublic:
     """proposed -> approved: a reviewer vouches for it (only a valid policy can be approved)."""
-    with _errors(proposal_id):
-        record = proposals.approve(proposal_id, actor=token.name, note=body.note if body else "")
-    return _detail(proposals, record)
+    return _act(
+        review, lambda: review.proposals.approve(proposal_id, actor=token.name, note=note_of(body))
+    )
 
 
 @router.post("/{proposal_id}/reject", response_model=ProposalDetailPublic, responses=_ACTION_ERRORS)
 def reject_proposal(
-    proposal_id: int, proposals: ProposalsDep, token: Reviewer, body: NoteBody = None
+    proposal_id: int, review: ReviewDep, token: ReviewerDep, body: NoteBody = None
 ) -> ProposalDetailPublic:
     """proposed -> rejected, for good; the note says why."""
-    with _errors(proposal_id):
-        record = proposals.reject(proposal_id, actor=token.name, note=body.note if body else "")
-    return _detail(proposals, record)
+    return _act(
+        review, lambda: review.proposals.reject(proposal_id, actor=token.name, note=note_of(body))
+    )
 
 
-@router.post(
-    "/{proposal_id}/apply",
-    response_model=ProposalDetailPublic,
-    responses=problem_responses(404, 409, 502, 503),
-)
+@router.post("/{proposal_id}/apply", response_model=ProposalDetailPublic, responses=_CLUSTER_ERRORS)
 def apply_proposal_route(
     proposal_id: int,
-    service: ServiceDep,
-    proposals: ProposalsDep,
-    token: Admin,
+    review: ReviewDep,
+    token: AdminDep,
     body: NoteBody = None,
     audit: Annotated[
         bool,
@@ -440,44 +368,49 @@ def apply_proposal_route(
 ) -> ProposalDetailPublic:
     """approved -> applied, after a passing validation and server-side dry-run (recorded);
     a refused dry-run or apply leaves it failed with the server's message, nothing applied."""
-    record = _found(proposals, proposal_id)
-    with _errors(proposal_id):
-        next_state(record.id, record.state, "apply")
+
+    def apply(record: ProposalRecord) -> ProposalRecord:
         if record.problems:
             raise InvalidProposal(record.id, record.problems)
-        record = apply_proposal(
-            proposals,
-            _applier(service),
-            proposal_id,
+        return apply_proposal(
+            review.proposals,
+            _applier(review),
+            record.id,
             actor=token.name,
-            note=body.note if body else "",
+            note=note_of(body),
             audit=audit,
         )
-    return _detail(proposals, record)
+
+    return _change_cluster(review, proposal_id, "apply", apply)
 
 
 @router.post(
-    "/{proposal_id}/rollback",
-    response_model=ProposalDetailPublic,
-    responses=problem_responses(404, 409, 502, 503),
+    "/{proposal_id}/rollback", response_model=ProposalDetailPublic, responses=_CLUSTER_ERRORS
 )
 def rollback_proposal_route(
-    proposal_id: int,
-    service: ServiceDep,
-    proposals: ProposalsDep,
-    token: Admin,
-    body: NoteBody = None,
+    proposal_id: int, review: ReviewDep, token: AdminDep, body: NoteBody = None
 ) -> ProposalDetailPublic:
     """applied -> rolled_back: the object it replaced is restored (or the one it created is
     deleted)."""
-    record = _found(proposals, proposal_id)
-    with _errors(proposal_id):
-        next_state(record.id, record.state, "rollback")
-        record = rollback_proposal(
-            proposals,
-            _applier(service),
-            proposal_id,
-            actor=token.name,
-            note=body.note if body else "",
+
+    def rollback(record: ProposalRecord) -> ProposalRecord:
+        return rollback_proposal(
+            review.proposals, _applier(review), record.id, actor=token.name, note=note_of(body)
         )
-    return _detail(proposals, record)
+
+    return _change_cluster(review, proposal_id, "rollback", rollback)
+
+
+def _change_cluster(
+    review: Review,
+    proposal_id: int,
+    action: str,
+    change: Callable[[ProposalRecord], ProposalRecord],
+) -> ProposalDetailPublic:
+    """Apply or roll back: 404 for an unknown proposal, a 409 unless its state allows
+    ``action``, then ``change`` it; the cluster's refusals as problems."""
+    record = _found(review, proposal_id)
+    with _errors():
+        next_state(record.id, record.state, action)
+        record = change(record)
+    return _detail(review, record)

@@ -1,7 +1,7 @@
 """The alert outbox: every message to a sink is a database row before anyone tries to send it.
 
-Two tables live next to the anomaly store's, in the same database (their own metadata and
-engine, the store's SQLite settings):
+Two tables live next to the anomaly store's, in the same database (on the one ORM base of
+:mod:`netwarden.storage`, with their own engine and the store's SQLite settings):
 
 - ``alert_outbox``: one row per message (sink, payload, attempts, next attempt, last error,
   delivered time). A worker claims due rows, sends them and marks each delivered or failed;
@@ -19,6 +19,16 @@ new payload is the old merged with the new (``coalesce``), and the old row is ke
 superseded. Only the newest state of an alert is ever pending, so a backlog after an outage
 stays one row per alert and cannot deliver an old "firing" after a newer "resolved".
 
+A message's status follows :data:`STATUSES`, an instance of the generic
+:class:`netwarden.storage.lifecycle.StateMachine` (``pending`` -> ``delivered`` or
+``superseded``; a superseded row that was in flight may still be reported delivered). It is
+the rules only, not an :class:`~netwarden.storage.lifecycle.AuditedLifecycle`: a status is
+changed by netwarden alone, many rows at a time in one UPDATE (a whole batch delivered, older
+rows superseded), with no actor or reason to record; the row itself carries its history
+(``attempts``, ``last_error``, ``delivered_at``, ``superseded_by``), and delivered rows are
+purged. An audit event per message would double the writes of the busiest table for nothing a
+person reviews.
+
 The sinks share :func:`post_json` and :class:`DeliveryError`: what sending a row means, and
 what a failed attempt records.
 """
@@ -28,7 +38,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -45,11 +55,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from netwarden.storage.base import Base, record_of
 from netwarden.storage.database import SqlStore
 from netwarden.storage.database import UTCDateTime as _UTCDateTime
 from netwarden.storage.database import utc as _utc
+from netwarden.storage.lifecycle import StateMachine
 
 __all__ = [
     "DELIVERED",
@@ -57,6 +69,7 @@ __all__ = [
     "SLACK_NONE",
     "SLACK_SENT",
     "SLACK_WAITING",
+    "STATUSES",
     "SUPERSEDED",
     "AlertState",
     "DeliveryError",
@@ -70,6 +83,19 @@ __all__ = [
 PENDING: Final = "pending"
 DELIVERED: Final = "delivered"
 SUPERSEDED: Final = "superseded"
+
+#: The statuses of a message and the actions between them (see the module docstring).
+STATUSES: Final = StateMachine(
+    kind="outbox message",
+    states=(PENDING, DELIVERED, SUPERSEDED),
+    actions={
+        "claim": {PENDING: PENDING},  # leased to a worker until next_attempt_at
+        "retry": {PENDING: PENDING},  # a failed attempt: due again after the backoff
+        "supersede": {PENDING: SUPERSEDED},  # a newer message of the same key carries it
+        # The receiver accepted it: even once superseded meanwhile, or reported twice.
+        "deliver": {PENDING: DELIVERED, SUPERSEDED: DELIVERED, DELIVERED: DELIVERED},
+    },
+)
 
 SLACK_NONE: Final = "none"  # no Slack message (yet): not eligible, or never needed
 SLACK_WAITING: Final = "waiting"  # will go out with the next group / digest
@@ -133,11 +159,7 @@ def backoff_delay(attempts: int, *, initial: float, cap: float, rng: random.Rand
 # --------------------------------------------------------------------------------------- schema
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class _OutboxRow(_Base):
+class _OutboxRow(Base):
     __tablename__ = "alert_outbox"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -160,7 +182,7 @@ class _OutboxRow(_Base):
     )
 
 
-class _StateRow(_Base):
+class _StateRow(Base):
     __tablename__ = "alert_state"
 
     anomaly_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -172,7 +194,7 @@ class _StateRow(_Base):
     slack_message: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
-class _CursorRow(_Base):
+class _CursorRow(Base):
     __tablename__ = "alert_cursor"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -218,31 +240,11 @@ class AlertState:
 
 
 def _item(row: _OutboxRow) -> OutboxItem:
-    return OutboxItem(
-        id=row.id,
-        sink=row.sink,
-        key=row.key,
-        payload=row.payload,
-        status=row.status,
-        created_at=row.created_at,
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        last_error=row.last_error,
-        delivered_at=row.delivered_at,
-        superseded_by=row.superseded_by,
-    )
+    return record_of(OutboxItem, row)
 
 
 def _state(row: _StateRow) -> AlertState:
-    return AlertState(
-        anomaly_id=row.anomaly_id,
-        am_labels=row.am_labels,
-        am_firing=row.am_firing,
-        am_sent_at=row.am_sent_at,
-        slack=row.slack,
-        slack_since=row.slack_since,
-        slack_message=row.slack_message,
-    )
+    return record_of(AlertState, row)
 
 
 # -------------------------------------------------------------------------------- transaction
@@ -269,17 +271,7 @@ class OutboxTransaction:
 
     def put(self, state: AlertState) -> None:
         """Store ``state`` (insert or replace)."""
-        self._session.merge(
-            _StateRow(
-                anomaly_id=state.anomaly_id,
-                am_labels=state.am_labels,
-                am_firing=state.am_firing,
-                am_sent_at=state.am_sent_at,
-                slack=state.slack,
-                slack_since=state.slack_since,
-                slack_message=state.slack_message,
-            )
-        )
+        self._session.merge(_StateRow(**asdict(state)))
 
     def slack_waiting(self) -> list[AlertState]:
         """Anomalies waiting for a Slack message, longest waiting first."""
@@ -317,7 +309,11 @@ class OutboxTransaction:
         if key is not None:
             older = self._session.scalars(
                 select(_OutboxRow)
-                .where(_OutboxRow.sink == sink, _OutboxRow.key == key, _OutboxRow.status == PENDING)
+                .where(
+                    _OutboxRow.sink == sink,
+                    _OutboxRow.key == key,
+                    _OutboxRow.status.in_(STATUSES.sources("supersede")),
+                )
                 .order_by(_OutboxRow.id)
             ).all()
             for old in older:
@@ -338,7 +334,8 @@ class OutboxTransaction:
         self._session.flush()
         if key is not None:
             for old in older:
-                old.status, old.superseded_by = SUPERSEDED, row.id
+                old.status = STATUSES.next_state(old.id, old.status, "supersede")
+                old.superseded_by = row.id
                 self.superseded.append(sink)
         return row.id
 
@@ -362,7 +359,7 @@ class Outbox(SqlStore):
     """
 
     def __init__(self, url: str) -> None:
-        super().__init__(url, _Base.metadata)
+        super().__init__(url)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -390,7 +387,7 @@ class Outbox(SqlStore):
         """
         now = _utc(now, "now")
         stmt = select(_OutboxRow).where(
-            _OutboxRow.status == PENDING, _OutboxRow.next_attempt_at <= now
+            _OutboxRow.status.in_(STATUSES.sources("claim")), _OutboxRow.next_attempt_at <= now
         )
         if sinks is not None:
             stmt = stmt.where(_OutboxRow.sink.in_(sorted(sinks)))
@@ -409,7 +406,10 @@ class Outbox(SqlStore):
             for i in range(0, len(ids), 500):
                 session.execute(
                     update(_OutboxRow)
-                    .where(_OutboxRow.id.in_(ids[i : i + 500]))
+                    .where(
+                        _OutboxRow.id.in_(ids[i : i + 500]),
+                        _OutboxRow.status.in_(STATUSES.sources("deliver")),
+                    )
                     .values(status=DELIVERED, delivered_at=_utc(now, "now"))
                 )
 
@@ -430,7 +430,7 @@ class Outbox(SqlStore):
         now = _utc(now, "now")
         with self._session() as session:
             row = session.get(_OutboxRow, item_id)
-            if row is None or row.status != PENDING:
+            if row is None or not STATUSES.allows(row.status, "retry"):
                 return None
             row.attempts += 1
             delay = backoff_delay(row.attempts, initial=initial, cap=cap, rng=rng)

@@ -1,6 +1,6 @@
 """The ``netwarden agent`` command: probes to JSON lines and/or an Observer gRPC server.
 
-Kept apart from :mod:`netwarden.cli.main` so that the command line stays a table of options;
+Kept apart from :mod:`netwarden.cli.serving` so that the command line stays a table of options;
 this is what they do. Progress (events, flows, lost events) goes to stderr every
 ``progress_interval`` seconds; flows go to ``--out``.
 """

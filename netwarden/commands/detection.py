@@ -38,7 +38,7 @@ def train(
     flows: Sequence[str],
     model_dir: Path,
     *,
-    window: float,
+    window_config: WindowConfig,
     expected_rate: float,
     min_windows: int,
     seed: int,
@@ -51,7 +51,6 @@ def train(
     check_flow_paths(flows)
     try:
         config = TrainConfig(expected_rate=expected_rate, min_windows=min_windows, seed=seed)
-        window_config = WindowConfig(window_seconds=window)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     builder = WindowBuilder(window_config)
@@ -66,7 +65,7 @@ def train(
             bundle = train_models(
                 rows,
                 config=config,
-                window_seconds=window,
+                windows=window_config,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
         except NotEnoughData as exc:
@@ -135,7 +134,7 @@ def score(
     if warning:
         console.print(f"warning: {warning}", markup=False)
     scorer = Scorer(bundle)
-    builder = WindowBuilder(WindowConfig(window_seconds=bundle.window_seconds))
+    builder = WindowBuilder(bundle.windows)  # as the models were trained
     builder.seed_baselines(bundle.baselines)
     store = None
     if db is not None:

@@ -1,4 +1,5 @@
-"""What the CLI subcommands do, with progress bars and summaries; argument parsing is in cli.py."""
+"""What the traffic commands do (generate, windows, features, the demo), with progress bars and
+summaries; argument parsing is in :mod:`netwarden.cli.traffic`."""
 
 from __future__ import annotations
 
@@ -89,8 +90,7 @@ def windows(
     flows: Sequence[str],
     out: Path,
     *,
-    window: float,
-    lateness: float,
+    window_config: WindowConfig,
     console: Console,
     keep: list[ClosedWindow] | None = None,
     metrics_file: Path | None = None,
@@ -102,10 +102,6 @@ def windows(
     from netwarden.ingest.output import WindowWriter
 
     check_flow_paths(flows)
-    try:
-        config = WindowConfig(window_seconds=window, allowed_lateness=lateness)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
     try:
         writer = WindowWriter(out)
     except ValueError as exc:
@@ -119,7 +115,7 @@ def windows(
     metrics = IngestMetrics()
     with writer:
         result = ingest_with_progress(
-            flows, sink, console=console, builder=WindowBuilder(config), metrics=metrics
+            flows, sink, console=console, builder=WindowBuilder(window_config), metrics=metrics
         )
     if metrics_file is not None:
         try:
@@ -143,7 +139,9 @@ def print_features(console: Console) -> None:
     console.print(table)
 
 
-def run_demo(out: Path, *, hours: float, seed: int, window: float, console: Console) -> None:
+def run_demo(
+    out: Path, *, hours: float, seed: int, window_config: WindowConfig, console: Console
+) -> None:
     """The embedded default: generate a labelled day, build its windows, show what attacks look like."""
     from netwarden.generator import SCENARIOS
 
@@ -162,8 +160,7 @@ def run_demo(out: Path, *, hours: float, seed: int, window: float, console: Cons
     windows(
         [str(result.flows_path)],
         out / "windows.parquet",
-        window=window,
-        lateness=15.0,
+        window_config=window_config,
         console=console,
         keep=kept,
     )

@@ -1,17 +1,23 @@
-"""Cilium label selectors, evaluated against the labels Hubble reports for a flow endpoint.
+"""Cilium label selectors over a flow endpoint's labels: one engine for filters and policies.
 
-Follows ``pkg/labels`` and ``pkg/policy/api`` (cilium v1.19):
+Hubble flow filters (:mod:`netwarden.observer.filters`, string syntax) and policy simulation
+(:mod:`netwarden.remediation.matcher`, ``matchLabels``/``matchExpressions``) both compile to
+:class:`Requirement` and :class:`LabelSelector` here, so a selector means the same in both.
+Follows cilium v1.19 ``pkg/labels``, ``pkg/policy/api`` and ``pkg/hubble/filters/labels.go``:
 
 * A flow label ``k8s:app=cart`` is (source ``k8s``, key ``app``, value ``cart``); a label without
-  a source is ``unspec``; ``$host`` is ``reserved:host``.
-* A selector key is split at the first ``:`` (``k8s:app`` -> source ``k8s``); without ``:`` the
-  source is ``any`` (matches every source), except ``reserved.<name>`` and ``$<name>``, which mean
-  ``reserved``. A dotted key such as ``k8s.io.kubernetes.pod.namespace`` is therefore source
+  a source is ``unspec``; ``$host`` and ``reserved.host`` are ``reserved:host`` (``ParseLabel``).
+* A policy selector key is split at the first ``:`` (``k8s:app`` -> source ``k8s``); without ``:``
+  the source is ``any`` (matches every source), except ``reserved.<name>`` and ``$<name>``, which
+  mean ``reserved``. A dotted key such as ``k8s.io.kubernetes.pod.namespace`` is therefore source
   ``any`` with that whole key: it does *not* name the pod namespace (Cilium's own quirk).
-* A requirement looks its key up as Cilium's ``K8sLabelArray.Lookup`` does: the first label (in
+* A Hubble filter key has no such shortcuts (Hubble's ``translateKey`` prefixes every key without
+  ``:`` with ``any.``): ``source:key`` names a source, anything else is an ``any`` key as written.
+* A requirement looks its key up as Cilium's ``LabelArray.Lookup`` does: the first label (in
   the endpoint's order) with that key and a compatible source supplies the value.
 * ``In``/``NotIn``/``Exists``/``DoesNotExist`` keep Kubernetes' meaning (``NotIn`` matches an
-  absent key). An empty selector matches every endpoint.
+  absent key); Kubernetes' ``=``/``!=`` are ``In``/``NotIn`` with one value. An empty selector
+  matches every endpoint.
 
 Selectors are compiled once (bad operators fail then, not per flow).
 """
@@ -26,12 +32,17 @@ import msgspec
 
 __all__ = [
     "ANY",
+    "OPERATORS",
+    "RESERVED",
+    "UNSPEC",
     "Label",
     "LabelSelector",
     "Requirement",
     "SelectorError",
     "label_list",
+    "parse_filter_key",
     "parse_label",
+    "parse_labels",
     "parse_selector_key",
 ]
 
@@ -75,8 +86,13 @@ def parse_label(text: str) -> Label:
     return (source or UNSPEC, key, value)
 
 
+def parse_labels(texts: Iterable[str]) -> tuple[Label, ...]:
+    """An endpoint's label strings as labels, in their order (the order lookups see)."""
+    return tuple(parse_label(t) for t in texts)
+
+
 def parse_selector_key(key: str) -> tuple[str, str]:
-    """A selector key as (source, key); no source means ``any``.
+    """A policy selector key (``matchLabels``/``matchExpressions``) as (source, key).
 
     >>> parse_selector_key("app"), parse_selector_key("k8s:app"), parse_selector_key("reserved.world")
     (('any', 'app'), ('k8s', 'app'), ('reserved', 'world'))
@@ -85,6 +101,19 @@ def parse_selector_key(key: str) -> tuple[str, str]:
     """
     source, rest = _source(key)
     return (source or ANY, rest)
+
+
+def parse_filter_key(key: str) -> tuple[str, str]:
+    """A Hubble label-filter key as (source, key): ``source:key`` needs both parts, anything else
+    is an ``any`` key as written (no ``reserved.``/``$`` shortcuts, unlike policy keys).
+
+    >>> parse_filter_key("k8s:app"), parse_filter_key("app"), parse_filter_key("reserved.world")
+    (('k8s', 'app'), ('any', 'app'), ('any', 'reserved.world'))
+    >>> parse_filter_key(":app"), parse_filter_key("k8s:")
+    (('any', ':app'), ('any', 'k8s:'))
+    """
+    source, sep, rest = key.partition(":")
+    return (source, rest) if sep and source and rest else (ANY, key)
 
 
 def label_list(labels: Any) -> tuple[str, ...]:
@@ -114,7 +143,8 @@ def _as_value(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Requirement:
-    """One ``matchLabels`` entry (operator ``In`` with one value) or ``matchExpressions`` item."""
+    """One ``matchLabels`` entry (operator ``In`` with one value), ``matchExpressions`` item or
+    comma-separated term of a Hubble label filter."""
 
     source: str
     key: str

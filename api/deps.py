@@ -1,0 +1,267 @@
+"""The routes' dependencies, as ``Annotated`` aliases a handler declares by type.
+
+:func:`bind` keeps on ``app.state`` what :func:`netwarden.api.app.create_app` was given (the
+service, the tokens, the public URL); everything else reads it from there through this module,
+so no handler looks at ``app.state`` and each app has its own service and tokens:
+
+- the service and what it holds: :data:`StateDep`, :data:`StoreDep`, :data:`ReviewDep` (policy
+  review: the proposal store, the optional applier and flow history);
+- the caller: :data:`CurrentToken` (a 401 problem without a valid bearer token) and the role
+  checks :data:`ViewerDep` ... :data:`AdminDep` (a 403 below the role; roles form one ladder, see
+  :class:`~netwarden.api.auth.Role`). Routers that need a role for every route take
+  ``dependencies=[Depends(require_viewer)]``; a handler that also needs the token's name (the
+  actor recorded) declares the alias, which FastAPI runs once per request either way;
+- :data:`PagerDep`: pages of a list with their ``next`` links.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Protocol, TypeVar
+from urllib.parse import urlencode
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from netwarden.api.auth import Role, TokenEntry, TokenTable
+from netwarden.api.problems import ProblemError
+from netwarden.api.state import ServiceState
+from netwarden.detector.store import AnomalyStore
+from netwarden.remediation.apply import PolicyApplier
+from netwarden.remediation.proposals import ProposalStore
+
+__all__ = [
+    "BEARER_CHALLENGE",
+    "AdminDep",
+    "CurrentToken",
+    "OperatorDep",
+    "Pager",
+    "PagerDep",
+    "RequireRole",
+    "Review",
+    "ReviewDep",
+    "ReviewerDep",
+    "StateDep",
+    "StoreDep",
+    "ViewerDep",
+    "bind",
+    "missing_token",
+    "request_token",
+    "require_admin",
+    "require_operator",
+    "require_reviewer",
+    "require_viewer",
+]
+
+BEARER_CHALLENGE: Final = 'Bearer realm="netwarden"'
+
+# ------------------------------------------------------------------------------ app state
+
+
+def bind(app: FastAPI, state: ServiceState, tokens: TokenTable, public_url: str | None) -> None:
+    """Keep on ``app`` what its dependencies read."""
+    app.state.service = state
+    app.state.tokens = tokens
+    app.state.public_url = public_url
+    # proposal stores opened for a service without its own (see get_review)
+    app.state.proposal_stores = {}
+
+
+def get_state(request: Request) -> ServiceState:
+    """The running service this app was created for (``create_app(state, ...)``)."""
+    state: ServiceState = request.app.state.service
+    return state
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def get_store(state: StateDep) -> AnomalyStore:
+    return state.store
+
+
+StoreDep = Annotated[AnomalyStore, Depends(get_store)]
+
+# ----------------------------------------------------------------------------- the caller
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A netwarden API token: `Authorization: Bearer <token>`.",
+)
+
+
+def _tokens(request: Request) -> TokenTable:
+    table = request.app.state.tokens
+    assert isinstance(table, TokenTable)
+    return table
+
+
+def request_token(request: Request) -> TokenEntry | None:
+    """The valid token a request carries, if any (for code outside the dependency system)."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return _tokens(request).authenticate(credentials.strip())
+
+
+def missing_token() -> ProblemError:
+    """The 401 of a request without a bearer token."""
+    return ProblemError(
+        401,
+        "this endpoint needs a bearer token (Authorization: Bearer <token>)",
+        headers={"WWW-Authenticate": BEARER_CHALLENGE},
+    )
+
+
+def current_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TokenEntry:
+    """The caller's token entry; a 401 problem without a valid bearer token."""
+    if credentials is None:
+        raise missing_token()
+    entry = _tokens(request).authenticate(credentials.credentials)
+    if entry is None:
+        raise ProblemError(
+            401,
+            "the bearer token is not valid",
+            headers={"WWW-Authenticate": f'{BEARER_CHALLENGE}, error="invalid_token"'},
+        )
+    return entry
+
+
+CurrentToken = Annotated[TokenEntry, Depends(current_token)]
+
+
+class RequireRole:
+    """A dependency that lets a token through when its role is at least ``role``; 403 if not."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    def __call__(self, token: CurrentToken) -> TokenEntry:
+        if token.role < self.role:
+            raise ProblemError(
+                403,
+                f"token {token.name!r} has role {token.role.name}; this "
+                f"needs {self.role.name} or higher",
+            )
+        return token
+
+    def __repr__(self) -> str:
+        return f"RequireRole({self.role.name})"
+
+
+# one instance per role: FastAPI runs a dependency once per request, keyed by the callable
+require_viewer = RequireRole(Role.viewer)
+require_operator = RequireRole(Role.operator)
+require_reviewer = RequireRole(Role.reviewer)
+require_admin = RequireRole(Role.admin)
+
+ViewerDep = Annotated[TokenEntry, Depends(require_viewer)]
+OperatorDep = Annotated[TokenEntry, Depends(require_operator)]
+ReviewerDep = Annotated[TokenEntry, Depends(require_reviewer)]
+AdminDep = Annotated[TokenEntry, Depends(require_admin)]
+
+# ---------------------------------------------------------------------------- policy review
+
+_FALLBACK_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """Policy review's side of the service (see :class:`~netwarden.api.state.ReviewState`):
+    its proposal store, and its applier and flow history, read only when a route needs them
+    (the flow history is a copy of many flows)."""
+
+    state: ServiceState
+    proposals: ProposalStore
+
+    def applier(self) -> PolicyApplier | None:
+        """The service's applier, or None when it has none."""
+        get = getattr(self.state, "policy_applier", None)
+        return get() if callable(get) else None
+
+    def recent_flows(self) -> Iterable[Any] | None:
+        """The service's recent flows, or None when it keeps no flow history."""
+        get = getattr(self.state, "recent_flows", None)
+        return get() if callable(get) else None
+
+
+def get_review(request: Request, state: StateDep) -> Review:
+    """The service's proposal store or, without one, one on its anomaly store's database,
+    opened once and kept on the app."""
+    proposals: ProposalStore | None = getattr(state, "proposal_store", None)
+    if proposals is None:
+        opened: dict[str, ProposalStore] = request.app.state.proposal_stores
+        url = state.store.url
+        with _FALLBACK_LOCK:  # requests run on a thread pool: open it once
+            if url not in opened:
+                opened[url] = ProposalStore(url)
+            proposals = opened[url]
+    return Review(state, proposals)
+
+
+ReviewDep = Annotated[Review, Depends(get_review)]
+
+# ---------------------------------------------------------------------------------- pages
+
+PageT = TypeVar("PageT", bound=BaseModel)
+
+
+class PageQuery(Protocol):
+    """The page a list query asks for."""
+
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pager:
+    """Builds the pages of one list request, with the link to the page after."""
+
+    request: Request
+
+    def page(
+        self, model: type[PageT], items: Sequence[Any], *, total: int, query: PageQuery
+    ) -> PageT:
+        """``items`` (one page of the ``total`` matches of ``query``) as a ``model`` page."""
+        return model(
+            items=items,
+            total=total,
+            limit=query.limit,
+            offset=query.offset,
+            next=self.next(query, returned=len(items), total=total),
+        )
+
+    def next(self, query: PageQuery, *, returned: int, total: int) -> str | None:
+        """The URL of the page after this one (same filters), or None on the last page.
+
+        Relative (path and query) unless the app was created with a ``public_url``, which
+        then prefixes it: behind a proxy, the Host the app sees is not the one clients use.
+        """
+        if returned == 0 or query.offset + returned >= total:
+            return None
+        params = [
+            (k, v)
+            for k, v in self.request.query_params.multi_items()
+            if k not in ("limit", "offset")
+        ]
+        params += [("limit", str(query.limit)), ("offset", str(query.offset + returned))]
+        public_url: str | None = self.request.app.state.public_url
+        base = public_url.rstrip("/") if public_url else ""
+        return f"{base}{self.request.url.path}?{urlencode(params)}"
+
+
+def get_pager(request: Request) -> Pager:
+    return Pager(request)
+
+
+PagerDep = Annotated[Pager, Depends(get_pager)]
