@@ -8,12 +8,13 @@ import pytest
 
 from tests.netns import pods  # noqa: F401 - the stand-in pods fixture of the eBPF tests
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HUBBLE_SAMPLES = sorted((SHARED_DATA / "hubble").glob("*/*.json*"))
+#: Reference data copied into the repository (sources and licences in tests/data/README.md):
+#: tests never read outside it.
+DATA = Path(__file__).resolve().parent / "data"
+HUBBLE_SAMPLES = sorted((DATA / "hubble").glob("*/*.json*"))
 
 
 @pytest.fixture(scope="session")
 def hubble_samples() -> list[Path]:
-    if not HUBBLE_SAMPLES:
-        pytest.skip(f"reference samples not found under {SHARED_DATA}")
+    assert HUBBLE_SAMPLES, f"the real Hubble samples are missing from {DATA / 'hubble'}"
     return HUBBLE_SAMPLES

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-CNP_EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnp-examples"
+CNP_EXAMPLES = Path(__file__).resolve().parent / "data" / "cnp-examples"
 
 
 def cnp(
@@ -44,7 +44,7 @@ def ccnp(
 
 
 def example(filename: str, namespace: str | None = None) -> list[dict[str, Any]]:
-    """The policies of one file in shared/data/cnp-examples, optionally placed in ``namespace``."""
+    """The policies of one file in tests/data/cnp-examples, optionally placed in ``namespace``."""
     docs = [d for d in yaml.safe_load_all((CNP_EXAMPLES / filename).read_text()) if d]
     if namespace is not None:
         for doc in docs:

@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from netwarden.generator import SCENARIOS, AttackLabel, generate, read_labels
+from tests.conftest import DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-HUBBLE = SHARED / "hubble"
+HUBBLE = DATA / "hubble"
 NOON = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
 
 # Enum names from INTERFACES.md §1.6 (independent of the reader module).
@@ -136,8 +136,7 @@ def sample_keys() -> dict[str, set[str]]:
     files = sorted((HUBBLE / "hubble-otel").glob("*.json")) + sorted(
         (HUBBLE / "cilium-docs").glob("*.jsonl")
     )
-    if not files:
-        pytest.skip(f"shared Hubble samples not found under {HUBBLE}")
+    assert files, f"the real Hubble samples are missing from {HUBBLE}"
     seen: dict[str, set[str]] = defaultdict(set)
     for f in files:
         for raw in f.read_text().splitlines():

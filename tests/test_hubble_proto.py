@@ -21,8 +21,9 @@ from netwarden.ingest.flow import (
 from netwarden.ingest.identity import _first_workload, _label_list
 from netwarden.ingest.protoflow import compact_flow, parse_response
 from netwarden.ingest.reader import FlowReader
+from tests.conftest import DATA
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "hubble"
+SAMPLES = DATA / "hubble"
 
 
 def sample_files() -> list[Path]:

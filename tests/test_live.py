@@ -24,9 +24,9 @@ from netwarden.ingest.compact import CompactFlow
 from netwarden.ingest.reader import ErrorReason, FlowReader, ReadStats
 from netwarden.ingest.sources import FollowFile, Source, SourceStatus, StreamSource, open_source
 from netwarden.ingest.sources import base as live_module
+from tests.conftest import DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-HUBBLE = SHARED / "hubble" / "hubble-otel"
+HUBBLE = DATA / "hubble" / "hubble-otel"
 NOON = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 _NS = 1_000_000_000
@@ -37,8 +37,6 @@ _NS = 1_000_000_000
 def real_lines() -> list[bytes]:
     """Real ``hubble observe -o json`` lines (TCP flows from the hubble-otel samples)."""
     path = HUBBLE / "basic-sample-400-tcp-flows.json"
-    if not path.exists():
-        pytest.skip(f"shared Hubble samples not found under {HUBBLE}")
     return [ln for ln in path.read_bytes().splitlines() if ln.strip()][:40]
 
 
