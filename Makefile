@@ -7,13 +7,15 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test test-fast lint format bench bench-detection bench-service bench-remediation bench-hubble bench-agent proto system-bcc clean venv
 
-run: $(VENV)/.installed  ## install and start the service on its embedded default (no cluster): live generated traffic, API on :8080
+run: $(VENV)/.installed system-bcc  ## install and start the service on its embedded default (no cluster): live generated traffic, API on :8080
 	$(BIN)/netwarden serve
 
-test: $(VENV)/.installed-test  ## install the test dependencies and run every test, slow ones too
+# The eBPF tests skip with one line saying what is missing (root, python3-bpfcc, kernel headers,
+# tracefs) where the probes cannot run; .ci/run installs all of it and makes them required.
+test: $(VENV)/.installed-test system-bcc  ## install the test dependencies and run every test, slow ones too
 	$(BIN)/pytest -m "" -q
 
-test-fast: $(VENV)/.installed-test  ## the quick subset (skips tests marked slow)
+test-fast: $(VENV)/.installed-test system-bcc  ## the quick subset (skips tests marked slow)
 	$(BIN)/pytest -q
 
 # ruff (lint, import order, format at 100 columns) and import-linter (the layers of README:
@@ -72,15 +74,15 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
-	@$(MAKE) --no-print-directory system-bcc
 	@touch $@
 
 # The eBPF agent uses bcc's Python bindings from Debian (python3-bpfcc; the PyPI package named
 # bcc is unrelated): a .pth file puts a folder holding only a `bcc` link on the venv's path, so
 # no other system package leaks in. Without python3-bpfcc this does nothing (the agent then says
-# what to install).
+# what to install). `run` and `test` redo it every time, so python3-bpfcc installed after the venv
+# was made is picked up.
 SYSTEM_BCC := /usr/lib/python3/dist-packages/bcc
-system-bcc:
+system-bcc: $(BIN)/python
 	@if [ -d $(SYSTEM_BCC) ]; then \
 	  mkdir -p $(VENV)/system-bcc && ln -sfn $(SYSTEM_BCC) $(VENV)/system-bcc/bcc && \
 	  echo "$(abspath $(VENV))/system-bcc" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/netwarden-system-bcc.pth"; \

@@ -1,12 +1,14 @@
 """The HTTP API: one FastAPI app per running service.
 
 ``create_app(state, tokens)`` mounts one router per resource under ``/api/v1`` (anomalies,
-identities, models, proposals), the probes and ``/metrics`` at the root, and the OpenAPI
-document at ``/openapi.json``. Every route but the probes and metrics needs a bearer token (see
-:mod:`netwarden.api.auth`), the OpenAPI document included, and so does learning that a path does
-not exist: without a valid token an unknown path is a 401 like any other. The interactive docs
-pages are off, since they could not fetch a protected document. Errors are RFC 9457 problems
-(:mod:`netwarden.api.problems`).
+identities, models, proposals), the probes and ``/metrics`` at the root, the OpenAPI document at
+``/openapi.json`` and its interactive docs, served offline, at ``/docs`` and ``/redoc``
+(:mod:`netwarden.api.docs`). Every path but the probes, metrics and the docs pages needs a
+bearer token (see :mod:`netwarden.api.auth`), the OpenAPI document included, and so does
+learning that a path does not exist: without a valid token an unknown path is a 401 like any
+other. :class:`~netwarden.api.guard.RequestGuard`, in front of the app, checks the token before
+anything reads the body, and bounds the body (``max_body_bytes``, a 413 past it). Errors are
+RFC 9457 problems (:mod:`netwarden.api.problems`).
 
 The app holds no global state: the service, the tokens and the public URL live on
 ``app.state`` of the app that was created with them (:func:`netwarden.api.deps.bind`; the
@@ -19,19 +21,22 @@ from __future__ import annotations
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from netwarden import __version__
 from netwarden.api.auth import TokenTable
-from netwarden.api.deps import bind, missing_token, request_token, require_viewer
-from netwarden.api.problems import ProblemError, install_problem_handlers, use_problem_media_type
+from netwarden.api.deps import bind, require_viewer
+from netwarden.api.docs import is_docs_path
+from netwarden.api.docs import router as docs_router
+from netwarden.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
+from netwarden.api.problems import install_problem_handlers, use_problem_media_type
 from netwarden.api.routes import api_router, health
 from netwarden.api.state import ServiceState
 
-__all__ = ["API_PREFIX", "create_app"]
+__all__ = ["API_PREFIX", "DEFAULT_MAX_BODY_BYTES", "create_app", "is_public"]
 
 API_PREFIX: Final = "/api/v1"
 _DESCRIPTION: Final = (
@@ -39,8 +44,14 @@ _DESCRIPTION: Final = (
     "the identities scored, and the models scoring them. Authenticate with "
     "`Authorization: Bearer <token>`; roles: viewer (read), operator (also acknowledge, "
     "suppress, resolve), reviewer (also propose, approve and reject policies), admin (also "
-    "apply and roll back policies). Errors are RFC 9457 problem documents."
+    "apply and roll back policies). Errors are RFC 9457 problem documents. In these docs, "
+    "the page asks for a token first; Authorize switches to another one."
 )
+
+
+def is_public(path: str) -> bool:
+    """Whether ``path`` answers without a token: the probes, metrics and the docs pages."""
+    return path in health.PUBLIC_PATHS or is_docs_path(path)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -61,15 +72,21 @@ def _checked_public_url(public_url: str | None) -> str | None:
 
 
 def create_app(
-    state: ServiceState, tokens: TokenTable, *, public_url: str | None = None
+    state: ServiceState,
+    tokens: TokenTable,
+    *,
+    public_url: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API of the service ``state``, for the callers in ``tokens``.
 
     ``public_url`` is where clients reach the API (scheme, host and any path prefix of a
     proxy); when given, ``next`` links are absolute URLs under it and the OpenAPI document
-    names it as the server.
+    names it as the server. A request body over ``max_body_bytes`` is refused with a 413.
     """
     public_url = _checked_public_url(public_url)
+    if max_body_bytes < 1:  # checked now: the middleware is built on the first request
+        raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
     app = FastAPI(
         title="netwarden",
         version=__version__,
@@ -80,14 +97,12 @@ def create_app(
         generate_unique_id_function=_operation_id,
     )
     bind(app, state, tokens, public_url)
-
-    def routing_error(request: Request, status: int) -> ProblemError | None:
-        if request.url.path in health.PUBLIC_PATHS or request_token(request) is not None:
-            return None
-        return missing_token()
-
-    install_problem_handlers(app, on_routing_error=routing_error)
+    app.add_middleware(
+        RequestGuard, tokens=tokens, is_public=is_public, max_body_bytes=max_body_bytes
+    )
+    install_problem_handlers(app)
     app.include_router(health.router)
+    app.include_router(docs_router)
     app.include_router(api_router, prefix=API_PREFIX)
 
     def openapi() -> dict[str, Any]:

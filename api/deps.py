@@ -47,9 +47,10 @@ __all__ = [
     "StateDep",
     "StoreDep",
     "ViewerDep",
+    "authenticate",
     "bind",
+    "invalid_token",
     "missing_token",
-    "request_token",
     "require_admin",
     "require_operator",
     "require_reviewer",
@@ -100,14 +101,6 @@ def _tokens(request: Request) -> TokenTable:
     return table
 
 
-def request_token(request: Request) -> TokenEntry | None:
-    """The valid token a request carries, if any (for code outside the dependency system)."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
-        return None
-    return _tokens(request).authenticate(credentials.strip())
-
-
 def missing_token() -> ProblemError:
     """The 401 of a request without a bearer token."""
     return ProblemError(
@@ -117,21 +110,38 @@ def missing_token() -> ProblemError:
     )
 
 
+def invalid_token() -> ProblemError:
+    """The 401 of a request whose bearer token is not configured (RFC 6750 §3.1)."""
+    return ProblemError(
+        401,
+        "the bearer token is not valid",
+        headers={"WWW-Authenticate": f'{BEARER_CHALLENGE}, error="invalid_token"'},
+    )
+
+
+def authenticate(tokens: TokenTable, authorization: str) -> TokenEntry:
+    """The entry of the bearer token in an ``Authorization`` header value; a 401 problem
+    (:func:`missing_token`, :func:`invalid_token`) otherwise. Reads nothing but the header, so
+    :class:`netwarden.api.guard.RequestGuard` calls it before any body is read."""
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise missing_token()
+    entry = tokens.authenticate(credentials.strip())
+    if entry is None:
+        raise invalid_token()
+    return entry
+
+
 def current_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenEntry:
-    """The caller's token entry; a 401 problem without a valid bearer token."""
+    """The caller's token entry; a 401 problem without a valid bearer token. The app's
+    :class:`~netwarden.api.guard.RequestGuard` has refused such requests already; this also
+    declares the bearer scheme in the OpenAPI document (``credentials``)."""
     if credentials is None:
         raise missing_token()
-    entry = _tokens(request).authenticate(credentials.credentials)
-    if entry is None:
-        raise ProblemError(
-            401,
-            "the bearer token is not valid",
-            headers={"WWW-Authenticate": f'{BEARER_CHALLENGE}, error="invalid_token"'},
-        )
-    return entry
+    return authenticate(_tokens(request), request.headers.get("authorization", ""))
 
 
 CurrentToken = Annotated[TokenEntry, Depends(current_token)]

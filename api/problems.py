@@ -11,15 +11,19 @@ traceback goes to the server log (Starlette re-raises it to the ASGI server afte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from http import HTTPStatus
 from typing import Any, Final, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from netwarden.api.schemas import ProblemPublic
 
@@ -27,11 +31,13 @@ __all__ = [
     "BLANK",
     "PROBLEM_MEDIA_TYPE",
     "ProblemError",
+    "allowed_methods",
     "found",
     "install_problem_handlers",
     "problem_response",
     "problem_responses",
     "problem_type",
+    "route_path",
     "store_refusals",
     "use_problem_media_type",
 ]
@@ -141,22 +147,42 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def install_problem_handlers(
-    app: FastAPI, *, on_routing_error: Callable[[Request, int], ProblemError | None] | None = None
-) -> None:
-    """Answer every error of ``app`` with a problem document.
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The request's path as routes see it: without the ``root_path`` a proxy mounted the app
+    under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
 
-    ``on_routing_error(request, status)`` may return the problem to answer instead of the one
-    for an unknown path or method (404/405 raised by the router, never by a handler) or for a
-    request that fails validation (422: FastAPI validates a body before it runs the auth
-    dependency): the app uses it so that a request without a valid token learns nothing about
-    which paths exist or what they take.
+
+@cache
+def _path_pattern(path: str) -> re.Pattern[str]:
+    return compile_path(path)[0]
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of ``app`` serves at ``path``, sorted (a 405's ``Allow``).
+
+    Starlette's router names the methods of the first route that matches the path only, so a
+    path served by a GET route and a POST route would answer ``Allow: GET``.
     """
+    methods: set[str] = set()
+    for route in iter_route_contexts(app.routes):
+        if route.path and route.methods and _path_pattern(route.path).match(path):
+            methods |= route.methods
+    return sorted(methods)
 
-    def routed(request: Request, status: int, problem: ProblemError) -> JSONResponse:
-        """``problem``, unless ``on_routing_error`` replaces it."""
-        replaced = on_routing_error(request, status) if on_routing_error is not None else None
-        return problem_response(request, replaced or problem)
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error of ``app`` with a problem document (a 405 with the ``Allow`` header
+    of every method the path takes).
+
+    Requests without a valid token never get here on paths that need one: the app's
+    :class:`~netwarden.api.guard.RequestGuard` answered them first, so a 404, 405 or 422 tells
+    only a caller with a token which paths exist and what they take.
+    """
 
     async def problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProblemError)
@@ -168,16 +194,16 @@ def install_problem_handlers(
             404: f"no resource at {request.url.path}",
             405: f"{request.method} is not allowed on {request.url.path}",
         }.get(exc.status_code, str(exc.detail))
-        problem = ProblemError(exc.status_code, detail, headers=exc.headers)
-        if exc.status_code in (404, 405):
-            return routed(request, exc.status_code, problem)
-        return problem_response(request, problem)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.app, route_path(request.scope)))
+        return problem_response(request, ProblemError(exc.status_code, detail, headers=headers))
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = _validation_errors(exc)
         where = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
-        return routed(request, 422, _validation_failed(f"invalid request: {where}", errors))
+        return problem_response(request, _validation_failed(f"invalid request: {where}", errors))
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         detail = "the server failed to answer this request; its log has the details"

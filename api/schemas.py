@@ -8,15 +8,18 @@ internal until a public model names it. Requests forbid unknown members, so a mi
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Final, Generic, Literal, Self, TypeVar
 
+from fastapi import Path
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -28,6 +31,9 @@ from netwarden.remediation.proposals import ProposalEvent, ProposalRecord
 from netwarden.remediation.simulate import SimulationReport
 
 __all__ = [
+    "MAX_ID",
+    "MAX_POLICY_BYTES",
+    "MAX_POLICY_DEPTH",
     "MAX_SUPPRESSION_SECONDS",
     "AcknowledgeRequest",
     "AnomalyDetailPublic",
@@ -53,6 +59,7 @@ __all__ = [
     "ProposalQuery",
     "ReadyPublic",
     "ReasonPublic",
+    "RecordId",
     "ResolveRequest",
     "SimulationPublic",
     "SuppressRequest",
@@ -69,6 +76,16 @@ MAX_PAGE: Final = 500
 DEFAULT_WINDOWS: Final = 100
 MAX_WINDOWS: Final = 1000
 _NOTE_MAX: Final = 2000
+#: The largest id or offset: the stores keep ids in signed 64-bit integer columns (SQLite's and
+#: PostgreSQL's BIGINT), and a larger number cannot even be compared with one there.
+MAX_ID: Final = 2**63 - 1
+#: How deep a proposed policy may nest: CiliumNetworkPolicy's own schema nests under 15 levels
+#: (spec.egress[].toPorts[].rules.dns[]...), so 32 leaves room and refuses what only breaks
+#: whatever walks the document afterwards (YAML rendering, diffing, validation).
+MAX_POLICY_DEPTH: Final = 32
+#: How large a proposed policy may be, as compact JSON: 1 MiB. Kubernetes stores objects up to
+#: about 1.5 MiB (etcd's request limit); netwarden's own policies are a few KiB.
+MAX_POLICY_BYTES: Final = 1024 * 1024
 
 #: The lifecycle states (netwarden.detector.lifecycle.STATES; a test keeps them equal).
 State = Literal["open", "acknowledged", "suppressed", "resolved"]
@@ -80,9 +97,29 @@ RequiredText = Annotated[
 #: The page parameters every list shares (each query declares them last: field order is the
 #: order of the query parameters in the OpenAPI document).
 Limit = Annotated[int, Field(ge=1, le=MAX_PAGE)]
-Offset = Annotated[int, Field(ge=0)]
+Offset = Annotated[int, Field(ge=0, le=MAX_ID)]
+#: A record's id in a path (``/anomalies/{anomaly_id}``): a 422, not a 500, past MAX_ID.
+RecordId = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 ItemT = TypeVar("ItemT")
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` (parsed JSON) nests: 0 for a scalar. Iterative, so no depth
+    overflows Python's stack."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            deepest = max(deepest, depth)
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _check_range(since: datetime | None, until: datetime | None) -> None:
@@ -379,7 +416,7 @@ class ModelVersionPublic(_Public):
 
     version: str
     created: datetime
-    current: bool
+    current: bool = Field(description="the version scoring now (loaded by the service)")
     format: str
     window_seconds: float
     rows: int = Field(description="training windows")
@@ -424,7 +461,10 @@ class ReadyPublic(_Public):
 
 #: The proposal states and kinds (netwarden.remediation.proposals.STATES/KINDS; a test keeps
 #: them equal).
-ProposalState = Literal["proposed", "approved", "rejected", "applied", "rolled_back", "failed"]
+ProposalState = Literal[
+    "proposed", "approved", "rejected", "applying", "applied", "rolling_back", "rolled_back",
+    "failed",
+]  # fmt: skip
 ProposalKind = Literal["baseline", "containment"]
 
 
@@ -463,6 +503,11 @@ class ProposalPublic(_Public):
     namespace: str | None
     state: ProposalState
     valid: bool = Field(description="the policy passed validation against the Cilium CRD")
+    warnings: list[str] = Field(
+        [],
+        description="normal traffic of the recent flows the policy would drop, found when it "
+        "was proposed (empty: none found, or no flows to replay)",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -520,12 +565,37 @@ class ProposalCreateRequest(_Request):
     """Propose a containment for an anomaly (``anomaly_id``), or a baseline for an identity:
     from the service's recorded flows, or the ``policy`` given when there are none."""
 
-    anomaly_id: int | None = Field(None, ge=1)
+    anomaly_id: int | None = Field(None, ge=1, le=MAX_ID)
     identity: str | None = Field(
         None, pattern=r"^[^/\s]+/[^/\s]+$", description="namespace/workload, for a baseline"
     )
-    policy: dict[str, Any] | None = Field(None, description="a baseline policy to review")
+    policy: dict[str, Any] | None = Field(
+        None,
+        description=(
+            f"a baseline policy to review (at most {MAX_POLICY_DEPTH} levels deep and "
+            f"{MAX_POLICY_BYTES} bytes as JSON)"
+        ),
+    )
     note: Note = ""
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _bounded(cls, policy: Any) -> Any:
+        """Refuse a policy too deep or too large before anything walks it (a 400-deep one
+        was stored, then every read of it failed)."""
+        if policy is None:
+            return policy
+        depth = _depth(policy)
+        if depth > MAX_POLICY_DEPTH:
+            raise ValueError(
+                f"the policy nests {depth} levels deep; at most {MAX_POLICY_DEPTH} are accepted"
+            )
+        size = len(json.dumps(policy, separators=(",", ":")))
+        if size > MAX_POLICY_BYTES:
+            raise ValueError(
+                f"the policy is {size} bytes as JSON; at most {MAX_POLICY_BYTES} are accepted"
+            )
+        return policy
 
     @model_validator(mode="after")
     def _one_source(self) -> ProposalCreateRequest:

@@ -124,12 +124,19 @@ class LiveDetector:
         return self._score(closed, now=not more)
 
     def tick(self, idle_close: float) -> list[ScoredWindow]:
-        """Called about once a second: when no flow has come for ``idle_close`` seconds, move
-        event time on by the wall-clock time that passed since the last flow."""
+        """Called about once a second: when no flow has come for ``idle_close`` seconds, decide
+        about the flows held for being far ahead of the stream, then move event time on by the
+        wall-clock time that passed since the last flow."""
         idle = self.clock() - self._last_flow_wall
         closed: list[ClosedWindow] = []
-        if idle >= idle_close and self._last_event != float("-inf"):
-            closed = self.builder.advance(self._last_event + idle)
+        if idle >= idle_close:
+            closed = self.builder.settle()
+            self._last_event = max(
+                self._last_event,
+                self.builder.stats.watermark + self.builder.config.allowed_lateness,
+            )
+            if self._last_event != float("-inf"):
+                closed += self.builder.advance(self._last_event + idle)
         return self._score(closed, now=True)
 
     def finish(self) -> list[ScoredWindow]:

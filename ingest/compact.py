@@ -3,7 +3,8 @@
 Same field names and types as :class:`netwarden.ingest.flow.Flow`, so every stage that reads a
 ``Flow`` reads a ``CompactFlow`` too; fields no feature uses are not declared (msgspec skips them
 without allocating) and endpoint labels stay raw JSON until identity resolution needs them, once
-per distinct endpoint. Decoding this instead of the full Flow is what lets the whole path from
+per distinct endpoint. Numbers carry the same range checks as the full Flow (ports, identities,
+counters), so both decode the same lines. Decoding this instead of the full Flow is what lets the whole path from
 bytes to windows beat plain ``orjson.loads``.
 """
 
@@ -13,7 +14,7 @@ from datetime import datetime
 
 import msgspec
 
-from netwarden.ingest.flow import CiliumEventType, Layer4
+from netwarden.ingest.flow import CiliumEventType, Count, Layer4, Uint32
 
 __all__ = [
     "CompactDNS",
@@ -31,7 +32,7 @@ _EMPTY_LIST = msgspec.Raw(b"[]")
 class CompactEndpoint(msgspec.Struct, gc=False):
     """Identity, namespace and pod name decoded; labels and workloads kept as raw JSON."""
 
-    identity: int = 0
+    identity: Uint32 = 0
     namespace: str = ""
     labels: msgspec.Raw = _EMPTY_LIST
     pod_name: str = ""
@@ -45,11 +46,11 @@ class CompactIP(msgspec.Struct, gc=False):
 
 class CompactDNS(msgspec.Struct, gc=False, frozen=True):
     query: str = ""
-    rcode: int = 0
+    rcode: Uint32 = 0
 
 
 class CompactHTTP(msgspec.Struct, gc=False, frozen=True):
-    code: int = 0
+    code: Uint32 = 0
 
 
 class CompactLayer7(msgspec.Struct, gc=False, frozen=True):
@@ -63,15 +64,15 @@ class CompactLayer7(msgspec.Struct, gc=False, frozen=True):
 class CompactStats(msgspec.Struct, gc=False, frozen=True):
     """The part of netwarden's own ``netwarden`` flow field that features read."""
 
-    bytes_sent: int = 0
-    bytes_received: int = 0
+    bytes_sent: Count = 0
+    bytes_received: Count = 0
     kernel_drop_reason: str = ""
 
 
 class CompactFlow(msgspec.Struct, gc=False):
     time: datetime | None = None
     verdict: str | int = 0
-    drop_reason: int = 0
+    drop_reason: Uint32 = 0
     drop_reason_desc: str | int = 0
     IP: CompactIP | None = None
     l4: Layer4 | None = None

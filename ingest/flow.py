@@ -12,6 +12,12 @@ Encoding rules this module absorbs (protojson with ``UseProtoNames``):
 * enums arrive as names, or as numbers when the value is unknown to the writer: enum fields are
   ``str | int`` and :func:`enum_code` maps either form to the number.
 
+Numbers are checked against the range of their protobuf type (:data:`Port`, :data:`Uint32`,
+:data:`Count`): a port of -1 or 70000, a negative byte count or lost-event count, an identity
+beyond 32 bits is not a flow Hubble can write, and downstream code (port sets, policy proposals,
+sums) must be able to trust them. msgspec checks the bounds while decoding, so a line that breaks
+one fails to decode (the reader counts it as ``out_of_range``) at no measurable cost.
+
 Fields that no stage of netwarden reads (ethernet, tunnel, policy correlation, ...) are not
 declared: msgspec skips them without building objects, which keeps decoding cheap. Repeated
 fields are tuples and the structs are not tracked by the cyclic garbage collector (``gc=False``;
@@ -21,8 +27,8 @@ the flows in flight cost more than decoding them.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Final
+from datetime import UTC, datetime
+from typing import Annotated, Final
 
 import msgspec
 
@@ -30,9 +36,11 @@ __all__ = [
     "DNS",
     "DROP_REASONS",
     "DROP_REASON_CODES",
+    "EARLIEST_EVENT_TIME",
     "HTTP",
     "ICMP",
     "IP",
+    "LATEST_EVENT_TIME",
     "TCP",
     "TRACE_OBSERVATION_POINTS",
     "TRAFFIC_DIRECTIONS",
@@ -40,6 +48,7 @@ __all__ = [
     "VERDICTS",
     "CiliumEventType",
     "ConnectionStats",
+    "Count",
     "Endpoint",
     "EventType",
     "Flow",
@@ -48,11 +57,30 @@ __all__ = [
     "Layer7",
     "LostEvent",
     "NodeStatusEvent",
+    "Port",
     "Service",
     "TCPFlags",
+    "Uint32",
     "Workload",
     "enum_code",
 ]
+
+
+#: Event times a flow may carry: [EARLIEST, LATEST). Hubble stamps flows with Unix time, so
+#: nothing real precedes 1970; the upper bound leaves a year of headroom below
+#: ``datetime.max`` for what is derived from an event time (a window's end, at most a day later;
+#: a baseline's novelty horizon, at most 30 days), so no later stage overflows ``datetime``
+#: ("year 10000 is out of range"). How far ahead of the *stream* a flow may be is the window
+#: builder's question (``WindowConfig.max_skew``), not a property of the record.
+EARLIEST_EVENT_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME: Final = datetime(9999, 1, 1, tzinfo=UTC)
+
+#: An L4 port: 16 bits on the wire (protobuf carries it in a uint32).
+Port = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
+#: A protobuf uint32 (security identities, endpoint IDs, codes).
+Uint32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF_FFFF)]
+#: A protobuf uint64 counter (events lost, bytes, packets, nanoseconds): never negative.
+Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class TCPFlags(msgspec.Struct, omit_defaults=True, gc=False):
@@ -70,26 +98,26 @@ class TCPFlags(msgspec.Struct, omit_defaults=True, gc=False):
 
 
 class TCP(msgspec.Struct, omit_defaults=True, gc=False):
-    source_port: int = 0
-    destination_port: int = 0
+    source_port: Port = 0
+    destination_port: Port = 0
     flags: TCPFlags | None = None
 
 
 class UDP(msgspec.Struct, omit_defaults=True, gc=False):
-    source_port: int = 0
-    destination_port: int = 0
+    source_port: Port = 0
+    destination_port: Port = 0
 
 
 class SCTP(msgspec.Struct, omit_defaults=True, gc=False):
-    source_port: int = 0
-    destination_port: int = 0
+    source_port: Port = 0
+    destination_port: Port = 0
 
 
 class ICMP(msgspec.Struct, omit_defaults=True, gc=False):
     """ICMPv4 or ICMPv6 type and code."""
 
-    type: int = 0
-    code: int = 0
+    type: Uint32 = 0
+    code: Uint32 = 0
 
 
 class Layer4(msgspec.Struct, omit_defaults=True, gc=False):
@@ -118,8 +146,8 @@ class Workload(msgspec.Struct, omit_defaults=True, gc=False):
 class Endpoint(msgspec.Struct, omit_defaults=True, gc=False):
     """One end of a flow. ``labels`` are ``source:key=value`` strings, sorted by Cilium."""
 
-    ID: int = 0
-    identity: int = 0
+    ID: Uint32 = 0
+    identity: Uint32 = 0
     cluster_name: str = ""
     namespace: str = ""
     labels: tuple[str, ...] = ()
@@ -142,16 +170,16 @@ class CiliumEventType(msgspec.Struct, omit_defaults=True, gc=False):
 class DNS(msgspec.Struct, omit_defaults=True, gc=False, frozen=True):
     query: str = ""
     ips: tuple[str, ...] = ()
-    ttl: int = 0
+    ttl: Uint32 = 0
     cnames: tuple[str, ...] = ()
     observation_source: str = ""
-    rcode: int = 0
+    rcode: Uint32 = 0
     qtypes: tuple[str, ...] = ()
     rrtypes: tuple[str, ...] = ()
 
 
 class HTTP(msgspec.Struct, omit_defaults=True, gc=False, frozen=True):
-    code: int = 0
+    code: Uint32 = 0
     method: str = ""
     url: str = ""
     protocol: str = ""
@@ -159,7 +187,7 @@ class HTTP(msgspec.Struct, omit_defaults=True, gc=False, frozen=True):
 
 class Layer7(msgspec.Struct, omit_defaults=True, gc=False, frozen=True):
     type: str | int = 0
-    latency_ns: int = 0
+    latency_ns: Count = 0
     dns: DNS | None = None
     http: HTTP | None = None
 
@@ -171,12 +199,12 @@ class ConnectionStats(msgspec.Struct, omit_defaults=True, gc=False, frozen=True)
     destination. ``kernel_drop_reason`` is the running kernel's skb drop reason name.
     """
 
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    packets_sent: int = 0
-    packets_received: int = 0
-    duration_ns: int = 0
-    retransmits: int = 0
+    bytes_sent: Count = 0
+    bytes_received: Count = 0
+    packets_sent: Count = 0
+    packets_received: Count = 0
+    duration_ns: Count = 0
+    retransmits: Count = 0
     kernel_drop_reason: str = ""
     kernel_drop_location: str = ""
     pid: int = 0
@@ -191,7 +219,7 @@ class Flow(msgspec.Struct, omit_defaults=True, gc=False):
     time: datetime | None = None
     uuid: str = ""
     verdict: str | int = 0
-    drop_reason: int = 0
+    drop_reason: Uint32 = 0
     drop_reason_desc: str | int = 0
     IP: IP | None = None
     l4: Layer4 | None = None
@@ -218,7 +246,7 @@ class LostEvent(msgspec.Struct, omit_defaults=True, gc=False):
     """Events the producer lost (ring buffer overflow ...): counted, never a flow."""
 
     source: str | int = 0
-    num_events_lost: int = 0
+    num_events_lost: Count = 0
 
 
 class NodeStatusEvent(msgspec.Struct, omit_defaults=True, gc=False):

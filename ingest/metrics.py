@@ -16,7 +16,7 @@ __all__ = ["IngestMetrics"]
 
 
 class IngestMetrics:
-    """Counters for flows read, bad lines, lost events, late flows and windows."""
+    """Counters for flows read, bad lines, lost events, late and future flows, windows."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -38,6 +38,12 @@ class IngestMetrics:
         self.late_flows = Counter(
             "netwarden_ingest_late_flows",
             "Flows that arrived after their window had closed (not added).",
+            registry=r,
+        )
+        self.future_flows = Counter(
+            "netwarden_ingest_future_flows",
+            "Flows stamped too far ahead of the stream's time (max_skew) to move the watermark:"
+            " dropped. A node with a wrong clock or corrupt input.",
             registry=r,
         )
         self.not_counted = Counter(
@@ -70,6 +76,7 @@ class IngestMetrics:
             if n > prev_r.events_lost.get(source, 0):
                 self.lost_events.labels(source).inc(n - prev_r.events_lost.get(source, 0))
         self.late_flows.inc(build.late_flows - prev_b.late_flows)
+        self.future_flows.inc(build.future_flows - prev_b.future_flows)
         for reason, n in build.not_counted.items():
             if n > prev_b.not_counted.get(reason, 0):
                 self.not_counted.labels(reason).inc(n - prev_b.not_counted.get(reason, 0))
@@ -85,6 +92,7 @@ class IngestMetrics:
         )
         self._build = BuilderStats(
             late_flows=build.late_flows,
+            future_flows=build.future_flows,
             not_counted=build.not_counted.copy(),
             windows_closed=build.windows_closed,
         )

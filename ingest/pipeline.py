@@ -40,6 +40,11 @@ class IngestResult:
             f"{b.flows_counted:,} flows counted into windows, {b.late_flows:,} late "
             f"(arrived after their window closed; not added)"
         )
+        if b.future_flows:
+            out.append(
+                f"{b.future_flows:,} flows stamped too far ahead of the stream's time "
+                f"(a wrong clock or corrupt input; not added), e.g. {b.future_example}"
+            )
         if b.not_counted:
             out.append(
                 "not counted: "
@@ -61,6 +66,7 @@ _NOT_COUNTED = {
     "event_type_2": "debug events",
     "event_type_130": "agent events",
     "no_subject": "flows between reserved identities only",
+    "time_out_of_range": "flows with an impossible event time",
 }
 
 

@@ -10,6 +10,11 @@ half up, like the JSON decoder). Endpoint labels and workloads are passed throug
 protobuf's repeated fields, unread: identity resolution reads them only for endpoints it has
 not seen before.
 
+Values the JSON reader rejects are rejected here too (:class:`OutOfRange`, with the reader's
+reason): an event time outside the range windows can represent (protobuf allows up to year
+9999), an L4 port above 65535 (protobuf carries ports in a uint32; protobuf has no negative
+uint32).
+
 The tests decode every real sample both ways and compare.
 """
 
@@ -30,11 +35,50 @@ from netwarden.ingest.compact import (
     CompactLayer7,
     CompactStats,
 )
-from netwarden.ingest.flow import ICMP, SCTP, TCP, UDP, CiliumEventType, Layer4, TCPFlags
+from netwarden.ingest.flow import (
+    EARLIEST_EVENT_TIME,
+    ICMP,
+    LATEST_EVENT_TIME,
+    SCTP,
+    TCP,
+    UDP,
+    CiliumEventType,
+    Layer4,
+    TCPFlags,
+)
+from netwarden.ingest.reader import ErrorReason
 
-__all__ = ["DecodeError", "compact_flow", "enum_names", "flow_time_ns", "parse_response"]
+__all__ = [
+    "DecodeError",
+    "OutOfRange",
+    "compact_flow",
+    "enum_names",
+    "flow_time_ns",
+    "parse_response",
+]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_EARLIEST_SECONDS: Final = int(EARLIEST_EVENT_TIME.timestamp())
+_LATEST_SECONDS: Final = int(LATEST_EVENT_TIME.timestamp())
+_MAX_PORT: Final = 0xFFFF
+
+
+class OutOfRange(ValueError):
+    """A protobuf flow with a value the JSON reader would reject; ``reason`` is the reader's
+    :class:`~netwarden.ingest.reader.ErrorReason` for it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _check_ports(kind: str, ports: Any) -> None:
+    if ports.source_port > _MAX_PORT or ports.destination_port > _MAX_PORT:
+        raise OutOfRange(
+            ErrorReason.OUT_OF_RANGE,
+            f"{kind} port outside 0..65535 (source {ports.source_port}, destination "
+            f"{ports.destination_port})",
+        )
 
 
 def enum_names(enum: Any) -> dict[int, str]:
@@ -86,6 +130,7 @@ def _layer4(l4: Any) -> Layer4 | None:
     kind = l4.WhichOneof("protocol")
     if kind == "TCP":
         tcp = l4.TCP
+        _check_ports(kind, tcp)
         return Layer4(
             TCP=TCP(
                 tcp.source_port,
@@ -94,12 +139,14 @@ def _layer4(l4: Any) -> Layer4 | None:
             )
         )
     if kind == "UDP":
+        _check_ports(kind, l4.UDP)
         return Layer4(UDP=UDP(l4.UDP.source_port, l4.UDP.destination_port))
     if kind == "ICMPv4":
         return Layer4(ICMPv4=ICMP(l4.ICMPv4.type, l4.ICMPv4.code))
     if kind == "ICMPv6":
         return Layer4(ICMPv6=ICMP(l4.ICMPv6.type, l4.ICMPv6.code))
     if kind == "SCTP":
+        _check_ports(kind, l4.SCTP)
         return Layer4(SCTP=SCTP(l4.SCTP.source_port, l4.SCTP.destination_port))
     return Layer4()  # VRRP, IGMP or an empty l4: present, no port protocol netwarden counts
 
@@ -119,8 +166,15 @@ def compact_flow(pb: Any) -> CompactFlow:
     """The :class:`CompactFlow` the JSON reader makes of the same flow (``flow_pb2.Flow``).
 
     The caller checks that the flow has a time (``pb.HasField("time")``): the pipeline
-    orders flows by it.
+    orders flows by it. Raises :class:`OutOfRange` for a time or port the reader would reject.
     """
+    seconds = pb.time.seconds
+    if not _EARLIEST_SECONDS <= seconds < _LATEST_SECONDS:
+        raise OutOfRange(
+            ErrorReason.TIME_OUT_OF_RANGE,
+            f"event time {seconds} s since the epoch is outside "
+            f"{EARLIEST_EVENT_TIME:%Y-%m-%d} .. {LATEST_EVENT_TIME:%Y-%m-%d}",
+        )
     has = pb.HasField
     verdict = pb.verdict
     desc = pb.drop_reason_desc

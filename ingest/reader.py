@@ -6,19 +6,24 @@ Shapes (``shared/data/INTERFACES.md`` §2.2), told apart per line:
   and the Hubble exporter (``GetFlowsResponse`` / ``ExportEvent``);
 * ``{"lost_events": ...}``, ``{"node_status": ...}``, ``{"agent_event": ...}``,
   ``{"debug_event": ...}``: exporter / observe lines that are not flows. They are counted (lost
-  events also by number lost and source), never treated as flows;
+  events also by number lost and source), never treated as flows. Only ``lost_events``' two
+  numbers are decoded: the other bodies are checked to be JSON and skipped without building
+  objects, so a 16 MB agent event costs its bytes, not a tree of Python objects 50 times larger;
 * a bare Flow object (legacy ``-o json`` output, ``HUBBLE_COMPAT=legacy-json-output``).
 
 The reader works in one pass with constant memory: it reads fixed-size blocks and decodes their
 lines in a tight loop that assumes they are good; only when one fails does it go over the block
-again line by line to locate and count the bad ones. A bad line (not JSON, not a flow, wrong types, too long) is skipped, counted by reason and
-remembered with its file and line number (the first few), and the stream goes on. No exception
+again line by line to locate and count the bad ones. A bad line (not JSON, not a flow, wrong
+types, a number outside its protobuf range, an event time outside what windows can represent,
+too long) is skipped, counted by reason and remembered with its file and line number (the first
+few), and the stream goes on. No exception
 escapes the reader for bad content; an unreadable file (corrupt gzip, I/O error) ends that file
 with a counted error.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -29,16 +34,44 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import msgspec
 
-from netwarden.ingest.flow import LOST_EVENT_SOURCES, Flow, LostEvent, NodeStatusEvent
+from netwarden.ingest.flow import (
+    EARLIEST_EVENT_TIME,
+    LATEST_EVENT_TIME,
+    LOST_EVENT_SOURCES,
+    Flow,
+    LostEvent,
+)
 from netwarden.ingest.inputfiles import open_input
 
-__all__ = ["BadLine", "ErrorReason", "FlowReader", "ReadStats", "read_flows"]
+__all__ = [
+    "EARLIEST_EVENT_TIME",
+    "LATEST_EVENT_TIME",
+    "BadLine",
+    "ErrorReason",
+    "FlowReader",
+    "ReadStats",
+    "event_time_in_range",
+    "read_flows",
+]
 
 F = TypeVar("F", bound=msgspec.Struct)
 
 _BLOCK_BYTES = 1 << 16
 #: Lines longer than this are skipped (reason ``line_too_long``), bounding memory per line.
 MAX_LINE_BYTES = 16 << 20
+_EARLIEST_NAIVE = EARLIEST_EVENT_TIME.replace(tzinfo=None)
+_LATEST_NAIVE = LATEST_EVENT_TIME.replace(tzinfo=None)
+#: msgspec's message for a number outside its ``Meta(ge=, le=)`` bounds.
+_OUT_OF_RANGE = re.compile(r"^Expected `\w+` [<>]=? ")
+_NULL = msgspec.Raw(b"null")
+
+
+def event_time_in_range(t: datetime) -> bool:
+    """Whether ``t`` lies in [EARLIEST_EVENT_TIME, LATEST_EVENT_TIME) (naive times as UTC).
+    Times outside are rejected as ``time_out_of_range``: see ``flow.LATEST_EVENT_TIME``."""
+    if t.tzinfo is None:
+        return _EARLIEST_NAIVE <= t < _LATEST_NAIVE
+    return EARLIEST_EVENT_TIME <= t < LATEST_EVENT_TIME
 
 
 class ErrorReason:
@@ -49,6 +82,8 @@ class ErrorReason:
     WRONG_TYPE = "wrong_type"
     MISSING_TIME = "missing_time"
     LINE_TOO_LONG = "line_too_long"
+    OUT_OF_RANGE = "out_of_range"  # a number outside its protobuf type (port 70000, -1 bytes)
+    TIME_OUT_OF_RANGE = "time_out_of_range"  # before 1970 or past LATEST_EVENT_TIME
     UNREADABLE = "unreadable_input"
     BAD_MESSAGE = "bad_message"  # a gRPC message that is not a valid GetFlowsResponse
 
@@ -126,20 +161,30 @@ class ReadStats:
         return out
 
 
+_ABSENT = msgspec.Raw()
+
+
+def _given(raw: msgspec.Raw) -> bool:
+    """Whether a raw event body was present (and not ``null``) in the line."""
+    return bool(raw) and raw != _NULL
+
+
 def _line_type(flow_type: type[F]) -> type[Any]:
     """The envelope of a line: ``flow`` or one of the non-flow events, plus node and time.
 
     A legacy bare flow has none of these keys; the reader then decodes the line again as a flow
-    (rare: only old CLIs write that shape), so envelope lines pay for one decode only.
+    (rare: only old CLIs write that shape), so envelope lines pay for one decode only. The
+    bodies of node, agent and debug events are only counted: they stay raw (validated JSON, no
+    objects built), whatever their size.
     """
     return msgspec.defstruct(
         f"{flow_type.__name__}Line",
         [
             ("flow", flow_type | None, None),  # type: ignore[operator]
             ("lost_events", LostEvent | None, None),
-            ("node_status", NodeStatusEvent | None, None),
-            ("agent_event", dict | None, None),
-            ("debug_event", dict | None, None),
+            ("node_status", msgspec.Raw, _ABSENT),
+            ("agent_event", msgspec.Raw, _ABSENT),
+            ("debug_event", msgspec.Raw, _ABSENT),
             ("node_name", str, ""),
             ("time", datetime | None, None),
         ],
@@ -237,9 +282,14 @@ class FlowReader(Generic[F]):
     # -- blocks ---------------------------------------------------------------------------
 
     def _blocks(self, stream: BinaryIO, name: str) -> Iterator[tuple[int, list[bytes]]]:
-        """Split the stream into lists of complete lines, with the number of the first line."""
+        """Split the stream into lists of complete lines, with the number of the first line.
+
+        A line that spans blocks is collected as a list of pieces and joined once, when its end
+        arrives: a long line costs its size a couple of times over, never size squared.
+        """
         line_no = 1
-        carry = b""
+        pieces: list[bytes] = []  # the unfinished last line, in pieces
+        pending = 0  # its length
         skipping_long = False
         failure: BaseException | None = None
         read = getattr(stream, "read1", stream.read)
@@ -265,11 +315,11 @@ class FlowReader(Generic[F]):
                 block = block[cut + 1 :]
                 skipping_long = False
                 line_no += 1
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                if len(carry) > MAX_LINE_BYTES:
+            if block.find(b"\n") < 0:
+                if block:
+                    pieces.append(block)
+                    pending += len(block)
+                if pending > MAX_LINE_BYTES:
                     self.stats.lines += 1
                     self.stats.record_error(
                         name,
@@ -277,15 +327,22 @@ class FlowReader(Generic[F]):
                         ErrorReason.LINE_TOO_LONG,
                         f"line longer than {MAX_LINE_BYTES:,} bytes",
                     )
-                    carry = b""
+                    pieces, pending = [], 0
                     skipping_long = True
                 continue
-            lines = data[:cut].split(b"\n")
-            carry = data[cut + 1 :]
+            if pieces:
+                pieces.append(block)
+                block = b"".join(pieces)
+                pieces, pending = [], 0
+            lines = block.split(b"\n")
+            del block
+            carry = lines.pop()
+            if carry:
+                pieces, pending = [carry], len(carry)
             yield line_no, lines
             line_no += len(lines)
-        if carry and not skipping_long and failure is None:
-            yield line_no, [carry]
+        if pieces and not skipping_long and failure is None:
+            yield line_no, [b"".join(pieces)]
         if failure is not None:
             self.stats.record_error(
                 name, line_no, ErrorReason.UNREADABLE, f"cannot read further: {failure}"
@@ -300,12 +357,13 @@ class FlowReader(Generic[F]):
         has_node = self._has_node_name
         append = out.append
         start = len(out)
+        earliest, latest = EARLIEST_EVENT_TIME, LATEST_EVENT_TIME
         try:  # the common case: every line is an envelope with a timed flow
             for line in lines:
                 item = decode(line)
                 flow = item.flow
-                if flow is None or flow.time is None:
-                    raise _NotPlain
+                if flow is None or (t := flow.time) is None or not earliest <= t < latest:
+                    raise _NotPlain  # (a naive time raises TypeError: also the slow path)
                 if has_node and not flow.node_name:
                     flow.node_name = item.node_name
                 append(flow)
@@ -329,7 +387,7 @@ class FlowReader(Generic[F]):
             except msgspec.ValidationError as exc:
                 msg = str(exc)
                 if " - at `$" in msg:
-                    self.stats.record_error(name, line_no, ErrorReason.WRONG_TYPE, msg)
+                    self.stats.record_error(name, line_no, _validation_reason(msg), msg)
                 else:
                     self.stats.record_error(
                         name,
@@ -348,7 +406,7 @@ class FlowReader(Generic[F]):
                 out.append(result)
 
     def _record(self, reason: str, name: str, line_no: int) -> None:
-        message = self._last_error if reason == ErrorReason.WRONG_TYPE else _MESSAGES[reason]
+        message = _MESSAGES.get(reason) or self._last_error
         self.stats.record_error(name, line_no, reason, message)
 
     def _classify(self, item: Any, lines: list[bytes], index: int) -> F | str | None:
@@ -359,6 +417,9 @@ class FlowReader(Generic[F]):
                 if item.time is None and self._required_time:
                     return ErrorReason.MISSING_TIME
                 flow.time = item.time
+            if flow.time is not None and not event_time_in_range(flow.time):
+                self._last_error = _time_message(flow.time)
+                return ErrorReason.TIME_OUT_OF_RANGE
             if self._has_node_name and not flow.node_name and item.node_name:
                 flow.node_name = item.node_name
             self.stats.flows += 1
@@ -370,13 +431,13 @@ class FlowReader(Generic[F]):
             source = lost.source if isinstance(lost.source, str) else _lost_source_name(lost.source)
             stats.events_lost[source or "UNKNOWN_LOST_EVENT_SOURCE"] += lost.num_events_lost
             return None
-        if item.node_status is not None:
+        if _given(item.node_status):
             stats.node_status_lines += 1
             return None
-        if item.agent_event is not None:
+        if _given(item.agent_event):
             stats.agent_event_lines += 1
             return None
-        if item.debug_event is not None:
+        if _given(item.debug_event):
             stats.debug_event_lines += 1
             return None
         return self._bare_flow(lines[index])
@@ -387,13 +448,16 @@ class FlowReader(Generic[F]):
             flow = self._bare_decoder.decode(line)
         except msgspec.ValidationError as exc:
             self._last_error = str(exc)
-            return ErrorReason.WRONG_TYPE
+            return _validation_reason(self._last_error)
         if not (
             flow.verdict or any(getattr(flow, key, None) is not None for key in _BARE_FLOW_KEYS)
         ):
             return ErrorReason.NOT_A_FLOW
         if self._required_time and flow.time is None:
             return ErrorReason.MISSING_TIME
+        if flow.time is not None and not event_time_in_range(flow.time):
+            self._last_error = _time_message(flow.time)
+            return ErrorReason.TIME_OUT_OF_RANGE
         self.stats.flows += 1
         return flow
 
@@ -403,6 +467,18 @@ _MESSAGES = {
     " debug_event or any flow field",
     ErrorReason.MISSING_TIME: "flow has no event time (neither flow.time nor the envelope's time)",
 }
+
+
+def _validation_reason(message: str) -> str:
+    """``out_of_range`` for a number outside its bounds, else ``wrong_type``."""
+    return ErrorReason.OUT_OF_RANGE if _OUT_OF_RANGE.match(message) else ErrorReason.WRONG_TYPE
+
+
+def _time_message(t: datetime) -> str:
+    return (
+        f"event time {t.isoformat()} is outside {EARLIEST_EVENT_TIME:%Y-%m-%d} .. "
+        f"{LATEST_EVENT_TIME:%Y-%m-%d}"
+    )
 
 
 def _lost_source_name(code: int) -> str:

@@ -117,7 +117,8 @@ def parse_filter_key(key: str) -> tuple[str, str]:
 
 
 def label_list(labels: Any) -> tuple[str, ...]:
-    """Endpoint labels from a decoded list/tuple or a raw JSON list (``CompactEndpoint``)."""
+    """Endpoint labels from a decoded list/tuple, a raw JSON list (``CompactEndpoint`` of a
+    file) or a protobuf repeated field (``CompactEndpoint`` of the Hubble gRPC source)."""
     if isinstance(labels, tuple):
         return labels
     if isinstance(labels, list):
@@ -129,7 +130,10 @@ def label_list(labels: Any) -> tuple[str, ...]:
                 return tuple(_labels_decoder.decode(raw))
             except msgspec.MsgspecError:
                 return ()
-    return ()
+        return ()
+    if labels is None or isinstance(labels, (str, bytes)):
+        return ()
+    return tuple(str(label) for label in labels)
 
 
 def _as_value(value: Any) -> str:

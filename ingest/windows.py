@@ -7,6 +7,16 @@ already closed when it arrived is *late*: it is counted (``BuilderStats.late_flo
 added, so closed windows never change. Lateness is decided per flow against the watermark as it
 was when that flow arrived, so the result does not depend on how the stream is batched.
 
+The watermark follows the *stream's* time, not any single flow's: a flow stamped more than
+``max_skew`` ahead of the newest time the stream has confirmed (a node with a broken clock, a
+corrupt line stamped 9999-12-31) is held aside instead of moving the watermark. Each flow that
+arrives after it either confirms it (is not more than ``max_skew`` behind it) or contradicts it;
+once one side has :data:`CONFIRMATIONS` votes, the held flow is either followed (the whole stream
+has moved: a replay of another day, a node that was off) or dropped and counted
+(``BuilderStats.future_flows``, logged once per burst). So one flow, or one node's flows, can
+never move the watermark past everybody else's, and a stream that really jumps is followed
+after a few dozen flows with nothing lost.
+
 Memory is bounded by the active identities: open windows exist only for identities seen within
 the lateness horizon, window statistics are counters and fixed-size sketches, the new-peer
 baseline keeps at most ``baseline_peers`` peers per identity side and at most
@@ -15,9 +25,11 @@ baseline keeps at most ``baseline_peers`` peers per identity side and at most
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -34,12 +46,36 @@ from netwarden.ingest.features import (
     PENDING_LIMIT,
     SideStats,
 )
-from netwarden.ingest.flow import DROP_REASONS
+from netwarden.ingest.flow import DROP_REASONS, EARLIEST_EVENT_TIME, LATEST_EVENT_TIME
 from netwarden.ingest.identity import IdentityResolver, Peer, Subject
 from netwarden.ingest.sketch import stable_hash64
 from netwarden.validation import check_ranges
 
-__all__ = ["BuilderStats", "ClosedWindow", "WindowBuilder", "WindowConfig", "windows_to_rows"]
+__all__ = [
+    "CONFIRMATIONS",
+    "START_CONFIRMATIONS",
+    "BuilderStats",
+    "ClosedWindow",
+    "WindowBuilder",
+    "WindowConfig",
+    "windows_to_rows",
+]
+
+_log = logging.getLogger(__name__)
+#: At most one log line per burst of flows far ahead of the stream, and per this many seconds.
+_LOG_EVERY: Final = 60.0
+
+#: Votes that decide about a flow held for being far ahead of the stream: it is followed when
+#: this many later flows confirm its time and they outnumber those that contradict it, dropped
+#: when as many contradict it. At the hundreds of flows a second of even a small cluster this is
+#: a fraction of a second of stream; a node with a broken clock is a minority of the flows, so
+#: its flows are dropped, unless it is most of the traffic (then nothing can tell it is wrong).
+CONFIRMATIONS: Final = 64
+#: The same for the first flows of a stream, which have no stream time to be compared with:
+#: its time is taken from the first flow that this many later flows confirm (more than
+#: contradict), so that a corrupt first line cannot set it, and the windows of a short stream
+#: start without waiting for many flows.
+START_CONFIRMATIONS: Final = 8
 
 _POLICY_REASONS: Final = frozenset({"POLICY_DENIED", "POLICY_DENY", "L7_DENIED"})
 #: Rule 2 of netwarden.ingest.direction, for the common case of a known traffic direction.
@@ -51,6 +87,8 @@ _REQUEST: Final = frozenset({"REQUEST", 1})
 _HASH_CACHE_LIMIT: Final = 1 << 17
 _PROTO_ICMP, _PROTO_TCP, _PROTO_UDP, _PROTO_SCTP = 1, 6, 17, 132
 _PROTO_NAMES: Final = {_PROTO_TCP: "TCP", _PROTO_UDP: "UDP", _PROTO_SCTP: "SCTP"}
+_EARLIEST: Final = EARLIEST_EVENT_TIME.timestamp()
+_LATEST: Final = LATEST_EVENT_TIME.timestamp()
 
 
 #: Valid ranges of the WindowConfig parameters, checked once when a config is made.
@@ -60,6 +98,7 @@ _CONSTRAINTS: Final[dict[str, tuple[float, float]]] = {
     "baseline_peers": (1, 1 << 20),
     "max_baseline_subjects": (1, 1 << 24),
     "novelty_seconds": (0.0, 30 * 86_400.0),
+    "max_skew": (1.0, 86_400.0),
 }
 
 
@@ -82,6 +121,17 @@ class WindowConfig:
         How long a peer or DNS name stays *new* to an identity after its first use, 0 s to 30
         days (default 3600). An attacker's new connection is new in every window of its first
         hour, not only in the first one; a benign new dependency settles into the baseline.
+    max_skew:
+        How far ahead of the stream's time (the newest event time it has confirmed) one flow
+        may be and still move it, 1 s to 1 day (default 60, one default window). Hubble
+        stamps flows with the node's clock and NTP keeps nodes within milliseconds of each
+        other, so a flow a window or more ahead of all the others comes from a broken clock (an
+        RTC set to local time is hours off) or a corrupt line, not from the network; moving the
+        watermark to it would make every other node's flows late. Such a flow is held until
+        the flows after it confirm or contradict it (:data:`CONFIRMATIONS`). Lower it towards
+        ``allowed_lateness`` to also stop a node skewed by less than a window (any skew beyond
+        the lateness makes the others' flows late); the cost is that a replayed file with quiet
+        gaps longer than ``max_skew`` is held back by a few dozen flows at each gap.
     """
 
     window_seconds: float = 60.0
@@ -89,6 +139,7 @@ class WindowConfig:
     baseline_peers: int = 4096
     max_baseline_subjects: int = 100_000
     novelty_seconds: float = 3600.0
+    max_skew: float = 60.0
 
     def __post_init__(self) -> None:
         check_ranges(self, _CONSTRAINTS)
@@ -101,6 +152,10 @@ class BuilderStats:
     flows_seen: int = 0
     flows_counted: int = 0
     late_flows: int = 0
+    #: Flows dropped for being stamped far ahead of the stream (see ``max_skew``).
+    future_flows: int = 0
+    #: The first of them, readable (time, how far ahead, where from).
+    future_example: str = ""
     not_counted: Counter[str] = field(default_factory=Counter)
     windows_closed: int = 0
     max_open_windows: int = 0
@@ -210,18 +265,32 @@ class WindowBuilder:
 
     Feed it with :meth:`add` (any iterable of Flow-like records, in roughly event-time order),
     collect the windows it returns as the watermark passes them, and :meth:`flush` at the end.
+    ``log`` receives one line per burst of flows dropped for being far ahead of the stream
+    (default: this module's logger, at warning level).
     """
 
     def __init__(
-        self, config: WindowConfig | None = None, *, resolver: IdentityResolver | None = None
+        self,
+        config: WindowConfig | None = None,
+        *,
+        resolver: IdentityResolver | None = None,
+        log: Callable[[str], Any] | None = None,
     ) -> None:
         self.config = config or WindowConfig()
         self.resolver = resolver or IdentityResolver()
         self.stats = BuilderStats()
+        self.log = log or _log.warning
         self._width = float(self.config.window_seconds)
         self._lateness = float(self.config.allowed_lateness)
+        self._skew = float(self.config.max_skew)
         self._open: dict[int, dict[Subject, _Open]] = {}
+        #: The stream's time: the newest event time it has confirmed.
         self._max_time = -math.inf
+        #: Flows held for being more than max_skew ahead of it, in arrival order, as [time,
+        #: flow, later flows confirming it, later flows contradicting it, stream time then].
+        self._held: list[list[Any]] = []
+        self._burst_logged = False
+        self._next_log = 0.0
         # Late iff (window index + 1) <= _late_limit, i.e. its end is at or before the watermark.
         self._late_limit = -math.inf
         #: (subject, side) -> {peer or DNS-name hash: first use (window start, Unix seconds)},
@@ -241,17 +310,32 @@ class WindowBuilder:
 
     def flush(self) -> list[ClosedWindow]:
         """Close every open window (end of stream)."""
+        self._settle(end=True)
         return self._close_until(math.inf)
+
+    def settle(self) -> list[ClosedWindow]:
+        """The stream went quiet: decide now about the flows held for being far ahead of it
+        (followed if more later flows confirmed than contradicted them, else dropped; the very
+        first flows of a stream define its time) and return the windows that closes."""
+        self._settle()
+        return self._close_until(self._late_limit)
 
     def advance(self, event_time: float) -> list[ClosedWindow]:
         """Move event time to ``event_time`` (Unix seconds) without a flow, as a live service
         does when its stream is quiet, and return the windows the watermark now passes. Never
-        moves time backwards."""
+        moves time backwards. The stream is quiet: held flows are decided first (:meth:`settle`)."""
+        self._settle()
         if event_time > self._max_time:
             self._max_time = event_time
             self._late_limit = (event_time - self._lateness) / self._width
             self.stats.watermark = event_time - self._lateness
+            self._resolve(math.inf)
         return self._close_until(self._late_limit)
+
+    @property
+    def held_flows(self) -> int:
+        """Flows held for being far ahead of the stream, not yet followed or dropped."""
+        return len(self._held)
 
     def forget(self, window: ClosedWindow) -> None:
         """Take back what ``window`` taught the baselines: the peers and DNS names first used in
@@ -308,7 +392,9 @@ class WindowBuilder:
 
     # -- hot path -------------------------------------------------------------------------
 
-    def _add(self, flows: Iterable[Any]) -> None:
+    def _add(self, flows: Iterable[Any], trusted: bool = False) -> None:
+        """Count ``flows`` into windows. ``trusted``: their times were judged already (held
+        flows followed or released, a flow judged on time while others are held)."""
         stats = self.stats
         resolver = self.resolver
         cache_get = resolver.cache.get
@@ -317,8 +403,13 @@ class WindowBuilder:
         peer_names = self._peer_names
         width = self._width
         lateness = self._lateness
+        skew = self._skew
         max_time = self._max_time
         late_limit = self._late_limit
+        # Flows after ahead_limit go the slow way (self._arrive): far ahead of the stream, or
+        # every flow while some are held (-inf); none when trusted (+inf).
+        every, none = -math.inf, math.inf
+        ahead_limit = none if trusted else every if self._held else max_time + skew
         open_windows = self._open
         not_counted = stats.not_counted
         count_side = self._count_side
@@ -329,8 +420,28 @@ class WindowBuilder:
             seen += 1
             t = f.time.timestamp()
             if t > max_time:
+                if t > ahead_limit:
+                    self._max_time = max_time
+                    self._late_limit = late_limit
+                    self._arrive(f, t)
+                    max_time = self._max_time
+                    late_limit = self._late_limit
+                    ahead_limit = every if self._held else max_time + skew
+                    last_widx = None
+                    continue
                 max_time = t
                 late_limit = (t - lateness) / width
+                if ahead_limit != none:
+                    ahead_limit = t + skew
+            elif ahead_limit == every:  # flows are held: every flow votes on them
+                self._max_time = max_time
+                self._late_limit = late_limit
+                self._arrive(f, t)
+                max_time = self._max_time
+                late_limit = self._late_limit
+                ahead_limit = every if self._held else max_time + skew
+                last_widx = None
+                continue
             widx = int(t // width)
             if widx + 1 <= late_limit:
                 late += 1
@@ -443,7 +554,8 @@ class WindowBuilder:
                 counted += 1
             else:
                 no_subject += 1
-        stats.flows_seen += seen
+        if not trusted:
+            stats.flows_seen += seen
         stats.flows_counted += counted
         stats.late_flows += late
         if no_subject:
@@ -454,6 +566,99 @@ class WindowBuilder:
         if len(peer_names) > _HASH_CACHE_LIMIT:
             peer_names.clear()  # bounded; names are re-learned when endpoints are resolved again
         resolver.trim()
+
+    # -- the stream's time --------------------------------------------------------------------
+
+    def _arrive(self, f: Any, t: float) -> None:
+        """A flow far ahead of the stream's time, or any flow while some are held (state is in
+        ``self``): it votes on the held flows, is held itself or counted, and the held flows
+        that now have enough votes, or that the stream's time has caught up with, move on."""
+        if not _EARLIEST <= t < _LATEST:  # only from sources that do not check (the reader does)
+            self.stats.not_counted["time_out_of_range"] += 1
+            return
+        skew = self._skew
+        held = self._held
+        before = self._max_time
+        votes = CONFIRMATIONS if before > -math.inf else START_CONFIRMATIONS
+        decided = False
+        if held:
+            reach = t + skew  # t confirms a held time h unless it is far behind it (t < h - skew)
+            for entry in held:
+                if entry[0] <= reach:
+                    entry[2] += 1
+                    decided = decided or entry[2] >= votes
+                else:
+                    entry[3] += 1
+                    decided = decided or entry[3] >= votes
+        if t > before + skew:
+            if not held:
+                self._burst_logged = False
+            held.append([t, f, 0, 0, before])
+        else:
+            self._add((f,), trusted=True)
+        if decided or (held and self._max_time > before):
+            self._resolve(votes)
+
+    def _resolve(self, votes: float) -> None:
+        """Go over the held flows in arrival order: count those the stream's time has caught up
+        with and those ``votes`` later flows confirmed (more than contradicted them: the stream
+        follows them), drop those that as many contradicted, keep the others. Flows are counted
+        one by one in arrival order, as they would have been had none been held."""
+        skew = self._skew
+        moved = True
+        while moved and self._held:
+            moved = False
+            held, self._held = self._held, []
+            dropped = []
+            for entry in held:
+                t, f, confirmed, contradicted, _ = entry
+                decided = confirmed >= votes or contradicted >= votes
+                if t <= self._max_time + skew or (decided and confirmed > contradicted):
+                    self._add((f,), trusted=True)
+                    moved = True
+                elif decided:
+                    dropped.append(entry)
+                else:
+                    self._held.append(entry)
+            if dropped:
+                self._drop(dropped)
+
+    def _drop(self, entries: list[list[Any]]) -> None:
+        """Drop held flows as far ahead of the stream: counted, logged once per burst."""
+        stats = self.stats
+        stats.future_flows += len(entries)
+        if stats.future_example and self._burst_logged:
+            return
+        t, f, *_, stream_time = entries[0]
+        example = _describe_future(f, t, stream_time)
+        if not stats.future_example:
+            stats.future_example = example
+        now = time.monotonic()
+        if not self._burst_logged and now >= self._next_log:
+            self._burst_logged = True
+            self._next_log = now + _LOG_EVERY
+            self.log(
+                f"flow stamped far ahead of the stream dropped (not allowed to move the "
+                f"watermark; max_skew {self._skew:g} s): {example}; further ones are counted "
+                f"as future flows"
+            )
+
+    def _settle(self, *, end: bool = False) -> None:
+        """Decide about every held flow now, by the votes it has: followed if more later flows
+        confirmed than contradicted it, else dropped. The last flow, which nothing voted on, is
+        followed at the end of the stream (it can no longer make other flows late) or when the
+        stream has no time yet; while the stream goes on it is dropped: a live stream's time
+        moves on with the wall clock while it is quiet, so a flow still far ahead of it after a
+        quiet spell comes from a wrong clock."""
+        if not self._held:
+            return
+        self._resolve(1)
+        if self._held and (end or self._max_time == -math.inf):
+            held, self._held = self._held, []
+            self._add([entry[1] for entry in held], trusted=True)
+        if self._held:
+            held, self._held = self._held, []
+            self._drop(held)
 
     def _count_side(
         self,
@@ -635,6 +840,33 @@ class WindowBuilder:
             for h in list(baseline)[:over]:
                 del baseline[h]
         return new
+
+
+def _describe_future(f: Any, t: float, stream_time: float) -> str:
+    """A readable line about a flow far ahead of the stream: its time, by how much, from where."""
+    stamp = getattr(f, "time", None)
+    text = stamp.isoformat() if stamp is not None else f"{t:.0f}"
+    if stream_time > -math.inf:
+        ahead = t - stream_time
+        size = (
+            f"{ahead / 86_400 / 365.25:,.0f} years"
+            if ahead >= 2 * 365 * 86_400
+            else f"{ahead / 86_400:,.1f} days"
+            if ahead >= 2 * 86_400
+            else f"{ahead:,.0f} s"
+        )
+        text += f", {size} ahead of the stream ({datetime.fromtimestamp(stream_time, UTC):%Y-%m-%dT%H:%M:%SZ})"
+    node = getattr(f, "node_name", "")
+    ends = [
+        f"{ep.namespace}/{ep.pod_name}" if ep.pod_name else f"identity {ep.identity}"
+        for ep in (f.source, f.destination)
+        if ep is not None
+    ]
+    if ends:
+        text += ", " + " -> ".join(ends)
+    if node:
+        text += f", node {node}"
+    return text
 
 
 def windows_to_rows(windows: Sequence[ClosedWindow]) -> list[dict[str, Any]]:

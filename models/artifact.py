@@ -13,12 +13,19 @@ Loading never runs code from the files: skops rebuilds only the types it is told
 netwarden trusts exactly the scikit-learn types of its pipeline. Every file's SHA-256 is checked
 against the manifest first, so a changed or truncated file is refused with its name, and a
 manifest from another format or with other feature columns is refused with what differs.
+
+With a signing key (:mod:`netwarden.models.signing`) the manifest is signed when saved and its
+signature is checked before anything in it is used, so an edited threshold or a swapped file
+with a matching digest is refused too; a manifest without a signature is then refused as well.
+Every field is checked for its type before use: a malformed manifest is one
+:class:`ArtifactError` line naming the field, never a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import zipfile
@@ -33,6 +40,7 @@ import skops.io as sio
 from netwarden import __version__
 from netwarden.ingest.windows import WindowConfig
 from netwarden.models.forest import FittedModel
+from netwarden.models.signing import sign, signature_problem
 from netwarden.models.spec import MODEL_COLUMNS
 from netwarden.models.training import ModelBundle, TrainConfig
 
@@ -64,6 +72,7 @@ class ModelVersion:
     data_hash: str = ""
     libraries: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    signed: bool = False  # its manifest carries a signature (checked only when loading)
 
 
 def list_versions(model_dir: str | Path) -> list[ModelVersion]:
@@ -99,6 +108,7 @@ def list_versions(model_dir: str | Path) -> list[ModelVersion]:
                     data_hash=str(manifest.get("data_hash", "")),
                     libraries=dict(manifest.get("libraries", {})),
                     path=folder,
+                    signed=manifest.get("signature") is not None,
                 )
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -140,20 +150,21 @@ def _libraries() -> dict[str, str]:
     }
 
 
-def save_bundle(bundle: ModelBundle, model_dir: str | Path) -> Path:
-    """Write ``bundle`` as a new version under ``model_dir`` and make it current."""
+def save_bundle(bundle: ModelBundle, model_dir: str | Path, *, key: bytes | None = None) -> Path:
+    """Write ``bundle`` as a new version under ``model_dir`` and make it current; signed with
+    ``key`` (see :mod:`netwarden.models.signing`), or marked unsigned without one."""
     root = Path(model_dir)
     created = datetime.now(UTC)
     version = f"v{created:%Y%m%dT%H%M%S}Z-{bundle.data_hash[:8]}"
     folder = root / version
     (folder / "models").mkdir(parents=True, exist_ok=False)
     entries = []
-    for n, (key, model) in enumerate(sorted(bundle.models.items())):
+    for n, (model_key, model) in enumerate(sorted(bundle.models.items())):
         rel = f"models/{n:04d}.skops"
         sio.dump(model.pipeline, folder / rel, compression=zipfile.ZIP_DEFLATED)
         entries.append(
             {
-                "key": key,
+                "key": model_key,
                 "file": rel,
                 "sha256": _sha256(folder / rel),
                 "rows": model.rows,
@@ -188,6 +199,8 @@ def save_bundle(bundle: ModelBundle, model_dir: str | Path) -> Path:
         "baselines": {"file": "baselines.json", "sha256": _sha256(baselines)},
         "models": entries,
     }
+    manifest = json.loads(json.dumps(manifest))  # sign exactly what a reader will parse
+    manifest["signature"] = sign(manifest, key) if key is not None else None
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
     tmp = root / "CURRENT.tmp"
     tmp.write_text(version + "\n")
@@ -220,14 +233,25 @@ def _read_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
 def _check_compatible(folder: Path, manifest: dict[str, Any]) -> None:
     fmt = manifest.get("format")
     if fmt != FORMAT:
-        made_by = manifest.get("libraries", {}).get("netwarden", "an unknown version")
+        libraries = manifest.get("libraries")
+        made_by = (
+            libraries.get("netwarden", "an unknown version")
+            if isinstance(libraries, dict)
+            else "an unknown version"
+        )
         raise ArtifactError(
             f"{folder}: model format {fmt!r} (written by netwarden {made_by}) cannot be read by "
             f"netwarden {__version__}, which reads {FORMAT!r}; retrain with `netwarden train`"
         )
     columns = manifest.get("columns")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        shown = repr(columns)[:60]
+        raise ArtifactError(
+            f"{folder / 'manifest.json'}: malformed manifest: columns: expected a list of "
+            f"feature names, got {type(columns).__name__} {shown}"
+        )
     if columns != list(MODEL_COLUMNS):
-        theirs = set(columns or [])
+        theirs = set(columns)
         ours = set(MODEL_COLUMNS)
         detail = []
         if ours - theirs:
@@ -281,11 +305,159 @@ def _floats(values: list[float | None]) -> np.ndarray:
     return np.asarray([np.inf if v is None else float(v) for v in values], dtype=np.float64)
 
 
-def load_bundle(model_dir: str | Path) -> ModelBundle:
-    """Load the current version of ``model_dir``, verifying it before trusting any of it."""
+class _Malformed(Exception):
+    """A manifest field of the wrong type or value (``where``: its path in the manifest)."""
+
+    def __init__(self, where: str, expected: str, got: Any) -> None:
+        shown = repr(got)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        super().__init__(f"{where}: expected {expected}, got {type(got).__name__} {shown}")
+
+
+def _is_number(v: Any, *, finite: bool = True) -> bool:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return ok and (not finite or math.isfinite(v))
+
+
+def _need(ok: bool, where: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise _Malformed(where, expected, got)
+
+
+def _timestamp(m: dict[str, Any], name: str) -> None:
+    v = m.get(name)
+    _need(isinstance(v, str), name, "an ISO 8601 timestamp", v)
+    try:
+        datetime.fromisoformat(v)
+    except ValueError:
+        raise _Malformed(name, "an ISO 8601 timestamp", v) from None
+
+
+def _vector(entry: dict[str, Any], name: str, where: str, *, infinite: bool) -> None:
+    v = entry.get(name)
+    n = len(MODEL_COLUMNS)
+    what = f"a list of {n} numbers" + (" (null: unbounded)" if infinite else "")
+    _need(isinstance(v, list) and len(v) == n, f"{where}.{name}", what, v)
+    for i, x in enumerate(v):
+        _need(
+            _is_number(x) or (infinite and x is None), f"{where}.{name}[{i}]", "a finite number", x
+        )
+
+
+def _check_fields(m: dict[str, Any]) -> None:
+    """Raise :class:`_Malformed` for the first field of the wrong type (compatible format)."""
+    _need(
+        isinstance(m.get("columns"), list) and all(isinstance(c, str) for c in m["columns"]),
+        "columns",
+        "a list of feature names",
+        m.get("columns"),
+    )
+    _need(isinstance(m.get("config"), dict), "config", "an object", m.get("config"))
+    if "windows" in m:
+        _need(isinstance(m["windows"], dict), "windows", "an object", m["windows"])
+    else:
+        _need(
+            _is_number(m.get("window_seconds")),
+            "window_seconds",
+            "a number",
+            m.get("window_seconds"),
+        )
+    for name in ("created", "training_start", "training_end"):
+        _timestamp(m, name)
+    rows = m.get("rows")
+    _need(
+        isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0, "rows", "a count", rows
+    )
+    _need(isinstance(m.get("data_hash"), str), "data_hash", "a string", m.get("data_hash"))
+    ns = m.get("namespaces")
+    _need(
+        isinstance(ns, dict) and all(isinstance(v, str) for v in ns.values()),
+        "namespaces",
+        "an object of identity: namespace",
+        ns,
+    )
+    if "libraries" in m:
+        _need(isinstance(m["libraries"], dict), "libraries", "an object", m["libraries"])
+    _file_entry(m.get("baselines"), "baselines")
+    models = m.get("models")
+    _need(isinstance(models, list) and len(models) > 0, "models", "a non-empty list", models)
+    keys: set[str] = set()
+    for i, entry in enumerate(models):
+        where = f"models[{i}]"
+        _file_entry(entry, where)
+        key = entry.get("key")
+        _need(isinstance(key, str) and key not in keys, f"{where}.key", "a unique model key", key)
+        keys.add(key)
+        rows = entry.get("rows")
+        _need(
+            isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0,
+            f"{where}.rows",
+            "a count",
+            rows,
+        )
+        _need(
+            _is_number(entry.get("forest_threshold")),
+            f"{where}.forest_threshold",
+            "a finite number",
+            entry.get("forest_threshold"),
+        )
+        for name in ("median", "spread", "t_median"):
+            _vector(entry, name, where, infinite=False)
+        for name in ("deviation_limits", "t_scale"):
+            _vector(entry, name, where, infinite=True)
+        quantiles = entry.get("train_score_quantiles", {})
+        _need(
+            isinstance(quantiles, dict) and all(_is_number(v) for v in quantiles.values()),
+            f"{where}.train_score_quantiles",
+            "an object of numbers",
+            quantiles,
+        )
+    _need("global" in keys, "models", "a global model among them", sorted(keys)[:5])
+
+
+def _file_entry(entry: Any, where: str) -> None:
+    _need(isinstance(entry, dict), where, "an object", entry)
+    _need(isinstance(entry.get("file"), str), f"{where}.file", "a file name", entry.get("file"))
+    digest = entry.get("sha256")
+    _need(
+        isinstance(digest, str) and len(digest) == 64,
+        f"{where}.sha256",
+        "a SHA-256 hex digest",
+        digest,
+    )
+
+
+def load_bundle(
+    model_dir: str | Path, *, key: bytes | None = None, require_signature: bool | None = None
+) -> ModelBundle:
+    """Load the current version of ``model_dir``, verifying it before trusting any of it.
+
+    With ``key``, a signed manifest must carry that key's signature, and an unsigned one is
+    refused unless ``require_signature`` is False (by default it is required exactly when a
+    key is given). Without a key, signatures cannot be checked: the file digests still are.
+    """
     root = Path(model_dir)
     folder, manifest = _read_manifest(root)
+    required = key is not None if require_signature is None else require_signature
+    problem = signature_problem(manifest, key, required=required)
+    if problem is not None:
+        raise ArtifactError(f"{folder}: refusing the model: {problem}")
     _check_compatible(folder, manifest)
+    try:
+        _check_fields(manifest)
+    except _Malformed as exc:
+        raise ArtifactError(f"{folder / 'manifest.json'}: malformed manifest: {exc}") from None
+    settings: dict[str, Any] = {}
+    for name, make in (
+        ("config", lambda: TrainConfig(**manifest["config"])),
+        ("windows", lambda: _windows(manifest)),
+    ):
+        try:
+            settings[name] = make()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"{folder / 'manifest.json'}: corrupted manifest ({name}: {exc})"
+            ) from None
     try:
         models: dict[str, FittedModel] = {}
         for entry in manifest["models"]:
@@ -307,8 +479,8 @@ def load_bundle(model_dir: str | Path) -> ModelBundle:
         return ModelBundle(
             models=models,
             columns=tuple(manifest["columns"]),
-            config=TrainConfig(**manifest["config"]),
-            windows=_windows(manifest),
+            config=settings["config"],
+            windows=settings["windows"],
             training_start=datetime.fromisoformat(manifest["training_start"]),
             training_end=datetime.fromisoformat(manifest["training_end"]),
             rows=int(manifest["rows"]),
@@ -327,7 +499,9 @@ def load_bundle(model_dir: str | Path) -> ModelBundle:
 def library_mismatch(model_dir: str | Path) -> str | None:
     """A warning when the current version was written with another scikit-learn release."""
     _, manifest = _read_manifest(Path(model_dir))
-    theirs = manifest.get("libraries", {}).get("scikit-learn", "")
+    libraries = manifest.get("libraries")
+    theirs = libraries.get("scikit-learn", "") if isinstance(libraries, dict) else ""
+    theirs = theirs if isinstance(theirs, str) else ""
     ours = _libraries()["scikit-learn"]
     if theirs.split(".")[:2] != ours.split(".")[:2]:
         return (

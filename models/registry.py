@@ -4,7 +4,9 @@
 folder's ``CURRENT`` file atomically; :class:`CurrentModel` notices on its next :meth:`refresh`
 and swaps the loaded bundle in one assignment, so scoring threads see the old or the new model, never a
 mix. A version that cannot be used (tampered, incompatible, another window length) is refused
-with its reason kept in :attr:`error`, and the previous model stays in service.
+with its reason kept in :attr:`error`, and the previous model stays in service. With a signing
+key, a version must carry that key's signature (:mod:`netwarden.models.signing`): an edited
+manifest or an unsigned version is refused the same way.
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ class CurrentModel:
     """Holds the loaded current version of ``model_dir``; thread-safe to read.
 
     ``windows`` are the windows the service builds: a version trained on another window length
-    is refused (its scores would mean nothing). Other settings (lateness) may differ.
+    is refused (its scores would mean nothing). Other settings (lateness) may differ. ``key``
+    is the signing key: with one, only versions it signed are loaded; without one (None),
+    signatures are not checked.
     """
 
-    def __init__(self, model_dir: Path, *, windows: WindowConfig) -> None:
+    def __init__(self, model_dir: Path, *, windows: WindowConfig, key: bytes | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.windows = windows
+        self._key = key
         self.loaded: LoadedModel | None = None
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -56,7 +61,7 @@ class CurrentModel:
                 return False
             self._seen = name
             try:
-                bundle = load_bundle(self.model_dir)
+                bundle = load_bundle(self.model_dir, key=self._key)
                 theirs, ours = bundle.windows.window_seconds, self.windows.window_seconds
                 if abs(theirs - ours) > 1e-9:
                     raise ArtifactError(

@@ -130,6 +130,12 @@ class EbpfConfig(_Section):
             '"off", or the path of a kubeconfig file'
         ),
     )
+
+    @field_validator("kubernetes", mode="before")
+    @classmethod
+    def _kubernetes(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads an unquoted `off` as false
+
     udp_peers: bool = Field(
         True,
         description=(
@@ -171,7 +177,11 @@ class GeneratorConfig(_Section):
 
 _WINDOW_DEFAULTS: Final = WindowConfig()
 #: Option of the windows section -> the WindowConfig parameter it sets.
-_WINDOW_PARAMETERS: Final = {"seconds": "window_seconds", "lateness": "allowed_lateness"}
+_WINDOW_PARAMETERS: Final = {
+    "seconds": "window_seconds",
+    "lateness": "allowed_lateness",
+    "max_skew": "max_skew",
+}
 
 
 class WindowsConfig(_Section):
@@ -183,6 +193,14 @@ class WindowsConfig(_Section):
         _WINDOW_DEFAULTS.allowed_lateness,
         description=(
             "how far behind the newest event time a flow may arrive and still count (seconds)"
+        ),
+    )
+    max_skew: float = Field(
+        _WINDOW_DEFAULTS.max_skew,
+        description=(
+            "a flow stamped further than this ahead of the stream's time (seconds) does not move "
+            "it until later flows confirm it; contradicted, it is dropped and counted (a node's "
+            "broken clock or a corrupt line)"
         ),
     )
     idle_close: float = Field(
@@ -215,6 +233,14 @@ class ModelsConfig(_Section):
         description=(
             "train a first model on generated history when the folder holds none (generator "
             "source only; other sources wait for `netwarden train`)"
+        ),
+    )
+    signing_key_file: Path | None = Field(
+        None,
+        description=(
+            "file holding the key (32+ bytes) model versions must be signed with, e.g. a mounted "
+            "Kubernetes Secret; pass the same file to `netwarden train --signing-key` (default: "
+            "<data_dir>/model-signing.key, made with mode 0600 on first start)"
         ),
     )
 
@@ -251,6 +277,15 @@ class ApiConfig(_Section):
         description=(
             "YAML/JSON list of {name, role, sha256} API tokens (also NETWARDEN_API_TOKENS="
             "name:role:sha256,...); create one with `netwarden token`"
+        ),
+    )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=65_536,
+        le=67_108_864,
+        description=(
+            "largest request body accepted, in bytes (a 413 past it; the largest body is a "
+            "policy proposal, and Kubernetes stores objects up to about 1.5 MiB)"
         ),
     )
 
@@ -292,6 +327,19 @@ class AlertsConfig(_Section):
         description="longest wait between retries (seconds); a message is retried until delivered",
     )
     request_timeout: float = Field(10.0, gt=0, description="seconds per HTTP request to a sink")
+    firing_hold: float = Field(
+        360.0,
+        ge=1,
+        le=86_400,
+        description=(
+            "an anomaly Alertmanager never saw firing (it was down, or the anomaly was over "
+            "at once) is sent firing for this long, then resolved: longer than the route's "
+            "group_wait and group_interval (default 5 m), so Alertmanager notifies it"
+        ),
+    )
+    slack_send_resolved: bool = Field(
+        True, description="Slack: a short notice when an announced anomaly is over"
+    )
 
 
 class RemediationConfig(_Section):
@@ -308,6 +356,33 @@ class RemediationConfig(_Section):
         le=10_000_000,
         description=("recent flows kept in memory to simulate proposals against (0: none)"),
     )
+    require_second_approver: bool = Field(
+        True,
+        description=(
+            "a proposal's author cannot approve it: a person's proposal needs another person's "
+            "approval (automatic proposals, by netwarden, need one person's)"
+        ),
+    )
+    kubernetes: str = Field(
+        "off",
+        description=(
+            "the cluster approved proposals are applied to (POST /api/v1/proposals/{id}/apply): "
+            '"off" (nothing is applied), "in-cluster" (the pod\'s service account), or the '
+            "path of a kubeconfig file"
+        ),
+    )
+    kubernetes_context: str | None = Field(
+        None, description="kubeconfig context to use (default: the file's current-context)"
+    )
+
+    @field_validator("kubernetes", mode="before")
+    @classmethod
+    def _kubernetes(cls, value: Any) -> Any:
+        if value is False:  # YAML 1.1 reads an unquoted `off` as false
+            return "off"
+        if isinstance(value, str) and not value.strip():
+            raise ValueError('expected "off", "in-cluster" or the path of a kubeconfig file')
+        return value.strip() if isinstance(value, str) else value
 
 
 class ServiceConfig(BaseSettings):
@@ -363,12 +438,19 @@ class ServiceConfig(BaseSettings):
     def window_config(self) -> WindowConfig:
         """The windows of this service (valid: each option was checked by WindowConfig)."""
         return WindowConfig(
-            window_seconds=self.windows.seconds, allowed_lateness=self.windows.lateness
+            window_seconds=self.windows.seconds,
+            allowed_lateness=self.windows.lateness,
+            max_skew=self.windows.max_skew,
         )
 
     @property
     def model_dir(self) -> Path:
         return self.models.dir or self.data_dir / "models"
+
+    @property
+    def model_signing_key_file(self) -> Path:
+        """The configured signing key file, or the embedded default's in the data folder."""
+        return self.models.signing_key_file or self.data_dir / "model-signing.key"
 
     @property
     def store_url(self) -> str:
@@ -388,9 +470,16 @@ def load_config(path: Path | None) -> ServiceConfig:
     if path is not None:
         where = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            raw = Path(path).read_bytes()
+            loaded = yaml.safe_load(raw.decode("utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:  # YAML files are UTF-8; say where it is not
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(
+                f"{path}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+                f"(line {line})"
+            ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):

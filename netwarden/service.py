@@ -8,9 +8,16 @@ Threads, each with one job, joined by a bounded queue and the store:
 * the **pipeline** thread feeds the :class:`~netwarden.detector.live.LiveDetector` (windows,
   scores, store), moves event time on when the stream is quiet, reloads the model when a new
   version becomes current and samples the ingest metrics;
+* the **proposer** thread proposes a containment for every new anomaly the pipeline hands it
+  through a bounded queue, so proposing (store reads and writes) never holds up ingest;
 * the **alerts** thread runs the :class:`~netwarden.detector.alerts.alerting.Alerter` (outbox sync and
   delivery), when a sink is configured;
-* the main thread serves the HTTP API (uvicorn) until SIGINT/SIGTERM, then stops the others.
+* the main thread serves the HTTP API (uvicorn) until SIGINT/SIGTERM, then stops the others in
+  the order data flows (:meth:`Service.shutdown`): source, pipeline, proposer, alerts, stores.
+
+Approved proposals are applied through the API when ``remediation.kubernetes`` names a cluster
+(in-cluster service account or a kubeconfig); the service hands the API its
+:class:`~netwarden.remediation.apply.PolicyApplier`.
 
 On the embedded default (generator source, empty model folder) the service first trains a model
 on generated history, so a new user sees live detections without a cluster.
@@ -18,18 +25,22 @@ on generated history, so a new user sees live detections without a cluster.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from rich.console import Console
@@ -47,17 +58,30 @@ from netwarden.ingest.sources import Source, SourceStatus, open_source
 from netwarden.ingest.windows import WindowBuilder, WindowConfig
 from netwarden.models.artifact import ModelVersion
 from netwarden.models.registry import CurrentModel
-from netwarden.remediation.proposals import (
-    ProposalStore,
-    propose_containment,
-    simulate_proposal,
-)
+from netwarden.remediation.apply import PolicyApplier
+from netwarden.remediation.normal import NormalEdges
+from netwarden.remediation.proposals import ProposalStore, propose_containment
+from netwarden.remediation.propose import Proposer as FlowLearner
 from netwarden.remediation.propose import policy_name
 
-__all__ = ["Service", "serve"]
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+__all__ = ["Proposer", "Service", "build_service", "kubernetes_client", "serve"]
 
 #: Batches waiting between the source and the pipeline (64 flows each): the backpressure bound.
 QUEUE_BATCHES = 256
+#: New anomalies waiting for their containment proposal (each a few store reads, a write and
+#: the containment's replay against the recent flows: up to about a second on the default
+#: 50,000). A burst larger than this (a scan across the cluster) is more than anyone reviews
+#: one by one, and the rest can be proposed through the API, so past it anomalies are skipped
+#: and counted rather than held up or buffered.
+PROPOSAL_QUEUE = 1000
+#: Seconds :meth:`Service.shutdown` may take. Kubernetes kills a pod 30 s after SIGTERM
+#: (``terminationGracePeriodSeconds``) and uvicorn's own shutdown comes first.
+SHUTDOWN_SECONDS = 20.0
+#: Put in the pipeline's queue after the last batch: process what came before, then stop.
+_DRAIN: Final[list[Any]] = []
 
 
 class _AnomalyCollector(Collector):
@@ -81,6 +105,104 @@ class _AnomalyCollector(Collector):
         yield family
 
 
+@dataclass(frozen=True, slots=True)
+class _ContainmentInputs:
+    """What the containment of an anomaly is built from, besides the anomaly."""
+
+    normal: NormalEdges
+    flows: list[Any] | None
+    selectors: dict[str, dict[str, str]] | None
+
+
+class Proposer:
+    """Proposes containments on its own thread, so the pipeline never waits for one.
+
+    The pipeline hands over the anomalies it recorded with :meth:`submit`, which never blocks:
+    with ``maxsize`` anomalies already waiting, a new one is skipped, counted in
+    ``netwarden_proposals_skipped_total`` and logged once per burst (it is offered again the
+    next time the pipeline updates it; a reviewer can always propose through the API).
+    :meth:`close` lets the worker finish what is queued, within a time limit.
+    """
+
+    def __init__(
+        self,
+        propose: Callable[[AnomalyRecord], Any],
+        registry: CollectorRegistry,
+        *,
+        maxsize: int = PROPOSAL_QUEUE,
+        log: Callable[[str], Any] = print,
+    ) -> None:
+        self.propose = propose
+        self.log = log
+        self.queue: queue.Queue[AnomalyRecord | None] = queue.Queue(maxsize=maxsize)
+        self.skipped = Counter(
+            "netwarden_proposals_skipped",
+            "New anomalies given no containment proposal because the proposer was behind.",
+            registry=registry,
+        )
+        Gauge(
+            "netwarden_proposals_waiting",
+            "New anomalies waiting for their containment proposal.",
+            registry=registry,
+        ).set_function(self.queue.qsize)
+        self._submitted: set[int] = set()  # pipeline thread only
+        self._burst = 0  # anomalies skipped since the queue last had room
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="proposer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, records: list[AnomalyRecord]) -> None:
+        """Queue the open anomalies not queued before; never blocks (the pipeline calls it)."""
+        for record in records:
+            if record.state != OPEN or record.id in self._submitted:
+                continue
+            try:
+                self.queue.put_nowait(record)
+            except queue.Full:
+                self.skipped.inc()
+                if not self._burst:
+                    self.log(
+                        f"proposer behind ({self.queue.maxsize} anomalies waiting): anomaly "
+                        f"{record.id} and others of this burst get no containment proposal now "
+                        "(propose through POST /api/v1/proposals)"
+                    )
+                self._burst += 1
+                continue
+            self._submitted.add(record.id)
+            if self._burst:
+                self.log(f"proposer caught up; {self._burst} anomalies were skipped")
+                self._burst = 0
+
+    def close(self, timeout: float) -> bool:
+        """Finish what is queued within ``timeout`` seconds, then stop; True when it did."""
+        if self._thread.is_alive():
+            deadline = time.monotonic() + timeout
+            try:
+                self.queue.put(None, timeout=max(0.01, timeout))
+            except queue.Full:
+                pass
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                self._halt.set()
+                self._thread.join(1.0)
+        left = sum(1 for r in list(self.queue.queue) if r is not None)
+        if left:
+            self.log(f"stopped with {left} anomalies waiting for a containment proposal")
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._halt.is_set():
+            record = self.queue.get()
+            if record is None:
+                return
+            try:
+                self.propose(record)
+            except Exception as exc:  # one bad anomaly must not stop the others' proposals
+                self.log(f"containment proposal for anomaly {record.id} failed: {exc}")
+
+
 class Service:
     """The parts of a running service, and the :class:`~netwarden.api.state.ServiceState`
     the API reads."""
@@ -94,8 +216,10 @@ class Service:
         registry: CollectorRegistry,
         *,
         alerter: Alerter | None = None,
+        applier: PolicyApplier | None = None,
         log: Callable[[str], Any] = print,
         queue_batches: int = QUEUE_BATCHES,
+        proposal_queue: int = PROPOSAL_QUEUE,
     ) -> None:
         self.config = config
         self.source = source
@@ -103,25 +227,40 @@ class Service:
         self._store = store
         self._registry = registry
         self.alerter = alerter
+        self.applier = applier
         self.log = log
-        self.stop = threading.Event()
+        #: Stopping is in steps (see shutdown): the source first, everything at once only
+        #: when the time is up.
+        self._stop_source = threading.Event()
+        self._stop_alerts = threading.Event()
+        self._halt = threading.Event()
         self.queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=queue_batches)
         #: Windows as the model holder expects them: the service's one WindowConfig.
         self.builder = WindowBuilder(model.windows)
         if model.loaded is not None:
             self.builder.seed_baselines(model.loaded.bundle.baselines)
         self.ingest_metrics = IngestMetrics(registry)
-        self.proposal_store = ProposalStore(store.url)
-        self._proposed: set[int] = set()
-        #: Recent flows, to simulate proposals against (GET/POST /api/v1/proposals/{id}/...).
+        self.proposal_store = ProposalStore(
+            store.url, require_second_approver=config.remediation.require_second_approver
+        )
+        self.proposer = Proposer(
+            self.propose_containment, registry, maxsize=proposal_queue, log=log
+        )
+        #: Recent flows, to simulate proposals against (GET/POST /api/v1/proposals/{id}/...);
+        #: the pipeline appends while the proposer and API requests copy.
         self._history: deque[Any] = deque(maxlen=config.remediation.flow_history)
+        self._history_lock = threading.Lock()
+        #: What the containments of one batch of anomalies share (see _containment_inputs).
+        self._containment_batch: tuple[tuple[Any, ...], _ContainmentInputs] | None = None
         self.detector = LiveDetector(
             self.builder,
             model,
             store,
             metrics=DetectorMetrics(registry, source.kind),
-            on_recorded=self._propose if config.remediation.propose_containment else None,
+            on_recorded=self.proposer.submit if config.remediation.propose_containment else None,
         )
+        #: Windows scored and recorded by the pipeline (builder.stats counts those closed).
+        self.windows_recorded = 0
         self._model_info = Gauge(
             "netwarden_model_info",
             "The model version scoring now (1).",
@@ -132,8 +271,9 @@ class Service:
             "netwarden_source_up", "1 while the live source is up.", ["source"], registry=registry
         )
         registry.register(_AnomalyCollector(store))
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
         self._shown_version: str | None = None
+        self._stopped: bool | None = None
 
     # -- ServiceState ---------------------------------------------------------------------
 
@@ -150,7 +290,14 @@ class Service:
 
     def recent_flows(self) -> list[Any] | None:
         """The flows kept for simulation, oldest first (None when history is off)."""
-        return list(self._history) if self._history.maxlen else None
+        if not self._history.maxlen:
+            return None
+        with self._history_lock:
+            return list(self._history)
+
+    def policy_applier(self) -> PolicyApplier | None:
+        """The applier of ``remediation.kubernetes`` (None when it is off)."""
+        return self.applier
 
     def model_versions(self) -> list[ModelVersion]:
         return self.model.versions()
@@ -161,62 +308,128 @@ class Service:
     # -- threads --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._threads = [
-            threading.Thread(target=self._run_source, name="source", daemon=True),
-            threading.Thread(target=self._run_pipeline, name="pipeline", daemon=True),
-        ]
+        self._threads = {
+            "source": threading.Thread(target=self._run_source, name="source", daemon=True),
+            "pipeline": threading.Thread(target=self._run_pipeline, name="pipeline", daemon=True),
+        }
         if self.alerter is not None:
-            self._threads.append(
-                threading.Thread(
-                    target=self.alerter.run, args=(self.stop,), name="alerts", daemon=True
-                )
+            self._threads["alerts"] = threading.Thread(
+                target=self._run_alerts, name="alerts", daemon=True
             )
-        for thread in self._threads:
+        self.proposer.start()
+        for thread in self._threads.values():
             thread.start()
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self.proposal_store.close()
-        if self.alerter is not None:
+    def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> bool:
+        """Stop in the order data flows, so nothing that was read and closed is lost.
+
+        The source stops first; the pipeline processes the batches queued before it and scores
+        the closed windows it held back for batching (windows still open stay unscored, as a
+        partial window would read as a quiet one); the proposer finishes its queue; the alerter
+        makes a last pass (what it cannot deliver stays in the durable outbox, for the next
+        start); then the stores close. All within ``timeout`` seconds: a step still running then
+        is stopped, and a store a thread may still use is left open (the process ends anyway).
+        Returns True when every thread finished, so the caller may close the anomaly store.
+        """
+        if self._stopped is not None:
+            return self._stopped
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        self._stop_source.set()
+        source = self._join("source", left())
+        if self._alive("pipeline"):
+            self._put(_DRAIN, deadline)
+        pipeline = self._join("pipeline", left())
+        if not pipeline:
+            self._halt.set()  # time is up: skip the batches still queued
+            pipeline = self._join("pipeline", 2.0)
+        proposer = self.proposer.close(left())
+        self._stop_alerts.set()
+        alerts = self._join("alerts", left())
+        if not alerts:
+            self.log(
+                "alerts still being delivered at shutdown: undelivered messages stay in the "
+                "outbox and are sent after the next start"
+            )
+        closed, open_ = self.builder.stats.windows_closed, self.builder.open_windows
+        self.log(
+            f"pipeline stopped: {closed} windows closed, {self.windows_recorded} recorded; "
+            f"{open_} windows still open were not scored"
+        )
+        if not source:
+            self.log(f"source {self.source.name} did not stop in time")
+        if not pipeline:
+            self.log("the pipeline did not stop in time: the stores are left open")
+        if pipeline and proposer:
+            self.proposal_store.close()
+        if alerts and self.alerter is not None:
             self.alerter.close()
+        if self.applier is not None:
+            self.applier.api_client.close()
+        self._halt.set()
+        self._stopped = pipeline and proposer and alerts
+        return self._stopped
+
+    def _alive(self, name: str) -> bool:
+        thread = self._threads.get(name)
+        return thread is not None and thread.is_alive()
+
+    def _join(self, name: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a thread; True when it is not running."""
+        thread = self._threads.get(name)
+        if thread is not None:
+            thread.join(timeout)
+        return not self._alive(name)
+
+    def _put(self, item: list[Any] | None, deadline: float = math.inf) -> bool:
+        """Queue ``item`` for the pipeline, waiting while the queue is full (backpressure)."""
+        while not self._halt.is_set() and time.monotonic() < deadline:
+            try:
+                self.queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _emit(self, batch: list[Any]) -> None:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(batch, timeout=0.5)
-                return
-            except queue.Full:
-                continue  # the pipeline is behind: wait (backpressure)
+        # Even when the source is being stopped, a batch it read goes through: the pipeline
+        # drains the queue before it stops.
+        self._put(batch)
 
     def _run_source(self) -> None:
         try:
-            self.source.run(self._emit, self.stop)
+            self.source.run(self._emit, self._stop_source)
         except Exception as exc:
             self.log(f"source {self.source.name} failed: {exc}")
         finally:
-            if not self.stop.is_set():
-                self.queue.put(None)  # end of stream: close what is open
+            if not self._stop_source.is_set():
+                self._put(None)  # end of stream: close what is open
 
     def _run_pipeline(self) -> None:
         config = self.config
         next_reload = next_metrics = next_purge = 0.0
-        while not self.stop.is_set():
+        while not self._halt.is_set():
             try:
                 batch = self.queue.get(timeout=0.5)
             except queue.Empty:
                 batch = []
+            if batch is _DRAIN:
+                break
             try:
                 if batch is None:
-                    self.detector.finish()
+                    self.windows_recorded += len(self.detector.finish())
                     self.log(f"source {self.source.name} ended; open windows closed and scored")
                 elif batch:
                     if self._history.maxlen:
-                        self._history.extend(batch)
-                    self.detector.add(batch, more=not self.queue.empty())
+                        with self._history_lock:
+                            self._history.extend(batch)
+                    scored = self.detector.add(batch, more=not self.queue.empty())
+                    self.windows_recorded += len(scored)
                 else:
-                    self.detector.tick(config.windows.idle_close)
+                    self.windows_recorded += len(self.detector.tick(config.windows.idle_close))
                 now = time.monotonic()
                 if now >= next_reload:
                     next_reload = now + config.models.reload_interval
@@ -229,33 +442,78 @@ class Service:
                     self._purge()
             except Exception as exc:
                 self.log(f"pipeline error (batch skipped): {type(exc).__name__}: {exc}")
+        self._drain()
 
-    def _propose(self, records: list[AnomalyRecord]) -> None:
-        """Every new anomaly comes with the policy change that would contain it, as a proposal
-        a reviewer approves (or not) through the API; nothing is applied here."""
-        for record in records:
-            if record.id in self._proposed or record.state != OPEN:
-                continue
-            self._proposed.add(record.id)
-            if self.proposal_store.list(anomaly_id=record.id, limit=1):
-                continue
-            current = self.proposal_store.latest_applied(
-                record.namespace, policy_name(record.workload, "baseline")
+    def _drain(self) -> None:
+        """On the way out (drained, or out of time): score the closed windows held back for
+        batching (an infinite ``idle_close`` moves no event time, so it closes no open
+        window)."""
+        try:
+            self.windows_recorded += len(self.detector.tick(math.inf))
+            self._sample_metrics()
+        except Exception as exc:
+            self.log(f"pipeline error while stopping: {type(exc).__name__}: {exc}")
+
+    def _run_alerts(self) -> None:
+        assert self.alerter is not None
+        self.alerter.run(self._stop_alerts)
+        # The pipeline has stopped: put what its last windows owe into the outbox (durable)
+        # and try once to deliver it.
+        try:
+            self.alerter.sync()
+            self.alerter.deliver()
+        except Exception as exc:
+            self.log(f"last alerting pass failed (the outbox keeps what is owed): {exc}")
+
+    def propose_containment(self, record: AnomalyRecord) -> None:
+        """A new anomaly comes with the policy change that would contain it, as a proposal a
+        reviewer approves (or not) through the API; nothing is applied here. Runs on the
+        proposer's thread."""
+        if record.state != OPEN or self.proposal_store.list(anomaly_id=record.id, limit=1):
+            return
+        current = self.proposal_store.latest_applied(
+            record.namespace, policy_name(record.workload, "baseline")
+        )
+        inputs = self._containment_inputs(record.first_window_start)
+        try:
+            propose_containment(
+                self.proposal_store,
+                record,
+                current=current.policy if current is not None else None,
+                source="current policy from netwarden's records",
+                actor="netwarden",
+                normal=inputs.normal,
+                flows=inputs.flows,
+                selectors=inputs.selectors,
             )
-            try:
-                proposal = propose_containment(
-                    self.proposal_store,
-                    record,
-                    current=current.policy if current is not None else None,
-                    source="current policy from netwarden's records",
-                    actor="netwarden",
-                )
-            except ValueError as exc:  # e.g. nothing to contain in its examples: say so, go on
-                self.log(f"no containment proposed for anomaly {record.id}: {exc}")
-                continue
-            flows = self.recent_flows()
-            if flows and not proposal.problems:  # shown with its simulation from the start
-                simulate_proposal(self.proposal_store, proposal, flows, actor="netwarden")
+        except ValueError as exc:  # e.g. nothing to contain in its examples: say so, go on
+            self.log(f"no containment proposed for anomaly {record.id}: {exc}")
+        # No simulation here: one records nothing (remediation.proposals), so a reviewer runs
+        # it on demand (POST /api/v1/proposals/{id}/simulate, against recent_flows()); the
+        # proposal keeps the warnings its containment's replay found.
+
+    def _containment_inputs(self, before: datetime) -> _ContainmentInputs:
+        """The recent flows, the workloads' labels learned from them and the normal edges (the
+        model's baselines and the flows before ``before``, the anomaly's first window), shared
+        by the anomalies of one batch: those opened by the same windows have the same first
+        window, so they are built once per batch (a pass over up to ``flow_history`` flows
+        each), not once per anomaly. A first window was closed when it was scored, so the
+        flows before it are all in the history already: reusing them misses nothing."""
+        loaded = self.model.loaded
+        key = (loaded.version if loaded is not None else None, before)
+        if self._containment_batch is not None and self._containment_batch[0] == key:
+            return self._containment_batch[1]
+        flows = self.recent_flows()
+        normal = NormalEdges.from_baselines(loaded.bundle.baselines) if loaded else NormalEdges()
+        if flows:
+            normal = NormalEdges.from_flows(flows, before=before).merge(normal)
+        inputs = _ContainmentInputs(
+            normal=normal,
+            flows=flows,
+            selectors=FlowLearner().add_all(flows).selectors() if flows else None,
+        )
+        self._containment_batch = (key, inputs)
+        return inputs
 
     def _reload_model(self) -> None:
         changed = self.model.refresh()
@@ -303,6 +561,8 @@ def _alert_settings(config: ServiceConfig, public_url: str) -> AlertSettings | N
             backoff_initial=a.backoff_initial,
             backoff_max=a.backoff_max,
             request_timeout=a.request_timeout,
+            firing_hold=a.firing_hold,
+            slack_send_resolved=a.slack_send_resolved,
         )
     except ValueError as exc:
         raise UserError(f"alerts: {exc}") from None
@@ -336,9 +596,23 @@ def _tokens(config: ServiceConfig, console: Console) -> TokenTable:
         raise UserError(str(exc)) from None
 
 
+def _signing_key(config: ServiceConfig) -> bytes:
+    """The key model versions must be signed with: ``models.signing_key_file``, or on the
+    embedded default one made once in the data folder (mode 0600), so its models are signed
+    without any setup."""
+    from netwarden.models.signing import SigningKeyError, ensure_key, load_key
+
+    try:
+        if config.models.signing_key_file is not None:
+            return load_key(config.models.signing_key_file)
+        return ensure_key(config.model_signing_key_file)
+    except SigningKeyError as exc:
+        raise UserError(f"models.signing_key_file: {exc}") from None
+
+
 def _bootstrap(config: ServiceConfig, windows: WindowConfig, console: Console) -> None:
     """Train a first model on generated history ending now (embedded default), on the
-    service's ``windows``."""
+    service's ``windows``, signed with the service's key."""
     from netwarden.commands.detection import train
     from netwarden.commands.traffic import generate
 
@@ -369,6 +643,7 @@ def _bootstrap(config: ServiceConfig, windows: WindowConfig, console: Console) -
         min_windows=120,
         seed=g.seed,
         console=console,
+        signing_key=config.models.signing_key_file or config.model_signing_key_file,
     )
 
 
@@ -412,17 +687,80 @@ def _source(
         raise UserError(f"source: {exc}") from None
 
 
+def kubernetes_client(setting: str, context: str | None = None) -> ApiClient | None:
+    """The Kubernetes API client ``remediation.kubernetes`` names: None for ``off``; the pod's
+    service account for ``in-cluster`` (token and CA from the standard mounted paths, the API
+    server from KUBERNETES_SERVICE_HOST/PORT; a rotated token is re-read); else the kubeconfig
+    file at that path, with ``context`` or its current-context. UserError, in one line, when it
+    cannot be used."""
+    if setting == "off":
+        return None
+    from kubernetes import client, config
+    from kubernetes.config import ConfigException
+
+    if setting == "in-cluster":
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except ConfigException as exc:
+            raise UserError(
+                f"remediation.kubernetes: in-cluster: {exc} (not running in a Kubernetes pod "
+                "with a service account? use a kubeconfig path, or off)"
+            ) from None
+        return client.ApiClient(configuration)
+    path = Path(setting).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"remediation.kubernetes: kubeconfig {path} not found (expected off, in-cluster or "
+            "the path of a kubeconfig file)"
+        )
+    try:
+        # persist_config=False: never write refreshed credentials back into the user's file
+        return config.new_client_from_config(
+            config_file=str(path), context=context, persist_config=False
+        )
+    except (ConfigException, yaml.YAMLError, OSError, TypeError, ValueError, KeyError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(
+            f"remediation.kubernetes: kubeconfig {path} cannot be used: {reason}"
+        ) from None
+
+
+def _policy_applier(config: ServiceConfig, log: Callable[[str], Any]) -> PolicyApplier | None:
+    r = config.remediation
+    api_client = kubernetes_client(r.kubernetes, r.kubernetes_context)
+    if api_client is None:
+        return None
+    log(
+        f"approved proposals can be applied to the cluster at {api_client.configuration.host} "
+        f"(remediation.kubernetes: {r.kubernetes})"
+    )
+    return PolicyApplier(api_client)
+
+
 def build_service(
-    config: ServiceConfig, console: Console, *, registry: CollectorRegistry | None = None
+    config: ServiceConfig,
+    console: Console,
+    *,
+    registry: CollectorRegistry | None = None,
+    public_url: str | None = None,
 ) -> tuple[Service, TokenTable]:
-    """Everything but the HTTP server: store, model (bootstrapped if needed), source, alerts."""
+    """Everything but the HTTP server: store, model (bootstrapped if needed), source, alerts,
+    the Kubernetes client. ``public_url`` is the API's (links in alerts), default from the
+    configuration."""
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"data_dir {config.data_dir}: cannot create: {exc.strerror}") from None
     tokens = _tokens(config, console)
+
+    def log(line: str) -> None:
+        console.print(line, markup=False)
+
+    applier = _policy_applier(config, log)  # before the bootstrap: a bad kubeconfig fails fast
     windows = config.window_config
-    model = CurrentModel(config.model_dir, windows=windows)
+    key = _signing_key(config)
+    model = CurrentModel(config.model_dir, windows=windows, key=key)
     model.refresh()
     if (
         model.loaded is None
@@ -438,7 +776,7 @@ def build_service(
         console.print(
             f"warning: no model in {config.model_dir}: windows are built but not "
             "scored (and /readyz fails) until `netwarden train --model-dir "
-            f"{config.model_dir}` writes one",
+            f"{config.model_dir} --signing-key {config.model_signing_key_file}` writes one",
             markup=False,
         )
     try:
@@ -446,16 +784,36 @@ def build_service(
     except Exception as exc:
         raise UserError(f"store {config.store_url}: cannot open: {exc}") from None
     registry = registry if registry is not None else CollectorRegistry()
-    settings = _alert_settings(config, config.public_url())
+    settings = _alert_settings(config, public_url or config.public_url())
     alerter = Alerter(store, settings, registry=registry) if settings is not None else None
-
-    def log(line: str) -> None:
-        console.print(line, markup=False)
-
     service = Service(
-        config, _source(config, registry, log), model, store, registry, alerter=alerter, log=log
+        config,
+        _source(config, registry, log),
+        model,
+        store,
+        registry,
+        alerter=alerter,
+        applier=applier,
+        log=log,
     )
     return service, tokens
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound here so the port is known before uvicorn starts
+    (``api.port: 0`` picks a free one) and a port in use fails before any model is trained."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's backlog
+    except OSError as exc:
+        sock.close()
+        raise UserError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (in use? set api.port or "
+            "NETWARDEN_API__PORT)"
+        ) from None
+    return sock
 
 
 def serve(config: ServiceConfig, *, console: Console) -> None:
@@ -464,13 +822,17 @@ def serve(config: ServiceConfig, *, console: Console) -> None:
 
     from netwarden.api.app import create_app
 
-    service, tokens = build_service(config, console)
-    public = config.public_url()
-    app = create_app(service, tokens, public_url=public)
+    sock = _listen(config.api.host, config.api.port)
+    port = int(sock.getsockname()[1])
+    public = config.public_url(port)
+    try:
+        service, tokens = build_service(config, console, public_url=public)
+    except BaseException:
+        sock.close()
+        raise
+    app = create_app(service, tokens, public_url=public, max_body_bytes=config.api.max_body_bytes)
     server = uvicorn.Server(
-        uvicorn.Config(
-            app, host=config.api.host, port=config.api.port, log_level="warning", access_log=False
-        )
+        uvicorn.Config(app, host=config.api.host, port=port, log_level="warning", access_log=False)
     )
     service.start()
     token_hint = ""
@@ -488,12 +850,10 @@ def serve(config: ServiceConfig, *, console: Console) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
-        service.shutdown()
-        service.store.close()
+        if service.shutdown():
+            service.store.close()
+        sock.close()
         if not server.started:
-            raise UserError(
-                f"cannot listen on {config.api.host}:{config.api.port} (in use? "
-                "set api.port or NETWARDEN_API__PORT)"
-            )
+            raise UserError(f"the HTTP API did not start on {config.api.host}:{port}")

@@ -136,17 +136,15 @@ def _parse_namespaced(field: str, text: str) -> tuple[str, str]:
     """Hubble's ``k8s.ParseNamespaceName``: ``ns/prefix``, ``ns/`` (whole namespace), ``prefix``
     (namespace ``default``), ``/prefix`` (any namespace: what v1.19's flow.proto documents and
     ``hubble observe --all-namespaces --pod P`` sends; older agents compared it with the empty
-    namespace)."""
+    namespace), and ``/`` alone: any pod in any namespace, which is what ``hubble observe -A``
+    sends (``source_pod: ["/"]`` OR ``destination_pod: ["/"]``: a flow with a pod on either
+    side). Only the empty string, which names nothing, is refused."""
     parts = text.split("/")
     if len(parts) > 1:
-        ns, name = parts[0], parts[1]
-    elif parts[0]:
-        ns, name = "default", parts[0]
-    else:
-        ns, name = "", ""
-    if ns == "" and name == "":
-        raise FilterError(field, f"invalid filter, must be [namespace/][<name>], got {text!r}")
-    return ns, name
+        return parts[0], parts[1]
+    if parts[0]:
+        return "default", parts[0]
+    raise FilterError(field, f"invalid filter, must be [namespace/][<name>], got {text!r}")
 
 
 def _namespaced(field: str, get: Callable[[Flow], tuple[str, str]]) -> _Builder:
@@ -345,8 +343,18 @@ def _enum_in(get: Callable[[Flow], int]) -> _Builder:
 
 
 def _uuid(values: list[str], _ff: flow_pb2.FlowFilter) -> FlowPredicate:
+    # As Hubble (``slices.Contains(uuids, flow.UUID)``): "" is a value like any other, so
+    # ``uuid: [""]`` selects the flows without a uuid (older agents, replayed captures).
     wanted = frozenset(values)
-    return lambda flow: bool(flow.uuid) and flow.uuid in wanted
+    return lambda flow: flow.uuid in wanted
+
+
+def _drop_reason_desc(values: list[int], _ff: flow_pb2.FlowFilter) -> FlowPredicate:
+    # As Hubble: a drop reason only means something on a dropped flow. Forwarded flows can
+    # carry a stale or zero drop_reason_desc, and ``drop_reason_desc: [DROP_REASON_UNKNOWN]``
+    # must not select every flow that was not dropped.
+    wanted = frozenset(values)
+    return lambda flow: flow.verdict == flow_pb2.DROPPED and flow.drop_reason_desc in wanted
 
 
 def _identity(get: Callable[[Flow], Endpoint]) -> _Builder:
@@ -372,6 +380,9 @@ def _event_type(values: list[flow_pb2.EventTypeFilter], _ff: flow_pb2.FlowFilter
     return predicate
 
 
+#: ``protocol`` values and the ``Layer4`` oneof members they select. VRRP (keepalived, router
+#: failover) and IGMP (multicast group membership) are Layer4 members Cilium decodes, so they
+#: are filterable as in Hubble.
 _L4_PROTOCOLS = {
     "tcp": ("TCP",),
     "udp": ("UDP",),
@@ -379,6 +390,8 @@ _L4_PROTOCOLS = {
     "icmp": ("ICMPv4", "ICMPv6"),
     "icmpv4": ("ICMPv4",),
     "icmpv6": ("ICMPv6",),
+    "vrrp": ("VRRP",),
+    "igmp": ("IGMP",),
 }
 _L7_PROTOCOLS = {"dns": "dns", "http": "http", "kafka": "kafka"}
 
@@ -582,7 +595,7 @@ _BUILDERS: dict[str, _Builder] = {
     "source_fqdn": _fqdn("source_fqdn", lambda f: f.source_names),
     "destination_fqdn": _fqdn("destination_fqdn", lambda f: f.destination_names),
     "verdict": _enum_in(lambda f: f.verdict),
-    "drop_reason_desc": _enum_in(lambda f: f.drop_reason_desc),
+    "drop_reason_desc": _drop_reason_desc,
     "traffic_direction": _enum_in(lambda f: f.traffic_direction),
     "event_type": _event_type,
     "protocol": _protocol,

@@ -8,8 +8,8 @@ as they read a Cilium agent:
   ``number=0`` without ``follow`` returns every matching flow held. ``first`` with ``follow`` is
   refused (INVALID_ARGUMENT), as in Hubble. ``number`` with ``since`` is *not* refused: as in
   Hubble, ``since`` chooses where reading starts and ``number`` limits how many flows follow.
-* ``since``/``until`` compare the flow's own time, both inclusive. With ``follow``, the stream
-  ends at the first flow later than ``until``.
+* ``since``/``until`` compare the flow's own time, both inclusive. As in Hubble, the first flow
+  later than ``until`` ends the stream, following or not.
 * ``follow`` sends the history part (last ``number``, or flows since ``since``, or nothing) and
   then new flows as they are written, until the client goes away or the server stops.
 * Whitelist/blacklist filters: :mod:`netwarden.observer.filters`; unsupported fields and bad
@@ -19,7 +19,8 @@ as they read a Cilium agent:
   entry held. (Hubble sends one LostEvent with ``num_events_lost: 1`` per overwritten slot;
   netwarden sends their sum at once.) Lost events and node-status events in the ring bypass
   filters and time ranges, as in Hubble.
-* ``field_mask`` keeps only the listed Flow fields, as Hubble's.
+* ``field_mask`` keeps only the listed Flow fields, as Hubble's; the response's ``time`` and
+  ``node_name`` are then those of the masked flow (empty unless listed), as Hubble's.
 
 Nothing is buffered per client beyond one read batch: a stream that cannot send blocks its own
 worker thread while the ring moves on, which is how it falls behind and learns about it.
@@ -261,18 +262,26 @@ class ObserverServicer(observer_pb2_grpc.ObserverServicer):
 
 def _history(entries: list[Response], plan: _Plan) -> tuple[list[Response], bool]:
     """The responses a request gets from what the ring holds now, and whether a flow later than
-    ``until`` was seen (a follower then stops after the history, as Hubble's reader would)."""
+    ``until`` was seen.
+
+    As Hubble's reader, the first flow later than ``until`` (matching the filters or not) ends
+    the stream, following or not: flows held after it are not served even when their own time
+    is earlier (a Relay merges nodes, so ring order is not strictly time order). ``number``
+    counts back from that point, so ``number=N`` with ``until`` gives the last N flows up to
+    ``until``."""
     matches: list[int] = []
     until_passed = False
+    if plan.until is not None:
+        for i, response in enumerate(entries):
+            if response.HasField("flow") and _ns(response.flow.time) > plan.until:
+                entries, until_passed = entries[:i], True
+                break
     start_since = 0  # after the last matching flow older than since (where Hubble's rewind stops)
     for i, response in enumerate(entries):
         if not response.HasField("flow"):
             continue
         flow = response.flow
         t = _ns(flow.time)
-        if plan.until is not None and t > plan.until:
-            until_passed = True
-            continue
         if not plan.keep(flow):
             continue
         if plan.since is not None and t < plan.since:
@@ -315,10 +324,15 @@ def _field_mask(request: observer_pb2.GetFlowsRequest) -> field_mask_pb2.FieldMa
 
 
 def _masked(response: Response, mask: field_mask_pb2.FieldMask) -> Response:
-    out = Response(node_name=response.node_name)
-    out.time.CopyFrom(response.time)
+    """The response of a masked flow, built as Hubble builds it: ``time`` and ``node_name`` come
+    from the masked flow, so they are empty unless the mask lists ``time`` / ``node_name``
+    (a client that asks for fewer fields gets fewer bytes, envelope included)."""
+    out = Response()
     out.flow.SetInParent()
     mask.MergeMessage(response.flow, out.flow)
+    if out.flow.HasField("time"):
+        out.time.CopyFrom(out.flow.time)
+    out.node_name = out.flow.node_name
     return out
 
 

@@ -4,15 +4,29 @@ Applying a network policy can cut a workload off, so every step here is conserva
 
 * the policy is checked with :func:`~netwarden.remediation.schema.check_policy` first; an invalid
   policy is never sent;
-* server-side apply (``PATCH``, ``application/apply-patch+yaml``) as field manager
-  ``netwarden`` with ``force=False``: fields another manager owns are a :class:`Conflict` naming
-  that manager and those fields, never taken over; ``fieldValidation=Strict`` so the API server
-  refuses unknown fields instead of silently dropping part of a security policy;
-* a ``dryRun=All`` request runs the API server's validation and admission first, then the real one;
-* the object as it was before (or its absence) is recorded in :class:`AppliedChange`, and the
-  apply carries that object's ``resourceVersion``, so what is recorded is exactly what was
-  replaced; :meth:`PolicyApplier.rollback` puts back its spec, labels and annotations (or deletes
-  the object when it did not exist).
+* every write is conditional on what was read, so that two writers never both "win":
+
+  - a policy that is not there is **created** (``POST``): if someone created it meanwhile the API
+    server answers 409 ``AlreadyExists``, never a server-side apply over an object that appeared;
+  - a policy that is there is **updated** by server-side apply (``PATCH``,
+    ``application/apply-patch+yaml``) as field manager ``netwarden`` with ``force=False`` and the
+    ``resourceVersion`` of the object read: if anyone wrote in between, a 409 :class:`Conflict`
+    (``stale``), reported and never retried over their change; fields another manager owns are a
+    :class:`Conflict` naming that manager and those fields, never taken over. Kubernetes keys
+    ownership by (manager, operation) (kubernetes/kubernetes#107417), so fields netwarden itself
+    wrote with a create or a rollback (operation ``Update``) would conflict with its own apply:
+    those, and only those, are forced (the ``resourceVersion`` still pins the object);
+
+  ``fieldValidation=Strict`` so the API server refuses unknown fields instead of silently dropping
+  part of a security policy;
+* a ``dryRun=All`` request runs the API server's validation and admission first, then the real one
+  against the same ``resourceVersion``;
+* the object as it was before (or its absence) is recorded in :class:`AppliedChange`: exactly what
+  was replaced. :meth:`PolicyApplier.rollback` puts back its spec, labels and annotations (or
+  deletes the object when netwarden created it, with ``uid`` and ``resourceVersion``
+  preconditions), and refuses with :class:`ChangedSinceApply` when the object's content is no
+  longer what netwarden applied (someone wrote after it, or deleted or re-created it): a rollback
+  never clobbers a later change.
 
 Audit mode. Cilium has no per-policy audit switch (cilium/cilium#9580 is still open). Policy
 Audit Mode is an agent setting, ``policy-audit-mode`` in the ``cilium-config`` ConfigMap (Helm
@@ -52,6 +66,7 @@ __all__ = [
     "ApplyResult",
     "AuditModeUnavailable",
     "Cause",
+    "ChangedSinceApply",
     "Conflict",
     "Forbidden",
     "Invalid",
@@ -107,8 +122,23 @@ class Conflict(ApplyError):
 
     @property
     def stale(self) -> bool:
-        """The object was modified since it was read (retry after a re-read)."""
+        """The object was modified since it was read (someone else wrote in between)."""
         return not self.managers and self.reason == "Conflict"
+
+    @property
+    def concurrent(self) -> bool:
+        """Another writer got there first (stale, created meanwhile, or changed since our
+        apply): a verdict on the race, not on the policy."""
+        return not self.managers and self.reason in ("Conflict", "AlreadyExists",
+                                                     "ChangedSinceApply")  # fmt: skip
+
+
+class ChangedSinceApply(Conflict):
+    """A rollback refused: the object is no longer what netwarden applied (changed, deleted or
+    re-created by someone else since), so restoring would undo their change."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="ChangedSinceApply")
 
 
 class Invalid(ApplyError):
@@ -210,6 +240,20 @@ class AppliedChange:
                    bool(data.get("audit_mode", False)))  # fmt: skip
 
 
+def _diverged(applied: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """How ``current`` is no longer the object netwarden ``applied`` ("" when it still is)."""
+    if (current.get("metadata") or {}).get("uid") != (applied.get("metadata") or {}).get("uid"):
+        return "it was deleted and re-created (another uid)"
+    ours, now = _content(applied), _content(current)
+    changed = sorted(k for k in ours.keys() | now.keys() if ours.get(k) != now.get(k))
+    if not changed:
+        return ""
+    entries = (current.get("metadata") or {}).get("managedFields") or []
+    managers = sorted({str(e.get("manager", "?")) for e in entries if isinstance(e, dict)})
+    owners = f" (field managers now: {', '.join(managers)})" if managers else ""
+    return f"its {', '.join(changed)} changed{owners}"
+
+
 def _content(obj: Mapping[str, Any]) -> dict[str, Any]:
     """What a rollback restores: everything but metadata, plus labels and annotations."""
     meta = obj.get("metadata") or {}
@@ -265,58 +309,72 @@ class PolicyApplier:
         return self._get(PolicyRef(kind, name, namespace if KINDS[kind][1] else None))
 
     def dry_run(self, policy: Mapping[str, Any]) -> ApplyResult:
-        """What applying ``policy`` would store; nothing is changed."""
+        """What applying ``policy`` would store; nothing is changed. Pass the result to
+        :meth:`apply` (``checked=``) to apply against the very object this dry-run saw."""
         ref = self._check(policy)
         previous = self._get(ref)
-        return self._apply(ref, policy, previous, dry_run=True)
+        return self._write(ref, policy, previous, dry_run=True)
 
-    def apply(self, policy: Mapping[str, Any], *, audit: bool = False) -> AppliedChange:
+    def apply(self, policy: Mapping[str, Any], *, audit: bool = False,
+              checked: ApplyResult | None = None) -> AppliedChange:  # fmt: skip
         """Dry-run, then apply ``policy``; the result holds what it replaced, for rollback.
+
+        With ``checked`` (a :meth:`dry_run` of this policy) its dry-run stands and the apply is
+        conditional on the object it saw: a change since then is a :class:`Conflict`. Without,
+        the object is read and dry-run here first. A concurrent writer is never retried over:
+        its change stands and the :class:`Conflict` says so.
 
         With ``audit=True`` the policy is applied only if Cilium runs in policy audit mode (see
         the module docstring); otherwise :class:`AuditModeUnavailable` is raised and nothing is
-        sent. The object is re-read and the apply retried once if it changed in between.
+        sent.
         """
         ref = self._check(policy)
+        if checked is not None and (checked.ref != ref or not checked.dry_run):
+            raise ValueError(f"checked must be a dry-run of {ref}, got one of {checked.ref}")
         if audit:
             self.require_audit_mode()
-        for attempt in (1, 2):
-            previous = self._get(ref)
-            try:
-                checked = self._apply(ref, policy, previous, dry_run=True)
-                done = self._apply(ref, policy, previous, dry_run=False)
-            except Conflict as exc:
-                if exc.stale and attempt == 1:
-                    continue
-                raise
-            return AppliedChange(ref, previous, done.object, audit_mode=audit, dry_run=checked)
-        raise AssertionError("unreachable")  # pragma: no cover
+        if checked is None:
+            checked = self._write(ref, policy, self._get(ref), dry_run=True)
+        done = self._write(ref, policy, checked.previous, dry_run=False)
+        return AppliedChange(ref, checked.previous, done.object, audit_mode=audit, dry_run=checked)
 
     def rollback(self, change: AppliedChange) -> None:
         """Restore the object ``change`` replaced (spec, labels, annotations exactly), or delete
-        it when ``change`` created it. A concurrent modification is re-read and retried once."""
+        it when ``change`` created it.
+
+        Only while the object is still what netwarden applied (same ``uid``, same spec, labels
+        and annotations: a status update does not count): otherwise :class:`ChangedSinceApply`,
+        and nothing is written. The write is conditional on the ``resourceVersion`` read, so a
+        writer in between is a stale :class:`Conflict`, not overwritten.
+        """
         ref = change.ref
-        for attempt in (1, 2):
-            current = self._get(ref)
-            try:
-                if change.previous is None:
-                    if current is not None:
-                        self._delete(ref, uid=current["metadata"].get("uid"))
-                elif current is None:
-                    self._create(ref, restorable(change.previous))
-                else:
-                    rv = current["metadata"]["resourceVersion"]
-                    self._replace(ref, restorable(change.previous, rv))
-                return
-            except Conflict as exc:
-                if attempt == 1 and (exc.stale or exc.reason == "AlreadyExists"):
-                    continue
-                raise Conflict(f"rollback of {ref} failed: {exc}", managers=exc.managers,
-                               reason=exc.reason, status=exc.status) from exc  # fmt: skip
-            except NotFound:
-                if attempt == 1:
-                    continue  # deleted in between: re-read and act on what is there now
-                raise
+        current = self._get(ref)
+        if current is None:
+            if change.previous is None:
+                return  # it created the object and the object is gone: nothing to undo
+            raise ChangedSinceApply(
+                f"cannot roll back {ref}: it was deleted after netwarden applied it; the "
+                "object it replaced is not re-created over that decision (re-apply it by hand "
+                "if that is what is wanted)"
+            )
+        why = _diverged(change.applied, current)
+        if why:
+            raise ChangedSinceApply(
+                f"cannot roll back {ref}: {why} since netwarden applied it (resourceVersion "
+                f"{change.applied['metadata'].get('resourceVersion')} -> "
+                f"{current['metadata'].get('resourceVersion')}); restoring the previous object "
+                "would undo that change. Review the policy in the cluster and change it by hand "
+                "or through a new proposal"
+            )
+        meta = current["metadata"]
+        try:
+            if change.previous is None:
+                self._delete(ref, uid=meta["uid"], resource_version=meta["resourceVersion"])
+            else:
+                self._restore(ref, change.previous, meta["resourceVersion"])
+        except Conflict as exc:
+            raise Conflict(f"rollback of {ref} failed: {exc}", managers=exc.managers,
+                           reason=exc.reason, status=exc.status) from exc  # fmt: skip
 
     def audit_mode_enabled(self) -> bool:
         """Whether ``cilium-config`` sets ``policy-audit-mode: "true"`` (the whole daemon)."""
@@ -361,19 +419,62 @@ class PolicyApplier:
                           causes=[cause], by="netwarden")  # fmt: skip
         return ref
 
-    def _apply(self, ref: PolicyRef, policy: Mapping[str, Any], previous: dict[str, Any] | None,
+    def _write(self, ref: PolicyRef, policy: Mapping[str, Any], previous: dict[str, Any] | None,
                *, dry_run: bool) -> ApplyResult:  # fmt: skip
-        body = restorable(policy)
-        if previous is not None:
-            # Optimistic concurrency: refuse if the object changed since it was recorded.
-            body["metadata"]["resourceVersion"] = previous["metadata"]["resourceVersion"]
+        """Create ``policy`` if ``previous`` is None, else update it conditionally on
+        ``previous``'s resourceVersion (see the module docstring)."""
         what = f"{'dry-run ' if dry_run else ''}apply {ref}"
-        obj = self._call(
-            what, self._custom_call("patch", ref), body=body,
-            dry_run="All" if dry_run else None, field_manager=self.field_manager, force=False,
-            field_validation="Strict", _content_type=APPLY_PATCH,
-        )  # fmt: skip
+        options: dict[str, Any] = {
+            "dry_run": "All" if dry_run else None,
+            "field_manager": self.field_manager,
+            "field_validation": "Strict",
+        }
+        body = restorable(policy)
+        if previous is None:
+            obj = self._call(what, self._custom_call("create", ref), body=body, **options)
+            if not dry_run:
+                obj = self._own_as_applier(ref, obj)
+            return ApplyResult(ref, obj, None, dry_run)
+        body["metadata"]["resourceVersion"] = previous["metadata"]["resourceVersion"]
+        patch = self._custom_call("patch", ref)
+        try:
+            obj = self._call(what, patch, body=body, force=False, _content_type=APPLY_PATCH,
+                             **options)  # fmt: skip
+        except Conflict as exc:
+            if set(exc.managers) != {self.field_manager}:
+                raise
+            # Only netwarden's own Update-operation fields conflict (see the module docstring).
+            obj = self._call(what, patch, body=body, force=True, _content_type=APPLY_PATCH,
+                             **options)  # fmt: skip
         return ApplyResult(ref, obj, previous, dry_run)
+
+    def _own_as_applier(self, ref: PolicyRef, created: dict[str, Any]) -> dict[str, Any]:
+        """Hand the fields netwarden just created (operation ``Update``) to its ``Apply``
+        identity, as if a server-side apply had created them, so that a later apply of a policy
+        without one of them removes it (Kubernetes keeps fields another (manager, operation)
+        owns). An update that sets ``managedFields`` and changes nothing else stores exactly
+        them (Kubernetes docs, Server-Side Apply, "Field management"); it is pinned to the
+        created ``resourceVersion``. If it fails, the object stays as created: the next apply
+        forces only netwarden's own fields (see :meth:`_write`)."""
+        entries = []
+        for entry in (created.get("metadata") or {}).get("managedFields") or []:
+            mine = entry.get("manager") == self.field_manager and entry.get("operation") == "Update"
+            entries.append({**entry, "operation": "Apply"} if mine else entry)
+        return self._set_managed_fields(ref, created, entries) or created
+
+    def _set_managed_fields(
+        self, ref: PolicyRef, obj: dict[str, Any], entries: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """``obj`` with ``entries`` as its managedFields (an update pinned to its
+        resourceVersion), or None when that was refused: ownership is bookkeeping, the
+        content was written already."""
+        body = restorable(obj, obj["metadata"]["resourceVersion"])
+        body["metadata"]["managedFields"] = entries
+        try:
+            return self._call(f"record field ownership of {ref}", self._custom_call("replace", ref),
+                              body=body, field_manager=self.field_manager)  # fmt: skip
+        except ApplyError:
+            return None
 
     def _get(self, ref: PolicyRef) -> dict[str, Any] | None:
         try:
@@ -381,17 +482,24 @@ class PolicyApplier:
         except NotFound:
             return None
 
-    def _replace(self, ref: PolicyRef, body: dict[str, Any]) -> None:
-        self._call(f"restore {ref}", self._custom_call("replace", ref), body=body,
-                   field_manager=self.field_manager, field_validation="Strict")  # fmt: skip
+    def _restore(self, ref: PolicyRef, previous: dict[str, Any], resource_version: str) -> None:
+        """Put ``previous`` back over the object at ``resource_version``, then its field
+        ownership too (the restore itself, an update, made netwarden own what it changed)."""
+        restored = self._call(
+            f"restore {ref}", self._custom_call("replace", ref),
+            body=restorable(previous, resource_version), field_manager=self.field_manager,
+            field_validation="Strict",
+        )  # fmt: skip
+        owners = (previous.get("metadata") or {}).get("managedFields")
+        if owners:
+            self._set_managed_fields(ref, restored, owners)
 
-    def _create(self, ref: PolicyRef, body: dict[str, Any]) -> None:
-        self._call(f"re-create {ref}", self._custom_call("create", ref), body=body,
-                   field_manager=self.field_manager, field_validation="Strict")  # fmt: skip
-
-    def _delete(self, ref: PolicyRef, *, uid: str | None) -> None:
-        options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid) if uid else None)
-        self._call(f"delete {ref}", self._custom_call("delete", ref), body=options)
+    def _delete(self, ref: PolicyRef, *, uid: str, resource_version: str) -> None:
+        """Delete exactly the object read: the same uid (not one re-created under its name) at
+        the same resourceVersion (nobody wrote since)."""
+        pre = k8s.V1Preconditions(uid=uid, resource_version=resource_version)
+        self._call(f"delete {ref}", self._custom_call("delete", ref),
+                   body=k8s.V1DeleteOptions(preconditions=pre))  # fmt: skip
 
     def _custom_call(self, verb: str, ref: PolicyRef) -> Any:
         """Bind a CustomObjectsApi method to ``ref`` (namespaced or cluster-scoped).

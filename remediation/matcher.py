@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
 
+import msgspec
+
 from netwarden.ingest.selectors import (
     ANY,
     Label,
@@ -847,7 +849,7 @@ class PolicySet:
         key = (
             getattr(endpoint, "identity", 0),
             getattr(endpoint, "namespace", ""),
-            bytes(labels) if not isinstance(labels, (tuple, list)) else tuple(labels),
+            bytes(labels) if isinstance(labels, msgspec.Raw) else tuple(labels or ()),
         )
         found = self._views.get(key)
         if found is None:

@@ -7,26 +7,50 @@ found when it was stored, the last dry-run and, once applied, the change that ro
 
 Lifecycle (the one place the rules live is :data:`ACTIONS`)::
 
-    action     from                      to
-    approve    proposed                  approved      (reviewer; only a valid policy)
-    reject     proposed                  rejected      (reviewer; final)
-    dry_run    approved                  approved      (recorded by apply before it applies)
-    apply      approved                  applied       (admin; after a passing dry-run)
-    fail       approved                  failed        (the dry-run or the apply was refused)
-    rollback   applied                   rolled_back   (admin; final)
-    simulate   any                       unchanged     (a replay against recorded flows)
+    action          from          to
+    approve         proposed      approved      (reviewer; only a valid policy; see below)
+    reject          proposed      rejected      (reviewer; final)
+    start_apply     approved      applying      (admin: the claim, before the cluster is asked)
+    dry_run         applying      applying      (the server-side dry-run passed)
+    apply           applying      applied       (the apply passed)
+    fail            applying      failed        (the cluster refused the policy)
+    dry_run_error   applying      approved      (no verdict on the policy: claim released)
+    apply_error     applying      approved      (no verdict on the policy: claim released)
+    start_rollback  applied       rolling_back  (admin: the claim)
+    rollback        rolling_back  rolled_back   (final)
+    rollback_error  rolling_back  applied       (refused or out of reach: claim released)
 
-An attempt that gets no verdict on the policy (the API server out of reach, a refused rollback)
-is logged as ``<action>_error`` and leaves the state alone, so it can be retried.
+"No verdict on the policy" is a cluster out of reach, netwarden lacking RBAC, audit mode
+unavailable, or another writer that got to the policy first (it was created or changed since it
+was read): the proposal goes back to ``approved`` to be looked at and retried.
+
+**One apply per proposal.** :meth:`ProposalStore.claim` moves a proposal to ``applying`` (or
+``rolling_back``) in one transaction that holds the row (``SELECT ... FOR UPDATE`` on
+PostgreSQL; SQLite's write lock, taken at ``BEGIN IMMEDIATE``), before any request reaches the
+cluster: of two concurrent applies of one proposal, the second sees ``applying`` and is refused
+(:class:`ProposalLifecycleError`) without a request. Two proposals for the same policy are kept
+apart by the cluster instead: see :mod:`netwarden.remediation.apply` (create-if-absent, and
+updates conditional on the ``resourceVersion`` read). A claim whose holder died (the process
+killed mid-apply) stays ``applying``: what reached the cluster is then unknown, so it is left for
+a person to check rather than guessed.
+
+**Two people.** With ``require_second_approver`` (the default; ``remediation.
+require_second_approver``) a proposal's author, the actor of its ``propose`` event, cannot approve
+it (:class:`SecondApproverRequired`): a person's proposal needs another person's approval; an
+automatic one (author ``netwarden``) needs one human's.
+
+**Target.** :meth:`ProposalStore.create` refuses a policy that does not select exactly the
+proposal's identity (:class:`TargetMismatch`, see :mod:`netwarden.remediation.target`): a
+clusterwide policy, or one that selects more than that workload, is never reviewed under its name.
 
 Every action writes one audit event (who, when, from, to, a note and details), and so does the
 creation (``propose``, from no state): the rules are a
 :class:`netwarden.storage.lifecycle.AuditedLifecycle` (:data:`LIFECYCLE`) and the events go to
 the shared ``audit_events`` table (subject kind ``proposal``), in the transaction of the change.
+A simulation is a read and writes nothing (older versions logged ``simulate`` events; they stay).
 
-:func:`apply_proposal` is the only way to ``applied``: it re-validates, dry-runs on the API
-server and records that, and applies only if both pass; a refused dry-run leaves the proposal
-``failed`` with the server's message and nothing applied.
+:func:`apply_proposal` is the only way to ``applied``: it claims, re-validates, dry-runs on the
+API server and records that, and applies only if both pass, against the object the dry-run saw.
 
 The store shares the anomaly store's database URL, engine settings and ORM base
 (:mod:`netwarden.storage`); its ``proposals`` table is its own, so either store can run without
@@ -42,7 +66,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import JSON, ColumnElement, Index, Integer, String, Text, func, select
+from sqlalchemy import JSON, ColumnElement, Index, Integer, String, Text, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from netwarden.detector.store import AnomalyRecord
@@ -56,16 +80,21 @@ from netwarden.remediation.apply import (
     PolicyApplier,
     Unreachable,
 )
+from netwarden.remediation.normal import NormalEdges
+from netwarden.remediation.propose import Proposer, policy_name
 from netwarden.remediation.schema import validate_policy
 from netwarden.remediation.simulate import SimulationReport
+from netwarden.remediation.target import IDENTITY_ANNOTATION, target_problems
 from netwarden.storage.audit import AuditEventRow
 from netwarden.storage.base import Base, record_of
+from netwarden.storage.columns import add_missing_columns
 from netwarden.storage.database import SqlStore, required_text
 from netwarden.storage.database import UTCDateTime as _UTCDateTime
 from netwarden.storage.lifecycle import AuditedLifecycle, SubjectNotFound, TransitionError
 
 __all__ = [
     "ACTIONS",
+    "CLAIMS",
     "KINDS",
     "LIFECYCLE",
     "STATES",
@@ -76,7 +105,11 @@ __all__ = [
     "ProposalNotFound",
     "ProposalRecord",
     "ProposalStore",
+    "SecondApproverRequired",
+    "TargetMismatch",
     "apply_proposal",
+    "built_for",
+    "check_claim",
     "next_state",
     "rollback_proposal",
 ]
@@ -88,33 +121,72 @@ KINDS: Final[tuple[str, ...]] = (BASELINE, CONTAINMENT)
 PROPOSED: Final = "proposed"
 APPROVED: Final = "approved"
 REJECTED: Final = "rejected"
+APPLYING: Final = "applying"
 APPLIED: Final = "applied"
+ROLLING_BACK: Final = "rolling_back"
 ROLLED_BACK: Final = "rolled_back"
 FAILED: Final = "failed"
 #: Every state, in lifecycle order.
-STATES: Final[tuple[str, ...]] = (PROPOSED, APPROVED, REJECTED, APPLIED, ROLLED_BACK, FAILED)
+STATES: Final[tuple[str, ...]] = (
+    PROPOSED, APPROVED, REJECTED, APPLYING, APPLIED, ROLLING_BACK, ROLLED_BACK, FAILED
+)  # fmt: skip
 
 #: action -> {from_state: to_state}; the one place the valid transitions are declared.
 ACTIONS: Final[dict[str, dict[str, str]]] = {
     "approve": {PROPOSED: APPROVED},
     "reject": {PROPOSED: REJECTED},
-    "dry_run": {APPROVED: APPROVED},
-    "apply": {APPROVED: APPLIED},
-    "fail": {APPROVED: FAILED},
-    "rollback": {APPLIED: ROLLED_BACK},
+    "start_apply": {APPROVED: APPLYING},
+    "dry_run": {APPLYING: APPLYING},
+    "apply": {APPLYING: APPLIED},
+    "fail": {APPLYING: FAILED},
+    "dry_run_error": {APPLYING: APPROVED},
+    "apply_error": {APPLYING: APPROVED},
+    "start_rollback": {APPLIED: ROLLING_BACK},
+    "rollback": {ROLLING_BACK: ROLLED_BACK},
+    "rollback_error": {ROLLING_BACK: APPLIED},
+    # written by netwarden before simulations became reads; kept so old trails stay readable
     "simulate": {state: state for state in STATES},
 }
+#: The actions that change the cluster, as people ask for them, and the transition claiming each.
+CLAIMS: Final[dict[str, str]] = {"apply": "start_apply", "rollback": "start_rollback"}
+#: The author of automatic proposals.
+SYSTEM_ACTOR: Final = "netwarden"
 
 
 # --------------------------------------------------------------------------------- errors
 
 
 class ProposalLifecycleError(TransitionError):
-    """An action the proposal's state does not allow (approving twice, applying unapproved)."""
+    """An action the proposal's state does not allow (approving twice, applying unapproved, or
+    applying while another apply of it is under way)."""
 
     def __init__(self, proposal_id: int, state: str, action: str) -> None:
-        super().__init__("proposal", proposal_id, state, action, LIFECYCLE.sources(action))
+        allowed = LIFECYCLE.sources(CLAIMS.get(action, action))
+        super().__init__("proposal", proposal_id, state, action, allowed)
         self.proposal_id = proposal_id
+
+
+class SecondApproverRequired(PermissionError):
+    """The proposal's author tried to approve it while a second person's approval is required."""
+
+    def __init__(self, proposal_id: int, author: str) -> None:
+        who = "netwarden itself" if author == SYSTEM_ACTOR else repr(author)
+        super().__init__(
+            f"proposal {proposal_id} was proposed by {who}: its approval must come from "
+            "another person (remediation.require_second_approver)"
+        )
+        self.proposal_id = proposal_id
+        self.author = author
+
+
+class TargetMismatch(ValueError):
+    """The policy does not select exactly the proposal's identity (see
+    :mod:`netwarden.remediation.target`); such a proposal is never stored."""
+
+    def __init__(self, identity: str, problems: list[str]) -> None:
+        super().__init__(f"the policy does not target {identity} alone: {'; '.join(problems)}")
+        self.identity = identity
+        self.problems = problems
 
 
 class InvalidProposal(ValueError):
@@ -167,14 +239,22 @@ def next_state(proposal_id: int, state: str, action: str) -> str:
     return LIFECYCLE.next_state(proposal_id, state, action)
 
 
+def check_claim(proposal_id: int, state: str, action: str) -> None:
+    """Refuse (:class:`ProposalLifecycleError`) ``apply``/``rollback`` from ``state``: a check
+    before anything else, the claim itself is :meth:`ProposalStore.claim`."""
+    if not LIFECYCLE.allows(state, CLAIMS[action]):
+        raise ProposalLifecycleError(proposal_id, state, action)
+
+
 # -------------------------------------------------------------------------------- records
 
 
 @dataclass(frozen=True, slots=True)
 class ProposalRecord:
-    """One proposal as stored. ``problems`` is empty for a valid policy; ``dry_run`` is the last
-    dry-run (``passed``, ``message``, ...); ``change`` is :meth:`AppliedChange.to_dict` once
-    applied (what rollback restores)."""
+    """One proposal as stored. ``problems`` is empty for a valid policy; ``warnings`` are what
+    normal traffic its policy would drop, found when it was proposed (a containment replayed
+    against the recent flows); ``dry_run`` is the last dry-run (``passed``, ``message``, ...);
+    ``change`` is :meth:`AppliedChange.to_dict` once applied (what rollback restores)."""
 
     id: int
     kind: str
@@ -185,6 +265,7 @@ class ProposalRecord:
     current: dict[str, Any] | None
     state: str
     problems: list[dict[str, str]]
+    warnings: list[str]
     dry_run: dict[str, Any] | None
     change: dict[str, Any] | None
     note: str
@@ -235,6 +316,8 @@ class _ProposalRow(Base):
     current: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16))
     problems: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    # added after the first release: databases without it get it on open (server_default)
+    warnings: Mapped[list[str]] = mapped_column(JSON, server_default=text("'[]'"))
     dry_run: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     change: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     note: Mapped[str] = mapped_column(Text)
@@ -255,6 +338,7 @@ def _to_record(row: _ProposalRow) -> ProposalRecord:
         patch=list(row.patch) if row.patch is not None else None,
         current=dict(row.current) if row.current is not None else None,
         problems=list(row.problems or []),
+        warnings=[str(w) for w in row.warnings or ()],
     )
 
 
@@ -276,12 +360,16 @@ class ProposalStore(SqlStore):
     """Persist proposals and run their lifecycle, one short transaction per call.
 
     ``url`` is a SQLAlchemy URL (normally the anomaly store's); tables are created if missing.
-    ``now`` is the clock, injected by tests.
+    ``now`` is the clock, injected by tests. ``require_second_approver``: a proposal's author
+    cannot approve it (see the module docstring).
     """
 
-    def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, url: str, *, now: Callable[[], datetime] | None = None,
+                 require_second_approver: bool = True) -> None:  # fmt: skip
         super().__init__(url, now=now)
+        self.require_second_approver = require_second_approver
         with self._begin() as (session, _):
+            add_missing_columns(session, _ProposalRow.__table__)  # type: ignore[arg-type]
             LIFECYCLE.adopt_legacy(session)
 
     _transaction = SqlStore._begin
@@ -299,13 +387,22 @@ class ProposalStore(SqlStore):
         patch: list[dict[str, Any]] | None = None,
         current: Mapping[str, Any] | None = None,
         note: str = "",
+        workload_labels: Mapping[str, str] | None = None,
+        warnings: Iterable[str] = (),
     ) -> ProposalRecord:
         """Store a new proposal in state ``proposed``, validated now: an invalid policy is kept
-        with its problems (so the reviewer sees why) but can never be approved."""
+        with its problems (so the reviewer sees why) but can never be approved.
+
+        A policy that does not target ``identity`` alone is refused (:class:`TargetMismatch`)
+        and not stored; ``workload_labels`` are the workload's labels it was built for, when
+        known (:func:`~netwarden.remediation.target.target_problems`)."""
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
         identity = required_text(identity, "identity")
         actor = required_text(actor, "actor")
+        mismatch = target_problems(policy, identity, workload_labels=workload_labels)
+        if mismatch:
+            raise TargetMismatch(identity, mismatch)
         problems = problems_of(policy)
         with self._transaction() as (session, now):
             row = _ProposalRow(
@@ -317,6 +414,7 @@ class ProposalStore(SqlStore):
                 current=dict(current) if current is not None else None,
                 state=PROPOSED,
                 problems=problems,
+                warnings=[str(w) for w in warnings],
                 dry_run=None,
                 change=None,
                 note=note,
@@ -386,12 +484,13 @@ class ProposalStore(SqlStore):
             return [_to_event(r) for r in LIFECYCLE.events(session, proposal_id)]
 
     def latest_applied(self, namespace: str | None, name: str) -> ProposalRecord | None:
-        """The most recently applied (still applied) proposal of the policy ``namespace/name``:
-        what the cluster holds as far as netwarden knows, when it cannot ask the cluster."""
+        """The most recently applied (still applied, or being rolled back) proposal of the
+        policy ``namespace/name``: what the cluster holds as far as netwarden knows, when it
+        cannot ask the cluster."""
         with self._transaction() as (session, _):
             for row in session.scalars(
                 select(_ProposalRow)
-                .where(_ProposalRow.state == APPLIED)
+                .where(_ProposalRow.state.in_((APPLIED, ROLLING_BACK)))
                 .order_by(_ProposalRow.updated_at.desc(), _ProposalRow.id.desc())
             ):
                 meta = row.policy.get("metadata") or {}
@@ -402,24 +501,61 @@ class ProposalStore(SqlStore):
     # ------------------------------------------------------------------------- lifecycle
 
     def approve(self, proposal_id: int, *, actor: str, note: str = "") -> ProposalRecord:
-        """proposed -> approved; :class:`InvalidProposal` if its policy has problems."""
+        """proposed -> approved; :class:`InvalidProposal` if its policy has problems,
+        :class:`SecondApproverRequired` if ``actor`` proposed it (unless that is switched off)."""
         return self._act(proposal_id, "approve", actor=actor, note=note)
 
     def reject(self, proposal_id: int, *, actor: str, note: str = "") -> ProposalRecord:
         """proposed -> rejected, for good."""
         return self._act(proposal_id, "reject", actor=actor, note=note)
 
-    def record_simulation(
-        self, proposal_id: int, *, actor: str, note: str, details: dict[str, Any]
+    def author(self, proposal_id: int) -> str | None:
+        """Who proposed it: the actor of its ``propose`` event (None if it has none)."""
+        with self._transaction() as (session, _):
+            return _author(session, self._row(session, proposal_id).id)
+
+    def claim(self, proposal_id: int, action: str, *, actor: str, note: str = "") -> ProposalRecord:
+        """Claim the proposal for ``action`` (``apply``: approved -> applying; ``rollback``:
+        applied -> rolling_back) in one transaction holding its row, so exactly one of several
+        concurrent callers gets it; the others get :class:`ProposalLifecycleError`. Call before
+        any request reaches the cluster; end with :meth:`record_dry_run`, :meth:`mark_applied`,
+        :meth:`mark_failed`, :meth:`mark_rolled_back` or :meth:`release`."""
+        if action not in CLAIMS:
+            raise ValueError(f"unknown claim {action!r}: expected one of {', '.join(CLAIMS)}")
+        actor = required_text(actor, "actor")
+        with self._transaction() as (session, now):
+            row = self._row(session, proposal_id)
+            check_claim(row.id, row.state, action)
+            if action == "apply" and row.problems:
+                raise InvalidProposal(row.id, list(row.problems))
+            LIFECYCLE.transition(
+                session, row, CLAIMS[action], actor=actor, note=note or f"{action} started",
+                at=now,
+            )  # fmt: skip
+            row.updated_at = now
+            return _to_record(row)
+
+    def release(
+        self,
+        proposal_id: int,
+        *,
+        actor: str,
+        action: str,
+        message: str,
+        details: dict[str, Any] | None = None,
     ) -> ProposalRecord:
-        """Log that someone replayed flows against the proposal (its state does not change)."""
-        return self._act(proposal_id, "simulate", actor=actor, note=note, details=details)
+        """Give a claim back after an attempt that got no verdict on the policy (API server out
+        of reach, a concurrent writer, a refused rollback): logged as ``<action>_error``
+        (``dry_run``, ``apply`` or ``rollback``) and back to ``approved``/``applied``, so that
+        it can be looked at and retried."""
+        return self._act(proposal_id, f"{action}_error", actor=actor, note=message, details=details)
 
     def record_dry_run(
         self, proposal_id: int, *, actor: str, result: dict[str, Any]
     ) -> ProposalRecord:
-        """Keep the dry-run ``result`` (with ``passed``) and log it: a failed one moves the
-        proposal to ``failed``; a passed one leaves it ``approved`` for :meth:`mark_applied`."""
+        """Keep the dry-run ``result`` (with ``passed``) of a claimed proposal and log it: a
+        failed one moves it to ``failed``; a passed one leaves it ``applying`` for
+        :meth:`mark_applied`."""
         action = "dry_run" if result.get("passed") else "fail"
         return self._act(
             proposal_id,
@@ -430,36 +566,10 @@ class ProposalStore(SqlStore):
             dry_run=result,
         )
 
-    def record_error(
-        self,
-        proposal_id: int,
-        *,
-        actor: str,
-        action: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-    ) -> ProposalRecord:
-        """Log an attempt that did not get a verdict on the policy (API server out of reach, a
-        refused rollback) as ``<action>_error``; the state stays as it was, so it can be retried."""
-        with self._transaction() as (session, now):
-            row = self._row(session, proposal_id)
-            LIFECYCLE.record(
-                session,
-                row.id,
-                action=f"{action}_error",
-                from_state=row.state,
-                to_state=row.state,
-                actor=required_text(actor, "actor"),
-                note=message,
-                at=now,
-                details=details,
-            )
-            return _to_record(row)
-
     def mark_applied(
         self, proposal_id: int, *, actor: str, change: dict[str, Any], note: str = ""
     ) -> ProposalRecord:
-        """approved -> applied, with what rollback needs (a passing dry-run came first)."""
+        """applying -> applied, with what rollback needs (a passing dry-run came first)."""
         return self._act(
             proposal_id,
             "apply",
@@ -469,12 +579,14 @@ class ProposalStore(SqlStore):
             details={"ref": change.get("ref"), "created": change.get("previous") is None},
         )
 
-    def mark_failed(self, proposal_id: int, *, actor: str, message: str) -> ProposalRecord:
-        """approved -> failed: the cluster refused the apply after its dry-run passed."""
-        return self._act(proposal_id, "fail", actor=actor, note=message)
+    def mark_failed(
+        self, proposal_id: int, *, actor: str, message: str, details: dict[str, Any] | None = None
+    ) -> ProposalRecord:
+        """applying -> failed: the cluster refused the apply after its dry-run passed."""
+        return self._act(proposal_id, "fail", actor=actor, note=message, details=details)
 
     def mark_rolled_back(self, proposal_id: int, *, actor: str, note: str = "") -> ProposalRecord:
-        """applied -> rolled_back: the object it replaced is back (or it was deleted)."""
+        """rolling_back -> rolled_back: the object it replaced is back (or it was deleted)."""
         return self._act(proposal_id, "rollback", actor=actor, note=note)
 
     def _row(self, session: Session, proposal_id: int) -> _ProposalRow:
@@ -500,6 +612,10 @@ class ProposalStore(SqlStore):
             next_state(row.id, row.state, action)  # a refused action outranks a bad policy
             if action in ("approve", "dry_run", "apply") and row.problems:
                 raise InvalidProposal(row.id, list(row.problems))
+            if action == "approve" and self.require_second_approver:
+                author = _author(session, row.id)
+                if author is not None and _same_person(author, actor):
+                    raise SecondApproverRequired(row.id, author)
             LIFECYCLE.transition(
                 session, row, action, actor=actor, note=note, at=now, details=details
             )
@@ -509,6 +625,24 @@ class ProposalStore(SqlStore):
             if change is not None:
                 row.change = change
             return _to_record(row)
+
+
+def _author(session: Session, proposal_id: int) -> str | None:
+    return session.scalar(
+        select(AuditEventRow.actor)
+        .where(
+            AuditEventRow.subject_kind == LIFECYCLE.kind,
+            AuditEventRow.subject_id == proposal_id,
+            AuditEventRow.action == LIFECYCLE.create_action,
+        )
+        .order_by(AuditEventRow.id)
+        .limit(1)
+    )
+
+
+def _same_person(a: str, b: str) -> bool:
+    """Actor names as token names: case and surrounding blanks do not make another person."""
+    return a.strip().casefold() == b.strip().casefold()
 
 
 def _conditions(
@@ -542,6 +676,14 @@ def _error_details(exc: ApplyError) -> dict[str, Any]:
     return details
 
 
+def _no_verdict(exc: ApplyError) -> bool:
+    """The attempt said nothing about the policy itself: the cluster out of reach, netwarden
+    lacking RBAC, audit mode off, or another writer first (created or changed it meanwhile)."""
+    if isinstance(exc, Conflict):
+        return exc.concurrent
+    return isinstance(exc, Unreachable | Forbidden | AuditModeUnavailable)
+
+
 def apply_proposal(
     store: ProposalStore,
     applier: PolicyApplier,
@@ -551,60 +693,71 @@ def apply_proposal(
     note: str = "",
     audit: bool = False,
 ) -> ProposalRecord:
-    """Apply an approved, valid proposal: dry-run first (recorded), then the real apply.
+    """Apply an approved, valid proposal: claim it, dry-run (recorded), then the real apply
+    against the object the dry-run saw.
 
     ``audit``: only where Cilium runs in policy audit mode (its verdicts are logged, not
-    enforced; see :meth:`PolicyApplier.apply`); elsewhere nothing is applied and the proposal
-    stays approved, since the policy itself was not refused.
+    enforced; see :meth:`PolicyApplier.apply`).
 
-    A dry-run or apply the cluster refuses moves the proposal to ``failed`` and raises
-    :class:`ApplyRefused`; an unreachable API server (or netwarden lacking RBAC) is logged and
-    raises it too, but leaves the proposal ``approved``: nothing was decided about the policy.
+    A concurrent apply of the same proposal gets :class:`ProposalLifecycleError` from the claim
+    and sends nothing. A dry-run or apply the cluster refuses moves the proposal to ``failed``
+    and raises :class:`ApplyRefused`; an attempt without a verdict on the policy (see
+    :func:`_no_verdict`) releases the claim (``approved`` again, the error logged) and raises it
+    too. A real apply that timed out may have reached the cluster: the release says so.
     """
-    record = store.get(proposal_id)
-    if record is None:
-        raise ProposalNotFound(proposal_id)
-    next_state(record.id, record.state, "apply")  # refuse before talking to the cluster
-    if record.problems:
-        raise InvalidProposal(record.id, record.problems)
+    record = store.claim(proposal_id, "apply", actor=actor)
+    step = "dry_run"
     try:
-        checked = applier.dry_run(record.policy)
-    except (Unreachable, Forbidden) as exc:  # no verdict on the policy: retry later
-        after = store.record_error(
-            record.id, actor=actor, action="dry_run", message=str(exc), details=_error_details(exc)
+        try:
+            checked = applier.dry_run(record.policy)
+        except ApplyError as exc:
+            if _no_verdict(exc):
+                raise
+            result = {
+                "passed": False,
+                "at": store.now().isoformat(),
+                "message": str(exc),
+                **_error_details(exc),
+            }
+            after = store.record_dry_run(record.id, actor=actor, result=result)
+            raise ApplyRefused(
+                f"the dry-run failed, nothing was applied: {exc}", after, exc
+            ) from exc
+        effect = "created" if checked.created else "changed" if checked.changed else "unchanged"
+        store.record_dry_run(
+            record.id,
+            actor=actor,
+            result={
+                "passed": True,
+                "at": store.now().isoformat(),
+                "message": f"the API server accepts {checked.ref} ({effect})",
+                "created": checked.created,
+                "changed": checked.changed,
+            },
         )
-        raise ApplyRefused(str(exc), after, exc) from exc
+        step = "apply"
+        try:
+            change: AppliedChange = applier.apply(record.policy, audit=audit, checked=checked)
+        except ApplyError as exc:
+            if _no_verdict(exc):
+                raise
+            after = store.mark_failed(
+                record.id, actor=actor, message=str(exc), details=_error_details(exc)
+            )
+            raise ApplyRefused(f"the apply failed: {exc}", after, exc) from exc
+    except ApplyRefused:
+        raise
     except ApplyError as exc:
-        result = {
-            "passed": False,
-            "at": store.now().isoformat(),
-            "message": str(exc),
-            **_error_details(exc),
-        }
-        after = store.record_dry_run(record.id, actor=actor, result=result)
-        raise ApplyRefused(f"the dry-run failed, nothing was applied: {exc}", after, exc) from exc
-    effect = "created" if checked.created else "changed" if checked.changed else "unchanged"
-    store.record_dry_run(
-        record.id,
-        actor=actor,
-        result={
-            "passed": True,
-            "at": store.now().isoformat(),
-            "message": f"the API server accepts {checked.ref} ({effect})",
-            "created": checked.created,
-            "changed": checked.changed,
-        },
-    )
-    try:
-        change: AppliedChange = applier.apply(record.policy, audit=audit)
-    except (Unreachable, Forbidden, AuditModeUnavailable) as exc:  # no verdict on the policy
-        after = store.record_error(
-            record.id, actor=actor, action="apply", message=str(exc), details=_error_details(exc)
+        message = str(exc)
+        if step == "apply" and isinstance(exc, Unreachable):
+            message += "; the request may have reached the cluster: check the policy there"
+        after = store.release(
+            record.id, actor=actor, action=step, message=message, details=_error_details(exc)
         )
-        raise ApplyRefused(str(exc), after, exc) from exc
-    except ApplyError as exc:
-        after = store.mark_failed(record.id, actor=actor, message=str(exc))
-        raise ApplyRefused(f"the apply failed: {exc}", after, exc) from exc
+        raise ApplyRefused(message, after, exc) from exc
+    except BaseException as exc:  # a bug or an interrupt: never leave the claim behind
+        store.release(record.id, actor=actor, action=step, message=f"{type(exc).__name__}: {exc}")
+        raise
     return store.mark_applied(
         record.id, actor=actor, change=change.to_dict(), note=note or f"applied {change.ref}"
     )
@@ -613,24 +766,28 @@ def apply_proposal(
 def rollback_proposal(
     store: ProposalStore, applier: PolicyApplier, proposal_id: int, *, actor: str, note: str = ""
 ) -> ProposalRecord:
-    """Put back what an applied proposal replaced (or delete what it created).
+    """Put back what an applied proposal replaced (or delete what it created): claim it, then
+    :meth:`PolicyApplier.rollback`, which refuses when the policy changed since it was applied.
 
-    A refused rollback is logged and raises :class:`ApplyRefused`; the proposal stays
-    ``applied`` so that it can be retried.
+    A refused rollback is logged and raises :class:`ApplyRefused`; the proposal goes back to
+    ``applied``. A concurrent rollback of it gets :class:`ProposalLifecycleError`.
     """
-    record = store.get(proposal_id)
-    if record is None:
-        raise ProposalNotFound(proposal_id)
-    next_state(record.id, record.state, "rollback")
+    record = store.claim(proposal_id, "rollback", actor=actor)
     assert record.change is not None, "an applied proposal always holds its change"
     change = AppliedChange.from_dict(record.change)
     try:
         applier.rollback(change)
     except ApplyError as exc:
-        after = store.record_error(
-            record.id, actor=actor, action="rollback", message=str(exc), details=_error_details(exc)
-        )
+        after = store.release(
+            record.id, actor=actor, action="rollback", message=str(exc),
+            details=_error_details(exc),
+        )  # fmt: skip
         raise ApplyRefused(f"the rollback failed: {exc}", after, exc) from exc
+    except BaseException as exc:
+        store.release(
+            record.id, actor=actor, action="rollback", message=f"{type(exc).__name__}: {exc}"
+        )
+        raise
     what = "deleted" if change.previous is None else "restored the previous"
     return store.mark_rolled_back(record.id, actor=actor, note=note or f"{what} {change.ref}")
 
@@ -643,45 +800,95 @@ def propose_containment(
     source: str = "",
     actor: str,
     note: str = "",
+    normal: NormalEdges | None = None,
+    flows: Iterable[Any] | None = None,
+    selectors: Mapping[str, Mapping[str, str]] | None = None,
+    current_for: Callable[[str], Mapping[str, Any] | None] | None = None,
 ) -> ProposalRecord:
     """Store the containment of ``anomaly`` (see :mod:`netwarden.remediation.containment`) as a
-    proposal, with its JSON patch against ``current`` (the workload's policy now, found at
-    ``source``) when there is one."""
+    proposal for the workload it contains: the anomaly's own for what it did (egress), the
+    attacking workload's for what was done to it (ingress), linked to the anomaly
+    (``anomaly_id``) either way, with the warnings of what normal traffic it would drop.
+
+    ``current`` is the policy of the anomaly's workload now (found at ``source``);
+    ``current_for(identity)`` gives another workload's (default: its baseline as netwarden last
+    applied it, :meth:`ProposalStore.latest_applied`), for when the attacker is contained. The
+    patch is against the contained workload's current policy, when it has one. ``normal`` are
+    the edges never to deny; ``flows`` the recent flows (what the anomaly did, and what the
+    policy is replayed against); ``selectors`` the workloads' stable labels
+    (:meth:`~netwarden.remediation.propose.Proposer.selectors`, learned from ``flows`` when not
+    given). The labels the target check holds the policy to: the selector of a current policy
+    netwarden built for the workload, else the workload's stable labels from the flows.
+    Raises :class:`ValueError` when there is nothing to contain, :class:`TargetMismatch` when
+    the policy would not select the contained workload alone."""
     from netwarden.remediation.containment import containment
 
-    change = containment(anomaly, dict(current) if current is not None else None)
+    flow_list = list(flows) if flows is not None else None
+    if selectors is None and flow_list:
+        selectors = Proposer().add_all(flow_list).selectors()
+    lookup = current_for or (lambda identity: _applied_baseline(store, identity))
+    looked_up: dict[str, Mapping[str, Any] | None] = {}
+
+    def other_current(identity: str) -> Mapping[str, Any] | None:
+        if identity not in looked_up:
+            looked_up[identity] = lookup(identity)
+        return looked_up[identity]
+
+    change = containment(
+        anomaly,
+        dict(current) if current is not None else None,
+        selectors=selectors,
+        normal=normal,
+        flows=flow_list,
+        current_for=other_current,
+    )
+    identity = change.identity or anomaly.identity
+    if identity != anomaly.identity:
+        current = other_current(identity)
+        source = "" if current_for else "its current policy from netwarden's records"
     summary = f"{change.action}: {'; '.join(change.notes)}" if change.notes else change.action
     if current is not None and source:
         summary += f" ({source})"
+    learned = (selectors or {}).get(identity)
     return store.create(
         kind=CONTAINMENT,
-        identity=anomaly.identity,
+        identity=identity,
         anomaly_id=anomaly.id,
         policy=change.policy,
         patch=change.patch,
         current=current,
         actor=actor,
         note=note or summary,
+        workload_labels=built_for(current, identity) or (dict(learned) if learned else None),
+        warnings=change.warnings,
     )
+
+
+def _applied_baseline(store: ProposalStore, identity: str) -> dict[str, Any] | None:
+    """The baseline policy of ``identity`` as netwarden last applied it (None if never)."""
+    namespace, _, workload = identity.partition("/")
+    record = store.latest_applied(namespace, policy_name(workload, "baseline"))
+    return record.policy if record is not None else None
+
+
+def built_for(policy: Mapping[str, Any] | None, identity: str) -> dict[str, str] | None:
+    """The workload labels ``policy`` selects when netwarden built it for ``identity`` (its
+    ``netwarden.io/identity`` annotation says so), else None."""
+    if policy is None:
+        return None
+    meta = policy.get("metadata") or {}
+    if (meta.get("annotations") or {}).get(IDENTITY_ANNOTATION) != identity:
+        return None
+    labels = ((policy.get("spec") or {}).get("endpointSelector") or {}).get("matchLabels")
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else None
 
 
 def simulate_proposal(
     store: ProposalStore, record: ProposalRecord, flows: Iterable[Any], *, actor: str
 ) -> SimulationReport:
-    """Replay ``flows`` through the proposal's policy and log it in its audit trail (its state
-    does not change): the numbers a reviewer sees next to the proposal."""
+    """Replay ``flows`` through the proposal's policy: the numbers a reviewer sees next to the
+    proposal. A read: nothing is written (``store`` and ``actor`` are kept for callers)."""
     from netwarden.remediation.simulate import simulate
 
-    report = simulate([record.policy], flows)
-    store.record_simulation(
-        record.id,
-        actor=actor,
-        note=f"would drop {report.dropped} of {report.flows_judged} judged flows",
-        details={
-            "flows_seen": report.flows_seen,
-            "flows_judged": report.flows_judged,
-            "dropped": report.dropped,
-            "groups": len(report.groups),
-        },
-    )
-    return report
+    del store, actor  # a simulation is not an action on the proposal: no audit event
+    return simulate([record.policy], flows)

@@ -15,7 +15,10 @@ allowing exactly the peers and ports it was seen using:
   ``*.parent`` ``matchPattern``), which also feeds ``toFQDNs``.
 * **Peers outside the cluster**: ``toFQDNs`` when the flow carries the peer's names, else
   ``toCIDRSet`` /32 (or /128); only when there are more such addresses than ``max_cidrs`` the
-  peer cannot be narrowed and ``world`` is used. Reserved peers become entities.
+  peer cannot be narrowed and ``world`` is used. Reserved peers become entities; a peer labelled
+  ``reserved:kube-apiserver`` is always the ``kube-apiserver`` entity, also when it carries
+  ``reserved:world`` or a CIDR identity (an API server outside the cluster): Cilium does not
+  reliably match CIDR rules against the API server's identity.
 * **Small**: peers of one kind sharing the same port set share one rule (Cilium refuses rules
   that mix L3 kinds, so kinds stay apart); ports are sorted; output is deterministic.
 
@@ -87,6 +90,7 @@ _PER_POD_KEYS: Final = frozenset(
     }
 )
 _SERVICE_ACCOUNT: Final = "io.cilium.k8s.policy.serviceaccount"
+_KUBE_APISERVER: Final = "reserved:kube-apiserver"
 _CILIUM_PREFIX: Final = "io.cilium."
 _NAMESPACE: Final = "io.kubernetes.pod.namespace"
 #: Entities the CRD accepts, by the reserved identity name a flow carries.
@@ -331,6 +335,7 @@ class Proposer:
         self._workloads: dict[str, _Workload] = {}
         self._labels: dict[str, dict[str, str]] = {}  # subject id -> labels all replicas share
         self._label_cache: dict[tuple[Any, ...], dict[str, str]] = {}
+        self._apiserver: dict[tuple[Any, ...], bool] = {}
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -387,6 +392,10 @@ class Proposer:
         """(subject, peer kind, namespace, shared labels) of one end; None when unknown."""
         subject, peer = self._resolver.resolve(endpoint, ip)
         if subject is None:
+            if self._is_apiserver(endpoint, ip):
+                # The API server outside the cluster carries reserved:world (and a CIDR
+                # identity) too; Cilium matches it reliably only by its entity, not by CIDR.
+                return None, "reserved:kube-apiserver", "", {}
             if peer.is_world:
                 return None, "world", "", {}
             if peer.reserved:
@@ -404,6 +413,15 @@ class Proposer:
         elif common.items() - own.items():
             self._labels[subject.id] = {k: v for k, v in common.items() if own.get(k) == v}
         return subject, "pod", subject.namespace, self._labels[subject.id]
+
+    def _is_apiserver(self, endpoint: Any, ip: str) -> bool:
+        if endpoint is None:
+            return False
+        key = IdentityResolver.cache_key(endpoint, ip)
+        found = self._apiserver.get(key)
+        if found is None:
+            found = self._apiserver[key] = _KUBE_APISERVER in label_list(endpoint.labels)
+        return found
 
     def _peers(
         self, end: tuple[Subject | None, str, str, dict[str, str]], ip: str, names: Iterable[str]

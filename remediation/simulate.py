@@ -9,14 +9,14 @@ nodes, several packets), so each group also counts distinct connections (5-tuple
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from netwarden.ingest.identity import IdentityResolver
 from netwarden.remediation.matcher import EGRESS, Decision, L4Key, PolicySet, Verdict, l4_key
 
-__all__ = ["DropGroup", "SimulationReport", "simulate"]
+__all__ = ["DropGroup", "SimulationReport", "drop_warnings", "simulate"]
 
 
 @dataclass
@@ -178,3 +178,39 @@ def simulate(
             group.examples.append(flow)
     report.groups = sorted(groups.values(), key=lambda g: (-g.flows, g.subject, g.peer, g.port))
     return report
+
+
+def drop_warnings(
+    policy: Mapping[str, Any],
+    flows: Iterable[Any],
+    *,
+    current: Mapping[str, Any] | None = None,
+    part_of_anomaly: Callable[[Any], bool] | None = None,
+    limit: int = 4,
+) -> tuple[str, ...]:
+    """Warnings for a proposal that would drop normal traffic: replay ``flows`` except those
+    ``part_of_anomaly`` (what the proposal is meant to stop) through ``policy`` and describe what
+    it drops, e.g. "would drop 1,234 normal flows: monitoring/prometheus -> shop/catalog
+    TCP/9090 (1,200), ...". With ``current`` (the policy the proposal replaces), only flows that
+    ``current`` lets through count: a drop the cluster already makes is not the proposal's."""
+    kept = [f for f in flows if part_of_anomaly is None or not part_of_anomaly(f)]
+    if current is not None:
+        before = PolicySet([current])
+        kept = [f for f in kept if before.verdict(f).dropped_at is None]
+    report = simulate([policy], kept, examples=0)
+    if not report.dropped:
+        return ()
+    shown = []
+    for group in report.groups[:limit]:
+        ends = (
+            (group.subject, group.peer)
+            if group.direction == EGRESS
+            else (group.peer, group.subject)
+        )
+        shown.append(f"{ends[0]} -> {ends[1]} {group.port} ({group.flows:,})")
+    more = len(report.groups) - limit
+    tail = f" and {more} more peer/port group{'s' * (more != 1)}" if more > 0 else ""
+    return (
+        f"would drop {report.dropped:,} normal flow{'s' * (report.dropped != 1)} "
+        f"(not part of the anomaly): {', '.join(shown)}{tail}",
+    )

@@ -927,6 +927,9 @@ class K8sStandIn:
         #: called with each request before it is served (under the store lock): lets a test
         #: play a concurrent writer, e.g. modify the object between a client's read and write
         self.before: Callable[[Request], None] | None = None
+        #: called with each request before the store lock is taken (so it may block, e.g. on a
+        #: barrier, while other requests are served): lets a test line up concurrent clients
+        self.arrive: Callable[[Request], None] | None = None
         self.pods = _Pods(self.store)
         self.namespaces = _Namespaces(self.store)
         self.nodes = _Nodes(self.store)
@@ -1054,6 +1057,8 @@ class K8sStandIn:
             return exc.status["code"], exc.status
         self.requests.append(Request(method, split.path, {k: v[-1] for k, v in parse_qs(split.query).items()},
                                      content_type, body))  # fmt: skip
+        if self.arrive is not None:
+            self.arrive(self.requests[-1])
         try:
             with self.store.lock:
                 if self.before is not None:

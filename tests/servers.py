@@ -7,18 +7,21 @@ server, write a ``start_<name>()`` that builds its command line and calls :func:
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Final, Self
+from typing import IO, Any, Final, Self
 
 import httpx
 import pytest
 
-__all__ = ["Server", "free_port", "require", "start", "start_alertmanager"]
+__all__ = ["Server", "WebhookReceiver", "free_port", "require", "start", "start_alertmanager"]
 
 _READY_TIMEOUT_S: Final = 30.0
 _STOP_TIMEOUT_S: Final = 10.0
@@ -31,6 +34,20 @@ route:
   repeat_interval: 1h
 receivers:
   - name: "null"
+"""
+
+#: The same route, notifying a webhook (Alertmanager's generic receiver) of firing and resolved.
+ALERTMANAGER_WEBHOOK_CONFIG: Final = """\
+route:
+  receiver: "hook"
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: "hook"
+    webhook_configs:
+      - url: "{url}"
+        send_resolved: true
 """
 
 
@@ -124,13 +141,68 @@ def start(name: str, argv: list[str], *, port: int, workdir: Path, ready_path: s
             time.sleep(0.05)
 
 
-def start_alertmanager(workdir: Path, *, port: int | None = None) -> Server:
-    """Alertmanager with a null receiver, its own storage, no clustering, on loopback."""
+class WebhookReceiver:
+    """A loopback HTTP endpoint that keeps every JSON body POSTed to it: what Alertmanager's
+    webhook receiver notifies, i.e. what a person would be told."""
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # http.server's naming
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver._lock:
+                    receiver.notifications.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The notifications once ``predicate(notifications)`` holds; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                seen = list(self.notifications)
+            if predicate(seen):
+                return seen
+            if time.monotonic() > deadline:
+                pytest.fail(f"webhook: expected notifications not seen in {timeout} s: {seen}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def start_alertmanager(
+    workdir: Path, *, port: int | None = None, webhook_url: str | None = None
+) -> Server:
+    """Alertmanager with its own storage, no clustering, on loopback; it notifies nobody (a
+    null receiver), or the webhook at ``webhook_url`` of firing and resolved alerts."""
     binary = require("prometheus-alertmanager", "prometheus-alertmanager")
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "alertmanager.yml"
-    config.write_text(ALERTMANAGER_CONFIG)
+    config.write_text(
+        ALERTMANAGER_WEBHOOK_CONFIG.format(url=webhook_url) if webhook_url else ALERTMANAGER_CONFIG
+    )
     argv = [
         binary,
         f"--config.file={config}",

@@ -19,7 +19,7 @@ from netwarden.detector.alerts.alerting import ALERTMANAGER, Alerter, AlertSetti
 from netwarden.detector.alerts.outbox import DELIVERED, PENDING
 from netwarden.detector.results import ScoredWindow
 from netwarden.detector.store import AnomalyStore
-from tests.servers import Server, free_port, start_alertmanager
+from tests.servers import Server, WebhookReceiver, free_port, start_alertmanager
 from tests.test_alerts import PUBLIC, STEP, Clock, win
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -161,3 +161,57 @@ def test_an_alert_alertmanager_rejects_does_not_hold_back_the_others(am, store, 
         assert status == {good.id: (DELIVERED, 0), broken: (PENDING, 1)}
         assert "HTTP 400" in alerter.outbox.items()[1].last_error
         assert [x["labels"]["anomaly_id"] for x in active(am)] == [str(a.id)]
+
+
+def test_an_anomaly_over_while_alertmanager_was_down_still_notifies(store, clock, tmp_path) -> None:
+    """Alertmanager notifies nobody of an alert it only ever saw resolved: an anomaly that
+    started and ended while it was down reaches it firing first, and a person is notified
+    (its webhook receiver), then resolved; a restarted alerter owes nothing more."""
+    port = free_port()
+    with (
+        WebhookReceiver() as hook,
+        Alerter(store, settings_for(f"http://127.0.0.1:{port}"), now=clock) as alerter,
+    ):
+        (a,) = store.record([live(-1), live(0)])
+        assert alerter.sync() == {ALERTMANAGER: 1} and alerter.deliver() == 0  # down
+        clock.advance(seconds=20)
+        store.record([replace(live(1), score=0.3, anomalous=False)])  # over, still down
+        assert alerter.sync() == {ALERTMANAGER: 1}
+        (owed,) = [i for i in alerter.outbox.items() if i.status == PENDING]
+        assert alertmanager.is_firing(owed.payload[0], clock()) is False  # merged: resolved
+        with start_alertmanager(tmp_path / "late", port=port, webhook_url=hook.url) as am:
+            assert alerter.deliver() == 1
+            (got,) = active(am, a.id)  # Alertmanager holds it firing ...
+            assert got["status"]["state"] == "active"
+            assert got["endsAt"] == alertmanager.timestamp(clock() + timedelta(seconds=360))
+            seen = hook.wait_for(lambda ns: any(n["status"] == "firing" for n in ns))
+            (told,) = [n for n in seen if n["status"] == "firing"]  # ... and notified it
+            assert [x["labels"]["anomaly_id"] for x in told["alerts"]] == [str(a.id)]
+            clock.advance(seconds=359)
+            assert alerter.sync() == {} and alerter.deliver() == 0  # held firing
+            clock.advance(seconds=1)
+            assert alerter.sync() == {} and alerter.deliver() == 1  # then resolved
+            assert active(am, a.id) == []
+            seen = hook.wait_for(lambda ns: any(n["status"] == "resolved" for n in ns))
+            assert [n["status"] for n in seen] == ["firing", "resolved"]
+            resolved = seen[-1]["alerts"][0]
+            ended = datetime.fromisoformat(resolved["endsAt"].replace("Z", "+00:00"))
+            assert ended == NOW  # when it really ended
+            clock.advance(minutes=10)
+            with Alerter(store, settings_for(am.url), now=clock) as restarted:
+                assert restarted.sync() == {} and restarted.deliver() == 0
+            assert alerter.sync() == {} and alerter.deliver() == 0
+
+
+def test_an_alert_delivered_firing_is_resolved_at_once(am, store, clock) -> None:
+    """The usual case is unchanged: Alertmanager saw it firing, so the resolve goes as it is."""
+    with WebhookReceiver() as hook, Alerter(store, settings_for(am.url), now=clock) as alerter:
+        (a,) = store.record([live(0)])
+        alerter.sync()
+        assert alerter.deliver() == 1
+        clock.advance(seconds=30)
+        store.record([replace(live(1), score=0.3, anomalous=False)])
+        assert alerter.sync() == {ALERTMANAGER: 1} and alerter.deliver() == 1
+        assert [i.status for i in alerter.outbox.items()] == [DELIVERED, DELIVERED]
+        assert active(am, a.id) == []
+    assert hook.notifications == []  # (this Alertmanager routes to its null receiver)

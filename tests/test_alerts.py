@@ -498,7 +498,13 @@ def test_ended_anomaly_is_resolved_once(alerter, store, clock) -> None:
     clock.advance(minutes=10)
     assert alerter.sync() == {}  # no re-sends once resolved
     assert alerter.deliver() == 2  # the message, and the resolve that superseded the firing
-    assert [i.status for i in rows(alerter, ALERTMANAGER)] == [SUPERSEDED, DELIVERED]
+    # ... which Alertmanager never saw firing: it goes out firing, the resolve follows later
+    first, sent, follow_up = rows(alerter, ALERTMANAGER)
+    assert [first.status, sent.status, follow_up.status] == [SUPERSEDED, DELIVERED, PENDING]
+    assert only(sent.payload)["endsAt"] == ts(clock() + timedelta(seconds=360))
+    assert only(follow_up.payload) == resolved and follow_up.next_attempt_at == clock() + 360 * (
+        STEP / 60
+    )
     assert len(rows(alerter, SLACK)) == 1
 
 
@@ -603,9 +609,135 @@ def test_first_start_looks_back_only_so_far(store, settings, clock) -> None:
         assert "old/x" not in json.dumps(rows(a, SLACK)[0].payload)
 
 
-def test_a_burst_that_ended_before_it_was_seen_goes_to_slack_only(alerter, store) -> None:
-    store.record([win(0), normal(1)])  # one batch: opened and ended
-    assert alerter.sync() == {SLACK: 1}
+def test_a_burst_that_ended_before_it_was_seen_fires_then_resolves(
+    alerter, store, clock, slack_in
+) -> None:
+    (a,) = store.record([win(0), normal(1)])  # one batch: opened and ended
+    assert alerter.sync() == {ALERTMANAGER: 1, SLACK: 1}
+    assert only(rows(alerter, ALERTMANAGER)[0].payload)["endsAt"] == ts(T0 + STEP)  # resolved
+    assert alerter.deliver() == 2
+    sent, follow_up = rows(alerter, ALERTMANAGER)
+    assert only(sent.payload)["endsAt"] == ts(clock() + timedelta(seconds=360))  # sent firing
+    assert only(follow_up.payload)["endsAt"] == ts(T0 + STEP)  # then resolved
+    assert alerter.outbox.state(a.id).slack == "closed"  # its message said it had ended
+    clock.advance(seconds=359)
+    assert alerter.sync() == {} and alerter.deliver() == 0
+    clock.advance(seconds=1)
+    assert alerter.sync() == {} and alerter.deliver() == 1
+    clock.advance(hours=1)
+    assert alerter.sync() == {} and alerter.deliver() == 0  # nothing more, ever
+    assert [i.status for i in alerter.outbox.items()] == [DELIVERED, DELIVERED, DELIVERED]
+    assert len(slack_in.messages) == 1 and "ended" in json.dumps(slack_in.messages[0])
+
+
+def test_an_anomaly_over_while_slack_was_down_is_told_firing_then_over(
+    alerter, store, clock, slack_in, registry
+) -> None:
+    slack_in.failures.extend([500] * 3)  # Slack is down for three attempts
+    (a,) = store.record([win(0), win(1)])
+    assert alerter.sync() == {ALERTMANAGER: 1, SLACK: 1}
+    alerter.deliver()
+    clock.advance(seconds=30)
+    store.record([normal(2)])  # it ends while Slack is down
+    assert alerter.sync() == {ALERTMANAGER: 1}  # no "over" before its announcement went out
+    while not slack_in.messages:
+        clock.t = max(clock(), rows(alerter, SLACK)[0].next_attempt_at)
+        alerter.deliver()
+        assert SLACK not in alerter.sync() or slack_in.messages
+    assert alerter.outbox.state(a.id).slack == "closed"  # the "over" was enqueued ...
+    assert alerter.deliver() == 1  # ... and goes out after the announcement
+    first, over = slack_in.messages
+    assert f"Anomaly #{a.id}>" in json.dumps(first) and "ongoing" in json.dumps(first)
+    assert over["text"] == f"Network anomaly over in shop/cart (#{a.id})"
+    assert (
+        f"`shop/cart` ended {T0 + 2 * STEP:%Y-%m-%d %H:%M} UTC after 2 window(s)"
+        in (over["blocks"][1]["text"]["text"])
+    )
+    assert slack_in.problems == []
+    assert sample(registry, "netwarden_alert_slack_anomalies_total", format="over") == 1
+    clock.advance(hours=1)
+    assert alerter.sync() == {} and alerter.deliver() == 0
+    assert len(slack_in.messages) == 2  # once each
+
+
+def test_the_over_notice_survives_a_restart_and_is_sent_once(
+    db_url, settings, clock, slack_in
+) -> None:
+    with AnomalyStore(db_url, now=clock) as store, Alerter(store, settings, now=clock) as a:
+        (x,) = store.record([win(0, "shop/a")])
+        (y,) = store.record([win(0, "shop/b")])
+        a.sync()
+        assert a.deliver() == 3  # one Slack message for both
+        clock.advance(seconds=10)
+        store.record([normal(1, "shop/a"), normal(1, "shop/b")])
+        store.resolve(y.id, actor="alice", note="known")
+    with AnomalyStore(db_url, now=clock) as store, Alerter(store, settings, now=clock) as b:
+        assert b.sync() == {ALERTMANAGER: 2, SLACK: 1}
+        assert b.sync() == {}
+        assert b.deliver() == 3
+    _, over = slack_in.messages
+    text = over["blocks"][1]["text"]["text"]
+    assert over["text"].startswith("2 network anomalies over")
+    assert "`shop/a` ended" in text and "`shop/b` resolved by alice" in text
+    assert f"|#{x.id}>" in text and f"|#{y.id}>" in text
+
+
+def test_over_notices_can_be_turned_off(store, settings, clock, slack_in) -> None:
+    with Alerter(store, replace(settings, slack_send_resolved=False), now=clock) as a:
+        (x,) = store.record([win(0)])
+        a.sync()
+        a.deliver()
+        store.record([normal(1)])
+        a.sync()
+        a.deliver()
+        assert a.outbox.state(x.id).slack == "closed"
+        clock.advance(hours=1)
+        assert a.sync() == {} and a.deliver() == 0
+    assert len(slack_in.messages) == 1
+
+
+def test_a_suppressed_anomaly_is_not_brought_back_to_fire(store, settings, clock, db_url) -> None:
+    """Alertmanager was down while an anomaly fired and a person suppressed it: the resolve
+    goes as it is (a suppression means silence), also through a restarted alerter."""
+    down = replace(settings, alertmanager_url=f"http://127.0.0.1:{free_port()}", group_wait=60)
+    with Alerter(store, down, now=clock) as a:
+        (x,) = store.record([win(0)])
+        a.sync()
+        a.deliver()
+        store.suppress(x.id, actor="alice", until=clock() + timedelta(hours=1), reason="test")
+        assert a.sync() == {ALERTMANAGER: 1}
+    with Alerter(store, settings, now=clock) as b:
+        assert b.deliver() == 1
+        (first, last) = rows(b, ALERTMANAGER)
+        assert (first.status, last.status) == (SUPERSEDED, DELIVERED)  # no follow-up
+        assert only(last.payload)["annotations"]["state"] == "suppressed"
+        assert only(last.payload)["endsAt"] == ts(clock())
+        assert rows(b, SLACK) == []
+
+
+def test_hold_unnotified_fires_only_what_was_never_seen_firing(store, clock) -> None:
+    (a,) = store.record([win(0, score=1.5)])
+    now = clock()
+    until = now + timedelta(minutes=6)
+    warning = alertmanager.alert(a, public_url=PUBLIC, ends_at=now - STEP)
+    critical_labels = {**warning["labels"], "severity": "critical"}
+    critical = alertmanager.alert(a, public_url=PUBLIC, ends_at=now, alert_labels=critical_labels)
+    firing = alertmanager.alert(
+        a, public_url=PUBLIC, ends_at=now + STEP, alert_labels=critical_labels
+    )
+    seen = {alertmanager.identity_of(warning)}
+    # a severity change while it fires: the new labels fire, the old ones resolve as they are
+    assert alertmanager.hold_unnotified([warning, firing], set(), now=now, until=until) == (
+        [warning, firing],
+        [],
+    )
+    # escalated and ended unseen: the critical one fires first, the warning one was seen
+    send, later = alertmanager.hold_unnotified([warning, critical], seen, now=now, until=until)
+    assert send == [warning, {**critical, "endsAt": ts(until)}] and later == [critical]
+    # resolved by a person: not brought back
+    by_hand = {**warning, "annotations": {**warning["annotations"], "state": "resolved"}}
+    assert alertmanager.hold_unnotified([by_hand], set(), now=now, until=until) == ([by_hand], [])
+    assert alertmanager.firing_labels(send, now) == {alertmanager.identity_of(critical)}
 
 
 def test_two_alerters_on_one_database_decide_once(alerter, store, settings, clock) -> None:
@@ -770,12 +902,18 @@ def test_restart_in_a_new_process(db_url, settings, slack_in, tmp_path) -> None:
     with AnomalyStore(db_url, now=hour_ago) as store, Alerter(store, settings, now=hour_ago) as a:
         store.record([win(0, "shop/a"), normal(1, "shop/a")])
         a.sync()
-        assert a.deliver() == 1
+        assert a.deliver() == 2  # Slack, and Alertmanager (firing; the resolve follows later)
         slack_in.failures.append(500)
         store.record([win(2, "shop/b"), normal(3, "shop/b")])
         a.sync()
-        assert a.deliver() == 0
-        assert [i.status for i in a.outbox.items()] == [DELIVERED, PENDING]
+        assert a.deliver() == 1  # Alertmanager yes, Slack failed
+        assert [i.status for i in a.outbox.items(SLACK)] == [DELIVERED, PENDING]
+        assert [i.status for i in a.outbox.items(ALERTMANAGER)] == [
+            DELIVERED,
+            PENDING,
+            DELIVERED,
+            PENDING,
+        ]
     script = f"""
 import json
 from netwarden.detector.alerts.alerting import Alerter, AlertSettings
@@ -794,7 +932,8 @@ with AnomalyStore({db_url!r}) as store, Alerter(store, settings) as alerter:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"enqueued": {}, "delivered": 1}
+    # the Slack message and the two resolves, due by now
+    assert json.loads(done.stdout) == {"enqueued": {}, "delivered": 3}
     assert len(slack_in.messages) == 2 and "shop/b" in json.dumps(slack_in.messages[1])
 
 

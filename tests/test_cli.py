@@ -172,7 +172,9 @@ def test_late_flows_in_summary_and_metric(tmp_path) -> None:
     from tests.flowfactory import flow, pod
 
     a, b = pod("x", "a", 300, "10.244.0.1"), pod("x", "b", 301, "10.244.0.2")
-    lines = [flow(a, b, seconds=s, sport=i) for i, s in enumerate([0, 200, 10, 11])]
+    # time moves on by steps within max_skew (a lone flow far ahead is dropped as future, not
+    # followed): the flows at 10 and 11 s arrive after their window closed
+    lines = [flow(a, b, seconds=s, sport=i) for i, s in enumerate([0, 50, 100, 10, 11])]
     path = tmp_path / "late.json"
     path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines))
     proc = _run(
@@ -274,3 +276,100 @@ def test_window_options_become_one_window_config() -> None:
     args = parser.parse_args(["windows", *flows, "--lateness", "100000"])
     with pytest.raises(UserError, match="allowed_lateness must be between 0 and 86400"):
         window_config(args)
+
+
+def test_error_text_keeps_brackets(tmp_path) -> None:
+    """An error naming a file like "[prod].json" prints the brackets: rich markup is off."""
+    missing = tmp_path / "flows [prod] [bold].json"
+    proc = _run("windows", "--flows", str(missing), "--out", str(tmp_path / "w.parquet"))
+    _assert_user_error(proc, f"--flows {missing}: no such file")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "no valid flows in {path}: the input is empty"),
+        (
+            b"garbage\n{}\n[1, 2]\n",
+            "no valid flows in {path}: 3 lines, 3 skipped as bad (first: {path}:1: not_json",
+        ),
+    ],
+)
+def test_windows_without_a_valid_flow_fails_and_writes_nothing(tmp_path, content, expected):
+    path = tmp_path / "flows.json"
+    path.write_bytes(content)
+    out = tmp_path / "w.parquet"
+    proc = _run("windows", "--flows", str(path), "--out", str(out))
+    _assert_user_error(proc, expected.format(path=path))
+    assert not out.exists()
+
+
+def test_windows_from_empty_stdin_fails(tmp_path) -> None:
+    proc = _run("windows", "--flows", "-", "--out", str(tmp_path / "w.jsonl"), stdin=b"")
+    assert proc.returncode == 2
+    assert b"no valid flows in stdin: the input is empty" in proc.stderr
+
+
+def _terminal(width: int = 200):
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    return Console(file=buffer, force_terminal=True, width=width, markup=False), buffer
+
+
+def test_generate_progress_counts_hours_of_traffic(tmp_path) -> None:
+    from netwarden.commands.traffic import generate
+
+    console, buffer = _terminal()
+    generate(
+        tmp_path, hours=0.2, seed=1, attacks=[], rate=1.0, start=None, gzip=False, console=console
+    )
+    shown = buffer.getvalue()
+    assert "0.2/0.2 hours of traffic" in shown
+    assert "bytes" not in shown and "0/1 " not in shown
+
+
+def test_progress_bar_units() -> None:
+    from netwarden.commands.common import progress_bar
+
+    for unit, expected in (("models", "3/18 models"), ("bytes", "/2.0 kB")):
+        console, buffer = _terminal()
+        with progress_bar(console, unit=unit) as progress:
+            task = progress.add_task("x", total=18 if unit == "models" else 2048)
+            progress.update(task, completed=3)
+            progress.refresh()
+        assert expected in buffer.getvalue()
+
+
+def test_piped_tables_are_not_cut() -> None:
+    """`netwarden features | less`: no 80- or 140-column cut; every description on its row."""
+    from netwarden.ingest.features import FEATURES
+
+    proc = _run("features")
+    assert proc.returncode == 0
+    rows = proc.stdout.splitlines()
+    for feature in FEATURES:
+        assert any(feature.name in row and feature.description in row for row in rows), feature.name
+    assert "…" not in proc.stdout
+
+
+def test_tables_fold_in_a_narrow_terminal() -> None:
+    """A terminal narrower than the table folds cells onto more lines instead of cutting them."""
+    from netwarden.commands.traffic import print_features
+
+    console, buffer = _terminal(width=60)
+    print_features(console)
+    text = buffer.getvalue()
+    assert "…" not in text
+    assert "dns_qname_entropy_mean" in text  # the longest name, folded or whole
+
+
+def test_serve_with_a_config_that_is_not_utf8(tmp_path) -> None:
+    path = tmp_path / "netwarden.yaml"
+    path.write_bytes(b"data_dir: /srv/\xff\n")
+    _assert_user_error(
+        _run("serve", "--config", str(path)),
+        f"{path}: not UTF-8 text: byte 0xff at offset 15 (line 1)",
+    )

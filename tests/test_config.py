@@ -91,3 +91,18 @@ def test_the_api_token_variable_is_read_here(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv(ENV_VAR, "ci:operator:" + "a" * 64)
     assert load_config(None).api_tokens == "ci:operator:" + "a" * 64
     assert "api_tokens: ''" in defaults_yaml()
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    """Latin-1 "ü" (0xfc) on line 2: named with its byte offset and line, not a traceback."""
+    path = tmp_path / "netwarden.yaml"
+    path.write_bytes(b"api:\n  public_url: http://m\xfcnchen.example\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not UTF-8 text: byte 0xfc at offset 27 (line 2)"
+
+
+def test_a_utf8_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "netwarden.yaml"
+    path.write_bytes("\ufeffapi:\n  public_url: http://münchen.example\n".encode())
+    assert load_config(path).api.public_url == "http://münchen.example"

@@ -141,3 +141,117 @@ def test_missing_and_tampered_models(model, tmp_path, hubble_samples) -> None:
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "changed since it was written" in proc.stderr and victim.name in proc.stderr
+
+
+def test_unwritable_model_dir_fails_before_reading_flows(tmp_path, hubble_samples) -> None:
+    """Checked first: not after minutes of reading and training (here the input is too small
+    to train on, so a late check would report that instead)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    path = next(p for p in hubble_samples if "400-tcp" in p.name)
+    proc = _run("train", "--flows", str(path), "--model-dir", str(blocker / "models"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--model-dir {blocker / 'models'}: cannot write" in proc.stderr, proc.stderr
+    assert "lines:" not in proc.stderr and "not enough training data" not in proc.stderr
+
+
+def test_train_creates_the_model_dir_and_leaves_no_probe(tmp_path, hubble_samples) -> None:
+    path = next(p for p in hubble_samples if "400-tcp" in p.name)
+    model_dir = tmp_path / "a" / "models"
+    proc = _run("train", "--flows", str(path), "--model-dir", str(model_dir))
+    assert "not enough training data" in proc.stderr  # it got past the check
+    assert model_dir.is_dir() and list(model_dir.iterdir()) == []
+
+
+def test_train_without_a_valid_flow(tmp_path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_bytes(b"not json\n")
+    proc = _run("train", "--flows", str(path), "--model-dir", str(tmp_path / "m"))
+    assert proc.returncode == 2
+    assert f"no valid flows in {path}: 1 lines, 1 skipped as bad" in proc.stderr
+
+
+def test_time_spans_show_dates_when_they_cross_a_day() -> None:
+    from netwarden.commands.common import time_span
+
+    day = datetime(2026, 1, 5, tzinfo=UTC)
+    assert time_span(day, day.replace(day=6)) == "2026-01-05 00:00 - 2026-01-06 00:00"
+    assert time_span(day.replace(hour=10), day.replace(hour=10, minute=15)) == (
+        "2026-01-05 10:00-10:15"
+    )
+
+
+def test_score_summary_prints_a_day_long_incident_with_its_dates() -> None:
+    import io
+    from datetime import timedelta
+
+    from rich.console import Console
+
+    from netwarden.commands.detection import _print_anomalies
+    from netwarden.detector.results import ScoredWindow
+
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    minute = timedelta(minutes=1)
+    run = [
+        ScoredWindow(
+            identity="shop/cart",
+            namespace="shop",
+            workload="cart",
+            window_start=start + i * minute,
+            window_end=start + (i + 1) * minute,
+            score=1.0,
+            threshold=0.5,
+            anomalous=True,
+            model="identity:shop/cart",
+            fallback=False,
+            summary="cart sent [many] flows",
+        )
+        for i in range(24 * 60)
+    ]
+    buffer = io.StringIO()
+    _print_anomalies({"shop/cart": run}, Console(file=buffer, width=200, markup=False))
+    text = buffer.getvalue()
+    assert "shop/cart: 1 anomaly" in text
+    assert "  2026-01-05 00:00 - 2026-01-06 00:00 score 1.00 (threshold 0.5): cart sent [many]" in (
+        text
+    )
+
+
+@pytest.mark.slow
+def test_signed_models_from_the_command_line(tmp_path) -> None:
+    """train --signing-key signs; score --signing-key verifies: the right key scores, an edited
+    manifest, an unsigned version and a foreign key are refused with one line (exit 2)."""
+    key = tmp_path / "model.key"
+    key.write_text("a" * 64 + "\n")
+    train = generate(tmp_path / "train", hours=4, seed=8, start=START)
+    models = tmp_path / "models"
+    proc = _run("train", "--flows", str(train.flows_path), "--model-dir", str(models),
+                "--signing-key", str(key))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+    def score(*extra: str) -> subprocess.CompletedProcess[str]:
+        return _run("score", "--model-dir", str(models), "--flows", str(train.flows_path),
+                    "--out", str(tmp_path / "s.jsonl"), *extra)  # fmt: skip
+
+    assert score("--signing-key", str(key)).returncode == 0
+    other = tmp_path / "other.key"
+    other.write_text("b" * 64)
+    refused = score("--signing-key", str(other))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    missing = score("--signing-key", str(tmp_path / "nope.key"))
+    assert missing.returncode == 2 and "--signing-key" in missing.stderr
+    # an edited threshold in a signed manifest is refused
+    manifest = models / (models / "CURRENT").read_text().strip() / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["models"][0]["forest_threshold"] = 1e9
+    manifest.write_text(json.dumps(data))
+    edited = score("--signing-key", str(key))
+    assert edited.returncode == 2 and "Traceback" not in edited.stderr
+    # an unsigned version is refused when a key is given
+    unsigned = tmp_path / "unsigned"
+    assert _run("train", "--flows", str(train.flows_path), "--model-dir",
+                str(unsigned)).returncode == 0  # fmt: skip
+    proc = _run("score", "--model-dir", str(unsigned), "--flows", str(train.flows_path),
+                "--out", str(tmp_path / "u.jsonl"), "--signing-key", str(key))  # fmt: skip
+    assert proc.returncode == 2 and "unsigned" in proc.stderr

@@ -67,6 +67,11 @@ class ScriptedObserver:
 
     sessions: list[Session]
     uptime_ns: int = 3_600 * S
+    num_flows: int = 10  # ServerStatus: flows held now, of max_flows
+    max_flows: int = 4095
+    status_down: frozenset[int] = frozenset()  # ServerStatus calls (0-based) answered UNAVAILABLE
+    restarted_at_call: int | None = None  # report uptime since this ServerStatus call came
+    status_calls: list[float] = field(default_factory=list)  # monotonic time of each call
     listen: str = "127.0.0.1:0"  # or unix:///path
     requests: list[Any] = field(default_factory=list)
     server: grpc.Server | None = None
@@ -84,11 +89,18 @@ class ScriptedObserver:
                 time.sleep(0.02)
 
         def server_status(request: bytes, context: grpc.ServicerContext) -> bytes:
+            call = len(self.status_calls)
+            self.status_calls.append(time.monotonic())
+            if call in self.status_down:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "scripted: not up yet")
+            uptime_ns = self.uptime_ns
+            if self.restarted_at_call is not None and call > self.restarted_at_call:
+                uptime_ns = int((time.monotonic() - self.status_calls[self.restarted_at_call]) * S)
             return observer_pb2.ServerStatusResponse(
-                num_flows=10,
-                max_flows=4095,
+                num_flows=self.num_flows,
+                max_flows=self.max_flows,
                 seen_flows=10,
-                uptime_ns=self.uptime_ns,
+                uptime_ns=uptime_ns,
                 version="scripted 1.0",
                 flows_rate=2.5,
             ).SerializeToString()
@@ -306,6 +318,70 @@ def test_a_server_that_restarted_while_away_is_reported(scripted) -> None:
         emit.wait_for(2)
     assert source.hubble.server_restarts == 1
     assert any("restarted while we were away" in line for line in logs)
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "resent", "lost"),
+    [
+        # a restarted Relay (or a server replaying its capture) still holds what we had:
+        # it re-sends flows since the resume point, so nothing is lost
+        ("restart, buffer reaches back", {"uptime_ns": 1}, (1, 2, 3), False),
+        ("restart, buffer starts later", {"uptime_ns": 1}, (5, 6), True),
+        ("full ring overwrote the gap", {"num_flows": 4095}, (5, 6), True),
+        ("full ring still holds ours", {"num_flows": 4095}, (2, 3), False),
+        # ring not full and no restart: nothing was overwritten, the quiet gap had no flows
+        ("ring not full, no restart", {}, (5, 6), False),
+    ],
+)
+def test_gap_is_reported_only_when_the_buffer_does_not_reach_back(
+    scripted, case: str, status: dict[str, int], resent: tuple[int, ...], lost: bool
+) -> None:
+    server = scripted(
+        [
+            Session(
+                [flow_message(t * S, f"u{t}") for t in (1, 2)], then=grpc.StatusCode.UNAVAILABLE
+            ),
+            Session([flow_message(t * S, f"u{t}") for t in resent]),
+        ],
+        **status,
+    )
+    logs: list[str] = []
+    source = HubbleSource(
+        f"127.0.0.1:{server.port}", backoff_initial=0.05, resume_overlap=2.0, log=logs.append
+    )
+    delivered = sorted({1, 2, *resent})
+    with running(source) as emit:
+        emit.wait_for(len(delivered))
+        time.sleep(0.1)
+    assert [int(f.time.timestamp()) for f in emit.flows] == delivered, case
+    gap_lines = [line for line in logs if "flows of that gap" in line]
+    assert source.hubble.gaps == len(gap_lines) == (1 if lost else 0), (case, logs)
+    if lost:
+        assert "after the newest flow we had (1970-01-01T00:00:02.000+00:00)" in gap_lines[0]
+        assert "starts at 1970-01-01T00:00:05.000+00:00" in gap_lines[0]
+    assert source.hubble.server_restarts == (1 if "uptime_ns" in status else 0)
+
+
+def test_restart_counts_from_the_break_not_from_the_last_failed_attempt(scripted) -> None:
+    """The server came back between two failed reconnect attempts: its uptime is longer than
+    the time since the last attempt but shorter than our absence, so it did restart."""
+    server = scripted(
+        [
+            Session([flow_message(1 * S, "a")], then=grpc.StatusCode.UNAVAILABLE),
+            Session([flow_message(5 * S, "b")]),
+        ],
+        status_down=frozenset({1, 2}),  # two attempts find it down
+        restarted_at_call=1,  # it "started" at the first of them
+    )
+    logs: list[str] = []
+    source = HubbleSource(
+        f"127.0.0.1:{server.port}", backoff_initial=0.2, backoff_max=0.4, log=logs.append
+    )
+    with running(source) as emit:
+        emit.wait_for(2)
+    assert len(server.status_calls) == 4 and source.hubble.failures["UNAVAILABLE"] == 3
+    assert source.hubble.server_restarts == 1, logs
+    assert source.hubble.gaps == 1  # and its buffer starts after our newest flow
 
 
 def test_unix_socket_as_on_a_cilium_node(scripted, tmp_path) -> None:

@@ -195,7 +195,7 @@ def test_train_config_validation() -> None:
 def test_reason_texts() -> None:
     assert (
         reason_text("egress_distinct_dst_ports", 212, 3)
-        == "contacted 212 distinct destination ports (baseline 3)"
+        == "contacted about 212 distinct destination ports (baseline 3)"
     )
     assert (
         reason_text("egress_dns_nxdomain_share", 0.9, 0.05)
@@ -322,9 +322,55 @@ def test_stream_scorer_batches_within_the_novelty_horizon(trained) -> None:
 def test_sketch_estimates_read_as_whole_numbers() -> None:
     assert (
         reason_text("ingress_distinct_dst_ports", 39.8, 2)
-        == "was contacted on 40 distinct ports (baseline 2)"
+        == "was contacted on about 40 distinct ports (baseline 2)"
+    )
+    assert (  # an estimate, and a median of estimates, read as whole numbers
+        reason_text("egress_distinct_dst_ports", 227.499, 3.5)
+        == "contacted about 227 distinct destination ports (baseline 4)"
+    )
+    assert (  # exact up to the sketch's limit: no "about"
+        reason_text("egress_distinct_peers", 32, 2) == "contacted 32 peers (baseline 2)"
     )
     assert (
         reason_text("egress_dns_qname_len_mean", 37.5, 0)
         == "queried DNS names 37.5 characters long on average (baseline 0)"
+    )
+
+
+def test_the_sketch_limit_of_the_reasons_is_the_features_one() -> None:
+    from netwarden.detector.explain import SKETCH_EXACT_LIMIT
+    from netwarden.ingest.features import SideStats
+
+    side = SideStats()
+    assert side.sketch("peers").exact_limit == SKETCH_EXACT_LIMIT
+
+
+def test_reason_counts_agree_with_their_nouns() -> None:
+    assert reason_text("egress_distinct_peers", 1, 1) == "contacted 1 peer (baseline 1)"
+    assert reason_text("egress_dns_queries", 1, 2) == "made 1 DNS query (baseline 2)"
+    assert reason_text("egress_dns_queries", 2, 1) == "made 2 DNS queries (baseline 1)"
+    assert (
+        reason_text("ingress_world_distinct_peers", 1, 0)
+        == "was contacted by 1 internet address (baseline 0)"
+    )
+    assert reason_text("egress_tcp_resets", 1, 0.4) == "saw 1 TCP reset (baseline 0)"
+    assert reason_text("egress_flows", 2.5, 2.5) == "sent 3 flows (baseline 3)"  # halves up
+
+
+def test_entropy_reads_as_equally_used_ports() -> None:
+    assert (
+        reason_text("egress_dst_port_entropy", 7.61, 1.0)
+        == "spread its connections evenly over ~195 destination ports "
+        "(entropy 7.6 bits; baseline ~2 ports)"
+    )
+    assert (
+        reason_text("ingress_dst_port_entropy", 0.0, 3.0)
+        == "was contacted on a single port (entropy 0.0 bits; baseline ~8 ports)"
+    )
+    assert (
+        reason_text("egress_dns_qname_entropy_mean", 4.62, 3.41)
+        == "queried random-looking DNS names (4.6 bits of entropy per character; baseline 3.4)"
+    )
+    assert reason_text("egress_dns_qname_entropy_mean", 3.5, 3.4).startswith(
+        "queried DNS names (3.5 bits"
     )

@@ -127,6 +127,46 @@ def test_number_first_since_until_match_the_file(serve) -> None:
     assert _flows(stub, Request(since=_ts(since), number=5)) == expected[100:105]
 
 
+def test_until_stops_at_the_first_later_flow_as_hubble(serve) -> None:
+    """Hubble's reader ends the stream at the first flow later than ``until``, following or not
+    and matching the filters or not; flows held after it are not served even if older."""
+    ring = FlowRing(64, node_name="n")
+    order = [0, 1, 2, 6, 3, 4]  # flow 6 arrived before 3 and 4 (a Relay merging nodes)
+    ring.write_many(_flow_response(i) for i in order)
+    stub, _ = serve(ring)
+    until = _flow_response(4).flow.time
+    assert [_index(r) for r in stub.GetFlows(Request(until=until), timeout=20)] == [0, 1, 2]
+    assert [_index(r) for r in stub.GetFlows(Request(number=2, until=until), timeout=20)] == [
+        1,
+        2,
+    ]
+    # the later flow ends the stream even when the filters would not have served it
+    shop = Request(until=until, whitelist=[Filter(source_pod=["shop/"])])
+    assert [_index(r) for r in stub.GetFlows(shop, timeout=20)] == [1]
+    call = stub.GetFlows(Request(number=10, follow=True, until=until), timeout=20)
+    assert [_index(r) for r in call] == [0, 1, 2]  # a follower ends there too
+
+
+def test_field_mask_response_time_and_node_name_come_from_the_masked_flow(serve) -> None:
+    ring = FlowRing(8, node_name="n")
+    response = _flow_response(3)
+    response.flow.node_name = "kind-worker"
+    ring.write(response)
+    stub, _ = serve(ring)
+
+    def masked(*paths: str) -> observer_pb2.GetFlowsResponse:
+        mask = field_mask_pb2.FieldMask(paths=list(paths))
+        (only,) = list(stub.GetFlows(Request(field_mask=mask), timeout=20))
+        return only
+
+    bare = masked("verdict")
+    assert bare.flow.verdict == flow_pb2.FORWARDED
+    assert not bare.HasField("time") and bare.node_name == ""  # as Hubble: not asked for
+    full = masked("verdict", "time", "node_name")
+    assert full.time == full.flow.time == response.flow.time
+    assert full.node_name == full.flow.node_name == "kind-worker"
+
+
 def test_responses_carry_node_name_and_time_like_hubble(serve) -> None:
     _require(TCP_400)
     stub, _ = serve(_replayed(TCP_400))
@@ -370,6 +410,60 @@ def test_filter_semantics(flow_filter: dict, matches: bool) -> None:
     ff = json_format.ParseDict(flow_filter, Filter())
     assert compile_filters([ff])(flow) is matches
     assert compile_filters([], [ff])(flow) is not matches
+
+
+def test_all_namespaces_pod_filter_as_hubble_observe_A_sends_it(serve) -> None:
+    """``hubble observe -A`` sends ``source_pod: ["/"]`` OR ``destination_pod: ["/"]``: any pod
+    in any namespace on either side; only the empty string is refused."""
+    pod = json_format.ParseDict(_FLOW, flow_pb2.Flow())
+    world = flow_pb2.Flow(verdict=flow_pb2.FORWARDED)  # no pod on either side
+    world.source.identity, world.destination.identity = 2, 1
+    everywhere = [Filter(source_pod=["/"]), Filter(destination_pod=["/"])]
+    keep = compile_filters(everywhere)
+    assert keep(pod) and not keep(world)
+    assert compile_filters([Filter(destination_pod=["/"])])(pod)  # destination: default/db-0
+    with pytest.raises(FilterError, match="source_pod"):
+        compile_filters([Filter(source_pod=[""])])
+
+    ring = FlowRing(8, node_name="n")
+    for flow in (pod, world):
+        ring.write(observer_pb2.GetFlowsResponse(flow=flow))
+    stub, _ = serve(ring)
+    assert _flows(stub, Request(whitelist=everywhere)) == [pod]
+
+
+def test_drop_reason_filter_only_selects_dropped_flows() -> None:
+    """As Hubble: a drop reason means nothing on a flow that was not dropped."""
+    dropped = json_format.ParseDict(_FLOW, flow_pb2.Flow())
+    forwarded = json_format.ParseDict({**_FLOW, "verdict": "FORWARDED"}, flow_pb2.Flow())
+    by_reason = compile_filters([Filter(drop_reason_desc=[flow_pb2.POLICY_DENIED])])
+    assert by_reason(dropped) and not by_reason(forwarded)
+    unknown = flow_pb2.Flow(verdict=flow_pb2.FORWARDED)  # drop_reason_desc 0 = DROP_REASON_UNKNOWN
+    assert not compile_filters([Filter(drop_reason_desc=[flow_pb2.DROP_REASON_UNKNOWN])])(unknown)
+    # blacklisting a reason keeps every forwarded flow
+    assert compile_filters([], [Filter(drop_reason_desc=[flow_pb2.POLICY_DENIED])])(forwarded)
+
+
+def test_protocol_filter_knows_vrrp_and_igmp() -> None:
+    vrrp = flow_pb2.Flow()
+    vrrp.l4.VRRP.vrid, vrrp.l4.VRRP.priority = 51, 100
+    igmp = flow_pb2.Flow()
+    igmp.l4.IGMP.group_address = "239.1.1.1"
+    assert compile_filters([Filter(protocol=["VRRP"])])(vrrp)
+    assert not compile_filters([Filter(protocol=["vrrp"])])(igmp)
+    assert compile_filters([Filter(protocol=["igmp"])])(igmp)
+    assert not compile_filters([Filter(protocol=["tcp", "udp", "icmp"])])(igmp)
+
+
+def test_empty_uuid_selects_flows_without_one() -> None:
+    """As Hubble: ``uuid: [""]`` matches flows that carry no uuid (older agents, captures)."""
+    with_uuid = json_format.ParseDict(_FLOW, flow_pb2.Flow())
+    without = json_format.ParseDict(
+        {k: v for k, v in _FLOW.items() if k != "uuid"}, flow_pb2.Flow()
+    )
+    assert compile_filters([Filter(uuid=[""])])(without)
+    assert not compile_filters([Filter(uuid=[""])])(with_uuid)
+    assert compile_filters([Filter(uuid=["", "u-1"])])(with_uuid)
 
 
 def test_reply_filter_needs_is_reply_on_forwarded_flows() -> None:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,12 +30,14 @@ from netwarden.remediation.proposals import (
     ProposalLifecycleError,
     ProposalNotFound,
     ProposalStore,
+    SecondApproverRequired,
+    TargetMismatch,
     apply_proposal,
     rollback_proposal,
 )
 from tests.flowfactory import connection, decode, pod, world
 from tests.k8s_standin import K8sStandIn
-from tests.policyfactory import cnp
+from tests.policyfactory import ccnp, cnp
 from tests.test_api import T0, Api, Clock, FakeService, TestClient, make_api
 
 CNPS = "ciliumnetworkpolicies"
@@ -137,11 +141,14 @@ def _record_anomaly(
     return anomaly.id
 
 
-def _baseline(name: str = "cart-baseline", peer_app: str = "frontend") -> dict[str, Any]:
+def _baseline(
+    name: str = "cart-baseline", peer_app: str = "frontend", *, identity: str = "shop/cart"
+) -> dict[str, Any]:
+    namespace, workload = identity.split("/")
     return cnp(
-        {"k8s:app": "cart"},
+        {"k8s:app": workload},
         name=name,
-        namespace="shop",
+        namespace=namespace,
         ingress=[{"fromEndpoints": [{"matchLabels": {"k8s:app": peer_app}}]}],
         egress=[
             {
@@ -152,7 +159,8 @@ def _baseline(name: str = "cart-baseline", peer_app: str = "frontend") -> dict[s
     )
 
 
-def _create(api: Api, body: dict[str, Any], role: Role = Role.reviewer) -> dict[str, Any]:
+def _create(api: Api, body: dict[str, Any], role: Role = Role.admin) -> dict[str, Any]:
+    """Propose as ``role`` (admin-bot by default: reviewer-bot, another person, approves)."""
     r = api.post("/api/v1/proposals", role, json=body)
     assert r.status_code == 201, r.text
     assert r.headers["location"].endswith(f"/api/v1/proposals/{r.json()['id']}")
@@ -198,26 +206,26 @@ def test_lifecycle_table_and_audit_log(store) -> None:
         "cart-baseline",
         "shop",
     )
-    approved = store.approve(p.id, actor="rita", note="looks right")
+    approved = store.approve(p.id, actor="sam", note="looks right")
     assert approved.state == "approved"
     with pytest.raises(
         ProposalLifecycleError,
         match="proposal 1 is approved: cannot approve "
         r"\(approve is allowed from: proposed\)",
     ):
-        store.approve(p.id, actor="rita")
+        store.approve(p.id, actor="sam")
     with pytest.raises(ProposalLifecycleError, match="cannot rollback"):
         store.mark_rolled_back(p.id, actor="ada")
     events = store.events(p.id)
     assert [(e.actor, e.action, e.from_state, e.to_state) for e in events] == [
         ("rita", "propose", None, "proposed"),
-        ("rita", "approve", "proposed", "approved"),
+        ("sam", "approve", "proposed", "approved"),
     ]
     assert events[1].note == "looks right" and events[1].at.tzinfo is not None
     with pytest.raises(ProposalNotFound):
         store.events(99)
     with pytest.raises(ProposalNotFound):
-        store.approve(99, actor="rita")
+        store.approve(99, actor="sam")
 
 
 def test_only_a_proposed_proposal_can_be_rejected_and_rejection_is_final(store) -> None:
@@ -236,7 +244,7 @@ def test_an_invalid_policy_is_kept_with_its_problems_and_never_approved(store) -
         "egres" in problem["path"] + problem["message"] for problem in p.problems
     )
     with pytest.raises(InvalidProposal, match="invalid policy"):
-        store.approve(p.id, actor="rita")
+        store.approve(p.id, actor="sam")
     assert store.get(p.id).state == "proposed"  # type: ignore[union-attr]
     assert store.events(p.id)[0].details["problems"] == p.problems
 
@@ -248,7 +256,7 @@ def test_list_filters_count_and_newest_first(store) -> None:
         store.create(
             kind=kind,
             identity=identity,
-            policy=_baseline(f"p{i}"),
+            policy=_baseline(f"p{i}", identity=identity),
             actor="rita",
             anomaly_id=7 if kind == "containment" else None,
         )
@@ -275,7 +283,7 @@ def test_apply_and_rollback_through_the_store(store, standin) -> None:
     with pytest.raises(ProposalLifecycleError, match="cannot apply"):
         apply_proposal(store, applier, p.id, actor="ada")
     assert standin.writes() == []
-    store.approve(p.id, actor="rita")
+    store.approve(p.id, actor="sam")
     applied = apply_proposal(store, applier, p.id, actor="ada")
     assert applied.state == "applied" and applied.dry_run["passed"]  # type: ignore[index]
     assert applied.change["previous"] is None  # type: ignore[index]
@@ -285,27 +293,29 @@ def test_apply_and_rollback_through_the_store(store, standin) -> None:
     assert done.state == "rolled_back"
     assert standin.stored(CNPS, "shop", "cart-baseline") is None  # it created it: deleted
     assert store.latest_applied("shop", "cart-baseline") is None
-    assert [e.action for e in store.events(p.id)] == [
-        "propose",
-        "approve",
-        "dry_run",
-        "apply",
-        "rollback",
+    assert [(e.action, e.from_state, e.to_state) for e in store.events(p.id)] == [
+        ("propose", None, "proposed"),
+        ("approve", "proposed", "approved"),
+        ("start_apply", "approved", "applying"),  # the claim, before any request
+        ("dry_run", "applying", "applying"),
+        ("apply", "applying", "applied"),
+        ("start_rollback", "applied", "rolling_back"),
+        ("rollback", "rolling_back", "rolled_back"),
     ]
 
 
 def test_an_unreachable_cluster_leaves_the_proposal_approved(store) -> None:
     applier = PolicyApplier(_client("http://127.0.0.1:9"), timeout=2)  # discard port: refused
     p = store.create(kind="baseline", identity="shop/cart", policy=_baseline(), actor="rita")
-    store.approve(p.id, actor="rita")
+    store.approve(p.id, actor="sam")
     with pytest.raises(ApplyRefused) as info:
         apply_proposal(store, applier, p.id, actor="ada")
     assert info.value.record.state == "approved"
     last = store.events(p.id)[-1]
     assert (last.action, last.from_state, last.to_state) == (
         "dry_run_error",
-        "approved",
-        "approved",
+        "applying",
+        "approved",  # the claim released: it can be retried
     )
 
 
@@ -334,9 +344,11 @@ def test_review_and_apply_a_containment_end_to_end(api, standin) -> None:
     assert shown["current"]["spec"] == _baseline()["spec"]
     assert "--- current/shop/cart-baseline" in shown["diff"]
     assert "+  egressDeny:" in shown["diff"] and "192.0.2.10/32" in shown["diff"]
-    assert shown["patch"] and all(op["path"].startswith("/spec") for op in shown["patch"])
+    assert shown["patch"] and all(
+        op["path"].startswith(("/spec", "/metadata/annotations")) for op in shown["patch"]
+    )
     assert shown["problems"] == [] and shown["dry_run"] is None and shown["applied"] is None
-    assert [(e["actor"], e["action"]) for e in shown["events"]] == [("reviewer-bot", "propose")]
+    assert [(e["actor"], e["action"]) for e in shown["events"]] == [("admin-bot", "propose")]
 
     for role in (Role.viewer, Role.operator):  # below reviewer: may look, not approve
         _problem(_act(api, pid, "approve", role), 403)
@@ -370,11 +382,13 @@ def test_review_and_apply_a_containment_end_to_end(api, standin) -> None:
 
     events = api.get(f"/api/v1/proposals/{pid}").json()["events"]
     assert [(e["actor"], e["action"], e["from_state"], e["to_state"]) for e in events] == [
-        ("reviewer-bot", "propose", None, "proposed"),
+        ("admin-bot", "propose", None, "proposed"),
         ("reviewer-bot", "approve", "proposed", "approved"),
-        ("admin-bot", "dry_run", "approved", "approved"),
-        ("admin-bot", "apply", "approved", "applied"),
-        ("admin-bot", "rollback", "applied", "rolled_back"),
+        ("admin-bot", "start_apply", "approved", "applying"),
+        ("admin-bot", "dry_run", "applying", "applying"),
+        ("admin-bot", "apply", "applying", "applied"),
+        ("admin-bot", "start_rollback", "applied", "rolling_back"),
+        ("admin-bot", "rollback", "rolling_back", "rolled_back"),
     ]
     assert events[1]["note"] == "contain it" and events[-1]["note"] == "false alarm"
 
@@ -440,7 +454,7 @@ def test_list_with_filters_and_pages(api) -> None:
     anomaly_id = _record_anomaly(api)
     _create(api, {"identity": "shop/cart", "policy": _baseline()})
     _create(api, {"anomaly_id": anomaly_id})
-    _create(api, {"identity": "db/pg", "policy": _baseline(name="pg-baseline")})
+    _create(api, {"identity": "db/pg", "policy": _baseline("pg-baseline", identity="db/pg")})
     page = api.get("/api/v1/proposals", params={"limit": 2}).json()
     assert [p["id"] for p in page["items"]] == [3, 2] and page["total"] == 3
     assert page["next"] is not None and "offset=2" in page["next"]
@@ -518,12 +532,10 @@ def test_baseline_from_recent_flows_and_simulate(tmp_path) -> None:
         assert report["flows_seen"] == len(api.service.recent_flows())  # type: ignore[attr-defined]
         assert report["dropped"] == 0 and report["allowed"] > 0  # learned from these flows
         assert "would drop: 0 flows" in report["text"]
-        last = api.get(f"/api/v1/proposals/{created['id']}").json()["events"][-1]
-        assert (last["actor"], last["action"], last["to_state"]) == (
-            "viewer-bot",
-            "simulate",
-            "proposed",
-        )
+        # A simulation is a read: no audit event, however often a viewer runs it.
+        assert _act(api, created["id"], "simulate", Role.viewer).json() == report
+        events = api.get(f"/api/v1/proposals/{created['id']}").json()["events"]
+        assert [e["action"] for e in events] == ["propose"]
 
         anomaly_id = _record_anomaly(api)
         containment = _create(api, {"anomaly_id": anomaly_id})
@@ -572,16 +584,21 @@ def test_a_refused_rollback_keeps_the_proposal_applied(api, standin) -> None:
         else None
     )
 
-    body = _problem(_act(api, pid, "rollback", Role.admin), 409, "apply-failed")
+    body = _problem(_act(api, pid, "rollback", Role.admin), 409, "policy-changed")
     assert body["state"] == "applied" and "rollback" in body["detail"]
     shown = api.get(f"/api/v1/proposals/{pid}").json()
     assert shown["state"] == "applied" and shown["events"][-1]["action"] == "rollback_error"
+    assert shown["events"][-1]["from_state"] == "rolling_back"
 
-    standin.before = None  # the other writer stopped: the rollback can be retried
-    r = _act(api, pid, "rollback", Role.admin)
-    assert r.status_code == 200 and r.json()["state"] == "rolled_back"
-    spec = standin.stored(CNPS, "shop", "cart-baseline")["spec"]
-    assert spec["ingress"] == _baseline(peer_app="frontend")["spec"]["ingress"]
+    # The other writer stopped, but the policy is no longer what netwarden applied: rolling
+    # back would undo their change, so it stays refused until a person sorts it out.
+    standin.before = None
+    live = standin.stored(CNPS, "shop", "cart-baseline")
+    body = _problem(_act(api, pid, "rollback", Role.admin), 409, "policy-changed")
+    assert "annotations changed" in body["detail"] and "someone-else" in body["detail"]
+    assert body["reason"] == "ChangedSinceApply"
+    assert standin.stored(CNPS, "shop", "cart-baseline") == live
+    assert api.get(f"/api/v1/proposals/{pid}").json()["state"] == "applied"
 
 
 def test_apply_in_audit_mode_needs_cilium_in_audit_mode(api, standin) -> None:
@@ -598,3 +615,230 @@ def test_apply_in_audit_mode_needs_cilium_in_audit_mode(api, standin) -> None:
     r = _act(api, pid, "apply", Role.admin, params={"audit": "true"})
     assert r.status_code == 200 and r.json()["state"] == "applied", r.text
     assert standin.stored(CNPS, "shop", "cart-baseline") is not None
+
+
+# ----------------------------------------------------------------- races, two people, target
+
+
+def _threads(*actions: Any) -> list[Any]:
+    """Run ``actions`` at once in threads (released together by a barrier); each one's result
+    or exception."""
+    start = threading.Barrier(len(actions))
+    results: list[Any] = [None] * len(actions)
+
+    def run(i: int) -> None:
+        start.wait(timeout=5)
+        try:
+            results[i] = actions[i]()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(actions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def _writes_meet(standin: K8sStandIn, parties: int) -> None:
+    """Hold each real (not dry-run) write until ``parties`` of them arrived (or 1 s passed), so
+    that concurrent appliers have all read and dry-run before any of them writes."""
+    barrier = threading.Barrier(parties)
+
+    def arrive(request: Any) -> None:
+        if request.method != "GET" and not request.query.get("dryRun"):
+            try:
+                barrier.wait(timeout=1)
+            except threading.BrokenBarrierError:
+                pass
+
+    standin.arrive = arrive
+
+
+def _approved(store: ProposalStore, policy: dict[str, Any], identity: str = "shop/cart") -> int:
+    p = store.create(kind="baseline", identity=identity, policy=policy, actor="rita")
+    return store.approve(p.id, actor="sam").id
+
+
+def test_one_proposal_applied_twice_at_once_reaches_the_cluster_once(store, standin) -> None:
+    pid = _approved(store, _baseline())
+    _writes_meet(standin, 2)
+    appliers = [PolicyApplier(_client(standin.url), timeout=5) for _ in range(2)]
+    results = _threads(*(lambda a=a: apply_proposal(store, a, pid, actor="ada") for a in appliers))
+    [won] = [r for r in results if not isinstance(r, Exception)]
+    [lost] = [r for r in results if isinstance(r, Exception)]
+    assert won.state == "applied"
+    assert isinstance(lost, ProposalLifecycleError) and lost.state in ("applying", "applied")
+    writes = standin.writes()
+    assert [(w.method, w.query.get("dryRun")) for w in writes if w.method != "PUT"] == [
+        ("POST", "All"),
+        ("POST", None),
+    ]
+    assert [e.action for e in store.events(pid)].count("start_apply") == 1
+
+
+def test_two_proposals_creating_one_policy_at_once_one_wins(store, standin) -> None:
+    first = _approved(store, _baseline(peer_app="frontend"))
+    second = _approved(store, _baseline(peer_app="checkout"))
+    _writes_meet(standin, 2)
+    appliers = [PolicyApplier(_client(standin.url), timeout=5) for _ in range(2)]
+    results = _threads(
+        lambda: apply_proposal(store, appliers[0], first, actor="ada"),
+        lambda: apply_proposal(store, appliers[1], second, actor="bob"),
+    )
+    [won] = [r for r in results if not isinstance(r, Exception)]
+    [lost] = [r for r in results if isinstance(r, Exception)]
+    assert isinstance(lost, ApplyRefused) and lost.cause.reason == "AlreadyExists"
+    assert lost.record.state == "approved"  # the claim released: nothing decided on the policy
+    assert store.events(lost.record.id)[-1].action == "apply_error"
+    assert won.state == "applied" and won.change["previous"] is None  # type: ignore[index]
+    live = standin.stored(CNPS, "shop", "cart-baseline")
+    assert live["spec"] == won.policy["spec"]
+
+    rollback_proposal(store, PolicyApplier(_client(standin.url)), won.id, actor="ada")
+    assert standin.stored(CNPS, "shop", "cart-baseline") is None  # nothing was there before
+
+
+def test_two_proposals_updating_one_policy_at_once_one_wins_and_rollback_is_true(
+    store, standin
+) -> None:
+    applier = PolicyApplier(_client(standin.url), timeout=5)
+    original = apply_proposal(store, applier, _approved(store, _baseline()), actor="ada")
+    before = standin.stored(CNPS, "shop", "cart-baseline")
+    first = _approved(store, _baseline(peer_app="checkout"))
+    second = _approved(store, _baseline(peer_app="payments"))
+    _writes_meet(standin, 2)
+    appliers = [PolicyApplier(_client(standin.url), timeout=5) for _ in range(2)]
+    results = _threads(
+        lambda: apply_proposal(store, appliers[0], first, actor="ada"),
+        lambda: apply_proposal(store, appliers[1], second, actor="bob"),
+    )
+    [won] = [r for r in results if not isinstance(r, Exception)]
+    [lost] = [r for r in results if isinstance(r, Exception)]
+    assert isinstance(lost, ApplyRefused) and lost.cause.stale
+    assert lost.record.state == "approved"
+    previous = won.change["previous"]  # type: ignore[index]
+    assert previous["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    standin.arrive = None
+    rollback_proposal(store, applier, won.id, actor="ada")
+    restored = standin.stored(CNPS, "shop", "cart-baseline")
+    assert restored["spec"] == original.policy["spec"] == before["spec"]
+
+
+def test_a_claimed_proposal_is_a_lifecycle_conflict_without_a_request(api, standin) -> None:
+    pid = _create(api, {"identity": "shop/cart", "policy": _baseline()})["id"]
+    assert _act(api, pid, "approve", Role.reviewer).status_code == 200
+    store: ProposalStore = api.service.proposal_store  # type: ignore[attr-defined]
+    store.claim(pid, "apply", actor="someone-else")  # an apply under way elsewhere
+    sent = len(standin.requests)
+    body = _problem(_act(api, pid, "apply", Role.admin), 409, "lifecycle-conflict")
+    assert body["state"] == "applying" and "cannot apply" in body["detail"]
+    assert standin.requests[sent:] == []
+
+
+def test_the_author_cannot_approve_their_own_proposal(api, standin) -> None:
+    pid = _create(api, {"identity": "shop/cart", "policy": _baseline()}, role=Role.reviewer)["id"]
+    body = _problem(_act(api, pid, "approve", Role.reviewer), 403, "second-approver-required")
+    assert body["author"] == "reviewer-bot" and "another person" in body["detail"]
+    assert api.get(f"/api/v1/proposals/{pid}").json()["state"] == "proposed"
+    r = _act(api, pid, "approve", Role.admin)  # someone else
+    assert r.status_code == 200 and r.json()["state"] == "approved"
+
+
+def test_second_approver_rules_in_the_store(tmp_path) -> None:
+    with ProposalStore("sqlite://") as store:
+        mine = store.create(kind="baseline", identity="shop/cart", policy=_baseline(), actor="rita")
+        with pytest.raises(SecondApproverRequired, match="another person"):
+            store.approve(mine.id, actor=" Rita ")  # the same name, however written
+        assert store.author(mine.id) == "rita"
+        auto = store.create(
+            kind="baseline", identity="shop/cart", policy=_baseline(), actor="netwarden"
+        )
+        with pytest.raises(SecondApproverRequired, match="netwarden itself"):
+            store.approve(auto.id, actor="netwarden")
+        assert store.approve(auto.id, actor="rita").state == "approved"  # one person suffices
+    with ProposalStore("sqlite://", require_second_approver=False) as lab:
+        mine = lab.create(kind="baseline", identity="shop/cart", policy=_baseline(), actor="rita")
+        assert lab.approve(mine.id, actor="rita").state == "approved"
+
+
+def test_the_setting_defaults_to_two_people() -> None:
+    from netwarden.config import RemediationConfig
+
+    assert RemediationConfig().require_second_approver is True
+    assert RemediationConfig(require_second_approver=False).require_second_approver is False
+
+
+def test_a_clusterwide_deny_all_under_an_unrelated_identity_is_refused(api, standin) -> None:
+    """The reporter's proposal: deny all egress cluster-wide, filed under shop/cart."""
+    deny_all = ccnp({}, name="deny-all-egress", egressDeny=[{"toEntities": ["all"]}])
+    r = api.post(
+        "/api/v1/proposals", Role.reviewer, json={"identity": "shop/cart", "policy": deny_all}
+    )
+    body = _problem(r, 422, "target-mismatch")
+    assert body["identity"] == "shop/cart"
+    assert any("CiliumClusterwideNetworkPolicy" in p for p in body["problems"])
+    assert any("empty" in p for p in body["problems"])
+    assert api.get("/api/v1/proposals").json()["total"] == 0  # nothing stored
+
+
+@pytest.mark.parametrize(
+    ("policy", "fragment"),
+    [
+        (cnp({}, name="x", egressDeny=[{"toEntities": ["all"]}]), "empty"),
+        (cnp({"k8s:app": "cart"}, name="x", namespace="db", ingress=[{}]), "namespace"),
+        (cnp({"k8s:app": "payments"}, name="x", ingress=[{}]), "does not pin"),
+        (cnp({"k8s:tier": "web"}, name="x", ingress=[{}]), "does not pin"),
+        (cnp({"reserved:host": ""}, name="x", ingress=[{}]), "does not pin"),
+        (
+            {**cnp({"k8s:app": "cart"}, name="x", ingress=[{}]), "spec": None,
+             "specs": [{"endpointSelector": {"matchLabels": {"app": "cart"}}},
+                       {"endpointSelector": {}, "ingress": [{}]}]},
+            "specs[1]",
+        ),
+    ],
+)  # fmt: skip
+def test_a_policy_that_selects_more_than_its_identity_is_refused(store, policy, fragment) -> None:
+    if policy.get("spec") is None:
+        del policy["spec"]
+    with pytest.raises(TargetMismatch, match=re.escape(fragment)):
+        store.create(kind="baseline", identity="shop/cart", policy=policy, actor="rita")
+    assert store.count() == 0
+
+
+def test_target_selectors_that_pin_the_workload_are_accepted(store) -> None:
+    for selector in (
+        {"app": "cart"},
+        {"any:app.kubernetes.io/name": "cart", "k8s:tier": "web"},  # narrower is fine
+    ):
+        store.create(kind="baseline", identity="shop/cart", policy=cnp(selector, ingress=[{}]),
+                     actor="rita")  # fmt: skip
+    learned = {"k8s:app.kubernetes.io/name": "cart-ui"}  # named by its owner, labelled otherwise
+    store.create(kind="baseline", identity="shop/cart", policy=cnp(learned, ingress=[{}]),
+                 actor="rita", workload_labels=learned)  # fmt: skip
+    with pytest.raises(TargetMismatch, match="selects another workload"):
+        store.create(kind="baseline", identity="shop/cart", actor="rita",
+                     policy=cnp({"k8s:app.kubernetes.io/name": "pay"}, ingress=[{}]),
+                     workload_labels=learned)  # fmt: skip
+    annotated = cnp({"k8s:app": "cart"}, ingress=[{}])
+    annotated["metadata"]["annotations"] = {"netwarden.io/identity": "db/pg"}
+    with pytest.raises(TargetMismatch, match="names 'db/pg'"):
+        store.create(kind="baseline", identity="shop/cart", policy=annotated, actor="rita")
+
+
+def test_a_proposal_s_warnings_are_in_the_api(api) -> None:
+    """What a containment's replay found it would drop is shown with the proposal, in the list
+    and in the detail; a proposal without any shows an empty list."""
+    warning = "would drop 12 normal flows (not part of the anomaly): shop/cart -> db/redis TCP/6379"
+    store = api.service.proposal_store
+    warned = store.create(
+        kind="baseline", identity="shop/cart", policy=_baseline(), actor="rita", warnings=[warning]
+    )
+    quiet = store.create(kind="baseline", identity="shop/cart", policy=_baseline(), actor="rita")
+    assert (warned.warnings, quiet.warnings) == ([warning], [])
+    detail = api.get(f"/api/v1/proposals/{warned.id}").json()
+    assert detail["warnings"] == [warning]
+    listed = {p["id"]: p["warnings"] for p in api.get("/api/v1/proposals").json()["items"]}
+    assert listed == {warned.id: [warning], quiet.id: []}

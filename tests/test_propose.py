@@ -168,6 +168,47 @@ def test_replicas_aggregate_and_per_pod_labels_drop() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("identity", "labels"),
+    [
+        (7, ["reserved:kube-apiserver"]),
+        (7, ["reserved:kube-apiserver", "reserved:world"]),
+        (7, ["reserved:world", "reserved:kube-apiserver"]),
+        # An API server outside the cluster: a CIDR identity that also carries world.
+        (16777217, ["cidr:172.18.0.2/32", "reserved:kube-apiserver", "reserved:world"]),
+        (2, ["reserved:world", "reserved:kube-apiserver"]),
+    ],
+)
+def test_the_api_server_is_an_entity_never_a_cidr(identity: int, labels: list[str]) -> None:
+    """Cilium does not reliably match CIDR rules against the API server's identity: a peer
+    labelled reserved:kube-apiserver is the kube-apiserver entity, with or without world."""
+    cart = pod("shop", "cart", 300, "10.0.0.1")
+    api = {"endpoint": {"identity": identity, "labels": labels}, "ip": "172.18.0.2"}
+    flows = decode(
+        [
+            flow(cart, api, dport=6443, destination_names=["kubernetes.default.svc"]),
+            flow(api, cart, dport=8443, seconds=1),  # a webhook call from the API server
+        ],
+        Flow,
+    )
+    spec = propose_baselines(flows)["shop/cart"]["spec"]
+    assert spec["egress"] == [
+        {
+            "toEntities": ["kube-apiserver"],
+            "toPorts": [{"ports": [{"port": "6443", "protocol": "TCP"}]}],
+        }
+    ]
+    assert spec["ingress"] == [
+        {
+            "fromEntities": ["kube-apiserver"],
+            "toPorts": [{"ports": [{"port": "8443", "protocol": "TCP"}]}],
+        }
+    ]
+    assert "CIDR" not in str(spec) and "FQDN" not in str(spec)
+    report = simulate([propose_baselines(flows)["shop/cart"]], flows)
+    assert report.dropped == 0, report.text()
+
+
 # -- attacks ------------------------------------------------------------------------------------
 
 
@@ -365,9 +406,10 @@ def test_containment_quarantines_a_drop_storm(normal) -> None:
         "egress_policy_drops",
         {"egress": {"to": pairs, "drop_reasons": {"POLICY_DENIED": 900}}},
     )
-    result = containment(anomaly, current)
+    # Nothing known to be normal for it: everything but DNS is cut.
+    result = containment(anomaly)
     assert result.action == "quarantine"
-    _check(result, current)
+    assert validate_policy(result.policy) == [] and result.patch is None
     spec = result.policy["spec"]
     assert spec["ingressDeny"] == [{"fromEntities": ["all"]}]
     catalog = pod("shop", "catalog", 258, "10.0.0.5")
@@ -387,3 +429,15 @@ def test_containment_quarantines_a_drop_storm(normal) -> None:
     )
     report = simulate([result.policy], flows)
     assert report.dropped_by_deny_rule == 2 and report.allowed == 1
+    # With its current policy, what it allows is normal: a quarantine would cut it, so the
+    # offending peers and ports are denied instead.
+    denied = containment(anomaly, current)
+    assert denied.action == "deny"
+    _check(denied, current)
+    (rule,) = denied.policy["spec"]["egressDeny"]
+    assert len(rule["toEndpoints"]) == 6
+    assert rule["toPorts"] == [
+        {"ports": [{"port": str(p), "protocol": "TCP"} for p in (22, 80, 8443)]}
+    ]
+    report = simulate([denied.policy], flows)
+    assert report.dropped_by_deny_rule == 0, report.text()

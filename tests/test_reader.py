@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -309,3 +310,182 @@ def test_fuzz_mutated_real_lines(data) -> None:
         lines.append(bytes(line).replace(b"\n", b" "))
     _, rd = _read_bytes(b"\n".join(lines), flow_type=CompactFlow)
     assert _accounted(rd, len(lines))
+
+
+# -- impossible values: event times, numbers out of range, huge counted-only lines -------------
+
+_FLOW_AT = '{{"flow":{{"time":"{}","verdict":"FORWARDED","IP":{{"source":"10.0.0.1"}}}}}}'
+
+
+@pytest.mark.parametrize("flow_type", [Flow, CompactFlow])
+def test_impossible_event_times_are_bad_lines_not_crashes(flow_type) -> None:
+    """Years past 9999 (or rounded into 10000), before 1970, non-RFC 3339 text: the line is
+    counted with a reason and the stream goes on."""
+    times = {
+        "9999-12-31T23:59:59Z": ErrorReason.TIME_OUT_OF_RANGE,
+        "9999-12-31T23:59:59.999999Z": ErrorReason.TIME_OUT_OF_RANGE,
+        "9999-06-01T00:00:00+01:00": ErrorReason.TIME_OUT_OF_RANGE,
+        "1969-12-31T23:59:59Z": ErrorReason.TIME_OUT_OF_RANGE,
+        "0001-01-01T00:00:00Z": ErrorReason.TIME_OUT_OF_RANGE,
+        "1960-01-01T00:00:00": ErrorReason.TIME_OUT_OF_RANGE,  # naive
+        "9999-12-31T23:59:59.9999999Z": ErrorReason.WRONG_TYPE,  # rounds into year 10000
+        "10000-01-01T00:00:00Z": ErrorReason.WRONG_TYPE,
+        "yesterday": ErrorReason.WRONG_TYPE,
+    }
+    good = _FLOW_AT.format("2026-01-05T00:00:01Z").encode()
+    lines = [good]
+    for text in times:
+        lines.append(_FLOW_AT.format(text).encode())
+    # the same impossible time in the envelope, and in a legacy bare flow
+    lines.append(b'{"flow":{"verdict":"FORWARDED"},"time":"9999-12-31T23:59:59Z"}')
+    lines.append(b'{"time":"1900-01-01T00:00:00Z","verdict":"FORWARDED"}')
+    lines.append(good)
+    flows, rd = _read_bytes(b"\n".join(lines), flow_type=flow_type, max_examples=20)
+    assert len(flows) == 2
+    expected: dict[str, int] = {}
+    for reason in [*times.values(), ErrorReason.TIME_OUT_OF_RANGE, ErrorReason.TIME_OUT_OF_RANGE]:
+        expected[reason] = expected.get(reason, 0) + 1
+    assert rd.stats.errors == expected
+    bad = next(b for b in rd.stats.examples if b.line == 2)
+    assert bad.reason == "time_out_of_range" and "9999-12-31T23:59:59+00:00" in bad.message
+
+
+def test_the_reported_line_cannot_stop_windows_or_crash_them() -> None:
+    """Issue 17: one line stamped 9999-12-31T23:59:59(.999999)Z in a stream of good flows."""
+    from netwarden.ingest.windows import WindowBuilder, windows_to_rows
+    from tests.flowfactory import flow, pod
+
+    a, b = pod("shop", "web", 100, "10.0.0.1"), pod("shop", "db", 101, "10.0.0.2")
+    lines = [orjson.dumps(flow(a, b, seconds=i, sport=30000 + i)) for i in range(3000)]
+    lines.insert(100, _FLOW_AT.format("9999-12-31T23:59:59Z").encode())
+    lines.insert(200, _FLOW_AT.format("9999-12-31T23:59:59.999999Z").encode())
+    rd = FlowReader(flow_type=CompactFlow)
+    builder = WindowBuilder()
+    windows = []
+    for batch in rd.read_stream(io.BytesIO(b"\n".join(lines)), "followed.json"):
+        windows += builder.add(batch)
+    windows += builder.flush()
+    assert rd.stats.errors == {ErrorReason.TIME_OUT_OF_RANGE: 2}
+    assert [b.line for b in rd.stats.examples] == [101, 201]
+    assert (builder.stats.late_flows, builder.stats.flows_counted) == (0, 3000)
+    assert len(windows_to_rows(windows)) == len(windows) >= 50
+
+
+@pytest.mark.parametrize("flow_type", [Flow, CompactFlow])
+def test_numbers_outside_their_protobuf_range_are_rejected(flow_type) -> None:
+    good = b'{"flow":{"time":"2026-01-05T00:00:01Z","verdict":"FORWARDED"}}'
+    bad = {
+        b'{"flow":{"time":"2026-01-05T00:00:01Z","l4":{"TCP":{"source_port":-1}}}}': (
+            "$.flow.l4.TCP.source_port"
+        ),
+        b'{"flow":{"time":"2026-01-05T00:00:01Z","l4":{"UDP":{"destination_port":70000}}}}': (
+            "$.flow.l4.UDP.destination_port"
+        ),
+        b'{"flow":{"time":"2026-01-05T00:00:01Z","l4":{"SCTP":{"destination_port":"65536"}}}}': (
+            "$.flow.l4.SCTP.destination_port"
+        ),
+        b'{"flow":{"time":"2026-01-05T00:00:01Z","source":{"identity":4294967296}}}': (
+            "$.flow.source.identity"
+        ),
+        b'{"flow":{"time":"2026-01-05T00:00:01Z","destination":{"identity":-2}}}': (
+            "$.flow.destination.identity"
+        ),
+        b'{"flow":{"time":"2026-01-05T00:00:01Z","netwarden":{"bytes_sent":"-100"}}}': (
+            "$.flow.netwarden.bytes_sent"
+        ),
+        b'{"lost_events":{"source":"PERF_EVENT_RING_BUFFER","num_events_lost":"-42"}}': (
+            "$.lost_events.num_events_lost"
+        ),
+        b'{"time":"2026-01-05T00:00:01Z","l4":{"TCP":{"destination_port":99999}}}': (
+            "$.l4.TCP.destination_port"  # a legacy bare flow
+        ),
+    }
+    edges = [  # the extremes of each range are fine
+        b'{"flow":{"time":"2026-01-05T00:00:01Z","l4":{"TCP":{"source_port":65535}},'
+        b'"source":{"identity":4294967295},"netwarden":{"bytes_sent":"18446744073709551615"}}}',
+        b'{"lost_events":{"num_events_lost":"0"}}',
+    ]
+    flows, rd = _read_bytes(b"\n".join([good, *bad, *edges]), flow_type=flow_type, max_examples=20)
+    assert len(flows) == 2
+    assert rd.stats.errors == {ErrorReason.OUT_OF_RANGE: len(bad)}
+    assert rd.stats.events_lost == {"UNKNOWN_LOST_EVENT_SOURCE": 0}  # the negative not added
+    for example, path in zip(rd.stats.examples, bad.values(), strict=True):
+        assert example.reason == "out_of_range" and path in example.message, example
+
+
+_RSS_CHILD = """
+import json, sys
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from netwarden.ingest.compact import CompactFlow
+from netwarden.ingest.reader import FlowReader
+
+def peak():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+rd = FlowReader(flow_type=CompactFlow)
+before = peak()
+flows = sum(len(batch) for batch in rd.read(sys.argv[1]))
+s = rd.stats
+print(json.dumps({"grew": peak() - before, "flows": flows, "errors": s.error_lines,
+                  "counted": [s.agent_event_lines, s.debug_event_lines, s.node_status_lines]}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["agent_event", "debug_event", "node_status"])
+def test_a_huge_counted_only_line_costs_its_size_not_a_tree_of_objects(tmp_path, kind) -> None:
+    """A 16 MB agent event (just under MAX_LINE_BYTES) of small nested objects: decoded into
+    dicts it took ~900 MB; only counted, the reader's peak grows by a few times the line."""
+    size = 16_000_000
+    assert size < reader_module.MAX_LINE_BYTES
+    head = b'{"' + kind.encode() + b'":{"type":"X","items":['
+    item = b'{"k":"v"},'
+    body = head + item * ((size - len(head) - 40) // len(item)) + b'{"k":"v"}]},"node_name":"n"}'
+    good = b'{"flow":{"time":"2026-01-05T00:00:01Z","verdict":"FORWARDED"}}'
+    path = tmp_path / "big.json"
+    path.write_bytes(b"\n".join([good, body, good]) + b"\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, str(path)], capture_output=True, text=True, check=True
+    )
+    out = json.loads(proc.stdout)
+    index = ["agent_event", "debug_event", "node_status"].index(kind)
+    assert out["flows"] == 2 and out["errors"] == 0 and out["counted"][index] == 1
+    assert out["grew"] < 4 * len(body), out
+
+
+_TIME_TEXT = st.one_of(
+    st.datetimes(
+        min_value=datetime(1, 1, 1),
+        max_value=datetime(9999, 12, 31, 23, 59, 59, 999999),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12))]
+        ),
+    ).map(lambda d: d.isoformat().replace("+00:00", "Z")),
+    st.datetimes(min_value=datetime(1, 1, 1)).map(lambda d: d.isoformat()),  # naive
+    st.from_regex(r"\A[0-9]{4,5}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z\Z"),
+    st.sampled_from(["9999-12-31T23:59:59.9999999Z", "9999-12-31T23:59:59.999999Z", "0", ""]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_TIME_TEXT, min_size=1, max_size=12), st.integers(1, 8))
+def test_fuzz_event_times_through_reader_and_windows(times, batch) -> None:
+    """Any timestamp text: the reader accounts for every line, and the window builder and the
+    window rows never raise (no "year 10000 is out of range" anywhere)."""
+    from netwarden.ingest.windows import WindowBuilder, windows_to_rows
+
+    data = b"\n".join(_FLOW_AT.format(t).encode() for t in times)
+    rd = FlowReader(flow_type=CompactFlow, batch_lines=batch)
+    builder = WindowBuilder(log=lambda _: None)
+    windows = []
+    for flows in rd.read_stream(io.BytesIO(data), "fuzz"):
+        windows += builder.add(flows)
+    windows += builder.flush()
+    assert _accounted(rd, len(times))
+    for w in windows:
+        w.start_datetime(), w.end_datetime()
+    windows_to_rows(windows)
+    s = builder.stats
+    assert s.flows_seen == rd.stats.flows

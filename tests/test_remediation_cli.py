@@ -67,3 +67,41 @@ def test_bad_input_exits_2_with_one_line(args, flows, tmp_path) -> None:
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("netwarden: error:"), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "no valid flows in {path}: the input is empty"),
+        (
+            b"{}\nnot json\n",
+            "no valid flows in {path}: 2 lines, 2 skipped as bad (first: {path}:1:",
+        ),
+    ],
+)
+def test_propose_without_a_valid_flow_fails(tmp_path, content, expected) -> None:
+    path = tmp_path / "flows.json"
+    path.write_bytes(content)
+    out = tmp_path / "policies"
+    done = run("propose", "--flows", str(path), "--out", str(out))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("netwarden: error: " + expected.format(path=path)), done.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_propose_that_learns_no_policy_fails(tmp_path) -> None:
+    """Valid flows, none a forwarded request of a workload (here: only drops): no policy."""
+    import orjson
+
+    from tests.flowfactory import flow, pod
+
+    a, b = pod("x", "a", 300, "10.244.0.1"), pod("x", "b", 301, "10.244.0.2")
+    path = tmp_path / "drops.json"
+    path.write_bytes(
+        b"\n".join(orjson.dumps(flow(a, b, seconds=s, verdict="DROPPED")) for s in range(5))
+    )
+    done = run("propose", "--flows", str(path), "--out", str(tmp_path / "p"))
+    assert done.returncode == 2, done.stderr
+    assert "netwarden: error: no policy written to" in done.stderr
+    assert "0 of 5 valid flows were forwarded requests" in done.stderr

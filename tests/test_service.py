@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from netwarden.ingest.sources import FollowFile
 from netwarden.ingest.windows import WindowConfig
 from netwarden.models.artifact import save_bundle
 from netwarden.models.registry import CurrentModel
+from netwarden.models.signing import ensure_key
+from netwarden.remediation.proposals import simulate_proposal
 from netwarden.service import Service, build_service
 from tests.modelfactory import train_on_generated
 from tests.servers import free_port, require, start_alertmanager
@@ -43,10 +46,11 @@ def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> A
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """Three hours of normal traffic, trained with the service's window length."""
+    """Three hours of normal traffic, trained with the service's window length and signed with
+    the key next to the folder (the service refuses unsigned models: see _config)."""
     out = tmp_path_factory.mktemp("svc-model")
     bundle, _ = train_on_generated(out / "history", hours=3, seed=31, start=T0, train_seed=1)
-    save_bundle(bundle, out / "models")
+    save_bundle(bundle, out / "models", key=ensure_key(out / "signing.key"))
     return out / "models"
 
 
@@ -54,7 +58,12 @@ def _config(tmp_path: Path, model_dir: Path, source: Path, **extra: Any) -> Serv
     return ServiceConfig(
         data_dir=tmp_path / "data",
         source={"spec": str(source)},
-        models={"dir": model_dir, "bootstrap": False, "reload_interval": 0.2},
+        models={
+            "dir": model_dir,
+            "bootstrap": False,
+            "reload_interval": 0.2,
+            "signing_key_file": model_dir.parent / "signing.key",
+        },
         windows={"idle_close": 0.5},
         **extra,
     )
@@ -73,7 +82,9 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
     lines = attack.flows_path.read_bytes().splitlines(keepends=True)
     followed = tmp_path / "flows.jsonl"
     followed.write_bytes(b"".join(lines[: len(lines) // 2]))
-    service, _ = build_service(_config(tmp_path, model_dir, followed), Console(quiet=True))
+    log = io.StringIO()
+    console = Console(file=log, soft_wrap=True)
+    service, _ = build_service(_config(tmp_path, model_dir, followed), console)
     assert service.model.loaded is not None
     service.start()
     try:
@@ -95,17 +106,38 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
         )
         assert proposals[0].kind == "containment" and proposals[0].state == "proposed"
         assert not proposals[0].problems  # a valid policy
-        events = _wait(
-            lambda: [
-                e for e in service.proposal_store.events(proposals[0].id) if e.action == "simulate"
-            ],
-            10,
-            "its simulation",
-        )
-        assert "judged flows" in events[0].note
-        assert len(service.recent_flows() or []) > 0
+        # a reviewer simulates it against the service's recent flows (a read: nothing kept)
+        flows = service.recent_flows() or []
+        assert len(flows) > 0
+        report = simulate_proposal(service.proposal_store, proposals[0], flows, actor="rita")
+        assert report.flows_judged > 0
         # the last window closes without new flows (idle_close), so every flow is scored
         _wait(lambda: service.builder.open_windows == 0, 30, "the last windows to close")
+        # Every anomaly of the scan is answered by a proposal for the workload that misbehaved:
+        # the scanner's own, and its victims' (their ingress shows the scan) contain the
+        # scanner too, linked to the victim's anomaly. No proposal is refused for its target;
+        # an anomaly without one says why (nothing to contain).
+        anomalies = {a.id: a for a in service.store.list(limit=1000)}
+
+        def answered() -> list[Any]:
+            made = service.proposal_store.list(limit=1000)
+            told = log.getvalue()
+            done = {p.anomaly_id for p in made} | {
+                i for i in anomalies if f"no containment proposed for anomaly {i}: " in told
+            }
+            return made if done >= set(anomalies) else []
+
+        made = _wait(answered, 60, "a proposal (or the reason for none) for every anomaly")
+        assert "does not target" not in log.getvalue()
+        of_scan = [p for p in made if anomalies[p.anomaly_id].first_window_start < label.end]
+        victims = {anomalies[p.anomaly_id].identity for p in of_scan} - {label.identity}
+        assert len(victims) >= 4 and label.identity in {
+            anomalies[p.anomaly_id].identity for p in of_scan
+        }
+        for p in of_scan:
+            assert p.identity == label.identity, (anomalies[p.anomaly_id].identity, p.note)
+            assert p.policy["metadata"]["annotations"]["netwarden.io/identity"] == label.identity
+            assert p.kind == "containment" and not p.problems
 
         def sampled() -> str:
             text = _metrics(service.registry)

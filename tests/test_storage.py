@@ -47,6 +47,15 @@ def _window(identity: str = "shop/cart") -> ScoredWindow:
     )
 
 
+#: The smallest policy a proposal for shop/cart may hold (it must select that workload alone).
+CART_POLICY = {
+    "apiVersion": "cilium.io/v2",
+    "kind": "CiliumNetworkPolicy",
+    "metadata": {"name": "cart", "namespace": "shop"},
+    "spec": {"endpointSelector": {"matchLabels": {"k8s:app": "cart"}}},
+}
+
+
 def _tables(path) -> set[str]:
     with sqlite3.connect(path) as raw:
         return {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -73,7 +82,7 @@ def test_a_new_database_has_one_event_table_and_the_kinds_do_not_mix(tmp_path) -
     url = f"sqlite:///{tmp_path / 'netwarden.db'}"
     with AnomalyStore(url, now=lambda: LATER) as store, ProposalStore(url) as review:
         (a,) = store.record([_window()])
-        p = review.create(kind="baseline", identity="shop/cart", policy={}, actor="rita")
+        p = review.create(kind="baseline", identity="shop/cart", policy=CART_POLICY, actor="rita")
         assert a.id == p.id == 1  # the same id, two subjects
         store.acknowledge(a.id, actor="alice")
         assert [e.action for e in store.events(a.id)] == ["open", "acknowledge"]
@@ -414,3 +423,62 @@ def test_copying_needs_the_old_table_and_no_events_of_its_kind(old_db, tmp_path)
         with store._begin() as (session, _):
             assert anomaly_lifecycle.LIFECYCLE.adopt_legacy(session) == 0
         assert [e.action for e in store.events(1)] == ["open", "acknowledge"]
+
+
+def _columns(path, table: str) -> list[str]:
+    with sqlite3.connect(path) as raw:
+        names = [r[1] for r in raw.execute(f"PRAGMA table_info({table})")]
+    raw.close()
+    return names
+
+
+def test_an_old_proposals_table_gets_the_warnings_column_on_open(old_db) -> None:
+    """A database written before proposals kept warnings opens: the column is added (its rows
+    get ``[]``), once, and new proposals store theirs."""
+    url = f"sqlite:///{old_db}"
+    assert "warnings" not in _columns(old_db, "proposals")
+    with AnomalyStore(url, now=lambda: LATER):  # another store leaves the table alone
+        pass
+    assert "warnings" not in _columns(old_db, "proposals")
+    with ProposalStore(url) as review:
+        assert review.get(1).warnings == []  # type: ignore[union-attr]
+        created = review.create(
+            kind="baseline",
+            identity="shop/cart",
+            policy=CART_POLICY,
+            actor="rita",
+            warnings=["would drop shop/frontend -> shop/cart TCP/8080 (12 flows)"],
+        )
+    assert _columns(old_db, "proposals").count("warnings") == 1
+    with ProposalStore(url) as review:  # reopening adds nothing twice
+        assert review.get(created.id).warnings == [  # type: ignore[union-attr]
+            "would drop shop/frontend -> shop/cart TCP/8080 (12 flows)"
+        ]
+        assert [p.warnings for p in review.list()] == [[created.warnings[0]], []]
+    assert _columns(old_db, "proposals").count("warnings") == 1
+
+
+def test_a_column_without_a_value_for_old_rows_is_not_added(tmp_path) -> None:
+    from sqlalchemy import Column, Integer, MetaData, Table
+
+    from netwarden.storage.columns import add_missing_columns
+
+    with sqlite3.connect(tmp_path / "x.db") as raw:
+        raw.execute("CREATE TABLE things (id INTEGER PRIMARY KEY)")
+    raw.close()
+
+    def things(*extra: Column) -> Table:
+        return Table("things", MetaData(), Column("id", Integer, primary_key=True), *extra)
+
+    with SqlStore(f"sqlite:///{tmp_path / 'x.db'}") as plain:
+        late = things(Column("note", Integer, nullable=True), Column("size", Integer))
+        late.c.size.nullable = False
+        with pytest.raises(ValueError, match="things.size"), plain._begin() as (session, _):
+            add_missing_columns(session, late)
+        assert _columns(tmp_path / "x.db", "things") == ["id"]  # all or nothing: rolled back
+        with plain._begin() as (session, _):
+            assert add_missing_columns(session, things(Column("note", Integer))) == ["note"]
+            assert add_missing_columns(session, things(Column("note", Integer))) == []
+        with plain._begin() as (session, _):  # a table not there yet is create_all's
+            assert add_missing_columns(session, Table("other", MetaData())) == []
+    assert _columns(tmp_path / "x.db", "things") == ["id", "note"]

@@ -433,3 +433,223 @@ def test_bytes_of_agent_flows_count_for_each_end_in_its_own_direction() -> None:
     assert (redis["ingress_bytes_sent"], redis["ingress_bytes_received"]) == (5_000.0, 100_000.0)
     assert cart["ingress_bytes_sent"] == 0.0 and redis["egress_bytes_sent"] == 0.0
     assert dict(_one(windows, "checkout/cart").client.drop_reasons) == {"NETFILTER_DROP": 1}
+
+
+# -- the stream's time: flows far ahead of it ---------------------------------------------------
+
+YEAR = 365 * 86_400
+
+
+def _steady(n: int, start: float = 0.0, every: float = 1.0) -> list[dict]:
+    """``n`` flows, one every ``every`` seconds, alternating between two clients."""
+    return [
+        flow(CART if i % 2 else PAYMENTS, REDIS, seconds=start + i * every, sport=20000 + i % 30000)
+        for i in range(n)
+    ]
+
+
+def _feed(builder: WindowBuilder, flows: list, batch: int = 64) -> list:
+    windows = []
+    for i in range(0, len(flows), batch):
+        windows += builder.add(flows[i : i + batch])
+    return windows
+
+
+@pytest.mark.parametrize("batch", [1, 64, 5000])
+def test_one_far_future_flow_does_not_stop_the_stream(batch) -> None:
+    """The reported case: one line stamped years ahead among 3,000 good flows. It is counted and
+    logged once; no later flow is late, and windows keep closing while the stream runs."""
+    lines = _steady(3000)
+    lines.insert(1000, flow(CART, REDIS, seconds=7000 * YEAR, sport=1))
+    logged: list[str] = []
+    builder = WindowBuilder(log=logged.append)
+    during = _feed(builder, decode(lines), batch)
+    assert len({w.start for w in during}) >= 45  # ~50 one-minute windows closed on the way
+    windows = during + builder.flush()
+    stats = builder.stats
+    assert (stats.late_flows, stats.future_flows, stats.flows_seen) == (0, 1, 3001)
+    assert stats.flows_counted == 3000
+    assert max(w.start for w in windows) < T0.timestamp() + 3000
+    assert len(logged) == 1 and "ahead of the stream" in logged[0]
+    assert "checkout/cart" in stats.future_example and "years ahead" in stats.future_example
+
+
+def test_a_far_future_first_line_cannot_set_the_streams_time() -> None:
+    lines = [flow(CART, REDIS, seconds=50 * YEAR, sport=1), *_steady(500)]
+    builder = WindowBuilder(log=lambda _: None)
+    _feed(builder, decode(lines))
+    builder.flush()
+    assert (builder.stats.late_flows, builder.stats.future_flows) == (0, 1)
+    assert builder.stats.flows_counted == 500
+
+
+def test_a_genuine_jump_is_followed() -> None:
+    """The whole stream moves an hour on (a replay of later traffic, a node that was off):
+    after a few dozen flows confirm it, windows follow, and nothing is lost."""
+    lines = _steady(1500) + _steady(1500, start=1500 + 3600)
+    builder = WindowBuilder()
+    windows = _feed(builder, decode(lines))
+    assert builder.held_flows == 0
+    assert max(w.start for w in windows) > T0.timestamp() + 1500 + 3600  # closed while running
+    windows += builder.flush()
+    stats = builder.stats
+    assert (stats.late_flows, stats.future_flows, stats.flows_counted) == (0, 0, 3000)
+    cart = sum(w.client.flows for w in windows if w.identity == "checkout/cart")
+    assert cart == 1500
+
+
+def test_a_node_with_a_skewed_clock_cannot_make_the_others_late() -> None:
+    """One node of three is an hour ahead: its flows are dropped as future, the others' are all
+    counted (before: every other flow was late)."""
+    lines = []
+    for i in range(3000):
+        skewed = i % 3 == 0
+        lines.append(
+            flow(
+                PAYMENTS if skewed else CART,
+                REDIS,
+                seconds=i * 0.5 + (3600 if skewed else 0),
+                sport=20000 + i,
+                node="prod/worker-3" if skewed else "prod/worker-1",
+            )
+        )
+    builder = WindowBuilder(log=lambda _: None)
+    windows = _feed(builder, decode(lines)) + builder.flush()
+    stats = builder.stats
+    assert stats.late_flows == 0
+    assert stats.future_flows == 1000
+    assert sum(w.client.flows for w in windows if w.identity == "checkout/cart") == 2000
+
+
+def test_a_far_future_flow_then_silence_is_dropped_when_the_stream_is_quiet() -> None:
+    """Live: the garbage line is the last before a quiet spell. Settling (the service's idle
+    tick) drops it, so the flows after the silence are not late."""
+    builder = WindowBuilder(log=lambda _: None)
+    _feed(builder, decode(_steady(200)))
+    builder.add(decode([flow(CART, REDIS, seconds=3 * YEAR, sport=1)]))
+    builder.settle()
+    assert (builder.stats.future_flows, builder.held_flows) == (1, 0)
+    builder.advance(T0.timestamp() + 230)
+    _feed(builder, decode(_steady(100, start=231)))
+    builder.flush()
+    assert (builder.stats.late_flows, builder.stats.flows_counted) == (0, 300)
+
+
+def test_held_flows_stay_bounded_and_the_log_is_once_per_burst() -> None:
+    """Every third flow from a broken clock: held flows stay bounded by the votes needed, and
+    the burst is logged once."""
+    from netwarden.ingest.windows import CONFIRMATIONS
+
+    logged: list[str] = []
+    builder = WindowBuilder(log=logged.append)
+    peak = 0
+    for i in range(3000):
+        ahead = 10 * YEAR if i % 3 == 0 else 0
+        builder.add(decode([flow(CART, REDIS, seconds=i + ahead, sport=20000 + i)]))
+        peak = max(peak, builder.held_flows)
+    assert peak <= CONFIRMATIONS
+    assert len(logged) == 1
+
+
+def test_max_skew_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_skew must be between 1 and 86400"):
+        WindowConfig(max_skew=0)
+    assert WindowConfig(max_skew=15).max_skew == 15
+
+
+def test_a_smaller_max_skew_stops_a_node_skewed_by_less_than_a_window() -> None:
+    """A node 40 s ahead, lateness 15 s: with max_skew at the lateness, the others stay on time."""
+    lines = [
+        flow(
+            PAYMENTS if i % 4 == 0 else CART,
+            REDIS,
+            seconds=i * 0.25 + (40 if i % 4 == 0 else 0),
+            sport=20000 + i,
+        )
+        for i in range(2000)
+    ]
+    default = WindowBuilder(log=lambda _: None)
+    _feed(default, decode(lines))
+    default.flush()
+    assert default.stats.late_flows >= 500  # within max_skew: the node moves the watermark
+    strict = WindowBuilder(WindowConfig(max_skew=15), log=lambda _: None)
+    _feed(strict, decode(lines))
+    strict.flush()
+    assert (strict.stats.late_flows, strict.stats.future_flows) == (0, 500)
+
+
+def test_flows_from_any_source_with_any_time_never_raise() -> None:
+    """Sources that do not go through the reader (tests, replays of records): impossible times
+    are counted, never a window that cannot be turned into datetimes."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import msgspec
+
+    from netwarden.ingest.windows import windows_to_rows
+
+    template = decode([flow(CART, REDIS, seconds=0)])[0]
+    times = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(hours=23))),
+        datetime(1969, 12, 31, tzinfo=UTC),
+        T0,
+        T0 + timedelta(seconds=1),
+    ]
+    builder = WindowBuilder(log=lambda _: None)
+    flows = [msgspec.structs.replace(template, time=t) for t in times]
+    windows = builder.add(flows) + builder.flush()
+    rows = windows_to_rows(windows)
+    assert {r["window_start"] for r in rows} == {T0}
+    assert builder.stats.not_counted["time_out_of_range"] == 4
+
+
+def test_the_live_detectors_idle_tick_settles_held_flows(tmp_path) -> None:
+    """A stream of a few flows, then silence: the first flows are held until confirmed; the
+    idle tick decides about them, so their windows still close (and are counted unscored)."""
+    from prometheus_client import CollectorRegistry
+
+    from netwarden.detector.live import DetectorMetrics, LiveDetector
+    from netwarden.detector.store import AnomalyStore
+    from netwarden.models.registry import CurrentModel
+
+    now = [1000.0]
+    config = WindowConfig()
+    builder = WindowBuilder(config)
+    metrics = DetectorMetrics(CollectorRegistry(), "file")
+    with AnomalyStore(f"sqlite:///{tmp_path / 'n.db'}") as store:
+        live = LiveDetector(
+            builder,
+            CurrentModel(tmp_path, windows=config),
+            store,
+            metrics=metrics,
+            clock=lambda: now[0],
+        )
+        live.add(decode(connection(CART, REDIS, seconds=1, both_ends=False)))
+        assert builder.held_flows == 3 and builder.open_windows == 0
+        now[0] += 100
+        live.tick(1.0)
+    assert builder.held_flows == 0
+    assert metrics.windows_unscored._value.get() == 1  # cart's window (seen at the client only)
+
+
+def test_future_flows_in_the_summary_and_the_metric(tmp_path) -> None:
+    import orjson
+    from prometheus_client import generate_latest
+
+    from netwarden.ingest.metrics import IngestMetrics
+    from netwarden.ingest.pipeline import build_windows
+
+    lines = _steady(600)
+    lines.insert(300, flow(CART, REDIS, seconds=74 * YEAR, sport=1))  # in 2099
+    path = tmp_path / "flows.json"
+    path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines))
+    metrics = IngestMetrics()
+    result = build_windows(
+        [path], lambda _: None, metrics=metrics, builder=WindowBuilder(log=lambda _: None)
+    )
+    summary = "\n".join(result.summary_lines())
+    assert "600 flows counted into windows, 0 late" in summary
+    assert "1 flows stamped too far ahead of the stream's time" in summary
+    assert "2099-12-18T12:00:00+00:00, 74 years ahead" in summary
+    assert "netwarden_ingest_future_flows_total 1.0" in generate_latest(metrics.registry).decode()

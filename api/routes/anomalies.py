@@ -23,6 +23,7 @@ from netwarden.api.schemas import (
     AnomalyPagePublic,
     AnomalyPublic,
     AnomalyQuery,
+    RecordId,
     ResolveRequest,
     SuppressRequest,
     note_of,
@@ -69,7 +70,7 @@ def read_anomalies(
 
 
 @router.get("/{anomaly_id}", response_model=AnomalyDetailPublic, responses=problem_responses(404))
-def read_anomaly(anomaly_id: int, store: StoreDep) -> AnomalyDetailPublic:
+def read_anomaly(anomaly_id: RecordId, store: StoreDep) -> AnomalyDetailPublic:
     """One anomaly with its reasons, example flows, severity and audit trail."""
     return _detail(store, found(store.get(anomaly_id), "anomaly", anomaly_id))
 
@@ -81,7 +82,7 @@ _ACTION_ERRORS = problem_responses(404, 409)
     "/{anomaly_id}/acknowledge", response_model=AnomalyDetailPublic, responses=_ACTION_ERRORS
 )
 def acknowledge_anomaly(
-    anomaly_id: int,
+    anomaly_id: RecordId,
     store: StoreDep,
     token: OperatorDep,
     body: Annotated[AcknowledgeRequest | None, Body()] = None,
@@ -92,7 +93,7 @@ def acknowledge_anomaly(
 
 @router.post("/{anomaly_id}/suppress", response_model=AnomalyDetailPublic, responses=_ACTION_ERRORS)
 def suppress_anomaly(
-    anomaly_id: int, store: StoreDep, token: OperatorDep, body: SuppressRequest
+    anomaly_id: RecordId, store: StoreDep, token: OperatorDep, body: SuppressRequest
 ) -> AnomalyDetailPublic:
     """Silence it until a time or for a duration, for a stated reason; it reopens after."""
     until = body.until
@@ -106,7 +107,7 @@ def suppress_anomaly(
 
 @router.post("/{anomaly_id}/resolve", response_model=AnomalyDetailPublic, responses=_ACTION_ERRORS)
 def resolve_anomaly(
-    anomaly_id: int,
+    anomaly_id: RecordId,
     store: StoreDep,
     token: OperatorDep,
     body: Annotated[ResolveRequest | None, Body()] = None,

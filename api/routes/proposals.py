@@ -2,10 +2,15 @@
 approves and rejects, admin applies and rolls back).
 
 Errors map to problems here, once: an unknown id is a 404; an action the proposal's state does
-not allow (see :mod:`netwarden.remediation.proposals`) a 409 naming the state; an invalid
-policy (which can never be approved) a 422 listing its problems; no flow history a 409; no
-Kubernetes API a 503. A dry-run or apply the cluster refuses leaves the proposal ``failed`` and
-answers 409 with the server's message. The actor recorded for an action is the token's name.
+not allow (see :mod:`netwarden.remediation.proposals`) a 409 naming the state, and so is an
+apply or rollback while another one of the same proposal is under way (state ``applying`` or
+``rolling_back``); an invalid policy (which can never be approved) a 422 listing its problems; a
+policy that does not target the proposal's identity alone a 422 ``target-mismatch``; an
+approval by the proposal's own author a 403 ``second-approver-required``; no flow history a 409;
+no Kubernetes API a 503. A dry-run or apply the cluster refuses leaves the proposal ``failed``
+and answers 409 with the server's message; another writer that changed the policy first (or
+since it was applied, for a rollback) is a 409 ``policy-changed``, the proposal back where it
+was. The actor recorded for an action is the token's name; a simulation records nothing.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from netwarden.api.schemas import (
     ProposalPagePublic,
     ProposalPublic,
     ProposalQuery,
+    RecordId,
     SimulationPublic,
     note_of,
 )
 from netwarden.remediation.apply import (
     ApplyError,
     AuditModeUnavailable,
+    Conflict,
     Forbidden,
     PolicyApplier,
     Unreachable,
@@ -51,13 +58,15 @@ from netwarden.remediation.proposals import (
     ProposalLifecycleError,
     ProposalNotFound,
     ProposalRecord,
+    SecondApproverRequired,
+    TargetMismatch,
     apply_proposal,
-    next_state,
+    check_claim,
     propose_containment,
     rollback_proposal,
 )
 from netwarden.remediation.proposals import simulate_proposal as replay_proposal
-from netwarden.remediation.propose import policy_name, policy_yaml, propose_baselines
+from netwarden.remediation.propose import Proposer, policy_name, policy_yaml, propose_baselines
 from netwarden.remediation.schema import InvalidPolicy
 
 __all__ = ["router"]
@@ -101,6 +110,16 @@ _REFUSALS: Final = (
 
 
 def _refused(exc: ApplyRefused) -> ProblemError:
+    if isinstance(exc.cause, Conflict) and exc.cause.concurrent:
+        return ProblemError(
+            409,
+            str(exc),
+            type=problem_type("policy-changed"),
+            title="Someone else changed the policy in the cluster",
+            state=exc.record.state,
+            proposal_id=exc.record.id,
+            reason=exc.cause.reason,
+        )
     for cause, status, name, title in _REFUSALS:
         if isinstance(exc.cause, cause):
             return ProblemError(
@@ -125,6 +144,23 @@ def _errors() -> Iterator[None]:
             yield
         except InvalidProposal as exc:
             raise _invalid(exc.problems, str(exc)) from None
+        except TargetMismatch as exc:
+            raise ProblemError(
+                422,
+                str(exc),
+                type=problem_type("target-mismatch"),
+                title="The policy does not target the proposal's identity",
+                identity=exc.identity,
+                problems=exc.problems,
+            ) from None
+        except SecondApproverRequired as exc:
+            raise ProblemError(
+                403,
+                str(exc),
+                type=problem_type("second-approver-required"),
+                title="A second person must approve",
+                author=exc.author,
+            ) from None
         except InvalidPolicy as exc:
             problems = [{"path": p.path, "message": p.message} for p in exc.problems]
             raise _invalid(problems, str(exc)) from None
@@ -241,7 +277,7 @@ def read_proposals(
 
 
 @router.get("/{proposal_id}", response_model=ProposalDetailPublic, responses=problem_responses(404))
-def read_proposal(proposal_id: int, review: ReviewDep) -> ProposalDetailPublic:
+def read_proposal(proposal_id: RecordId, review: ReviewDep) -> ProposalDetailPublic:
     """One proposal: its policy as JSON and YAML, the diff against the current policy, its
     patch, validation problems, last dry-run and audit log."""
     return _detail(review, _found(review, proposal_id))
@@ -294,6 +330,9 @@ def _propose_baseline(
                 title="No flows for this identity",
             )
         policy = learned[identity]
+        labels = _selector(policy)  # learned for this identity from its flows
+    else:
+        labels = _learned_labels(review, identity)
     namespace, name = _metadata(policy)
     current, source = _current_policy(review, namespace, name) if name is not None else (None, "")
     patch = jsonpatch.make_patch(current, policy).patch if current is not None else None
@@ -305,7 +344,22 @@ def _propose_baseline(
         current=current,
         actor=actor,
         note=note or (f"baseline ({source})" if current is not None else ""),
+        workload_labels=labels,
     )
+
+
+def _selector(policy: Mapping[str, Any]) -> dict[str, str] | None:
+    labels = ((policy.get("spec") or {}).get("endpointSelector") or {}).get("matchLabels")
+    return dict(labels) if isinstance(labels, Mapping) and labels else None
+
+
+def _learned_labels(review: Review, identity: str) -> dict[str, str] | None:
+    """The stable labels of ``identity``'s pods in the recorded flows, if it is in them: what
+    a given policy's selector is checked against (else the labels identities are named by)."""
+    flows = review.recent_flows()
+    if not flows:
+        return None
+    return Proposer().add_all(flows).selectors().get(identity) or None
 
 
 @router.post(
@@ -313,7 +367,9 @@ def _propose_baseline(
     response_model=SimulationPublic,
     responses=problem_responses(404, 409),
 )
-def simulate_proposal(proposal_id: int, review: ReviewDep, token: ViewerDep) -> SimulationPublic:
+def simulate_proposal(
+    proposal_id: RecordId, review: ReviewDep, token: ViewerDep
+) -> SimulationPublic:
     """Replay the service's recent flows against the proposed policy: what it would drop."""
     record = _found(review, proposal_id)
     if record.problems:
@@ -332,7 +388,7 @@ _CLUSTER_ERRORS = problem_responses(404, 409, 502, 503)
     "/{proposal_id}/approve", response_model=ProposalDetailPublic, responses=_ACTION_ERRORS
 )
 def approve_proposal(
-    proposal_id: int, review: ReviewDep, token: ReviewerDep, body: NoteBody = None
+    proposal_id: RecordId, review: ReviewDep, token: ReviewerDep, body: NoteBody = None
 ) -> ProposalDetailPublic:
     """proposed -> approved: a reviewer vouches for it (only a valid policy can be approved)."""
     return _act(
@@ -342,7 +398,7 @@ def approve_proposal(
 
 @router.post("/{proposal_id}/reject", response_model=ProposalDetailPublic, responses=_ACTION_ERRORS)
 def reject_proposal(
-    proposal_id: int, review: ReviewDep, token: ReviewerDep, body: NoteBody = None
+    proposal_id: RecordId, review: ReviewDep, token: ReviewerDep, body: NoteBody = None
 ) -> ProposalDetailPublic:
     """proposed -> rejected, for good; the note says why."""
     return _act(
@@ -352,7 +408,7 @@ def reject_proposal(
 
 @router.post("/{proposal_id}/apply", response_model=ProposalDetailPublic, responses=_CLUSTER_ERRORS)
 def apply_proposal_route(
-    proposal_id: int,
+    proposal_id: RecordId,
     review: ReviewDep,
     token: AdminDep,
     body: NoteBody = None,
@@ -388,7 +444,7 @@ def apply_proposal_route(
     "/{proposal_id}/rollback", response_model=ProposalDetailPublic, responses=_CLUSTER_ERRORS
 )
 def rollback_proposal_route(
-    proposal_id: int, review: ReviewDep, token: AdminDep, body: NoteBody = None
+    proposal_id: RecordId, review: ReviewDep, token: AdminDep, body: NoteBody = None
 ) -> ProposalDetailPublic:
     """applied -> rolled_back: the object it replaced is restored (or the one it created is
     deleted)."""
@@ -408,9 +464,10 @@ def _change_cluster(
     change: Callable[[ProposalRecord], ProposalRecord],
 ) -> ProposalDetailPublic:
     """Apply or roll back: 404 for an unknown proposal, a 409 unless its state allows
-    ``action``, then ``change`` it; the cluster's refusals as problems."""
+    ``action``, then ``change`` it (which claims the proposal first: of concurrent requests one
+    goes ahead, the others get a 409); the cluster's refusals as problems."""
     record = _found(review, proposal_id)
     with _errors():
-        next_state(record.id, record.state, action)
+        check_claim(record.id, record.state, action)  # 409 before a 503 for no cluster
         record = change(record)
     return _detail(review, record)

@@ -12,15 +12,28 @@ The rules, per anomaly (an anomaly is one incident however many windows it spans
   ``endsAt`` = now + ``resend_lifetime`` resend intervals, and is sent again every
   ``resend_interval`` while it fires. When it stops (no longer ongoing, resolved or suppressed)
   it is sent once more, resolved, with ``endsAt`` = when it ended. If its severity changes, the
-  alert under the old labels is resolved and one under the new labels fires.
-- **Slack**: one message per anomaly, ever. An open anomaly joins the next message; a message
-  goes out once the oldest anomaly in it has waited ``group_wait`` and fewer than
+  alert under the old labels is resolved and one under the new labels fires. An open anomaly
+  that had already ended when the alerter first saw it (a short burst inside one batch) is sent
+  resolved at once.
+- **Every anomaly reaches Alertmanager firing at least once.** Alertmanager notifies nobody of
+  an alert it only ever saw resolved, and the outbox merges a pending "firing" into the newer
+  "resolved" (so a backlog never re-fires what is over). So when a resolved alert is about to
+  be sent for a label set no delivered message ever told Alertmanager was firing (the anomaly
+  started and ended while Alertmanager was down, or within one batch), it is sent firing
+  instead, with ``endsAt`` = now + ``firing_hold`` (longer than a route's ``group_wait`` and
+  ``group_interval``, so Alertmanager's next flush notifies it), and the resolved alert follows
+  once ``firing_hold`` has passed. What was delivered is durable (the outbox rows keep the
+  payload as sent), so a restart neither loses the follow-up nor fires anything twice. An
+  anomaly a person suppressed or resolved is not brought back to fire.
+- **Slack**: one message per anomaly announces it. An open anomaly joins the next message; a
+  message goes out once the oldest anomaly in it has waited ``group_wait`` and fewer than
   ``slack_max_messages`` went out in the last ``slack_rate_interval``; anomalies held back by
   the limit fold into the next message, which becomes a digest when it is big. An anomaly that
-  is acknowledged, suppressed or resolved before its message goes out is left out.
-- Suppressed anomalies send nothing (a firing one is resolved). An anomaly that had already
-  ended when the alerter first saw it (a short burst inside one replayed batch) goes to Slack
-  only: Alertmanager never notifies an alert that arrives resolved.
+  is acknowledged, suppressed or resolved before its message goes out is left out. An anomaly
+  that was still going on when its message was enqueued gets a short "is over" notice when it
+  ends (``slack_send_resolved``), grouped and rate-limited the same way, and only once its
+  first message was delivered: the channel always sees it fire first, then end.
+- Suppressed anomalies send nothing (a firing one is resolved).
 """
 
 from __future__ import annotations
@@ -39,11 +52,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from netwarden.detector.alerts import alertmanager, slack
 from netwarden.detector.alerts.outbox import (
+    SLACK_CLOSED,
+    SLACK_CLOSING,
     SLACK_NONE,
     SLACK_SENT,
     SLACK_WAITING,
     AlertState,
     DeliveryError,
+    FollowUp,
     Outbox,
     OutboxItem,
     OutboxTransaction,
@@ -84,6 +100,11 @@ class AlertSettings:
     lookback: float = 600.0  # first start: anomalies changed this recently are considered
     batch_size: int = 100  # messages sent per deliver() call
     retention: float = 7 * 86400.0  # delivered messages are kept this long, then deleted
+    #: An alert Alertmanager never saw firing is held firing this long before it is resolved:
+    #: longer than Alertmanager's default group_interval (5 m), so the route's next flush
+    #: notifies it even when its group already exists.
+    firing_hold: float = 360.0
+    slack_send_resolved: bool = True  # Slack: an "is over" notice when an announced one ends
 
     #: name -> (lowest, highest) allowed; the one place valid values are declared.
     _RANGES: ClassVar[dict[str, tuple[float, float]]] = {
@@ -99,6 +120,7 @@ class AlertSettings:
         "lookback": (0.0, 365 * 86400.0),
         "batch_size": (1, 10_000),
         "retention": (3600.0, 3650 * 86400.0),
+        "firing_hold": (1.0, 86400.0),
     }
 
     def __post_init__(self) -> None:
@@ -122,6 +144,10 @@ class AlertSettings:
             raise ValueError(
                 f"backoff_max ({self.backoff_max}) must be >= backoff_initial "
                 f"({self.backoff_initial})"
+            )
+        if not isinstance(self.slack_send_resolved, bool):
+            raise ValueError(
+                f"slack_send_resolved must be a boolean, got {self.slack_send_resolved!r}"
             )
         for name in ("alertmanager_url", "slack_webhook_url", "public_url"):
             url = getattr(self, name)
@@ -161,7 +187,8 @@ class AlertMetrics:
         )
         self.slack_anomalies = Counter(
             "netwarden_alert_slack_anomalies_total",
-            "Anomalies reported to Slack, by message format (detail or digest).",
+            "Anomalies reported to Slack, by message format (detail, digest, or over: the notice "
+            "that an announced anomaly ended).",
             ["format"],
             registry=registry,
         )
@@ -225,12 +252,26 @@ def decide(
                 )
             )
             state = replace(state, am_firing=False, am_sent_at=now)
+        elif old is None and a.state == OPEN:  # over before it was seen: resolved at once,
+            # which delivery turns into "firing, then resolved" (see the module docstring)
+            alerts.append(alertmanager.alert(a, public_url=url, ends_at=_ended_at(a, now)))
+            state = replace(state, am_labels=want, am_sent_at=now)
     if to_slack:
         if state.slack == SLACK_NONE and a.state == OPEN and (a.ongoing or old is None):
             state = replace(state, slack=SLACK_WAITING, slack_since=now)
         elif state.slack == SLACK_WAITING and a.state != OPEN:
             state = replace(state, slack=SLACK_NONE, slack_since=None)
+        elif state.slack == SLACK_SENT and not a.ongoing:
+            done = SLACK_CLOSING if settings.slack_send_resolved else SLACK_CLOSED
+            state = replace(state, slack=done, slack_since=now)
     return state, alerts
+
+
+def _alerts(payload: Any) -> bool:
+    """Whether ``payload`` is a list of alerts with labels (as this module writes them)."""
+    return isinstance(payload, list) and all(
+        isinstance(x, dict) and isinstance(x.get("labels"), dict) for x in payload
+    )
 
 
 def _system_clock() -> datetime:
@@ -339,9 +380,12 @@ class Alerter:
                         enqueued[ALERTMANAGER] += 1
                     if new != old:
                         tx.put(new)
-                group = self._flush_slack(tx, records, now) if SLACK in self._senders else []
-                if group:
-                    enqueued[SLACK] += 1
+                group: list[AnomalyRecord] = []
+                over: list[AnomalyRecord] = []
+                if SLACK in self._senders:
+                    group = self._flush_slack(tx, records, now)
+                    over = self._flush_slack_over(tx, records, now)
+                enqueued[SLACK] += bool(group) + bool(over)
                 if newest is not None and (cursor is None or newest > cursor):
                     tx.set_cursor(_CURSOR, newest)
                 superseded = list(tx.superseded)
@@ -352,6 +396,8 @@ class Alerter:
         if group:
             fmt = "detail" if len(group) <= self.settings.slack_detail_limit else "digest"
             self.metrics.slack_anomalies.labels(fmt).inc(len(group))
+        if over:
+            self.metrics.slack_anomalies.labels("over").inc(len(over))
         self._refresh_pending()
         return {sink: n for sink, n in enqueued.items() if n}
 
@@ -379,6 +425,21 @@ class Alerter:
         records.update((a.id, a) for a in self.store.get_many(missing))
         return records, newest
 
+    def _slack_may_send(
+        self, tx: OutboxTransaction, waiting: list[AlertState], now: datetime
+    ) -> bool:
+        """Whether the group waited long enough and the rate limit allows one more message."""
+        s = self.settings
+        if not waiting:
+            return False
+        oldest = min(w.slack_since or now for w in waiting)
+        if now - oldest < timedelta(seconds=s.group_wait):
+            return False
+        return (
+            tx.created_since(SLACK, now - timedelta(seconds=s.slack_rate_interval))
+            < s.slack_max_messages  # else held back: they fold into the next message
+        )
+
     def _flush_slack(
         self, tx: OutboxTransaction, records: dict[int, AnomalyRecord], now: datetime
     ) -> list[AnomalyRecord]:
@@ -386,21 +447,36 @@ class Alerter:
         rate limit allows; returns the anomalies in it (none: nothing was enqueued)."""
         s = self.settings
         waiting = [w for w in tx.slack_waiting() if w.anomaly_id in records]
-        if not waiting:
+        if not self._slack_may_send(tx, waiting, now):
             return []
-        oldest = min(w.slack_since or now for w in waiting)
-        if now - oldest < timedelta(seconds=s.group_wait):
-            return []
-        if (
-            tx.created_since(SLACK, now - timedelta(seconds=s.slack_rate_interval))
-            >= s.slack_max_messages
-        ):
-            return []  # held back: they fold into the next message
         group = [records[w.anomaly_id] for w in waiting]
         payload = slack.message(group, public_url=s.public_url, detail_limit=s.slack_detail_limit)
         message_id = tx.enqueue(SLACK, payload)
         for w in waiting:
-            tx.put(replace(w, slack=SLACK_SENT, slack_since=now, slack_message=message_id))
+            # the message says whether it is still going on: one that is over is told in full
+            done = SLACK_SENT if records[w.anomaly_id].ongoing else SLACK_CLOSED
+            tx.put(replace(w, slack=done, slack_since=now, slack_message=message_id))
+        return group
+
+    def _flush_slack_over(
+        self, tx: OutboxTransaction, records: dict[int, AnomalyRecord], now: datetime
+    ) -> list[AnomalyRecord]:
+        """One "is over" notice for the anomalies that ended after their message, once that
+        message was delivered (never the end before the start), grouped and rate-limited like
+        the messages; returns the anomalies in it."""
+        closing = [w for w in tx.slack_waiting(SLACK_CLOSING) if w.anomaly_id in records]
+        unsent = tx.pending_among(w.slack_message for w in closing if w.slack_message is not None)
+        ready = [  # (one that grew again waits until it is over again)
+            w
+            for w in closing
+            if w.slack_message not in unsent and not records[w.anomaly_id].ongoing
+        ]
+        if not self._slack_may_send(tx, ready, now):
+            return []
+        group = [records[w.anomaly_id] for w in ready]
+        tx.enqueue(SLACK, slack.over_message(group, public_url=self.settings.public_url))
+        for w in ready:
+            tx.put(replace(w, slack=SLACK_CLOSED, slack_since=now))
         return group
 
     # ------------------------------------------------------------------------------ deliver
@@ -431,14 +507,50 @@ class Alerter:
             self._purged_at = now
             self.outbox.purge(now - timedelta(seconds=self.settings.retention))
 
+    def _notified(self, key: str, wanted: set[alertmanager.LabelSet]) -> set[alertmanager.LabelSet]:
+        """The label sets of alert ``key`` that a delivered message told Alertmanager were
+        firing, read newest first until ``wanted`` are all found."""
+        found: set[alertmanager.LabelSet] = set()
+        before: int | None = None
+        while True:
+            page = self.outbox.delivered(ALERTMANAGER, key, before_id=before, limit=_PAGE)
+            for item in page:
+                if item.delivered_at is not None and _alerts(item.payload):
+                    found |= alertmanager.firing_labels(item.payload, item.delivered_at)
+            if wanted <= found or len(page) < _PAGE:
+                return found
+            before = page[-1].id
+
+    def _fire_first(
+        self, batch: list[OutboxItem], now: datetime
+    ) -> tuple[dict[int, Any], list[FollowUp]]:
+        """Alertmanager: the payloads to send instead (alerts it never saw firing, sent
+        firing first) and the resolved alerts that follow after ``firing_hold``."""
+        if batch[0].sink != ALERTMANAGER:
+            return {}, []
+        until = now + timedelta(seconds=self.settings.firing_hold)
+        sent: dict[int, Any] = {}
+        follow_ups: list[FollowUp] = []
+        for item in batch:
+            if item.key is None or not _alerts(item.payload):
+                continue
+            if all(alertmanager.is_firing(x, now) for x in item.payload):
+                continue  # the common case: nothing resolved in it
+            wanted = {alertmanager.identity_of(x) for x in item.payload}
+            send, later = alertmanager.hold_unnotified(
+                item.payload, self._notified(item.key, wanted), now=now, until=until
+            )
+            if later:
+                sent[item.id] = send
+                follow_ups.append(FollowUp(ALERTMANAGER, item.key, later, until))
+        return sent, follow_ups
+
     def _send(self, batch: list[OutboxItem]) -> int:
         """POST one batch of one sink; returns how many messages were delivered."""
         sink = batch[0].sink
-        payload = (
-            batch[0].payload
-            if len(batch) == 1
-            else [alert for item in batch for alert in item.payload]
-        )
+        sent, follow_ups = self._fire_first(batch, self._now())
+        payloads = [sent.get(item.id, item.payload) for item in batch]
+        payload = payloads[0] if len(batch) == 1 else [a for p in payloads for a in p]
         try:
             self._senders[sink].send(payload)
         except DeliveryError as exc:
@@ -452,7 +564,16 @@ class Alerter:
             for item in batch:
                 self._failed(item, f"{type(exc).__name__}: {exc}", None)
             return 0
-        self.outbox.mark_delivered([item.id for item in batch], self._now())
+        self.outbox.mark_delivered(
+            [item.id for item in batch], self._now(), sent=sent, follow_ups=follow_ups
+        )
+        for f in follow_ups:
+            log.info(
+                "alert %s reached Alertmanager firing for the first time after it ended; "
+                "resolving it at %s",
+                f.key,
+                f.due.isoformat(),
+            )
         self.metrics.deliveries.labels(sink, "success").inc(len(batch))
         return len(batch)
 

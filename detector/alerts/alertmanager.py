@@ -9,6 +9,14 @@ netwarden's API.
 Alertmanager resolves an alert by itself once ``endsAt`` passes, so a firing alert is sent with
 ``endsAt`` a few resend intervals ahead and sent again while it fires; a resolved one is sent
 with ``endsAt`` = when it ended (never in the future).
+
+Alertmanager notifies nobody about an alert it only ever saw resolved: its notification log
+has no entry for it and the alert group holds nothing firing when it flushes. So an alert that
+would reach it resolved without ever having reached it firing (the anomaly started and ended
+while Alertmanager was unreachable, or within one batch) is first sent firing, held so for
+longer than the route's ``group_wait``/``group_interval``, and resolved afterwards
+(:func:`hold_unnotified`). Not so when a person ended it (suppressed or resolved it by hand,
+which the alert's ``state`` annotation says): they know, and a suppression means silence.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any, Final
 import httpx
 
 from netwarden.detector.alerts.outbox import post_json
+from netwarden.detector.lifecycle import ACKNOWLEDGED, OPEN
 from netwarden.detector.severity import severity
 from netwarden.detector.store import AnomalyRecord
 
@@ -29,6 +38,10 @@ __all__ = [
     "alert",
     "anomaly_url",
     "coalesce",
+    "firing_labels",
+    "hold_unnotified",
+    "identity_of",
+    "is_firing",
     "labels",
     "timestamp",
 ]
@@ -36,8 +49,11 @@ __all__ = [
 ALERTNAME: Final = "NetworkAnomaly"
 DETECTOR: Final = "netwarden"
 _TOP_REASONS: Final = 3
+#: Anomaly states in which an alert that ended unseen is still owed a notification.
+_OWED: Final = frozenset({OPEN, ACKNOWLEDGED})
 
 Alert = dict[str, Any]
+LabelSet = tuple[tuple[str, str], ...]
 
 
 def anomaly_url(public_url: str, anomaly_id: int) -> str:
@@ -101,13 +117,59 @@ def alert(
     }
 
 
+def identity_of(item: Alert) -> LabelSet:
+    """An alert's identity in Alertmanager: its label set, in a hashable form."""
+    return tuple(sorted(item["labels"].items()))
+
+
 def coalesce(older: list[Alert], newer: list[Alert]) -> list[Alert]:
     """The alerts of a pending payload merged with a newer one for the same anomaly: one alert
     per label set, the newer state of each winning, the older order kept."""
-    merged: dict[tuple[tuple[str, str], ...], Alert] = {}
+    merged: dict[LabelSet, Alert] = {}
     for item in [*older, *newer]:
-        merged[tuple(sorted(item["labels"].items()))] = item
+        merged[identity_of(item)] = item
     return list(merged.values())
+
+
+def is_firing(item: Alert, at: datetime) -> bool:
+    """Whether Alertmanager takes ``item`` as firing when it arrives at ``at`` (``endsAt``
+    later); an ``endsAt`` that cannot be read counts as firing (sent as it is)."""
+    try:
+        ends = datetime.fromisoformat(str(item["endsAt"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return True
+    return ends.tzinfo is None or ends > at
+
+
+def firing_labels(payload: list[Alert], delivered_at: datetime) -> set[LabelSet]:
+    """The label sets a delivered payload told Alertmanager were firing."""
+    return {identity_of(x) for x in payload if is_firing(x, delivered_at)}
+
+
+def hold_unnotified(
+    payload: list[Alert], notified: set[LabelSet], *, now: datetime, until: datetime
+) -> tuple[list[Alert], list[Alert]]:
+    """What to send now for one anomaly's pending ``payload``, and the resolved alerts to send
+    once ``until`` has passed.
+
+    A resolved alert whose label set was never delivered firing (not in ``notified``) is sent
+    firing with ``endsAt`` = ``until`` and resolved later, unless the same payload fires the
+    anomaly under other labels (a severity change: the person hears of it through those) or a
+    person ended the anomaly (suppressed or resolved it).
+    """
+    if any(is_firing(x, now) for x in payload):
+        return payload, []
+    send: list[Alert] = []
+    later: list[Alert] = []
+    for item in payload:
+        notes = item.get("annotations")
+        owed = isinstance(notes, dict) and notes.get("state") in _OWED
+        if not owed or identity_of(item) in notified:
+            send.append(item)
+        else:
+            send.append({**item, "endsAt": timestamp(until)})
+            later.append(item)
+    return send, later
 
 
 class AlertmanagerSender:

@@ -17,7 +17,10 @@ A row with a ``key`` (Alertmanager: one key per anomaly) carries the whole curre
 it describes, so enqueueing a newer one for the same key *supersedes* a pending older one: the
 new payload is the old merged with the new (``coalesce``), and the old row is kept, marked
 superseded. Only the newest state of an alert is ever pending, so a backlog after an outage
-stays one row per alert and cannot deliver an old "firing" after a newer "resolved".
+stays one row per alert and cannot deliver an old "firing" after a newer "resolved". That the
+merged "resolved" does not cost the receiver its "firing" is the sender's business: a delivered
+row keeps the payload as it was actually sent (:meth:`Outbox.mark_delivered`), so the sender can
+tell what a receiver was told (:meth:`Outbox.delivered`) and schedule a follow-up row.
 
 A message's status follows :data:`STATUSES`, an instance of the generic
 :class:`netwarden.storage.lifecycle.StateMachine` (``pending`` -> ``delivered`` or
@@ -36,7 +39,7 @@ what a failed attempt records.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -66,6 +69,8 @@ from netwarden.storage.lifecycle import StateMachine
 __all__ = [
     "DELIVERED",
     "PENDING",
+    "SLACK_CLOSED",
+    "SLACK_CLOSING",
     "SLACK_NONE",
     "SLACK_SENT",
     "SLACK_WAITING",
@@ -73,6 +78,7 @@ __all__ = [
     "SUPERSEDED",
     "AlertState",
     "DeliveryError",
+    "FollowUp",
     "Outbox",
     "OutboxItem",
     "OutboxTransaction",
@@ -99,7 +105,9 @@ STATUSES: Final = StateMachine(
 
 SLACK_NONE: Final = "none"  # no Slack message (yet): not eligible, or never needed
 SLACK_WAITING: Final = "waiting"  # will go out with the next group / digest
-SLACK_SENT: Final = "sent"  # its message is in the outbox; never another one
+SLACK_SENT: Final = "sent"  # its message is in the outbox; never another "firing" one
+SLACK_CLOSING: Final = "closing"  # it ended after its message: an "is over" notice is owed
+SLACK_CLOSED: Final = "closed"  # its end was told (in its message, or in an "is over" notice)
 
 _ERROR_CHARS: Final = 2000
 
@@ -222,12 +230,24 @@ class OutboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A message to enqueue when a delivery is recorded (a "resolved" after its "firing"), due
+    at ``due``; dropped if a newer message of the same key is pending (that one carries it)."""
+
+    sink: str
+    key: str
+    payload: Any
+    due: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class AlertState:
     """What the alerter has done about one anomaly so far.
 
     ``am_labels`` are the labels of the Alertmanager alert last sent (the alert's identity
     there), ``am_firing`` whether it was last sent firing and ``am_sent_at`` when. ``slack`` is
-    ``none``, ``waiting`` (since ``slack_since``) or ``sent`` (in message ``slack_message``).
+    ``none``, ``waiting`` (since ``slack_since``), ``sent`` (in message ``slack_message``),
+    ``closing`` (ended since ``slack_since``, after message ``slack_message``) or ``closed``.
     """
 
     anomaly_id: int
@@ -273,14 +293,29 @@ class OutboxTransaction:
         """Store ``state`` (insert or replace)."""
         self._session.merge(_StateRow(**asdict(state)))
 
-    def slack_waiting(self) -> list[AlertState]:
-        """Anomalies waiting for a Slack message, longest waiting first."""
+    def slack_waiting(self, status: str = SLACK_WAITING) -> list[AlertState]:
+        """Anomalies in Slack state ``status`` (waiting for a message, or closing: waiting for
+        an "is over" notice), longest waiting first."""
         rows = self._session.scalars(
             select(_StateRow)
-            .where(_StateRow.slack == SLACK_WAITING)
+            .where(_StateRow.slack == status)
             .order_by(_StateRow.slack_since, _StateRow.anomaly_id)
         )
         return [_state(r) for r in rows]
+
+    def pending_among(self, item_ids: Iterable[int]) -> set[int]:
+        """Those of these messages not delivered yet (a purged row was delivered long ago)."""
+        ids = sorted(set(item_ids))
+        found: set[int] = set()
+        for i in range(0, len(ids), 500):
+            found.update(
+                self._session.scalars(
+                    select(_OutboxRow.id).where(
+                        _OutboxRow.id.in_(ids[i : i + 500]), _OutboxRow.status == PENDING
+                    )
+                )
+            )
+        return found
 
     def created_since(self, sink: str, since: datetime) -> int:
         """How many messages for ``sink`` were enqueued after ``since`` (rate limits)."""
@@ -398,10 +433,23 @@ class Outbox(SqlStore):
                 row.next_attempt_at = now + lease
             return [_item(r) for r in rows]
 
-    def mark_delivered(self, item_ids: Iterable[int], now: datetime) -> None:
+    def mark_delivered(
+        self,
+        item_ids: Iterable[int],
+        now: datetime,
+        *,
+        sent: Mapping[int, Any] | None = None,
+        follow_ups: Iterable[FollowUp] = (),
+    ) -> None:
         """The receiver accepted these messages (even one a newer message superseded
-        meanwhile: it was delivered all the same)."""
+        meanwhile: it was delivered all the same).
+
+        ``sent`` maps a message to the payload actually sent when the sender changed it (the
+        row then records what the receiver was told); ``follow_ups`` are enqueued in the same
+        transaction, so a crash cannot record the one without the other.
+        """
         ids = sorted(set(item_ids))
+        now = _utc(now, "now")
         with self._session() as session:
             for i in range(0, len(ids), 500):
                 session.execute(
@@ -410,8 +458,52 @@ class Outbox(SqlStore):
                         _OutboxRow.id.in_(ids[i : i + 500]),
                         _OutboxRow.status.in_(STATUSES.sources("deliver")),
                     )
-                    .values(status=DELIVERED, delivered_at=_utc(now, "now"))
+                    .values(status=DELIVERED, delivered_at=now)
                 )
+            for item_id, payload in (sent or {}).items():
+                session.execute(
+                    update(_OutboxRow).where(_OutboxRow.id == item_id).values(payload=payload)
+                )
+            for f in follow_ups:
+                newer = session.scalar(
+                    select(func.count())
+                    .select_from(_OutboxRow)
+                    .where(
+                        _OutboxRow.sink == f.sink,
+                        _OutboxRow.key == f.key,
+                        _OutboxRow.status == PENDING,
+                    )
+                )
+                if newer:
+                    continue  # a newer state of the same alert is pending: it carries this one
+                session.add(
+                    _OutboxRow(
+                        sink=f.sink,
+                        key=f.key,
+                        payload=f.payload,
+                        status=PENDING,
+                        created_at=now,
+                        attempts=0,
+                        next_attempt_at=_utc(f.due, "due"),
+                        last_error="",
+                        delivered_at=None,
+                        superseded_by=None,
+                    )
+                )
+
+    def delivered(
+        self, sink: str, key: str, *, before_id: int | None = None, limit: int = 200
+    ) -> list[OutboxItem]:
+        """Delivered messages of ``sink`` and ``key``, newest first (page with ``before_id``):
+        what the receiver was told about one alert, as far as the retention keeps it."""
+        stmt = select(_OutboxRow).where(
+            _OutboxRow.sink == sink, _OutboxRow.key == key, _OutboxRow.status == DELIVERED
+        )
+        if before_id is not None:
+            stmt = stmt.where(_OutboxRow.id < before_id)
+        with self._session() as session:
+            rows = session.scalars(stmt.order_by(_OutboxRow.id.desc()).limit(limit))
+            return [_item(r) for r in rows]
 
     def mark_failed(
         self,
@@ -478,7 +570,10 @@ class Outbox(SqlStore):
             return list(
                 session.scalars(
                     select(_StateRow.anomaly_id)
-                    .where(_StateRow.am_firing.is_(True) | (_StateRow.slack == SLACK_WAITING))
+                    .where(
+                        _StateRow.am_firing.is_(True)
+                        | _StateRow.slack.in_([SLACK_WAITING, SLACK_CLOSING])
+                    )
                     .order_by(_StateRow.anomaly_id)
                 )
             )

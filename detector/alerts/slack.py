@@ -5,6 +5,9 @@ happened, which workload, why, example flows, a link); a bigger group becomes a 
 counts every anomaly in it, lists the most severe and links to the rest, so that a burst of
 anomalies is a few messages, never hundreds, and nothing is left out of the count.
 
+An anomaly that was still going on when its message went out gets a second, short one when it
+is over (:func:`over_message`, grouped the same way): the channel sees it fire, then end.
+
 Block Kit limits respected here: 50 blocks per message, 150 characters in a header, 3000 in a
 section's text, 10 fields of 2000 characters.
 """
@@ -21,10 +24,11 @@ import httpx
 from netwarden.detector.alerts.alertmanager import anomaly_url
 from netwarden.detector.alerts.outbox import post_json
 from netwarden.detector.explain import examples_text
+from netwarden.detector.lifecycle import RESOLVED, SUPPRESSED
 from netwarden.detector.severity import severity
 from netwarden.detector.store import AnomalyRecord
 
-__all__ = ["MAX_DETAIL", "SlackSender", "message"]
+__all__ = ["MAX_DETAIL", "SlackSender", "message", "over_message"]
 
 #: The most anomalies one message shows in full (each takes up to 6 of Slack's 50 blocks).
 MAX_DETAIL: Final = 8
@@ -195,6 +199,53 @@ def message(
     else:
         blocks.extend(_digest(ordered, public_url, digest_lines))
     return {"text": _clip(_esc(text), _SECTION_CHARS), "blocks": blocks}
+
+
+def _how_it_ended(a: AnomalyRecord) -> str:
+    if a.state == RESOLVED:
+        return f"resolved by {_esc(a.state_actor or 'someone')}"
+    if a.state == SUPPRESSED:
+        return f"ended while suppressed by {_esc(a.state_actor or 'someone')}"
+    return "ended"
+
+
+def over_message(
+    anomalies: Sequence[AnomalyRecord], *, public_url: str, lines: int = 10
+) -> dict[str, Any]:
+    """The webhook payload telling that these anomalies (each announced earlier) are over:
+    one line each, the most severe first, at most ``lines`` of them and a count of the rest."""
+    if not anomalies:
+        raise ValueError("a Slack message needs at least one anomaly")
+    ordered = _order(anomalies)
+    n, top = len(ordered), ordered[0]
+    if n == 1:
+        title = f":white_check_mark: Network anomaly over in {top.identity}"
+        text = f"Network anomaly over in {top.identity} (#{top.id})"
+    else:
+        title = f":white_check_mark: {n} network anomalies over"
+        text = f"{n} network anomalies over, e.g. {top.identity} (#{top.id})"
+    rows = [
+        f"{_ICON[severity(a.peak_score)]} `{_esc(a.identity)}` {_how_it_ended(a)} "
+        f"{_when(a.last_window_end)} after {a.window_count} window(s), peak score "
+        f"{a.peak_score:.3g} <{anomaly_url(public_url, a.id)}|#{a.id}>"
+        for a in ordered[:lines]
+    ]
+    if n > lines:
+        rows.append(f"…and {n - lines} more")
+    return {
+        "text": _clip(_esc(text), _SECTION_CHARS),
+        "blocks": [
+            {
+                "type": "header",
+                "text": {"type": "plain_text", "text": _clip(title, _HEADER_CHARS), "emoji": True},
+            },
+            _section("\n".join(rows)),
+            {
+                "type": "context",
+                "elements": [_mrkdwn("Announced earlier in this channel · netwarden")],
+            },
+        ],
+    }
 
 
 class SlackSender:

@@ -7,8 +7,14 @@ or mutual TLS, and hands the flows to the pipeline as the same records the JSON 
 (:mod:`netwarden.ingest.protoflow`).
 
 * **Start.** ``ServerStatus`` first: the server's version, flows in its buffer and flow rate are
-  logged; a server whose uptime is shorter than our absence has restarted, so the flows of that
-  gap are gone, which is logged and counted (``server_restarts``).
+  logged; a server whose uptime is shorter than our absence has restarted, which is logged and
+  counted (``server_restarts``).
+* **Gaps.** A restart or a full ring only *may* have cost flows: a Relay that restarted still
+  reads its nodes' rings, a replaying server holds old flows again. The first flow of the
+  resumed stream tells: the server sends everything it holds since the resume point, so a
+  buffer that reaches back re-sends our newest flow first or before it. Only when that first
+  flow is later than the newest we had, and the server restarted or its ring was full (had
+  overwritten flows), are the flows in between logged as lost and counted (``gaps``).
 * **Not flows.** ``lost_events`` (Hubble's ring buffer or perf buffer overflowed) are counted by
   source in ``stats.events_lost`` (exported as ``netwarden_ingest_producer_lost_events``) and
   logged; ``node_status`` (a Relay's node went away or came back) is counted by state and logged.
@@ -44,7 +50,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from netwarden.hubble import flow_pb2, observer_pb2, relay_pb2
-from netwarden.ingest.protoflow import compact_flow, enum_names, flow_time_ns
+from netwarden.ingest.protoflow import OutOfRange, compact_flow, enum_names, flow_time_ns
 from netwarden.ingest.reader import ErrorReason, ReadStats
 from netwarden.ingest.sources.base import SourceStatus
 from netwarden.ingest.sources.resume import ResumeTracker
@@ -201,6 +207,7 @@ class HubbleStats:
     duplicates: int = 0  # re-sent flows skipped after a reconnect (also any before ``since``)
     max_waiting: int = 0  # most flows ever waiting between the stream reader and the pipeline
     server_restarts: int = 0  # the server restarted while we were away (a gap is possible)
+    gaps: int = 0  # reconnects where the server's buffer no longer reached back: flows lost
     node_status: Counter[str] = field(default_factory=Counter)  # NodeStatusEvents by state
     server_version: str = ""
     server_flows_rate: float = 0.0  # flows/s the server reported at the last connect
@@ -245,9 +252,16 @@ class _HubbleCollector(Collector):
         )
         yield _counter(
             "netwarden_hubble_server_restarts",
-            "Reconnects that found the server restarted (flows of the gap were lost).",
+            "Reconnects that found the server restarted while we were away.",
             labels,
             [([self.server], s.server_restarts)],
+        )
+        yield _counter(
+            "netwarden_hubble_gaps",
+            "Reconnects after which the server no longer held the flows since our newest one "
+            "(restarted or overwritten): the flows of that gap are lost.",
+            labels,
+            [([self.server], s.gaps)],
         )
         nodes = CounterMetricFamily(
             "netwarden_hubble_node_status_events",
@@ -418,7 +432,10 @@ class HubbleSource:
         self._last_flow_at: datetime | None = None
         self._message_no = 0
         self._since_ns = 0  # the current stream's since: older flows are not new
-        self._away_since: datetime | None = None  # when the last stream broke
+        # when the last open stream broke; failed attempts to reconnect do not move it, so a
+        # server that came back between two attempts still counts as restarted
+        self._away_since: datetime | None = None
+        self._gap_check: _GapCheck | None = None  # decided by the resumed stream's first flow
         self._random = random.Random()
         if registry is not None:
             registry.register(_HubbleCollector(self.hubble, server))
@@ -439,6 +456,7 @@ class HubbleSource:
         try:
             while not stop.is_set():
                 delivered_before = self._flows
+                connects_before = self.hubble.connects
                 try:
                     self._session(emit, stop)
                     error = "the server ended the stream"
@@ -456,7 +474,8 @@ class HubbleSource:
                     self.hubble.connected = False
                 if stop.is_set():
                     break
-                self._away_since = self._clock()
+                if self.hubble.connects > connects_before:
+                    self._away_since = self._clock()
                 attempt = 0 if self._flows > delivered_before else attempt + 1
                 delay = self._backoff(attempt)
                 self._error = f"{error}; reconnecting in {delay:.1f} s"
@@ -495,7 +514,8 @@ class HubbleSource:
                     response_deserializer=None,
                 )(observer_pb2.ServerStatusRequest(), timeout=self.connect_timeout)
             )
-            self._server_status(status)
+            restarted = self._server_status(status)
+            self._expect_gap_check(status, restarted=restarted)
             resume_ns = self.tracker.resume_since_ns()
             if resume_ns is None and self.since is not None:
                 since_dt = self.since
@@ -517,12 +537,14 @@ class HubbleSource:
             self._error = None
             self._pump(call, emit, stop)
 
-    def _server_status(self, status: Any) -> None:
+    def _server_status(self, status: Any) -> bool:
+        """Log and count what ServerStatus says; True if the server restarted while we were
+        away."""
         h = self.hubble
         h.server_version = status.version
         h.server_flows_rate = status.flows_rate
         away = self._away_since
-        restarted = (
+        restarted = bool(
             away is not None
             and status.uptime_ns
             and status.uptime_ns / _NS < (self._clock() - away).total_seconds()
@@ -539,12 +561,38 @@ class HubbleSource:
                     if status.HasField("num_connected_nodes")
                     else ""
                 )
-                + (
-                    "; it restarted while we were away: flows of that gap are lost"
-                    if restarted
-                    else ""
-                )
+                + ("; it restarted while we were away" if restarted else "")
             )
+        return restarted
+
+    def _expect_gap_check(self, status: Any, *, restarted: bool) -> None:
+        """On a reconnect that may have cost flows (the server restarted, or its ring is full and
+        so has overwritten some), let the resumed stream's first flow decide."""
+        newest = self.tracker.max_time_ns
+        if newest is None or self._gap_check is not None:
+            return  # nothing delivered yet, or an undecided check from an earlier reconnect
+        full = 0 < status.max_flows <= status.num_flows
+        if restarted or full:
+            reason = (
+                "it restarted while we were away"
+                if restarted
+                else f"its ring of {status.max_flows:,} flows was overwritten while we were away"
+            )
+            self._gap_check = _GapCheck(newest, reason)
+
+    def _check_gap(self, first_ns: int) -> None:
+        """The resumed stream's first flow: later than our newest flow means the server's oldest
+        available flow is past it, so what came in between is gone."""
+        check, self._gap_check = self._gap_check, None
+        if check is None or first_ns <= check.newest_ns:
+            return  # the buffer reaches back: the flows since the resume point come again
+        self.hubble.gaps += 1
+        seconds = (first_ns - check.newest_ns) / _NS
+        self.log(
+            f"hubble {self.name}: the server's buffer now starts at {_iso(first_ns)}, after the "
+            f"newest flow we had ({_iso(check.newest_ns)}); {check.reason}: flows of that gap "
+            f"(up to {seconds:,.1f} s) are lost"
+        )
 
     def _pump(self, call: Any, emit: Callable[[list[Any]], None], stop: threading.Event) -> None:
         """Read the stream in a thread into a bounded handoff; emit batches from it here."""
@@ -625,12 +673,19 @@ class HubbleSource:
                     "flow has no event time (neither flow.time nor the response's time)",
                 )
                 return None
+            if self._gap_check is not None:
+                self._check_gap(time_ns)
             key = flow.uuid or hashlib.blake2b(data, digest_size=16).digest()
             if time_ns < self._since_ns or not self.tracker.is_new(time_ns, key):
                 self.hubble.duplicates += 1
                 return None
+            try:
+                record = compact_flow(flow)
+            except OutOfRange as exc:
+                stats.record_error(self.name, self._message_no, exc.reason, str(exc))
+                return None
             stats.flows += 1
-            return compact_flow(flow)
+            return record
         if kind == "lost_events":
             lost = response.lost_events
             source = (
@@ -663,6 +718,19 @@ class HubbleSource:
             "GetFlowsResponse without flow, lost_events or node_status",
         )
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _GapCheck:
+    """A reconnect that may have cost flows: the newest flow time delivered before it, and why
+    flows may be gone (for the log)."""
+
+    newest_ns: int
+    reason: str
+
+
+def _iso(time_ns: int) -> str:
+    return datetime.fromtimestamp(time_ns / _NS, UTC).isoformat(timespec="milliseconds")
 
 
 def _describe(exc: grpc.RpcError) -> str:

@@ -1,17 +1,28 @@
-"""Where the command line writes: messages and progress on stderr, results on stdout."""
+"""Where the command line writes: messages and progress on stderr, results on stdout.
+
+Both consoles print text as it is (``markup=False``): messages carry user data (file names,
+option values, DNS names, parse errors such as ``expected `[`, got ...``) that rich would
+otherwise read as markup and drop. Styled output builds :class:`rich.text.Text` instead.
+"""
 
 from __future__ import annotations
 
+from typing import Final
+
 from rich.console import Console
 
-__all__ = ["stderr", "stdout"]
+__all__ = ["PIPE_WIDTH", "stderr", "stdout"]
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+#: Width of stdout when it is not a terminal: wide enough that no table is ever cut or wrapped
+#: (a file or a pipe has no width; rich would otherwise assume 80 columns).
+PIPE_WIDTH: Final = 10_000
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def stdout() -> Console:
-    """Tables stay readable when piped: a wide fixed width instead of 80 columns."""
-    console = Console(highlight=False)
+    """The terminal's width on a terminal; unlimited in a file or pipe, so tables are not cut."""
+    console = Console(highlight=False, markup=False)
     if not console.is_terminal:
-        console = Console(highlight=False, width=140)
+        console = Console(highlight=False, markup=False, width=PIPE_WIDTH)
     return console

@@ -53,7 +53,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="windows an identity needs for its own model (default: %(default)s)",
     )
     tr.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    _add_signing_key(
+        tr,
+        "sign the new version with the key in FILE (HMAC-SHA256; the service "
+        "refuses versions not signed with its key: models.signing_key_file, on the "
+        "embedded default <data_dir>/model-signing.key); unsigned without it",
+    )
     tr.set_defaults(handler=_cmd_train)
+
+
+def _add_signing_key(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--signing-key", type=Path, default=None, metavar="FILE", help=text)
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
@@ -86,6 +96,11 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="also record scored windows and anomalies in this SQLite database",
     )
+    _add_signing_key(
+        sc,
+        "verify the model with the key in FILE before using it: an edited, "
+        "unsigned or foreign-signed version is refused",
+    )
     sc.set_defaults(handler=_cmd_score)
 
 
@@ -115,6 +130,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         min_windows=args.min_windows,
         seed=args.seed,
         console=stderr,
+        signing_key=args.signing_key,
     )
     return 0
 
@@ -122,5 +138,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from netwarden.commands import detection
 
-    detection.score(args.model_dir, args.flows, args.out, db=args.db, console=stderr)
+    detection.score(
+        args.model_dir,
+        args.flows,
+        args.out,
+        db=args.db,
+        console=stderr,
+        signing_key=args.signing_key,
+    )
     return 0

@@ -4,9 +4,9 @@ argparse rather than typer: ``--flows PATH [PATH ...]`` takes several values aft
 which other tools script against, and argparse expresses that directly (``nargs="+"``).
 Each group of commands declares its options in its own module (:mod:`.traffic`,
 :mod:`.detection`, :mod:`.remediation`, :mod:`.serving`; shared options in :mod:`.options`).
-A user mistake (missing file, bad option value, unwritable output) prints one clear line and
-exits with status 2; bad lines inside flow files are skipped, counted and reported with their
-file and line number.
+A user mistake (missing file, bad option value, unwritable output, an input without one valid
+flow) prints one clear line and exits with status 2; bad lines inside flow files are skipped,
+counted and reported with their file and line number.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Final, NoReturn
+
+from rich.text import Text
 
 from netwarden import __version__
 from netwarden.cli import detection, remediation, serving, traffic
@@ -54,7 +56,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> NoReturn:
-    stderr.print(f"[bold red]netwarden: error:[/] {message}", markup=True, highlight=False)
+    """Print ``message`` exactly as it is (a ``[...]`` in it is text, not markup); exit 2."""
+    stderr.print(Text.assemble(("netwarden: error:", "bold red"), " ", message), highlight=False)
     raise SystemExit(2)
 
 

@@ -22,7 +22,14 @@ from typing import IO, Any
 import orjson
 from rich.console import Console
 
-from netwarden.commands.common import check_flow_paths, ingest_with_progress, progress_bar
+from netwarden.commands.common import (
+    check_flow_paths,
+    check_writable_folder,
+    ingest_with_progress,
+    no_flows_error,
+    progress_bar,
+    time_span,
+)
 from netwarden.detector.explain import examples_text
 from netwarden.detector.results import ScoredWindow
 from netwarden.errors import UserError
@@ -43,23 +50,31 @@ def train(
     min_windows: int,
     seed: int,
     console: Console,
+    signing_key: Path | None = None,
 ) -> None:
+    """Train models on ``flows`` and save them as a new current version of ``model_dir``,
+    signed with the key in ``signing_key`` (unsigned without one)."""
     from netwarden.models.artifact import save_bundle
     from netwarden.models.training import NotEnoughData, TrainConfig
     from netwarden.models.training import train as train_models
 
     check_flow_paths(flows)
+    key = _signing_key(signing_key)
     try:
         config = TrainConfig(expected_rate=expected_rate, min_windows=min_windows, seed=seed)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    check_writable_folder("--model-dir", model_dir)  # before minutes of reading and training
     builder = WindowBuilder(window_config)
     windows: list[ClosedWindow] = []
     result = ingest_with_progress(flows, windows.extend, console=console, builder=builder)
     for line in result.summary_lines():
         console.print(line, markup=False)
+    error = no_flows_error(flows, result.read)
+    if error is not None:
+        raise error
     rows = windows_to_rows(windows)
-    with progress_bar(console) as progress:
+    with progress_bar(console, unit="models") as progress:
         task = progress.add_task("training models", total=None)
         try:
             bundle = train_models(
@@ -72,7 +87,7 @@ def train(
             raise UserError(str(exc)) from None
     bundle.baselines = builder.export_baselines()
     try:
-        folder = save_bundle(bundle, model_dir)
+        folder = save_bundle(bundle, model_dir, key=key)
     except OSError as exc:
         raise UserError(f"--model-dir {model_dir}: cannot write: {exc.strerror or exc}") from None
     own = sum(1 for key in bundle.models if key.startswith("identity:"))
@@ -118,16 +133,37 @@ def _rfc3339(value: Any) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
+def _signing_key(path: Path | None) -> bytes | None:
+    """The key in ``path`` (``--signing-key``), or None; a user error when it cannot be read."""
+    if path is None:
+        return None
+    from netwarden.models.signing import SigningKeyError, load_key
+
+    try:
+        return load_key(path)
+    except SigningKeyError as exc:
+        raise UserError(f"--signing-key: {exc}") from None
+
+
 def score(
-    model_dir: Path, flows: Sequence[str], out: Path, *, db: Path | None, console: Console
+    model_dir: Path,
+    flows: Sequence[str],
+    out: Path,
+    *,
+    db: Path | None,
+    console: Console,
+    signing_key: Path | None = None,
 ) -> None:
+    """Score ``flows`` with the current version of ``model_dir`` (verified with the key in
+    ``signing_key``: then an unsigned or foreign-signed version is refused)."""
     from netwarden.detector.scorer import Scorer
     from netwarden.detector.stream import StreamScorer
     from netwarden.models.artifact import ArtifactError, library_mismatch, load_bundle
 
     check_flow_paths(flows)
+    key = _signing_key(signing_key)
     try:
-        bundle = load_bundle(model_dir)
+        bundle = load_bundle(model_dir, key=key)
         warning = library_mismatch(model_dir)
     except ArtifactError as exc:
         raise UserError(str(exc)) from None
@@ -203,7 +239,7 @@ def _print_anomalies(anomalies: dict[str, list[ScoredWindow]], console: Console)
         for run in runs[:5]:
             peak = max(run, key=lambda s: s.score)
             console.print(
-                f"  {run[0].window_start:%Y-%m-%d %H:%M}-{run[-1].window_end:%H:%M} "
+                f"  {time_span(run[0].window_start, run[-1].window_end)} "
                 f"score {peak.score:.2f} (threshold {peak.threshold:g}): {peak.summary}",
                 markup=False,
             )

@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from netwarden.commands.common import check_flow_paths, progress_bar
+from netwarden.commands.common import check_flow_paths, no_flows_error, progress_bar
 from netwarden.errors import UserError
 from netwarden.ingest.pipeline import input_size
 from netwarden.ingest.reader import FlowReader
@@ -53,7 +53,10 @@ def _read_summary(reader: FlowReader[Any], console: Console) -> None:
 def propose(
     flows: Sequence[str], out: Path, *, max_cidrs: int, console: Console
 ) -> dict[str, dict]:
-    """Learn a baseline policy per workload from ``flows`` and write them into ``out``."""
+    """Learn a baseline policy per workload from ``flows`` and write them into ``out``.
+
+    Input without one valid flow, or flows that make no policy, is a UserError (exit 2): an
+    empty folder must not pass for "nothing to allow"."""
     from netwarden.remediation.propose import Proposer, policy_file_name, policy_yaml
     from netwarden.remediation.schema import InvalidPolicy
 
@@ -68,6 +71,9 @@ def propose(
     proposer = Proposer(max_cidrs=max_cidrs)
     proposer.add_all(_flows_with_progress(flows, console, "learning policies", reader)())
     _read_summary(reader, console)
+    error = no_flows_error(flows, reader.stats)
+    if error is not None:
+        raise error
     try:
         policies = proposer.policies()
     except InvalidPolicy as exc:  # a bug, never a file: say so instead of writing it
@@ -95,6 +101,11 @@ def propose(
         console.print(f"  {identity}: {rules} rule{'s' * (rules != 1)} -> {name}", markup=False)
     for skipped in proposer.skipped:
         console.print(f"  {skipped.identity}: no policy ({skipped.reason})", markup=False)
+    if not written:
+        raise UserError(
+            f"no policy written to {out}: {proposer.flows_used:,} of {proposer.flows_seen:,} "
+            "valid flows were forwarded requests of a workload"
+        )
     console.print(f"wrote {len(written)} policy files to {out}", markup=False)
     _show_simulation(policies, flows, console)
     return policies

@@ -13,7 +13,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from netwarden.commands.common import check_flow_paths, ingest_with_progress, progress_bar
+from netwarden.commands.common import (
+    check_flow_paths,
+    ingest_with_progress,
+    no_flows_error,
+    progress_bar,
+    time_span,
+)
 from netwarden.errors import UserError
 from netwarden.ingest.features import FEATURES, feature_columns
 from netwarden.ingest.pipeline import IngestResult
@@ -62,8 +68,9 @@ def generate(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create folder: {exc.strerror or exc}") from None
-    with progress_bar(console) as progress:
-        task = progress.add_task("generating traffic", total=1.0)
+    # the generator reports the share of the time span written: shown as hours of traffic
+    with progress_bar(console, unit="hours of traffic", decimals=1) as progress:
+        task = progress.add_task("generating traffic", total=hours)
         try:
             result = run_generator(
                 out,
@@ -73,16 +80,19 @@ def generate(
                 start=_parse_start(start),
                 rate=rate,
                 gzip=gzip,
-                progress=lambda done: progress.update(task, completed=done),
+                progress=lambda done: progress.update(task, completed=done * hours),
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
     console.print(
         f"wrote {result.flows:,} flows to {result.flows_path} "
-        f"({result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC)"
+        f"({result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC)",
+        markup=False,
     )
     if result.labels:
-        console.print(f"wrote {len(result.labels)} attack labels to {result.labels_path}")
+        console.print(
+            f"wrote {len(result.labels)} attack labels to {result.labels_path}", markup=False
+        )
     return result
 
 
@@ -95,7 +105,10 @@ def windows(
     keep: list[ClosedWindow] | None = None,
     metrics_file: Path | None = None,
 ) -> IngestResult:
-    """Build windows from ``flows`` into ``out``; print the summary to ``console``."""
+    """Build windows from ``flows`` into ``out``; print the summary to ``console``.
+
+    An input without one valid flow, or whose flows make no window, is a UserError after the
+    summary (which shows the bad lines), and ``out`` is removed: exit 2 means nothing written."""
     from prometheus_client import write_to_textfile
 
     from netwarden.ingest.metrics import IngestMetrics
@@ -126,14 +139,23 @@ def windows(
             ) from None
     for line in result.summary_lines():
         console.print(line, markup=False)
+    error = no_flows_error(flows, result.read)
+    if error is None and not writer.rows:
+        error = UserError(
+            f"no windows from {', '.join(flows)}: {result.read.flows:,} flows read, none "
+            "counted into a window (see 'not counted' above)"
+        )
+    if error is not None:
+        out.unlink(missing_ok=True)
+        raise error
     console.print(f"wrote {writer.rows:,} identity-windows to {out}", markup=False)
     return result
 
 
 def print_features(console: Console) -> None:
     table = Table(title="window features (each as egress_<name> and ingress_<name>)")
-    table.add_column("feature")
-    table.add_column("meaning")
+    table.add_column("feature", overflow="fold")
+    table.add_column("meaning", overflow="fold")
     for feature in FEATURES:
         table.add_row(feature.name, feature.description)
     console.print(table)
@@ -145,7 +167,11 @@ def run_demo(
     """The embedded default: generate a labelled day, build its windows, show what attacks look like."""
     from netwarden.generator import SCENARIOS
 
-    console.rule("netwarden: embedded demo (no cluster needed)")
+    title = "netwarden: embedded demo (no cluster needed)"
+    if console.is_terminal:
+        console.rule(title)
+    else:  # a rule would span the whole (unlimited) width of a file
+        console.print(f"-- {title} --", markup=False)
     result = generate(
         out,
         hours=hours,
@@ -168,7 +194,8 @@ def run_demo(
     _print_attacks(result.labels, kept, console)
     console.print(
         f"\nflows: {result.flows_path}\nlabels: {result.labels_path}\n"
-        f"windows: {out / 'windows.parquet'} (read with pandas.read_parquet or DuckDB)"
+        f"windows: {out / 'windows.parquet'} (read with pandas.read_parquet or DuckDB)",
+        markup=False,
     )
 
 
@@ -177,8 +204,9 @@ def _print_identities(kept: list[ClosedWindow], console: Console) -> None:
     for w in kept:
         per[w.identity].append(w)
     table = Table(title=f"{len(per)} identities")
-    for col in ("identity", "windows", "egress flows", "ingress flows", "dns queries", "drops"):
-        table.add_column(col, justify="left" if col == "identity" else "right", no_wrap=True)
+    table.add_column("identity", overflow="fold")  # folded, never cut, in a narrow terminal
+    for col in ("windows", "egress flows", "ingress flows", "dns queries", "drops"):
+        table.add_column(col, justify="right", no_wrap=True)
     for identity in sorted(
         per, key=lambda i: -sum(w.client.flows + w.server.flows for w in per[i])
     ):
@@ -205,9 +233,10 @@ def _print_attacks(labels: Sequence[Any], kept: list[ClosedWindow], console: Con
         return
     columns = feature_columns()
     table = Table(title="labelled attacks and what their windows show")
-    for col in ("scenario", "identity", "time (UTC)", "windows"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("features that moved most: peak in attack (usual median)")
+    for col in ("scenario", "identity", "time (UTC)"):
+        table.add_column(col, overflow="fold")
+    table.add_column("windows", justify="right", no_wrap=True)
+    table.add_column("features that moved most: peak in attack (usual median)", overflow="fold")
     for label in labels:
         start, end = label.start.timestamp(), label.end.timestamp()
         mine = [w for w in kept if w.identity == label.identity]
@@ -236,7 +265,7 @@ def _print_attacks(labels: Sequence[Any], kept: list[ClosedWindow], console: Con
         table.add_row(
             label.scenario,
             label.identity,
-            f"{label.start:%H:%M}-{label.end:%H:%M}",
+            time_span(label.start, label.end),
             str(len(inside)),
             text,
         )
