@@ -29,9 +29,11 @@ from netwarden.generator import SCENARIOS, generate
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
 from netwarden.models.artifact import save_bundle
+from netwarden.models.signing import ensure_key
 from netwarden.models.training import TrainConfig, train
 
 DATA = Path(__file__).resolve().parent / ".data" / "service"
+KEY = DATA / "model-signing.key"
 START = datetime(2026, 1, 5, 6, tzinfo=UTC)
 
 
@@ -40,7 +42,7 @@ def _prepare(hours: float) -> tuple[Path, Path, int]:
     from rich.console import Console
 
     console = Console(stderr=True)
-    models = DATA / "models"
+    models = DATA / "models-signed"  # the service refuses models not signed with its key
     if not (models / "CURRENT").exists():
         history = generate_with_progress(
             DATA / "history",
@@ -57,7 +59,7 @@ def _prepare(hours: float) -> tuple[Path, Path, int]:
         build_windows([history.flows_path], windows.extend, builder=builder)
         bundle = train(windows_to_rows(windows), config=TrainConfig(seed=5))
         bundle.baselines = builder.export_baselines()
-        save_bundle(bundle, models)
+        save_bundle(bundle, models, key=ensure_key(KEY))
     test = DATA / f"test-{hours:g}h" / "flows.jsonl"
     if not test.exists():
         generate(
@@ -93,6 +95,7 @@ def _run(
         "NETWARDEN_SOURCE__SPEC": str(flows_file),
         "NETWARDEN_MODELS__DIR": str(models),
         "NETWARDEN_MODELS__BOOTSTRAP": "false",
+        "NETWARDEN_MODELS__SIGNING_KEY_FILE": str(KEY),
         "NETWARDEN_API_TOKENS": entry,
     }
     proc = subprocess.Popen(
