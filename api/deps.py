@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Final, Protocol, TypeVar
 from urllib.parse import urlencode
 
@@ -200,6 +201,13 @@ class Review:
         """The service's recent flows, or None when it keeps no flow history."""
         get = getattr(self.state, "recent_flows", None)
         return get() if callable(get) else None
+
+    def containment_inputs(self, before: datetime) -> dict[str, Any]:
+        """What the service builds containments from (normal edges, recent flows, labels) for
+        an anomaly whose first window starts at ``before``; empty when it has none (then a
+        containment is built from the anomaly's examples)."""
+        get = getattr(self.state, "containment_inputs", None)
+        return get(before) if callable(get) else {}
 
 
 def get_review(request: Request, state: StateDep) -> Review:

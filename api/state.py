@@ -12,6 +12,7 @@ service without them still serves every other route:
   store's database URL on first use (its own tables, same database) and keeps it on the app;
 - ``policy_applier()``: the Kubernetes client; without it (or None) nothing can be applied;
 - ``recent_flows()``: the flow history to propose baselines from and to simulate against;
+- ``containment_inputs(before)``: normal edges, flows and labels containments are built from;
   without it (or None) a baseline needs its policy in the request and simulation is refused.
 """
 

@@ -492,6 +492,13 @@ class Service:
         # it on demand (POST /api/v1/proposals/{id}/simulate, against recent_flows()); the
         # proposal keeps the warnings its containment's replay found.
 
+    def containment_inputs(self, before: datetime) -> dict[str, Any]:
+        """``propose_containment``'s keyword arguments for an anomaly whose first window starts
+        at ``before``: the same normal edges, flows and labels the proposer thread uses, for the
+        containments reviewers ask for through the API."""
+        inputs = self._containment_inputs(before)
+        return {"normal": inputs.normal, "flows": inputs.flows, "selectors": inputs.selectors}
+
     def _containment_inputs(self, before: datetime) -> _ContainmentInputs:
         """The recent flows, the workloads' labels learned from them and the normal edges (the
         model's baselines and the flows before ``before``, the anomaly's first window), shared

@@ -8,7 +8,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
 
@@ -842,3 +842,25 @@ def test_a_proposal_s_warnings_are_in_the_api(api) -> None:
     assert detail["warnings"] == [warning]
     listed = {p["id"]: p["warnings"] for p in api.get("/api/v1/proposals").json()["items"]}
     assert listed == {warned.id: [warning], quiet.id: []}
+
+
+def test_a_containment_asked_for_through_the_api_uses_the_services_inputs(tmp_path) -> None:
+    """POST /proposals {anomaly_id} builds the containment from what the service's proposer
+    uses (normal edges, recent flows, labels), asked for the anomaly's first window."""
+    from netwarden.remediation.normal import NormalEdges
+
+    api = _review_api(tmp_path, None)
+    asked: list[datetime] = []
+
+    def containment_inputs(before: datetime) -> dict[str, Any]:
+        asked.append(before)
+        return {"normal": NormalEdges(), "flows": None, "selectors": None}
+
+    api.service.containment_inputs = containment_inputs  # type: ignore[attr-defined]
+    try:
+        anomaly_id = _record_anomaly(api)
+        created = _create(api, {"anomaly_id": anomaly_id})
+        assert created["kind"] == "containment" and created["anomaly_id"] == anomaly_id
+        assert asked == [T0]
+    finally:
+        _close(api)

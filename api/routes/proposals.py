@@ -312,7 +312,13 @@ def _propose_containment(review: Review, anomaly_id: int, actor: str, note: str)
         review, anomaly.namespace, policy_name(anomaly.workload, "baseline")
     )
     return propose_containment(
-        review.proposals, anomaly, current=current, source=source, actor=actor, note=note
+        review.proposals,
+        anomaly,
+        current=current,
+        source=source,
+        actor=actor,
+        note=note,
+        **review.containment_inputs(anomaly.first_window_start),
     )
 
 
