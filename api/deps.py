@@ -5,7 +5,7 @@ service, the tokens, the public URL); everything else reads it from there throug
 so no handler looks at ``app.state`` and each app has its own service and tokens:
 
 - the service and what it holds: :data:`StateDep`, :data:`StoreDep`, :data:`ReviewDep` (policy
-  review: the proposal store, the optional applier and flow history);
+  review: the proposal store, the optional applier and flow history, the claims' grace period);
 - the caller: :data:`CurrentToken` (a 401 problem without a valid bearer token) and the role
   checks :data:`ViewerDep` ... :data:`AdminDep` (a 403 below the role; roles form one ladder, see
   :class:`~netwarden.api.auth.Role`). Routers that need a role for every route take
@@ -32,7 +32,7 @@ from netwarden.api.problems import ProblemError
 from netwarden.api.state import ServiceState
 from netwarden.detector.store import AnomalyStore
 from netwarden.remediation.apply import PolicyApplier
-from netwarden.remediation.proposals import ProposalStore
+from netwarden.remediation.proposals import DEFAULT_CLAIM_GRACE_SECONDS, ProposalStore
 
 __all__ = [
     "BEARER_CHALLENGE",
@@ -201,6 +201,13 @@ class Review:
         """The service's recent flows, or None when it keeps no flow history."""
         get = getattr(self.state, "recent_flows", None)
         return get() if callable(get) else None
+
+    def claim_grace_seconds(self) -> float:
+        """How old a claim must be before recover finishes it: the service's
+        ``remediation.claim_grace_seconds``, or the default for a service without one."""
+        remediation = getattr(getattr(self.state, "config", None), "remediation", None)
+        value = getattr(remediation, "claim_grace_seconds", None)
+        return float(value) if value is not None else DEFAULT_CLAIM_GRACE_SECONDS
 
     def containment_inputs(self, before: datetime) -> dict[str, Any]:
         """What the service builds containments from (normal edges, recent flows, labels) for

@@ -29,6 +29,7 @@ from netwarden.generator import SCENARIOS, generate
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
 from netwarden.models.artifact import save_bundle
+from netwarden.models.edges import EdgeMemory
 from netwarden.models.signing import ensure_key
 from netwarden.models.training import TrainConfig, train
 
@@ -42,7 +43,8 @@ def _prepare(hours: float) -> tuple[Path, Path, int]:
     from rich.console import Console
 
     console = Console(stderr=True)
-    models = DATA / "models-signed"  # the service refuses models not signed with its key
+    # the service refuses models not signed with its key; v4: the edge memory's model format
+    models = DATA / "models-signed-v4"
     if not (models / "CURRENT").exists():
         history = generate_with_progress(
             DATA / "history",
@@ -58,7 +60,7 @@ def _prepare(hours: float) -> tuple[Path, Path, int]:
         windows: list[ClosedWindow] = []
         build_windows([history.flows_path], windows.extend, builder=builder)
         bundle = train(windows_to_rows(windows), config=TrainConfig(seed=5))
-        bundle.baselines = builder.export_baselines()
+        bundle.edges = EdgeMemory.from_windows(windows)
         save_bundle(bundle, models, key=ensure_key(KEY))
     test = DATA / f"test-{hours:g}h" / "flows.jsonl"
     if not test.exists():

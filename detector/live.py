@@ -4,8 +4,10 @@ One :class:`LiveDetector` is driven by one thread (the service's pipeline thread
 each batch of flows, ``tick`` when the stream is quiet, so that event time moves on with the
 wall clock and the windows of a quiet stream still close. A live stream is scored as its windows
 close; a backlog (a replayed file, a burst) is scored in larger groups, since scikit-learn's
-cost is per call, not per window. Anomalous windows are taken back out of the peer baselines,
-and everything is recorded in the store before the alert hook runs. Windows that close while no
+cost is per call, not per window. The :class:`~netwarden.detector.judge.WindowJudge` keeps the
+service's edge memory (:mod:`netwarden.models.edges`): it starts from what the first model
+learned in training, takes in what each new model version learned, and learns what the stream
+shows as normal. Everything is recorded in the store before the alert hook runs. Windows that close while no
 model is loaded are counted, not scored.
 """
 
@@ -20,11 +22,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 
+from netwarden.detector.judge import WindowJudge
 from netwarden.detector.results import ScoredWindow
 from netwarden.detector.scorer import Scorer
 from netwarden.detector.store import AnomalyRecord, AnomalyStore
 from netwarden.detector.stream import StreamScorer
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder
+from netwarden.models.edges import EdgeMemory
 from netwarden.models.registry import CurrentModel
 
 __all__ = ["DetectorMetrics", "LiveDetector"]
@@ -95,6 +99,7 @@ class LiveDetector:
         metrics: DetectorMetrics | None = None,
         on_recorded: Callable[[list[AnomalyRecord]], Any] | None = None,
         clock: Callable[[], float] = time.time,
+        memory: EdgeMemory | None = None,
     ) -> None:
         self.builder = builder
         self.model = model
@@ -105,8 +110,11 @@ class LiveDetector:
         self._last_flow_wall = clock()
         self._last_event = float("-inf")
         self._scorer_version: str | None = None
+        #: The service's edge memory; only the pipeline thread touches it.
+        self.memory = memory if memory is not None else EdgeMemory()
+        self.judge = WindowJudge(None, self.memory)
         self._stream = StreamScorer(
-            None, builder, self._record, max_windows=_MAX_HELD, on_unscored=self._unscored
+            self.judge, self._record, max_windows=_MAX_HELD, on_unscored=self._unscored
         )
 
     def add(self, flows: Sequence[Any], *, more: bool = False) -> list[ScoredWindow]:
@@ -146,9 +154,11 @@ class LiveDetector:
     def _score(self, closed: list[ClosedWindow], *, now: bool) -> list[ScoredWindow]:
         loaded = self.model.loaded
         if loaded is None:
-            self._stream.scorer = None
-        elif self._scorer_version != loaded.version or self._stream.scorer is None:
-            self._stream.scorer = Scorer(loaded.bundle)
+            self.judge.scorer = None
+        elif self._scorer_version != loaded.version or self.judge.scorer is None:
+            self.judge.scorer = Scorer(loaded.bundle)
+            if self._scorer_version != loaded.version:
+                self.memory.merge(loaded.bundle.edges)  # what this version learned in training
             self._scorer_version = loaded.version
         started = time.perf_counter()
         scored = self._stream.add(closed, flush=now)

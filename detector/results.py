@@ -46,3 +46,16 @@ class ScoredWindow:
     #: "drop_reasons": {...}} (bounded lists; see netwarden.ingest.features.SideStats.examples).
     examples: dict[str, Any] = field(default_factory=dict)
     summary: str = ""  # one sentence a person can act on
+    #: Rules of netwarden.detector.novelty the window's new edges met: [{"rule", "text",
+    #: "edges": ["to fqdn:x TCP/443", ...], "peer"}]; any makes the window anomalous.
+    evidence: tuple[dict[str, Any], ...] = ()
+    #: Ids of the changes (netwarden.detector.changes) the window's new edges belong to.
+    changes: tuple[str, ...] = ()
+    #: Edges new to the identity in this window (its edge memory did not know them).
+    new_edges: int = 0
+    #: The model's verdict alone, before novelty rules and the fallback rule.
+    model_anomalous: bool = False
+    #: Anomalous windows: the incident (netwarden.detector.incidents) and the identity's role
+    #: in it ("attacker", "victim" or "subject").
+    incident: str = ""
+    role: str = ""

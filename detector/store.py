@@ -89,6 +89,7 @@ from netwarden.detector.lifecycle import (
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.storage.audit import AuditEventRow
 from netwarden.storage.base import Base, record_of
+from netwarden.storage.columns import add_missing_columns
 from netwarden.storage.database import SqlStore, required_text
 from netwarden.storage.database import UTCDateTime as _UTCDateTime
 from netwarden.storage.database import utc as _utc
@@ -133,6 +134,9 @@ class _AnomalyRow(Base):
     state_actor: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(_UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(_UTCDateTime())
+    # The peak window's incident and role (netwarden.detector.incidents); nullable: older rows.
+    incident: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     __table_args__ = (
         Index("ix_anomalies_last_window_end", "last_window_end"),
@@ -162,6 +166,13 @@ class _WindowRow(Base):
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     examples: Mapped[dict[str, Any]] = mapped_column(JSON)
     summary: Mapped[str] = mapped_column(Text)
+    # Added with detection under change (nullable: rows of older databases have none).
+    evidence: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    changes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    new_edges: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    model_anomalous: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    incident: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(16), nullable=True)
     anomaly_id: Mapped[int | None] = mapped_column(
         ForeignKey("anomalies.id"), nullable=True, index=True
     )
@@ -206,6 +217,10 @@ class AnomalyRecord:
     state_actor: str
     created_at: datetime
     updated_at: datetime
+    #: The incident of its peak window and the identity's role in it ("attacker", "victim",
+    #: "subject"; "" for anomalies recorded before incidents existed).
+    incident: str = ""
+    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,11 +275,23 @@ def _explanation(row: _AnomalyRow | _WindowRow) -> dict[str, Any]:
 
 
 def _to_record(row: _AnomalyRow) -> AnomalyRecord:
-    return record_of(AnomalyRecord, row, **_explanation(row))
+    return record_of(
+        AnomalyRecord, row, incident=row.incident or "", role=row.role or "", **_explanation(row)
+    )
 
 
 def _to_window(row: _WindowRow) -> ScoredWindow:
-    return record_of(ScoredWindow, row, **_explanation(row))
+    return record_of(
+        ScoredWindow,
+        row,
+        evidence=tuple(row.evidence or ()),
+        changes=tuple(row.changes or ()),
+        new_edges=row.new_edges or 0,
+        model_anomalous=bool(row.model_anomalous),
+        incident=row.incident or "",
+        role=row.role or "",
+        **_explanation(row),
+    )
 
 
 def _to_event(row: AuditEventRow) -> LifecycleEvent:
@@ -364,6 +391,8 @@ class AnomalyStore(SqlStore):
     def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
         super().__init__(url, now=now)
         with self._begin() as (session, _):
+            for table in (_AnomalyRow.__table__, _WindowRow.__table__):
+                add_missing_columns(session, table)  # type: ignore[arg-type]
             LIFECYCLE.adopt_legacy(session)
 
     # ------------------------------------------------------------------------ transactions
@@ -889,6 +918,9 @@ def _fill_window(row: _WindowRow, w: ScoredWindow) -> None:
     row.score, row.threshold, row.anomalous = float(w.score), float(w.threshold), bool(w.anomalous)
     row.model, row.fallback, row.summary = w.model, bool(w.fallback), w.summary
     row.reasons, row.examples = _reasons_json(w.reasons), dict(w.examples)
+    row.evidence, row.changes = list(w.evidence), list(w.changes)
+    row.new_edges, row.model_anomalous = int(w.new_edges), bool(w.model_anomalous)
+    row.incident, row.role = w.incident or None, w.role or None
 
 
 def _set_peak(anomaly: _AnomalyRow, w: ScoredWindow) -> None:
@@ -896,3 +928,4 @@ def _set_peak(anomaly: _AnomalyRow, w: ScoredWindow) -> None:
     anomaly.peak_score, anomaly.peak_threshold = float(w.score), float(w.threshold)
     anomaly.model, anomaly.fallback, anomaly.summary = w.model, bool(w.fallback), w.summary
     anomaly.reasons, anomaly.examples = _reasons_json(w.reasons), dict(w.examples)
+    anomaly.incident, anomaly.role = w.incident or None, w.role or None

@@ -1,75 +1,60 @@
-"""Scoring windows as a stream closes them, without letting an attack teach the baselines.
+"""Judging windows as a stream closes them, in bounded batches.
 
-The window builder learns each closed window's peers and DNS names into the identity's
-baseline; a peer stays *new* for ``WindowConfig.novelty_seconds`` after its first use. An
-anomalous window must not teach (its peers would turn normal because the attack used them), so
-after scoring, anomalous windows are handed back to :meth:`WindowBuilder.forget`.
-
-Scoring in batches is much faster (one model call per identity per batch), but a batch must be
-scored before its oldest window leaves the novelty horizon, or ``forget`` would come too late.
-:class:`StreamScorer` flushes on whichever comes first: ``max_windows`` windows, or windows
-spanning half the novelty horizon of event time. A live service asks for a flush whenever its
-source has nothing more waiting.
+Scoring in batches is much faster (one model call per identity per batch, not per window), and
+it changes nothing: the :class:`~netwarden.detector.judge.WindowJudge` takes each batch's
+windows in the order they closed, so novelty, changes and learning see the same sequence
+whatever the batch size. :class:`StreamScorer` flushes after ``max_windows`` windows, or when
+asked (end of input; a live source that has caught up).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from netwarden.detector.judge import WindowJudge
 from netwarden.detector.results import ScoredWindow
-from netwarden.detector.scorer import Scorer
-from netwarden.ingest.windows import ClosedWindow, WindowBuilder
+from netwarden.ingest.windows import ClosedWindow
 
 __all__ = ["StreamScorer"]
 
 
 class StreamScorer:
-    """Collects closed windows, scores them in bounded batches, forgets anomalous ones."""
+    """Collects closed windows and judges them in bounded batches."""
 
     def __init__(
         self,
-        scorer: Scorer | None,
-        builder: WindowBuilder,
+        judge: WindowJudge,
         on_scored: Callable[[list[ClosedWindow], list[ScoredWindow]], None],
         *,
         max_windows: int = 2048,
         on_unscored: Callable[[list[ClosedWindow]], None] | None = None,
     ) -> None:
-        #: The scorer of the next flush; a live service swaps it when a new model loads, and
-        #: while it is None windows are handed to ``on_unscored`` instead.
-        self.scorer = scorer
-        self.builder = builder
+        #: The judge's scorer is None while no model is loaded (a live service before its first
+        #: model): windows are then handed to ``on_unscored`` instead.
+        self.judge = judge
         self.on_scored = on_scored
         self.on_unscored = on_unscored
         self.max_windows = max_windows
-        self._span = builder.config.novelty_seconds / 2
         self._pending: list[ClosedWindow] = []
 
     def add(self, closed: list[ClosedWindow], *, flush: bool = False) -> list[ScoredWindow]:
-        """Take windows the builder just closed; score them when a batch is due, or now when
-        ``flush`` is set. Returns what was scored (often nothing yet)."""
+        """Take windows the builder just closed; judge them when a batch is due, or now when
+        ``flush`` is set. Returns what was judged (often nothing yet)."""
         pending = self._pending
         pending.extend(closed)
-        if pending and (
-            flush
-            or len(pending) >= self.max_windows
-            or pending[-1].end - pending[0].start >= self._span
-        ):
+        if pending and (flush or len(pending) >= self.max_windows):
             return self.flush()
         return []
 
     def flush(self) -> list[ScoredWindow]:
-        """Score everything pending now (end of input, or a live source that has caught up)."""
+        """Judge everything pending now."""
         windows, self._pending = self._pending, []
         if not windows:
             return []
-        if self.scorer is None:
+        if self.judge.scorer is None:
             if self.on_unscored is not None:
                 self.on_unscored(windows)
             return []
-        scored = self.scorer.score(windows)
-        for window, result in zip(windows, scored, strict=True):
-            if result.anomalous:
-                self.builder.forget(window)
+        scored = self.judge.judge(windows)
         self.on_scored(windows, scored)
         return scored

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -37,9 +36,14 @@ __all__ = [
 #: Destination ports are counted in this many hashed buckets (exact below ~30 distinct ports;
 #: the entropy saturates at log2(PORT_BUCKETS) = 10 bits).
 PORT_BUCKETS: Final = 1024
-#: How many distinct peers per window are remembered for the new-peer baseline (bottom-k by hash,
-#: so the kept set is the same however the window was split).
-BASELINE_PEERS_PER_WINDOW: Final = 256
+#: Edges (peer, protocol/port) kept per side and window for the detector's edge memory: the
+#: smallest keys (bottom-k), so the kept set is the same however the window was split. Ordinary
+#: workloads use a few dozen edges a window; beyond this the window is a sweep whatever the rest.
+EDGES_PER_WINDOW: Final = 512
+#: Per-edge counters kept beside the flow count: SYNs sent, SYN-ACKs received, resets, drops.
+SYN, SYN_ACK, RST, DROP = 0, 1, 2, 3
+#: Connection start times kept per internet edge and window (for the rhythm of beacons).
+EDGE_TIMES: Final = 16
 #: Example (peer, port) pairs and DNS names kept per side for explanations.
 EXAMPLE_PAIRS: Final = 8
 EXAMPLE_NAMES: Final = 5
@@ -64,13 +68,6 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("distinct_peers", "distinct peers: workloads, reserved identities, world IPs (sketch)"),
     Feature("distinct_dst_ports", "distinct destination (service) ports, by protocol (sketch)"),
     Feature("dst_port_entropy", "Shannon entropy in bits of the destination port distribution"),
-    Feature(
-        "new_peers",
-        "distinct peers new to this identity: first seen less than an hour ago "
-        "(WindowConfig.novelty_seconds); estimated from a bottom-256 sample by hash, exact up "
-        "to 256 peers",
-    ),
-    Feature("new_peer_flows", "flows to (egress) or from (ingress) those new peers"),
     Feature("drops", "flows dropped, any reason (verdict DROPPED)"),
     Feature("policy_drops", "drops by policy: POLICY_DENIED (133), POLICY_DENY (181), L7 denials"),
     Feature("tcp_resets", "TCP segments with RST, either direction"),
@@ -84,11 +81,6 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("dns_qname_len_max", "longest queried name"),
     Feature("dns_qname_entropy_mean", "mean per-name character entropy of queried names (bits)"),
     Feature("dns_distinct_names", "distinct queried names (sketch)"),
-    Feature(
-        "dns_new_names",
-        "distinct queried names new to this identity (first queried less "
-        "than an hour ago), estimated like new_peers",
-    ),
     Feature("http_requests", "HTTP requests (L7)"),
     Feature("http_4xx_share", "share of HTTP responses with status 400-499"),
     Feature("http_5xx_share", "share of HTTP responses with status 500-599"),
@@ -138,30 +130,6 @@ def _port_hash(port_key: int) -> int:
     return stable_hash64(port_key)
 
 
-def _novel_flows(new: set[int], seen: dict[int, int], flows: int) -> float:
-    """Flows of the window's new peers: exact while the sample holds every peer, else the
-    sample's new-peer share of flows times all flows (a ratio estimate)."""
-    if not seen or not new:
-        return 0.0
-    novel = sum(seen.get(h, 0) for h in new)
-    if len(seen) < BASELINE_PEERS_PER_WINDOW:
-        return float(novel)
-    return float(round(novel / max(sum(seen.values()), 1) * flows))
-
-
-def _novel_count(new: set[int], seen: Collection[int], distinct: DistinctSketch | None) -> float:
-    """How many of the window's distinct keys are new: exact while the bottom-k sample ``seen``
-    holds them all, else the sample's new share times the distinct count (a uniform sample by
-    hash, so the share carries over). A count, not a share: one new name in a quiet window and a
-    hundred in a tunnel are both 100% new, but only one of them is an anomaly."""
-    if not seen:
-        return 0.0
-    novel = len(new & seen)
-    if len(seen) < BASELINE_PEERS_PER_WINDOW:
-        return float(novel)
-    return float(round(novel / len(seen) * max(_count(distinct), len(seen))))
-
-
 def _count(sketch: DistinctSketch | None) -> float:
     return 0.0 if sketch is None else round(sketch.count(), 3)
 
@@ -194,18 +162,18 @@ class SideStats:
         "drop_reasons",
         "drops",
         "dst_ports",
+        "edge_alias",
+        "edge_flags",
+        "edge_times",
+        "edges",
         "flows",
         "http_4xx",
         "http_5xx",
         "http_requests",
         "http_responses",
         "icmp",
-        "names_seen",
         "new_conns",
-        "new_names",
-        "new_peers",
         "peers",
-        "peers_seen",
         "pending",
         "policy_drops",
         "port_hist",
@@ -251,14 +219,18 @@ class SideStats:
         self.dns_names: DistinctSketch | None = None
         self.world_peers: DistinctSketch | None = None
         self.world_fqdns: DistinctSketch | None = None
-        #: Peer hash -> flows, for the baseline; pruned to the smallest BASELINE_PEERS_PER_WINDOW
-        #: hashes (a uniform sample of the peers, the same however the stream was split).
-        self.peers_seen: dict[int, int] = {}
-        #: Of ``peers_seen``, those not in the identity's baseline; set when the window closes.
-        self.new_peers: set[int] = set()
-        #: DNS name hashes queried (bottom-k like peers) and, at close, those new to the identity.
-        self.names_seen: set[int] = set()
-        self.new_names: set[int] = set()
+        #: (peer hash, protocol << 16 | port, or -1) -> flows: every edge of the window, for
+        #: the detector's edge memory; pruned to the smallest EDGES_PER_WINDOW keys. Internet
+        #: addresses are renamed to their DNS name or network only when the window is read
+        #: (ClosedWindow.edges), so the result does not depend on which flow carried the name.
+        self.edges: dict[tuple[int, int], int] = {}
+        #: The same keys -> [SYN, SYN-ACK, RST, DROP] counts, only for edges that had any.
+        self.edge_flags: dict[tuple[int, int], list[int]] = {}
+        #: Internet address hash -> the hash of a DNS name a flow to it carried (the smallest,
+        #: should flows carry several).
+        self.edge_alias: dict[int, int] = {}
+        #: Internet edges -> the first EDGE_TIMES connection start times (Unix seconds).
+        self.edge_times: dict[tuple[int, int], list[float]] = {}
         #: (peer hash, protocol << 16 | port, or -1 without a port) -> flows, not yet folded into
         #: the sketches and the port histogram. Folding in bulk is what keeps the per-flow cost
         #: at one dict update; :meth:`fold` runs when it grows past PENDING_LIMIT and before
@@ -325,11 +297,10 @@ class SideStats:
                 )
         hist = self.port_hist
         top = self.top_pairs
-        seen = self.peers_seen
+        edges = self.edges
         for pair, n in pending.items():
             top[pair] = top.get(pair, 0) + n
-            h = pair[0]
-            seen[h] = seen.get(h, 0) + n
+            edges[pair] = edges.get(pair, 0) + n
             pk = pair[1]
             if pk >= 0:
                 bucket = (((pk & 0xFFFF) * 40503) & 0xFFFF) >> 6  # port_bucket(), inlined
@@ -338,7 +309,7 @@ class SideStats:
             self.top_pairs = dict(
                 sorted(top.items(), key=lambda kv: (-kv[1], kv[0]))[:EXAMPLE_PAIRS]
             )
-        self.prune_peers_seen()
+        self.prune_edges()
         pending.clear()
 
     def __iadd__(self, other: SideStats) -> SideStats:
@@ -360,18 +331,29 @@ class SideStats:
             if theirs is not None:
                 mine = self.sketch(name)
                 mine += theirs
-        seen = self.peers_seen
-        for h, n in other.peers_seen.items():
-            seen[h] = seen.get(h, 0) + n
-        self.new_peers |= other.new_peers
-        self.names_seen |= other.names_seen
-        self.new_names |= other.new_names
+        edges = self.edges
+        for key, n in other.edges.items():
+            edges[key] = edges.get(key, 0) + n
+        flags = self.edge_flags
+        for key, counts in other.edge_flags.items():
+            mine = flags.get(key)
+            if mine is None:
+                flags[key] = list(counts)
+            else:
+                for i, c in enumerate(counts):
+                    mine[i] += c
+        alias = self.edge_alias
+        for h, named in other.edge_alias.items():
+            alias[h] = min(alias.get(h, named), named)
+        times = self.edge_times
+        for key, theirs in other.edge_times.items():
+            times[key] = sorted(times.get(key, []) + theirs)[:EDGE_TIMES]
         for pair, n in other.top_pairs.items():
             self.top_pairs[pair] = self.top_pairs.get(pair, 0) + n
         for name in other.sample_names:
             if len(self.sample_names) < EXAMPLE_NAMES and name not in self.sample_names:
                 self.sample_names.append(name)
-        self.prune_peers_seen()
+        self.prune_edges()
         return self
 
     def __add__(self, other: SideStats) -> SideStats:
@@ -396,15 +378,34 @@ class SideStats:
             or self.bytes_received
         )
 
-    def prune_peers_seen(self) -> None:
-        """Keep the smallest hashes (bottom-k): the same set however the stream was split."""
-        if len(self.peers_seen) > BASELINE_PEERS_PER_WINDOW:
-            seen = self.peers_seen
-            self.peers_seen = {h: seen[h] for h in sorted(seen)[:BASELINE_PEERS_PER_WINDOW]}
-            self.new_peers &= self.peers_seen.keys()
-        if len(self.names_seen) > BASELINE_PEERS_PER_WINDOW:
-            self.names_seen = set(sorted(self.names_seen)[:BASELINE_PEERS_PER_WINDOW])
-            self.new_names &= self.names_seen
+    def prune_edges(self) -> None:
+        """Keep the smallest edge keys (bottom-k): the same set however the stream was split."""
+        if len(self.edges) > EDGES_PER_WINDOW:
+            edges = self.edges
+            self.edges = {k: edges[k] for k in sorted(edges)[:EDGES_PER_WINDOW]}
+            kept = self.edges
+            if self.edge_flags:
+                self.edge_flags = {k: v for k, v in self.edge_flags.items() if k in kept}
+            if self.edge_times:
+                self.edge_times = {k: v for k, v in self.edge_times.items() if k in kept}
+
+    def started(self, key: tuple[int, int], t: float) -> None:
+        """A connection on an internet edge started at ``t``: keep the first few times."""
+        times = self.edge_times.get(key)
+        if times is None:
+            self.edge_times[key] = [t]
+        elif len(times) < EDGE_TIMES:
+            times.append(t)
+        elif t < times[-1]:
+            times[-1] = t
+            times.sort()
+
+    def flag(self, key: tuple[int, int], which: int, n: int = 1) -> None:
+        """Count a SYN, SYN-ACK, reset or drop on one edge."""
+        counts = self.edge_flags.get(key)
+        if counts is None:
+            counts = self.edge_flags[key] = [0, 0, 0, 0]
+        counts[which] += n
 
     def features(self) -> dict[str, float]:
         """The documented features (:data:`FEATURES`), by bare name."""
@@ -419,8 +420,6 @@ class SideStats:
             "distinct_peers": _count(self.peers),
             "distinct_dst_ports": _count(self.dst_ports),
             "dst_port_entropy": round(_entropy(self.port_hist), 9),
-            "new_peers": _novel_count(self.new_peers, self.peers_seen.keys(), self.peers),
-            "new_peer_flows": _novel_flows(self.new_peers, self.peers_seen, flows),
             "drops": float(self.drops),
             "policy_drops": float(self.policy_drops),
             "tcp_resets": float(self.tcp_resets),
@@ -432,7 +431,6 @@ class SideStats:
             "dns_qname_len_max": float(self.qname_len_max),
             "dns_qname_entropy_mean": round(self.qname_entropy_sum / q, 9) if q else 0.0,
             "dns_distinct_names": _count(self.dns_names),
-            "dns_new_names": _novel_count(self.new_names, self.names_seen, self.dns_names),
             "http_requests": float(self.http_requests),
             "http_4xx_share": round(self.http_4xx / http_resp, 9) if http_resp else 0.0,
             "http_5xx_share": round(self.http_5xx / http_resp, 9) if http_resp else 0.0,
@@ -455,13 +453,10 @@ class SideStats:
             + 8 * len(self.__slots__)
             + sketches
             + 100 * (len(self.port_hist) + len(self.drop_reasons))
-            + 40
-            * (
-                len(self.peers_seen)
-                + len(self.new_peers)
-                + len(self.names_seen)
-                + len(self.new_names)
-            )
+            + 90 * len(self.edges)
+            + 150 * len(self.edge_flags)
+            + 60 * len(self.edge_alias)
+            + sum(70 + 32 * len(v) for v in self.edge_times.values())
             + 120 * len(self.pending)
         )
 
@@ -482,20 +477,21 @@ class SideStats:
                 (getattr(self, n) or _sketch()) == (getattr(other, n) or _sketch())
                 for n in self._SKETCHES
             )
-            and self._pruned_counts(self.peers_seen) == self._pruned_counts(other.peers_seen)
-            and (self.new_peers & set(self._pruned(self.peers_seen)))
-            == (other.new_peers & set(self._pruned(other.peers_seen)))
-            and self._pruned(self.names_seen) == self._pruned(other.names_seen)
-            and (self.new_names & set(self._pruned(self.names_seen)))
-            == (other.new_names & set(self._pruned(other.names_seen)))
+            and self._pruned(self.edges) == self._pruned(other.edges)
+            and self._pruned_flags(self.edge_flags, self.edges)
+            == self._pruned_flags(other.edge_flags, other.edges)
+            and self.edge_alias == other.edge_alias
         )
 
     @staticmethod
-    def _pruned(peers: Iterable[int]) -> list[int]:
-        return sorted(peers)[:BASELINE_PEERS_PER_WINDOW]
+    def _pruned(edges: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+        return {k: edges[k] for k in sorted(edges)[:EDGES_PER_WINDOW]}
 
     @staticmethod
-    def _pruned_counts(peers: dict[int, int]) -> dict[int, int]:
-        return {h: peers[h] for h in sorted(peers)[:BASELINE_PEERS_PER_WINDOW]}
+    def _pruned_flags(
+        flags: dict[tuple[int, int], list[int]], edges: dict[tuple[int, int], int]
+    ) -> dict[tuple[int, int], list[int]]:
+        kept = set(sorted(edges)[:EDGES_PER_WINDOW])
+        return {k: v for k, v in flags.items() if k in kept and any(v)}
 
     __hash__ = None  # type: ignore[assignment]

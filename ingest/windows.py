@@ -18,18 +18,29 @@ never move the watermark past everybody else's, and a stream that really jumps i
 after a few dozen flows with nothing lost.
 
 Memory is bounded by the active identities: open windows exist only for identities seen within
-the lateness horizon, window statistics are counters and fixed-size sketches, the new-peer
-baseline keeps at most ``baseline_peers`` peers per identity side and at most
-``max_baseline_subjects`` identities (least recently active evicted).
+the lateness horizon, and window statistics are counters, fixed-size sketches and at most
+:data:`~netwarden.ingest.features.EDGES_PER_WINDOW` edges per side. The builder learns nothing
+across windows: what is new to an identity is the detector's question (its edge memory,
+:mod:`netwarden.models.edges`), so a window is the same whatever came before it.
+
+**Edge peers.** Each window lists its edges: (peer, protocol/port) with flows, SYNs, SYN-ACKs,
+resets and drops. A workload or reserved peer is its stable key (``namespace/workload``,
+``reserved:<name>``), the same across pods, rollouts and node drains. An internet address is
+named by the DNS name the flow carries (Hubble's ``destination_names``/``source_names``, from
+Cilium's DNS proxy: ``fqdn:api.stripe.com``), so a SaaS vendor rotating its addresses is one
+peer; an address without a name is its network (``cidr:203.0.113.0/24``, IPv6 ``/48``), the
+unit providers allocate and rotate within.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -41,9 +52,12 @@ from netwarden.ingest.direction import (
     counted_sides,
 )
 from netwarden.ingest.features import (
-    BASELINE_PEERS_PER_WINDOW,
+    DROP,
     EXAMPLE_NAMES,
     PENDING_LIMIT,
+    RST,
+    SYN,
+    SYN_ACK,
     SideStats,
 )
 from netwarden.ingest.flow import DROP_REASONS, EARLIEST_EVENT_TIME, LATEST_EVENT_TIME
@@ -56,6 +70,7 @@ __all__ = [
     "START_CONFIRMATIONS",
     "BuilderStats",
     "ClosedWindow",
+    "Edge",
     "WindowBuilder",
     "WindowConfig",
     "windows_to_rows",
@@ -95,9 +110,6 @@ _LATEST: Final = LATEST_EVENT_TIME.timestamp()
 _CONSTRAINTS: Final[dict[str, tuple[float, float]]] = {
     "window_seconds": (1.0, 86_400.0),
     "allowed_lateness": (0.0, 86_400.0),
-    "baseline_peers": (1, 1 << 20),
-    "max_baseline_subjects": (1, 1 << 24),
-    "novelty_seconds": (0.0, 30 * 86_400.0),
     "max_skew": (1.0, 86_400.0),
 }
 
@@ -113,14 +125,6 @@ class WindowConfig:
     allowed_lateness:
         How far behind the newest event time a flow may arrive and still be counted, 0 s to
         1 day (default 15). Larger values keep windows open longer.
-    baseline_peers:
-        Peers remembered per identity and side for the "new peer" feature (default 4096).
-    max_baseline_subjects:
-        Identities whose baseline is kept (least recently active evicted first).
-    novelty_seconds:
-        How long a peer or DNS name stays *new* to an identity after its first use, 0 s to 30
-        days (default 3600). An attacker's new connection is new in every window of its first
-        hour, not only in the first one; a benign new dependency settles into the baseline.
     max_skew:
         How far ahead of the stream's time (the newest event time it has confirmed) one flow
         may be and still move it, 1 s to 1 day (default 60, one default window). Hubble
@@ -136,9 +140,6 @@ class WindowConfig:
 
     window_seconds: float = 60.0
     allowed_lateness: float = 15.0
-    baseline_peers: int = 4096
-    max_baseline_subjects: int = 100_000
-    novelty_seconds: float = 3600.0
     max_skew: float = 60.0
 
     def __post_init__(self) -> None:
@@ -160,6 +161,41 @@ class BuilderStats:
     windows_closed: int = 0
     max_open_windows: int = 0
     watermark: float = -math.inf
+
+
+_NO_FLAGS: Final = (0, 0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One (peer, protocol/port) of a window side, with what happened on it.
+
+    ``protocol`` is the IP protocol number (6 TCP, 17 UDP, 132 SCTP; 0 without ports: ICMP and
+    others), ``port`` the destination (service) port.
+    """
+
+    peer: str
+    peer_hash: int
+    protocol: int
+    port: int
+    flows: int
+    syns: int
+    syn_acks: int
+    resets: int
+    drops: int
+    #: Connection start times (internet peers only; at most EDGE_TIMES per window).
+    times: tuple[float, ...] = ()
+
+    @property
+    def port_text(self) -> str:
+        if not self.protocol:
+            return ""
+        return f"{_PROTO_NAMES.get(self.protocol, self.protocol)}/{self.port}"
+
+    @property
+    def failures(self) -> int:
+        """Connection attempts that failed: SYNs without SYN-ACK, resets, drops."""
+        return max(self.syns - self.syn_acks, 0) + self.resets + self.drops
 
 
 @dataclass(eq=False)
@@ -213,7 +249,55 @@ class ClosedWindow:
         )
 
     def nbytes(self) -> int:
-        return 120 + self.client.nbytes() + self.server.nbytes()
+        return 120 + self.client.nbytes() + self.server.nbytes() + 80 * len(self.peer_names)
+
+    def edges(self, egress: bool) -> list[Edge]:
+        """The window's edges on one side (egress: the subject as client), busiest first.
+        Internet addresses are named here: by the DNS name a flow to them carried, else by
+        their network (see the module docstring)."""
+        side = self.client if egress else self.server
+        side.fold()
+        names = self.peer_names
+        flags = side.edge_flags
+        times = side.edge_times
+        alias = side.edge_alias
+        merged: dict[tuple[str, int], list[Any]] = {}
+        for key, n in side.edges.items():
+            h, pk = key
+            name = names.get(h, f"peer:{h:016x}")
+            if h in alias:
+                h = alias[h]
+                name = names.get(h, name)
+            elif name.startswith("world:"):
+                edge_peer = _cidr_peer(name)
+                h, name = edge_peer.hash, edge_peer.key
+            counts = flags.get(key) or _NO_FLAGS
+            entry = merged.get((name, pk))
+            if entry is None:
+                merged[(name, pk)] = [h, n, *counts, list(times.get(key, ()))]
+            else:
+                entry[1] += n
+                for i in range(4):
+                    entry[2 + i] += counts[i]
+                entry[6] += times.get(key, ())
+        out = []
+        for (name, pk), (h, n, syn, synack, rst, drop, started) in merged.items():
+            out.append(
+                Edge(
+                    name,
+                    h,
+                    pk >> 16 if pk >= 0 else 0,
+                    pk & 0xFFFF if pk >= 0 else 0,
+                    n,
+                    syn,
+                    synack,
+                    rst,
+                    drop,
+                    tuple(sorted(started)),
+                )
+            )
+        out.sort(key=lambda e: (-e.flows, e.peer, e.protocol, e.port))
+        return out
 
     def examples(self) -> dict[str, Any]:
         """Readable examples of what the window holds: busiest peers and ports, DNS names,
@@ -293,13 +377,14 @@ class WindowBuilder:
         self._next_log = 0.0
         # Late iff (window index + 1) <= _late_limit, i.e. its end is at or before the watermark.
         self._late_limit = -math.inf
-        #: (subject, side) -> {peer or DNS-name hash: first use (window start, Unix seconds)},
-        #: least recently used first.
-        self._baseline: dict[tuple[Subject, int], dict[int, float]] = {}
-        self._name_baseline: dict[tuple[Subject, int], dict[int, float]] = {}
+        #: DNS name -> its internet edge peer (``fqdn:<name>``), see the module docstring.
+        self._world_names: dict[str, Peer] = {}
         self._names: dict[str, tuple[int, float, int]] = {}
         #: Peer hash -> readable peer key, for examples in closed windows (bounded).
         self._peer_names: dict[int, str] = {}
+        #: The previous generation of ``_peer_names`` (two generations bound the cache while a
+        #: window still open keeps the names of its peers).
+        self._old_peer_names: dict[int, str] = {}
 
     # -- public ---------------------------------------------------------------------------
 
@@ -336,47 +421,6 @@ class WindowBuilder:
     def held_flows(self) -> int:
         """Flows held for being far ahead of the stream, not yet followed or dropped."""
         return len(self._held)
-
-    def forget(self, window: ClosedWindow) -> None:
-        """Take back what ``window`` taught the baselines: the peers and DNS names first used in
-        it. Called for anomalous windows, so that an attack's peers stay new for as long as the
-        attack is flagged, instead of becoming normal because the attack used them."""
-        for which, side in ((CLIENT, window.client), (SERVER, window.server)):
-            key = (window.subject, which)
-            for baselines, new in (
-                (self._baseline, side.new_peers),
-                (self._name_baseline, side.new_names),
-            ):
-                baseline = baselines.get(key)
-                if baseline:
-                    for h in new:
-                        if baseline.get(h) == window.start:
-                            del baseline[h]
-
-    def export_baselines(self) -> dict[str, dict[str, list[list[float]]]]:
-        """The learned baselines, ``{identity: {"egress": [...], "ingress": [...],
-        "egress_names": [...], "ingress_names": [...]}}``, each a list of ``[hash, first
-        used (Unix seconds)]`` pairs for peers or DNS names, least recently used first; saved
-        with a model so scoring starts from what training saw."""
-        out: dict[str, dict[str, list[list[float]]]] = {}
-        for suffix, baselines in (("", self._baseline), ("_names", self._name_baseline)):
-            for (subject, which), first_use in baselines.items():
-                side = ("egress" if which == CLIENT else "ingress") + suffix
-                out.setdefault(subject.id, {})[side] = [[h, t] for h, t in first_use.items()]
-        return out
-
-    def seed_baselines(self, baselines: dict[str, dict[str, list[list[float]]]]) -> None:
-        """Start from exported baselines (before any flow is added)."""
-        for identity, sides in baselines.items():
-            namespace, _, workload = identity.partition("/")
-            subject = self.resolver.subject(namespace, workload)
-            for side, pairs in sides.items():
-                direction, _, kind = side.partition("_")
-                which = CLIENT if direction == "egress" else SERVER
-                store = self._name_baseline if kind == "names" else self._baseline
-                store[(subject, which)] = {
-                    int(h): float(t) for h, t in pairs[-self.config.baseline_peers :]
-                }
 
     @property
     def open_windows(self) -> int:
@@ -564,7 +608,9 @@ class WindowBuilder:
         self._late_limit = late_limit
         stats.watermark = max_time - lateness
         if len(peer_names) > _HASH_CACHE_LIMIT:
-            peer_names.clear()  # bounded; names are re-learned when endpoints are resolved again
+            # bounded: the older generation goes; names are re-learned as endpoints resolve
+            self._old_peer_names = peer_names
+            self._peer_names = {}
         resolver.trim()
 
     # -- the stream's time --------------------------------------------------------------------
@@ -682,7 +728,9 @@ class WindowBuilder:
                 side.policy_drops += 1
                 side.add_reason("L7_DENIED", 1)
             return
+        marks = 0  # per-edge counters this flow adds to (1 << SYN | 1 << RST ...)
         if dropped:
+            marks = 1 << DROP
             side.drops += 1
             reason = f.drop_reason_desc or f.drop_reason
             if not reason and f.netwarden is not None and f.netwarden.kernel_drop_reason:
@@ -695,23 +743,36 @@ class WindowBuilder:
         if proto == _PROTO_TCP:
             if flags & 4:
                 side.tcp_resets += 1
+                marks |= 1 << RST
             if flags & 1:
                 if flags & 2:
                     if reply:
                         side.syn_acks += 1
+                        marks |= 1 << SYN_ACK
                 elif not reply:
                     side.new_conns += 1
+                    marks |= 1 << SYN
         elif proto == _PROTO_ICMP and not reply:
             side.icmp += 1
+        pk = (proto << 16) | port if proto and proto != _PROTO_ICMP else -1
+        if peer_names and peer.is_world:
+            self._name_world(peer, peer_names, side)
+        if marks:
+            edge = (peer.hash, pk)
+            for which in (SYN, SYN_ACK, RST, DROP):
+                if marks & (1 << which):
+                    side.flag(edge, which)
         if reply:
             return
         side.flows += 1
         pending = side.pending
-        pkey = (peer.hash, (proto << 16) | port if proto and proto != _PROTO_ICMP else -1)
+        pkey = (peer.hash, pk)
         pending[pkey] = pending.get(pkey, 0) + 1
         if len(pending) > PENDING_LIMIT:
             side.fold()
         if peer.is_world:
+            if proto != _PROTO_TCP or marks & (1 << SYN):
+                side.started(pkey, f.time.timestamp())
             side.world_flows += 1
             sketch = side.world_peers
             if sketch is None:
@@ -743,10 +804,6 @@ class WindowBuilder:
             if sketch is None:
                 sketch = side.sketch("dns_names")
             sketch.add(h)
-            seen = side.names_seen
-            seen.add(h)
-            if len(seen) > 2 * BASELINE_PEERS_PER_WINDOW:
-                side.prune_peers_seen()
             names = side.sample_names
             if len(names) < EXAMPLE_NAMES and query not in names:
                 names.append(query)
@@ -794,52 +851,66 @@ class WindowBuilder:
                 acc = wins[subject]
                 acc.client.fold()
                 acc.server.fold()
-                self._learn(subject, CLIENT, acc.client, start)
-                self._learn(subject, SERVER, acc.server, start)
                 closed.append(
                     ClosedWindow(
-                        subject, start, start + width, acc.client, acc.server, self._peer_names
+                        subject,
+                        start,
+                        start + width,
+                        acc.client,
+                        acc.server,
+                        self._names_of(acc.client, acc.server),
                     )
                 )
         self.stats.windows_closed += len(closed)
         return closed
 
-    def _learn(self, subject: Subject, which: int, side: SideStats, start: float) -> None:
-        """Mark the window's new peers and DNS names, then add them to the identity's bounded
-        baselines."""
-        side.prune_peers_seen()
-        key = (subject, which)
-        side.new_peers = self._novel(self._baseline, key, side.peers_seen.keys(), start)
-        side.new_names = self._novel(self._name_baseline, key, side.names_seen, start)
+    def _names_of(self, *sides: SideStats) -> dict[int, str]:
+        """Readable keys of every peer the sides mention (edges and examples), copied out of the
+        builder's bounded name cache so that a closed window keeps them."""
+        names = self._peer_names
+        old = self._old_peer_names
+        out: dict[int, str] = {}
+        for side in sides:
+            hashes = {k[0] for k in side.edges} | {k[0] for k in side.top_pairs}
+            for h in hashes | set(side.edge_alias.values()):
+                name = names.get(h) or old.get(h)
+                if name is not None:
+                    out[h] = name
+        return out
 
-    def _novel(
-        self,
-        baselines: dict[tuple[Subject, int], dict[int, float]],
-        key: tuple[Subject, int],
-        seen: Collection[int],
-        start: float,
-    ) -> set[int]:
-        """Of ``seen``, what ``key`` first used less than ``novelty_seconds`` before ``start``
-        (or never); then learn ``seen``: first-use times kept, most recently used kept."""
-        baseline = baselines.pop(key, None)  # re-inserted below: dict order = recency
-        if baseline is None:
-            new = set(seen)
-            if not seen:
-                return new
-            baseline = {}
-            if len(baselines) >= self.config.max_baseline_subjects:
-                del baselines[next(iter(baselines))]
-        else:
-            young = start - self.config.novelty_seconds
-            new = {h for h in seen if baseline.get(h, start) > young}
-        baselines[key] = baseline
-        for h in sorted(seen):
-            baseline[h] = baseline.pop(h, start)
-        over = len(baseline) - self.config.baseline_peers
-        if over > 0:
-            for h in list(baseline)[:over]:
-                del baseline[h]
-        return new
+    def _name_world(self, peer: Peer, names: tuple[str, ...], side: SideStats) -> None:
+        """Remember on ``side`` the DNS name a flow to internet address ``peer`` carried."""
+        name = names[0]
+        named = self._world_names.get(name)
+        if named is None:
+            if len(self._world_names) >= _HASH_CACHE_LIMIT:
+                self._world_names.clear()
+            named = self._world_names[name] = world_edge_peer(peer.key, name)
+        self._peer_names[named.hash] = named.key
+        alias = side.edge_alias
+        known = alias.get(peer.hash)
+        if known is None or named.hash < known:
+            alias[peer.hash] = named.hash
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _cidr_peer(peer_key: str) -> Peer:
+    return world_edge_peer(peer_key, "")
+
+
+def world_edge_peer(peer_key: str, name: str) -> Peer:
+    """``fqdn:<name>`` for a named internet peer, else ``cidr:<network>`` of its address
+    (``world:<ip>`` peer keys; IPv4 /24, IPv6 /48)."""
+    if name:
+        return Peer.of("fqdn:" + name.rstrip(".").lower(), True, "world")
+    ip = peer_key.removeprefix("world:")
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return Peer.of(peer_key, True, "world")
+    prefix = 24 if addr.version == 4 else 48
+    net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
+    return Peer.of(f"cidr:{net}", True, "world")
 
 
 def _describe_future(f: Any, t: float, stream_time: float) -> str:

@@ -7,7 +7,7 @@ Layout of ``MODEL_DIR``::
                                 hash, library versions, and per model: file, sha256, threshold,
                                 baseline
     <version>/models/<n>.skops  scaling + IsolationForest pipelines (skops, never pickle)
-    <version>/baselines.json    peer baselines per identity side
+    <version>/edges.json        the edge memory (netwarden.models.edges)
 
 Loading never runs code from the files: skops rebuilds only the types it is told to trust, and
 netwarden trusts exactly the scikit-learn types of its pipeline. Every file's SHA-256 is checked
@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import orjson
 import skops.io as sio
 
 from netwarden import __version__
 from netwarden.ingest.windows import WindowConfig
+from netwarden.models.edges import EdgeMemory
 from netwarden.models.forest import FittedModel
 from netwarden.models.signing import sign, signature_problem
 from netwarden.models.spec import MODEL_COLUMNS
@@ -46,7 +48,9 @@ from netwarden.models.training import ModelBundle, TrainConfig
 
 __all__ = ["FORMAT", "ArtifactError", "ModelVersion", "list_versions", "load_bundle", "save_bundle"]
 
-FORMAT: Final = "netwarden-models/3"  # 2: baselines hold first-use times; 3: byte features
+#: 2: baselines hold first-use times; 3: byte features; 4: the edge memory replaces the peer
+#: baselines and the novelty features are gone
+FORMAT: Final = "netwarden-models/4"
 #: The only types skops may rebuild beyond its defaults (numpy, builtins, sklearn estimators).
 TRUSTED_TYPES: Final = frozenset({"sklearn.tree._tree.Tree"})
 
@@ -179,8 +183,8 @@ def save_bundle(bundle: ModelBundle, model_dir: str | Path, *, key: bytes | None
                 "train_score_quantiles": model.train_score_quantiles,
             }
         )
-    baselines = folder / "baselines.json"
-    baselines.write_text(json.dumps(bundle.baselines, sort_keys=True))
+    edges = folder / "edges.json"
+    edges.write_bytes(orjson.dumps(bundle.edges.to_json()))
     manifest = {
         "format": FORMAT,
         "version": version,
@@ -196,7 +200,7 @@ def save_bundle(bundle: ModelBundle, model_dir: str | Path, *, key: bytes | None
         "rows": bundle.rows,
         "data_hash": bundle.data_hash,
         "namespaces": bundle.namespaces,
-        "baselines": {"file": "baselines.json", "sha256": _sha256(baselines)},
+        "edges": {"file": "edges.json", "sha256": _sha256(edges)},
         "models": entries,
     }
     manifest = json.loads(json.dumps(manifest))  # sign exactly what a reader will parse
@@ -378,7 +382,7 @@ def _check_fields(m: dict[str, Any]) -> None:
     )
     if "libraries" in m:
         _need(isinstance(m["libraries"], dict), "libraries", "an object", m["libraries"])
-    _file_entry(m.get("baselines"), "baselines")
+    _file_entry(m.get("edges"), "edges")
     models = m.get("models")
     _need(isinstance(models, list) and len(models) > 0, "models", "a non-empty list", models)
     keys: set[str] = set()
@@ -474,8 +478,10 @@ def load_bundle(
                 t_scale=_floats(entry["t_scale"]),
                 train_score_quantiles=dict(entry.get("train_score_quantiles", {})),
             )
-        base = manifest["baselines"]
-        baselines = json.loads(_verified(folder, base["file"], base["sha256"]).read_text())
+        entry = manifest["edges"]
+        edges = EdgeMemory.from_json(
+            orjson.loads(_verified(folder, entry["file"], entry["sha256"]).read_bytes())
+        )
         return ModelBundle(
             models=models,
             columns=tuple(manifest["columns"]),
@@ -486,7 +492,7 @@ def load_bundle(
             rows=int(manifest["rows"]),
             data_hash=str(manifest["data_hash"]),
             namespaces=dict(manifest["namespaces"]),
-            baselines=baselines,
+            edges=edges,
         )
     except ArtifactError:
         raise

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from netwarden.ingest.windows import WindowConfig
+from netwarden.models.edges import EdgeMemory
 from netwarden.models.forest import GLOBAL, FittedModel, fit_model
 from netwarden.models.spec import (
     DEVIATION_FLOOR,
@@ -53,14 +54,13 @@ class TrainConfig:
         Windows an identity (or namespace) needs for its own model (default 120: two hours at
         60 s windows); identities with fewer are scored by their namespace's or the global model.
     warmup_windows:
-        Each identity's first windows are left out of training: every peer and DNS name in them
-        counts as new only because the baselines are still filling (default 60: an hour of 60 s
-        windows, the default ``WindowConfig.novelty_seconds``).
+        Each identity's first windows left out of training (default 0: window features do not
+        depend on what came before, so the first windows are as good as any).
     """
 
     expected_rate: float = 2e-4
     min_windows: int = 120
-    warmup_windows: int = 60
+    warmup_windows: int = 0
     n_estimators: int = 100
     max_samples: int = 256
     seed: int = 0
@@ -83,8 +83,8 @@ class ModelBundle:
     rows: int
     data_hash: str
     namespaces: dict[str, str] = field(default_factory=dict)  # identity -> namespace
-    #: Peer baselines per identity side, so scoring starts from what training learned.
-    baselines: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    #: Every edge seen in training (and, in the service, since), so scoring starts from it.
+    edges: EdgeMemory = field(default_factory=EdgeMemory)
 
     def model_for(self, identity: str, namespace: str) -> tuple[FittedModel, bool]:
         """The model that scores ``identity``, and whether it is a fallback."""

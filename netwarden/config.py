@@ -374,6 +374,17 @@ class RemediationConfig(_Section):
     kubernetes_context: str | None = Field(
         None, description="kubeconfig context to use (default: the file's current-context)"
     )
+    claim_grace_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description=(
+            "an apply or rollback still unfinished after this many seconds is taken for one "
+            "whose process died: logged at start, counted in netwarden_proposals_stuck, and "
+            "finished by POST /api/v1/proposals/{id}/recover (refused before, as still in "
+            "progress)"
+        ),
+    )
 
     @field_validator("kubernetes", mode="before")
     @classmethod

@@ -57,6 +57,7 @@ from netwarden.ingest.metrics import IngestMetrics
 from netwarden.ingest.sources import Source, SourceStatus, open_source
 from netwarden.ingest.windows import WindowBuilder, WindowConfig
 from netwarden.models.artifact import ModelVersion
+from netwarden.models.edges import load_memory, save_memory
 from netwarden.models.registry import CurrentModel
 from netwarden.remediation.apply import PolicyApplier
 from netwarden.remediation.normal import NormalEdges
@@ -237,8 +238,8 @@ class Service:
         self.queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=queue_batches)
         #: Windows as the model holder expects them: the service's one WindowConfig.
         self.builder = WindowBuilder(model.windows)
-        if model.loaded is not None:
-            self.builder.seed_baselines(model.loaded.bundle.baselines)
+        #: The edge memory the service keeps across restarts (netwarden.models.edges).
+        self._memory_path = config.data_dir / "edges.json"
         self.ingest_metrics = IngestMetrics(registry)
         self.proposal_store = ProposalStore(
             store.url, require_second_approver=config.remediation.require_second_approver
@@ -246,6 +247,21 @@ class Service:
         self.proposer = Proposer(
             self.propose_containment, registry, maxsize=proposal_queue, log=log
         )
+        grace = config.remediation.claim_grace_seconds
+
+        def stuck() -> float:
+            try:
+                return len(self.proposal_store.stuck(grace))
+            except Exception:  # a closed or unreachable store: unknown, not a failed scrape
+                return math.nan
+
+        Gauge(
+            "netwarden_proposals_stuck",
+            "Proposals claimed for an apply or rollback longer than "
+            "remediation.claim_grace_seconds ago (their process presumably died): "
+            "POST /api/v1/proposals/{id}/recover finishes them.",
+            registry=registry,
+        ).set_function(stuck)
         #: Recent flows, to simulate proposals against (GET/POST /api/v1/proposals/{id}/...);
         #: the pipeline appends while the proposer and API requests copy.
         self._history: deque[Any] = deque(maxlen=config.remediation.flow_history)
@@ -258,6 +274,7 @@ class Service:
             store,
             metrics=DetectorMetrics(registry, source.kind),
             on_recorded=self.proposer.submit if config.remediation.propose_containment else None,
+            memory=load_memory(self._memory_path, log),
         )
         #: Windows scored and recorded by the pipeline (builder.stats counts those closed).
         self.windows_recorded = 0
@@ -319,6 +336,13 @@ class Service:
         self.proposer.start()
         for thread in self._threads.values():
             thread.start()
+        for record in self.proposal_store.stuck(self.config.remediation.claim_grace_seconds):
+            since = f"{record.claimed_at:%Y-%m-%d %H:%M:%S} UTC"
+            self.log(
+                f"proposal {record.id} is stuck {record.state} since {since} (its process "
+                "presumably died): an admin finishes it from what the cluster holds with "
+                f"POST /api/v1/proposals/{record.id}/recover"
+            )
 
     def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> bool:
         """Stop in the order data flows, so nothing that was read and closed is lost.
@@ -440,6 +464,7 @@ class Service:
                 if now >= next_purge:
                     next_purge = now + 3600.0
                     self._purge()
+                    save_memory(self.detector.memory, self._memory_path, log=self.log)
             except Exception as exc:
                 self.log(f"pipeline error (batch skipped): {type(exc).__name__}: {exc}")
         self._drain()
@@ -451,6 +476,7 @@ class Service:
         try:
             self.windows_recorded += len(self.detector.tick(math.inf))
             self._sample_metrics()
+            save_memory(self.detector.memory, self._memory_path, log=self.log)
         except Exception as exc:
             self.log(f"pipeline error while stopping: {type(exc).__name__}: {exc}")
 
@@ -511,7 +537,7 @@ class Service:
         if self._containment_batch is not None and self._containment_batch[0] == key:
             return self._containment_batch[1]
         flows = self.recent_flows()
-        normal = NormalEdges.from_baselines(loaded.bundle.baselines) if loaded else NormalEdges()
+        normal = NormalEdges.from_memory(loaded.bundle.edges) if loaded else NormalEdges()
         if flows:
             normal = NormalEdges.from_flows(flows, before=before).merge(normal)
         inputs = _ContainmentInputs(

@@ -74,6 +74,7 @@ __all__ = [
     "PolicyApplier",
     "PolicyRef",
     "Unreachable",
+    "diverged",
     "restorable",
 ]
 
@@ -240,11 +241,13 @@ class AppliedChange:
                    bool(data.get("audit_mode", False)))  # fmt: skip
 
 
-def _diverged(applied: Mapping[str, Any], current: Mapping[str, Any]) -> str:
-    """How ``current`` is no longer the object netwarden ``applied`` ("" when it still is)."""
-    if (current.get("metadata") or {}).get("uid") != (applied.get("metadata") or {}).get("uid"):
+def diverged(expected: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """How ``current`` is no longer the object ``expected`` (one read or written before): another
+    ``uid``, or other spec, labels or annotations (a status update does not count); "" when it
+    still is."""
+    if (current.get("metadata") or {}).get("uid") != (expected.get("metadata") or {}).get("uid"):
         return "it was deleted and re-created (another uid)"
-    ours, now = _content(applied), _content(current)
+    ours, now = _content(expected), _content(current)
     changed = sorted(k for k in ours.keys() | now.keys() if ours.get(k) != now.get(k))
     if not changed:
         return ""
@@ -357,7 +360,7 @@ class PolicyApplier:
                 "object it replaced is not re-created over that decision (re-apply it by hand "
                 "if that is what is wanted)"
             )
-        why = _diverged(change.applied, current)
+        why = diverged(change.applied, current)
         if why:
             raise ChangedSinceApply(
                 f"cannot roll back {ref}: {why} since netwarden applied it (resourceVersion "

@@ -6,9 +6,9 @@ service's own database connection). Two sources say what is normal, and they dif
 * **flows** (the service's recent history before the anomaly, or training flows): each forwarded
   request flow is an edge (identity, side, peer, port), ``egress`` for its source and ``ingress``
   for its destination, as Cilium enforces it. Port-level, but only as long as the history is.
-* **the model bundle's baselines** (:meth:`~netwarden.ingest.windows.WindowBuilder.export_baselines`):
-  per identity and side, the 64-bit hashes of every peer key seen in training. Peer-level only:
-  the ports are not kept, so a peer known only from there is treated as normal on every port.
+* **the model's edge memory** (:class:`~netwarden.models.edges.EdgeMemory`): every edge
+  (identity, side, peer, protocol/port) seen in training and since, port by port; port-less
+  edges (ICMP) are normal on every port.
 
 Peers are named as :class:`~netwarden.ingest.identity.IdentityResolver` names them
 (``namespace/workload``, ``world:<ip>``, ``reserved:<name>``), the names anomaly examples use.
@@ -17,13 +17,14 @@ Peers are named as :class:`~netwarden.ingest.identity.IdentityResolver` names th
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
 from netwarden.ingest.identity import IdentityResolver
 from netwarden.ingest.sketch import stable_hash64
+from netwarden.models.edges import EdgeMemory
 from netwarden.remediation.matcher import l4_key
 
 __all__ = ["EVERY_PORT", "NormalEdges", "Port", "activity"]
@@ -32,6 +33,7 @@ __all__ = ["EVERY_PORT", "NormalEdges", "Port", "activity"]
 Port = tuple[str, int]
 #: A peer seen as normal whose ports are unknown (from baselines): every port counts as normal.
 EVERY_PORT: Final[frozenset[Port]] = frozenset({("*", 0)})
+_PROTOCOLS: Final = {6: "TCP", 17: "UDP", 132: "SCTP"}
 _NOT_TRAFFIC: Final = frozenset({2, 3, 6, 7, 130})
 _ICMP: Final = ("ICMPv4", "ICMPv6")
 
@@ -75,7 +77,8 @@ def _edges(
 
 @dataclass
 class NormalEdges:
-    """Normal edges by (identity, side): peer key -> ports (flows), and peer hashes (baselines)."""
+    """Normal edges by (identity, side): peer key -> ports, and peer hashes (normal on every
+    port)."""
 
     ports: dict[tuple[str, str], dict[str, set[Port]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(set))
@@ -94,15 +97,21 @@ class NormalEdges:
         return out
 
     @classmethod
-    def from_baselines(cls, baselines: Mapping[str, Mapping[str, Iterable[Any]]]) -> NormalEdges:
-        """Peers from a model bundle's ``baselines`` (``{identity: {"egress": [[hash, t], ...],
-        "ingress": ...}}``; the ``*_names`` DNS-name baselines are not edges)."""
+    def from_memory(cls, memory: EdgeMemory) -> NormalEdges:
+        """Edges of a model's edge memory (:mod:`netwarden.models.edges`), port by port.
+        Internet peers are left to the flows: the memory names them by DNS name or network,
+        a containment by address. Port-less edges (ICMP) are normal on every port."""
         out = cls()
-        for identity, sides in baselines.items():
-            for side in ("egress", "ingress"):
-                for item in sides.get(side) or ():
-                    value = item[0] if isinstance(item, (list, tuple)) else item
-                    out.hashes[(identity, side)].add(int(value))
+        for identity in memory.identities():
+            for egress, peer, proto, port in memory.edges_of(identity):
+                if peer.startswith(("fqdn:", "cidr:")):
+                    continue
+                side = "egress" if egress else "ingress"
+                name = _PROTOCOLS.get(proto)
+                if name is None:
+                    out.hashes[(identity, side)].add(stable_hash64(peer))
+                else:
+                    out.ports[(identity, side)][peer].add((name, port))
         return out
 
     def add_flows(self, flows: Iterable[Any], *, before: datetime | None = None) -> None:
@@ -143,7 +152,7 @@ class NormalEdges:
 
     def normal_ports(self, identity: str, side: str, peer: str) -> frozenset[Port] | None:
         """The ports on which ``peer`` is a normal peer of ``identity``'s ``side``: None when it
-        is not one, :data:`EVERY_PORT` when it is but only the baselines know it."""
+        is not one, :data:`EVERY_PORT` when it is on every port (port-less edges)."""
         ports = self.ports.get((identity, side), {}).get(peer)
         if ports:
             return frozenset(ports)

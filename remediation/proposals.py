@@ -20,6 +20,14 @@ Lifecycle (the one place the rules live is :data:`ACTIONS`)::
     rollback        rolling_back  rolled_back   (final)
     rollback_error  rolling_back  applied       (refused or out of reach: claim released)
 
+    recover_applied      applying      applied       (admin, a dead claim: the cluster holds this
+                         rolling_back  applied        proposal's object)
+    recover_approved     applying      approved      (admin: the cluster holds what it held before)
+    recover_rolled_back  rolling_back  rolled_back   (admin: the replaced object is back, or the
+                                                      created one gone, as the rollback intended)
+    recover_refused      applying      applying      (admin: someone else changed the object: the
+                         rolling_back  rolling_back   claim stays, the finding is logged)
+
 "No verdict on the policy" is a cluster out of reach, netwarden lacking RBAC, audit mode
 unavailable, or another writer that got to the policy first (it was created or changed since it
 was read): the proposal goes back to ``approved`` to be looked at and retried.
@@ -30,9 +38,21 @@ PostgreSQL; SQLite's write lock, taken at ``BEGIN IMMEDIATE``), before any reque
 cluster: of two concurrent applies of one proposal, the second sees ``applying`` and is refused
 (:class:`ProposalLifecycleError`) without a request. Two proposals for the same policy are kept
 apart by the cluster instead: see :mod:`netwarden.remediation.apply` (create-if-absent, and
-updates conditional on the ``resourceVersion`` read). A claim whose holder died (the process
-killed mid-apply) stays ``applying``: what reached the cluster is then unknown, so it is left for
-a person to check rather than guessed.
+updates conditional on the ``resourceVersion`` read).
+
+**Recovery.** A claim whose holder died (the process killed mid-apply) stays ``applying`` (or
+``rolling_back``) until a person asks :func:`recover_proposal` to finish it from facts, not
+guesses. For that the claim is written down as it goes (:attr:`ProposalRecord.claim`): when,
+by whom and, before the real write is sent, what the cluster held (the object the dry-run read,
+or its absence; a rollback has what it needs in ``change`` already); and every object netwarden
+applies carries the annotation ``netwarden.io/proposal-id: <id>`` (:data:`PROPOSAL_ANNOTATION`).
+Recover reads the object and decides: this proposal's object there (its annotation and its
+spec) is ``applied``, with the recorded object as what it replaced; what was there before (or
+nothing, as before) is ``approved`` again; for a rollback, the applied object unchanged is
+``applied`` and the replaced object back (or the created one gone) is ``rolled_back``; anything
+else is someone else's change, refused (:class:`RecoveryRefused`) and left as it is. A claim
+younger than the grace period (``remediation.claim_grace_seconds``) may still be at work and is
+not touched (:class:`ClaimInProgress`). Each recover that reads the cluster is one audit event.
 
 **Two people.** With ``require_second_approver`` (the default; ``remediation.
 require_second_approver``) a proposal's author, the actor of its ``propose`` event, cannot approve
@@ -61,6 +81,7 @@ objects.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,7 +99,9 @@ from netwarden.remediation.apply import (
     Forbidden,
     Invalid,
     PolicyApplier,
+    PolicyRef,
     Unreachable,
+    diverged,
 )
 from netwarden.remediation.normal import NormalEdges
 from netwarden.remediation.propose import Proposer, policy_name
@@ -94,23 +117,32 @@ from netwarden.storage.lifecycle import AuditedLifecycle, SubjectNotFound, Trans
 
 __all__ = [
     "ACTIONS",
+    "CLAIMED",
     "CLAIMS",
+    "DEFAULT_CLAIM_GRACE_SECONDS",
     "KINDS",
     "LIFECYCLE",
+    "PROPOSAL_ANNOTATION",
+    "RECOVERIES",
     "STATES",
     "ApplyRefused",
+    "ClaimInProgress",
     "InvalidProposal",
     "ProposalEvent",
     "ProposalLifecycleError",
     "ProposalNotFound",
     "ProposalRecord",
     "ProposalStore",
+    "RecoveryRefused",
     "SecondApproverRequired",
     "TargetMismatch",
     "apply_proposal",
     "built_for",
     "check_claim",
+    "check_recover",
+    "marked",
     "next_state",
+    "recover_proposal",
     "rollback_proposal",
 ]
 
@@ -144,6 +176,11 @@ ACTIONS: Final[dict[str, dict[str, str]]] = {
     "start_rollback": {APPLIED: ROLLING_BACK},
     "rollback": {ROLLING_BACK: ROLLED_BACK},
     "rollback_error": {ROLLING_BACK: APPLIED},
+    # a claim whose holder is gone, finished by a person from what the cluster holds
+    "recover_applied": {APPLYING: APPLIED, ROLLING_BACK: APPLIED},
+    "recover_approved": {APPLYING: APPROVED},
+    "recover_rolled_back": {ROLLING_BACK: ROLLED_BACK},
+    "recover_refused": {APPLYING: APPLYING, ROLLING_BACK: ROLLING_BACK},
     # written by netwarden before simulations became reads; kept so old trails stay readable
     "simulate": {state: state for state in STATES},
 }
@@ -151,6 +188,17 @@ ACTIONS: Final[dict[str, dict[str, str]]] = {
 CLAIMS: Final[dict[str, str]] = {"apply": "start_apply", "rollback": "start_rollback"}
 #: The author of automatic proposals.
 SYSTEM_ACTOR: Final = "netwarden"
+#: The states of a claim: under way, or left behind by a holder that died.
+CLAIMED: Final[tuple[str, ...]] = (APPLYING, ROLLING_BACK)
+#: The actions :func:`recover_proposal` ends a claim with (or logs a refusal as).
+RECOVERIES: Final[tuple[str, ...]] = (
+    "recover_applied", "recover_approved", "recover_rolled_back", "recover_refused"
+)  # fmt: skip
+#: On every policy object netwarden applies: the proposal it came from (recover reads it).
+PROPOSAL_ANNOTATION: Final = "netwarden.io/proposal-id"
+#: Seconds a claim is left to its holder before recover may end it (``remediation.
+#: claim_grace_seconds``): an apply takes a few requests of at most the applier's timeout each.
+DEFAULT_CLAIM_GRACE_SECONDS: Final = 300.0
 
 
 # --------------------------------------------------------------------------------- errors
@@ -161,9 +209,34 @@ class ProposalLifecycleError(TransitionError):
     applying while another apply of it is under way)."""
 
     def __init__(self, proposal_id: int, state: str, action: str) -> None:
-        allowed = LIFECYCLE.sources(CLAIMS.get(action, action))
+        if action == "recover":
+            allowed: Iterable[str] = CLAIMED
+        else:
+            allowed = LIFECYCLE.sources(CLAIMS.get(action, action))
         super().__init__("proposal", proposal_id, state, action, allowed)
         self.proposal_id = proposal_id
+
+
+class ClaimInProgress(Exception):
+    """Recover of a claim that may still be at work: younger than the grace period, or one
+    that moved on while recover looked at the cluster. Nothing is changed or logged."""
+
+    def __init__(self, proposal_id: int, state: str, message: str, *, age: float) -> None:
+        super().__init__(message)
+        self.proposal_id = proposal_id
+        self.state = state
+        self.age = age
+
+
+class RecoveryRefused(Exception):
+    """Recover found neither this proposal's object nor the one it expected to replace (or to
+    restore): someone else changed it. The proposal stays claimed (``record``, with the finding
+    logged as ``recover_refused``); ``found`` says what the cluster holds."""
+
+    def __init__(self, message: str, record: ProposalRecord, found: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.record = record
+        self.found = found
 
 
 class SecondApproverRequired(PermissionError):
@@ -246,6 +319,12 @@ def check_claim(proposal_id: int, state: str, action: str) -> None:
         raise ProposalLifecycleError(proposal_id, state, action)
 
 
+def check_recover(proposal_id: int, state: str) -> None:
+    """Refuse (:class:`ProposalLifecycleError`) to recover a proposal that is not claimed."""
+    if state not in CLAIMED:
+        raise ProposalLifecycleError(proposal_id, state, "recover")
+
+
 # -------------------------------------------------------------------------------- records
 
 
@@ -254,7 +333,10 @@ class ProposalRecord:
     """One proposal as stored. ``problems`` is empty for a valid policy; ``warnings`` are what
     normal traffic its policy would drop, found when it was proposed (a containment replayed
     against the recent flows); ``dry_run`` is the last dry-run (``passed``, ``message``, ...);
-    ``change`` is :meth:`AppliedChange.to_dict` once applied (what rollback restores)."""
+    ``change`` is :meth:`AppliedChange.to_dict` once applied (what rollback restores);
+    ``claim`` is the claim under way (``applying``/``rolling_back``; None otherwise): its
+    ``action``, ``at`` (ISO time), ``actor``, for an apply ``audit`` and, once the dry-run has
+    read it, ``before`` (``ref`` and ``object``, None when absent: what the write replaces)."""
 
     id: int
     kind: str
@@ -271,10 +353,20 @@ class ProposalRecord:
     note: str
     created_at: datetime
     updated_at: datetime
+    claim: dict[str, Any] | None = None
 
     @property
     def valid(self) -> bool:
         return not self.problems
+
+    @property
+    def claimed_at(self) -> datetime | None:
+        """When the claim under way was made (None when not claimed); for a claim made by a
+        netwarden that did not record it, the proposal's last change."""
+        if self.state not in CLAIMED:
+            return None
+        at = (self.claim or {}).get("at")
+        return datetime.fromisoformat(at) if isinstance(at, str) else self.updated_at
 
     @property
     def name(self) -> str:
@@ -323,6 +415,8 @@ class _ProposalRow(Base):
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(_UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(_UTCDateTime())
+    # added with recover: older databases get it on open (nullable)
+    claim: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_proposals_identity", "identity", "id"),
@@ -339,6 +433,7 @@ def _to_record(row: _ProposalRow) -> ProposalRecord:
         current=dict(row.current) if row.current is not None else None,
         problems=list(row.problems or []),
         warnings=[str(w) for w in row.warnings or ()],
+        claim=dict(row.claim) if row.claim is not None else None,
     )
 
 
@@ -514,12 +609,16 @@ class ProposalStore(SqlStore):
         with self._transaction() as (session, _):
             return _author(session, self._row(session, proposal_id).id)
 
-    def claim(self, proposal_id: int, action: str, *, actor: str, note: str = "") -> ProposalRecord:
+    def claim(
+        self, proposal_id: int, action: str, *, actor: str, note: str = "", audit: bool = False
+    ) -> ProposalRecord:
         """Claim the proposal for ``action`` (``apply``: approved -> applying; ``rollback``:
         applied -> rolling_back) in one transaction holding its row, so exactly one of several
         concurrent callers gets it; the others get :class:`ProposalLifecycleError`. Call before
         any request reaches the cluster; end with :meth:`record_dry_run`, :meth:`mark_applied`,
-        :meth:`mark_failed`, :meth:`mark_rolled_back` or :meth:`release`."""
+        :meth:`mark_failed`, :meth:`mark_rolled_back` or :meth:`release`. The claim is kept on
+        the proposal (:attr:`ProposalRecord.claim`: when, by whom, ``audit`` for an apply), so
+        that one whose holder died can be recovered (:func:`recover_proposal`)."""
         if action not in CLAIMS:
             raise ValueError(f"unknown claim {action!r}: expected one of {', '.join(CLAIMS)}")
         actor = required_text(actor, "actor")
@@ -533,6 +632,60 @@ class ProposalStore(SqlStore):
                 at=now,
             )  # fmt: skip
             row.updated_at = now
+            claim: dict[str, Any] = {"action": action, "at": now.isoformat(), "actor": actor}
+            if action == "apply":
+                claim["audit"] = audit
+            row.claim = claim
+            return _to_record(row)
+
+    def stuck(self, older_than: float = 0.0) -> list[ProposalRecord]:
+        """The proposals claimed (``applying``, ``rolling_back``) at least ``older_than``
+        seconds ago by the store's clock, oldest claim first: with the grace period, those
+        whose holder is presumably gone (:func:`recover_proposal` finishes them)."""
+        with self._transaction() as (session, now):
+            rows = session.scalars(select(_ProposalRow).where(_ProposalRow.state.in_(CLAIMED)))
+            records = [_to_record(row) for row in rows]
+        old = [r for r in records if _age(r, now) >= older_than]
+        return sorted(old, key=lambda r: (r.claimed_at or r.updated_at, r.id))
+
+    def finish_claim(
+        self,
+        proposal_id: int,
+        action: str,
+        *,
+        actor: str,
+        note: str,
+        seen: ProposalRecord,
+        details: dict[str, Any],
+        change: dict[str, Any] | None = None,
+    ) -> ProposalRecord:
+        """End (or, ``recover_refused``, keep) a claim whose holder is gone with ``action``, one
+        of :data:`RECOVERIES`, as :func:`recover_proposal` decided from the cluster and
+        ``seen``, the proposal as it read it. Refused with :class:`ClaimInProgress` when the
+        proposal changed since (its holder was at work after all), so that a decision is never
+        made on a claim that moved on."""
+        if action not in RECOVERIES:
+            raise ValueError(
+                f"unknown recovery {action!r}: expected one of {', '.join(RECOVERIES)}"
+            )
+        actor = required_text(actor, "actor")
+        with self._transaction() as (session, now):
+            row = self._row(session, proposal_id)
+            if row.state != seen.state or row.claim != seen.claim:
+                raise ClaimInProgress(
+                    row.id,
+                    row.state,
+                    f"proposal {row.id} changed while recover looked at the cluster (it is "
+                    f"{row.state} now): its claim's holder is at work; look again",
+                    age=_age(seen, now),
+                )
+            LIFECYCLE.transition(session, row, action, actor=actor, note=note, at=now,
+                                 details=details)  # fmt: skip
+            row.updated_at = now
+            if change is not None:
+                row.change = change
+            if row.state not in CLAIMED:
+                row.claim = None
             return _to_record(row)
 
     def release(
@@ -551,11 +704,17 @@ class ProposalStore(SqlStore):
         return self._act(proposal_id, f"{action}_error", actor=actor, note=message, details=details)
 
     def record_dry_run(
-        self, proposal_id: int, *, actor: str, result: dict[str, Any]
+        self,
+        proposal_id: int,
+        *,
+        actor: str,
+        result: dict[str, Any],
+        before: dict[str, Any] | None = None,
     ) -> ProposalRecord:
         """Keep the dry-run ``result`` (with ``passed``) of a claimed proposal and log it: a
         failed one moves it to ``failed``; a passed one leaves it ``applying`` for
-        :meth:`mark_applied`."""
+        :meth:`mark_applied`, with ``before`` (``ref``, and ``object``: what the dry-run read,
+        None when absent) on its claim, committed before the write it precedes is sent."""
         action = "dry_run" if result.get("passed") else "fail"
         return self._act(
             proposal_id,
@@ -564,6 +723,7 @@ class ProposalStore(SqlStore):
             note=str(result.get("message", "")),
             details={"dry_run": result},
             dry_run=result,
+            claim={"before": before} if before is not None else None,
         )
 
     def mark_applied(
@@ -605,6 +765,7 @@ class ProposalStore(SqlStore):
         details: dict[str, Any] | None = None,
         dry_run: dict[str, Any] | None = None,
         change: dict[str, Any] | None = None,
+        claim: dict[str, Any] | None = None,
     ) -> ProposalRecord:
         actor = required_text(actor, "actor")
         with self._transaction() as (session, now):
@@ -624,7 +785,17 @@ class ProposalStore(SqlStore):
                 row.dry_run = dry_run
             if change is not None:
                 row.change = change
+            if row.state not in CLAIMED:
+                row.claim = None  # the claim is over
+            elif claim is not None:
+                row.claim = {**(row.claim or {}), **claim}  # a new dict: JSON is not tracked
             return _to_record(row)
+
+
+def _age(record: ProposalRecord, now: datetime) -> float:
+    """Seconds since ``record`` was claimed (0 when it is not)."""
+    at = record.claimed_at
+    return (now - at).total_seconds() if at is not None else 0.0
 
 
 def _author(session: Session, proposal_id: int) -> str | None:
@@ -693,8 +864,9 @@ def apply_proposal(
     note: str = "",
     audit: bool = False,
 ) -> ProposalRecord:
-    """Apply an approved, valid proposal: claim it, dry-run (recorded), then the real apply
-    against the object the dry-run saw.
+    """Apply an approved, valid proposal: claim it, dry-run (recorded, with the object it read),
+    then the real apply against the object the dry-run saw. The object applied is the policy
+    with :data:`PROPOSAL_ANNOTATION` naming the proposal (:func:`marked`).
 
     ``audit``: only where Cilium runs in policy audit mode (its verdicts are logged, not
     enforced; see :meth:`PolicyApplier.apply`).
@@ -705,11 +877,12 @@ def apply_proposal(
     :func:`_no_verdict`) releases the claim (``approved`` again, the error logged) and raises it
     too. A real apply that timed out may have reached the cluster: the release says so.
     """
-    record = store.claim(proposal_id, "apply", actor=actor)
+    record = store.claim(proposal_id, "apply", actor=actor, audit=audit)
+    policy = marked(record.policy, record.id)
     step = "dry_run"
     try:
         try:
-            checked = applier.dry_run(record.policy)
+            checked = applier.dry_run(policy)
         except ApplyError as exc:
             if _no_verdict(exc):
                 raise
@@ -724,7 +897,7 @@ def apply_proposal(
                 f"the dry-run failed, nothing was applied: {exc}", after, exc
             ) from exc
         effect = "created" if checked.created else "changed" if checked.changed else "unchanged"
-        store.record_dry_run(
+        store.record_dry_run(  # committed before the write: what recover compares with
             record.id,
             actor=actor,
             result={
@@ -734,10 +907,11 @@ def apply_proposal(
                 "created": checked.created,
                 "changed": checked.changed,
             },
+            before={"ref": _ref_dict(checked.ref), "object": checked.previous},
         )
         step = "apply"
         try:
-            change: AppliedChange = applier.apply(record.policy, audit=audit, checked=checked)
+            change: AppliedChange = applier.apply(policy, audit=audit, checked=checked)
         except ApplyError as exc:
             if _no_verdict(exc):
                 raise
@@ -790,6 +964,266 @@ def rollback_proposal(
         raise
     what = "deleted" if change.previous is None else "restored the previous"
     return store.mark_rolled_back(record.id, actor=actor, note=note or f"{what} {change.ref}")
+
+
+def marked(policy: Mapping[str, Any], proposal_id: int) -> dict[str, Any]:
+    """``policy`` as netwarden applies it for proposal ``proposal_id``: with the annotation
+    :data:`PROPOSAL_ANNOTATION` set to that id (replacing one copied from another proposal's
+    object), so that the object in the cluster says which proposal wrote it."""
+    out = copy.deepcopy(dict(policy))
+    meta = dict(out.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), PROPOSAL_ANNOTATION: str(proposal_id)}
+    out["metadata"] = meta
+    return out
+
+
+def _ref_dict(ref: PolicyRef) -> dict[str, Any]:
+    return {"kind": ref.kind, "name": ref.name, "namespace": ref.namespace}
+
+
+# ------------------------------------------------------------------------------- recovery
+
+
+@dataclass(frozen=True, slots=True)
+class _Finding:
+    """What recover found in the cluster: the action it takes, why, and for ``applied`` the
+    change rollback needs."""
+
+    action: str
+    text: str
+    change: dict[str, Any] | None = None
+
+
+def recover_proposal(
+    store: ProposalStore,
+    applier: PolicyApplier,
+    proposal_id: int,
+    *,
+    actor: str,
+    note: str = "",
+    grace_seconds: float = DEFAULT_CLAIM_GRACE_SECONDS,
+) -> ProposalRecord:
+    """Finish a claim whose holder is gone (the process killed mid-apply or mid-rollback) from
+    what the cluster holds now (see "Recovery" in the module docstring).
+
+    Raises :class:`ProposalNotFound`; :class:`ProposalLifecycleError` when the proposal is not
+    claimed; :class:`ClaimInProgress` when it was claimed less than ``grace_seconds`` ago (or
+    moved on meanwhile); :class:`~netwarden.remediation.apply.ApplyError` when the cluster
+    cannot be read (nothing decided, nothing logged); :class:`RecoveryRefused` when someone else
+    changed the object (logged as ``recover_refused``, the claim left as it is). Otherwise the
+    proposal ends ``applied`` (with what its object replaced, for rollback), ``approved`` or
+    ``rolled_back``, the finding logged with the note."""
+    record = store.get(proposal_id)
+    if record is None:
+        raise ProposalNotFound(proposal_id)
+    check_recover(record.id, record.state)
+    age = _age(record, store.now())
+    if age < grace_seconds:
+        claim = record.claim or {}
+        who = f" by {claim['actor']}" if claim.get("actor") else ""
+        raise ClaimInProgress(
+            record.id,
+            record.state,
+            f"proposal {record.id} was claimed{who} {age:.0f} s ago, still in progress? recover "
+            f"finishes only claims at least {grace_seconds:g} s old "
+            "(remediation.claim_grace_seconds)",
+            age=age,
+        )
+    if record.state == ROLLING_BACK:
+        assert record.change is not None, "an applied proposal always holds its change"
+        ref = PolicyRef(**record.change["ref"])
+    else:
+        ref = PolicyRef.of(record.policy)
+    current = applier.get(ref.namespace, ref.name, kind=ref.kind)
+    if record.state == ROLLING_BACK:
+        finding = _rollback_finding(record, ref, current)
+    else:
+        finding = _apply_finding(record, ref, current)
+    found = _found(ref, current)
+    after = store.finish_claim(
+        record.id,
+        finding.action,
+        actor=actor,
+        note=note or finding.text,
+        seen=record,
+        details={"finding": finding.text, "found": found, "claimed_at": _iso(record.claimed_at)},
+        change=finding.change,
+    )
+    if finding.action == "recover_refused":
+        raise RecoveryRefused(finding.text, after, found)
+    return after
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _marker(obj: Mapping[str, Any] | None) -> str | None:
+    if obj is None:
+        return None
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(PROPOSAL_ANNOTATION)
+    return str(value) if value is not None else None
+
+
+def _uid(obj: Mapping[str, Any]) -> Any:
+    return (obj.get("metadata") or {}).get("uid")
+
+
+def _body(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What a policy enforces: everything but its identity, metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+
+
+def _ours(record: ProposalRecord, obj: Mapping[str, Any] | None) -> bool:
+    """``obj`` is this proposal's object: its annotation names the proposal, its spec is the
+    proposal's."""
+    return obj is not None and _marker(obj) == str(record.id) and _body(obj) == _body(record.policy)
+
+
+def _found(ref: PolicyRef, obj: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The object recover read, in brief (for the audit log and the 409)."""
+    if obj is None:
+        return {"ref": str(ref), "present": False}
+    meta = obj.get("metadata") or {}
+    entries = meta.get("managedFields") or []
+    return {
+        "ref": str(ref),
+        "present": True,
+        "uid": meta.get("uid"),
+        "resourceVersion": meta.get("resourceVersion"),
+        "proposal": _marker(obj),
+        "managers": sorted({str(e.get("manager", "?")) for e in entries if isinstance(e, dict)}),
+    }
+
+
+def _there(ref: PolicyRef, obj: Mapping[str, Any] | None) -> str:
+    """What the cluster holds at ``ref``, in words."""
+    found = _found(ref, obj)
+    if not found["present"]:
+        return f"{ref} is not in the cluster"
+    marker = found["proposal"]
+    by = f"annotated {PROPOSAL_ANNOTATION}: {marker}" if marker else "not marked by netwarden"
+    managers = ", ".join(found["managers"]) or "none"
+    return (
+        f"{ref} is in the cluster at resourceVersion {found['resourceVersion']} (uid "
+        f"{found['uid']}; {by}; field managers: {managers})"
+    )
+
+
+def _unlike(expected: Mapping[str, Any] | None, obj: Mapping[str, Any] | None) -> str:
+    """How ``obj`` differs from ``expected``, read or written before (either may be absent)."""
+    if expected is None:
+        return "it was absent then"
+    if obj is None:
+        return "it has been deleted since"
+    return f"since then {diverged(expected, obj) or 'nothing changed'}"
+
+
+def _apply_finding(
+    record: ProposalRecord, ref: PolicyRef, current: dict[str, Any] | None
+) -> _Finding:
+    claim = record.claim or {}
+    before = claim.get("before")
+    there = _there(ref, current)
+    if _ours(record, current):
+        if before is None:  # netwarden writes only after recording what it replaces
+            return _Finding(
+                "recover_refused",
+                f"{there}: this proposal's policy, but netwarden recorded nothing of what it "
+                "replaced, so a rollback could not put that back. Check the policy in the "
+                "cluster: delete it, or restore what it replaced, then recover again",
+            )
+        previous = before.get("object")
+        change = AppliedChange(ref, previous, current, audit_mode=bool(claim.get("audit")))
+        what = "nothing (it created it)" if previous is None else (
+            f"resourceVersion {previous['metadata'].get('resourceVersion')}, recorded before the "
+            "write"
+        )  # fmt: skip
+        return _Finding(
+            "recover_applied",
+            f"the apply reached the cluster: {there}, this proposal's policy; it replaced {what}",
+            change.to_dict(),
+        )
+    if before is not None:
+        previous = before.get("object")
+        if previous is None and current is None:
+            return _Finding(
+                "recover_approved",
+                f"the apply never reached the cluster: {ref} is still absent, as before it; "
+                "the claim is released",
+            )
+        if previous is not None and current is not None and not diverged(previous, current):
+            return _Finding(
+                "recover_approved",
+                f"the apply never reached the cluster: {there}, as before it (the object the "
+                "dry-run read); the claim is released",
+            )
+        return _Finding(
+            "recover_refused",
+            f"{there}. That is neither this proposal's policy nor what netwarden recorded before "
+            f"the apply ({_unlike(previous, current)}): someone else changed it. Review the "
+            "policy in the cluster, put back either of them, then recover again",
+        )
+    if claim:
+        return _Finding(
+            "recover_approved",
+            f"the claim ended before netwarden recorded what the cluster held, and it writes "
+            f"only after that: nothing was written ({there}); the claim is released",
+        )
+    # claimed by a netwarden that recorded neither the object read nor marked its writes
+    if current is not None and _body(current) == _body(record.policy):
+        return _Finding(
+            "recover_refused",
+            f"{there}, with this proposal's spec, but the claim was made by a netwarden that "
+            "recorded nothing of what an apply replaces: whether it wrote the policy, and over "
+            "what, cannot be told. Check the policy in the cluster: restore what it replaced "
+            "or delete it, then recover again",
+        )
+    return _Finding(
+        "recover_approved",
+        f"the cluster does not hold this proposal's policy ({there}); the claim is released",
+    )
+
+
+def _rollback_finding(
+    record: ProposalRecord, ref: PolicyRef, current: dict[str, Any] | None
+) -> _Finding:
+    assert record.change is not None
+    applied: dict[str, Any] = record.change["applied"]
+    previous: dict[str, Any] | None = record.change["previous"]
+    there = _there(ref, current)
+    # what netwarden applied; or its object (same uid, annotation, spec) with labels or
+    # annotations of others added since, which the next rollback refuses over, as it always did
+    if current is not None and (
+        not diverged(applied, current)
+        or (
+            _uid(current) == _uid(applied)
+            and _marker(current) == str(record.id)
+            and _body(current) == _body(applied)
+        )
+    ):
+        return _Finding(
+            "recover_applied",
+            f"the rollback never reached the cluster: {there}, this proposal's object as "
+            "netwarden applied it; the claim is released",
+        )
+    if previous is None and current is None:
+        return _Finding(
+            "recover_rolled_back",
+            f"the rollback deleted {ref}, which the apply had created",
+        )
+    if previous is not None and current is not None and not diverged(previous, current):
+        return _Finding(
+            "recover_rolled_back",
+            f"the rollback restored what the apply had replaced: {there}",
+        )
+    meant = "no policy" if previous is None else "the object the apply replaced"
+    return _Finding(
+        "recover_refused",
+        f"{there}. That is neither what netwarden applied ({_unlike(applied, current)}) nor "
+        f"what the rollback meant to leave ({meant}): someone else changed it. Review the "
+        "policy in the cluster, put back either of them, then recover again",
+    )
 
 
 def propose_containment(

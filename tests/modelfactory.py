@@ -8,6 +8,7 @@ from pathlib import Path
 from netwarden.generator import generate
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder, windows_to_rows
+from netwarden.models.edges import EdgeMemory
 from netwarden.models.training import ModelBundle, TrainConfig, train
 
 
@@ -22,7 +23,7 @@ def train_on_generated(
     n_estimators: int = 50,
 ) -> tuple[ModelBundle, list[ClosedWindow]]:
     """Generate ``hours`` of normal traffic into ``out``, build its windows and train on them;
-    the bundle carries the builder's peer/name baselines, as ``netwarden train`` saves them."""
+    the bundle carries the edge memory of those windows, as ``netwarden train`` saves it."""
     result = generate(out, hours=hours, seed=seed, start=start, rate=rate)
     builder = WindowBuilder()
     windows: list[ClosedWindow] = []
@@ -32,5 +33,5 @@ def train_on_generated(
         config=TrainConfig(n_estimators=n_estimators, seed=train_seed),
         windows=builder.config,
     )
-    bundle.baselines = builder.export_baselines()
+    bundle.edges = EdgeMemory.from_windows(windows)
     return bundle, windows

@@ -60,6 +60,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/v1/proposals/{proposal_id}/reject"): Role.reviewer,
     ("POST", "/api/v1/proposals/{proposal_id}/apply"): Role.admin,
     ("POST", "/api/v1/proposals/{proposal_id}/rollback"): Role.admin,
+    ("POST", "/api/v1/proposals/{proposal_id}/recover"): Role.admin,
 }
 #: Values for path parameters, and request bodies, that make a valid request.
 PATH_VALUES = {

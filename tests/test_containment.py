@@ -23,8 +23,8 @@ from netwarden.ingest.flow import Flow
 from netwarden.ingest.identity import IdentityResolver
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.reader import read_flows
-from netwarden.ingest.sketch import stable_hash64
 from netwarden.ingest.windows import WindowBuilder
+from netwarden.models.edges import EdgeMemory
 from netwarden.remediation.containment import Containment, containment
 from netwarden.remediation.matcher import l4_key
 from netwarden.remediation.normal import EVERY_PORT, NormalEdges, activity
@@ -63,14 +63,13 @@ def scene(tmp_path_factory) -> Scene:
     split = list(split_attack_flows(attacked.flows_path, clean.flows_path))
     flows = [f for f, _ in split]
     builder = WindowBuilder(bundle.windows)
-    builder.seed_baselines(bundle.baselines)
     windows: list[Any] = []
     build_windows([attacked.flows_path], windows.extend, builder=builder)
     store = AnomalyStore("sqlite://")
     anomalies = store.record(Scorer(bundle).score(windows))
     store.close()
-    # What the service has: the training baselines (peers) and flows before each anomaly.
-    normal = NormalEdges.from_flows(train).merge(NormalEdges.from_baselines(bundle.baselines))
+    # What the service has: the model's edge memory and flows before each anomaly.
+    normal = NormalEdges.from_flows(train).merge(NormalEdges.from_memory(bundle.edges))
     selectors = Proposer().add_all(train).selectors()
     results: dict[int, Containment | ValueError] = {}
     for anomaly in anomalies:
@@ -341,17 +340,29 @@ def test_only_normal_traffic_at_the_victim_is_nothing_to_contain() -> None:
         containment(anomaly, normal=normal)
 
 
-def test_baselines_keep_a_peer_whose_ports_are_unknown() -> None:
-    """The model bundle only knows peers (hashes): such a peer is normal on every port."""
-    baselines = {"shop/mailer": {"egress": [[stable_hash64("db/redis"), 0.0]]}}
-    normal = NormalEdges.from_baselines(baselines)
-    assert normal.edge_ports("shop/mailer", "egress", "db/redis") == EVERY_PORT
-    assert normal.edge_ports("db/redis", "ingress", "shop/mailer") == EVERY_PORT  # other end
+def test_the_edge_memory_keeps_normal_ports_and_contains_the_rest() -> None:
+    """The model's edge memory knows ports: a scanner that is a normal peer of its victim keeps
+    its normal port and is denied the scanned ones (with peer-level baselines it was not
+    contained at all)."""
+    memory = EdgeMemory()
+    memory.add("shop/mailer", (True, "db/redis", 6, 6379), when=0.0, flows=10)
+    memory.add("db/redis", (False, "shop/mailer", 6, 6379), when=0.0, flows=10)
+    memory.add("shop/mailer", (True, "reserved:host", 0, 0), when=0.0, flows=1)  # ICMP
+    normal = NormalEdges.from_memory(memory)
+    assert normal.edge_ports("shop/mailer", "egress", "db/redis") == frozenset({("TCP", 6379)})
+    assert normal.edge_ports("db/redis", "ingress", "shop/mailer") == frozenset({("TCP", 6379)})
+    assert normal.edge_ports("shop/mailer", "egress", "reserved:host") == EVERY_PORT
     assert normal.edge_ports("shop/mailer", "egress", "db/postgres") is None
-    attack = _scan(range(6000, 6020))
+    attack = _scan(range(6370, 6390))
     anomaly = _anomaly("shop/mailer", ["egress_distinct_dst_ports"])
-    with pytest.raises(ValueError, match="normal peer"):
-        containment(anomaly, normal=normal, flows=attack)
+    result = containment(anomaly, normal=normal, flows=attack)
+    denied = {
+        p["port"]
+        for rule in result.policy["spec"]["egressDeny"]
+        for ports in rule.get("toPorts", [])
+        for p in ports["ports"]
+    }
+    assert "6379" not in denied and "6380" in denied
 
 
 def test_examples_alone_still_never_deny_a_normal_edge() -> None:

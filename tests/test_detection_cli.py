@@ -187,7 +187,8 @@ def test_score_summary_prints_a_day_long_incident_with_its_dates() -> None:
 
     from rich.console import Console
 
-    from netwarden.commands.detection import _print_anomalies
+    from netwarden.commands.detection import _print_incidents
+    from netwarden.detector.incidents import Incident
     from netwarden.detector.results import ScoredWindow
 
     start = datetime(2026, 1, 5, tzinfo=UTC)
@@ -205,16 +206,27 @@ def test_score_summary_prints_a_day_long_incident_with_its_dates() -> None:
             model="identity:shop/cart",
             fallback=False,
             summary="cart sent [many] flows",
+            incident="inc-1",
+            role="attacker" if i < 24 * 60 - 1 else "victim",
         )
         for i in range(24 * 60)
     ]
-    buffer = io.StringIO()
-    _print_anomalies({"shop/cart": run}, Console(file=buffer, width=200, markup=False))
-    text = buffer.getvalue()
-    assert "shop/cart: 1 anomaly" in text
-    assert "  2026-01-05 00:00 - 2026-01-06 00:00 score 1.00 (threshold 0.5): cart sent [many]" in (
-        text
+    incident = Incident(
+        "inc-1",
+        "shop/cart",
+        run[0].window_start.timestamp(),
+        run[-1].window_start.timestamp(),
+        victims={"db/redis"},
+        peak_score=1.0,
     )
+    buffer = io.StringIO()
+    _print_incidents([incident], {"shop/cart": run}, Console(file=buffer, width=200, markup=False))
+    text = buffer.getvalue()
+    assert (
+        "incident inc-1: shop/cart -> db/redis, 2026-01-05 00:00 - 2026-01-06 00:00, "
+        "peak score 1.00" in text
+    )
+    assert "  cart sent [many] flows" in text
 
 
 @pytest.mark.slow

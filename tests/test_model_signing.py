@@ -180,7 +180,7 @@ def test_key_files(tmp_path) -> None:
         ("models", {}, "models: expected a non-empty list"),
         ("namespaces", [], "namespaces: expected an object"),
         ("training_start", "yesterday", "training_start: expected an ISO 8601 timestamp"),
-        ("baselines", None, "baselines: expected an object"),
+        ("edges", None, "edges: expected an object"),
         ("libraries", "sklearn", "libraries: expected an object"),
         ("config", {"n_estimators": "lots"}, "config: "),
     ],

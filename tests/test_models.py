@@ -12,12 +12,14 @@ import pytest
 import skops.io as sio
 
 from netwarden.detector.explain import examples_text, reason_text, summary
+from netwarden.detector.judge import WindowJudge
 from netwarden.detector.scorer import Scorer
 from netwarden.detector.stream import StreamScorer
 from netwarden.generator import generate
 from netwarden.ingest.pipeline import build_windows
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder, WindowConfig, windows_to_rows
 from netwarden.models.artifact import ArtifactError, list_versions, load_bundle, save_bundle
+from netwarden.models.edges import EdgeMemory
 from netwarden.models.forest import anomaly_score
 from netwarden.models.spec import LOG_COLUMNS, MODEL_COLUMNS, raw_matrix, transform
 from netwarden.models.training import ModelBundle, NotEnoughData, TrainConfig, train
@@ -38,7 +40,7 @@ def test_columns_and_transform() -> None:
     assert (
         "egress_flows" in LOG_COLUMNS
         and "egress_http_4xx_share" not in LOG_COLUMNS
-        and "egress_new_peers" in LOG_COLUMNS
+        and "egress_distinct_peers" in LOG_COLUMNS
     )
     row = dict.fromkeys(MODEL_COLUMNS, 0.0)
     row.update(window_start=T0 + timedelta(hours=6), egress_flows=np.e - 1)
@@ -90,7 +92,7 @@ def test_artifact_round_trip_gives_the_same_scores(trained, tmp_path) -> None:
     a = Scorer(bundle).score(windows[-200:])
     b = Scorer(loaded).score(windows[-200:])
     assert [s.score for s in a] == [s.score for s in b]
-    assert loaded.baselines == json.loads(json.dumps(bundle.baselines))
+    assert loaded.edges.to_json() == bundle.edges.to_json() and len(loaded.edges) > 0
 
 
 def test_manifest_records_the_windows_and_old_manifests_still_load(trained, tmp_path) -> None:
@@ -98,7 +100,7 @@ def test_manifest_records_the_windows_and_old_manifests_still_load(trained, tmp_
     recorded (``window_seconds`` alone) loads with the other settings at their defaults."""
     bundle, _, _ = trained
     assert bundle.windows == WindowConfig()  # what the factory's builder used
-    windows = WindowConfig(window_seconds=30, allowed_lateness=5, novelty_seconds=600)
+    windows = WindowConfig(window_seconds=30, allowed_lateness=5, max_skew=120)
     bundle = dataclasses.replace(bundle, windows=windows)
     folder = save_bundle(bundle, tmp_path / "m")
     path = folder / "manifest.json"
@@ -258,9 +260,9 @@ def test_attacks_detected_and_quiet_traffic_not(trained_day, seed, hour, attacks
         out / f"test{seed}", hours=3, seed=seed, start=start, attacks=attacks, rate=rate
     )
     builder = WindowBuilder()
-    builder.seed_baselines(bundle.baselines)
     scored: list = []
-    stream = StreamScorer(Scorer(bundle), builder, lambda _, results: scored.extend(results))
+    judge = WindowJudge(Scorer(bundle), bundle.edges)
+    stream = StreamScorer(judge, lambda _, results: scored.extend(results))
     build_windows([test.flows_path], stream.add, builder=builder)
     stream.flush()
 
@@ -297,26 +299,26 @@ def test_list_versions(trained, tmp_path) -> None:
     }
 
 
-def test_stream_scorer_batches_within_the_novelty_horizon(trained) -> None:
-    """Every window is scored once, in order, in batches spanning under half the novelty
-    horizon; anomalous windows are handed back to the builder's forget()."""
+class _Batches(list):
+    def append_pair(self, windows: list[ClosedWindow], scored: list) -> None:
+        self.append((windows, scored))
+
+
+def test_stream_scorer_batches_do_not_change_verdicts(trained) -> None:
+    """Every window is judged once, in order; the verdicts are the same whatever the batches
+    (the judge takes each batch's windows in the order they closed)."""
     bundle, windows, _ = trained
-    builder = WindowBuilder()
-    forgotten: list[ClosedWindow] = []
-    builder.forget = forgotten.append  # type: ignore[method-assign]
-    batches: list[tuple[list[ClosedWindow], list]] = []
-    stream = StreamScorer(
-        Scorer(bundle), builder, lambda w, s: batches.append((w, s)), max_windows=10_000
-    )
-    for i in range(0, len(windows), 50):
-        stream.add(windows[i : i + 50])
-    stream.flush()
-    assert [w for ws, _ in batches for w in ws] == windows
-    span = builder.config.novelty_seconds / 2
-    assert all(ws[-1].end - ws[0].start < span + 60 * 50 for ws, _ in batches)
-    assert len(batches) > 1
-    anomalous = [w for ws, ss in batches for w, s in zip(ws, ss) if s.anomalous]
-    assert forgotten == anomalous
+    runs = []
+    for size, max_windows in ((50, 10_000), (7, 64), (len(windows), 10_000)):
+        batches = _Batches()
+        judge = WindowJudge(Scorer(bundle), EdgeMemory.from_json(bundle.edges.to_json()))
+        stream = StreamScorer(judge, batches.append_pair, max_windows=max_windows)
+        for i in range(0, len(windows), size):
+            stream.add(windows[i : i + size])
+        stream.flush()
+        assert [w for ws, _ in batches for w in ws] == windows
+        runs.append([(s.anomalous, round(s.score, 9), s.changes) for _, ss in batches for s in ss])
+    assert runs[0] == runs[1] == runs[2]
 
 
 def test_sketch_estimates_read_as_whole_numbers() -> None:

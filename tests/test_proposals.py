@@ -4,7 +4,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -864,3 +868,59 @@ def test_a_containment_asked_for_through_the_api_uses_the_services_inputs(tmp_pa
         assert asked == [T0]
     finally:
         _close(api)
+
+
+# ------------------------------------------------------------------ the app, and its bodies
+
+
+def test_building_the_app_warns_of_nothing(tmp_path) -> None:
+    """Importing the API and building the app (routes, dependencies, the OpenAPI document)
+    emits no warning: pydantic once warned of the ``alias`` of a ``Body()`` the action routes
+    shared. In a fresh interpreter, since the routes are built when their modules load."""
+    script = textwrap.dedent(f"""\
+        import warnings
+        warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from netwarden.api.app import create_app
+            from netwarden.api.auth import TokenTable
+            from netwarden.detector.store import AnomalyStore
+
+            class Service:
+                store = AnomalyStore({f"sqlite:///{tmp_path / 'db.sqlite'}"!r})
+
+            app = create_app(Service(), TokenTable([]))
+            app.openapi()
+        for w in caught:
+            print(f"{{w.category.__name__}}: {{w.message}} ({{w.filename}}:{{w.lineno}})")
+        """)
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == "", done.stdout + done.stderr
+
+
+def test_an_action_s_note_is_an_optional_json_body(api) -> None:
+    """approve, reject, apply, rollback and recover take ``{"note": ...}`` or nothing."""
+    first = _create(api, {"identity": "shop/cart", "policy": _baseline()})["id"]
+    second = _create(api, {"identity": "shop/cart", "policy": _baseline()})["id"]
+    assert _act(api, first, "approve", Role.reviewer).json()["state"] == "approved"  # no body
+    r = _act(api, second, "reject", Role.reviewer, json={"note": "too wide"})
+    assert r.status_code == 200 and r.json()["events"][-1]["note"] == "too wide"
+    assert api.get(f"/api/v1/proposals/{first}").json()["events"][-1]["note"] == ""
+    _problem(_act(api, first, "apply", Role.admin, json={"nope": 1}), 422)  # members checked
+    _problem(_act(api, first, "apply", Role.admin, json={"note": 7}), 422)
+    assert api.get(f"/api/v1/proposals/{first}").json()["state"] == "approved"
+    document = api.get("/openapi.json", Role.viewer).json()
+    for action in ("approve", "reject", "apply", "rollback", "recover"):
+        body = document["paths"][f"/api/v1/proposals/{{proposal_id}}/{action}"]["post"]
+        assert body["requestBody"].get("required", False) is False
+        assert body["requestBody"]["content"]["application/json"]["schema"]["anyOf"] == [
+            {"$ref": "#/components/schemas/ProposalActionRequest"},
+            {"type": "null"},
+        ]

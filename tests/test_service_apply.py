@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import yaml
 from netwarden.api.auth import new_token
 from netwarden.config import ServiceConfig, load_config
 from netwarden.errors import UserError
+from netwarden.remediation.proposals import ProposalStore
 from netwarden.service import kubernetes_client
 from tests.k8s_standin import K8sStandIn
 from tests.policyfactory import cnp
@@ -248,3 +250,46 @@ def test_apply_and_roll_back_through_the_running_service(tmp_path, standin) -> N
     output = (tmp_path / "serve.log").read_text()
     assert code == 0, output
     assert f"applied to the cluster at {standin.url}" in output
+
+
+def test_stuck_claims_are_logged_at_start_and_counted(tmp_path) -> None:
+    """An apply whose process died leaves its proposal claimed: once the claim is older than
+    remediation.claim_grace_seconds (here from the environment), `netwarden serve` names it in
+    one start-up line with the recover route, and netwarden_proposals_stuck counts it; a
+    younger claim (maybe still at work) is neither."""
+    data = tmp_path / "data"
+    data.mkdir()
+    url = f"sqlite:///{data / 'netwarden.db'}"
+    policy = cnp(
+        {"k8s:app": "cart"},
+        name="cart-baseline",
+        namespace="shop",
+        ingress=[{"fromEndpoints": [{"matchLabels": {"k8s:app": "frontend"}}]}],
+    )
+    an_hour_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    ids = []
+    for clock in (lambda: an_hour_ago, lambda: datetime.now(UTC)):
+        with ProposalStore(url, now=clock) as store:
+            p = store.create(kind="baseline", identity="shop/cart", policy=policy, actor="rita")
+            store.approve(p.id, actor="victor")
+            store.claim(p.id, "apply", actor="ada")
+            ids.append(p.id)
+    flows = tmp_path / "flows.jsonl"
+    flows.touch()
+    proc, base = start_serve(
+        tmp_path,
+        {"data_dir": str(data), "source": {"spec": str(flows)}, "models": {"bootstrap": False}},
+        {"NETWARDEN_REMEDIATION__CLAIM_GRACE_SECONDS": "600"},
+    )
+    try:
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    finally:
+        code = stop_serve(proc)
+    output = (tmp_path / "serve.log").read_text()
+    assert code == 0, output
+    assert "netwarden_proposals_stuck 1.0" in metrics
+    assert [line for line in output.splitlines() if " is stuck " in line] == [
+        f"proposal {ids[0]} is stuck applying since {an_hour_ago:%Y-%m-%d %H:%M:%S} UTC (its "
+        "process presumably died): an admin finishes it from what the cluster holds with "
+        f"POST /api/v1/proposals/{ids[0]}/recover"
+    ]

@@ -752,3 +752,32 @@ def test_purge_windows_keeps_the_evidence(store) -> None:
     assert kept == [T0 + STEP, T0 + 2 * STEP, T0 + 4 * STEP]
     (anomaly,) = store.list()
     assert anomaly.window_count == 2
+
+
+def test_novelty_fields_round_trip_and_older_databases_gain_their_columns(tmp_path) -> None:
+    """Evidence, changes, incident and role are stored with each window (and the peak's on the
+    anomaly); a database written before they existed gets the columns when opened."""
+    from dataclasses import replace
+
+    path = tmp_path / "old.db"
+    AnomalyStore(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as db:
+        for column in ("evidence", "changes", "new_edges", "model_anomalous", "incident", "role"):
+            db.execute(f"ALTER TABLE scored_windows DROP COLUMN {column}")
+        for column in ("incident", "role"):
+            db.execute(f"ALTER TABLE anomalies DROP COLUMN {column}")
+    store = AnomalyStore(f"sqlite:///{path}")
+    w = replace(
+        win(1),
+        evidence=({"rule": "port_sweep", "text": "t", "edges": ["to a/b TCP/22"], "peer": ""},),
+        changes=("chg-1",),
+        new_edges=3,
+        model_anomalous=True,
+        incident="inc-1",
+        role="attacker",
+    )
+    (anomaly,) = store.record([w])
+    assert (anomaly.incident, anomaly.role) == ("inc-1", "attacker")
+    (back,) = store.windows("shop/cart")
+    assert back == w
+    store.close()

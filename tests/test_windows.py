@@ -341,40 +341,60 @@ def test_icmp_counted() -> None:
     assert _one(windows, "checkout/cart").client.icmp == 1
 
 
-def test_new_peers_against_the_baseline() -> None:
-    lines = connection(CART, REDIS, seconds=1) + connection(CART, PAYMENTS, seconds=2)
-    lines += connection(CART, REDIS, seconds=61) + connection(CART, PAYMENTS, seconds=62)
-    lines += connection(CART, REDIS, seconds=121) + connection(CART, DNS, seconds=122, dport=53)
+def test_edges_of_a_window() -> None:
+    """Each side lists its (peer, protocol/port) edges with flows, SYNs, SYN-ACKs, resets and
+    drops; a refused connection shows as a SYN and a reset, a dropped one as a drop."""
+    lines = connection(CART, REDIS, seconds=1, dport=6379)
+    lines += [
+        flow(CART, PAYMENTS, seconds=2, sport=40100, dport=22, flags=("SYN",)),
+        flow(PAYMENTS, CART, seconds=2.001, sport=22, dport=40100, flags=("RST", "ACK"),
+             reply=True, point="TO_ENDPOINT"),
+        flow(CART, PAYMENTS, seconds=3, sport=40200, dport=23, flags=("SYN",),
+             verdict="DROPPED", drop_reason="POLICY_DENIED"),
+    ]  # fmt: skip
+    windows, _ = _build(lines)
+    cart = {(e.peer, e.port_text): e for e in _one(windows, "checkout/cart").edges(True)}
+    redis = cart[("db/redis", "TCP/6379")]
+    assert (redis.flows, redis.syns, redis.syn_acks, redis.failures) == (2, 1, 1, 0)
+    refused = cart[("checkout/payments", "TCP/22")]
+    assert (refused.syns, refused.resets, refused.failures) == (1, 1, 2)
+    dropped = cart[("checkout/payments", "TCP/23")]
+    assert (dropped.drops, dropped.failures) == (1, 2)
+    served = _one(windows, "db/redis").edges(False)
+    assert [(e.peer, e.port_text, e.flows) for e in served] == [("checkout/cart", "TCP/6379", 2)]
 
-    def new(config: WindowConfig, feature: str) -> list[float]:
-        windows, _ = _build(lines, config)
-        return [
-            _one(windows, "checkout/cart", off).client.features()[feature] for off in (0, 60, 120)
-        ]
 
-    # a peer is new for one window: cold start, all known, one of two peers new
-    assert new(WindowConfig(novelty_seconds=60), "new_peers") == [2.0, 0.0, 1.0]
-    # for the default hour, every peer first used in the last hour is new
-    assert new(WindowConfig(), "new_peers") == [2.0, 2.0, 2.0]
-    flows = [_one(_build(lines)[0], "checkout/cart", off).client.flows for off in (0, 60, 120)]
-    assert new(WindowConfig(), "new_peer_flows") == flows
-    assert new(WindowConfig(novelty_seconds=60), "new_peer_flows")[1] == 0.0
+def test_internet_edges_are_named_by_dns_name_or_network() -> None:
+    """A vendor rotating its addresses is one edge; an address without a name is its /24."""
+    lines = [
+        flow(PAYMENTS, world(ip), seconds=s, sport=41000 + s, dport=443, destination_names=names)
+        for s, ip, names in (
+            (1, "203.0.113.10", ["api.stripe.com"]),
+            (2, "203.0.113.77", ["api.stripe.com."]),
+            (3, "198.51.100.5", None),
+            (4, "198.51.100.9", None),
+        )
+    ]
+    lines.append(
+        flow(world("198.51.100.5"), PAYMENTS, seconds=3.001, sport=443, dport=41003,
+             flags=("SYN", "ACK"), reply=True, point="TO_ENDPOINT")
+    )  # fmt: skip
+    windows, _ = _build(lines)
+    edges = _one(windows, "checkout/payments").edges(True)
+    assert sorted((e.peer, e.flows, e.syn_acks) for e in edges) == [
+        ("cidr:198.51.100.0/24", 2, 1),
+        ("fqdn:api.stripe.com", 2, 0),
+    ]
+    assert all(len(e.times) == e.flows for e in edges)  # connection starts, for rhythm
 
 
-def test_new_peers_survive_export_and_seed() -> None:
-    """Scoring seeded with a training baseline sees the same novelty as one long run."""
+def test_windows_do_not_depend_on_earlier_windows() -> None:
+    """The builder learns nothing across windows: novelty is the detector's (edge memory)."""
     early = connection(CART, REDIS, seconds=1)
     late = connection(CART, REDIS, seconds=1801) + connection(CART, PAYMENTS, seconds=1802)
-    _, trained = _build(early)
-    seeded = WindowBuilder()
-    seeded.seed_baselines(trained.export_baselines())
-    windows = seeded.add(decode(late)) + seeded.flush()
-    one_run, _ = _build(early + late)
-    assert (
-        _one(windows, "checkout/cart", 1800).client.features()
-        == _one(one_run, "checkout/cart", 1800).client.features()
-    )
-    assert _one(windows, "checkout/cart", 1800).client.features()["new_peers"] == 2.0  # < 1 h
+    alone, _ = _build(late)
+    both, _ = _build(early + late)
+    assert _one(alone, "checkout/cart", 1800).client == _one(both, "checkout/cart", 1800).client
 
 
 def test_advance_closes_windows_of_a_quiet_stream() -> None:
@@ -385,21 +405,6 @@ def test_advance_closes_windows_of_a_quiet_stream() -> None:
     closed = builder.advance(t0 + 75.5)
     assert {w.identity for w in closed} >= {"checkout/cart"} and closed[0].end == t0 + 60
     assert builder.advance(t0) == [] and builder.stats.watermark == t0 + 60.5  # never backwards
-
-
-def test_forget_keeps_an_anomalous_windows_peers_new() -> None:
-    builder = WindowBuilder(WindowConfig(novelty_seconds=60))
-    windows = builder.add(decode(connection(CART, REDIS, seconds=1))) + builder.advance(
-        T0.timestamp() + 100
-    )
-    builder.forget(_one(windows, "checkout/cart"))
-    windows = builder.add(decode(connection(CART, REDIS, seconds=121))) + builder.flush()
-    assert _one(windows, "checkout/cart", 120).client.features()["new_peers"] == 1.0
-    # without forget, the peer is known after its first window
-    builder = WindowBuilder(WindowConfig(novelty_seconds=60))
-    builder.add(decode(connection(CART, REDIS, seconds=1)))
-    windows = builder.add(decode(connection(CART, REDIS, seconds=121))) + builder.flush()
-    assert _one(windows, "checkout/cart", 120).client.features()["new_peers"] == 0.0
 
 
 def test_bytes_of_agent_flows_count_for_each_end_in_its_own_direction() -> None:

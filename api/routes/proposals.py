@@ -1,5 +1,5 @@
 """``/api/v1/proposals``: review policy proposals (viewer reads and simulates, reviewer proposes,
-approves and rejects, admin applies and rolls back).
+approves and rejects, admin applies, rolls back and recovers).
 
 Errors map to problems here, once: an unknown id is a 404; an action the proposal's state does
 not allow (see :mod:`netwarden.remediation.proposals`) a 409 naming the state, and so is an
@@ -10,7 +10,16 @@ approval by the proposal's own author a 403 ``second-approver-required``; no flo
 no Kubernetes API a 503. A dry-run or apply the cluster refuses leaves the proposal ``failed``
 and answers 409 with the server's message; another writer that changed the policy first (or
 since it was applied, for a rollback) is a 409 ``policy-changed``, the proposal back where it
-was. The actor recorded for an action is the token's name; a simulation records nothing.
+was. Recover (an apply or rollback whose process died) is a 409 ``lifecycle-conflict`` for a
+proposal that is not claimed, a 409 ``claim-in-progress`` for a claim younger than
+``remediation.claim_grace_seconds``, and a 409 ``recovery-refused`` saying what the cluster holds
+when someone else changed the policy (the proposal stays claimed). The actor recorded for an
+action is the token's name; a simulation records nothing.
+
+The optional note of an action is its JSON body, ``{"note": "..."}``: a plain
+``ProposalActionRequest | None = None`` parameter, which FastAPI takes as an optional body, with
+no ``Body()`` marker (a module-level ``Annotated[..., Body()]`` shared by every action route was
+reported to make pydantic warn about its ``alias`` when the app was built).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any, Final
 
 import jsonpatch
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from netwarden.api.deps import AdminDep, PagerDep, Review, ReviewDep, ReviewerDep, ViewerDep
 from netwarden.api.problems import (
@@ -54,15 +63,19 @@ from netwarden.remediation.apply import (
 from netwarden.remediation.proposals import (
     BASELINE,
     ApplyRefused,
+    ClaimInProgress,
     InvalidProposal,
     ProposalLifecycleError,
     ProposalNotFound,
     ProposalRecord,
+    RecoveryRefused,
     SecondApproverRequired,
     TargetMismatch,
     apply_proposal,
     check_claim,
+    check_recover,
     propose_containment,
+    recover_proposal,
     rollback_proposal,
 )
 from netwarden.remediation.proposals import simulate_proposal as replay_proposal
@@ -74,9 +87,6 @@ __all__ = ["router"]
 router = APIRouter(
     prefix="/proposals", tags=["proposals"], responses=problem_responses(401, 403, 422)
 )
-
-NoteBody = Annotated[ProposalActionRequest | None, Body()]
-
 
 # --------------------------------------------------------------------------------- errors
 
@@ -166,6 +176,26 @@ def _errors() -> Iterator[None]:
             raise _invalid(problems, str(exc)) from None
         except ApplyRefused as exc:
             raise _refused(exc) from None
+        except ClaimInProgress as exc:
+            raise ProblemError(
+                409,
+                str(exc),
+                type=problem_type("claim-in-progress"),
+                title="The claim may still be in progress",
+                state=exc.state,
+                proposal_id=exc.proposal_id,
+                claimed_seconds_ago=round(exc.age, 1),
+            ) from None
+        except RecoveryRefused as exc:
+            raise ProblemError(
+                409,
+                str(exc),
+                type=problem_type("recovery-refused"),
+                title="The cluster holds someone else's change",
+                state=exc.record.state,
+                proposal_id=exc.record.id,
+                found=exc.found,
+            ) from None
         except ApplyError as exc:
             raise ProblemError(
                 503 if isinstance(exc, Unreachable) else 502,
@@ -394,7 +424,10 @@ _CLUSTER_ERRORS = problem_responses(404, 409, 502, 503)
     "/{proposal_id}/approve", response_model=ProposalDetailPublic, responses=_ACTION_ERRORS
 )
 def approve_proposal(
-    proposal_id: RecordId, review: ReviewDep, token: ReviewerDep, body: NoteBody = None
+    proposal_id: RecordId,
+    review: ReviewDep,
+    token: ReviewerDep,
+    body: ProposalActionRequest | None = None,
 ) -> ProposalDetailPublic:
     """proposed -> approved: a reviewer vouches for it (only a valid policy can be approved)."""
     return _act(
@@ -404,7 +437,10 @@ def approve_proposal(
 
 @router.post("/{proposal_id}/reject", response_model=ProposalDetailPublic, responses=_ACTION_ERRORS)
 def reject_proposal(
-    proposal_id: RecordId, review: ReviewDep, token: ReviewerDep, body: NoteBody = None
+    proposal_id: RecordId,
+    review: ReviewDep,
+    token: ReviewerDep,
+    body: ProposalActionRequest | None = None,
 ) -> ProposalDetailPublic:
     """proposed -> rejected, for good; the note says why."""
     return _act(
@@ -417,7 +453,7 @@ def apply_proposal_route(
     proposal_id: RecordId,
     review: ReviewDep,
     token: AdminDep,
-    body: NoteBody = None,
+    body: ProposalActionRequest | None = None,
     audit: Annotated[
         bool,
         Query(
@@ -450,7 +486,10 @@ def apply_proposal_route(
     "/{proposal_id}/rollback", response_model=ProposalDetailPublic, responses=_CLUSTER_ERRORS
 )
 def rollback_proposal_route(
-    proposal_id: RecordId, review: ReviewDep, token: AdminDep, body: NoteBody = None
+    proposal_id: RecordId,
+    review: ReviewDep,
+    token: AdminDep,
+    body: ProposalActionRequest | None = None,
 ) -> ProposalDetailPublic:
     """applied -> rolled_back: the object it replaced is restored (or the one it created is
     deleted)."""
@@ -461,6 +500,35 @@ def rollback_proposal_route(
         )
 
     return _change_cluster(review, proposal_id, "rollback", rollback)
+
+
+@router.post(
+    "/{proposal_id}/recover", response_model=ProposalDetailPublic, responses=_CLUSTER_ERRORS
+)
+def recover_proposal_route(
+    proposal_id: RecordId,
+    review: ReviewDep,
+    token: AdminDep,
+    body: ProposalActionRequest | None = None,
+) -> ProposalDetailPublic:
+    """Finish an apply or rollback whose process died (the proposal stuck ``applying`` or
+    ``rolling_back`` for longer than ``remediation.claim_grace_seconds``), from what the cluster
+    holds: this proposal's object -> applied (rollback restores what it replaced); what was
+    there before -> approved (apply again); after a rollback, the replaced object back (or the
+    created one gone) -> rolled_back. Anything else is someone else's change: a 409 saying what
+    is there, the proposal left as it is. Every decision is in the audit log."""
+    record = _found(review, proposal_id)
+    with _errors():
+        check_recover(record.id, record.state)  # 409 before a 503 for no cluster
+        record = recover_proposal(
+            review.proposals,
+            _applier(review),
+            record.id,
+            actor=token.name,
+            note=note_of(body),
+            grace_seconds=review.claim_grace_seconds(),
+        )
+    return _detail(review, record)
 
 
 def _change_cluster(

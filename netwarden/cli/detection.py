@@ -72,7 +72,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         help="score Hubble flows with trained models",
         description="Build windows from the flows with the model's window length, score each "
         "identity-window and write one JSON object per window to FILE.jsonl; print "
-        "the anomalies with their top reasons on stderr.",
+        "the anomalies with their top reasons and the changes (new edges that look like "
+        "ordinary traffic: a new service, a new vendor) on stderr.",
     )
     sc.add_argument(
         "--model-dir",
@@ -88,6 +89,13 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         required=True,
         metavar="FILE.jsonl",
         help="where to write the scored windows (JSON lines)",
+    )
+    sc.add_argument(
+        "--changes",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="also write the changes found, one JSON object per change (JSON lines)",
     )
     sc.add_argument(
         "--db",
@@ -145,5 +153,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
         db=args.db,
         console=stderr,
         signing_key=args.signing_key,
+        changes_out=args.changes,
     )
     return 0

@@ -7,15 +7,24 @@ against (keep it exactly)::
      "score": <float, higher is more anomalous>, "threshold": <float>, "anomalous": <bool>,
      "reasons": [{"feature": "<name>", "value": <float>, "baseline": <float>}, ...]}
 
-plus, as extra keys tools may ignore: ``model``, ``fallback``, ``summary`` and, for anomalous
-windows, each reason's ``text``/``contribution`` and ``examples`` (peers, ports, DNS names, drop
-reasons behind the window).
+plus, as extra keys tools may ignore: ``model``, ``fallback``, ``new_edges`` (edges new to the
+identity in this window), ``changes`` (ids of the changes they belong to), ``model_anomalous``
+(the model's verdict before the novelty rules), ``summary`` and, for anomalous windows, each
+reason's ``text``/``contribution``, ``evidence`` (the novelty rules met), ``examples`` (peers,
+ports, DNS names, drop reasons behind the window), ``incident`` and ``role`` (``attacker``,
+``victim`` or ``subject``: see :mod:`netwarden.detector.incidents`; a victim's window is linked
+to its attacker's incident, not an alert of its own).
+
+``score --changes FILE`` writes one JSON object per change (see
+:class:`netwarden.detector.changes.Change`): id, kind, subject, identities, edges, first and
+last seen.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,6 +64,7 @@ def train(
     """Train models on ``flows`` and save them as a new current version of ``model_dir``,
     signed with the key in ``signing_key`` (unsigned without one)."""
     from netwarden.models.artifact import save_bundle
+    from netwarden.models.edges import EdgeMemory
     from netwarden.models.training import NotEnoughData, TrainConfig
     from netwarden.models.training import train as train_models
 
@@ -85,7 +95,7 @@ def train(
             )
         except NotEnoughData as exc:
             raise UserError(str(exc)) from None
-    bundle.baselines = builder.export_baselines()
+    bundle.edges = EdgeMemory.from_windows(windows)
     try:
         folder = save_bundle(bundle, model_dir, key=key)
     except OSError as exc:
@@ -122,10 +132,18 @@ def scored_to_json(s: ScoredWindow) -> dict[str, Any]:
         ],
         "model": s.model,
         "fallback": s.fallback,
+        "model_anomalous": s.model_anomalous,
+        "new_edges": s.new_edges,
     }
+    if s.changes:
+        out["changes"] = list(s.changes)
     if s.anomalous:
         out["summary"] = s.summary
         out["examples"] = s.examples
+        out["incident"] = s.incident
+        out["role"] = s.role
+        if s.evidence:
+            out["evidence"] = list(s.evidence)
     return out
 
 
@@ -153,9 +171,11 @@ def score(
     db: Path | None,
     console: Console,
     signing_key: Path | None = None,
+    changes_out: Path | None = None,
 ) -> None:
     """Score ``flows`` with the current version of ``model_dir`` (verified with the key in
     ``signing_key``: then an unsigned or foreign-signed version is refused)."""
+    from netwarden.detector.judge import WindowJudge
     from netwarden.detector.scorer import Scorer
     from netwarden.detector.stream import StreamScorer
     from netwarden.models.artifact import ArtifactError, library_mismatch, load_bundle
@@ -169,9 +189,8 @@ def score(
         raise UserError(str(exc)) from None
     if warning:
         console.print(f"warning: {warning}", markup=False)
-    scorer = Scorer(bundle)
+    judge = WindowJudge(Scorer(bundle), bundle.edges)
     builder = WindowBuilder(bundle.windows)  # as the models were trained
-    builder.seed_baselines(bundle.baselines)
     store = None
     if db is not None:
         from netwarden.detector.store import AnomalyStore
@@ -203,7 +222,7 @@ def score(
                 totals["anomalous"] += 1
                 anomalies[s.identity].append(s)
 
-    stream = StreamScorer(scorer, builder, write, max_windows=_SCORE_BATCH)
+    stream = StreamScorer(judge, write, max_windows=_SCORE_BATCH)
 
     try:
         result = ingest_with_progress(
@@ -216,38 +235,86 @@ def score(
             store.close()
     for line in result.summary_lines():
         console.print(line, markup=False)
+    found = judge.changes.changes()
+    incidents = judge.incidents.incidents()
+    if changes_out is not None:
+        _write_changes(changes_out, found)
     console.print(
         f"scored {totals['windows']:,} identity-windows ({totals['fallback']:,} by a "
-        f"fallback model); {totals['anomalous']:,} anomalous; wrote {out}",
+        f"fallback model); {totals['anomalous']:,} anomalous in {len(incidents):,} "
+        f"incident{'' if len(incidents) == 1 else 's'}; {len(found):,} "
+        f"change{'' if len(found) == 1 else 's'}; wrote {out}"
+        + (f" and {changes_out}" if changes_out is not None else ""),
         markup=False,
     )
-    _print_anomalies(anomalies, console)
+    _print_incidents(incidents, anomalies, console)
+    _print_changes(found, console)
 
 
-def _print_anomalies(anomalies: dict[str, list[ScoredWindow]], console: Console) -> None:
-    """Per identity: anomalous windows merged into runs, each with its peak window's reasons."""
-    for identity in sorted(anomalies):
-        runs: list[list[ScoredWindow]] = []
-        for s in sorted(anomalies[identity], key=lambda s: s.window_start):
-            if runs and runs[-1][-1].window_end == s.window_start:
-                runs[-1].append(s)
-            else:
-                runs.append([s])
+def _write_changes(path: Path, changes: list[Any]) -> None:
+    try:
+        with open(path, "wb") as fh:
+            for change in changes:
+                fh.write(orjson.dumps(change.to_json(), option=orjson.OPT_APPEND_NEWLINE))
+    except OSError as exc:
+        raise UserError(f"--changes {path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _print_changes(changes: list[Any], console: Console, limit: int = 20) -> None:
+    """One line per change: when, what, who it touched."""
+    if not changes:
+        return
+    console.print(f"changes (new edges that look like ordinary traffic): {len(changes)}")
+    for change in changes[:limit]:
         console.print(
-            f"{identity}: {len(runs)} anomal{'y' if len(runs) == 1 else 'ies'}", markup=False
+            f"  {time_span(change.first_datetime, change.last_datetime)} {change.description()}",
+            markup=False,
         )
-        for run in runs[:5]:
-            peak = max(run, key=lambda s: s.score)
-            console.print(
-                f"  {time_span(run[0].window_start, run[-1].window_end)} "
-                f"score {peak.score:.2f} (threshold {peak.threshold:g}): {peak.summary}",
-                markup=False,
-            )
-            side = peak.reasons[0].feature.split("_", 1)[0] if peak.reasons else "egress"
-            flows = examples_text(
-                peak.examples, side if side in ("egress", "ingress") else "egress"
-            )
-            if flows:
-                console.print(f"    e.g. {flows}", markup=False)
-        if len(runs) > 5:
-            console.print(f"  ... and {len(runs) - 5} more", markup=False)
+    if len(changes) > limit:
+        console.print(f"  ... and {len(changes) - limit} more", markup=False)
+
+
+def _print_incidents(
+    incidents: list[Any], anomalies: dict[str, list[ScoredWindow]], console: Console
+) -> None:
+    """Per incident: when, the attacker and its victims, the peak window's reasons and flows."""
+    by_incident: dict[str, list[ScoredWindow]] = defaultdict(list)
+    for items in anomalies.values():
+        for s in items:
+            by_incident[s.incident].append(s)
+    for incident in incidents[:50]:
+        mine = by_incident.get(incident.id, [])
+        own = [s for s in mine if s.identity == incident.attacker] or mine
+        peak = max(own, key=lambda s: s.score) if own else None
+        victims = sorted(incident.victims)
+        shown = ", ".join(victims[:5]) + (
+            f" and {len(victims) - 5} more" if len(victims) > 5 else ""
+        )
+        end = _dt(incident.last_seen + _window(mine))
+        console.print(
+            f"incident {incident.id}: {incident.attacker}"
+            + (f" -> {shown}" if victims else "")
+            + f", {time_span(_dt(incident.first_seen), end)}, peak score "
+            f"{incident.peak_score:.2f}",
+            markup=False,
+        )
+        if peak is None:
+            continue
+        console.print(f"  {peak.summary}", markup=False)
+        side = peak.reasons[0].feature.split("_", 1)[0] if peak.reasons else "egress"
+        flows = examples_text(peak.examples, side if side in ("egress", "ingress") else "egress")
+        if flows:
+            console.print(f"    e.g. {flows}", markup=False)
+    if len(incidents) > 50:
+        console.print(f"... and {len(incidents) - 50} more incidents", markup=False)
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+def _window(windows: list[ScoredWindow]) -> float:
+    if not windows:
+        return 0.0
+    w = windows[0]
+    return (w.window_end - w.window_start).total_seconds()

@@ -1,0 +1,460 @@
+"""New edges: a change to review, or evidence of an attack. The decision rule, written down.
+
+A window's edges that the identity's edge memory (:mod:`netwarden.models.edges`) does not know
+are *new*. A cluster makes new edges every day (a new service and its callers, Prometheus
+scraping it, a new SaaS vendor, a job), and an attacker makes them too; what tells them apart
+is not novelty but how the new edge behaves. Each rule below is argued from how networks and
+Kubernetes behave; a new edge that meets none of them is a **change** (one reviewable record,
+never an alert: :mod:`netwarden.detector.changes`), one that meets any is **evidence** and the
+window is an anomaly whose reasons name the rule and the edges.
+
+Egress (the identity as client), a new edge to:
+
+* **an internet address without a name** (``cidr:`` peer), when names are visible in this
+  cluster (some internet peer was ever reached by name, i.e. Cilium's DNS proxy is on) and the
+  identity does not already reach unnamed internet peers on that port: software finds internet
+  services through DNS; a hard-coded address is how implants, miners and beacons are built.
+  An identity that already talks to unnamed addresses on that port (a resolver's upstreams on
+  53, a client of a fixed-address partner) is changing its peer, not its kind of traffic.
+* **an internet peer on a port outside the web ports** (80, 443) that the identity never used
+  toward the internet: SaaS APIs are HTTPS; SSH, SMTP relays, IRC, raw TCP to an unusual port
+  are how data leaves and commands arrive.
+* **a data store in another namespace**: a well-known database/cache/queue port that the peer
+  is known to serve, in a different namespace. Namespaces are the unit of ownership in
+  Kubernetes, and a running service that starts reaching another team's database directly is
+  the lateral movement network policy exists to stop; however few the connections (one or two
+  a minute is enough to read a database), the first one is the signal. One exception: a
+  workload new to the cluster (itself a change under review) whose namespace already has that
+  access, i.e. a new deployment joining its namespace's data path.
+* **far more traffic than the identity's known edges carry**: a new edge with at least
+  :data:`VOLUME_FACTOR` times the flows per window of the identity's busiest known edge (and
+  :data:`VOLUME_MIN_FLOWS`). A new dependency's calls come from the same requests as the
+  identity's other calls, so they run at the same order of rate; a bulk upload does not.
+* **a random-looking DNS name** (``fqdn:`` peer whose first label has the character entropy and
+  length of encoded data or a DGA, not of a word).
+
+Either direction, over the last hour (``horizon_seconds``) of this identity's new edges:
+
+* **failing new edges**: connection attempts that failed (SYN without SYN-ACK, reset, drop) on
+  at least :data:`FAILING_EDGES` distinct new edges, or on one new edge in
+  :data:`FAILING_WINDOWS` windows. A new dependency that is misconfigured fails on one edge for
+  a moment; probing fails on many.
+* **a port sweep**: at least :data:`SWEEP_PORTS` distinct new ports on one peer the identity
+  otherwise knows, or at least :data:`SWEEP_PEERS` distinct new peers. A service adds one or
+  two ports to a dependency in a release; walking through ports one by one (also one a minute,
+  for hours) is a scan.
+* **a beacon** (egress, internet): connections to a new internet peer starting at a fixed
+  rhythm: at least :data:`BEACON_CONNECTIONS` connection starts over the horizon whose
+  intervals (10 s to 15 min on average) have a standard deviation under :data:`BEACON_JITTER`
+  of their mean. Calls that follow users arrive at random (their intervals' deviation is about
+  their mean: a coefficient of variation near 1; seven random intervals come out as regular as
+  that about once in 30,000 tries); an implant's check-in is a timer, and the jitter implants
+  add to it is a few percent (one of 10% passes 99.9% of the time).
+
+Internet peers on the ingress side are not novelty at all: a public endpoint meets new client
+networks all day.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from netwarden.ingest.windows import ClosedWindow, Edge
+from netwarden.models.edges import EdgeMemory, namespace_of
+
+__all__ = [
+    "DATA_STORE_PORTS",
+    "WEB_PORTS",
+    "Evidence",
+    "NewEdge",
+    "Novelty",
+    "NoveltyDetector",
+]
+
+#: Ports of internet services reached by ordinary software (HTTP, HTTPS).
+WEB_PORTS: Final = frozenset({80, 443})
+#: Well-known server ports of data stores, caches and queues (TCP).
+DATA_STORE_PORTS: Final[dict[int, str]] = {
+    1433: "SQL Server",
+    1521: "Oracle",
+    2379: "etcd",
+    3306: "MySQL",
+    5432: "PostgreSQL",
+    5672: "AMQP",
+    5984: "CouchDB",
+    6379: "Redis",
+    7000: "Cassandra",
+    7687: "Neo4j",
+    8086: "InfluxDB",
+    9042: "Cassandra",
+    9092: "Kafka",
+    9200: "Elasticsearch",
+    9300: "Elasticsearch",
+    11211: "memcached",
+    26257: "CockroachDB",
+    27017: "MongoDB",
+    28015: "RethinkDB",
+}
+FAILING_EDGES: Final = 3
+FAILING_WINDOWS: Final = 2
+SWEEP_PORTS: Final = 4
+SWEEP_PEERS: Final = 16
+BEACON_CONNECTIONS: Final = 8
+BEACON_JITTER: Final = 0.15
+BEACON_PERIOD: Final = (10.0, 900.0)
+VOLUME_FACTOR: Final = 10.0
+VOLUME_MIN_FLOWS: Final = 30
+#: Character entropy (bits) and length from which a DNS label looks like encoded data.
+RANDOM_LABEL_BITS: Final = 3.9
+RANDOM_LABEL_LENGTH: Final = 20
+_TCP: Final = 6
+
+#: Strength of each rule as a score, in units of the model threshold (see severity.py):
+#: rules that only attacks meet are critical.
+RULE_SCORES: Final[dict[str, float]] = {
+    "unnamed_internet": 2.0,
+    "internet_port": 1.5,
+    "cross_namespace_data_store": 2.5,
+    "volume": 2.0,
+    "random_name": 2.0,
+    "failing_new_edges": 2.0,
+    "port_sweep": 3.0,
+    "peer_sweep": 3.0,
+    "beacon": 2.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NewEdge:
+    egress: bool
+    edge: Edge
+
+    def text(self) -> str:
+        arrow = "to" if self.egress else "from"
+        port = f" {self.edge.port_text}" if self.edge.port_text else ""
+        return f"{arrow} {self.edge.peer}{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One rule a window's new edges met: why they are an anomaly, not a change."""
+
+    rule: str
+    text: str
+    edges: tuple[NewEdge, ...]
+    #: The other end most responsible (the attacker for ingress evidence), else "".
+    peer: str = ""
+
+    @property
+    def score(self) -> float:
+        return RULE_SCORES[self.rule]
+
+
+@dataclass
+class Novelty:
+    """What was new in one window, and what of it is evidence."""
+
+    new: list[NewEdge] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+
+    @property
+    def suspicious(self) -> bool:
+        return bool(self.evidence)
+
+
+def label_entropy(label: str) -> float:
+    n = len(label)
+    if not n:
+        return 0.0
+    return -sum(c / n * math.log2(c / n) for c in Counter(label).values())
+
+
+def random_looking(name: str) -> bool:
+    """A DNS name whose first label looks like encoded data or a DGA, not like words."""
+    label = name.removeprefix("fqdn:").split(".", 1)[0]
+    if len(label) < RANDOM_LABEL_LENGTH:
+        return False
+    digits = sum(ch.isdigit() for ch in label)
+    return label_entropy(label) >= RANDOM_LABEL_BITS or digits * 3 >= len(label)
+
+
+def _is_world(peer: str) -> bool:
+    return peer.startswith(("fqdn:", "cidr:", "world:"))
+
+
+@dataclass
+class _Seen:
+    """A new edge within the horizon: windows it appeared in, flows, failures."""
+
+    windows: deque[tuple[float, int, int]] = field(default_factory=deque)  # start, flows, fails
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # connection starts
+
+
+class NoveltyDetector:
+    """Finds a window's new edges and the evidence among them; keeps the last hour of new
+    edges per identity for the rules that need more than one window."""
+
+    def __init__(self, memory: EdgeMemory, *, horizon_seconds: float = 3600.0) -> None:
+        self.memory = memory
+        self.horizon = horizon_seconds
+        #: identity -> (egress, peer, protocol, port) -> its recent windows.
+        self._recent: dict[str, dict[tuple[bool, str, int, int], _Seen]] = defaultdict(dict)
+
+    def inspect(self, window: ClosedWindow) -> Novelty:
+        identity = window.subject.id
+        memory = self.memory
+        novelty = Novelty()
+        for egress in (True, False):
+            for edge in window.edges(egress):
+                if not egress and _is_world(edge.peer):
+                    continue
+                if memory.knows(identity, egress, edge):
+                    continue
+                novelty.new.append(NewEdge(egress, edge))
+        recent = self._remember(identity, window.start, novelty.new)
+        if novelty.new:
+            novelty.evidence = self._evidence(identity, novelty.new, recent, window.start)
+        return novelty
+
+    # -- state over the horizon ------------------------------------------------------------------
+
+    def _remember(
+        self, identity: str, start: float, new: list[NewEdge]
+    ) -> dict[tuple[bool, str, int, int], _Seen]:
+        recent = self._recent[identity]
+        for item in new:
+            e = item.edge
+            seen = recent.setdefault((item.egress, e.peer, e.protocol, e.port), _Seen())
+            if not seen.windows or seen.windows[-1][0] != start:
+                seen.windows.append((start, e.flows, e.failures))
+                seen.times.extend(e.times)
+        cutoff = start - self.horizon
+        for key in [k for k, s in recent.items() if s.windows[-1][0] <= cutoff]:
+            del recent[key]
+        for seen in recent.values():
+            while seen.windows and seen.windows[0][0] <= cutoff:
+                seen.windows.popleft()
+            while seen.times and seen.times[0] <= cutoff:
+                seen.times.popleft()
+        if not recent:
+            del self._recent[identity]
+        return recent
+
+    def forget(self, identity: str, keys: set[tuple[bool, str, int, int]]) -> None:
+        """Drop horizon state of edges that were accepted (learned) meanwhile."""
+        recent = self._recent.get(identity)
+        if recent:
+            for key in keys:
+                recent.pop(key, None)
+
+    # -- the rules ---------------------------------------------------------------------------
+
+    def _evidence(
+        self,
+        identity: str,
+        new: list[NewEdge],
+        recent: dict[tuple[bool, str, int, int], _Seen],
+        start: float,
+    ) -> list[Evidence]:
+        memory = self.memory
+        out: list[Evidence] = []
+        namespace = namespace_of(identity)
+        world_ports = memory.world_ports(identity)
+        unnamed: list[NewEdge] = []
+        odd_port: list[NewEdge] = []
+        data_store: list[NewEdge] = []
+        random_names: list[NewEdge] = []
+        heavy: list[NewEdge] = []
+        busiest = memory.busiest_egress(identity)
+        for item in new:
+            e = item.edge
+            if item.egress and e.flows >= max(VOLUME_FACTOR * busiest, VOLUME_MIN_FLOWS):
+                heavy.append(item)
+            if item.egress and _is_world(e.peer):
+                named, unnamed_known = world_ports.get((e.protocol, e.port), (0, 0))
+                if e.peer.startswith("fqdn:") and random_looking(e.peer):
+                    random_names.append(item)
+                if e.port not in WEB_PORTS and e.protocol and not (named or unnamed_known):
+                    odd_port.append(item)
+                elif e.peer.startswith("cidr:") and memory.names_visible and not unnamed_known:
+                    unnamed.append(item)
+            elif (
+                e.protocol == _TCP
+                and e.port in DATA_STORE_PORTS
+                and self._crosses_to_data_store(identity, namespace, item)
+            ):
+                data_store.append(item)
+        if unnamed:
+            out.append(
+                Evidence(
+                    "unnamed_internet",
+                    f"reached {_list(unnamed)} without a DNS name, while internet peers in "
+                    "this cluster are reached by name",
+                    tuple(unnamed),
+                )
+            )
+        if odd_port:
+            out.append(
+                Evidence(
+                    "internet_port",
+                    f"reached {_list(odd_port)}: an internet port it never used",
+                    tuple(odd_port),
+                )
+            )
+        if data_store:
+            kinds = sorted({DATA_STORE_PORTS[i.edge.port] for i in data_store})
+            out.append(
+                Evidence(
+                    "cross_namespace_data_store",
+                    f"{'reached' if data_store[0].egress else 'was reached'} "
+                    f"{_list(data_store)} ({', '.join(kinds)}) across namespaces, where no "
+                    "workload of the namespace had that access",
+                    tuple(data_store),
+                    peer="" if data_store[0].egress else data_store[0].edge.peer,
+                )
+            )
+        if heavy:
+            out.append(
+                Evidence(
+                    "volume",
+                    f"sent {sum(i.edge.flows for i in heavy):,} flows to {_list(heavy)}, new "
+                    f"to it: its busiest known edge carries {busiest:,.1f} a window",
+                    tuple(heavy),
+                )
+            )
+        if random_names:
+            out.append(
+                Evidence(
+                    "random_name",
+                    f"reached {_list(random_names)}: a random-looking name",
+                    tuple(random_names),
+                )
+            )
+        out += self._horizon_rules(identity, new, recent)
+        return out
+
+    def _crosses_to_data_store(self, identity: str, namespace: str, item: NewEdge) -> bool:
+        """A new TCP edge to/from a data-store port of a workload in another namespace, that
+        no workload of the client's namespace has."""
+        e = item.edge
+        memory = self.memory
+        if item.egress:
+            client, client_ns, server = identity, namespace, e.peer
+            server_ns = namespace_of(e.peer)
+        else:
+            client, client_ns, server = e.peer, namespace_of(e.peer), identity
+            server_ns = namespace
+        if not client_ns or not server_ns or client_ns == server_ns:
+            return False
+        if not memory.serves(server, e.protocol, e.port):
+            return False  # not a data store there: a probe, for the failing/sweep rules
+        newcomer = not memory.knows_identity(client)
+        return not (newcomer and memory.namespace_reaches(client_ns, server, e.protocol, e.port))
+
+    def _horizon_rules(
+        self,
+        identity: str,
+        new: list[NewEdge],
+        recent: dict[tuple[bool, str, int, int], _Seen],
+    ) -> list[Evidence]:
+        out: list[Evidence] = []
+        in_window = {(i.egress, i.edge.peer, i.edge.protocol, i.edge.port): i for i in new}
+        for egress in (True, False):
+            keys = [k for k in recent if k[0] == egress]
+            if not keys:
+                continue
+            failing = [k for k in keys if any(f for _, _, f in recent[k].windows)]
+            persistent = [k for k in failing if sum(1 for _, _, f in recent[k].windows if f) >= 2]
+            now_failing = [in_window[k] for k in failing if k in in_window]
+            if now_failing and (len(failing) >= FAILING_EDGES or persistent):
+                peers = Counter(k[1] for k in failing)
+                out.append(
+                    Evidence(
+                        "failing_new_edges",
+                        f"{'made' if egress else 'got'} failing connections on "
+                        f"{len(failing)} new edge{'s' if len(failing) != 1 else ''} in the "
+                        f"last hour (refused, reset, unanswered or dropped), e.g. "
+                        f"{_list(now_failing)}",
+                        tuple(now_failing),
+                        peer="" if egress else peers.most_common(1)[0][0],
+                    )
+                )
+            by_peer: dict[str, set[tuple[int, int]]] = defaultdict(set)
+            for k in keys:
+                if k[2]:
+                    by_peer[k[1]].add((k[2], k[3]))
+            for peer, ports in sorted(by_peer.items()):
+                known = self.memory.peer_edges(identity, egress, peer)
+                if known and len(ports) >= SWEEP_PORTS:
+                    shown = [i for k, i in in_window.items() if k[1] == peer]
+                    if shown:
+                        out.append(
+                            Evidence(
+                                "port_sweep",
+                                f"{'tried' if egress else 'was tried on'} {len(ports)} new "
+                                f"ports {'of' if egress else 'by'} {peer} in the last hour, "
+                                f"a peer it knows on {_ports(known)}",
+                                tuple(shown),
+                                peer="" if egress else peer,
+                            )
+                        )
+            peers = {k[1] for k in keys}
+            if len(peers) >= SWEEP_PEERS and in_window:
+                out.append(
+                    Evidence(
+                        "peer_sweep",
+                        f"{'reached' if egress else 'was reached by'} {len(peers)} new peers "
+                        "in the last hour",
+                        tuple(i for k, i in in_window.items() if k[0] == egress)[:16],
+                    )
+                )
+            if egress:
+                out += self._beacons(keys, recent, in_window)
+        return out
+
+    def _beacons(
+        self,
+        keys: list[tuple[bool, str, int, int]],
+        recent: dict[tuple[bool, str, int, int], _Seen],
+        in_window: dict[tuple[bool, str, int, int], NewEdge],
+    ) -> list[Evidence]:
+        out = []
+        for k in keys:
+            if k not in in_window or not _is_world(k[1]):
+                continue
+            times = sorted(recent[k].times)
+            if len(times) < BEACON_CONNECTIONS:
+                continue
+            gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 0.5]
+            if len(gaps) < BEACON_CONNECTIONS - 1:
+                continue
+            period = statistics.fmean(gaps)
+            jitter = statistics.pstdev(gaps)
+            if BEACON_PERIOD[0] <= period <= BEACON_PERIOD[1] and jitter <= BEACON_JITTER * period:
+                out.append(
+                    Evidence(
+                        "beacon",
+                        f"connected to {k[1]} {len(times)} times, every {period:.0f} s "
+                        f"(\u00b1{jitter:.0f} s): a timer's rhythm, not users'",
+                        (in_window[k],),
+                    )
+                )
+        return out
+
+
+def _ports(ports: list[tuple[int, int]]) -> str:
+    shown = sorted(ports)[:3]
+    text = ", ".join(f"{'TCP' if p == 6 else 'UDP' if p == 17 else p}/{n}" for p, n in shown)
+    return text + (f" and {len(ports) - 3} more" if len(ports) > 3 else "")
+
+
+def _list(items: list[NewEdge], limit: int = 3) -> str:
+    shown = ", ".join(
+        f"{i.edge.peer}{' ' + i.edge.port_text if i.edge.port_text else ''}" for i in items[:limit]
+    )
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

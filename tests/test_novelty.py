@@ -1,0 +1,311 @@
+"""The edge memory, the novelty rules, changes and incidents (netwarden.detector.novelty,
+changes, incidents, netwarden.models.edges): each rule on the traffic that should meet it and on
+the benign traffic closest to it."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+
+from netwarden.detector.changes import ChangeTracker, registrable_domain
+from netwarden.detector.novelty import NoveltyDetector, random_looking
+from netwarden.ingest.windows import ClosedWindow, WindowBuilder
+from netwarden.models.edges import EdgeMemory, EdgeMemoryConfig, load_memory, save_memory
+from tests.flowfactory import connection, decode, flow, pod, reserved, world
+
+CART = pod("checkout", "cart", 30001, "10.244.1.10")
+PAYMENTS = pod("checkout", "payments", 30002, "10.244.2.20")
+ORDERS = pod("checkout", "orders", 30005, "10.244.2.21")
+REDIS = pod("db", "redis", 30003, "10.244.3.30")
+POSTGRES = pod("db", "postgres", 30004, "10.244.3.31")
+MAILER = pod("shop", "mailer", 30006, "10.244.4.40")
+NEWSVC = pod("checkout", "fraud-check", 30007, "10.244.4.41")
+PROM = pod("monitoring", "prometheus", 30008, "10.244.5.50")
+HOST = reserved("host", 1, "172.18.0.2")
+
+
+def windows_of(lines: list[dict], offset: float = 0.0) -> list[ClosedWindow]:
+    """The closed windows of ``lines`` (times shifted by ``offset`` seconds)."""
+    builder = WindowBuilder()
+    for line in lines:
+        line["flow"]["time"] = line["time"] = _shift(line["time"], offset)
+    return builder.add(decode(lines)) + builder.flush()
+
+
+def _shift(stamp: str, offset: float) -> str:
+    from datetime import datetime, timedelta
+
+    t = datetime.fromisoformat(stamp.replace("Z", "+00:00")) + timedelta(seconds=offset)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def one(windows: list[ClosedWindow], identity: str) -> ClosedWindow:
+    (found,) = [w for w in windows if w.identity == identity]
+    return found
+
+
+def trained(*lines_lists: list[dict]) -> EdgeMemory:
+    """A memory that learned ``lines`` (a day before T0)."""
+    lines = [line for lines in lines_lists for line in lines]
+    return EdgeMemory.from_windows(windows_of(lines, -86_400))
+
+
+def normal_day() -> list[dict]:
+    """What the memory knows: cart -> redis, payments -> postgres and a named vendor,
+    orders -> postgres, prometheus scraping, mailer -> an unnamed partner on 443."""
+    out = connection(CART, REDIS, seconds=1, dport=6379)
+    out += connection(PAYMENTS, POSTGRES, seconds=2, dport=5432)
+    out += connection(ORDERS, POSTGRES, seconds=3, dport=5432)
+    out += connection(PROM, CART, seconds=4, dport=8080)
+    out += [flow(PAYMENTS, world("203.0.113.10"), seconds=5, dport=443,
+                 destination_names=["api.stripe.com"])]  # fmt: skip
+    out += [flow(MAILER, world("198.51.100.7"), seconds=6, dport=443)]
+    return out
+
+
+def rules(memory: EdgeMemory, lines: list[dict], identity: str) -> list[str]:
+    detector = NoveltyDetector(memory)
+    return [e.rule for e in detector.inspect(one(windows_of(lines), identity)).evidence]
+
+
+# -- the memory --------------------------------------------------------------------------------
+
+
+def test_memory_knows_edges_by_port_and_survives_saving(tmp_path) -> None:
+    memory = trained(normal_day())
+    cart = one(windows_of(connection(CART, REDIS, seconds=1, dport=6379)), "checkout/cart")
+    (edge,) = cart.edges(True)
+    assert memory.knows("checkout/cart", True, edge)
+    other_port = one(windows_of(connection(CART, REDIS, seconds=1, dport=6380)), "checkout/cart")
+    assert not memory.knows("checkout/cart", True, other_port.edges(True)[0])
+    assert memory.serves("db/redis", 6, 6379) and not memory.serves("db/redis", 6, 6380)
+    assert memory.names_visible
+    path = tmp_path / "edges.json"
+    assert save_memory(memory, path)
+    again = load_memory(path)
+    assert again.to_json() == memory.to_json()
+    path.write_text("{not json")
+    assert len(load_memory(path, log=lambda _: None)) == 0  # set aside, not fatal
+    assert (tmp_path / "edges.json.bad").exists()
+
+
+def test_memory_is_bounded_by_count_and_by_age_relative_to_activity() -> None:
+    memory = EdgeMemory(EdgeMemoryConfig(max_edges_per_identity=16, max_age_seconds=7200))
+    for port in range(40):
+        memory.add("a/b", (True, "c/d", 6, port), when=float(port), flows=1)
+    assert len(memory.edges_of("a/b")) == 16  # the most recently used kept
+    assert (True, "c/d", 6, 39) in memory.edges_of("a/b")
+    memory.touch("a/b", 10_000.0)  # active much later: edges unused for 2 h are forgotten
+    assert memory.edges_of("a/b") == {}
+    # a file scored long after training: nothing expires by the clock alone
+    old = trained(normal_day())
+    assert len(old) > 0 and len(
+        EdgeMemory.from_json(orjson.loads(orjson.dumps(old.to_json())))
+    ) == len(old)
+
+
+def test_malformed_memory_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="identity #0 is malformed"):
+        EdgeMemory.from_json({"format": 1, "identities": [{"identity": "a/b", "edges": [[1]]}]})
+    with pytest.raises(ValueError, match="expected format"):
+        EdgeMemory.from_json({"format": 99})
+
+
+# -- rules: evidence ---------------------------------------------------------------------------
+
+
+def test_unnamed_internet_address_is_evidence_where_names_are_visible() -> None:
+    memory = trained(normal_day())
+    beacon = [flow(PAYMENTS, world("192.0.2.99"), seconds=5, dport=443)]
+    assert rules(memory, beacon, "checkout/payments") == ["unnamed_internet"]
+    # a new named vendor on 443 is a change, not evidence
+    vendor = [flow(PAYMENTS, world("203.0.113.50"), seconds=5, dport=443,
+                   destination_names=["api.twilio.com"])]  # fmt: skip
+    assert rules(memory, vendor, "checkout/payments") == []
+    # an identity that already reaches unnamed addresses on 443 changing its partner: change
+    partner = [flow(MAILER, world("192.0.2.80"), seconds=5, dport=443)]
+    assert rules(memory, partner, "shop/mailer") == []
+    # a cluster without DNS visibility: an unnamed address alone proves nothing
+    blind = trained([flow(MAILER, world("198.51.100.7"), seconds=6, dport=443)])
+    assert rules(blind, beacon, "checkout/payments") == []
+
+
+def test_internet_port_outside_the_web_ports() -> None:
+    memory = trained(normal_day())
+    ssh = [flow(PAYMENTS, world("203.0.113.60"), seconds=5, dport=22,
+                destination_names=["bastion.example.com"])]  # fmt: skip
+    assert rules(memory, ssh, "checkout/payments") == ["internet_port"]
+
+
+def test_data_store_across_namespaces() -> None:
+    memory = trained(normal_day())
+    lateral = connection(MAILER, POSTGRES, seconds=5, dport=5432)  # shop -> db, never before
+    assert rules(memory, lateral, "shop/mailer") == ["cross_namespace_data_store"]
+    # postgres sees it too, naming the client
+    detector = NoveltyDetector(memory)
+    seen = detector.inspect(one(windows_of(lateral), "db/postgres")).evidence
+    assert [(e.rule, e.peer) for e in seen] == [("cross_namespace_data_store", "shop/mailer")]
+    # a new workload joining its namespace's data path (checkout reaches postgres): change
+    joining = connection(NEWSVC, POSTGRES, seconds=5, dport=5432)
+    assert rules(memory, joining, "checkout/fraud-check") == []
+    # a port the peer does not serve is no data store: a probe, for the failing rule
+    probe = connection(MAILER, REDIS, seconds=5, dport=5432)
+    assert rules(memory, probe, "shop/mailer") == []
+
+
+def test_random_looking_names() -> None:
+    assert random_looking("fqdn:j2f5vqpgrgoqudzn6lehur5y73qfvlh6hulv5yvy.t.example.net")
+    assert not random_looking("fqdn:o4507.ingest.sentry.io")
+    assert not random_looking("fqdn:notifications-service-eu-west-1.example.com")
+
+
+def _refused(client: dict, server: dict, seconds: float, port: int) -> list[dict]:
+    return [
+        flow(client, server, seconds=seconds, sport=40000 + port, dport=port, flags=("SYN",)),
+        flow(server, client, seconds=seconds + 0.001, sport=port, dport=40000 + port,
+             flags=("RST", "ACK"), reply=True, point="TO_ENDPOINT"),
+    ]  # fmt: skip
+
+
+def test_failing_new_edges_and_a_slow_port_sweep_over_the_horizon() -> None:
+    """One new port a minute on a peer it knows, refused: by the third window it is a sweep
+    of failing edges (the first two windows alone are not)."""
+    memory = trained(normal_day())
+    detector = NoveltyDetector(memory)
+    found = []
+    for minute, port in enumerate((22, 23, 25, 110)):
+        w = one(windows_of(_refused(CART, REDIS, 60 * minute + 1, port)), "checkout/cart")
+        found.append(sorted(e.rule for e in detector.inspect(w).evidence))
+    assert found[0] == [] and found[1] == []
+    assert "failing_new_edges" in found[2]
+    assert "port_sweep" in found[3]
+
+
+def test_one_new_port_that_fails_once_is_not_evidence() -> None:
+    """A new dependency that is not ready yet refuses a connection or two: not an attack."""
+    memory = trained(normal_day())
+    lines = _refused(CART, REDIS, 1, 6380) + connection(CART, REDIS, seconds=2, dport=6380)
+    assert rules(memory, lines, "checkout/cart") == []
+
+
+def _answered(client: dict, server: dict, seconds: float, sport: int) -> list[dict]:
+    names = ["cdn-sync.example.org"]
+    return [
+        flow(client, server, seconds=seconds, sport=sport, dport=443, destination_names=names),
+        flow(server, client, seconds=seconds + 0.01, sport=443, dport=sport,
+             flags=("SYN", "ACK"), reply=True, point="TO_ENDPOINT"),
+    ]  # fmt: skip
+
+
+def _answered(client: dict, server: dict, seconds: float, sport: int) -> list[dict]:
+    names = ["cdn-sync.example.org"]
+    return [
+        flow(client, server, seconds=seconds, sport=sport, dport=443, destination_names=names),
+        flow(server, client, seconds=seconds + 0.01, sport=443, dport=sport,
+             flags=("SYN", "ACK"), reply=True, point="TO_ENDPOINT"),
+    ]  # fmt: skip
+
+
+def test_beacon_rhythm_versus_user_driven_calls() -> None:
+    """A check-in every 32 s (jitter +-1.5 s) is a beacon from its eighth connection on; calls
+    at random times (Poisson, the same mean rate) are not, however long they go on."""
+    memory = trained(normal_day())
+
+    def rule_after(times: list[float], ip: str) -> list[str]:
+        detector = NoveltyDetector(memory)
+        out: list[str] = []
+        for minute in range(int(max(times) // 60) + 1):
+            lines = [
+                line
+                for i, t in enumerate(times)
+                if minute * 60 <= t < minute * 60 + 60
+                for line in _answered(PAYMENTS, world(ip), t, 41000 + i)
+            ]
+            if lines:
+                w = one(windows_of(lines), "checkout/payments")
+                out += [e.rule for e in detector.inspect(w).evidence]
+        return out
+
+    timer = [1 + 32 * i + random.Random(i).uniform(-1.5, 1.5) for i in range(12)]
+    assert rule_after(timer, "192.0.2.61") == ["beacon"] * 3  # from the eighth check-in
+    for seed in range(20):
+        r = random.Random(seed)
+        users, t = [], 1.0
+        while t < 900:
+            users.append(t)
+            t += r.expovariate(1 / 32)
+        assert rule_after(users, "192.0.2.62") == [], seed
+
+
+def test_volume_far_above_the_identitys_known_edges() -> None:
+    memory = trained(normal_day())
+    upload = [
+        flow(PAYMENTS, world("192.0.2.123"), seconds=1 + i * 0.5, sport=42000 + i, dport=443,
+             destination_names=["backup-76a2.example.net"])
+        for i in range(60)
+    ]  # fmt: skip
+    assert "volume" in rules(memory, upload, "checkout/payments")
+
+
+# -- changes -----------------------------------------------------------------------------------
+
+
+def test_a_new_service_its_caller_and_its_scraper_are_one_change() -> None:
+    memory = trained(normal_day())
+    detector = NoveltyDetector(memory)
+    tracker = ChangeTracker(memory)
+    for minute in range(3):
+        lines = connection(CART, NEWSVC, seconds=60 * minute + 1, dport=8080)
+        lines += connection(PROM, NEWSVC, seconds=60 * minute + 2, dport=9090)
+        lines += connection(NEWSVC, POSTGRES, seconds=60 * minute + 3, dport=5432)
+        for w in windows_of(lines):
+            novelty = detector.inspect(w)
+            assert novelty.evidence == []
+            tracker.observe(w, novelty.new)
+            memory.learn(w, skip=tracker.pending(w.identity))
+    (change,) = tracker.changes()
+    assert (change.kind, change.subject) == ("workload", "checkout/fraud-check")
+    assert change.identities == {
+        "checkout/cart",
+        "monitoring/prometheus",
+        "checkout/fraud-check",
+        "db/postgres",
+    }
+    assert change.windows == 3
+    # pending edges are not learned until accepted; accepting teaches the memory at once
+    assert not memory.knows_identity("checkout/fraud-check")
+    tracker.accept(change.id)
+    assert memory.knows_identity("checkout/fraud-check")
+    assert memory.get("checkout/cart", (True, "checkout/fraud-check", 6, 8080)) is not None
+
+
+def test_a_vendors_names_are_one_change() -> None:
+    assert registrable_domain("fqdn:api.eu.stripe.com") == "stripe.com"
+    assert registrable_domain("x.example.co.uk") == "example.co.uk"
+    memory = trained(normal_day())
+    detector = NoveltyDetector(memory)
+    tracker = ChangeTracker(memory)
+    lines = [
+        flow(PAYMENTS, world(ip), seconds=s, sport=41000 + s, dport=443, destination_names=[n])
+        for s, ip, n in ((1, "203.0.113.50", "api.twilio.com"),
+                         (2, "203.0.113.51", "media.twilio.com"))
+    ]  # fmt: skip
+    w = one(windows_of(lines), "checkout/payments")
+    tracker.observe(w, detector.inspect(w).new)
+    assert [(c.kind, c.subject) for c in tracker.changes()] == [("vendor", "twilio.com")]
+
+
+def test_a_change_that_turns_into_evidence_is_escalated() -> None:
+    memory = trained(normal_day())
+    tracker = ChangeTracker(memory)
+    detector = NoveltyDetector(memory)
+    w = one(windows_of(connection(CART, PAYMENTS, seconds=1, dport=9000)), "checkout/cart")
+    novelty = detector.inspect(w)
+    assert novelty.evidence == []
+    tracker.observe(w, novelty.new)
+    (change,) = tracker.changes()
+    assert (change.kind, change.subject) == ("edge", "checkout/cart -> checkout/payments")
+    tracker.escalate("checkout/cart", {(True, "checkout/payments", 6, 9000)})
+    assert change.status == "escalated" and tracker.pending("checkout/cart") == set()
