@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
-from .attacks import SCENARIOS, Attack, min_duration_ns
+from .attacks import ALL_SCENARIOS, SCENARIOS, Attack, min_duration_ns
 from .generate import Simulation, _from_ns, _to_ns, _utc, label_of
 from .labels import AttackLabel
 
@@ -65,8 +65,9 @@ class RealtimeGenerator:
         begins. A slow consumer is never skipped ahead of: the stream falls behind and catches
         up, losing nothing.
     attacks:
-        Scenario names injected in this order, cycling; default every scenario of ``SCENARIOS``;
-        ``()`` for none.
+        Scenario names injected in this order, cycling; default every scenario of ``SCENARIOS``
+        (the fast ones); ``()`` for none. Low-and-slow ones (``SLOW_SCENARIOS``) may be named,
+        with an ``attack_every`` long enough for their hour.
     first_attack_after, attack_every:
         Seconds of event time from ``start`` to the first attack, and between attack starts.
     attack_duration:
@@ -76,6 +77,8 @@ class RealtimeGenerator:
     tick:
         Shortest clock wait between batches in seconds, so lines are handed over in batches
         rather than one by one.
+    cluster:
+        The cluster shape, a key of ``CLUSTERS`` (default ``"demo"``).
     clock, monotonic, sleep:
         Injectable time: ``clock`` gives aware UTC now (for the default start), ``monotonic``
         paces the stream, ``sleep(seconds)`` waits (default: ``stop.wait`` so stopping is
@@ -98,13 +101,16 @@ class RealtimeGenerator:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
+        cluster: str = "demo",
     ) -> None:
         names = list(
             SCENARIOS if attacks is None else [attacks] if isinstance(attacks, str) else attacks
         )
-        bad = [a for a in names if a not in SCENARIOS]
+        bad = [a for a in names if a not in ALL_SCENARIOS]
         if bad:
-            raise ValueError(f"unknown attack scenario {bad[0]!r}; valid: {', '.join(SCENARIOS)}")
+            raise ValueError(
+                f"unknown attack scenario {bad[0]!r}; valid: {', '.join(ALL_SCENARIOS)}"
+            )
         _positive("rate", rate)
         _positive("speed", speed)
         _positive("tick", tick)
@@ -131,7 +137,8 @@ class RealtimeGenerator:
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
-        self._sim = Simulation(seed, rate)
+        self._sim = Simulation(seed, rate, cluster)
+        self.cluster = self._sim.spec.key
         # every attack planned so far, as (start, label): the Attack objects themselves (with
         # their event lists) are dropped once they are over, so memory stays bounded
         self._planned: list[tuple[int, AttackLabel]] = []

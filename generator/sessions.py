@@ -11,21 +11,53 @@ from __future__ import annotations
 import random
 
 from .encode import FlowEncoder
-from .topology import Endpoint, Topology
+from .topology import Endpoint, Topology, Workload
 
-__all__ = ["Conversations", "search_path"]
+__all__ = ["Conversations", "dns_name", "fill", "search_path", "status", "ticks"]
 
 _MS = 1_000_000
 _NX_TTL = 4294967295  # TTL Hubble shows on NXDOMAIN / empty answers (seen in real captures)
 
 
-def search_path(name: str, namespace: str) -> list[str]:
-    """Names a pod's resolver tries for ``name`` (ndots:5, the kubelet's search list)."""
+def search_path(name: str, namespace: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """Names a pod's resolver tries for ``name`` (ndots:5, the kubelet's search list, then the
+    node's own search domains in ``extra``)."""
     if name.endswith("."):
         return [name]
-    suffixes = [f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    suffixes = [f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local", *extra]
     tried = [f"{name}.{s}." for s in suffixes]
     return [f"{name}.", *tried] if name.count(".") >= 5 else [*tried, f"{name}."]
+
+
+def dns_name(client: Workload, server: Workload) -> tuple[str, str]:
+    """The name a client uses for a service and the FQDN that answers it."""
+    hit = f"{server.name}.{server.namespace}.svc.cluster.local."
+    same_ns = client.namespace == server.namespace
+    name = server.name if same_ns else f"{server.name}.{server.namespace}"
+    return name, hit
+
+
+def fill(path: str, rnd: random.Random) -> str:
+    """A request path with its ``{id}``/``{n}`` placeholders drawn."""
+    return path.replace("{id}", str(rnd.randint(1, 5000))).replace("{n}", str(rnd.randint(1, 40)))
+
+
+def status(method: str, rnd: random.Random) -> int:
+    """An HTTP status as a healthy service answers: mostly 200/201, a few 404s and 5xx."""
+    r = rnd.random()
+    if r < 0.004:
+        return 503
+    if r < 0.007:
+        return 500
+    if r < 0.02:
+        return 404
+    return 201 if method == "POST" else 200
+
+
+def ticks(t0: int, t1: int, phase: int, period: int) -> range:
+    """Times phase + k*period that fall in [t0, t1)."""
+    first = t0 + (phase - t0) % period
+    return range(first, t1, period)
 
 
 class Conversations:
@@ -326,12 +358,20 @@ class Conversations:
         aaaa: bool = False,
         upstream: bool = False,
     ) -> int:
-        """Resolve ``name`` through the search path until ``hit``; NXDOMAIN noise on the way."""
+        """Resolve ``name`` through the search path until ``hit``; NXDOMAIN noise on the way.
+
+        With ``upstream`` the answer is a CoreDNS cache miss forwarded to the upstream resolver;
+        where the cluster forwards misses too, so is every tried name outside the cluster domain.
+        """
         port = self.ephemeral_port()
-        for q in search_path(name, client.namespace):
+        habits = self.topo.spec.dns
+        for q in search_path(name, client.namespace, habits.search):
             found = q == hit
-            lat = self.uniform_ns(4 * _MS, 30 * _MS) if found and upstream else 0
-            if found and upstream:
+            forwarded = upstream and (
+                found or (habits.forward_misses and not q.endswith(".cluster.local."))
+            )
+            lat = self.uniform_ns(4 * _MS, 30 * _MS) if forwarded else 0
+            if forwarded:
                 self._forward(t)
             end = self.dns_query(
                 t,
@@ -356,7 +396,7 @@ class Conversations:
     def _forward(self, t: int) -> None:
         """CoreDNS forwarding a cache miss to the upstream resolver (world, UDP/53)."""
         dns = self.rnd.choice(self.topo.workloads["kube-system/coredns"].pods)
-        up = self.topo.dns_upstream
+        up = self.topo.upstream_for(dns, t)
         self.udp_exchange(t + 50_000, dns, self.topo.world, dns.ip, up.ips[0], 53)
 
     def http(

@@ -43,9 +43,10 @@ class GeneratorSource(LineSource):
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
         max_examples: int = 5,
+        cluster: str = "demo",
     ) -> None:
         super().__init__(
-            f"generator:seed={seed}",
+            f"generator:seed={seed}" + ("" if cluster == "demo" else f",cluster={cluster}"),
             batch_lines=batch_lines,
             clock=clock,
             max_examples=max_examples,
@@ -63,6 +64,7 @@ class GeneratorSource(LineSource):
             clock=clock,
             monotonic=monotonic,
             sleep=sleep,
+            cluster=cluster,
         )
 
     @property

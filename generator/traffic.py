@@ -1,199 +1,81 @@
 """Normal traffic: the application's call graph driven by a daily load cycle, plus background.
 
-Request edges (who calls whom, how often at the daily peak) carry the load cycle: a smooth
-day curve (quiet around 01:00-04:00 UTC, busiest around 13:00), quieter weekends, a slow random
-wobble per edge, and Poisson counts per minute. Background traffic that does not follow users
-(Prometheus scrapes every 30 s, node-exporter, kube-apiserver watches) runs at fixed periods and
-is not scaled by ``rate``. Rare non-policy drops complete the picture.
+Request edges (who calls whom, how often at the daily peak) carry the load cycle of the cluster
+(:attr:`~.spec.ClusterSpec.load`: for ``demo`` a smooth day curve, quiet around 01:00-04:00 UTC,
+busiest around 13:00, quieter weekends), a slow random wobble per edge, and Poisson counts per
+minute. Background traffic that does not follow users (Prometheus scrapes, node-exporter,
+kube-apiserver watches, the spec's timers and nightly CronJob) runs at fixed periods and is not
+scaled by ``rate``. Rare non-policy drops complete the picture.
+
+:class:`Sessions` holds the shape of one session per edge kind; :class:`NormalTraffic` schedules
+them. A surge (``changes``) reuses :class:`Sessions` with its own random streams and pods.
 """
 
 from __future__ import annotations
 
-import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .sessions import Conversations
+from .clusters import DEMO, load_factor
+from .nightly import NightlyJobs
+from .sessions import Conversations, dns_name, fill, status, ticks
+from .spec import Edge, Periodic
 from .topology import Endpoint, Topology, Workload
 
-__all__ = ["EDGES", "Edge", "NormalTraffic", "load_factor"]
+__all__ = [
+    "EDGES",
+    "Edge",
+    "KeptAlive",
+    "NormalTraffic",
+    "Sessions",
+    "dns_name",
+    "load_factor",
+    "status",
+    "ticks",
+]
 
+EDGES: tuple[Edge, ...] = DEMO.edges
 _S = 1_000_000_000
 _MIN = 60 * _S
+_RECYCLE_NS = 20 * _MIN  # Prometheus reopens a scrape connection about every 20 minutes
 
 
 @dataclass(frozen=True)
-class Edge:
-    """A normal dependency: ``client`` calls ``server`` about ``per_min`` times a minute at peak."""
+class KeptAlive:
+    """A kept-alive connection that a moved pod forces to reopen (see NormalTraffic.repoint)."""
 
-    client: str  # workload ident, or "world" for internet users
-    server: str  # workload ident, or "world:<fqdn>"
-    kind: str  # "http" | "tcp" | "tls" | "ingress"
-    per_min: float
-    requests: tuple[tuple[str, str], ...] = ()
-
-
-_SHOP = (
-    ("GET", "/"),
-    ("GET", "/products"),
-    ("GET", "/products/{id}"),
-    ("GET", "/products/{id}"),
-    ("POST", "/cart/items"),
-    ("GET", "/static/app.js"),
-)
-EDGES: tuple[Edge, ...] = (
-    Edge("world", "ingress-nginx/ingress-nginx-controller", "ingress", 22.7),
-    Edge("ingress-nginx/ingress-nginx-controller", "shop/storefront", "http", 22.7, _SHOP),
-    Edge(
-        "shop/storefront",
-        "shop/catalog",
-        "http",
-        13.9,
-        (("GET", "/api/v1/products?page={n}"), ("GET", "/api/v1/products/{id}")),
-    ),
-    Edge(
-        "shop/storefront",
-        "shop/recommendations",
-        "http",
-        5.7,
-        (("GET", "/api/v1/recommendations?user={id}"),),
-    ),
-    Edge(
-        "shop/storefront",
-        "checkout/cart",
-        "http",
-        5.7,
-        (("GET", "/api/v1/carts/{id}"), ("POST", "/api/v1/carts/{id}/items")),
-    ),
-    Edge("shop/storefront", "db/redis", "tcp", 6.3),
-    Edge("checkout/cart", "db/redis", "tcp", 5.7),
-    Edge("checkout/cart", "checkout/payments", "http", 1.9, (("POST", "/v1/charges"),)),
-    Edge("checkout/cart", "checkout/orders", "http", 1.9, (("POST", "/api/v1/orders"),)),
-    Edge("checkout/orders", "db/postgres", "tcp", 3.1),
-    Edge("shop/catalog", "db/postgres", "tcp", 6.3),
-    Edge("checkout/payments", "db/postgres", "tcp", 1.9),
-    Edge("checkout/payments", "world:api.stripe.com", "tls", 1.9),
-    Edge("checkout/orders", "shop/mailer", "http", 1.3, (("POST", "/api/v1/send"),)),
-    Edge("shop/mailer", "world:api.sendgrid.com", "tls", 1.3),
-    Edge("shop/storefront", "world:o4507.ingest.sentry.io", "tls", 0.6),
-    Edge("shop/recommendations", "db/redis", "tcp", 3.1),
-    Edge(
-        "monitoring/grafana",
-        "monitoring/prometheus",
-        "http",
-        1.3,
-        (("GET", "/api/v1/query_range?query=up"),),
-    ),
-)
+    client: Endpoint
+    server: Endpoint
+    server_ip: str
+    dport: int
+    cport: int
+    phase: int
+    period: int
 
 
-def load_factor(t_ns: int) -> float:
-    """Relative user load at time ``t_ns`` (1.0 = weekday peak around 13:00 UTC)."""
-    hours = (t_ns / _S) / 3600.0
-    day = 0.5 - 0.5 * math.cos(2 * math.pi * (hours % 24 - 1.0) / 24)  # 0 at 01:00, 1 at 13:00
-    weekday = int(hours // 24 + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
-    week = 0.65 if weekday >= 5 else 1.0
-    return week * (0.08 + 0.92 * day**1.6)
+class Sessions:
+    """One session per edge kind (ingress, HTTP, TCP, TLS to the world), built on Conversations.
 
-
-def _dns_name(client: Workload, server: Workload) -> tuple[str, str]:
-    """The name a client uses for a service and the FQDN that answers it."""
-    hit = f"{server.name}.{server.namespace}.svc.cluster.local."
-    same_ns = client.namespace == server.namespace
-    name = server.name if same_ns else f"{server.name}.{server.namespace}"
-    return name, hit
-
-
-def _fill(path: str, rnd: random.Random) -> str:
-    return path.replace("{id}", str(rnd.randint(1, 5000))).replace("{n}", str(rnd.randint(1, 40)))
-
-
-class NormalTraffic:
-    """Emits the normal sessions that start inside each time chunk."""
+    ``pods_of`` says which pods of a workload may serve or send at a time: normal traffic uses
+    the workload's pods; a surge adds its autoscaled replicas.
+    """
 
     def __init__(
-        self,
-        topo: Topology,
-        conv: Conversations,
-        np_rng: np.random.Generator,
-        rnd: random.Random,
-        rate: float,
+        self, topo: Topology, conv: Conversations, rnd: random.Random, visitors: list[str]
     ) -> None:
-        self.topo, self.conv, self.np_rng, self.rnd, self.rate = topo, conv, np_rng, rnd, rate
-        self.wobble = np.zeros(len(EDGES))
-        # internet users: 198.51.100.0/24 (SaaS peers: 203.0.113.0/24, attackers: 192.0.2.0/24)
-        self.visitors = [f"198.51.100.{rnd.randint(1, 254)}" for _ in range(200)]
-        wl = topo.workloads
-        self.prometheus = wl["monitoring/prometheus"].pods[0]
-        self.scrape_targets = [
-            (p, w.metrics_port, rnd.randrange(30 * _S), conv.ephemeral_port())
-            for w in wl.values()
-            if w.metrics_port
-            for p in w.pods
-        ]
-        watching = (
-            "kube-system/coredns",
-            "ingress-nginx/ingress-nginx-controller",
-            "monitoring/prometheus",
-        )
-        self.watchers = [
-            (p, rnd.randrange(60 * _S), conv.ephemeral_port())
-            for key in watching
-            for p in wl[key].pods
-        ]
-        self.node_phase = [rnd.randrange(60 * _S) for _ in topo.nodes]
+        self.topo, self.conv, self.rnd, self.visitors = topo, conv, rnd, visitors
+        self.habits = topo.spec.dns
 
-    # -- scheduling ----------------------------------------------------------------------------
-    def emit(self, t0: int, t1: int) -> None:
-        """Generate every normal session that starts in [t0, t1)."""
-        frac = (t1 - t0) / _MIN
-        self.wobble = 0.98 * self.wobble + self.np_rng.normal(0.0, 0.04, len(EDGES))
-        load = load_factor(t0 + (t1 - t0) // 2)
-        lam = np.array([e.per_min for e in EDGES]) * np.exp(self.wobble) * load * self.rate * frac
-        counts = self.np_rng.poisson(lam)
-        rnd = self.rnd
-        span = t1 - t0
-        for edge, n in zip(EDGES, counts.tolist()):
-            for _ in range(n):
-                self._session(edge, t0 + int(rnd.random() * span))
-        self._periodic(t0, t1)
-        for _ in range(int(self.np_rng.poisson(0.05 * load * self.rate * frac))):
-            self._normal_drop(t0 + int(rnd.random() * span))
+    def pods_of(self, wl: Workload, t: int) -> list[Endpoint]:
+        return wl.pods
 
-    def _periodic(self, t0: int, t1: int) -> None:
-        conv, prom = self.conv, self.prometheus
-        for i, (pod, port, phase, cport) in enumerate(self.scrape_targets):
-            for t in _ticks(t0, t1, phase, 30 * _S):
-                if (t // (30 * _S) + i) % 40 == 0:  # scrape connection recycled every ~20 min
-                    cport, _ = conv.tcp_connect(t, prom, pod, prom.ip, pod.ip, port, close=False)
-                    self.scrape_targets[i] = (pod, port, phase, cport)
-                else:
-                    conv.activity(t, prom, pod, prom.ip, pod.ip, cport, port, response=False)
-        for node, phase in zip(self.topo.nodes, self.node_phase):
-            peer = self.topo.host[node.index] if node is prom.node else self.topo.remote_node
-            for t in _ticks(t0, t1, phase, 60 * _S):
-                conv.activity(t, prom, peer, prom.ip, node.ip, 41000 + node.index, 9100)
-        for pod, phase, cport in self.watchers:
-            on_cp = pod.node is self.topo.nodes[0]  # the apiserver's own node sees it as host
-            api = self.topo.host_apiserver if on_cp else self.topo.kube_apiserver
-            for t in _ticks(t0, t1, phase, 60 * _S):
-                conv.activity(
-                    t + self.rnd.randrange(5 * _S),
-                    pod,
-                    api,
-                    pod.ip,
-                    self.topo.apiserver_ip,
-                    cport,
-                    6443,
-                )
-
-    # -- sessions ------------------------------------------------------------------------------
-    def _session(self, edge: Edge, t: int) -> None:
+    def session(self, edge: Edge, t: int) -> None:
         rnd, conv, wl = self.rnd, self.conv, self.topo.workloads
         if edge.kind == "ingress":
-            server = rnd.choice(wl[edge.server].pods)
+            server = rnd.choice(self.pods_of(wl[edge.server], t))
             ip = rnd.choice(self.visitors)
             conv.tcp_connect(
                 t,
@@ -201,22 +83,28 @@ class NormalTraffic:
                 server,
                 ip,
                 server.ip,
-                443,
+                server.port,
                 response=True,
                 close=rnd.random() < 0.6,
             )
             return
         cw = wl[edge.client]
-        client = rnd.choice(cw.pods)
+        client = rnd.choice(self.pods_of(cw, t))
         if edge.kind == "tls":
-            self._tls(t, client, edge.server.split(":", 1)[1])
+            self.tls(t, client, edge.server.split(":", 1)[1])
             return
         sw = wl[edge.server]
-        server = rnd.choice(sw.pods)
-        name, hit = _dns_name(cw, sw)
-        if rnd.random() < (0.12 if edge.kind == "http" else 0.05):
+        server = rnd.choice(self.pods_of(sw, t))
+        name, hit = dns_name(cw, sw)
+        if rnd.random() < self.habits.lookup[edge.kind]:
             t = conv.lookup(
-                t, client, name, hit, (sw.cluster_ip,), rnd.randint(5, 30), aaaa=rnd.random() < 0.3
+                t,
+                client,
+                name,
+                hit,
+                (sw.cluster_ip,),
+                rnd.randint(5, 30),
+                aaaa=rnd.random() < self.habits.aaaa,
             )
         if edge.kind == "tcp":
             if rnd.random() < 0.15:
@@ -244,8 +132,8 @@ class NormalTraffic:
             cport = conv.ephemeral_port()
         for _ in range(1 + (rnd.random() < 0.3)):
             method, path = rnd.choice(edge.requests)
-            url = f"http://{sw.name}.{sw.namespace}.svc.cluster.local{_fill(path, rnd)}"
-            t = conv.http(t, client, server, cport, method, url, _status(method, rnd))
+            url = f"http://{sw.name}.{sw.namespace}.svc.cluster.local{fill(path, rnd)}"
+            t = conv.http(t, client, server, cport, method, url, status(method, rnd))
             t += conv.uniform_ns(100_000, 50_000_000)
         if new_conn and rnd.random() < 0.5:
             conv.packet(
@@ -262,11 +150,11 @@ class NormalTraffic:
                 "ESTABLISHED",
             )
 
-    def _tls(self, t: int, client: Endpoint, fqdn: str) -> None:
+    def tls(self, t: int, client: Endpoint, fqdn: str) -> None:
         rnd, conv = self.rnd, self.conv
         svc = self.topo.world_services[fqdn]
         ip = rnd.choice(svc.ips)
-        if rnd.random() < 0.3:
+        if rnd.random() < self.habits.lookup["tls"]:
             t = conv.lookup(
                 t,
                 client,
@@ -274,7 +162,7 @@ class NormalTraffic:
                 fqdn + ".",
                 svc.ips,
                 rnd.randint(30, 300),
-                aaaa=rnd.random() < 0.3,
+                aaaa=rnd.random() < self.habits.aaaa,
                 upstream=rnd.random() < 0.4,
             )
         if rnd.random() < 0.5:
@@ -293,10 +181,170 @@ class NormalTraffic:
                 fqdn=fqdn,
             )
 
+
+class NormalTraffic(Sessions):
+    """Emits the normal sessions that start inside each time chunk."""
+
+    def __init__(
+        self,
+        topo: Topology,
+        conv: Conversations,
+        np_rng: np.random.Generator,
+        rnd: random.Random,
+        rate: float,
+    ) -> None:
+        spec = topo.spec
+        # internet users: 198.51.100.0/24 (SaaS peers: 203.0.113.0/24, attackers: 192.0.2.0/24)
+        visitors = [f"{spec.visitor_prefix}.{rnd.randint(1, 254)}" for _ in range(200)]
+        super().__init__(topo, conv, rnd, visitors)
+        self.np_rng, self.rate = np_rng, rate
+        self.edges = spec.edges
+        self.load = spec.load
+        self.wobble = np.zeros(len(self.edges))
+        wl = topo.workloads
+        self.prometheus = wl[spec.scraper].pods[0]
+        self.scrape_period = spec.scrape_interval_s * _S
+        self.node_period = spec.node_scrape_interval_s * _S
+        self.scrape_targets = [
+            (p, w.metrics_port, rnd.randrange(self.scrape_period), conv.ephemeral_port())
+            for w in wl.values()
+            if w.metrics_port
+            for p in w.pods
+        ]
+        self.watchers = [
+            (p, rnd.randrange(60 * _S), conv.ephemeral_port())
+            for key in spec.watchers
+            for p in wl[key].pods
+        ]
+        self.node_phase = [rnd.randrange(self.node_period) for _ in topo.nodes]
+        # timers of the spec: (item, client pod, server pod, phase, client port)
+        self.timers: list[tuple[Periodic, Endpoint, Endpoint, int, int]] = [
+            (
+                item,
+                p,
+                rnd.choice(wl[item.server].pods),
+                rnd.randrange(int(item.period_s * _S)),
+                conv.ephemeral_port(),
+            )
+            for item in spec.periodic
+            for p in wl[item.client].pods
+        ]
+        self.nightly = (
+            NightlyJobs(topo, conv, rnd, lambda: self.prometheus, self.scrape_period)
+            if spec.nightly
+            else None
+        )
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def emit(self, t0: int, t1: int) -> None:
+        """Generate every normal session that starts in [t0, t1)."""
+        frac = (t1 - t0) / _MIN
+        self.wobble = 0.98 * self.wobble + self.np_rng.normal(0.0, 0.04, len(self.edges))
+        load = self.load(t0 + (t1 - t0) // 2)
+        lam = (
+            np.array([e.per_min for e in self.edges])
+            * np.exp(self.wobble)
+            * load
+            * self.rate
+            * frac
+        )
+        counts = self.np_rng.poisson(lam)
+        rnd = self.rnd
+        span = t1 - t0
+        for edge, n in zip(self.edges, counts.tolist()):
+            for _ in range(n):
+                self.session(edge, t0 + int(rnd.random() * span))
+        self._periodic(t0, t1)
+        for _ in range(int(self.np_rng.poisson(0.05 * load * self.rate * frac))):
+            self._normal_drop(t0 + int(rnd.random() * span))
+        if self.nightly is not None:
+            self.nightly.emit(t0, t1)
+
+    def scrape(self, t: int, target: Endpoint, port: int, cport: int) -> None:
+        """One scrape on a kept-alive connection: GET /metrics and its answer."""
+        prom = self.prometheus
+        self.conv.activity(t, prom, target, prom.ip, target.ip, cport, port, response=False)
+
+    def _periodic(self, t0: int, t1: int) -> None:
+        conv, prom = self.conv, self.prometheus
+        period = self.scrape_period
+        recycle = _RECYCLE_NS // period
+        for i, (pod, port, phase, cport) in enumerate(self.scrape_targets):
+            for t in ticks(t0, t1, phase, period):
+                if (t // period + i) % recycle == 0:  # scrape connection recycled every ~20 min
+                    cport, _ = conv.tcp_connect(t, prom, pod, prom.ip, pod.ip, port, close=False)
+                    self.scrape_targets[i] = (pod, port, phase, cport)
+                else:
+                    conv.activity(t, prom, pod, prom.ip, pod.ip, cport, port, response=False)
+        for node, phase in zip(self.topo.nodes, self.node_phase):
+            peer = self.topo.host[node.index] if node is prom.node else self.topo.remote_node
+            for t in ticks(t0, t1, phase, self.node_period):
+                conv.activity(t, prom, peer, prom.ip, node.ip, 41000 + node.index, 9100)
+        for pod, phase, cport in self.watchers:
+            on_cp = pod.node is self.topo.apiserver_node  # the apiserver's node sees it as host
+            api = self.topo.host_apiserver if on_cp else self.topo.kube_apiserver
+            for t in ticks(t0, t1, phase, 60 * _S):
+                conv.activity(
+                    t + self.rnd.randrange(5 * _S),
+                    pod,
+                    api,
+                    pod.ip,
+                    self.topo.apiserver_ip,
+                    cport,
+                    6443,
+                )
+        for item, client, server, phase, cport in self.timers:
+            for t in ticks(t0, t1, phase, int(item.period_s * _S)):
+                self._timer(t, item, client, server, cport)
+
+    def _timer(
+        self, t: int, item: Periodic, client: Endpoint, server: Endpoint, cport: int
+    ) -> None:
+        if item.kind == "tcp":
+            self.conv.activity(t, client, server, client.ip, server.ip, cport, server.port)
+            return
+        sw = self.topo.workloads[item.server]
+        method, path = self.rnd.choice(item.requests)
+        url = f"http://{sw.name}.{sw.namespace}.svc.cluster.local{path}"
+        self.conv.http(t, client, server, cport, method, url, 200)
+
+    # -- pods that move ------------------------------------------------------------------------
+    def repoint(self, old: Endpoint, new: Endpoint, ports: Callable[[], int]) -> list[KeptAlive]:
+        """Point the background at ``new`` instead of ``old`` (a rescheduled pod) and return the
+        kept-alive connections that must be reopened, each with the client port now in use.
+
+        New client ports come from ``ports`` (the caller's random stream, not this one's, so
+        the rest of normal traffic is not shifted)."""
+        out = []
+        if self.prometheus is old:
+            self.prometheus = new
+        for i, (pod, port, phase, _cport) in enumerate(self.scrape_targets):
+            if pod is old:
+                cport = ports()
+                self.scrape_targets[i] = (new, port, phase, cport)
+                out.append(
+                    KeptAlive(self.prometheus, new, new.ip, port, cport, phase, self.scrape_period)
+                )
+        for i, (pod, phase, _cport) in enumerate(self.watchers):
+            if pod is old:
+                cport = ports()
+                self.watchers[i] = (new, phase, cport)
+                api = self.topo.kube_apiserver
+                out.append(KeptAlive(new, api, self.topo.apiserver_ip, 6443, cport, phase, 60 * _S))
+        for i, (item, client, server, phase, cport) in enumerate(self.timers):
+            if client is old or server is old:
+                client = new if client is old else client
+                server = new if server is old else server
+                cport = ports()
+                self.timers[i] = (item, client, server, phase, cport)
+                period = int(item.period_s * _S)
+                out.append(KeptAlive(client, server, server.ip, server.port, cport, phase, period))
+        return out
+
     def _normal_drop(self, t: int) -> None:
         """Rare datapath drops that are not policy: stale CT, missing backends, stray ACKs."""
         rnd, conv, wl = self.rnd, self.conv, self.topo.workloads
-        edge = rnd.choice([e for e in EDGES if e.kind in ("http", "tcp")])
+        edge = rnd.choice([e for e in self.edges if e.kind in ("http", "tcp")])
         client = rnd.choice(wl[edge.client].pods)
         server = rnd.choice(wl[edge.server].pods)
         code, desc, direction, flags = rnd.choice(
@@ -321,20 +369,3 @@ class NormalTraffic:
             desc,
             direction,
         )
-
-
-def _status(method: str, rnd: random.Random) -> int:
-    r = rnd.random()
-    if r < 0.004:
-        return 503
-    if r < 0.007:
-        return 500
-    if r < 0.02:
-        return 404
-    return 201 if method == "POST" else 200
-
-
-def _ticks(t0: int, t1: int, phase: int, period: int) -> range:
-    """Times phase + k*period that fall in [t0, t1)."""
-    first = t0 + (phase - t0) % period
-    return range(first, t1, period)

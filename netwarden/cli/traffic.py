@@ -50,7 +50,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="generate labelled cluster traffic as Hubble JSON lines",
         description="Write realistic Kubernetes cluster traffic in the newest `hubble observe -o "
         "json` shape to OUT/flows.jsonl, with labelled attacks injected on request "
-        "and described in OUT/labels.csv (scenario, identity, start, end).",
+        "and described in OUT/labels.csv (scenario, identity, start, end), and benign "
+        "changes (new services, vendors, jobs, surges, drains, ...) described in "
+        "OUT/changes.csv (change, identities, start, end). Long attacks and changes "
+        "need a long range: 24 hours fit all of them.",
     )
     gen.add_argument(
         "--hours",
@@ -66,7 +69,22 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="SCENARIO",
         help="attack scenarios to inject, or 'all' (default: none); one of: "
-        + ", ".join(_scenarios()),
+        + ", ".join(_scenarios())
+        + " (the slow_ ones last 60-90 minutes each)",
+    )
+    gen.add_argument(
+        "--changes",
+        default="",
+        metavar="NAME[,NAME...]",
+        help="benign changes to make, comma-separated, or 'all' (default: none); one of: "
+        + ", ".join(_changes())
+        + " (node_drain, new_service, new_saas_vendor and dns_provider_change last to the end)",
+    )
+    gen.add_argument(
+        "--cluster",
+        default="demo",
+        metavar="NAME",
+        help="cluster shape to simulate (default: %(default)s); one of: " + ", ".join(_clusters()),
     )
     gen.add_argument(
         "--rate",
@@ -117,9 +135,21 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
 
 
 def _scenarios() -> tuple[str, ...]:
-    from netwarden.generator import SCENARIOS
+    from netwarden.generator import ALL_SCENARIOS
 
-    return SCENARIOS
+    return ALL_SCENARIOS
+
+
+def _changes() -> tuple[str, ...]:
+    from netwarden.generator import CHANGES
+
+    return CHANGES
+
+
+def _clusters() -> tuple[str, ...]:
+    from netwarden.generator import CLUSTERS
+
+    return tuple(CLUSTERS)
 
 
 _PARSERS: Final[dict[str, Callable[[argparse._SubParsersAction], None]]] = {
@@ -151,6 +181,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         start=args.start,
         gzip=args.gzip,
         console=stderr,
+        changes=[c for c in args.changes.split(",") if c.strip()],
+        cluster=args.cluster,
     )
     return 0
 

@@ -52,18 +52,17 @@ def generate(
     start: str | None,
     gzip: bool,
     console: Console,
+    changes: Sequence[str] = (),
+    cluster: str = "demo",
 ) -> Any:
     """Generate labelled traffic into ``out``; return the generator's result."""
-    from netwarden.generator import SCENARIOS
+    from netwarden.generator import ALL_SCENARIOS, CHANGES, CLUSTERS
     from netwarden.generator import generate as run_generator
 
-    chosen = list(SCENARIOS) if [a.lower() for a in attacks] == ["all"] else list(attacks)
-    unknown = [a for a in chosen if a not in SCENARIOS]
-    if unknown:
-        raise UserError(
-            f"--attacks: unknown scenario {', '.join(unknown)}; "
-            f"choose from {', '.join(SCENARIOS)} or 'all'"
-        )
+    chosen = _chosen("--attacks", "scenario", attacks, ALL_SCENARIOS)
+    chosen_changes = _chosen("--changes", "change", [c.strip() for c in changes], CHANGES)
+    if cluster not in CLUSTERS:
+        raise UserError(f"--cluster: unknown cluster {cluster}; choose from {', '.join(CLUSTERS)}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -81,6 +80,8 @@ def generate(
                 rate=rate,
                 gzip=gzip,
                 progress=lambda done: progress.update(task, completed=done * hours),
+                changes=chosen_changes,
+                cluster=cluster,
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
@@ -93,7 +94,23 @@ def generate(
         console.print(
             f"wrote {len(result.labels)} attack labels to {result.labels_path}", markup=False
         )
+    if result.changes:
+        console.print(
+            f"wrote {len(result.changes)} change labels to {result.changes_path}", markup=False
+        )
     return result
+
+
+def _chosen(option: str, what: str, names: Sequence[str], valid: tuple[str, ...]) -> list[str]:
+    """``names`` checked against ``valid``; ``all`` (alone) means every one."""
+    chosen = list(valid) if [n.lower() for n in names] == ["all"] else list(names)
+    unknown = [n for n in chosen if n not in valid]
+    if unknown:
+        raise UserError(
+            f"{option}: unknown {what} {', '.join(unknown)}; "
+            f"choose from {', '.join(valid)} or 'all'"
+        )
+    return chosen
 
 
 def windows(
