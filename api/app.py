@@ -1,7 +1,7 @@
 """The HTTP API: one FastAPI app per running service.
 
 ``create_app(state, tokens)`` mounts one router per resource under ``/api/v1`` (anomalies,
-identities, models, proposals), the probes and ``/metrics`` at the root, the OpenAPI document at
+changes, identities, models, proposals), the probes and ``/metrics`` at the root, the OpenAPI document at
 ``/openapi.json`` and its interactive docs, served offline, at ``/docs`` and ``/redoc``
 (:mod:`netwarden.api.docs`). Every path but the probes, metrics and the docs pages needs a
 bearer token (see :mod:`netwarden.api.auth`), the OpenAPI document included, and so does
@@ -41,11 +41,12 @@ __all__ = ["API_PREFIX", "DEFAULT_MAX_BODY_BYTES", "create_app", "is_public"]
 API_PREFIX: Final = "/api/v1"
 _DESCRIPTION: Final = (
     "Network anomaly detection for Kubernetes: anomalies with their explanation and lifecycle, "
-    "the identities scored, and the models scoring them. Authenticate with "
-    "`Authorization: Bearer <token>`; roles: viewer (read), operator (also acknowledge, "
-    "suppress, resolve), reviewer (also propose, approve and reject policies), admin (also "
-    "apply and roll back policies). Errors are RFC 9457 problem documents. In these docs, "
-    "the page asks for a token first; Authorize switches to another one."
+    "changes (ordinary-looking new traffic) to accept or reject, the identities scored, and the "
+    "models scoring them. Authenticate with `Authorization: Bearer <token>`; roles: viewer "
+    "(read), operator (also acknowledge, suppress, resolve anomalies; accept, reject changes), "
+    "reviewer (also propose, approve and reject policies), admin (also apply and roll back "
+    "policies). Errors are RFC 9457 problem documents. In these docs, the page asks for a token "
+    "first; Authorize switches to another one."
 )
 
 

@@ -5,7 +5,9 @@ service, the tokens, the public URL); everything else reads it from there throug
 so no handler looks at ``app.state`` and each app has its own service and tokens:
 
 - the service and what it holds: :data:`StateDep`, :data:`StoreDep`, :data:`ReviewDep` (policy
-  review: the proposal store, the optional applier and flow history, the claims' grace period);
+  review: the proposal store, the optional applier and flow history, the claims' grace period),
+  :data:`ChangesDep` (the change store, and the window length rejected changes are recorded
+  with);
 - the caller: :data:`CurrentToken` (a 401 problem without a valid bearer token) and the role
   checks :data:`ViewerDep` ... :data:`AdminDep` (a 403 below the role; roles form one ladder, see
   :class:`~netwarden.api.auth.Role`). Routers that need a role for every route take
@@ -30,6 +32,7 @@ from pydantic import BaseModel
 from netwarden.api.auth import Role, TokenEntry, TokenTable
 from netwarden.api.problems import ProblemError
 from netwarden.api.state import ServiceState
+from netwarden.detector.change_store import ChangeStore
 from netwarden.detector.store import AnomalyStore
 from netwarden.remediation.apply import PolicyApplier
 from netwarden.remediation.proposals import DEFAULT_CLAIM_GRACE_SECONDS, ProposalStore
@@ -37,6 +40,8 @@ from netwarden.remediation.proposals import DEFAULT_CLAIM_GRACE_SECONDS, Proposa
 __all__ = [
     "BEARER_CHALLENGE",
     "AdminDep",
+    "Changes",
+    "ChangesDep",
     "CurrentToken",
     "OperatorDep",
     "Pager",
@@ -68,8 +73,9 @@ def bind(app: FastAPI, state: ServiceState, tokens: TokenTable, public_url: str 
     app.state.service = state
     app.state.tokens = tokens
     app.state.public_url = public_url
-    # proposal stores opened for a service without its own (see get_review)
+    # proposal and change stores opened for a service without its own (see get_review)
     app.state.proposal_stores = {}
+    app.state.change_stores = {}
 
 
 def get_state(request: Request) -> ServiceState:
@@ -232,6 +238,40 @@ def get_review(request: Request, state: StateDep) -> Review:
 
 
 ReviewDep = Annotated[Review, Depends(get_review)]
+
+# --------------------------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """The change side of the service: its change store (whose decisions its pipeline
+    applies) and policy review (amendments are proposals)."""
+
+    review: Review
+    store: ChangeStore
+
+    def window_seconds(self) -> float:
+        """The service's window length (``windows.seconds``; 60 for a service without one)."""
+        windows = getattr(getattr(self.review.state, "config", None), "windows", None)
+        value = getattr(windows, "seconds", None)
+        return float(value) if value is not None else 60.0
+
+
+def get_changes(request: Request, state: StateDep, review: ReviewDep) -> Changes:
+    """The service's change store or, without one, one on its anomaly store's database, opened
+    once and kept on the app (its decisions then wait for a pipeline reading that database)."""
+    store: ChangeStore | None = getattr(state, "change_store", None)
+    if store is None:
+        opened: dict[str, ChangeStore] = request.app.state.change_stores
+        url = state.store.url
+        with _FALLBACK_LOCK:
+            if url not in opened:
+                opened[url] = ChangeStore(url)
+            store = opened[url]
+    return Changes(review, store)
+
+
+ChangesDep = Annotated[Changes, Depends(get_changes)]
 
 # ---------------------------------------------------------------------------------- pages
 

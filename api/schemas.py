@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from netwarden.detector.change_store import ChangeEvent, ChangeRecord
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.severity import Severity, severity
 from netwarden.detector.store import AnomalyRecord, IdentitySummary, LifecycleEvent
@@ -40,6 +41,14 @@ __all__ = [
     "AnomalyPagePublic",
     "AnomalyPublic",
     "AnomalyQuery",
+    "ChangeActionRequest",
+    "ChangeDetailPublic",
+    "ChangeEdgePublic",
+    "ChangeEventPublic",
+    "ChangeId",
+    "ChangePagePublic",
+    "ChangePublic",
+    "ChangeQuery",
     "HealthPublic",
     "IdentityPagePublic",
     "IdentityPublic",
@@ -243,6 +252,13 @@ class AnomalyPublic(_Public):
     state_actor: str = Field(description="who put it in its state")
     created_at: datetime
     updated_at: datetime
+    incident: str = Field(
+        description="the incident of its peak window, named after the attacker (empty: none)"
+    )
+    role: str = Field(
+        description="its identity's role in the incident: attacker, victim (linked to the "
+        "attacker's incident, not alerted on its own) or subject; empty for none"
+    )
 
     @classmethod
     def from_record(cls, a: AnomalyRecord, **detail: Any) -> Self:
@@ -645,3 +661,133 @@ class SimulationPublic(_Public):
             groups=[DropGroupPublic._from(g, connections=g.connection_count) for g in r.groups],
             text=r.text(),
         )
+
+
+# --------------------------------------------------------------------------------- changes
+
+#: The change states and kinds (netwarden.detector.change_store.STATES/KINDS; a test keeps
+#: them equal).
+ChangeStatus = Literal["open", "accepted", "rejected", "escalated", "closed"]
+ChangeKind = Literal["workload", "vendor", "internet", "edge"]
+#: A change's id in a path (``/changes/{change_id}``).
+ChangeId = Annotated[str, Path(pattern=r"^chg-[0-9a-f]{12}$", description="e.g. chg-3f2a9c01b7de")]
+
+
+class ChangeEdgePublic(_Public):
+    """One new edge of a change: who, which way, which peer and port, how many flows."""
+
+    identity: str
+    direction: Literal["egress", "ingress"]
+    peer: str = Field(description="namespace/workload, reserved:<entity>, fqdn:<name>, cidr:<net>")
+    port: str = Field(description="e.g. TCP/443; empty without ports")
+    flows: int
+
+
+class ChangeEventPublic(_Public):
+    """One entry of a change's audit trail (``amend``: its amendment proposals, no state
+    change)."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    from_state: ChangeStatus | None
+    to_state: ChangeStatus
+    note: str
+    details: dict[str, Any]
+
+    @classmethod
+    def from_event(cls, e: ChangeEvent) -> ChangeEventPublic:
+        return cls._from(e)
+
+
+class ChangePublic(_Public):
+    """A change as listed: ordinary-looking new traffic, one record per new thing, waiting
+    for a person to accept (its edges become normal, a policy amendment is proposed) or reject
+    it (it becomes an anomaly)."""
+
+    id: str = Field(description="e.g. chg-3f2a9c01b7de (the ids scored windows name)")
+    kind: ChangeKind = Field(
+        description="workload (a new workload), vendor (a new internet domain), internet (a new "
+        "unnamed network of an identity), edge (a new pair of known workloads)"
+    )
+    subject: str = Field(description="the new thing, e.g. shop/reviews or stripe.com")
+    status: ChangeStatus
+    description: str
+    identities: list[str] = Field(description="the identities it touched")
+    first_seen: datetime = Field(description="start of the first window it was seen in")
+    last_seen: datetime = Field(description="start of the last window it was seen in")
+    windows: int
+    edge_count: int = Field(description="its new edges (listed and omitted)")
+    state_actor: str = Field(description="who put it in its state")
+    state_note: str
+    decided_at: datetime | None = Field(description="when a person accepted or rejected it")
+    applied: bool = Field(
+        description="the detector has applied the decision (learned the edges of an accepted "
+        "change); false while it is on its way, and for an undecided change"
+    )
+    proposal_ids: list[int] = Field(description="its policy amendment proposals (accepted)")
+    anomaly_ids: list[int] = Field(description="the anomalies it became (rejected)")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, c: ChangeRecord, **detail: Any) -> Self:
+        return cls._from(
+            c,
+            id=c.change_id,
+            identities=list(c.identities),
+            edge_count=len(c.edges) + c.edges_omitted,
+            applied=c.applied_at is not None,
+            proposal_ids=list(c.proposal_ids),
+            anomaly_ids=list(c.anomaly_ids),
+            **detail,
+        )
+
+
+class ChangeDetailPublic(ChangePublic):
+    """One change with its edges and its audit trail."""
+
+    edges: list[ChangeEdgePublic]
+    edges_omitted: int = Field(description="edges past the ones listed, counted only")
+    events: list[ChangeEventPublic] = Field(description="the audit trail, oldest first")
+
+    @classmethod
+    def from_record_and_events(cls, c: ChangeRecord, events: list[ChangeEvent]) -> Self:
+        return cls.from_record(
+            c,
+            edges=[ChangeEdgePublic(**e) for e in c.edges],
+            edges_omitted=c.edges_omitted,
+            events=[ChangeEventPublic.from_event(e) for e in events],
+        )
+
+
+class ChangePagePublic(_Page[ChangePublic]):
+    """One page of changes, the most recently seen first; ``next`` is the next page's URL."""
+
+    total: int = Field(description="how many changes match the filters, over all pages")
+
+
+class ChangeQuery(_Query):
+    """The filters and page of the change list; every filter given must match."""
+
+    status: ChangeStatus | None = None
+    identity: str | None = Field(None, description="namespace/workload: one it touched")
+    kind: ChangeKind | None = None
+    since: AwareDatetime | None = Field(
+        None, description="RFC 3339; changes seen (a window starting) at or after this time"
+    )
+    until: AwareDatetime | None = Field(
+        None, description="RFC 3339; changes first seen before this time"
+    )
+    limit: Limit = DEFAULT_PAGE
+    offset: Offset = 0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChangeQuery:
+        _check_range(self.since, self.until)
+        return self
+
+
+class ChangeActionRequest(_NoteRequest):
+    """An optional note for the audit trail (why accepted or rejected)."""

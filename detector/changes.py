@@ -118,6 +118,29 @@ class Change:
             tail += f" and {len(others) - 4} more"
         return f"{what}{tail}: {len(self.edges) + self.edges_omitted} new edges"
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Change:
+        """The inverse of :meth:`to_json` (for the service's store)."""
+        edges: dict[ChangeEdge, int] = {}
+        for e in data.get("edges", ()):
+            proto, _, port = e["port"].partition("/")
+            names = {"TCP": 6, "UDP": 17, "SCTP": 132}
+            number = names[proto] if proto in names else int(proto or 0)
+            key = (e["identity"], e["direction"] == "egress", e["peer"], number, int(port or 0))
+            edges[key] = int(e["flows"])
+        return cls(
+            id=data["id"],
+            kind=data["kind"],
+            subject=data["subject"],
+            first_seen=_parse(data["first_seen"]),
+            last_seen=_parse(data["last_seen"]),
+            identities=set(data.get("identities", ())),
+            edges=edges,
+            edges_omitted=int(data.get("edges_omitted", 0)),
+            windows=int(data.get("windows", 0)),
+            status=data.get("status", "open"),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -143,6 +166,10 @@ class Change:
         }
 
 
+def _parse(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def _rfc3339(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
@@ -158,6 +185,8 @@ class ChangeTracker:
         self._by_id: dict[str, Change] = {}
         #: identity -> its pending edge keys (egress, peer, protocol, port)
         self._pending: dict[str, set[EdgeKey]] = {}
+        #: Changes created or changed since the last :meth:`take_touched`, by id.
+        self._touched: dict[str, Change] = {}
 
     @property
     def pending_workloads(self) -> set[str]:
@@ -180,6 +209,7 @@ class ChangeTracker:
             if change is not None and window.start - change.last_seen > self.merge_gap:
                 change.status = "closed" if change.status == "open" else change.status
                 del self._open[key]
+                self._touched[change.id] = change
                 change = None
             if change is None:
                 digest = hashlib.sha256(f"{key[0]}|{key[1]}|{window.start}".encode()).hexdigest()
@@ -203,8 +233,28 @@ class ChangeTracker:
                 change.seen_starts = {window.start}
             change.last_seen = max(change.last_seen, window.start)
             touched.add(change.id)
+            self._touched[change.id] = change
             self._pending.setdefault(identity, set()).add((item.egress, e.peer, e.protocol, e.port))
         return created, touched
+
+    def take_touched(self) -> list[Change]:
+        """The changes created or changed (edges, windows, status) since the last call, oldest
+        first: what the service writes to its store after each judged batch."""
+        touched = sorted(self._touched.values(), key=lambda c: (c.first_seen, c.id))
+        self._touched = {}
+        return touched
+
+    def restore(self, changes: Iterable[Change]) -> None:
+        """Take back changes recorded before a restart (the service's store): open ones are
+        pending again (their edges stay unlearned and are not reported twice); accepted ones
+        are already in the edge memory, rejected and escalated ones are history."""
+        for change in changes:
+            self._by_id[change.id] = change
+            if change.status != "open":
+                continue
+            self._open[change.key] = change
+            for identity, egress, peer, proto, port in change.edges:
+                self._pending.setdefault(identity, set()).add((egress, peer, proto, port))
 
     def get(self, change_id: str) -> Change | None:
         return self._by_id.get(change_id)
@@ -221,19 +271,23 @@ class ChangeTracker:
             self.memory.add(identity, key, change.last_seen, 0, 0)
             self._pending.get(identity, set()).discard(key)
         change.status = "accepted"
-        self._open.pop(change.key, None)
+        if self._open.get(change.key) is change:
+            del self._open[change.key]
+        self._touched[change.id] = change
         return change
 
     def escalate(self, identity: str, keys: set[EdgeKey]) -> list[Change]:
-        """Edges of open changes that became evidence (they failed, swept, beaconed): those
-        changes were never ordinary; they are marked ``escalated`` and stop being pending."""
-        hit = keys & self._pending.get(identity, set())
-        if not hit:
+        """Open changes of ``identity`` with the peers of evidence edges (they failed, swept,
+        beaconed: the first ports of a slow scan looked ordinary): those changes were never
+        ordinary; they are marked ``escalated`` and stop being pending."""
+        peers = {(egress, peer) for egress, peer, _, _ in keys}
+        if not any(k[:2] in peers for k in self._pending.get(identity, ())):
             return []
         out = []
         for change in list(self._open.values()):
-            if any(k[0] == identity and k[1:] in hit for k in change.edges):
+            if any(k[0] == identity and k[1:3] in peers for k in change.edges):
                 change.status = "escalated"
+                self._touched[change.id] = change
                 self._open.pop(change.key, None)
                 for i, e, p, pr, po in change.edges:
                     self._pending.get(i, set()).discard((e, p, pr, po))
@@ -244,7 +298,24 @@ class ChangeTracker:
         """The change is unwanted: its edges stay unknown and are no longer a change."""
         change = self._by_id[change_id]
         change.status = "rejected"
-        self._open.pop(change.key, None)
+        if self._open.get(change.key) is change:
+            del self._open[change.key]
         for identity, egress, peer, proto, port in change.edges:
             self._pending.get(identity, set()).discard((egress, peer, proto, port))
+        self._touched[change.id] = change
+        return change
+
+    def keep_rejected(self, change: Change) -> Change:
+        """A change a person rejected, kept as the record its edges belong to while they go on:
+        they stay pending (never learned) and the same unwanted traffic is not reported again
+        as a new change; the service records the rejection as an anomaly instead. Like an
+        open change it is let go once its edges stay away for ``merge_gap_seconds``. For the
+        service, after a rejection and for recent rejected changes on restart."""
+        change = self._by_id.setdefault(change.id, change)
+        change.status = "rejected"
+        if self._open.get(change.key) in (None, change):
+            self._open[change.key] = change
+        for identity, egress, peer, proto, port in change.edges:
+            self._pending.setdefault(identity, set()).add((egress, peer, proto, port))
+        self._touched[change.id] = change
         return change

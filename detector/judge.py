@@ -7,13 +7,15 @@ same verdicts as one window at a time):
    (rates, fan-out, failures, DNS shape) unlike the identity's training windows? An identity
    with too little history of its own is scored by its namespace's or the global model; that
    model knows other workloads, so how much a newcomer sends says nothing about it. For such a
-   *fallback* verdict only a symptom counts, a feature that is suspicious in any workload
-   (:data:`SYMPTOMS`: drops, resets, unanswered SYNs, NXDOMAIN, random or long DNS names, ICMP);
-   the rest of a newcomer's novelty is judged by the rules. And the model alone alerts only on
-   a clear verdict: a score of :data:`CLEAR_SCORE` thresholds, or past the threshold in two
-   windows in a row. The threshold is calibrated so that about one training window in 5,000
-   passes it; a single window just past it is the tail of normal traffic as often as it is an
-   attack, while attacks that only the model sees (a tunnel, a flood) go far past it or last.
+   *fallback* verdict only a symptom counts, a feature past a level that is suspicious in any
+   workload (:data:`SYMPTOMS`: drops, resets, unanswered SYNs, ICMP, random or very long DNS
+   names); the rest of a newcomer's novelty is judged by the rules. A pod new to the identity
+   explains a start-up burst (:data:`STARTUP`: name lookups and new connections). And the
+   model alone alerts only on a clear verdict: a score of :data:`CLEAR_SCORE` thresholds, or
+   past the threshold in :data:`CLEAR_RUN` windows in a row. The threshold is calibrated so
+   that about one training window in 5,000 passes it; a window or two just past it is the tail
+   of normal traffic (a busy spell, a surge) as often as it is an attack, while attacks that
+   only the model sees (a tunnel, a flood) go far past it or last.
 2. **The novelty rules** (:class:`~netwarden.detector.novelty.NoveltyDetector`): do the
    window's new edges meet a rule that only attacks meet? Then the window is an anomaly, scored
    at least the rule's strength, with the rule first among its reasons.
@@ -28,13 +30,15 @@ other windows are compared with.
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
 from netwarden.detector.changes import ChangeTracker
 from netwarden.detector.explain import summary
-from netwarden.detector.incidents import ATTACKER, SUBJECT, IncidentTracker, role_of
+from netwarden.detector.incidents import ATTACKER, SUBJECT, VICTIM, IncidentTracker, role_of
 from netwarden.detector.novelty import Novelty, NoveltyDetector
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.scorer import Scorer
@@ -43,29 +47,59 @@ from netwarden.models.edges import EdgeMemory
 
 __all__ = ["SYMPTOMS", "WindowJudge"]
 
-#: Features (without the egress_/ingress_ side) that are suspicious in any workload.
-SYMPTOMS: Final = frozenset(
-    {
-        "drops",
-        "policy_drops",
-        "tcp_resets",
-        "unanswered_syns",
-        "icmp",
-        "dns_nxdomain_share",
-        "dns_qname_len_mean",
-        "dns_qname_len_max",
-        "dns_qname_entropy_mean",
-        "http_5xx_share",
-    }
-)
+#: Features (without the egress_/ingress_ side) that are suspicious in any workload, from the
+#: value at which they are: ten failed connections a minute from one workload is a pattern, not
+#: a retry; names of more than 4.3 bits a character are encoded data, not words (readable names
+#: have 2.8-3.8); a mean name of 50 characters is past any cluster-local name plus search
+#: suffix. A newcomer's DNS habits (a debug pod running dig) or error rates are not symptoms.
+SYMPTOMS: Final[dict[str, float]] = {
+    "drops": 10,
+    "policy_drops": 10,
+    "tcp_resets": 10,
+    "unanswered_syns": 10,
+    "icmp": 20,
+    "dns_qname_entropy_mean": 4.3,
+    "dns_qname_len_mean": 50,
+    "dns_qname_len_max": 100,
+}
 
+
+def _symptoms(window: ClosedWindow) -> list[str]:
+    """The features of ``window`` past their :data:`SYMPTOMS` floor."""
+    features = window.features()
+    return [
+        f"{side}_{name}"
+        for side in ("egress", "ingress")
+        for name, floor in SYMPTOMS.items()
+        if features[f"{side}_{name}"] >= floor
+    ]
+
+
+#: What a starting pod does (it resolves its dependencies' names, search path included, and
+#: opens its connection pools): with a pod new to the identity in the window, a model verdict
+#: made only of these is the start-up (autoscaling, a rollout, a drain), not an anomaly.
+STARTUP: Final = frozenset(
+    f"egress_{name}"
+    for name in (
+        "dns_queries",
+        "dns_distinct_names",
+        "dns_nxdomain_share",
+        "new_conns",
+        "flows",
+        "distinct_peers",
+        "distinct_dst_ports",
+        "dst_port_entropy",
+    )
+) | {"ingress_new_conns"}  # and its clients open connections to it
+
+#: The score of an identity whose anomaly is only what its victims saw (warning level: the
+#: victims' own windows carry the detail).
+NAMED_SCORE: Final = 1.5
 
 #: A model score (in thresholds) that alerts in one window.
 CLEAR_SCORE: Final = 1.5
-
-
-def _symptom(feature: str) -> bool:
-    return feature.partition("_")[2] in SYMPTOMS
+#: Windows in a row past the threshold that alert whatever the score.
+CLEAR_RUN: Final = 3
 
 
 class WindowJudge:
@@ -86,8 +120,9 @@ class WindowJudge:
         self.novelty = NoveltyDetector(memory, horizon_seconds=horizon_seconds)
         self.changes = ChangeTracker(memory, merge_gap_seconds=merge_gap_seconds)
         self.incidents = IncidentTracker(gap_seconds=incident_gap_seconds)
-        #: identity -> start of its last window past the model's threshold
-        self._past: dict[str, float] = {}
+        #: identity -> (start of its last window past the model's threshold, how many windows
+        #: in a row were)
+        self._past: dict[str, tuple[float, int]] = {}
 
     def judge(self, windows: Sequence[ClosedWindow]) -> list[ScoredWindow]:
         """Verdicts for ``windows`` (closed by one builder, in the order it closed them:
@@ -114,14 +149,33 @@ class WindowJudge:
         roles: list[tuple[str, str]] = []
         for w, s, n, c in zip(windows, scored, novelties, counts, strict=True):
             roles.append(role_of(w, s, n, c) if c or n.suspicious else ("", ""))
-        attackers = self.incidents.attackers(now) | {
-            w.subject.id for w, (role, _) in zip(windows, roles, strict=True) if role == ATTACKER
-        }
+        # A peer its victims name is the attacker even when its own view shows nothing (its
+        # probes dropped at their destinations, its side not observed): its window here is
+        # the incident's own alert, with what the victims saw as its reasons.
+        named: dict[str, list[str]] = defaultdict(list)
+        for w, (role, culprit) in zip(windows, roles, strict=True):
+            if role == VICTIM:
+                named[culprit].append(w.subject.id)
+        attackers = (
+            self.incidents.attackers(now)
+            | set(named)
+            | {
+                w.subject.id
+                for w, (role, _) in zip(windows, roles, strict=True)
+                if role == ATTACKER
+            }
+        )
         out = []
+        by_identity = {}
         for w, s, n, c, (role, culprit) in zip(
             windows, scored, novelties, counts, roles, strict=True
         ):
-            out.append(self._one(w, s, n, c, role, culprit, attackers))
+            victims = named.get(w.subject.id, [])
+            if victims and not role:
+                role = ATTACKER
+            judged = self._one(w, s, n, c, role, culprit, attackers, victims)
+            by_identity[w.subject.id] = judged
+            out.append(judged)
         return out
 
     def _model_counts(self, window: ClosedWindow, scored: ScoredWindow) -> bool:
@@ -129,16 +183,17 @@ class WindowJudge:
         if not scored.anomalous:
             return False
         identity = window.subject.id
-        previous = self._past.get(identity)
-        self._past[identity] = window.start
+        width = window.end - window.start
+        start, count = self._past.get(identity, (-math.inf, 0))
+        run = count + 1 if window.start - start <= width else 1
+        self._past[identity] = (window.start, run)
         if len(self._past) > 100_000:
             del self._past[next(iter(self._past))]
-        if scored.fallback and not any(_symptom(r.feature) for r in scored.reasons[:2]):
+        if scored.fallback and not _symptoms(window):
             return False
-        width = window.end - window.start
-        return scored.score >= CLEAR_SCORE or (
-            previous is not None and window.start - previous <= width
-        )
+        if self.memory.new_pods(window) and all(r.feature in STARTUP for r in scored.reasons[:3]):
+            return False  # a pod starting: it resolves its dependencies and connects to them
+        return scored.score >= CLEAR_SCORE or run >= CLEAR_RUN
 
     def _one(
         self,
@@ -149,9 +204,11 @@ class WindowJudge:
         role: str,
         culprit: str,
         attackers: set[str],
+        victims: list[str],
     ) -> ScoredWindow:
         identity = window.subject.id
-        anomalous = model_counts or novelty.suspicious
+        named = bool(victims) and not (model_counts or novelty.suspicious)
+        anomalous = model_counts or novelty.suspicious or named
         changes: tuple[str, ...] = ()
         skip = set(self.changes.pending(identity))
         new_keys = {(n.egress, n.edge.peer, n.edge.protocol, n.edge.port) for n in novelty.new}
@@ -182,13 +239,38 @@ class WindowJudge:
         )
         if novelty.suspicious:
             result = self._with_evidence(window, result, novelty, model_counts)
+        elif named:
+            result = self._named_by(window, result, victims)
         elif model.anomalous and not model_counts:  # a newcomer's volume: not an alert
             return replace(result, reasons=(), examples={}, summary="")
         if not anomalous:
             return result
         attacker = identity if role in (ATTACKER, SUBJECT) else culprit
         incident = self.incidents.link(attacker, identity, window.start, result)
-        return replace(result, incident=incident.id, role=role)
+        return replace(result, incident=incident.id, role=role, attacker=incident.attacker)
+
+    def _named_by(
+        self, window: ClosedWindow, result: ScoredWindow, victims: list[str]
+    ) -> ScoredWindow:
+        shown = ", ".join(sorted(victims)[:4]) + (
+            f" and {len(victims) - 4} more" if len(victims) > 4 else ""
+        )
+        text = f"was named by its victims ({shown}): they saw its probes or its new connections"
+        reason = Reason(
+            feature="rule:named_by_victims",
+            value=float(len(victims)),
+            baseline=0.0,
+            spread=0.0,
+            contribution=NAMED_SCORE,
+            text=text,
+        )
+        return replace(
+            result,
+            score=max(result.score, NAMED_SCORE),
+            reasons=(reason,),
+            examples=window.examples(),
+            summary=summary(window.subject.workload, [text]),
+        )
 
     def _with_evidence(
         self, window: ClosedWindow, result: ScoredWindow, novelty: Novelty, model_counts: bool

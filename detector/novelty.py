@@ -29,7 +29,15 @@ Egress (the identity as client), a new edge to:
 * **far more traffic than the identity's known edges carry**: a new edge with at least
   :data:`VOLUME_FACTOR` times the flows per window of the identity's busiest known edge (and
   :data:`VOLUME_MIN_FLOWS`). A new dependency's calls come from the same requests as the
-  identity's other calls, so they run at the same order of rate; a bulk upload does not.
+  identity's other calls, so they run at the same order of rate; a bulk upload does not. (A
+  workload with no known edge has no rate to compare with: a new job's bulk read is its job.)
+* **a workload in another namespace, both known, for the first time** (on a port the peer
+  serves), unless the client already reaches :data:`CROSSING_NAMESPACES` or more other
+  namespaces besides kube-system (an ingress controller, a scraper, a mesh gateway: crossing
+  is their job). A new
+  dependency on another team's service comes with a new workload or a new release far more
+  often than out of a running service; a running service reaching into another namespace is
+  how lateral movement looks (warning severity: it is the weakest rule).
 * **a random-looking DNS name** (``fqdn:`` peer whose first label has the character entropy and
   length of encoded data or a DGA, not of a word).
 
@@ -52,7 +60,8 @@ Either direction, over the last hour (``horizon_seconds``) of this identity's ne
   add to it is a few percent (one of 10% passes 99.9% of the time).
 
 Internet peers on the ingress side are not novelty at all: a public endpoint meets new client
-networks all day.
+networks all day. Nor are a new workload's refused callers: it refuses its first callers and
+scrapers until it is ready.
 """
 
 from __future__ import annotations
@@ -107,6 +116,10 @@ SWEEP_PEERS: Final = 16
 BEACON_CONNECTIONS: Final = 8
 BEACON_JITTER: Final = 0.15
 BEACON_PERIOD: Final = (10.0, 900.0)
+#: Other namespaces (kube-system aside) an identity reaches when crossing namespaces is its
+#: job: an ingress controller, a scraper, a mesh gateway reach most of them; an application
+#: reaches its data stores and perhaps a telemetry collector.
+CROSSING_NAMESPACES: Final = 3
 VOLUME_FACTOR: Final = 10.0
 VOLUME_MIN_FLOWS: Final = 30
 #: Character entropy (bits) and length from which a DNS label looks like encoded data.
@@ -120,6 +133,7 @@ RULE_SCORES: Final[dict[str, float]] = {
     "unnamed_internet": 2.0,
     "internet_port": 1.5,
     "cross_namespace_data_store": 2.5,
+    "cross_namespace_service": 1.5,
     "volume": 2.0,
     "random_name": 2.0,
     "failing_new_edges": 2.0,
@@ -213,7 +227,7 @@ class NoveltyDetector:
             for edge in window.edges(egress):
                 if not egress and _is_world(edge.peer):
                     continue
-                if memory.knows(identity, egress, edge):
+                if memory.knows_connection(identity, egress, edge):
                     continue
                 novelty.new.append(NewEdge(egress, edge))
         recent = self._remember(identity, window.start, novelty.new)
@@ -268,12 +282,17 @@ class NoveltyDetector:
         unnamed: list[NewEdge] = []
         odd_port: list[NewEdge] = []
         data_store: list[NewEdge] = []
+        service: list[NewEdge] = []
         random_names: list[NewEdge] = []
         heavy: list[NewEdge] = []
         busiest = memory.busiest_egress(identity)
         for item in new:
             e = item.edge
-            if item.egress and e.flows >= max(VOLUME_FACTOR * busiest, VOLUME_MIN_FLOWS):
+            if (
+                busiest
+                and item.egress
+                and e.flows >= max(VOLUME_FACTOR * busiest, VOLUME_MIN_FLOWS)
+            ):
                 heavy.append(item)
             if item.egress and _is_world(e.peer):
                 named, unnamed_known = world_ports.get((e.protocol, e.port), (0, 0))
@@ -289,6 +308,8 @@ class NoveltyDetector:
                 and self._crosses_to_data_store(identity, namespace, item)
             ):
                 data_store.append(item)
+            elif self._crosses_to_service(identity, namespace, item):
+                service.append(item)
         if unnamed:
             out.append(
                 Evidence(
@@ -307,15 +328,36 @@ class NoveltyDetector:
                 )
             )
         if data_store:
-            kinds = sorted({DATA_STORE_PORTS[i.edge.port] for i in data_store})
+            kinds = ", ".join(sorted({DATA_STORE_PORTS[i.edge.port] for i in data_store}))
+            egress = data_store[0].egress
             out.append(
                 Evidence(
                     "cross_namespace_data_store",
-                    f"{'reached' if data_store[0].egress else 'was reached'} "
-                    f"{_list(data_store)} ({', '.join(kinds)}) across namespaces, where no "
-                    "workload of the namespace had that access",
+                    (
+                        f"reached {_list(data_store)} ({kinds}) across namespaces, where no "
+                        "workload of its namespace had that access"
+                        if egress
+                        else f"was reached by {_list(data_store, by=True)} ({kinds}) from "
+                        "another namespace that had no such access"
+                    ),
                     tuple(data_store),
-                    peer="" if data_store[0].egress else data_store[0].edge.peer,
+                    peer="" if egress else data_store[0].edge.peer,
+                )
+            )
+        if service:
+            egress = service[0].egress
+            out.append(
+                Evidence(
+                    "cross_namespace_service",
+                    (
+                        f"reached {_list(service)} in another namespace for the first time, "
+                        "a workload it never used"
+                        if egress
+                        else f"was reached by {_list(service, by=True)} from another "
+                        "namespace for the first time"
+                    ),
+                    tuple(service),
+                    peer="" if egress else service[0].edge.peer,
                 )
             )
         if heavy:
@@ -356,6 +398,22 @@ class NoveltyDetector:
         newcomer = not memory.knows_identity(client)
         return not (newcomer and memory.namespace_reaches(client_ns, server, e.protocol, e.port))
 
+    def _crosses_to_service(self, identity: str, namespace: str, item: NewEdge) -> bool:
+        """A new edge between two workloads the memory knows, in different namespaces, on a
+        port the server serves, from a client that does not reach across namespaces by design
+        (ingress controllers, scrapers, meshes already reach three or more other namespaces)."""
+        e = item.edge
+        peer_ns = namespace_of(e.peer)
+        if not peer_ns or not namespace or peer_ns == namespace:
+            return False
+        memory = self.memory
+        client, server = (identity, e.peer) if item.egress else (e.peer, identity)
+        if not (memory.knows_identity(client) and memory.knows_identity(server)):
+            return False  # a new workload is a change of its own
+        if not memory.serves(server, e.protocol, e.port):
+            return False
+        return len(memory.namespaces_reached(client)) < CROSSING_NAMESPACES
+
     def _horizon_rules(
         self,
         identity: str,
@@ -364,15 +422,16 @@ class NoveltyDetector:
     ) -> list[Evidence]:
         out: list[Evidence] = []
         in_window = {(i.egress, i.edge.peer, i.edge.protocol, i.edge.port): i for i in new}
+        newcomer = not self.memory.knows_identity(identity)
         for egress in (True, False):
             keys = [k for k in recent if k[0] == egress]
-            if not keys:
-                continue
+            if not keys or (newcomer and not egress):
+                continue  # a workload not yet ready refuses its first callers and scrapers
             failing = [k for k in keys if any(f for _, _, f in recent[k].windows)]
             persistent = [k for k in failing if sum(1 for _, _, f in recent[k].windows if f) >= 2]
             now_failing = [in_window[k] for k in failing if k in in_window]
             if now_failing and (len(failing) >= FAILING_EDGES or persistent):
-                peers = Counter(k[1] for k in failing)
+                peers = Counter(i.edge.peer for i in now_failing)  # who fails here, now
                 out.append(
                     Evidence(
                         "failing_new_edges",
@@ -453,8 +512,11 @@ def _ports(ports: list[tuple[int, int]]) -> str:
     return text + (f" and {len(ports) - 3} more" if len(ports) > 3 else "")
 
 
-def _list(items: list[NewEdge], limit: int = 3) -> str:
+def _list(items: list[NewEdge], limit: int = 3, *, by: bool = False) -> str:
+    """``peer TCP/port, ...`` (``by``: ``peer on TCP/port``, for the server's view)."""
+    joiner = " on " if by else " "
     shown = ", ".join(
-        f"{i.edge.peer}{' ' + i.edge.port_text if i.edge.port_text else ''}" for i in items[:limit]
+        f"{i.edge.peer}{joiner + i.edge.port_text if i.edge.port_text else ''}"
+        for i in items[:limit]
     )
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

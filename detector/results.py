@@ -59,3 +59,5 @@ class ScoredWindow:
     #: in it ("attacker", "victim" or "subject").
     incident: str = ""
     role: str = ""
+    #: The incident's attacker (the identity itself unless its role is "victim").
+    attacker: str = ""

@@ -173,6 +173,7 @@ class _WindowRow(Base):
     model_anomalous: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     incident: Mapped[str | None] = mapped_column(String(64), nullable=True)
     role: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    attacker: Mapped[str | None] = mapped_column(String(512), nullable=True)
     anomaly_id: Mapped[int | None] = mapped_column(
         ForeignKey("anomalies.id"), nullable=True, index=True
     )
@@ -290,6 +291,7 @@ def _to_window(row: _WindowRow) -> ScoredWindow:
         model_anomalous=bool(row.model_anomalous),
         incident=row.incident or "",
         role=row.role or "",
+        attacker=row.attacker or "",
         **_explanation(row),
     )
 
@@ -921,6 +923,7 @@ def _fill_window(row: _WindowRow, w: ScoredWindow) -> None:
     row.evidence, row.changes = list(w.evidence), list(w.changes)
     row.new_edges, row.model_anomalous = int(w.new_edges), bool(w.model_anomalous)
     row.incident, row.role = w.incident or None, w.role or None
+    row.attacker = w.attacker or None
 
 
 def _set_peak(anomaly: _AnomalyRow, w: ScoredWindow) -> None:

@@ -76,14 +76,23 @@ FEATURES: Final[tuple[Feature, ...]] = (
     ),
     Feature("icmp", "ICMPv4/ICMPv6 flow events"),
     Feature("dns_queries", "DNS requests (L7)"),
-    Feature("dns_nxdomain_share", "share of DNS responses with rcode 3 (NXDOMAIN)"),
+    Feature(
+        "dns_nxdomain_share",
+        "share of DNS responses with rcode 3 (NXDOMAIN), of at least SHARE_MIN_COUNT responses",
+    ),
     Feature("dns_qname_len_mean", "mean length of queried names (characters, no trailing dot)"),
     Feature("dns_qname_len_max", "longest queried name"),
     Feature("dns_qname_entropy_mean", "mean per-name character entropy of queried names (bits)"),
     Feature("dns_distinct_names", "distinct queried names (sketch)"),
     Feature("http_requests", "HTTP requests (L7)"),
-    Feature("http_4xx_share", "share of HTTP responses with status 400-499"),
-    Feature("http_5xx_share", "share of HTTP responses with status 500-599"),
+    Feature(
+        "http_4xx_share",
+        "share of HTTP responses with status 400-499, of at least SHARE_MIN_COUNT responses",
+    ),
+    Feature(
+        "http_5xx_share",
+        "share of HTTP responses with status 500-599, of at least SHARE_MIN_COUNT responses",
+    ),
     Feature("world_flows", "flows to (egress) or from (ingress) world addresses"),
     Feature("world_distinct_peers", "distinct world IP addresses (sketch)"),
     Feature("world_distinct_fqdns", "distinct DNS names of world peers (sketch)"),
@@ -128,6 +137,15 @@ _SMALL_FOLD: Final = 64
 def _port_hash(port_key: int) -> int:
     """Stable hash of ``protocol << 16 | port`` (memoised: a pure function of a small domain)."""
     return stable_hash64(port_key)
+
+
+#: Shares are of at least this many responses (fewer count as this many): one failed request
+#: in a quiet minute is one failure, not a 100% error rate.
+SHARE_MIN_COUNT: Final = 10
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / max(whole, SHARE_MIN_COUNT), 9) if part else 0.0
 
 
 def _count(sketch: DistinctSketch | None) -> float:
@@ -175,6 +193,7 @@ class SideStats:
         "new_conns",
         "peers",
         "pending",
+        "pods",
         "policy_drops",
         "port_hist",
         "qname_entropy_sum",
@@ -231,6 +250,9 @@ class SideStats:
         self.edge_alias: dict[int, int] = {}
         #: Internet edges -> the first EDGE_TIMES connection start times (Unix seconds).
         self.edge_times: dict[tuple[int, int], list[float]] = {}
+        #: Pods of the subject that opened connections or sent UDP (DNS) on this side: a pod
+        #: new to the identity explains a start-up burst (netwarden.detector.judge).
+        self.pods: set[str] = set()
         #: (peer hash, protocol << 16 | port, or -1 without a port) -> flows, not yet folded into
         #: the sketches and the port histogram. Folding in bulk is what keeps the per-flow cost
         #: at one dict update; :meth:`fold` runs when it grows past PENDING_LIMIT and before
@@ -342,6 +364,7 @@ class SideStats:
             else:
                 for i, c in enumerate(counts):
                     mine[i] += c
+        self.pods |= other.pods
         alias = self.edge_alias
         for h, named in other.edge_alias.items():
             alias[h] = min(alias.get(h, named), named)
@@ -426,14 +449,14 @@ class SideStats:
             "unanswered_syns": float(max(self.new_conns - self.syn_acks, 0)),
             "icmp": float(self.icmp),
             "dns_queries": float(q),
-            "dns_nxdomain_share": round(self.dns_nxdomain / dns_resp, 9) if dns_resp else 0.0,
+            "dns_nxdomain_share": _share(self.dns_nxdomain, dns_resp),
             "dns_qname_len_mean": round(self.qname_len_sum / q, 9) if q else 0.0,
             "dns_qname_len_max": float(self.qname_len_max),
             "dns_qname_entropy_mean": round(self.qname_entropy_sum / q, 9) if q else 0.0,
             "dns_distinct_names": _count(self.dns_names),
             "http_requests": float(self.http_requests),
-            "http_4xx_share": round(self.http_4xx / http_resp, 9) if http_resp else 0.0,
-            "http_5xx_share": round(self.http_5xx / http_resp, 9) if http_resp else 0.0,
+            "http_4xx_share": _share(self.http_4xx, http_resp),
+            "http_5xx_share": _share(self.http_5xx, http_resp),
             "world_flows": float(self.world_flows),
             "world_distinct_peers": _count(self.world_peers),
             "world_distinct_fqdns": _count(self.world_fqdns),
@@ -457,6 +480,7 @@ class SideStats:
             + 150 * len(self.edge_flags)
             + 60 * len(self.edge_alias)
             + sum(70 + 32 * len(v) for v in self.edge_times.values())
+            + 80 * len(self.pods)
             + 120 * len(self.pending)
         )
 
@@ -481,6 +505,7 @@ class SideStats:
             and self._pruned_flags(self.edge_flags, self.edges)
             == self._pruned_flags(other.edge_flags, other.edges)
             and self.edge_alias == other.edge_alias
+            and self.pods == other.pods
         )
 
     @staticmethod

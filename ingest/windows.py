@@ -53,6 +53,7 @@ from netwarden.ingest.direction import (
 )
 from netwarden.ingest.features import (
     DROP,
+    EDGES_PER_WINDOW,
     EXAMPLE_NAMES,
     PENDING_LIMIT,
     RST,
@@ -574,6 +575,10 @@ class WindowBuilder:
                     )
                     if nw is not None:
                         _add_bytes(acc.client, nw, not reply)
+                    if not reply and (flags & 3 == 1 or proto == _PROTO_UDP):
+                        pod = f.source.pod_name if f.source is not None else ""
+                        if pod:  # pods opening connections or resolving names
+                            acc.client.pods.add(pod)
                     did = True
             if sides & SERVER:
                 subject = server[0]
@@ -727,6 +732,17 @@ class WindowBuilder:
                 side.drops += 1
                 side.policy_drops += 1
                 side.add_reason("L7_DENIED", 1)
+            if (
+                not reply
+                and proto
+                and proto != _PROTO_ICMP
+                and (l7 is None or l7.type not in _RESPONSE)
+            ):
+                # the edge a request travels (Hubble may show a proxied connection only at L7)
+                edge = (peer.hash, (proto << 16) | port)
+                side.edges[edge] = side.edges.get(edge, 0) + 1
+                if len(side.edges) > 2 * EDGES_PER_WINDOW:
+                    side.prune_edges()
             return
         marks = 0  # per-edge counters this flow adds to (1 << SYN | 1 << RST ...)
         if dropped:

@@ -44,6 +44,11 @@ __all__ = [
 #: (egress, peer, protocol, port): egress True for the identity as client.
 EdgeKey = tuple[bool, str, int, int]
 _FORMAT: Final = 1
+#: Pods remembered per identity (a few rollouts of a large Deployment).
+MAX_PODS: Final = 256
+#: How long a pod counts as starting up after it first opens connections or resolves names:
+#: readiness, connection pools and caches fill within the first minutes of a pod's life.
+STARTUP_SECONDS: Final = 300.0
 
 _CONSTRAINTS: Final[dict[str, tuple[float, float]]] = {
     "max_age_seconds": (3600.0, 400 * 86_400.0),
@@ -111,11 +116,22 @@ class EdgeMemory:
         self._peers: dict[str, int] = defaultdict(int)
         #: Egress edges to named internet peers: whether names are visible in this cluster.
         self._named_world = 0
+        #: identity -> its pods seen opening connections or resolving names -> first seen:
+        #: a pod first seen within STARTUP_SECONDS is starting up (at most MAX_PODS per
+        #: identity, least recently seen dropped).
+        self._pods: dict[str, dict[str, float]] = {}
         #: (identity, protocol, port) -> known edges into it on that port (its own ingress
         #: edges and others' egress edges to it): what it serves.
         self._serves: dict[tuple[str, int, int], int] = defaultdict(int)
 
     # -- questions ---------------------------------------------------------------------------
+
+    def new_pods(self, window: ClosedWindow) -> set[str]:
+        """Pods of the window's identity that are starting up: first seen less than
+        STARTUP_SECONDS before the window, or never."""
+        known = self._pods.get(window.subject.id, {})
+        young = window.start - STARTUP_SECONDS
+        return {p for p in window.client.pods if known.get(p, window.start) > young}
 
     def knows_identity(self, identity: str) -> bool:
         return identity in self._edges
@@ -123,6 +139,17 @@ class EdgeMemory:
     def knows(self, identity: str, egress: bool, edge: Edge) -> bool:
         found = self._edges.get(identity)
         return found is not None and (egress, edge.peer, edge.protocol, edge.port) in found
+
+    def knows_connection(self, identity: str, egress: bool, edge: Edge) -> bool:
+        """Whether the connection is known from either end: the identity's own edge, or, for a
+        workload peer, the peer's edge the other way (Hubble may have shown only one end of it
+        before: a flow observed where one pod ran, until a drain moved it)."""
+        if self.knows(identity, egress, edge):
+            return True
+        if not namespace_of(edge.peer):
+            return False
+        found = self._edges.get(edge.peer)
+        return found is not None and (not egress, identity, edge.protocol, edge.port) in found
 
     def get(self, identity: str, key: EdgeKey) -> EdgeStat | None:
         found = self._edges.get(identity)
@@ -148,6 +175,16 @@ class EdgeMemory:
             (s.flows / max(s.windows, 1) for k, s in self._edges.get(identity, {}).items() if k[0]),
             default=0.0,
         )
+
+    def namespaces_reached(self, identity: str) -> set[str]:
+        """Namespaces other than its own (and kube-system, whose DNS every pod uses) that the
+        identity has known egress edges into."""
+        own = namespace_of(identity)
+        return {
+            ns
+            for egress, peer, _, _ in self._edges.get(identity, {})
+            if egress and (ns := namespace_of(peer)) and ns not in (own, "kube-system")
+        }
 
     def namespace_reaches(self, namespace: str, peer: str, protocol: int, port: int) -> bool:
         """Whether some identity of ``namespace`` has a known egress edge to (peer, port)."""
@@ -198,6 +235,12 @@ class EdgeMemory:
                     learned = True
         if learned or identity in self._edges:  # an identity under review stays unknown
             self.touch(identity, start)
+        if window.client.pods:
+            pods = self._pods.setdefault(identity, {})
+            for pod in window.client.pods:
+                pods[pod] = min(pods.pop(pod, start), start)  # first seen; now most recent
+            while len(pods) > MAX_PODS:
+                del pods[next(iter(pods))]
 
     def add(self, identity: str, key: EdgeKey, when: float, flows: int, windows: int = 1) -> None:
         """Learn one edge seen at ``when`` (also what accepting a change does)."""
@@ -230,6 +273,10 @@ class EdgeMemory:
 
     def merge(self, other: EdgeMemory) -> None:
         """Learn everything ``other`` knows (e.g. a model's memory into the service's)."""
+        for identity, pods in other._pods.items():
+            mine = self._pods.setdefault(identity, {})
+            for pod, t in pods.items():
+                mine[pod] = min(mine.get(pod, t), t)
         for identity, edges in other._edges.items():
             for key, stat in edges.items():
                 self.add(identity, key, stat.first_seen, stat.flows, stat.windows)
@@ -294,6 +341,7 @@ class EdgeMemory:
                 }
                 for identity, edges in self._edges.items()
             ],
+            "pods": {identity: list(pods.items()) for identity, pods in self._pods.items()},
         }
 
     @classmethod
@@ -319,6 +367,14 @@ class EdgeMemory:
                 memory._active[identity] = float(item.get("active", 0.0))
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"edge memory: identity #{n} is malformed: {exc}") from None
+        pods = data.get("pods", {})
+        if not isinstance(pods, dict):
+            raise ValueError("edge memory: 'pods' must be an object")
+        try:
+            for identity, items in pods.items():
+                memory._pods[str(identity)] = {str(p): float(t) for p, t in items}
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"edge memory: malformed pods: {exc}") from None
         return memory
 
     @classmethod

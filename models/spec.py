@@ -4,8 +4,11 @@ Columns are every window feature (``egress_*`` then ``ingress_*``, see
 :func:`netwarden.ingest.features.feature_columns`) plus two time-of-day columns (sine and
 cosine of the hour), so that a quiet night and a busy noon are both normal for a workload with a
 daily cycle. Counts are heavy-tailed, so count-like features enter as ``log1p``; shares and
-entropies, already bounded, enter as they are. Robust scaling (median/IQR) happens inside the
-stored pipeline, fitted per model.
+entropies, already bounded, enter as they are. The shape of queried DNS names enters only
+beyond what readable names reach (:data:`NAME_SHAPE_FLOORS`): a workload that starts resolving
+names (new pods looking up their dependencies) is not an anomaly for the length of
+``catalog.shop.svc.cluster.local``; names of encoded data are. Robust scaling (median/IQR)
+happens inside the stored pipeline, fitted per model.
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ LOG_COLUMNS: Final[frozenset[str]] = frozenset(
     col for col in feature_columns() if col.split("_", 1)[1] not in _BOUNDED
 )
 _LOG_MASK: Final = np.array([col in LOG_COLUMNS for col in MODEL_COLUMNS])
+#: Readable-name levels of the DNS name-shape features, subtracted before use (the part above
+#: counts): cluster names with their search-path suffixes run to about 40 characters on average
+#: and 64 at most (``o4507.ingest.sentry.io.checkout.svc.cluster.local``); readable names have a
+#: character entropy of 2.8-3.8 bits, base32/hex labels 4.5 and more.
+NAME_SHAPE_FLOORS: Final[dict[str, float]] = {
+    "dns_qname_len_mean": 40.0,
+    "dns_qname_len_max": 64.0,
+    "dns_qname_entropy_mean": 3.9,
+}
+_FLOORS: Final = np.array(
+    [NAME_SHAPE_FLOORS.get(col.split("_", 1)[1], 0.0) if col not in TIME_COLUMNS else 0.0
+     for col in MODEL_COLUMNS]
+)  # fmt: skip
+_FLOOR_MASK: Final = _FLOORS > 0
 
 
 def _floor(col: str) -> float:
@@ -80,6 +97,7 @@ def matrix(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
 
 def transform(raw: np.ndarray) -> np.ndarray:
     out = raw.copy()
+    out[:, _FLOOR_MASK] = np.maximum(out[:, _FLOOR_MASK] - _FLOORS[_FLOOR_MASK], 0.0)
     out[:, _LOG_MASK] = np.log1p(np.maximum(out[:, _LOG_MASK], 0.0))
     return out
 

@@ -340,6 +340,14 @@ class AlertsConfig(_Section):
     slack_send_resolved: bool = Field(
         True, description="Slack: a short notice when an announced anomaly is over"
     )
+    notify_changes: bool = Field(
+        True,
+        description=(
+            "announce each new change once, as information: a Slack message and an "
+            'Alertmanager alert with severity="info" that resolves by itself after 5 minutes '
+            "(route it to a quiet receiver)"
+        ),
+    )
 
 
 class RemediationConfig(_Section):

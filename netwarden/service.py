@@ -9,11 +9,22 @@ Threads, each with one job, joined by a bounded queue and the store:
   scores, store), moves event time on when the stream is quiet, reloads the model when a new
   version becomes current and samples the ingest metrics;
 * the **proposer** thread proposes a containment for every new anomaly the pipeline hands it
-  through a bounded queue, so proposing (store reads and writes) never holds up ingest;
+  through a bounded queue, so proposing (store reads and writes) never holds up ingest: one
+  per incident, for the attacker's (or a subject's) anomaly, never for a victim's (the
+  attacker's containment covers it);
 * the **alerts** thread runs the :class:`~netwarden.detector.alerts.alerting.Alerter` (outbox sync and
   delivery), when a sink is configured;
 * the main thread serves the HTTP API (uvicorn) until SIGINT/SIGTERM, then stops the others in
   the order data flows (:meth:`Service.shutdown`): source, pipeline, proposer, alerts, stores.
+
+**Changes** (:mod:`netwarden.detector.change_store`): after each judged batch the pipeline
+writes the changes its tracker created or touched to the store; people accept or reject them
+through the API, which records the decision at once; the pipeline, the only thread that
+touches the edge memory and the tracker, applies decisions on its next turn (at once for a
+decision made in this process, else within :data:`DECISION_POLL` seconds, and on start for
+those made while it was down). On start, open changes (and recently rejected ones, whose
+traffic must not come back as a new change) are restored into the tracker, so a restart
+neither reports them again nor forgets them.
 
 Approved proposals are applied through the API when ``remediation.kubernetes`` names a cluster
 (in-cluster service account or a kubeconfig); the service hands the API its
@@ -48,6 +59,11 @@ from rich.console import Console
 from netwarden.api.auth import TokenTable, load_tokens, new_token
 from netwarden.config import ServiceConfig
 from netwarden.detector.alerts.alerting import Alerter, AlertSettings
+from netwarden.detector.change_store import ACCEPTED, REJECTED, ChangeRecord, ChangeStore
+from netwarden.detector.change_store import OPEN as CHANGE_OPEN
+from netwarden.detector.change_store import STATES as CHANGE_STATES
+from netwarden.detector.changes import Change
+from netwarden.detector.incidents import VICTIM
 from netwarden.detector.lifecycle import OPEN, STATES
 from netwarden.detector.live import DetectorMetrics, LiveDetector
 from netwarden.detector.severity import SEVERITIES, score_range
@@ -81,6 +97,12 @@ PROPOSAL_QUEUE = 1000
 #: Seconds :meth:`Service.shutdown` may take. Kubernetes kills a pod 30 s after SIGTERM
 #: (``terminationGracePeriodSeconds``) and uvicorn's own shutdown comes first.
 SHUTDOWN_SECONDS = 20.0
+#: Seconds between the pipeline's looks at the store for decisions on changes made elsewhere
+#: (another process on the database); decisions made through this process's API are applied
+#: on its next turn.
+DECISION_POLL = 5.0
+#: Incidents remembered as having their containment proposal (one per incident).
+_INCIDENTS_KEPT = 10_000
 #: Put in the pipeline's queue after the last batch: process what came before, then stop.
 _DRAIN: Final[list[Any]] = []
 
@@ -106,6 +128,25 @@ class _AnomalyCollector(Collector):
         yield family
 
 
+class _ChangeCollector(Collector):
+    """``netwarden_changes{status}``, counted in the change store at scrape time."""
+
+    def __init__(self, store: ChangeStore) -> None:
+        self.store = store
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "netwarden_changes", "Changes in the store, by status.", labels=["status"]
+        )
+        try:
+            counts = self.store.counts()
+        except Exception:  # a closed or unreachable store: unknown, not a failed scrape
+            counts = dict.fromkeys(CHANGE_STATES, math.nan)
+        for status in CHANGE_STATES:
+            family.add_metric([status], counts[status])
+        yield family
+
+
 @dataclass(frozen=True, slots=True)
 class _ContainmentInputs:
     """What the containment of an anomaly is built from, besides the anomaly."""
@@ -121,7 +162,9 @@ class Proposer:
     The pipeline hands over the anomalies it recorded with :meth:`submit`, which never blocks:
     with ``maxsize`` anomalies already waiting, a new one is skipped, counted in
     ``netwarden_proposals_skipped_total`` and logged once per burst (it is offered again the
-    next time the pipeline updates it; a reviewer can always propose through the API).
+    next time the pipeline updates it; a reviewer can always propose through the API). Only
+    an attacker's or a subject's anomaly is proposed, once per incident: a victim's is linked
+    to its attacker's incident, whose containment targets the attacker.
     :meth:`close` lets the worker finish what is queued, within a time limit.
     """
 
@@ -147,6 +190,7 @@ class Proposer:
             registry=registry,
         ).set_function(self.queue.qsize)
         self._submitted: set[int] = set()  # pipeline thread only
+        self._incidents: dict[str, None] = {}  # incidents proposed for (pipeline thread only)
         self._burst = 0  # anomalies skipped since the queue last had room
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="proposer", daemon=True)
@@ -157,7 +201,10 @@ class Proposer:
     def submit(self, records: list[AnomalyRecord]) -> None:
         """Queue the open anomalies not queued before; never blocks (the pipeline calls it)."""
         for record in records:
-            if record.state != OPEN or record.id in self._submitted:
+            role, incident = getattr(record, "role", ""), getattr(record, "incident", "")
+            if record.state != OPEN or record.id in self._submitted or role == VICTIM:
+                continue
+            if incident and incident in self._incidents:
                 continue
             try:
                 self.queue.put_nowait(record)
@@ -172,6 +219,10 @@ class Proposer:
                 self._burst += 1
                 continue
             self._submitted.add(record.id)
+            if incident:
+                self._incidents[incident] = None
+                if len(self._incidents) > _INCIDENTS_KEPT:
+                    del self._incidents[next(iter(self._incidents))]
             if self._burst:
                 self.log(f"proposer caught up; {self._burst} anomalies were skipped")
                 self._burst = 0
@@ -221,6 +272,7 @@ class Service:
         log: Callable[[str], Any] = print,
         queue_batches: int = QUEUE_BATCHES,
         proposal_queue: int = PROPOSAL_QUEUE,
+        change_store: ChangeStore | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -247,6 +299,15 @@ class Service:
         self.proposer = Proposer(
             self.propose_containment, registry, maxsize=proposal_queue, log=log
         )
+        #: Changes (netwarden.detector.change_store), on the anomaly store's database.
+        self.change_store = change_store if change_store is not None else ChangeStore(store.url)
+        self._changes_reported = Counter(
+            "netwarden_changes_reported",
+            "Changes (ordinary-looking new traffic) found and recorded for review.",
+            registry=registry,
+        )
+        #: Changes the tracker handed over that are not in the store yet (a failed write).
+        self._unsaved: dict[str, Change] = {}
         grace = config.remediation.claim_grace_seconds
 
         def stuck() -> float:
@@ -288,6 +349,7 @@ class Service:
             "netwarden_source_up", "1 while the live source is up.", ["source"], registry=registry
         )
         registry.register(_AnomalyCollector(store))
+        registry.register(_ChangeCollector(self.change_store))
         self._threads: dict[str, threading.Thread] = {}
         self._shown_version: str | None = None
         self._stopped: bool | None = None
@@ -325,6 +387,7 @@ class Service:
     # -- threads --------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._restore_changes()
         self._threads = {
             "source": threading.Thread(target=self._run_source, name="source", daemon=True),
             "pipeline": threading.Thread(target=self._run_pipeline, name="pipeline", daemon=True),
@@ -389,6 +452,8 @@ class Service:
             self.log("the pipeline did not stop in time: the stores are left open")
         if pipeline and proposer:
             self.proposal_store.close()
+        if pipeline and alerts:
+            self.change_store.close()
         if alerts and self.alerter is not None:
             self.alerter.close()
         if self.applier is not None:
@@ -434,7 +499,7 @@ class Service:
 
     def _run_pipeline(self) -> None:
         config = self.config
-        next_reload = next_metrics = next_purge = 0.0
+        next_reload = next_metrics = next_purge = next_decisions = 0.0
         while not self._halt.is_set():
             try:
                 batch = self.queue.get(timeout=0.5)
@@ -455,6 +520,10 @@ class Service:
                 else:
                     self.windows_recorded += len(self.detector.tick(config.windows.idle_close))
                 now = time.monotonic()
+                poll = now >= next_decisions
+                if poll:
+                    next_decisions = now + DECISION_POLL
+                self._changes_turn(poll=poll)
                 if now >= next_reload:
                     next_reload = now + config.models.reload_interval
                     self._reload_model()
@@ -475,10 +544,89 @@ class Service:
         window)."""
         try:
             self.windows_recorded += len(self.detector.tick(math.inf))
+            self._changes_turn(poll=True)
             self._sample_metrics()
             save_memory(self.detector.memory, self._memory_path, log=self.log)
         except Exception as exc:
             self.log(f"pipeline error while stopping: {type(exc).__name__}: {exc}")
+
+    # -- changes (pipeline thread) ----------------------------------------------------------
+
+    def _restore_changes(self) -> None:
+        """Before the pipeline starts: the open changes back into the tracker (pending, not
+        reported again), and recently rejected ones held (their traffic is not a new change
+        while it goes on); decisions not applied yet are applied on the pipeline's first turn."""
+        tracker = self.detector.judge.changes
+        opened = self.change_store.by_status(CHANGE_OPEN)
+        tracker.restore([r.to_change() for r in opened])
+        rejected = [r for r in self.change_store.by_status(REJECTED) if r.applied_at is not None]
+        if rejected:
+            newest = max(r.last_seen for r in [*opened, *rejected])
+            gap = timedelta(seconds=tracker.merge_gap)
+            for r in rejected:
+                if r.last_seen >= newest - gap:
+                    tracker.keep_rejected(r.to_change())
+        tracker.take_touched()  # nothing new: all of it is in the store already
+        if opened:
+            self.log(f"{len(opened)} open changes restored (waiting for review)")
+
+    def _changes_turn(self, *, poll: bool) -> None:
+        """Apply the decisions on changes made since the last turn (when this process made
+        one, or ``poll``), then write the changes the tracker created or touched."""
+        store = self.change_store
+        if poll or store.decided.is_set():
+            store.decided.clear()  # before reading: a decision made meanwhile sets it again
+            for record in store.unapplied():
+                self._apply_decision(record)
+        self._unsaved.update((c.id, c) for c in self.detector.judge.changes.take_touched())
+        if not self._unsaved:
+            return
+        created = store.upsert(list(self._unsaved.values()))
+        self._unsaved = {}
+        if created:
+            self._changes_reported.inc(len(created))
+            for record in created[:5]:
+                self.log(f"change {record.change_id}: {record.description} (waiting for review)")
+            if len(created) > 5:
+                self.log(f"... and {len(created) - 5} more changes")
+
+    def _apply_decision(self, record: ChangeRecord) -> None:
+        """A person's decision, applied to the tracker and the edge memory (pipeline thread),
+        then marked applied. One that cannot be applied is said so and marked all the same (a
+        decision that fails every turn would hold up the others); a store that cannot be written
+        leaves it for the next turn."""
+        try:
+            self._apply_to_tracker(record)
+        except Exception as exc:
+            self.log(
+                f"change {record.change_id}: the {record.status} decision could not be applied "
+                f"to the detector: {type(exc).__name__}: {exc}"
+            )
+        self.change_store.mark_applied(record.change_id)
+
+    def _apply_to_tracker(self, record: ChangeRecord) -> None:
+        judge = self.detector.judge
+        tracker = judge.changes
+        known = tracker.get(record.change_id)
+        if record.status == ACCEPTED:
+            if known is None:  # not in this process's tracker: learn it from the record
+                tracker.restore([record.to_change()])
+            change = tracker.accept(record.change_id)
+            by_identity: dict[str, set[tuple[bool, str, int, int]]] = {}
+            for identity, egress, peer, proto, port in change.edges:
+                by_identity.setdefault(identity, set()).add((egress, peer, proto, port))
+            for identity, keys in by_identity.items():
+                judge.novelty.forget(identity, keys)
+            save_memory(self.detector.memory, self._memory_path, log=self.log)
+            self.log(f"change {record.change_id} accepted by {record.state_actor}: learned")
+        elif record.status == REJECTED:
+            tracker.keep_rejected(known or record.to_change())
+            if self.config.remediation.propose_containment and record.anomaly_ids:
+                self.proposer.submit(self.store.get_many(record.anomaly_ids))
+            self.log(
+                f"change {record.change_id} rejected by {record.state_actor}: anomalies "
+                + ", ".join(str(i) for i in record.anomaly_ids)
+            )
 
     def _run_alerts(self) -> None:
         assert self.alerter is not None
@@ -596,6 +744,7 @@ def _alert_settings(config: ServiceConfig, public_url: str) -> AlertSettings | N
             request_timeout=a.request_timeout,
             firing_hold=a.firing_hold,
             slack_send_resolved=a.slack_send_resolved,
+            notify_changes=a.notify_changes,
         )
     except ValueError as exc:
         raise UserError(f"alerts: {exc}") from None
@@ -817,8 +966,13 @@ def build_service(
     except Exception as exc:
         raise UserError(f"store {config.store_url}: cannot open: {exc}") from None
     registry = registry if registry is not None else CollectorRegistry()
+    changes = ChangeStore(config.store_url)
     settings = _alert_settings(config, public_url or config.public_url())
-    alerter = Alerter(store, settings, registry=registry) if settings is not None else None
+    alerter = (
+        Alerter(store, settings, registry=registry, changes=changes)
+        if settings is not None
+        else None
+    )
     service = Service(
         config,
         _source(config, registry, log),
@@ -828,6 +982,7 @@ def build_service(
         alerter=alerter,
         applier=applier,
         log=log,
+        change_store=changes,
     )
     return service, tokens
 

@@ -18,7 +18,9 @@ Lifecycle (the one place the rules live is :data:`ACTIONS`)::
     apply_error     applying      approved      (no verdict on the policy: claim released)
     start_rollback  applied       rolling_back  (admin: the claim)
     rollback        rolling_back  rolled_back   (final)
-    rollback_error  rolling_back  applied       (refused or out of reach: claim released)
+    rollback_error  rolling_back  applied       (refused: claim released)
+    apply_uncertain applying      applying      (the write got no answer: the claim stays for recover)
+    rollback_uncertain rolling_back rolling_back (likewise for a rollback)
 
     recover_applied      applying      applied       (admin, a dead claim: the cluster holds this
                          rolling_back  applied        proposal's object)
@@ -176,6 +178,10 @@ ACTIONS: Final[dict[str, dict[str, str]]] = {
     "start_rollback": {APPLIED: ROLLING_BACK},
     "rollback": {ROLLING_BACK: ROLLED_BACK},
     "rollback_error": {ROLLING_BACK: APPLIED},
+    # the write was sent and no answer came (timeout, lost connection, interrupt): it may have
+    # landed, so the claim stays for recover, which looks at what the cluster holds
+    "apply_uncertain": {APPLYING: APPLYING},
+    "rollback_uncertain": {ROLLING_BACK: ROLLING_BACK},
     # a claim whose holder is gone, finished by a person from what the cluster holds
     "recover_applied": {APPLYING: APPLIED, ROLLING_BACK: APPLIED},
     "recover_approved": {APPLYING: APPROVED},
@@ -703,6 +709,22 @@ class ProposalStore(SqlStore):
         it can be looked at and retried."""
         return self._act(proposal_id, f"{action}_error", actor=actor, note=message, details=details)
 
+    def keep_claim(
+        self,
+        proposal_id: int,
+        *,
+        actor: str,
+        action: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> ProposalRecord:
+        """Log a write whose outcome is unknown (sent, no answer) as ``<action>_uncertain``
+        and keep the claim: only :func:`recover_proposal` may end it, from what the cluster
+        holds, so a re-apply can never record netwarden's own object as what was there."""
+        return self._act(
+            proposal_id, f"{action}_uncertain", actor=actor, note=message, details=details
+        )
+
     def record_dry_run(
         self,
         proposal_id: int,
@@ -924,13 +946,24 @@ def apply_proposal(
     except ApplyError as exc:
         message = str(exc)
         if step == "apply" and isinstance(exc, Unreachable):
-            message += "; the request may have reached the cluster: check the policy there"
-        after = store.release(
-            record.id, actor=actor, action=step, message=message, details=_error_details(exc)
-        )
+            message += (
+                "; the request may have reached the cluster: the proposal stays 'applying' "
+                f"until POST /api/v1/proposals/{record.id}/recover looks at what is there"
+            )
+            after = store.keep_claim(
+                record.id, actor=actor, action=step, message=message, details=_error_details(exc)
+            )
+        else:
+            after = store.release(
+                record.id, actor=actor, action=step, message=message, details=_error_details(exc)
+            )
         raise ApplyRefused(message, after, exc) from exc
-    except BaseException as exc:  # a bug or an interrupt: never leave the claim behind
-        store.release(record.id, actor=actor, action=step, message=f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:  # a bug or an interrupt: leave a claim only if a write went
+        message = f"{type(exc).__name__}: {exc}"
+        if step == "apply":
+            store.keep_claim(record.id, actor=actor, action=step, message=message)
+        else:
+            store.release(record.id, actor=actor, action=step, message=message)
         raise
     return store.mark_applied(
         record.id, actor=actor, change=change.to_dict(), note=note or f"applied {change.ref}"
@@ -952,13 +985,21 @@ def rollback_proposal(
     try:
         applier.rollback(change)
     except ApplyError as exc:
-        after = store.release(
+        uncertain = isinstance(exc, Unreachable)  # sent, unanswered: it may have landed
+        end_claim = store.keep_claim if uncertain else store.release
+        after = end_claim(
             record.id, actor=actor, action="rollback", message=str(exc),
             details=_error_details(exc),
         )  # fmt: skip
-        raise ApplyRefused(f"the rollback failed: {exc}", after, exc) from exc
+        tail = (
+            f"; the proposal stays 'rolling_back' until POST /api/v1/proposals/{record.id}/"
+            "recover looks at what the cluster holds"
+            if uncertain
+            else ""
+        )
+        raise ApplyRefused(f"the rollback failed: {exc}{tail}", after, exc) from exc
     except BaseException as exc:
-        store.release(
+        store.keep_claim(
             record.id, actor=actor, action="rollback", message=f"{type(exc).__name__}: {exc}"
         )
         raise

@@ -37,10 +37,12 @@ from netwarden.detector.alerts.outbox import (
     OutboxItem,
     backoff_delay,
 )
+from netwarden.detector.change_store import ChangeStore
 from netwarden.detector.explain import examples_text, summary
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.store import AnomalyRecord, AnomalyStore
 from tests.servers import Server, free_port, start_alertmanager
+from tests.test_change_store import new_workload_change, vendor_change
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 STEP = timedelta(seconds=60)
@@ -994,3 +996,139 @@ def test_an_in_memory_store_works_too(settings, clock, slack_in) -> None:
         assert a.sync() == {ALERTMANAGER: 1, SLACK: 1} and a.deliver() == 2
         assert a.sync() == {}
     assert len(slack_in.messages) == 1
+
+
+# --------------------------------------------------------------------------- incidents, changes
+
+
+def incident_win(i: int, identity: str, role: str, incident: str = "inc-0123456789ab") -> Any:
+    return replace(win(i, identity, score=2.5), incident=incident, role=role)
+
+
+def test_a_victim_alerts_through_its_attackers_incident(alerter, store, clock, slack_in) -> None:
+    (attacker,) = store.record([incident_win(0, "shop/recs", "attacker")])
+    victims = store.record(
+        [incident_win(0, "checkout/payments", "victim"), incident_win(0, "shop/cart", "victim")]
+    )
+    assert alerter.sync() == {ALERTMANAGER: 1, SLACK: 1}  # the attacker's alert alone
+    (am,) = rows(alerter, ALERTMANAGER)
+    firing = only(am.payload)
+    assert firing["labels"] == alertmanager.labels(attacker) | {"incident": "inc-0123456789ab"}
+    assert firing["labels"]["identity"] == "shop/recs"
+    notes = firing["annotations"]
+    assert (notes["incident"], notes["role"], notes["attacker"], notes["victims"]) == (
+        "inc-0123456789ab",
+        "attacker",
+        "shop/recs",
+        "checkout/payments, shop/cart",
+    )
+    assert alerter.deliver() == 2
+    (msg,) = slack_in.messages
+    assert block_kit_problems(msg) == []
+    text = json.dumps(msg)
+    assert "*Incident* `inc-0123456789ab`: attacker `shop/recs`, victims checkout/payments, " in (
+        text
+    )
+    assert all(f"Anomaly #{v.id}>" not in text for v in victims)
+    # the victims grow and end: nothing of their own, ever
+    store.record([incident_win(1, "checkout/payments", "victim")])
+    store.record([normal(2, "checkout/payments"), normal(1, "shop/cart")])
+    clock.advance(seconds=10)
+    assert alerter.sync() == {} and alerter.deliver() == 0
+    assert all(alerter.outbox.state(v.id).am_labels is None for v in victims)  # type: ignore[union-attr]
+
+
+def test_a_subject_alerts_with_its_incident_and_no_victims(alerter, store) -> None:
+    store.record([incident_win(0, "shop/cart", "subject", "inc-aaaaaaaaaaaa")])
+    alerter.sync()
+    notes = only(rows(alerter, ALERTMANAGER)[0].payload)["annotations"]
+    assert (notes["role"], notes["attacker"], notes["victims"]) == (
+        "subject",
+        "shop/cart",
+        "none so far",
+    )
+
+
+@pytest.fixture
+def changes(db_url, clock) -> Iterator[ChangeStore]:
+    with ChangeStore(db_url, now=clock) as s:
+        yield s
+
+
+def test_new_changes_are_announced_once_as_information(
+    store, changes, settings, clock, slack_in, registry, am_server
+) -> None:
+    now = datetime.now(UTC)  # Alertmanager judges active alerts by its own clock
+    clock.t = now  # the store's and the change store's clock too
+    workload, vendor = new_workload_change(), vendor_change()
+    changes.upsert([workload, vendor])
+    with Alerter(store, settings, now=clock, registry=registry, changes=changes) as a:
+        assert a.sync() == {ALERTMANAGER: 2, SLACK: 1}
+        assert a.sync() == {}  # once
+        notice = only(rows(a, ALERTMANAGER)[0].payload)
+        assert notice["labels"] == {
+            "alertname": "NetwardenChange",
+            "severity": "info",
+            "detector": "netwarden",
+            "change_id": workload.id,
+            "kind": "workload",
+            "namespace": "checkout",
+            "workload": "fraud-check",
+            "identity": "checkout/fraud-check",
+        }
+        assert notice["startsAt"] == ts(now)
+        assert notice["endsAt"] == ts(now + timedelta(seconds=300))  # resolves by itself
+        assert notice["annotations"]["summary"].startswith(
+            "change: new workload checkout/fraud-check"
+        )
+        assert notice["generatorURL"] == f"{PUBLIC}/api/v1/changes/{workload.id}"
+        assert a.deliver() == 3
+        got = httpx.get(
+            f"{am_server.url}/api/v2/alerts",
+            params={"filter": f'change_id="{workload.id}"'},
+            timeout=5,
+        ).json()
+        assert [x["labels"]["severity"] for x in got] == ["info"]
+        assert got[0]["status"]["state"] == "active"
+        # Slack: one message for both, as information, and no anomaly rate limit spent on it
+        (msg,) = slack_in.messages
+        assert block_kit_problems(msg) == []
+        assert msg["text"].startswith("2 changes in the cluster (not alerts)")
+        text = json.dumps(msg)
+        assert f"/api/v1/changes/{workload.id}|Change {workload.id}>" in text
+        assert "`checkout/fraud-check` to `db/redis` TCP/6379 (18 flows)" in text
+        assert sample(registry, "netwarden_alert_changes_announced_total") == 2
+        # a change decided before it could be announced is not announced
+        decided = new_workload_change("chg-bbbbbbbbbbbb")
+        changes.upsert([decided])
+        changes.accept(decided.id, actor="alice")
+        assert a.sync() == {}
+    # the anomaly rate limit counts anomaly messages only
+    limited = replace(settings, slack_max_messages=1)
+    with Alerter(store, limited, now=clock, changes=changes) as b:
+        changes.upsert([new_workload_change("chg-cccccccccccc")])
+        store.record([replace(win(0), window_start=now - STEP, window_end=now)])
+        assert b.sync() == {ALERTMANAGER: 2, SLACK: 2}
+
+
+def test_a_change_notice_survives_a_failing_slack(
+    store, changes, settings, clock, slack_in
+) -> None:
+    slack_in.failures.extend([500, 429])
+    changes.upsert([vendor_change()])
+    with Alerter(store, replace(settings, alertmanager_url=None), now=clock, changes=changes) as a:
+        assert a.sync() == {SLACK: 1}
+        assert a.deliver() == 0
+        clock.advance(seconds=2)
+        assert a.deliver() == 0  # 429: retried after Slack's Retry-After
+        clock.advance(seconds=8)
+        assert a.deliver() == 1 and a.sync() == {}
+    (msg,) = slack_in.messages
+    assert msg["text"].startswith("Change in the cluster (not an alert): new internet service")
+
+
+def test_changes_are_not_announced_when_turned_off(store, changes, settings, clock) -> None:
+    changes.upsert([vendor_change()])
+    quiet = replace(settings, notify_changes=False)
+    with Alerter(store, quiet, now=clock, changes=changes) as a:
+        assert a.sync() == {}

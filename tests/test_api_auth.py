@@ -27,7 +27,9 @@ from netwarden.api.auth import (
     tokens_from_file,
 )
 from netwarden.config import load_config
+from netwarden.detector.change_store import ChangeStore
 from tests.test_api import Api, make_api, record, window
+from tests.test_change_store import new_workload_change
 
 with warnings.catch_warnings():  # Starlette now prefers httpx2; the project installs httpx
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -48,6 +50,10 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/v1/anomalies/{anomaly_id}/acknowledge"): Role.operator,
     ("POST", "/api/v1/anomalies/{anomaly_id}/suppress"): Role.operator,
     ("POST", "/api/v1/anomalies/{anomaly_id}/resolve"): Role.operator,
+    ("GET", "/api/v1/changes"): Role.viewer,
+    ("GET", "/api/v1/changes/{change_id}"): Role.viewer,
+    ("POST", "/api/v1/changes/{change_id}/accept"): Role.operator,
+    ("POST", "/api/v1/changes/{change_id}/reject"): Role.operator,
     ("GET", "/api/v1/identities"): Role.viewer,
     ("GET", "/api/v1/identities/{namespace}/{workload}/windows"): Role.viewer,
     ("GET", "/api/v1/models"): Role.viewer,
@@ -68,6 +74,7 @@ PATH_VALUES = {
     "namespace": "shop",
     "workload": "cart",
     "proposal_id": "1",
+    "change_id": "chg-0123456789ab",
     "name": "swagger-ui.css",
 }
 BODIES: dict[str, Any] = {
@@ -101,6 +108,8 @@ def test_every_route_has_a_declared_role() -> None:
 def api(tmp_path) -> Iterator[Api]:
     api = make_api(tmp_path)
     record(api, window(0, "shop/cart", 2.5), window(1, "shop/cart"))  # anomaly 1
+    with ChangeStore(api.service.store.url) as changes:  # change chg-0123456789ab, open
+        changes.upsert([new_workload_change("chg-0123456789ab")])
     yield api
     api.service.store.close()
 
@@ -381,4 +390,4 @@ def test_openapi_names_the_public_url(tmp_path) -> None:
 def test_every_route_module_is_documented(api) -> None:
     paths = api.client.get("/openapi.json", headers=api.auth()).json()["paths"]
     tags = {op["tags"][0] for ops in paths.values() for op in ops.values()}
-    assert tags == {"anomalies", "identities", "models", "proposals", "health"}
+    assert tags == {"anomalies", "changes", "identities", "models", "proposals", "health"}

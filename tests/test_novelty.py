@@ -307,5 +307,60 @@ def test_a_change_that_turns_into_evidence_is_escalated() -> None:
     tracker.observe(w, novelty.new)
     (change,) = tracker.changes()
     assert (change.kind, change.subject) == ("edge", "checkout/cart -> checkout/payments")
-    tracker.escalate("checkout/cart", {(True, "checkout/payments", 6, 9000)})
+    tracker.escalate("checkout/cart", {(True, "checkout/payments", 6, 22)})  # same peer
     assert change.status == "escalated" and tracker.pending("checkout/cart") == set()
+
+
+def test_a_running_service_reaching_into_another_namespace() -> None:
+    """A known workload calling a known workload of another namespace on its served port for
+    the first time is evidence (lateral movement); a scraper that crosses namespaces by design
+    (three or more already) is not, nor a new workload, nor a call within the namespace."""
+    memory = trained(normal_day(), connection(MAILER, PAYMENTS, seconds=9, dport=8080))
+    lateral = connection(CART, MAILER, seconds=5, dport=8080)  # checkout -> shop
+    assert rules(memory, lateral, "checkout/cart") == []  # mailer does not serve 8080 ...
+    lateral = connection(ORDERS, PAYMENTS, seconds=5, dport=8080)  # same namespace
+    assert rules(memory, lateral, "checkout/orders") == []
+    into = connection(MAILER, PAYMENTS, seconds=5, dport=8080)  # known already
+    assert rules(memory, into, "shop/mailer") == []
+    payments_serves = trained(normal_day(), connection(ORDERS, PAYMENTS, seconds=9, dport=8080))
+    lateral = connection(MAILER, PAYMENTS, seconds=5, dport=8080)  # shop -> checkout
+    assert rules(payments_serves, lateral, "shop/mailer") == ["cross_namespace_service"]
+    scraper = trained(
+        normal_day(),
+        connection(ORDERS, PAYMENTS, seconds=9, dport=8080),
+        connection(PROM, REDIS, seconds=10, dport=9121),
+        connection(PROM, MAILER, seconds=11, dport=9100),
+    )  # prometheus reaches checkout, db and shop
+    scrape = connection(PROM, PAYMENTS, seconds=5, dport=8080)
+    assert rules(scraper, scrape, "monitoring/prometheus") == []
+
+
+def test_l7_only_requests_are_edges() -> None:
+    """A connection Hubble shows only as proxied HTTP requests is still an edge."""
+    lines = [
+        flow(CART, PAYMENTS, seconds=1, dport=8080, event_type=129,
+             l7={"type": "REQUEST", "http": {"method": "POST", "url": "/v1/charges"}}),
+        flow(PAYMENTS, CART, seconds=1.01, sport=8080, dport=40000, event_type=129, reply=True,
+             l7={"type": "RESPONSE", "http": {"code": 200, "method": "POST"}}),
+    ]  # fmt: skip
+    (edge,) = one(windows_of(lines), "checkout/cart").edges(True)
+    assert (edge.peer, edge.port_text, edge.flows) == ("checkout/payments", "TCP/8080", 1)
+
+
+def test_pods_starting_up_are_known_for_five_minutes() -> None:
+    memory = EdgeMemory()
+    first = one(windows_of(connection(CART, REDIS, seconds=1, dport=6379)), "checkout/cart")
+    assert first.client.pods == {"cart-7d9f8b6c5d-x2k4q"}
+    assert memory.new_pods(first) == {"cart-7d9f8b6c5d-x2k4q"}
+    memory.learn(first)
+    later = one(
+        windows_of(connection(CART, REDIS, seconds=1, dport=6379), offset=240), "checkout/cart"
+    )
+    assert memory.new_pods(later) == {"cart-7d9f8b6c5d-x2k4q"}  # still starting
+    memory.learn(later)
+    settled = one(
+        windows_of(connection(CART, REDIS, seconds=1, dport=6379), offset=600), "checkout/cart"
+    )
+    assert memory.new_pods(settled) == set()
+    again = EdgeMemory.from_json(orjson.loads(orjson.dumps(memory.to_json())))
+    assert again.new_pods(settled) == set()

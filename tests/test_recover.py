@@ -496,3 +496,36 @@ def test_the_grace_period_setting(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("NETWARDEN_REMEDIATION__CLAIM_GRACE_SECONDS", "-1")
     with pytest.raises(ValueError, match="remediation.claim_grace_seconds"):
         load_config(None)
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_an_unanswered_write_keeps_the_claim_for_recover(
+    store, applier, standin, clock, monkeypatch, landed
+) -> None:
+    """The write was sent and no answer came (the API server timed out or the connection
+    dropped): it may have landed, so the claim stays ``applying`` (``apply_uncertain``) and
+    recover decides from what the cluster holds; a retried apply would have taken
+    netwarden's own object for what was there before."""
+    from netwarden.remediation.apply import Unreachable
+
+    pid = _approved(store, _baseline(peer_app="checkout"))
+    real_apply = applier.apply
+
+    def unanswered(policy: Any, **kwargs: Any) -> Any:
+        if landed:
+            real_apply(policy, **kwargs)
+        raise Unreachable("timed out waiting for the API server", url=standin.url)
+
+    monkeypatch.setattr(applier, "apply", unanswered)
+    with pytest.raises(ApplyRefused, match="stays 'applying'"):
+        apply_proposal(store, applier, pid, actor="ada")
+    assert store.get(pid).state == "applying"
+    assert store.events(pid)[-1].action == "apply_uncertain"
+    with pytest.raises(ProposalLifecycleError):
+        apply_proposal(store, applier, pid, actor="ada")  # the claim is held
+    monkeypatch.undo()
+    clock.t += timedelta(seconds=GRACE + 1)
+    recovered = recover_proposal(store, applier, pid, actor="root")
+    assert recovered.state == ("applied" if landed else "approved")
+    if landed:
+        assert recovered.change["previous"] is None  # type: ignore[index]  # nothing before

@@ -113,11 +113,12 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
         assert report.flows_judged > 0
         # the last window closes without new flows (idle_close), so every flow is scored
         _wait(lambda: service.builder.open_windows == 0, 30, "the last windows to close")
-        # Every anomaly of the scan is answered by a proposal for the workload that misbehaved:
-        # the scanner's own, and its victims' (their ingress shows the scan) contain the
-        # scanner too, linked to the victim's anomaly. No proposal is refused for its target;
-        # an anomaly without one says why (nothing to contain).
+        # Every incident is answered by one proposal for the workload that misbehaved, made
+        # for its attacker's (or a subject's) anomaly: the victims of the scan are linked to
+        # the scanner's incident, get no proposal of their own, and alert nothing of their own.
+        # No proposal is refused for its target; an incident without one says why.
         anomalies = {a.id: a for a in service.store.list(limit=1000)}
+        own = [a for a in anomalies.values() if a.role != "victim"]
 
         def answered() -> list[Any]:
             made = service.proposal_store.list(limit=1000)
@@ -125,19 +126,35 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
             done = {p.anomaly_id for p in made} | {
                 i for i in anomalies if f"no containment proposed for anomaly {i}: " in told
             }
-            return made if done >= set(anomalies) else []
+            incidents = {anomalies[i].incident for i in done if i in anomalies}
+            return made if all(a.id in done or a.incident in incidents for a in own) else []
 
-        made = _wait(answered, 60, "a proposal (or the reason for none) for every anomaly")
+        made = _wait(answered, 60, "a proposal (or the reason for none) for every incident")
         assert "does not target" not in log.getvalue()
-        of_scan = [p for p in made if anomalies[p.anomaly_id].first_window_start < label.end]
-        victims = {anomalies[p.anomaly_id].identity for p in of_scan} - {label.identity}
-        assert len(victims) >= 4 and label.identity in {
-            anomalies[p.anomaly_id].identity for p in of_scan
+        assert all(
+            anomalies[p.anomaly_id].role != "victim" for p in made if p.anomaly_id in anomalies
+        )
+        per_incident = [anomalies[p.anomaly_id].incident for p in made if p.anomaly_id in anomalies]
+        assert len(per_incident) == len(set(per_incident))  # one per incident
+        (scanner,) = {
+            a.incident
+            for a in anomalies.values()
+            if a.identity == label.identity
+            and a.role == "attacker"
+            and a.first_window_start < label.end
         }
-        for p in of_scan:
-            assert p.identity == label.identity, (anomalies[p.anomaly_id].identity, p.note)
-            assert p.policy["metadata"]["annotations"]["netwarden.io/identity"] == label.identity
-            assert p.kind == "containment" and not p.problems
+        victims = {a.identity for a in anomalies.values() if a.incident == scanner} - {
+            label.identity
+        }
+        assert len(victims) >= 3 and all(
+            a.role == "victim"
+            for a in anomalies.values()
+            if a.identity in victims and a.incident == scanner
+        )
+        (of_scan,) = [p for p in made if anomalies[p.anomaly_id].incident == scanner]
+        assert of_scan.identity == label.identity, of_scan.note
+        assert of_scan.policy["metadata"]["annotations"]["netwarden.io/identity"] == label.identity
+        assert of_scan.kind == "containment" and not of_scan.problems
 
         def sampled() -> str:
             text = _metrics(service.registry)
@@ -373,3 +390,156 @@ def test_hubble_source_to_anomalies(tmp_path, model_dir) -> None:
             service.store.close()
     finally:
         observer.stop()
+
+
+def _api_client(service: Service, tokens: Any) -> Any:
+    import warnings
+
+    from netwarden.api.app import create_app
+
+    with warnings.catch_warnings():  # Starlette now prefers httpx2; the project installs httpx
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from fastapi.testclient import TestClient
+    return TestClient(create_app(service, tokens), raise_server_exceptions=False)
+
+
+def test_benign_changes_are_reviewed_through_the_api(tmp_path, model_dir) -> None:
+    """A new service and a new SaaS vendor in a followed file: each is one change in the API,
+    announced to the real Alertmanager as information; they survive a restart without being
+    reported again; accepting the service proposes its policy amendments and, once the pipeline
+    applied it, its edges are no longer new; rejecting the vendor records an anomaly (proposed a
+    containment) and its traffic is not reported as a change again."""
+    from netwarden.api.auth import new_token
+
+    changed = generate(
+        tmp_path / "changed",
+        hours=1.5,
+        seed=31,  # the cluster the model learned
+        start=T0 + timedelta(hours=3),
+        changes=["new_service", "new_saas_vendor"],
+    )
+    lines = changed.flows_path.read_bytes().splitlines(keepends=True)
+    split = (T0 + timedelta(hours=4, minutes=20)).strftime("%Y-%m-%dT%H:%M:%S").encode()
+    assert lines[0].startswith(b'{"flow":{"time":"'), lines[0][:40]
+    cut = next(i for i, line in enumerate(lines) if line[17:36] >= split)
+    followed = tmp_path / "flows.jsonl"
+    followed.write_bytes(b"".join(lines[:cut]))
+    operator, entry = new_token("olga", "operator")
+    _, reviewer = new_token("rita", "reviewer")
+    with start_alertmanager(tmp_path / "alertmanager") as am:
+        config = _config(
+            tmp_path,
+            model_dir,
+            followed,
+            api_tokens=f"{entry.line},{reviewer.line}",
+            alerts={"alertmanager_url": am.url, "backoff_initial": 0.1, "backoff_max": 1},
+        )
+        auth = {"Authorization": f"Bearer {operator}"}
+
+        # -- first run: the changes appear, once, and are announced ---------------------------
+        service, tokens = build_service(config, Console(file=io.StringIO()))
+        service.start()
+        try:
+            client = _api_client(service, tokens)
+
+            def listed() -> list[dict[str, Any]]:
+                r = client.get("/api/v1/changes", headers=auth)
+                assert r.status_code == 200, r.text
+                items = r.json()["items"]
+                return items if len(items) >= 2 else []
+
+            found = _wait(listed, 60, "both changes in the API")
+            by_kind = {c["kind"]: c for c in found}
+            assert len(found) == 2 and set(by_kind) == {"workload", "vendor"}
+            workload, vendor = by_kind["workload"], by_kind["vendor"]
+            assert workload["subject"] == "checkout/fraud-check"
+            assert vendor["subject"] == "postmarkapp.com" and vendor["identities"] == [
+                "shop/mailer"
+            ]
+            assert all(c["status"] == "open" for c in found)
+
+            def announced() -> list[dict[str, Any]]:
+                got = httpx.get(
+                    f"{am.url}/api/v2/alerts",
+                    params={"filter": 'alertname="NetwardenChange"'},
+                    timeout=5,
+                ).json()
+                return got if len(got) == 2 else []
+
+            notices = _wait(announced, 30, "the changes announced to Alertmanager")
+            assert {n["labels"]["change_id"] for n in notices} == {workload["id"], vendor["id"]}
+            assert {n["labels"]["severity"] for n in notices} == {"info"}
+        finally:
+            assert service.shutdown()
+            service.store.close()
+
+        # -- after a restart: restored, decided, applied ----------------------------------------
+        log = io.StringIO()
+        again = config.model_copy(
+            update={"source": config.source.model_copy(update={"from_start": False})}
+        )
+        service, tokens = build_service(again, Console(file=log, soft_wrap=True))
+        service.start()
+        try:
+            assert "2 open changes restored" in log.getvalue()
+            client = _api_client(service, tokens)
+            r = client.post(
+                f"/api/v1/changes/{workload['id']}/accept", headers=auth, json={"note": "ours"}
+            )
+            assert r.status_code == 200, r.text
+            accepted = r.json()
+            assert accepted["status"] == "accepted" and len(accepted["proposal_ids"]) == 4
+            for pid in accepted["proposal_ids"]:
+                p = client.get(f"/api/v1/proposals/{pid}", headers=auth).json()
+                assert p["valid"] and p["kind"] == "baseline" and p["state"] == "proposed"
+                assert p["identity"] in workload["identities"]
+            r = client.post(f"/api/v1/changes/{vendor['id']}/reject", headers=auth)
+            assert r.status_code == 200, r.text
+            (anomaly_id,) = r.json()["anomaly_ids"]
+
+            def applied() -> bool:
+                return all(
+                    client.get(f"/api/v1/changes/{c['id']}", headers=auth).json()["applied"]
+                    for c in (workload, vendor)
+                )
+
+            _wait(applied, 15, "the decisions applied by the pipeline")
+            anomaly = client.get(f"/api/v1/anomalies/{anomaly_id}", headers=auth).json()
+            assert (anomaly["identity"], anomaly["role"], anomaly["state"]) == (
+                "shop/mailer",
+                "subject",
+                "open",
+            )
+            assert "olga rejected change" in anomaly["summary"]
+            # the rejection is contained like any anomaly (or says why not)
+            _wait(
+                lambda: (
+                    service.proposal_store.list(anomaly_id=anomaly_id)
+                    or f"no containment proposed for anomaly {anomaly_id}" in log.getvalue()
+                ),
+                30,
+                "the rejection's containment proposal",
+            )
+            # the rest of the traffic: the accepted edges are known, the rejected ones held
+            with followed.open("ab") as f:
+                f.write(b"".join(lines[cut:]))
+            _wait(lambda: service.source.status().flows == len(lines) - cut, 30, "every flow read")
+            _wait(lambda: service.builder.open_windows == 0, 30, "the last windows to close")
+            after = T0 + timedelta(hours=4, minutes=21)  # windows judged after the decisions
+            for identity in workload["identities"]:
+                later = service.store.windows(identity, since=after)
+                assert later, identity
+                assert all(w.new_edges == 0 and not w.changes for w in later), identity
+            mailer = service.store.windows("shop/mailer", since=after)
+            assert any(w.changes == (vendor["id"],) for w in mailer)  # its record, held
+            page = client.get("/api/v1/changes", headers=auth).json()
+            assert page["total"] == 2  # nothing reported twice, nothing new
+            rejected = client.get(f"/api/v1/changes/{vendor['id']}", headers=auth).json()
+            assert rejected["status"] == "rejected"
+            assert rejected["last_seen"] > vendor["last_seen"]  # still seen, still rejected
+            text = _metrics(service.registry)
+            assert 'netwarden_changes{status="accepted"} 1.0' in text
+            assert 'netwarden_changes{status="rejected"} 1.0' in text
+        finally:
+            assert service.shutdown()
+            service.store.close()

@@ -762,7 +762,8 @@ def test_novelty_fields_round_trip_and_older_databases_gain_their_columns(tmp_pa
     path = tmp_path / "old.db"
     AnomalyStore(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as db:
-        for column in ("evidence", "changes", "new_edges", "model_anomalous", "incident", "role"):
+        columns = ("evidence", "changes", "new_edges", "model_anomalous", "incident", "role")
+        for column in (*columns, "attacker"):
             db.execute(f"ALTER TABLE scored_windows DROP COLUMN {column}")
         for column in ("incident", "role"):
             db.execute(f"ALTER TABLE anomalies DROP COLUMN {column}")
@@ -775,6 +776,7 @@ def test_novelty_fields_round_trip_and_older_databases_gain_their_columns(tmp_pa
         model_anomalous=True,
         incident="inc-1",
         role="attacker",
+        attacker="shop/cart",
     )
     (anomaly,) = store.record([w])
     assert (anomaly.incident, anomaly.role) == ("inc-1", "attacker")

@@ -9,10 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from netwarden.api.deps import require_viewer
-from netwarden.api.routes import anomalies, identities, models, proposals
+from netwarden.api.routes import anomalies, changes, identities, models, proposals
 
 __all__ = ["api_router"]
 
 api_router = APIRouter(dependencies=[Depends(require_viewer)])
-for _resource in (anomalies, identities, models, proposals):
+for _resource in (anomalies, changes, identities, models, proposals):
     api_router.include_router(_resource.router)

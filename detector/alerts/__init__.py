@@ -1,1 +1,1 @@
-"""Alert sinks for anomalies: the outbox, Alertmanager and Slack."""
+"""Alert sinks for anomalies and change announcements: the outbox, Alertmanager and Slack."""

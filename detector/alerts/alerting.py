@@ -34,6 +34,16 @@ The rules, per anomaly (an anomaly is one incident however many windows it spans
   ends (``slack_send_resolved``), grouped and rate-limited the same way, and only once its
   first message was delivered: the channel always sees it fire first, then end.
 - Suppressed anomalies send nothing (a firing one is resolved).
+- **Incidents** (:mod:`netwarden.detector.incidents`): an anomaly whose role is ``victim`` is
+  linked to its attacker's incident and alerts nothing of its own (neither sink); the
+  attacker's (or a subject's) alert names the incident, and its victims as the store knows them
+  when the alert is built.
+- **Changes** (:mod:`netwarden.detector.change_store`, when the alerter is given a change
+  store and ``notify_changes``): each new change is announced once, as information: an
+  Alertmanager alert ``alertname=NetwardenChange``, ``severity=info`` that resolves by itself
+  ``change_alert_seconds`` after it starts, and a Slack message (the changes of one pass
+  together), neither rate-limited with the anomalies' messages nor counted against them. Which
+  changes were announced is written with their messages, in one transaction.
 """
 
 from __future__ import annotations
@@ -42,7 +52,8 @@ import logging
 import random
 import threading
 from collections import Counter as Tally
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, Self
@@ -64,6 +75,10 @@ from netwarden.detector.alerts.outbox import (
     OutboxItem,
     OutboxTransaction,
 )
+from netwarden.detector.change_store import CLOSED as CHANGE_CLOSED
+from netwarden.detector.change_store import OPEN as CHANGE_OPEN
+from netwarden.detector.change_store import ChangeRecord, ChangeStore
+from netwarden.detector.incidents import VICTIM
 from netwarden.detector.lifecycle import ACKNOWLEDGED, OPEN, RESOLVED, SUPPRESSED
 from netwarden.detector.store import AnomalyRecord, AnomalyStore
 
@@ -74,6 +89,9 @@ log = logging.getLogger(__name__)
 ALERTMANAGER: Final = "alertmanager"
 SLACK: Final = "slack"
 _CURSOR: Final = "anomalies"
+_CHANGES_CURSOR: Final = "changes"
+#: How far around an incident's anomalies its victims are looked for.
+_INCIDENT_SPAN: Final = timedelta(hours=1)
 #: Changes are re-read this far behind the cursor: a store transaction that took its time
 #: before commit is not missed (deciding is idempotent, so re-reading costs nothing else).
 _RESCAN: Final = timedelta(seconds=60)
@@ -105,6 +123,8 @@ class AlertSettings:
     #: notifies it even when its group already exists.
     firing_hold: float = 360.0
     slack_send_resolved: bool = True  # Slack: an "is over" notice when an announced one ends
+    notify_changes: bool = True  # announce each new change once, as information
+    change_alert_seconds: float = 300.0  # a change's info alert resolves by itself after this
 
     #: name -> (lowest, highest) allowed; the one place valid values are declared.
     _RANGES: ClassVar[dict[str, tuple[float, float]]] = {
@@ -121,6 +141,7 @@ class AlertSettings:
         "batch_size": (1, 10_000),
         "retention": (3600.0, 3650 * 86400.0),
         "firing_hold": (1.0, 86400.0),
+        "change_alert_seconds": (60.0, 86400.0),
     }
 
     def __post_init__(self) -> None:
@@ -145,10 +166,9 @@ class AlertSettings:
                 f"backoff_max ({self.backoff_max}) must be >= backoff_initial "
                 f"({self.backoff_initial})"
             )
-        if not isinstance(self.slack_send_resolved, bool):
-            raise ValueError(
-                f"slack_send_resolved must be a boolean, got {self.slack_send_resolved!r}"
-            )
+        for name in ("slack_send_resolved", "notify_changes"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a boolean, got {getattr(self, name)!r}")
         for name in ("alertmanager_url", "slack_webhook_url", "public_url"):
             url = getattr(self, name)
             if not url and name != "public_url":
@@ -192,6 +212,11 @@ class AlertMetrics:
             ["format"],
             registry=registry,
         )
+        self.changes = Counter(
+            "netwarden_alert_changes_announced",
+            "New changes announced (as information) to the sinks.",
+            registry=registry,
+        )
         for sink in sinks:
             self.enqueued.labels(sink)
             self.superseded.labels(sink)
@@ -215,23 +240,32 @@ def decide(
     *,
     to_alertmanager: bool = True,
     to_slack: bool = True,
+    victims: Callable[[AnomalyRecord], Sequence[str]] | None = None,
 ) -> tuple[AlertState, list[dict[str, Any]]]:
-    """The anomaly's new alert state and the Alertmanager alerts it owes now (pure).
+    """The anomaly's new alert state and the Alertmanager alerts it owes now (pure, but for
+    ``victims``, which names the victims of its incident when an alert is built).
 
     Slack messages are not built here: an anomaly only joins the waiting list, which
-    :meth:`Alerter.sync` flushes as one message (see the module docstring).
+    :meth:`Alerter.sync` flushes as one message (see the module docstring). A victim's
+    anomaly owes nothing of its own: its attacker's alert tells it.
     """
     state = old or AlertState(anomaly_id=a.id)
-    live = a.ongoing and a.state in (OPEN, ACKNOWLEDGED)
+    alertable = a.role != VICTIM
+    live = alertable and a.ongoing and a.state in (OPEN, ACKNOWLEDGED)
     alerts: list[dict[str, Any]] = []
     url = settings.public_url
+
+    def alert(ends_at: datetime, alert_labels: dict[str, str] | None = None) -> dict[str, Any]:
+        hit = victims(a) if victims is not None and a.incident else ()
+        return alertmanager.alert(
+            a, public_url=url, ends_at=ends_at, alert_labels=alert_labels, victims=hit
+        )
+
     if to_alertmanager:
         want = alertmanager.labels(a)
         if live:
             if state.am_firing and state.am_labels is not None and state.am_labels != want:
-                alerts.append(
-                    alertmanager.alert(a, public_url=url, ends_at=now, alert_labels=state.am_labels)
-                )
+                alerts.append(alert(now, state.am_labels))
             resend = timedelta(seconds=settings.resend_interval)
             if (
                 alerts
@@ -239,27 +273,25 @@ def decide(
                 or state.am_sent_at is None
                 or now - state.am_sent_at >= resend
             ):
-                alerts.append(
-                    alertmanager.alert(
-                        a, public_url=url, ends_at=now + settings.resend_lifetime * resend
-                    )
-                )
+                alerts.append(alert(now + settings.resend_lifetime * resend))
                 state = replace(state, am_labels=want, am_firing=True, am_sent_at=now)
         elif state.am_firing:
-            alerts.append(
-                alertmanager.alert(
-                    a, public_url=url, ends_at=_ended_at(a, now), alert_labels=state.am_labels
-                )
-            )
+            alerts.append(alert(_ended_at(a, now), state.am_labels))
             state = replace(state, am_firing=False, am_sent_at=now)
-        elif old is None and a.state == OPEN:  # over before it was seen: resolved at once,
-            # which delivery turns into "firing, then resolved" (see the module docstring)
-            alerts.append(alertmanager.alert(a, public_url=url, ends_at=_ended_at(a, now)))
+        elif old is None and a.state == OPEN and alertable:  # over before it was seen:
+            # resolved at once, which delivery turns into "firing, then resolved" (see the
+            # module docstring)
+            alerts.append(alert(_ended_at(a, now)))
             state = replace(state, am_labels=want, am_sent_at=now)
     if to_slack:
-        if state.slack == SLACK_NONE and a.state == OPEN and (a.ongoing or old is None):
+        if (
+            state.slack == SLACK_NONE
+            and alertable
+            and a.state == OPEN
+            and (a.ongoing or old is None)
+        ):
             state = replace(state, slack=SLACK_WAITING, slack_since=now)
-        elif state.slack == SLACK_WAITING and a.state != OPEN:
+        elif state.slack == SLACK_WAITING and (a.state != OPEN or not alertable):
             state = replace(state, slack=SLACK_NONE, slack_since=None)
         elif state.slack == SLACK_SENT and not a.ongoing:
             done = SLACK_CLOSING if settings.slack_send_resolved else SLACK_CLOSED
@@ -296,6 +328,9 @@ class Alerter:
         The clock (aware datetimes); tests inject one.
     rng : random.Random, optional
         The jitter's random source; tests seed one.
+    changes : ChangeStore, optional
+        Where changes are (normally on the store's database): new ones are announced
+        (``settings.notify_changes``).
     """
 
     def __init__(
@@ -307,9 +342,11 @@ class Alerter:
         http: httpx.Client | None = None,
         now: Callable[[], datetime] | None = None,
         rng: random.Random | None = None,
+        changes: ChangeStore | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.changes = changes if settings.notify_changes else None
         self._clock = now or _system_clock
         self._rng = rng or random.Random()
         self._own_http = http is None
@@ -356,7 +393,11 @@ class Alerter:
             now = self._now()
             with self.outbox.transaction(now) as tx:
                 cursor = tx.cursor(_CURSOR)
-            records, newest = self._changes(cursor, now)  # store reads: outside the outbox's
+                change_cursor = tx.cursor(_CHANGES_CURSOR)
+            # store reads: outside the outbox's transaction
+            records, newest = self._changes(cursor, now)
+            victims = self._victims(records)
+            fresh, newest_change = self._new_changes(change_cursor, now)
             enqueued: Tally[str] = Tally()
             with self.outbox.transaction(now) as tx:
                 states = tx.states(records)
@@ -369,6 +410,7 @@ class Alerter:
                         self.settings,
                         to_alertmanager=ALERTMANAGER in self._senders,
                         to_slack=SLACK in self._senders,
+                        victims=victims,
                     )
                     if alerts:
                         tx.enqueue(
@@ -383,11 +425,16 @@ class Alerter:
                 group: list[AnomalyRecord] = []
                 over: list[AnomalyRecord] = []
                 if SLACK in self._senders:
-                    group = self._flush_slack(tx, records, now)
+                    group = self._flush_slack(tx, records, now, victims)
                     over = self._flush_slack_over(tx, records, now)
                 enqueued[SLACK] += bool(group) + bool(over)
+                enqueued += self._announce(tx, fresh, now)
                 if newest is not None and (cursor is None or newest > cursor):
                     tx.set_cursor(_CURSOR, newest)
+                if newest_change is not None and (
+                    change_cursor is None or newest_change > change_cursor
+                ):
+                    tx.set_cursor(_CHANGES_CURSOR, newest_change)
                 superseded = list(tx.superseded)
         for sink, n in enqueued.items():
             self.metrics.enqueued.labels(sink).inc(n)
@@ -425,6 +472,88 @@ class Alerter:
         records.update((a.id, a) for a in self.store.get_many(missing))
         return records, newest
 
+    def _victims(
+        self, records: dict[int, AnomalyRecord]
+    ) -> Callable[[AnomalyRecord], Sequence[str]]:
+        """The victims of the incidents of ``records``' attackers (and subjects), as the store
+        knows them now: its victim anomalies with the same incident, found among the anomalies
+        around them (read here, outside the outbox's transaction, only when there are any)."""
+        mine = [a for a in records.values() if a.incident and a.role != VICTIM]
+        found: dict[str, set[str]] = defaultdict(set)
+        if mine:
+            incidents = {a.incident for a in mine}
+            since = min(a.first_window_start for a in mine) - _INCIDENT_SPAN
+            until = max(a.last_window_end for a in mine) + _INCIDENT_SPAN
+            for offset in range(0, 10 * _PAGE, _PAGE):
+                page = self.store.list(since=since, until=until, limit=_PAGE, offset=offset)
+                for r in page:
+                    if r.role == VICTIM and r.incident in incidents:
+                        found[r.incident].add(r.identity)
+                if len(page) < _PAGE:
+                    break
+
+        def victims(a: AnomalyRecord) -> Sequence[str]:
+            return sorted(found.get(a.incident, ())) if a.role != VICTIM else ()
+
+        return victims
+
+    def _new_changes(
+        self, cursor: datetime | None, now: datetime
+    ) -> tuple[list[ChangeRecord], datetime | None]:
+        """Changes recorded since the cursor (less a margin; their notices are idempotent),
+        and the newest one's time (the next cursor)."""
+        if self.changes is None or not self._senders:
+            return [], None
+        since = (
+            cursor - _RESCAN
+            if cursor is not None
+            else now - timedelta(seconds=self.settings.lookback)
+        )
+        found: list[ChangeRecord] = []
+        newest, after = cursor, 0
+        while True:
+            page = self.changes.created_since(since, after_id=after, limit=_PAGE)
+            found += page
+            if page and (newest is None or page[-1].created_at > newest):
+                newest = page[-1].created_at
+            if len(page) < _PAGE:
+                return found, newest
+            since, after = page[-1].created_at, page[-1].id
+
+    def _announce(
+        self, tx: OutboxTransaction, changes: list[ChangeRecord], now: datetime
+    ) -> Tally[str]:
+        """One informational alert per change not announced yet, and one Slack message for
+        them together; a change decided or escalated before it was announced is told by its
+        decision (or its anomaly) instead, and only marked."""
+        enqueued: Tally[str] = Tally()
+        if not changes:
+            return enqueued
+        told = tx.noticed(c.change_id for c in changes)
+        fresh = [c for c in changes if c.change_id not in told]
+        news = [c for c in fresh if c.status in (CHANGE_OPEN, CHANGE_CLOSED)]
+        s = self.settings
+        if news and ALERTMANAGER in self._senders:
+            for c in news:
+                notice = alertmanager.change_alert(
+                    c, public_url=s.public_url, now=now, lasts=s.change_alert_seconds
+                )
+                tx.enqueue(
+                    ALERTMANAGER,
+                    [notice],
+                    key=f"change:{c.change_id}",
+                    coalesce=alertmanager.coalesce,
+                )
+                enqueued[ALERTMANAGER] += 1
+        if news and SLACK in self._senders:
+            payload = slack.change_message(news, public_url=s.public_url)
+            tx.enqueue(SLACK, payload, key=f"changes:{news[0].change_id}")
+            enqueued[SLACK] += 1
+        tx.mark_noticed(c.change_id for c in fresh)
+        if news:
+            self.metrics.changes.inc(len(news))
+        return enqueued
+
     def _slack_may_send(
         self, tx: OutboxTransaction, waiting: list[AlertState], now: datetime
     ) -> bool:
@@ -436,12 +565,16 @@ class Alerter:
         if now - oldest < timedelta(seconds=s.group_wait):
             return False
         return (
-            tx.created_since(SLACK, now - timedelta(seconds=s.slack_rate_interval))
+            tx.created_since(SLACK, now - timedelta(seconds=s.slack_rate_interval), unkeyed=True)
             < s.slack_max_messages  # else held back: they fold into the next message
         )
 
     def _flush_slack(
-        self, tx: OutboxTransaction, records: dict[int, AnomalyRecord], now: datetime
+        self,
+        tx: OutboxTransaction,
+        records: dict[int, AnomalyRecord],
+        now: datetime,
+        victims: Callable[[AnomalyRecord], Sequence[str]],
     ) -> list[AnomalyRecord]:
         """One message for every anomaly waiting, once the group waited long enough and the
         rate limit allows; returns the anomalies in it (none: nothing was enqueued)."""
@@ -450,7 +583,9 @@ class Alerter:
         if not self._slack_may_send(tx, waiting, now):
             return []
         group = [records[w.anomaly_id] for w in waiting]
-        payload = slack.message(group, public_url=s.public_url, detail_limit=s.slack_detail_limit)
+        payload = slack.message(
+            group, public_url=s.public_url, detail_limit=s.slack_detail_limit, victims=victims
+        )
         message_id = tx.enqueue(SLACK, payload)
         for w in waiting:
             # the message says whether it is still going on: one that is over is told in full

@@ -1,10 +1,17 @@
-"""Alertmanager alerts for anomalies (API v2, ``POST /api/v2/alerts``) and the sender.
+"""Alertmanager alerts for anomalies and changes (API v2, ``POST /api/v2/alerts``) and the sender.
 
 An alert's labels are its identity in Alertmanager (its fingerprint): ``alertname``,
 ``severity``, ``namespace``, ``workload``, ``identity``, ``detector`` and ``anomaly_id``, the
 last so that two anomalies of one workload (one resolved, the next one firing) never overwrite
-each other. Annotations say what happened in words; ``generatorURL`` points at the anomaly in
-netwarden's API.
+each other; an anomaly that is part of an incident (:mod:`netwarden.detector.incidents`) also
+carries ``incident``. Annotations say what happened in words (for an incident: its attacker and
+victims); ``generatorURL`` points at the anomaly in netwarden's API.
+
+A new change (:mod:`netwarden.detector.change_store`) is one informational alert
+(:func:`change_alert`): ``alertname=NetwardenChange``, ``severity=info``, ``change_id``, and the
+workload it is about; it resolves by itself a few minutes after it starts, so a route can send
+``severity="info"`` to a quiet receiver (a channel nobody is paged from) without anyone
+resolving anything.
 
 Alertmanager resolves an alert by itself once ``endsAt`` passes, so a firing alert is sent with
 ``endsAt`` a few resend intervals ahead and sent again while it fires; a resolved one is sent
@@ -21,34 +28,46 @@ which the alert's ``state`` annotation says): they know, and a suppression means
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import httpx
 
 from netwarden.detector.alerts.outbox import post_json
+from netwarden.detector.change_store import ChangeRecord, subject_identities
 from netwarden.detector.lifecycle import ACKNOWLEDGED, OPEN
 from netwarden.detector.severity import severity
 from netwarden.detector.store import AnomalyRecord
 
 __all__ = [
     "ALERTNAME",
+    "CHANGE_ALERTNAME",
     "DETECTOR",
     "AlertmanagerSender",
     "alert",
     "anomaly_url",
+    "change_alert",
+    "change_labels",
+    "change_url",
     "coalesce",
     "firing_labels",
     "hold_unnotified",
     "identity_of",
     "is_firing",
     "labels",
+    "listed",
     "timestamp",
 ]
 
 ALERTNAME: Final = "NetworkAnomaly"
+CHANGE_ALERTNAME: Final = "NetwardenChange"
 DETECTOR: Final = "netwarden"
 _TOP_REASONS: Final = 3
+#: Victims named in an incident's annotation (the rest are counted).
+_VICTIMS: Final = 20
+#: Edges of a change named in its alert's description.
+_CHANGE_EDGES: Final = 5
 #: Anomaly states in which an alert that ended unseen is still owed a notification.
 _OWED: Final = frozenset({OPEN, ACKNOWLEDGED})
 
@@ -69,7 +88,7 @@ def timestamp(value: datetime) -> str:
 
 def labels(a: AnomalyRecord) -> dict[str, str]:
     """The alert's labels; a change of severity makes it a different alert in Alertmanager."""
-    return {
+    out = {
         "alertname": ALERTNAME,
         "severity": severity(a.peak_score),
         "namespace": a.namespace,
@@ -78,16 +97,25 @@ def labels(a: AnomalyRecord) -> dict[str, str]:
         "detector": DETECTOR,
         "anomaly_id": str(a.id),
     }
+    if a.incident:
+        out["incident"] = a.incident
+    return out
 
 
-def _annotations(a: AnomalyRecord) -> dict[str, str]:
+def listed(names: Sequence[str], limit: int = _VICTIMS) -> str:
+    """``a, b, c and 4 more``."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _annotations(a: AnomalyRecord, victims: Sequence[str]) -> dict[str, str]:
     reasons = [r.text for r in a.reasons[:_TOP_REASONS] if r.text]
     summary = a.summary or f"{a.identity} behaved unusually on the network"
     description = "; ".join(reasons) if reasons else summary
     extra = len(a.reasons) - _TOP_REASONS
     if extra > 0:
         description += f" (and {extra} more)"
-    return {
+    out = {
         "summary": summary,
         "description": description,
         "score": f"{a.peak_score:.3g}",
@@ -95,6 +123,12 @@ def _annotations(a: AnomalyRecord) -> dict[str, str]:
         "windows": str(a.window_count),
         "state": a.state,
     }
+    if a.incident:
+        out["incident"] = a.incident
+        out["role"] = a.role
+        out["attacker"] = a.identity
+        out["victims"] = listed(sorted(victims)) if victims else "none so far"
+    return out
 
 
 def alert(
@@ -103,17 +137,67 @@ def alert(
     public_url: str,
     ends_at: datetime,
     alert_labels: dict[str, str] | None = None,
+    victims: Sequence[str] = (),
 ) -> Alert:
     """One postable alert for anomaly ``a``: firing if ``ends_at`` is in the future, resolved
     otherwise. ``alert_labels`` overrides the labels (to resolve the alert sent earlier under
-    labels that have changed since)."""
+    labels that have changed since); ``victims`` are the identities linked to its incident as
+    victims (named in the annotations)."""
     starts_at = a.first_window_start
     return {
         "labels": dict(alert_labels if alert_labels is not None else labels(a)),
-        "annotations": _annotations(a),
+        "annotations": _annotations(a, victims),
         "startsAt": timestamp(starts_at),
         "endsAt": timestamp(max(ends_at, starts_at)),
         "generatorURL": anomaly_url(public_url, a.id),
+    }
+
+
+def change_url(public_url: str, change_id: str) -> str:
+    """Where a person finds (and accepts or rejects) the change in netwarden's API."""
+    return f"{public_url.rstrip('/')}/api/v1/changes/{change_id}"
+
+
+def change_labels(c: ChangeRecord) -> dict[str, str]:
+    """An informational alert's labels: the change and the workload it is about."""
+    out = {
+        "alertname": CHANGE_ALERTNAME,
+        "severity": "info",
+        "detector": DETECTOR,
+        "change_id": c.change_id,
+        "kind": c.kind,
+    }
+    subjects = subject_identities(c)
+    if subjects:
+        namespace, _, workload = subjects[0].partition("/")
+        out |= {"namespace": namespace, "workload": workload, "identity": subjects[0]}
+    return out
+
+
+def change_alert(c: ChangeRecord, *, public_url: str, now: datetime, lasts: float) -> Alert:
+    """The informational alert announcing change ``c``: it starts ``now`` and resolves by
+    itself ``lasts`` seconds later (nobody needs to resolve a piece of information)."""
+    edges = [
+        f"{e['identity']} {'to' if e['direction'] == 'egress' else 'from'} {e['peer']}"
+        + (f" {e['port']}" if e["port"] else "")
+        for e in c.edges[:_CHANGE_EDGES]
+    ]
+    more = len(c.edges) + c.edges_omitted - len(edges)
+    description = "; ".join(edges) + (f" (and {more} more)" if more > 0 else "")
+    return {
+        "labels": change_labels(c),
+        "annotations": {
+            "summary": f"change: {c.description}",
+            "description": description or c.description,
+            "subject": c.subject,
+            "identities": listed(list(c.identities)),
+            "first_seen": timestamp(c.first_seen),
+            # "open": owed a notification (see hold_unnotified), like an open anomaly
+            "state": OPEN,
+        },
+        "startsAt": timestamp(now),
+        "endsAt": timestamp(now + timedelta(seconds=lasts)),
+        "generatorURL": change_url(public_url, c.change_id),
     }
 
 

@@ -11,7 +11,9 @@ Two tables live next to the anomaly store's, in the same database (on the one OR
   that row again.
 - ``alert_state``: what the alerter last decided per anomaly (Alertmanager labels and whether
   the alert is firing, when it was last sent, the Slack message state), so deciding twice
-  enqueues nothing twice; plus ``alert_cursor``, how far the alerter has followed the store.
+  enqueues nothing twice; plus ``alert_cursor``, how far the alerter has followed the store,
+  and ``alert_change_notices``, the changes (:mod:`netwarden.detector.change_store`) already
+  announced, written in the transaction that enqueues their notice so each is told once.
 
 A row with a ``key`` (Alertmanager: one key per anomaly) carries the whole current state of what
 it describes, so enqueueing a newer one for the same key *supersedes* a pending older one: the
@@ -209,6 +211,13 @@ class _CursorRow(Base):
     at: Mapped[datetime] = mapped_column(_UTCDateTime())
 
 
+class _NoticeRow(Base):
+    __tablename__ = "alert_change_notices"
+
+    change_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(_UTCDateTime(), index=True)
+
+
 # ------------------------------------------------------------------------------ public records
 
 
@@ -317,16 +326,35 @@ class OutboxTransaction:
             )
         return found
 
-    def created_since(self, sink: str, since: datetime) -> int:
-        """How many messages for ``sink`` were enqueued after ``since`` (rate limits)."""
-        return int(
-            self._session.scalar(
-                select(func.count())
-                .select_from(_OutboxRow)
-                .where(_OutboxRow.sink == sink, _OutboxRow.created_at > _utc(since, "since"))
-            )
-            or 0
+    def created_since(self, sink: str, since: datetime, *, unkeyed: bool = False) -> int:
+        """How many messages for ``sink`` were enqueued after ``since`` (rate limits); with
+        ``unkeyed``, only those without a key (Slack's anomaly messages: change notices carry
+        a key and are not rate-limited)."""
+        stmt = (
+            select(func.count())
+            .select_from(_OutboxRow)
+            .where(_OutboxRow.sink == sink, _OutboxRow.created_at > _utc(since, "since"))
         )
+        if unkeyed:
+            stmt = stmt.where(_OutboxRow.key.is_(None))
+        return int(self._session.scalar(stmt) or 0)
+
+    def noticed(self, change_ids: Iterable[str]) -> set[str]:
+        """Those of these changes already announced."""
+        ids = sorted(set(change_ids))
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            found.update(
+                self._session.scalars(
+                    select(_NoticeRow.change_id).where(_NoticeRow.change_id.in_(ids[i : i + 500]))
+                )
+            )
+        return found
+
+    def mark_noticed(self, change_ids: Iterable[str]) -> None:
+        """These changes are announced (their notices are in this transaction)."""
+        for change_id in sorted(set(change_ids)):
+            self._session.merge(_NoticeRow(change_id=change_id, at=self.now))
 
     def enqueue(
         self,
@@ -534,14 +562,18 @@ class Outbox(SqlStore):
 
     def purge(self, before: datetime) -> int:
         """Delete delivered and superseded messages created before ``before`` (pending ones
-        are kept whatever their age); returns how many were deleted."""
+        are kept whatever their age), and the record of changes announced before it (the
+        alerter follows changes from a cursor far younger); returns how many messages were
+        deleted."""
+        before = _utc(before, "before")
         with self._session() as session:
             result = session.execute(
                 delete(_OutboxRow).where(
                     _OutboxRow.status.in_([DELIVERED, SUPERSEDED]),
-                    _OutboxRow.created_at < _utc(before, "before"),
+                    _OutboxRow.created_at < before,
                 )
             )
+            session.execute(delete(_NoticeRow).where(_NoticeRow.at < before))
             return int(getattr(result, "rowcount", 0) or 0)
 
     def pending(self) -> dict[str, int]:

@@ -6,7 +6,11 @@ counts every anomaly in it, lists the most severe and links to the rest, so that
 anomalies is a few messages, never hundreds, and nothing is left out of the count.
 
 An anomaly that was still going on when its message went out gets a second, short one when it
-is over (:func:`over_message`, grouped the same way): the channel sees it fire, then end.
+is over (:func:`over_message`, grouped the same way): the channel sees it fire, then end. An
+anomaly that is part of an incident names it, its attacker and its victims.
+
+New changes (ordinary-looking new traffic waiting for review, not alerts) are announced in
+their own message (:func:`change_message`), marked as information.
 
 Block Kit limits respected here: 50 blocks per message, 150 characters in a header, 3000 in a
 section's text, 10 fields of 2000 characters.
@@ -15,20 +19,21 @@ section's text, 10 fields of 2000 characters.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
 
-from netwarden.detector.alerts.alertmanager import anomaly_url
+from netwarden.detector.alerts.alertmanager import anomaly_url, change_url, listed
 from netwarden.detector.alerts.outbox import post_json
+from netwarden.detector.change_store import ChangeRecord
 from netwarden.detector.explain import examples_text
 from netwarden.detector.lifecycle import RESOLVED, SUPPRESSED
 from netwarden.detector.severity import severity
 from netwarden.detector.store import AnomalyRecord
 
-__all__ = ["MAX_DETAIL", "SlackSender", "message", "over_message"]
+__all__ = ["MAX_DETAIL", "SlackSender", "change_message", "message", "over_message"]
 
 #: The most anomalies one message shows in full (each takes up to 6 of Slack's 50 blocks).
 MAX_DETAIL: Final = 8
@@ -39,6 +44,8 @@ _TOP_REASONS: Final = 3
 _ICON: Final = {"critical": ":rotating_light:", "warning": ":warning:"}
 
 Block = dict[str, Any]
+#: The victims of an anomaly's incident (none for one that is not an attacker's).
+Victims = Callable[[AnomalyRecord], Sequence[str]]
 
 
 def _clip(text: str, limit: int) -> str:
@@ -82,7 +89,11 @@ def _examples(a: AnomalyRecord) -> str:
     return "\n".join(_esc(line) for line in lines if line)
 
 
-def _detail(a: AnomalyRecord, public_url: str) -> list[Block]:
+def _no_victims(_: AnomalyRecord) -> Sequence[str]:
+    return ()
+
+
+def _detail(a: AnomalyRecord, public_url: str, victims: Victims = _no_victims) -> list[Block]:
     level = severity(a.peak_score)
     link = anomaly_url(public_url, a.id)
     what = a.summary or f"{a.workload} behaved unusually on the network"
@@ -104,6 +115,14 @@ def _detail(a: AnomalyRecord, public_url: str) -> list[Block]:
             ],
         },
     ]
+    if a.incident:
+        hit = sorted(victims(a))
+        blocks.append(
+            _section(
+                f"*Incident* `{_esc(a.incident)}`: attacker `{_esc(a.identity)}`"
+                + (f", victims {_esc(listed(hit))}" if hit else ", no victims so far")
+            )
+        )
     reasons = [r.text for r in a.reasons[:_TOP_REASONS] if r.text]
     if reasons:
         blocks.append(_section("*Why*\n" + "\n".join(f"• {_esc(r)}" for r in reasons)))
@@ -168,9 +187,11 @@ def message(
     public_url: str,
     detail_limit: int = 3,
     digest_lines: int = 10,
+    victims: Victims = _no_victims,
 ) -> dict[str, Any]:
     """The webhook payload for one group of anomalies (``text`` is the notification's
-    fallback; ``blocks`` what Slack shows)."""
+    fallback; ``blocks`` what Slack shows); ``victims`` names the victims of an attacker's
+    incident."""
     if not anomalies:
         raise ValueError("a Slack message needs at least one anomaly")
     if not 1 <= detail_limit <= MAX_DETAIL:
@@ -195,7 +216,7 @@ def message(
         for i, a in enumerate(ordered):
             if i:
                 blocks.append({"type": "divider"})
-            blocks.extend(_detail(a, public_url))
+            blocks.extend(_detail(a, public_url, victims))
     else:
         blocks.extend(_digest(ordered, public_url, digest_lines))
     return {"text": _clip(_esc(text), _SECTION_CHARS), "blocks": blocks}
@@ -246,6 +267,84 @@ def over_message(
             },
         ],
     }
+
+
+def _change_lines(c: ChangeRecord, edges: int) -> str:
+    rows = [
+        f"• `{_esc(e['identity'])}` {'to' if e['direction'] == 'egress' else 'from'} "
+        f"`{_esc(e['peer'])}`"
+        + (f" {_esc(e['port'])}" if e["port"] else "")
+        + f" ({e['flows']} flows)"
+        for e in c.edges[:edges]
+    ]
+    more = len(c.edges) + c.edges_omitted - len(rows)
+    if more > 0:
+        rows.append(f"…and {more} more")
+    return "\n".join(rows)
+
+
+def change_message(
+    changes: Sequence[ChangeRecord], *, public_url: str, detail_limit: int = 5, edges: int = 5
+) -> dict[str, Any]:
+    """The webhook payload announcing new changes: information, not an alert. Up to
+    ``detail_limit`` are shown with their first ``edges`` edges, the rest listed by name."""
+    if not changes:
+        raise ValueError("a Slack message needs at least one change")
+    ordered = sorted(changes, key=lambda c: (c.first_seen, c.change_id))
+    n, top = len(ordered), ordered[0]
+    if n == 1:
+        what = top.description.split(",")[0].split(":")[0]  # "new workload shop/reviews"
+        title = f":information_source: Change in the cluster: {what}"
+        text = f"Change in the cluster (not an alert): {top.description}"
+    else:
+        title = f":information_source: {n} changes in the cluster"
+        text = f"{n} changes in the cluster (not alerts), e.g. {top.description}"
+    blocks: list[Block] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _clip(title, _HEADER_CHARS), "emoji": True},
+        }
+    ]
+    for i, c in enumerate(ordered[:detail_limit]):
+        if i:
+            blocks.append({"type": "divider"})
+        link = change_url(public_url, c.change_id)
+        blocks.append(
+            _section(
+                f"*{_esc(c.description)}*\nfirst seen {_when(c.first_seen)}\n"
+                + _change_lines(c, edges)
+            )
+        )
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    _mrkdwn(
+                        f"<{link}|Change {c.change_id}> · accept (its policy amendment is "
+                        f"proposed) or reject (it becomes an anomaly): POST {link}/accept or "
+                        "/reject"
+                    )
+                ],
+            }
+        )
+    if n > detail_limit:
+        rest = ", ".join(
+            f"<{change_url(public_url, c.change_id)}|{_esc(c.subject)}>"
+            for c in ordered[detail_limit : detail_limit + 20]
+        )
+        blocks.append(_section(f"…and {n - detail_limit} more: {rest}"))
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                _mrkdwn(
+                    "New traffic that looks like ordinary service traffic, kept out of the "
+                    "baseline until someone accepts it · netwarden"
+                )
+            ],
+        }
+    )
+    return {"text": _clip(_esc(text), _SECTION_CHARS), "blocks": blocks}
 
 
 class SlackSender:

@@ -11,9 +11,9 @@ plus, as extra keys tools may ignore: ``model``, ``fallback``, ``new_edges`` (ed
 identity in this window), ``changes`` (ids of the changes they belong to), ``model_anomalous``
 (the model's verdict before the novelty rules), ``summary`` and, for anomalous windows, each
 reason's ``text``/``contribution``, ``evidence`` (the novelty rules met), ``examples`` (peers,
-ports, DNS names, drop reasons behind the window), ``incident`` and ``role`` (``attacker``,
-``victim`` or ``subject``: see :mod:`netwarden.detector.incidents`; a victim's window is linked
-to its attacker's incident, not an alert of its own).
+ports, DNS names, drop reasons behind the window), ``incident``, ``attacker`` and ``role``
+(``attacker``, ``victim`` or ``subject``: see :mod:`netwarden.detector.incidents`; a victim's
+window is linked to its attacker's incident, not an alert of its own).
 
 ``score --changes FILE`` writes one JSON object per change (see
 :class:`netwarden.detector.changes.Change`): id, kind, subject, identities, edges, first and
@@ -142,6 +142,7 @@ def scored_to_json(s: ScoredWindow) -> dict[str, Any]:
         out["examples"] = s.examples
         out["incident"] = s.incident
         out["role"] = s.role
+        out["attacker"] = s.attacker
         if s.evidence:
             out["evidence"] = list(s.evidence)
     return out
@@ -236,14 +237,15 @@ def score(
     for line in result.summary_lines():
         console.print(line, markup=False)
     found = judge.changes.changes()
+    reported = [c for c in found if c.status != "escalated"]
     incidents = judge.incidents.incidents()
     if changes_out is not None:
         _write_changes(changes_out, found)
     console.print(
         f"scored {totals['windows']:,} identity-windows ({totals['fallback']:,} by a "
         f"fallback model); {totals['anomalous']:,} anomalous in {len(incidents):,} "
-        f"incident{'' if len(incidents) == 1 else 's'}; {len(found):,} "
-        f"change{'' if len(found) == 1 else 's'}; wrote {out}"
+        f"incident{'' if len(incidents) == 1 else 's'}; {len(reported):,} "
+        f"change{'' if len(reported) == 1 else 's'}; wrote {out}"
         + (f" and {changes_out}" if changes_out is not None else ""),
         markup=False,
     )
@@ -262,6 +264,14 @@ def _write_changes(path: Path, changes: list[Any]) -> None:
 
 def _print_changes(changes: list[Any], console: Console, limit: int = 20) -> None:
     """One line per change: when, what, who it touched."""
+    escalated = [c for c in changes if c.status == "escalated"]
+    changes = [c for c in changes if c.status != "escalated"]
+    if escalated:
+        console.print(
+            f"{len(escalated)} change{'s' if len(escalated) != 1 else ''} turned into evidence "
+            "later (escalated, part of the incidents above)",
+            markup=False,
+        )
     if not changes:
         return
     console.print(f"changes (new edges that look like ordinary traffic): {len(changes)}")
