@@ -116,7 +116,8 @@ class Change:
         tail = f", touching {', '.join(others[:4])}" if others else ""
         if len(others) > 4:
             tail += f" and {len(others) - 4} more"
-        return f"{what}{tail}: {len(self.edges) + self.edges_omitted} new edges"
+        n = len(self.edges) + self.edges_omitted
+        return f"{what}{tail}: {n} new edge{'' if n == 1 else 's'}"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Change:

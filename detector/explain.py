@@ -197,7 +197,9 @@ def examples_text(examples: dict[str, Any], side: str, *, limit: int = 4) -> str
     pairs = data.get("to" if side == "egress" else "from") or []
     if pairs:
         shown = ", ".join(
-            f"{p['peer']} {p['port']} ({p['flows']:,} flows)".replace("  ", " ")
+            f"{p['peer']} {p['port']} ({p['flows']:,} flow{'' if p['flows'] == 1 else 's'})".replace(
+                "  ", " "
+            )
             for p in pairs[:limit]
         )
         more = f" and {len(pairs) - limit} more" if len(pairs) > limit else ""
