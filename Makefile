@@ -35,7 +35,7 @@ format: $(VENV)/.installed-test  ## fix what ruff can and format the code
 bench: $(VENV)/.installed  ## ingest benchmark (about 1M flows; several minutes)
 	$(BIN)/python benchmarks/ingest.py
 
-bench-detection: $(VENV)/.installed  ## detection vs a plain IsolationForest (three seeds; about 7 minutes)
+bench-detection: $(VENV)/.installed  ## detection under change: this tree vs the previous release, 3 seeds x 2 clusters (about 15 minutes, 10 GB)
 	$(BIN)/python benchmarks/detection.py
 
 bench-service: $(VENV)/.installed  ## ingest rate with and without API load, listing latency
