@@ -215,8 +215,7 @@ def evaluate(
         if any(overlaps(alert, a, WINDOW) for a in attacks):
             result.victim_alerts += 1
         elif any(
-            alert.identities & set(c.identities) and overlaps(alert, c, CHANGE_TAIL)
-            for c in benign
+            alert.identities & set(c.identities) and overlaps(alert, c, CHANGE_TAIL) for c in benign
         ):
             result.false_change += 1
         else:
