@@ -166,16 +166,13 @@ class WindowJudge:
             }
         )
         out = []
-        by_identity = {}
         for w, s, n, c, (role, culprit) in zip(
             windows, scored, novelties, counts, roles, strict=True
         ):
             victims = named.get(w.subject.id, [])
             if victims and not role:
                 role = ATTACKER
-            judged = self._one(w, s, n, c, role, culprit, attackers, victims)
-            by_identity[w.subject.id] = judged
-            out.append(judged)
+            out.append(self._one(w, s, n, c, role, culprit, attackers, victims))
         return out
 
     def _model_counts(self, window: ClosedWindow, scored: ScoredWindow) -> bool:

@@ -210,6 +210,8 @@ class ClosedWindow:
     server: SideStats
     #: Peer hash -> readable key (the builder's, shared) for :meth:`examples`.
     peer_names: dict[int, str] = field(default_factory=dict, repr=False)
+    #: :meth:`edges` per side, computed once (a closed window does not change).
+    _edges: dict[bool, list[Edge]] = field(default_factory=dict, repr=False)
 
     @property
     def identity(self) -> str:
@@ -256,6 +258,9 @@ class ClosedWindow:
         """The window's edges on one side (egress: the subject as client), busiest first.
         Internet addresses are named here: by the DNS name a flow to them carried, else by
         their network (see the module docstring)."""
+        cached = self._edges.get(egress)
+        if cached is not None:
+            return cached
         side = self.client if egress else self.server
         side.fold()
         names = self.peer_names
@@ -298,6 +303,7 @@ class ClosedWindow:
                 )
             )
         out.sort(key=lambda e: (-e.flows, e.peer, e.protocol, e.port))
+        self._edges[egress] = out
         return out
 
     def examples(self) -> dict[str, Any]:
