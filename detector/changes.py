@@ -31,26 +31,14 @@ from typing import Any, Final
 
 from netwarden.detector.novelty import NewEdge
 from netwarden.ingest.windows import ClosedWindow
-from netwarden.models.edges import EdgeKey, EdgeMemory, namespace_of
+from netwarden.models.edges import EdgeKey, EdgeMemory, namespace_of, registrable_domain
 
 __all__ = ["Change", "ChangeTracker", "change_key", "registrable_domain"]
 
-#: Second-level labels under which registries sell names (``example.co.uk``): the registrable
-#: domain then has three labels. A short list of the common ones, not the Public Suffix List:
-#: grouping a vendor's names a label too wide or narrow costs one extra record, not an alert.
-_SECOND_LEVEL: Final = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or"})
 #: Edges listed per change (the rest are counted).
 MAX_EDGES: Final = 256
 #: (identity, egress, peer, protocol, port)
 ChangeEdge = tuple[str, bool, str, int, int]
-
-
-def registrable_domain(name: str) -> str:
-    """``api.eu.stripe.com`` -> ``stripe.com``; ``x.example.co.uk`` -> ``example.co.uk``."""
-    labels = name.removeprefix("fqdn:").rstrip(".").lower().split(".")
-    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:])
 
 
 def _proto(protocol: int) -> str:

@@ -12,6 +12,10 @@ is given a role:
   victim joins that peer's incident: the one open for it, or a new
   one naming it as the attacker, even when the attacker's own windows look ordinary (an
   identity with no model yet, a workload outside the cluster's view);
+* **witness**: a victim whose attacker is not among the identities observed in that window
+  (a workload outside the cluster's view, a node's host process, an attacker whose own side
+  Hubble does not see), the first of its incident: its alert stands for the incident, naming
+  the attacker and linking the other victims, so an attack nobody else sees still alerts once;
 * **subject**: anomalous with no peer to blame (traffic from the internet, or nothing new came
   in: a busy or quiet spell of its own): an incident of its own.
 
@@ -33,9 +37,9 @@ from netwarden.detector.results import ScoredWindow
 from netwarden.ingest.windows import ClosedWindow
 from netwarden.models.edges import namespace_of
 
-__all__ = ["ATTACKER", "SUBJECT", "VICTIM", "Incident", "IncidentTracker", "role_of"]
+__all__ = ["ATTACKER", "SUBJECT", "VICTIM", "WITNESS", "Incident", "IncidentTracker", "role_of"]
 
-ATTACKER, VICTIM, SUBJECT = "attacker", "victim", "subject"
+ATTACKER, VICTIM, WITNESS, SUBJECT = "attacker", "victim", "witness", "subject"
 
 
 @dataclass
@@ -49,6 +53,10 @@ class Incident:
     peak_score: float = 0.0
     rules: set[str] = field(default_factory=set)
     summary: str = ""
+    #: Windows of it that alert (the attacker's, a subject's, a witness's).
+    alerting: int = 0
+    #: The victim that alerts for it while its attacker is not observed (see WITNESS).
+    witness: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,6 +130,8 @@ class IncidentTracker:
         incident.windows += 1
         if identity != attacker:
             incident.victims.add(identity)
+        else:
+            incident.alerting += 1
         if (identity == attacker and scored.score >= incident.peak_score) or not incident.summary:
             incident.summary = scored.summary
         incident.peak_score = max(incident.peak_score, scored.score)

@@ -38,7 +38,14 @@ from typing import Final
 
 from netwarden.detector.changes import ChangeTracker
 from netwarden.detector.explain import summary
-from netwarden.detector.incidents import ATTACKER, SUBJECT, VICTIM, IncidentTracker, role_of
+from netwarden.detector.incidents import (
+    ATTACKER,
+    SUBJECT,
+    VICTIM,
+    WITNESS,
+    IncidentTracker,
+    role_of,
+)
 from netwarden.detector.novelty import Novelty, NoveltyDetector
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.scorer import Scorer
@@ -165,6 +172,7 @@ class WindowJudge:
                 if role == ATTACKER
             }
         )
+        present = {w.subject.id for w in windows}
         out = []
         for w, s, n, c, (role, culprit) in zip(
             windows, scored, novelties, counts, roles, strict=True
@@ -172,7 +180,7 @@ class WindowJudge:
             victims = named.get(w.subject.id, [])
             if victims and not role:
                 role = ATTACKER
-            out.append(self._one(w, s, n, c, role, culprit, attackers, victims))
+            out.append(self._one(w, s, n, c, role, culprit, attackers, victims, present))
         return out
 
     def _model_counts(self, window: ClosedWindow, scored: ScoredWindow) -> bool:
@@ -202,6 +210,7 @@ class WindowJudge:
         culprit: str,
         attackers: set[str],
         victims: list[str],
+        present: set[str],
     ) -> ScoredWindow:
         identity = window.subject.id
         named = bool(victims) and not (model_counts or novelty.suspicious)
@@ -244,6 +253,13 @@ class WindowJudge:
             return result
         attacker = identity if role in (ATTACKER, SUBJECT) else culprit
         incident = self.incidents.link(attacker, identity, window.start, result)
+        if role == VICTIM and culprit not in present:
+            # its attacker has no window here: the incident's first such victim alerts for it
+            if not incident.witness and not incident.alerting:
+                incident.witness = identity
+                incident.alerting += 1
+            if incident.witness == identity:
+                role = WITNESS
         return replace(result, incident=incident.id, role=role, attacker=incident.attacker)
 
     def _named_by(

@@ -38,6 +38,15 @@ Egress (the identity as client), a new edge to:
   dependency on another team's service comes with a new workload or a new release far more
   often than out of a running service; a running service reaching into another namespace is
   how lateral movement looks (warning severity: it is the weakest rule).
+* **a workload of its own namespace, by a running pod** (on a port the peer serves): both
+  workloads known for at least :data:`ESTABLISHED_SECONDS`, and no pod of the client started
+  within :data:`ESTABLISHED_SECONDS` before the edge first appeared, unless the client reaches
+  :data:`HUB_PEERS` or more workloads already (a gateway, proxy or scraper: its targets follow
+  its configuration). Code decides which services an application calls, and new code arrives
+  in new pods: a release's new dependency shows within minutes of its pods starting, a new
+  service's callers call a workload that is itself new. A pod that has run unchanged for an
+  hour and starts calling an established service it never used is running something it was
+  not deployed with (warning severity, like the crossing rule).
 * **a random-looking DNS name** (``fqdn:`` peer whose first label has the character entropy and
   length of encoded data or a DGA, not of a word).
 
@@ -52,12 +61,17 @@ Either direction, over the last hour (``horizon_seconds``) of this identity's ne
   two ports to a dependency in a release; walking through ports one by one (also one a minute,
   for hours) is a scan.
 * **a beacon** (egress, internet): connections to a new internet peer starting at a fixed
-  rhythm: at least :data:`BEACON_CONNECTIONS` connection starts over the horizon whose
+  rhythm: over the horizon, at least :data:`BEACON_CONNECTIONS` connection starts whose
   intervals (10 s to 15 min on average) have a standard deviation under :data:`BEACON_JITTER`
-  of their mean. Calls that follow users arrive at random (their intervals' deviation is about
-  their mean: a coefficient of variation near 1; seven random intervals come out as regular as
-  that about once in 30,000 tries); an implant's check-in is a timer, and the jitter implants
-  add to it is a few percent (one of 10% passes 99.9% of the time).
+  of their mean, or, to an internet domain no workload of the cluster uses, already
+  :data:`BEACON_FAST_CONNECTIONS` under :data:`BEACON_FAST_JITTER`. Calls that follow users
+  arrive at random (their intervals' deviation is about their mean: a coefficient of variation
+  near 1; seven random intervals come out within 15% about once in 20,000 tries, four within 5%
+  about once in 5,000, and the fast test is only tried on domains new to the whole cluster);
+  an implant's check-in is a timer, and the jitter implants add to it is a few percent
+  (uniform jitter of 10% of the period passes the first test always and the second about half
+  the time, 5% both nearly always). The fast test catches a check-in every 30-45 s within three
+  minutes; a beacon to a named host has no other tell.
 
 Internet peers on the ingress side are not novelty at all: a public endpoint meets new client
 networks all day. Nor are a new workload's refused callers: it refuses its first callers and
@@ -74,7 +88,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from netwarden.ingest.windows import ClosedWindow, Edge
-from netwarden.models.edges import EdgeMemory, namespace_of
+from netwarden.models.edges import EdgeMemory, namespace_of, registrable_domain
 
 __all__ = [
     "DATA_STORE_PORTS",
@@ -115,11 +129,20 @@ SWEEP_PORTS: Final = 4
 SWEEP_PEERS: Final = 16
 BEACON_CONNECTIONS: Final = 8
 BEACON_JITTER: Final = 0.15
+BEACON_FAST_CONNECTIONS: Final = 5
+BEACON_FAST_JITTER: Final = 0.05
 BEACON_PERIOD: Final = (10.0, 900.0)
 #: Other namespaces (kube-system aside) an identity reaches when crossing namespaces is its
 #: job: an ingress controller, a scraper, a mesh gateway reach most of them; an application
 #: reaches its data stores and perhaps a telemetry collector.
 CROSSING_NAMESPACES: Final = 3
+#: How long a workload must have been known, and its pods running, for a new dependency of
+#: one of them to be its own doing rather than a release's (a rollout's pods start taking
+#: traffic within minutes; an hour covers the release and a long tail of rare calls).
+ESTABLISHED_SECONDS: Final = 3600.0
+#: Workloads a client already reaches when reaching one more is its configuration's doing (a
+#: gateway, a proxy, a scraper); an application's dependencies are a handful.
+HUB_PEERS: Final = 8
 VOLUME_FACTOR: Final = 10.0
 VOLUME_MIN_FLOWS: Final = 30
 #: Character entropy (bits) and length from which a DNS label looks like encoded data.
@@ -134,6 +157,7 @@ RULE_SCORES: Final[dict[str, float]] = {
     "internet_port": 1.5,
     "cross_namespace_data_store": 2.5,
     "cross_namespace_service": 1.5,
+    "running_pod": 1.5,
     "volume": 2.0,
     "random_name": 2.0,
     "failing_new_edges": 2.0,
@@ -205,6 +229,7 @@ def _is_world(peer: str) -> bool:
 class _Seen:
     """A new edge within the horizon: windows it appeared in, flows, failures."""
 
+    first: float
     windows: deque[tuple[float, int, int]] = field(default_factory=deque)  # start, flows, fails
     times: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # connection starts
 
@@ -232,7 +257,7 @@ class NoveltyDetector:
                 novelty.new.append(NewEdge(egress, edge))
         recent = self._remember(identity, window.start, novelty.new)
         if novelty.new:
-            novelty.evidence = self._evidence(identity, novelty.new, recent, window.start)
+            novelty.evidence = self._evidence(window, novelty.new, recent)
         return novelty
 
     # -- state over the horizon ------------------------------------------------------------------
@@ -243,7 +268,7 @@ class NoveltyDetector:
         recent = self._recent[identity]
         for item in new:
             e = item.edge
-            seen = recent.setdefault((item.egress, e.peer, e.protocol, e.port), _Seen())
+            seen = recent.setdefault((item.egress, e.peer, e.protocol, e.port), _Seen(start))
             if not seen.windows or seen.windows[-1][0] != start:
                 seen.windows.append((start, e.flows, e.failures))
                 seen.times.extend(e.times)
@@ -270,11 +295,11 @@ class NoveltyDetector:
 
     def _evidence(
         self,
-        identity: str,
+        window: ClosedWindow,
         new: list[NewEdge],
         recent: dict[tuple[bool, str, int, int], _Seen],
-        start: float,
     ) -> list[Evidence]:
+        identity = window.subject.id
         memory = self.memory
         out: list[Evidence] = []
         namespace = namespace_of(identity)
@@ -283,6 +308,7 @@ class NoveltyDetector:
         odd_port: list[NewEdge] = []
         data_store: list[NewEdge] = []
         service: list[NewEdge] = []
+        running: list[NewEdge] = []
         random_names: list[NewEdge] = []
         heavy: list[NewEdge] = []
         busiest = memory.busiest_egress(identity)
@@ -310,6 +336,8 @@ class NoveltyDetector:
                 data_store.append(item)
             elif self._crosses_to_service(identity, namespace, item):
                 service.append(item)
+            elif item.egress and self._from_running_pod(window, item, recent):
+                running.append(item)
         if unnamed:
             out.append(
                 Evidence(
@@ -358,6 +386,16 @@ class NoveltyDetector:
                     ),
                     tuple(service),
                     peer="" if egress else service[0].edge.peer,
+                )
+            )
+        if running:
+            out.append(
+                Evidence(
+                    "running_pod",
+                    f"reached {_list(running)}, a workload of its namespace it never used, from "
+                    "pods running unchanged for over an hour (no release, restart or new "
+                    "replica that would bring a new dependency)",
+                    tuple(running),
                 )
             )
         if heavy:
@@ -413,6 +451,38 @@ class NoveltyDetector:
         if not memory.serves(server, e.protocol, e.port):
             return False
         return len(memory.namespaces_reached(client)) < CROSSING_NAMESPACES
+
+    def _from_running_pod(
+        self,
+        window: ClosedWindow,
+        item: NewEdge,
+        recent: dict[tuple[bool, str, int, int], _Seen],
+    ) -> bool:
+        """A new egress edge to an established workload of the client's own namespace, on a
+        port it serves, made while the client's pods had been running unchanged for
+        :data:`ESTABLISHED_SECONDS` (see the module docstring)."""
+        e = item.edge
+        identity = window.subject.id
+        namespace = namespace_of(identity)
+        if not namespace or namespace_of(e.peer) != namespace or e.peer == identity:
+            return False
+        memory = self.memory
+        if not memory.serves(e.peer, e.protocol, e.port):
+            return False  # not a service there: a probe, for the failing/sweep rules
+        seen = recent.get((True, e.peer, e.protocol, e.port))
+        first = seen.first if seen is not None else window.start
+        settled = first - ESTABLISHED_SECONDS
+        since, peer_since = memory.known_since(identity), memory.known_since(e.peer)
+        if since is None or peer_since is None or since > settled or peer_since > settled:
+            return False  # a new workload, or a new service's first callers: a change
+        newest = memory.newest_pod(identity)
+        if not window.client.pods or newest is None or newest > settled:
+            return False  # a release, restart or scale-up within the hour (or pods unknown)
+        for pod in window.client.pods:
+            started = memory.pod_first_seen(identity, pod)
+            if started is None or started > settled:
+                return False
+        return len(memory.internal_peers(identity)) < HUB_PEERS
 
     def _horizon_rules(
         self,
@@ -487,14 +557,18 @@ class NoveltyDetector:
             if k not in in_window or not _is_world(k[1]):
                 continue
             times = sorted(recent[k].times)
-            if len(times) < BEACON_CONNECTIONS:
-                continue
             gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 0.5]
-            if len(gaps) < BEACON_CONNECTIONS - 1:
+            if len(gaps) < BEACON_FAST_CONNECTIONS - 1:
                 continue
             period = statistics.fmean(gaps)
             jitter = statistics.pstdev(gaps)
-            if BEACON_PERIOD[0] <= period <= BEACON_PERIOD[1] and jitter <= BEACON_JITTER * period:
+            if len(gaps) >= BEACON_CONNECTIONS - 1:
+                limit = BEACON_JITTER
+            elif k[1].startswith("fqdn:") and self.memory.knows_domain(registrable_domain(k[1])):
+                continue  # a domain the cluster uses: its pollers get the longer test
+            else:
+                limit = BEACON_FAST_JITTER
+            if BEACON_PERIOD[0] <= period <= BEACON_PERIOD[1] and jitter <= limit * period:
                 out.append(
                     Evidence(
                         "beacon",

@@ -56,8 +56,8 @@ class ScoredWindow:
     #: The model's verdict alone, before novelty rules and the fallback rule.
     model_anomalous: bool = False
     #: Anomalous windows: the incident (netwarden.detector.incidents) and the identity's role
-    #: in it ("attacker", "victim" or "subject").
+    #: in it ("attacker", "victim", "witness" or "subject": see netwarden.detector.incidents).
     incident: str = ""
     role: str = ""
-    #: The incident's attacker (the identity itself unless its role is "victim").
+    #: The incident's attacker (the identity itself unless its role is "victim" or "witness").
     attacker: str = ""

@@ -92,6 +92,20 @@ class EdgeStat:
     windows: int
 
 
+#: Second-level labels under which registries sell names (``example.co.uk``): the registrable
+#: domain then has three labels. A short list of the common ones, not the Public Suffix List:
+#: grouping a vendor's names a label too wide or narrow costs one extra record, not an alert.
+_SECOND_LEVEL: Final = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or"})
+
+
+def registrable_domain(name: str) -> str:
+    """``api.eu.stripe.com`` -> ``stripe.com``; ``x.example.co.uk`` -> ``example.co.uk``."""
+    labels = name.removeprefix("fqdn:").rstrip(".").lower().split(".")
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
 def namespace_of(key: str) -> str:
     """The namespace of a workload key (``namespace/workload``), else ""."""
     if "/" in key and not key.startswith(("fqdn:", "cidr:", "reserved:", "world:", "peer:")):
@@ -135,6 +149,30 @@ class EdgeMemory:
 
     def knows_identity(self, identity: str) -> bool:
         return identity in self._edges
+
+    def known_since(self, identity: str) -> float | None:
+        """When the identity's oldest known edge was first seen (None: not known)."""
+        edges = self._edges.get(identity)
+        if not edges:
+            return None
+        return min(s.first_seen for s in edges.values())
+
+    def newest_pod(self, identity: str) -> float | None:
+        """When the identity's most recently started pod was first seen (None: no pods
+        known): the time of its last rollout, restart or scale-up."""
+        pods = self._pods.get(identity)
+        return max(pods.values()) if pods else None
+
+    def pod_first_seen(self, identity: str, pod: str) -> float | None:
+        return self._pods.get(identity, {}).get(pod)
+
+    def knows_domain(self, domain: str) -> bool:
+        """Whether any identity has a known edge with a name under registrable ``domain``."""
+        return any(p.startswith("fqdn:") and registrable_domain(p) == domain for p in self._peers)
+
+    def internal_peers(self, identity: str) -> set[str]:
+        """Workloads (namespaced peers) the identity has known egress edges to."""
+        return {k[1] for k in self._edges.get(identity, {}) if k[0] and namespace_of(k[1])}
 
     def knows(self, identity: str, egress: bool, edge: Edge) -> bool:
         found = self._edges.get(identity)

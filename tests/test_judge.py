@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from netwarden.detector.judge import WindowJudge
@@ -135,3 +136,45 @@ def test_verdicts_do_not_depend_on_where_the_file_starts(tmp_path) -> None:
     a = {(s.identity, s.window_start): s.anomalous for s in whole if s.window_start >= late}
     b = {(s.identity, s.window_start): s.anomalous for s in part if s.window_start >= late}
     assert a and a == b
+
+
+def _seen_only_at_its_peers(line: dict, identity: str) -> bool:
+    """Whether the event is kept when ``identity``'s node is not observed: events without it,
+    and its connections as the other end's node reports them (INGRESS there)."""
+    f = line["flow"]
+
+    def who(side: str) -> str:
+        ep = f.get(side) or {}
+        workloads = ep.get("workloads") or [{}]
+        return f"{ep.get('namespace', '')}/{workloads[0].get('name', '')}"
+
+    if identity not in (who("source"), who("destination")):
+        return True
+    return f.get("traffic_direction") == "INGRESS" and (
+        who("destination" if f.get("is_reply") else "source") == identity
+    )
+
+
+@pytest.mark.slow
+def test_an_attacker_hubble_does_not_see_alerts_through_its_first_victim(cluster) -> None:
+    """A scanner whose own node is not observed has no window: its first victim stands for
+    the incident (role ``witness``, alerting, naming the attacker), the others stay linked."""
+    name, bundle, out = cluster
+    day = generate(
+        out / "unseen", hours=2, seed=75, start=DAY2, cluster=name, attacks=["port_scan"]
+    )
+    (label,) = day.labels
+    blind = out / f"unseen-{name}.jsonl"
+    with day.flows_path.open("rb") as src, blind.open("wb") as dst:
+        for raw in src:
+            if _seen_only_at_its_peers(orjson.loads(raw), label.identity):
+                dst.write(raw)
+    judge, scored = _judge(bundle, blind)
+    assert not [s for s in scored if s.identity == label.identity and s.anomalous]
+    during = [s for s in scored if s.anomalous and s.attacker == label.identity]
+    witnesses = {s.identity for s in during if s.role == "witness"}
+    assert len(witnesses) == 1, [(s.identity, s.role) for s in during]
+    (incident,) = {s.incident for s in during}
+    found = next(i for i in judge.incidents.incidents() if i.id == incident)
+    assert found.attacker == label.identity and witnesses <= found.victims
+    assert {s.role for s in during} <= {"witness", "victim"}

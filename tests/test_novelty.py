@@ -190,17 +190,10 @@ def test_one_new_port_that_fails_once_is_not_evidence() -> None:
     assert rules(memory, lines, "checkout/cart") == []
 
 
-def _answered(client: dict, server: dict, seconds: float, sport: int) -> list[dict]:
-    names = ["cdn-sync.example.org"]
-    return [
-        flow(client, server, seconds=seconds, sport=sport, dport=443, destination_names=names),
-        flow(server, client, seconds=seconds + 0.01, sport=443, dport=sport,
-             flags=("SYN", "ACK"), reply=True, point="TO_ENDPOINT"),
-    ]  # fmt: skip
-
-
-def _answered(client: dict, server: dict, seconds: float, sport: int) -> list[dict]:
-    names = ["cdn-sync.example.org"]
+def _answered(
+    client: dict, server: dict, seconds: float, sport: int, names: list[str] | None = None
+) -> list[dict]:
+    names = names or ["cdn-sync.example.org"]
     return [
         flow(client, server, seconds=seconds, sport=sport, dport=443, destination_names=names),
         flow(server, client, seconds=seconds + 0.01, sport=443, dport=sport,
@@ -237,6 +230,75 @@ def test_beacon_rhythm_versus_user_driven_calls() -> None:
             users.append(t)
             t += r.expovariate(1 / 32)
         assert rule_after(users, "192.0.2.62") == [], seed
+
+
+def test_a_running_pod_calling_a_service_of_its_namespace_it_never_used() -> None:
+    """Lateral movement inside a namespace: pods that ran unchanged for an hour start calling an
+    established service. Not when a release, restart or scale-up brought a new pod within the
+    hour, nor for a new service's first callers, a hub client, or a port the peer does not
+    serve (a probe: the failing and sweep rules' business)."""
+    serves = connection(MAILER, PAYMENTS, seconds=9, dport=8080)  # payments serves 8080
+    memory = trained(normal_day(), serves)
+    call = connection(ORDERS, PAYMENTS, seconds=5, dport=8080)
+    assert rules(memory, call, "checkout/orders") == ["running_pod"]
+    assert (
+        rules(memory, connection(ORDERS, PAYMENTS, seconds=5, dport=9999), "checkout/orders") == []
+    )
+
+    rolled = pod("checkout", "orders", 30005, "10.244.2.22", replica="5f6c7d8e9f-abcde")
+    assert (
+        rules(memory, connection(rolled, PAYMENTS, seconds=5, dport=8080), "checkout/orders") == []
+    )
+    half_hour = EdgeMemory.from_windows(
+        windows_of(normal_day() + serves, -86_400)
+        + windows_of(connection(rolled, POSTGRES, seconds=1, dport=5432), -1800)
+    )  # orders' new pod started 30 minutes ago: its release may bring the call
+    assert (
+        rules(half_hour, connection(rolled, PAYMENTS, seconds=5, dport=8080), "checkout/orders")
+        == []
+    )
+
+    fresh = EdgeMemory.from_windows(
+        windows_of(normal_day(), -86_400)
+        + windows_of(connection(CART, NEWSVC, seconds=1, dport=8080), -600)
+    )  # fraud-check went live 10 minutes ago
+    assert rules(fresh, connection(ORDERS, NEWSVC, seconds=5, dport=8080), "checkout/orders") == []
+
+    backends = [pod("checkout", f"svc{i}", 31000 + i, f"10.244.6.{i + 1}") for i in range(8)]
+    hub = trained(
+        normal_day(),
+        serves,
+        *(connection(ORDERS, b, seconds=10 + i, dport=8080) for i, b in enumerate(backends)),
+    )  # orders already routes to 8 workloads of its namespace: a gateway
+    assert rules(hub, call, "checkout/orders") == []
+
+
+def test_a_tight_beacon_to_a_domain_new_to_the_cluster_is_found_at_its_fifth_check_in() -> None:
+    """Intervals within a few percent: five check-ins are enough for a domain nobody in the
+    cluster uses; a domain the cluster knows (a vendor's new host) waits for the eighth, and a
+    rhythm of 9% deviation too."""
+    memory = trained(normal_day())
+
+    def rule_after(times: list[float], name: str) -> list[str]:
+        detector = NoveltyDetector(memory)
+        out: list[str] = []
+        for minute in range(int(max(times) // 60) + 1):
+            lines = [
+                line
+                for i, t in enumerate(times)
+                if minute * 60 <= t < minute * 60 + 60
+                for line in _answered(PAYMENTS, world("192.0.2.70"), t, 41000 + i, [name])
+            ]
+            if lines:
+                w = one(windows_of(lines), "checkout/payments")
+                out += [e.rule for e in detector.inspect(w).evidence]
+        return out
+
+    tight = [1 + 45 * i + random.Random(i).uniform(-0.5, 0.5) for i in range(8)]  # ~1%
+    assert rule_after(tight, "cdn-sync-3f2a.example.org") == ["beacon"] * 3  # 181 s: minute 3
+    assert rule_after(tight, "hooks.stripe.com") == ["beacon"]  # 8th at 316 s
+    looser = [1 + 32 * i + (2.9 if i % 2 else 0) for i in range(12)]  # 9% deviation
+    assert rule_after(looser, "cdn-sync-3f2a.example.org") == ["beacon"] * 3  # 8th at 227 s
 
 
 def test_volume_far_above_the_identitys_known_edges() -> None:
@@ -314,12 +376,13 @@ def test_a_change_that_turns_into_evidence_is_escalated() -> None:
 def test_a_running_service_reaching_into_another_namespace() -> None:
     """A known workload calling a known workload of another namespace on its served port for
     the first time is evidence (lateral movement); a scraper that crosses namespaces by design
-    (three or more already) is not, nor a new workload, nor a call within the namespace."""
+    (three or more already) is not, nor a new workload; a call within the namespace is the
+    running-pod rule's (test below)."""
     memory = trained(normal_day(), connection(MAILER, PAYMENTS, seconds=9, dport=8080))
     lateral = connection(CART, MAILER, seconds=5, dport=8080)  # checkout -> shop
     assert rules(memory, lateral, "checkout/cart") == []  # mailer does not serve 8080 ...
     lateral = connection(ORDERS, PAYMENTS, seconds=5, dport=8080)  # same namespace
-    assert rules(memory, lateral, "checkout/orders") == []
+    assert rules(memory, lateral, "checkout/orders") == ["running_pod"]
     into = connection(MAILER, PAYMENTS, seconds=5, dport=8080)  # known already
     assert rules(memory, into, "shop/mailer") == []
     payments_serves = trained(normal_day(), connection(ORDERS, PAYMENTS, seconds=9, dport=8080))
