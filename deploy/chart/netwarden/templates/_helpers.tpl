@@ -1,0 +1,171 @@
+{{/*
+Names, labels and the pieces several templates share. Object names are "<fullname>-<part>";
+the fullname is cut to 40 characters so that the longest name built from it
+("<fullname>-detector-headless", and the StatefulSet's pod names with their revision hash)
+stays within Kubernetes' 63.
+*/}}
+
+{{- define "netwarden.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "netwarden.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every object; "part" is the component (detector, agent, ...). */}}
+{{- define "netwarden.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "netwarden.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: netwarden
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The labels a selector matches: stable across upgrades (no version in them). */}}
+{{- define "netwarden.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "netwarden.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .part }}
+{{- end -}}
+
+{{- define "netwarden.image" -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{- define "netwarden.detectorName" -}}
+{{- printf "%s-detector" (include "netwarden.fullname" .) -}}
+{{- end -}}
+
+{{- define "netwarden.apiName" -}}
+{{- printf "%s-api" (include "netwarden.fullname" .) -}}
+{{- end -}}
+
+{{- define "netwarden.agentName" -}}
+{{- printf "%s-agent" (include "netwarden.fullname" .) -}}
+{{- end -}}
+
+{{/* The first detector pod's volume claim, named by the StatefulSet's volumeClaimTemplate. */}}
+{{- define "netwarden.dataClaim" -}}
+{{- printf "data-%s-0" (include "netwarden.detectorName" .) -}}
+{{- end -}}
+
+{{/* Where the model signing key is read: a mounted Secret, or the data volume's own file. */}}
+{{- define "netwarden.signingKeyPath" -}}
+{{- if .Values.models.signingKey.existingSecret -}}
+{{- printf "/etc/netwarden/signing-key/%s" .Values.models.signingKey.key -}}
+{{- else -}}
+/data/model-signing.key
+{{- end -}}
+{{- end -}}
+
+{{/*
+The detector's configuration file (netwarden serve --config): the user's detector.config under
+what the chart decides (the data folder, the flow source, the API's address, applying policies).
+Secrets are not in it: they arrive as NETWARDEN_* variables from Secrets (detector.env).
+*/}}
+{{- define "netwarden.config" -}}
+{{- $v := .Values -}}
+{{- $hubble := dict -}}
+{{- $source := dict "spec" "hubble" -}}
+{{- if eq $v.flows.source "hubble-relay" -}}
+{{- $_ := set $hubble "server" $v.flows.hubbleRelay.address -}}
+{{- if $v.flows.hubbleRelay.tls.enabled -}}
+{{- $_ := set $hubble "tls" true -}}
+{{- if $v.flows.hubbleRelay.tls.existingSecret -}}
+{{- $_ := set $hubble "tls_ca" "/etc/netwarden/hubble-tls/ca.crt" -}}
+{{- if $v.flows.hubbleRelay.tls.clientCertificate -}}
+{{- $_ := set $hubble "tls_cert" "/etc/netwarden/hubble-tls/tls.crt" -}}
+{{- $_ := set $hubble "tls_key" "/etc/netwarden/hubble-tls/tls.key" -}}
+{{- end -}}
+{{- end -}}
+{{- with $v.flows.hubbleRelay.tls.serverName -}}
+{{- $_ := set $hubble "tls_server_name" . -}}
+{{- end -}}
+{{- end -}}
+{{- else if eq $v.flows.source "hubble-socket" -}}
+{{- $_ := set $hubble "server" (printf "unix://%s" $v.flows.hubbleSocket.path) -}}
+{{- else if eq $v.flows.source "generator" -}}
+{{- $_ := set $source "spec" "generator" -}}
+{{- end -}}
+{{- with $v.flows.namespaces -}}
+{{- $_ := set $hubble "namespaces" . -}}
+{{- end -}}
+{{- $api := dict "host" "0.0.0.0" "port" (int $v.api.port) -}}
+{{- $url := printf "http://%s.%s.svc:%d" (include "netwarden.apiName" .) .Release.Namespace (int $v.api.port) -}}
+{{- $_ := set $api "public_url" (default $url $v.api.publicUrl) -}}
+{{- $models := dict "dir" "/data/models" "signing_key_file" (include "netwarden.signingKeyPath" .) -}}
+{{- $remediation := dict "kubernetes" (ternary "in-cluster" "off" $v.remediation.apply) -}}
+{{- $chart := dict "data_dir" "/data" "source" $source "api" $api "models" $models "remediation" $remediation -}}
+{{- if $hubble -}}
+{{- $_ := set $chart "hubble" $hubble -}}
+{{- end -}}
+{{- toYaml (mergeOverwrite (deepCopy $v.detector.config) $chart) -}}
+{{- end -}}
+
+{{/* The pod security context of the detector and the retraining job (the image's user). */}}
+{{- define "netwarden.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The container security context of the detector and the retraining job. */}}
+{{- define "netwarden.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{/* NETWARDEN_* variables from Secrets: the store URL and the API tokens. */}}
+{{- define "netwarden.secretEnv" -}}
+{{- if .Values.store.existingSecret }}
+- name: NETWARDEN_STORE__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.store.existingSecret }}
+      key: {{ .Values.store.key }}
+{{- end }}
+{{- if .Values.api.tokens.existingSecret }}
+- name: NETWARDEN_API_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.api.tokens.existingSecret }}
+      key: {{ .Values.api.tokens.key }}
+{{- end }}
+{{- end -}}
+
+{{/* The detector's environment: its node's agent (eBPF), the secrets, detector.extraEnv. */}}
+{{- define "netwarden.detectorEnv" -}}
+{{- if eq .Values.flows.source "ebpf" }}
+# the eBPF agent of this node: hostNetwork, its Observer API on the node's address
+- name: HOST_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
+- name: NETWARDEN_HUBBLE__SERVER
+  value: "$(HOST_IP):{{ .Values.agent.observerPort }}"
+{{- end }}
+{{- include "netwarden.secretEnv" . }}
+{{- with .Values.detector.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
