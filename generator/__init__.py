@@ -4,8 +4,8 @@ benign change.
 ``generate`` writes ``flows.jsonl`` in the ``hubble observe -o json`` / exporter envelope exactly
 as Hubble 1.20 prints it, plus ``labels.csv`` with one row per attack and ``changes.csv`` with one
 row per benign change, so detectors can be measured without a cluster (see DESIGN.md, "A built-in
-traffic generator"). ``cluster`` picks the cluster shape (``CLUSTERS``: ``demo``, ``fintech``).
-``RealtimeGenerator`` streams the same cluster open-endedly, paced to the clock, with attacks on
+traffic generator"). ``cluster`` picks the cluster shape (``CLUSTERS``: ``demo``, ``fintech``,
+``media``). ``RealtimeGenerator`` streams the same cluster open-endedly, paced to the clock, with attacks on
 a schedule.
 """
 

@@ -220,9 +220,15 @@ def dns_provider_change(ctx: ChangeContext, s: int, e: int) -> Change:
     topo, rnd = ctx.topo, ctx.rnd
     old = topo.dns_upstream.ips[0]
     used = {ip for svc in topo.world_services.values() for ip in svc.ips} | {old}
-    new = rnd.choice(
-        [ip for ip in ("203.0.113.254", "203.0.113.252", "203.0.113.251") if ip not in used]
-    )
+    # another provider is another network: an address beside the old one is the same
+    # provider's (a failover), not a change of provider
+    net = old.rsplit(".", 1)[0]
+    candidates = [
+        ip
+        for ip in ("203.0.113.254", "203.0.113.252", "203.0.113.251")
+        if ip not in used and not ip.startswith(net + ".")
+    ] or ["198.18.0.53", "198.18.1.53", "198.19.0.53"]
+    new = rnd.choice(candidates)
     upstream = WorldService("dns-upstream", (new,), 53)
     switches = [s + int(rnd.uniform(30, 120) * _S) for _ in topo.workloads[DNS].pods]
     for slot, t in enumerate(switches):
