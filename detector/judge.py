@@ -15,7 +15,9 @@ same verdicts as one window at a time):
    past the threshold in :data:`CLEAR_RUN` windows in a row. The threshold is calibrated so
    that about one training window in 5,000 passes it; a window or two just past it is the tail
    of normal traffic (a busy spell, a surge) as often as it is an attack, while attacks that
-   only the model sees (a tunnel, a flood) go far past it or last.
+   only the model sees (a tunnel, a flood) go far past it or last. While a change is in
+   progress on the identity (new edges that met no rule), the traffic of reaching its new peer
+   is the change's, not the model's to judge (:data:`CHANGE_EXPLAINS`).
 2. **The novelty rules** (:class:`~netwarden.detector.novelty.NoveltyDetector`): do the
    window's new edges meet a rule that only attacks meet? Then the window is an anomaly, scored
    at least the rule's strength, with the rule first among its reasons.
@@ -99,6 +101,18 @@ STARTUP: Final = frozenset(
     )
 ) | {"ingress_new_conns"}  # and its clients open connections to it
 
+#: What reaching a new peer adds to a window (the start-up features, and the internet flows and
+#: peers): with a change in progress on the identity (new edges that met no rule), a model
+#: verdict made only of these is the change's. The model learned the identity without that peer,
+#: so it cannot judge them until the change is accepted; the rules judge the new edges (volume
+#: against the identity's busiest known edge, rhythm, failures). Bytes, drops, resets and the
+#: shape of names stay the model's: a new dependency does not explain them.
+CHANGE_EXPLAINS: Final = STARTUP | {
+    "egress_world_flows",
+    "egress_world_distinct_peers",
+    "egress_world_distinct_fqdns",
+}
+
 #: The score of an identity whose anomaly is only what its victims saw (warning level: the
 #: victims' own windows carry the detail).
 NAMED_SCORE: Final = 1.5
@@ -152,7 +166,9 @@ class WindowJudge:
         and before anyone's new edges to an attacker could be taken for a change."""
         now = windows[0].start
         novelties = [self.novelty.inspect(w) for w in windows]
-        counts = [self._model_counts(w, s) for w, s in zip(windows, scored, strict=True)]
+        counts = [
+            self._model_counts(w, s, n) for w, s, n in zip(windows, scored, novelties, strict=True)
+        ]
         roles: list[tuple[str, str]] = []
         for w, s, n, c in zip(windows, scored, novelties, counts, strict=True):
             roles.append(role_of(w, s, n, c) if c or n.suspicious else ("", ""))
@@ -183,7 +199,7 @@ class WindowJudge:
             out.append(self._one(w, s, n, c, role, culprit, attackers, victims, present))
         return out
 
-    def _model_counts(self, window: ClosedWindow, scored: ScoredWindow) -> bool:
+    def _model_counts(self, window: ClosedWindow, scored: ScoredWindow, novelty: Novelty) -> bool:
         """Whether the model's verdict alone is an alert (see the module docstring)."""
         if not scored.anomalous:
             return False
@@ -198,6 +214,12 @@ class WindowJudge:
             return False
         if self.memory.new_pods(window) and all(r.feature in STARTUP for r in scored.reasons[:3]):
             return False  # a pod starting: it resolves its dependencies and connects to them
+        if (
+            not novelty.suspicious
+            and any(n.egress for n in novelty.new)
+            and all(r.feature in CHANGE_EXPLAINS for r in scored.reasons[:3])
+        ):
+            return False  # a change in progress: its new peer's traffic (see CHANGE_EXPLAINS)
         return scored.score >= CLEAR_SCORE or run >= CLEAR_RUN
 
     def _one(

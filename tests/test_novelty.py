@@ -5,12 +5,15 @@ the benign traffic closest to it."""
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 
 from netwarden.detector.changes import ChangeTracker, registrable_domain
+from netwarden.detector.judge import WindowJudge
 from netwarden.detector.novelty import NoveltyDetector, random_looking
+from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.ingest.windows import ClosedWindow, WindowBuilder
 from netwarden.models.edges import EdgeMemory, EdgeMemoryConfig, load_memory, save_memory
 from tests.flowfactory import connection, decode, flow, pod, reserved, world
@@ -427,3 +430,76 @@ def test_pods_starting_up_are_known_for_five_minutes() -> None:
     assert memory.new_pods(settled) == set()
     again = EdgeMemory.from_json(orjson.loads(orjson.dumps(memory.to_json())))
     assert again.new_pods(settled) == set()
+
+
+class _ModelSays:
+    """The model's verdict held fixed (past the threshold, with ``features`` as its reasons), so
+    that what the judge makes of it is what is tested."""
+
+    def __init__(self, *features: str) -> None:
+        self.features = features
+
+    def score(self, windows: list[ClosedWindow]) -> list[ScoredWindow]:
+        return [
+            ScoredWindow(
+                identity=w.subject.id,
+                namespace=w.subject.namespace,
+                workload=w.subject.workload,
+                window_start=datetime.fromtimestamp(w.start, UTC),
+                window_end=datetime.fromtimestamp(w.end, UTC),
+                score=1.2,
+                threshold=1.0,
+                anomalous=True,
+                model=f"identity:{w.subject.id}",
+                fallback=False,
+                reasons=tuple(Reason(f, 5.0, 0.0, 1.0, 1.0, f) for f in self.features),
+            )
+            for w in windows
+        ]
+
+
+def test_a_change_in_progress_explains_the_traffic_to_its_new_peer() -> None:
+    """Payments starts calling a new vendor: three windows in a row past the model's threshold
+    for its internet flows and name lookups are the change's, not an alert; the same run for
+    bytes sent is still the model's alert, and so is the run without anything new."""
+    vendor = [
+        line
+        for minute in range(3)
+        for line in _answered(PAYMENTS, world("203.0.113.77"), 60 * minute + 5, 43000 + minute,
+                              ["api2.amplitude.com"])
+    ]  # fmt: skip
+    windows = [w for w in windows_of(vendor) if w.identity == "checkout/payments"]
+    assert len(windows) == 3
+
+    def verdicts(*features: str, lines_windows: list[ClosedWindow] = windows) -> list[bool]:
+        judge = WindowJudge(_ModelSays(*features), trained(normal_day()))  # type: ignore[arg-type]
+        return [s.anomalous for w in lines_windows for s in judge.judge([w])]
+
+    assert verdicts("egress_world_flows", "egress_dns_queries", "egress_dns_nxdomain_share") == [
+        False,
+        False,
+        False,
+    ]
+    assert verdicts("egress_bytes_sent", "egress_world_flows") == [False, False, True]
+    known = [  # the same calls to a vendor it knows: nothing new, the model's run alerts
+        w
+        for w in windows_of(
+            [
+                line
+                for minute in range(3)
+                for line in _answered(
+                    PAYMENTS,
+                    world("203.0.113.10"),
+                    60 * minute + 5,
+                    43000 + minute,
+                    ["api.stripe.com"],
+                )
+            ]
+        )
+        if w.identity == "checkout/payments"
+    ]
+    assert verdicts("egress_world_flows", "egress_dns_queries", lines_windows=known) == [
+        False,
+        False,
+        True,
+    ]
