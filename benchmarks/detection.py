@@ -105,7 +105,7 @@ def generate(cluster: str, seed: int) -> tuple[list[Path], Path]:
     train = []
     for day in range(2):
         folder = root / f"train{day}"
-        if not (folder / "flows.jsonl").exists():
+        if not (folder / "labels.csv").exists():  # written last: a cut-off run redoes it
             _netwarden(
                 python, "generate", "--hours", "24", "--seed", str(seed * 100 + day),
                 "--cluster", cluster, "--start", (START + timedelta(days=day)).isoformat(),
@@ -113,7 +113,7 @@ def generate(cluster: str, seed: int) -> tuple[list[Path], Path]:
             )  # fmt: skip
         train.append(folder / "flows.jsonl")
     test = root / "test"
-    if not (test / "flows.jsonl").exists():
+    if not (test / "labels.csv").exists():
         _netwarden(
             python, "generate", "--hours", "24", "--seed", str(seed * 100 + 99),
             "--cluster", cluster, "--start", (START + timedelta(days=2)).isoformat(),
