@@ -25,6 +25,7 @@ COPY models ./models
 COPY storage ./storage
 COPY detector ./detector
 COPY remediation ./remediation
+COPY client ./client
 COPY api ./api
 RUN python -m pip wheel --wheel-dir /wheels .
 

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-fast lint format bench bench-detection bench-service bench-remediation bench-hubble bench-agent proto system-bcc clean venv
+.PHONY: run test test-fast lint format notebooks bench bench-detection bench-service bench-remediation bench-hubble bench-agent proto system-bcc clean venv
 
 run: $(VENV)/.installed system-bcc  ## install and start the service on its embedded default (no cluster): live generated traffic, API on :8080
 	$(BIN)/netwarden serve
@@ -32,7 +32,12 @@ format: $(VENV)/.installed-test  ## fix what ruff can and format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(VENV)/.installed  ## ingest benchmark (about 1M flows; several minutes)
+# Generates labelled traffic, trains a model, starts `netwarden serve` on a loopback port and
+# runs every notebook in notebooks/ top to bottom against it (data in notebooks/.demo, reused).
+notebooks: $(VENV)/.installed-test  ## run the analyst notebooks against a local `netwarden serve` on generated traffic
+	$(BIN)/python notebooks/demo.py
+
+bench: $(VENV)/.installed  ## ingest benchmark: parse-only vs in-process vs `netwarden windows`, demo and fintech (about 1.5M flows, 10 minutes, 2.7 GB cached in benchmarks/.data)
 	$(BIN)/python benchmarks/ingest.py
 
 bench-detection: $(VENV)/.installed  ## detection under change: this tree vs the previous release, 3 seeds x 2 clusters (about 15 minutes, 10 GB)

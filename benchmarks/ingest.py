@@ -1,17 +1,26 @@
-"""Ingest benchmark: the whole path from bytes to closed windows vs parsing alone.
+"""Ingest benchmark: what a user runs, from bytes to closed windows, vs parsing alone.
 
-On a generated file of at least one million Hubble JSON flows, pinned to one core, measure in
-the same run:
+For each input (a generated day of each generator cluster, ``demo`` and ``fintech``, and any
+``--file``), pinned to one core, in the same run and alternating ``--repeat`` times:
 
-(a) baseline: read the file in 1 MiB blocks, split lines, ``orjson.loads`` each into dicts;
-(b) netwarden: the reader (msgspec, lean struct) and the window builder, from bytes to closed
-    feature windows.
+(a) baseline: a process that reads the file in 1 MiB blocks, splits lines and ``orjson.loads``
+    each into dicts (timed as a whole process, interpreter start included, like (c));
+(b) the in-process path: the reader (msgspec, lean struct) and the window builder, bytes to
+    closed windows, timed inside its process (no start-up, no output);
+(c) the user's command as a whole process: ``netwarden windows --flows F --out W.jsonl``
+    (start-up, imports, progress, writing the windows included).
 
-Each measurement runs in its own child process (so peak RSS is its own), alternating a and b
-``--repeat`` times; the best time of each is reported with the ratio b/a in flows per second
-(>= 1.0 means the whole path is at least as fast as parsing alone).
+The best time of each is reported in flows per second with the ratios (c)/(a) and (b)/(a)
+(>= 1.0: at least as fast as parsing alone). Timings on a shared machine are noisy: compare
+the ratios of one run, not figures across runs.
 
-    python benchmarks/ingest.py [--hours 24] [--rate 3] [--repeat 5] [--cpu 0] [--file FLOWS]
+Memory: one more run of (b) measures the open windows' state every 4,096 flows
+(:func:`netwarden.ingest.footprint.deep_size`: ``sys.getsizeof`` of every object the windows
+own, each once) and prints bytes per active identity-window: the mean over the samples, and at
+the largest sample.
+
+    python benchmarks/ingest.py [--clusters demo,fintech] [--hours 24] [--rate 1] [--repeat 3]
+                                [--cpu 0] [--file FLOWS ...]
 """
 
 from __future__ import annotations
@@ -19,13 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / ".data"
+PHASES = ("parse", "inproc", "command")
 
 
 def _pin(cpu: int) -> None:
@@ -56,11 +67,10 @@ def _phase_parse(path: Path) -> dict:
         if carry.strip():
             loads(carry)
             n += 1
-    elapsed = time.perf_counter() - start
-    return {"flows": n, "seconds": elapsed}
+    return {"flows": n, "inner_seconds": time.perf_counter() - start}
 
 
-def _phase_windows(path: Path) -> dict:
+def _phase_inproc(path: Path, memory: bool) -> dict:
     from netwarden.ingest.pipeline import build_windows
 
     closed = [0]
@@ -69,132 +79,170 @@ def _phase_windows(path: Path) -> dict:
         closed[0] += len(ws)
 
     start = time.perf_counter()
-    result = build_windows([path], sink)
+    result = build_windows([path], sink, sample_memory=memory)
     elapsed = time.perf_counter() - start
     return {
         "flows": result.read.flows,
-        "seconds": elapsed,
+        "inner_seconds": elapsed,
         "windows": closed[0],
         "errors": result.read.error_lines,
         "late": result.build.late_flows,
         "max_open_windows": result.build.max_open_windows,
         "max_open_bytes": result.max_open_bytes,
+        "max_open_bytes_windows": result.max_open_bytes_windows,
+        "bytes_per_window": result.bytes_per_window,
         "identities": result.identities,
     }
 
 
-def _child(phase: str, path: Path, cpu: int) -> dict:
-    _pin(cpu)
-    out = _phase_parse(path) if phase == "parse" else _phase_windows(path)
-    out["peak_rss"] = _peak_rss()
-    return out
+def _child(phase: str, path: Path) -> dict:
+    if phase == "parse":
+        return _phase_parse(path)
+    return _phase_inproc(path, memory=phase == "memory")
 
 
-def _peak_rss() -> int:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
-    exec, so a child of a large parent would report the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _netwarden() -> list[str]:
+    """The installed ``netwarden`` script beside this interpreter (what a user runs)."""
+    script = Path(sys.executable).with_name("netwarden")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "netwarden"]
 
 
-def _run_child(phase: str, path: Path, cpu: int) -> dict:
+def _run(phase: str, path: Path, cpu: int, out: Path) -> dict:
+    """One measurement in its own process pinned to ``cpu``; ``seconds`` is the whole process."""
+    if phase == "command":
+        argv = [*_netwarden(), "windows", "--flows", str(path), "--out", str(out)]
+    else:
+        argv = [sys.executable, __file__, "--child", phase, "--file", str(path)]
+    start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", phase, "--file", str(path), "--cpu", str(cpu)],
-        capture_output=True,
-        text=True,
-        check=False,
+        argv, capture_output=True, text=True, check=False, preexec_fn=lambda: _pin(cpu)
     )
+    seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"benchmark child {phase} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"benchmark {phase} failed ({' '.join(argv)}):\n{proc.stderr}")
+    if phase == "command":
+        return {"seconds": seconds}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["seconds"] = seconds
+    return result
 
 
-def _ensure_data(hours: float, rate: float, seed: int) -> Path:
-    from netwarden.generator import SCENARIOS, generate
-
-    out = DATA / f"h{hours:g}-r{rate:g}-s{seed}"
+def _ensure_data(cluster: str, hours: float, rate: float, seed: int) -> Path:
+    """A generated day (or ``hours``) of ``cluster``'s traffic with every attack, made once."""
+    out = DATA / f"ingest-{cluster}-h{hours:g}-r{rate:g}-s{seed}"
     flows = out / "flows.jsonl"
     if flows.exists() and (out / "done").exists():
         return flows
-    print(f"generating {hours:g} h of traffic at rate {rate:g} into {out} ...", flush=True)
-    last = [0.0]
-
-    def progress(done: float) -> None:
-        if done - last[0] >= 0.1 or done >= 1.0:
-            print(f"  {done:5.0%}", flush=True)
-            last[0] = done
-
-    result = generate(
-        out, hours=hours, seed=seed, attacks=list(SCENARIOS), rate=rate, progress=progress
+    print(
+        f"generating {hours:g} h of {cluster} traffic at rate {rate:g} into {out} ...", flush=True
     )
-    (out / "done").write_text(str(result.flows))
-    return result.flows_path
+    proc = subprocess.run(
+        [*_netwarden(), "generate", "--cluster", cluster, "--hours", f"{hours:g}", "--rate",
+         f"{rate:g}", "--seed", str(seed), "--attacks", "all", "--out", str(out)],
+        check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"netwarden generate --cluster {cluster} failed")
+    (out / "done").write_text("ok")
+    return flows
+
+
+def _measure(name: str, path: Path, repeat: int, cpu: int, scratch: Path) -> dict:
+    size = path.stat().st_size
+    out = scratch / "windows.jsonl"
+    best: dict[str, dict] = {}
+    flows = 0
+    for i in range(repeat):
+        for phase in PHASES:
+            r = _run(phase, path, cpu, out)
+            flows = r.get("flows", flows)
+            rate = flows / r["seconds"] if flows else 0.0
+            print(f"  {name} run {i + 1} {phase:8s} {r['seconds']:8.2f} s {rate:>10,.0f} flows/s")
+            if phase not in best or r["seconds"] < best[phase]["seconds"]:
+                best[phase] = r
+    memory = _run("memory", path, cpu, out)
+    a, b, c = best["parse"], best["inproc"], best["command"]
+    rate = {p: flows / best[p]["seconds"] for p in PHASES}
+    rate["inproc"] = flows / b["inner_seconds"]
+    print()
+    print(
+        f"{name}: {path} ({size / 1e6:,.0f} MB, {flows:,} flows, {size / max(flows, 1):,.0f} "
+        f"bytes/flow), one core (cpu {cpu}), best of {repeat}"
+    )
+    print(
+        f"  (a) parse only, orjson.loads -> dicts, whole process: {rate['parse']:>10,.0f} flows/s"
+        f"   ({a['seconds']:.2f} s, of which parsing {a['inner_seconds']:.2f} s)"
+    )
+    print(
+        f"  (b) bytes -> closed windows, in process             : {rate['inproc']:>10,.0f} flows/s"
+        f"   ({b['inner_seconds']:.2f} s)   (b)/(a) {rate['inproc'] / rate['parse']:.2f}"
+    )
+    print(
+        f"  (c) netwarden windows --flows F --out W.jsonl       : {rate['command']:>10,.0f} flows/s"
+        f"   ({c['seconds']:.2f} s)   (c)/(a) {rate['command'] / rate['parse']:.2f}"
+    )
+    print(
+        f"  windows closed: {b['windows']:,} for {b['identities']:,} identities; late flows "
+        f"{b['late']:,}; bad lines {b['errors']:,}; at most {b['max_open_windows']:,} open"
+    )
+    per_peak = memory["max_open_bytes"] / max(memory["max_open_bytes_windows"], 1)
+    print(
+        f"  state per active identity-window (measured): {memory['bytes_per_window']:,.0f} bytes "
+        f"mean over samples; {per_peak:,.0f} bytes at the largest sample "
+        f"({memory['max_open_bytes'] / 1024:,.0f} KiB for {memory['max_open_bytes_windows']:,} "
+        "windows)"
+    )
+    print()
+    return {"name": name, "flows": flows, "rate": rate, "memory": memory}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument(
-        "--rate",
-        type=float,
-        default=3.0,
-        help="traffic multiplier; 3 gives over a million flows per day",
+        "--clusters",
+        default="demo,fintech",
+        help="generator clusters to measure, comma-separated ('' for none: only --file)",
     )
-    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--hours", type=float, default=24.0, help="hours of generated traffic")
     parser.add_argument(
-        "--repeat", type=int, default=5, help="alternating runs of each; the best counts"
+        "--rate", type=float, default=1.0, help="traffic multiplier of the generated clusters"
+    )
+    parser.add_argument("--seed", type=int, default=11, help="generator seed")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="alternating runs of each phase; the best counts"
     )
     parser.add_argument("--cpu", type=int, default=0, help="core to pin the measurements to")
-    parser.add_argument("--file", type=Path, help="use this flow file instead of generating")
-    parser.add_argument("--child", choices=["parse", "windows"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--file", type=Path, action="append", default=[], help="also measure this flow file"
+    )
+    parser.add_argument("--child", choices=["parse", "inproc", "memory"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.file, args.cpu)))
+        print(json.dumps(_child(args.child, args.file[0])))
         return
-
-    path = args.file or _ensure_data(args.hours, args.rate, args.seed)
-    size = path.stat().st_size
-    best: dict[str, dict] = {}
-    for i in range(args.repeat):
-        for phase in ("parse", "windows"):
-            r = _run_child(phase, path, args.cpu)
-            print(
-                f"  run {i + 1} {phase:8s} {r['flows'] / r['seconds']:>10,.0f} flows/s", flush=True
-            )
-            if phase not in best or r["seconds"] < best[phase]["seconds"]:
-                best[phase] = r
-    a, b = best["parse"], best["windows"]
-    rate_a, rate_b = a["flows"] / a["seconds"], b["flows"] / b["seconds"]
-    per_window = b["max_open_bytes"] / max(b["max_open_windows"], 1)
-    print()
-    print(
-        f"input: {path} ({size / 1e6:,.0f} MB, {b['flows']:,} flows, "
-        f"{size / max(b['flows'], 1):,.0f} bytes/flow), one core (cpu {args.cpu}), "
-        f"best of {args.repeat}"
-    )
-    print(
-        f"(a) parse only, orjson.loads -> dicts : {rate_a:>10,.0f} flows/s   "
-        f"peak RSS {a['peak_rss'] / 2**20:,.0f} MiB"
-    )
-    print(
-        f"(b) bytes -> closed windows (netwarden): {rate_b:>10,.0f} flows/s   "
-        f"peak RSS {b['peak_rss'] / 2**20:,.0f} MiB"
-    )
-    print(f"ratio (b)/(a): {rate_b / rate_a:.2f}")
-    print(
-        f"windows closed: {b['windows']:,} for {b['identities']:,} identities; "
-        f"late flows {b['late']:,}; bad lines {b['errors']:,}"
-    )
-    print(
-        f"open identity-windows at peak: {b['max_open_windows']:,}, "
-        f"state {b['max_open_bytes'] / 1024:,.0f} KiB, "
-        f"{per_window:,.0f} bytes per active identity-window"
-    )
+    inputs = [
+        (c, _ensure_data(c, args.hours, args.rate, args.seed))
+        for c in args.clusters.split(",")
+        if c.strip()
+    ]
+    inputs += [(f"{f.parent.name}/{f.name}", f) for f in args.file]
+    if not inputs:
+        raise SystemExit("nothing to measure: give --clusters or --file")
+    scratch = Path(tempfile.mkdtemp(prefix="netwarden-bench-"))
+    try:
+        results = [_measure(n, p, args.repeat, args.cpu, scratch) for n, p in inputs]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"summary (best of {args.repeat}, one core; ratios are of the same run):")
+    print(f"  {'input':<24} {'flows':>10} {'parse':>9} {'(b) inproc':>11} {'(c) command':>12}"
+          f" {'(b)/(a)':>8} {'(c)/(a)':>8} {'B/window':>9}")  # fmt: skip
+    for r in results:
+        rate = r["rate"]
+        print(
+            f"  {r['name']:<24} {r['flows']:>10,} {rate['parse']:>9,.0f} {rate['inproc']:>11,.0f}"
+            f" {rate['command']:>12,.0f} {rate['inproc'] / rate['parse']:>8.2f}"
+            f" {rate['command'] / rate['parse']:>8.2f} {r['memory']['bytes_per_window']:>9,.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -316,7 +316,7 @@ class ChangeStore(SqlStore):
             return []
         created: list[_ChangeRow] = []
         with self._transaction() as (session, now):
-            rows = self._rows(session, wanted)
+            rows = self._rows(session, wanted, lock=True)
             for change_id, change in wanted.items():
                 row = rows.get(change_id)
                 if row is None:
@@ -361,13 +361,17 @@ class ChangeStore(SqlStore):
             return [_to_record(r) for r in created]
 
     @staticmethod
-    def _rows(session: Session, ids: Iterable[str]) -> dict[str, _ChangeRow]:
+    def _rows(session: Session, ids: Iterable[str], *, lock: bool = False) -> dict[str, _ChangeRow]:
+        """The rows of these changes; with ``lock``, locked until the transaction ends (a
+        decision and the pipeline's update of one change then follow each other on PostgreSQL,
+        as SQLite's one writer makes them)."""
         wanted = sorted(ids)
         found: dict[str, _ChangeRow] = {}
         for i in range(0, len(wanted), _IN_CHUNK):
-            for row in session.scalars(
-                select(_ChangeRow).where(_ChangeRow.change_id.in_(wanted[i : i + _IN_CHUNK]))
-            ):
+            stmt = select(_ChangeRow).where(_ChangeRow.change_id.in_(wanted[i : i + _IN_CHUNK]))
+            if lock:
+                stmt = stmt.order_by(_ChangeRow.id).with_for_update()
+            for row in session.scalars(stmt):
                 found[row.change_id] = row
         return found
 
@@ -564,7 +568,7 @@ class ChangeStore(SqlStore):
             return _to_record(row)
 
     def _row(self, session: Session, change_id: str) -> _ChangeRow:
-        row = self._rows(session, [change_id]).get(change_id)
+        row = self._rows(session, [change_id], lock=True).get(change_id)
         if row is None:
             raise ChangeNotFound(change_id)
         return row

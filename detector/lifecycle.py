@@ -71,8 +71,7 @@ class AnomalyNotFound(SubjectNotFound):
         self.anomaly_id = anomaly_id
 
 
-#: The anomaly lifecycle: created ``open`` (action ``open``, by netwarden); databases of
-#: netwarden before the shared audit table kept these events in ``anomaly_events``.
+#: The anomaly lifecycle: created ``open`` (action ``open``, by netwarden).
 LIFECYCLE: Final = AuditedLifecycle(
     kind="anomaly",
     states=STATES,
@@ -80,8 +79,6 @@ LIFECYCLE: Final = AuditedLifecycle(
     error=LifecycleError,
     initial=OPEN,
     create_action="open",
-    legacy_table="anomaly_events",
-    legacy_subject="anomaly_id",
 )
 
 

@@ -100,8 +100,12 @@ class LiveDetector:
         on_recorded: Callable[[list[AnomalyRecord]], Any] | None = None,
         clock: Callable[[], float] = time.time,
         memory: EdgeMemory | None = None,
+        on_judged: Callable[[list[ClosedWindow], list[ScoredWindow]], Any] | None = None,
     ) -> None:
         self.builder = builder
+        #: Called with each recorded batch: the closed windows and their verdicts (the
+        #: service's window history).
+        self.on_judged = on_judged
         self.model = model
         self.store = store
         self.metrics = metrics
@@ -170,9 +174,11 @@ class LiveDetector:
         if self.metrics is not None:
             self.metrics.windows_unscored.inc(len(windows))
 
-    def _record(self, _: list[ClosedWindow], scored: list[ScoredWindow]) -> None:
+    def _record(self, closed: list[ClosedWindow], scored: list[ScoredWindow]) -> None:
         """Store the scored windows, end the runs of identities that went quiet, alert."""
         records = self.store.record(scored)
+        if self.on_judged is not None:
+            self.on_judged(closed, scored)
         records += self.store.end_silent_runs(max(s.window_end for s in scored))
         if self.on_recorded is not None:
             self.on_recorded(records)

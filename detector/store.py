@@ -1,9 +1,10 @@
 """The embedded anomaly store: every scored window, the anomalies they form, and their audit trail.
 
 One SQLAlchemy ORM schema on an embedded SQLite file (``sqlite:///path/netwarden.db``, or
-``sqlite://`` in memory); the same schema runs on PostgreSQL in cluster mode, so only portable
-types and ORM statements are used (SQLite only gets connection settings: WAL, busy timeout,
-``BEGIN IMMEDIATE``). Callers get frozen dataclasses, never ORM objects or sessions.
+``sqlite://`` in memory); the same schema runs on PostgreSQL in cluster mode
+(``postgresql+psycopg://...``), so only portable types and ORM statements are used (SQLite only
+gets connection settings: WAL, busy timeout, ``BEGIN IMMEDIATE``). Callers get frozen
+dataclasses, never ORM objects or sessions.
 
 Two tables of its own, on the one :class:`netwarden.storage.base.Base`:
 
@@ -13,8 +14,9 @@ Two tables of its own, on the one :class:`netwarden.storage.base.Base`:
   and a lifecycle state (see :mod:`netwarden.detector.lifecycle`).
 
 The audit trail, one event per lifecycle transition (and one for creation), is in the shared
-``audit_events`` table (:mod:`netwarden.storage.audit`, subject kind ``anomaly``). A database of
-an older netwarden, whose events are in ``anomaly_events``, has them copied over once on open.
+``audit_events`` table (:mod:`netwarden.storage.audit`, subject kind ``anomaly``). The schema is
+migrated on open (:mod:`netwarden.storage.migrate`), which also copies the events of a database
+from before that table (``anomaly_events``) over once.
 
 Merging rule (strict)
 ---------------------
@@ -51,7 +53,7 @@ of failing on a lock upgrade).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -89,12 +91,14 @@ from netwarden.detector.lifecycle import (
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.storage.audit import AuditEventRow
 from netwarden.storage.base import Base, record_of
-from netwarden.storage.columns import add_missing_columns
-from netwarden.storage.database import SqlStore, required_text
+from netwarden.storage.database import BigId, SqlStore, required_text
 from netwarden.storage.database import UTCDateTime as _UTCDateTime
 from netwarden.storage.database import utc as _utc
 
 __all__ = [
+    "CONFIRMED",
+    "EXPECTED",
+    "VERDICTS",
     "AnomalyNotFound",
     "AnomalyRecord",
     "AnomalyStore",
@@ -103,6 +107,10 @@ __all__ = [
     "LifecycleEvent",
 ]
 
+#: What a person may say an anomaly is (:meth:`AnomalyStore.set_verdict`).
+CONFIRMED: Final = "confirmed"
+EXPECTED: Final = "expected"
+VERDICTS: Final = (CONFIRMED, EXPECTED)
 _IN_CHUNK: Final = 500  # values per IN (...) list: far below every backend's parameter limit
 
 
@@ -152,7 +160,7 @@ class _AnomalyRow(Base):
 class _WindowRow(Base):
     __tablename__ = "scored_windows"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     identity: Mapped[str] = mapped_column(String(512))
     namespace: Mapped[str] = mapped_column(String(253))
     workload: Mapped[str] = mapped_column(String(253))
@@ -219,7 +227,7 @@ class AnomalyRecord:
     created_at: datetime
     updated_at: datetime
     #: The incident of its peak window and the identity's role in it ("attacker", "victim",
-    #: "subject"; "" for anomalies recorded before incidents existed).
+    #: "witness", "subject"; "" for anomalies recorded before incidents existed).
     incident: str = ""
     role: str = ""
 
@@ -372,7 +380,7 @@ class AnomalyStore(SqlStore):
     url : str
         SQLAlchemy database URL: ``sqlite:///path/netwarden.db`` (embedded default),
         ``sqlite://`` (in memory, for tests) or, in cluster mode, a PostgreSQL URL.
-        Tables are created if missing.
+        The database is upgraded to the newest migration on open.
     now : callable, optional
         The clock, returning an aware datetime; injected by tests to expire suppressions.
 
@@ -390,13 +398,6 @@ class AnomalyStore(SqlStore):
     >>> store.close()
     """
 
-    def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
-        super().__init__(url, now=now)
-        with self._begin() as (session, _):
-            for table in (_AnomalyRow.__table__, _WindowRow.__table__):
-                add_missing_columns(session, table)  # type: ignore[arg-type]
-            LIFECYCLE.adopt_legacy(session)
-
     # ------------------------------------------------------------------------ transactions
 
     @contextmanager
@@ -407,10 +408,13 @@ class AnomalyStore(SqlStore):
             yield session, now
 
     def _expire_suppressions(self, session: Session, now: datetime) -> None:
+        # Locked: of two transactions finding one expiry due, the second waits and then, on
+        # PostgreSQL, no longer finds it (its row is open by then): one event, not two.
         due = session.scalars(
-            select(_AnomalyRow).where(
-                _AnomalyRow.state == SUPPRESSED, _AnomalyRow.suppressed_until <= now
-            )
+            select(_AnomalyRow)
+            .where(_AnomalyRow.state == SUPPRESSED, _AnomalyRow.suppressed_until <= now)
+            .order_by(_AnomalyRow.id)
+            .with_for_update()
         ).all()
         for row in due:
             until = row.suppressed_until
@@ -676,6 +680,61 @@ class AnomalyStore(SqlStore):
                 found.extend(_to_record(r) for r in session.scalars(stmt))
         return found
 
+    # ------------------------------------------------------------ verdicts (feedback)
+
+    def set_verdict(
+        self, anomaly_id: int, verdict: str, *, actor: str, note: str = ""
+    ) -> AnomalyRecord:
+        """Record what a person says the anomaly is: ``confirmed`` (real: kept out of training,
+        a positive of the promotion gate) or ``expected`` (normal: trained on). An audit event
+        (action ``verdict``) that leaves the state alone; the latest verdict counts."""
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
+        actor = required_text(actor, "actor")
+        with self._transaction() as (session, now):
+            row = session.get(_AnomalyRow, anomaly_id)
+            if row is None:
+                raise AnomalyNotFound(anomaly_id)
+            LIFECYCLE.record(
+                session,
+                anomaly_id,
+                action="verdict",
+                from_state=row.state,
+                to_state=row.state,
+                actor=actor,
+                note=note,
+                at=now,
+                details={"verdict": verdict},
+            )
+            return _to_record(row)
+
+    def verdicts(self) -> list[tuple[AnomalyRecord, str, str]]:
+        """Every anomaly with its verdict and the note that came with it: the latest
+        ``verdict`` event's, else ``expected`` for one ever suppressed (a suppression states
+        why it is not worth an alert), else "" (nobody said)."""
+        with self._transaction() as (session, _):
+            said: dict[int, tuple[str, str]] = {}
+            events = session.execute(
+                select(
+                    AuditEventRow.subject_id,
+                    AuditEventRow.action,
+                    AuditEventRow.details,
+                    AuditEventRow.note,
+                )
+                .where(
+                    AuditEventRow.subject_kind == LIFECYCLE.kind,
+                    AuditEventRow.action.in_(("verdict", "suppress")),
+                )
+                .order_by(AuditEventRow.id)
+            )
+            for subject, action, details, note in events:
+                if action == "verdict":
+                    said[subject] = (str((details or {}).get("verdict", "")), note)
+                else:  # a suppression, unless a verdict says otherwise
+                    said.setdefault(subject, (EXPECTED, note))
+            rows = session.scalars(select(_AnomalyRow).order_by(_AnomalyRow.id))
+            return [(_to_record(r), *said.get(r.id, ("", ""))) for r in rows]
+
     # -------------------------------------------------------------------------- lifecycle
 
     def acknowledge(self, anomaly_id: int, *, actor: str, note: str = "") -> AnomalyRecord:
@@ -776,6 +835,7 @@ class _BatchRecorder:
                     _AnomalyRow.last_window_end <= hi,
                 )
                 .order_by(_AnomalyRow.id)
+                .with_for_update()  # a resolve through the API waits, or is seen (PostgreSQL)
             ):
                 extendable[a.identity, a.last_window_end] = a  # the newest wins a (rare) tie
             for ident, start in session.execute(

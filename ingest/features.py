@@ -21,16 +21,21 @@ from typing import Any, Final
 
 import numpy as np
 
+from netwarden.ingest.footprint import deep_size
 from netwarden.ingest.sketch import DistinctSketch, stable_hash64, stable_hash64_many
 
 __all__ = [
     "FEATURES",
     "FEATURE_NAMES",
+    "FLAG_ONE",
     "PORT_BUCKETS",
     "Feature",
     "SideStats",
+    "edge_key",
     "feature_columns",
     "port_bucket",
+    "split_edge_key",
+    "unpack_flags",
 ]
 
 #: Destination ports are counted in this many hashed buckets (exact below ~30 distinct ports;
@@ -42,6 +47,25 @@ PORT_BUCKETS: Final = 1024
 EDGES_PER_WINDOW: Final = 512
 #: Per-edge counters kept beside the flow count: SYNs sent, SYN-ACKs received, resets, drops.
 SYN, SYN_ACK, RST, DROP = 0, 1, 2, 3
+#: The four counters of an edge are packed into one int, 32 bits each (``SYN`` lowest): one
+#: small object per edge instead of a list, and one addition per flow. A window would need more
+#: than 4 billion SYNs on one edge to carry into the next counter.
+FLAG_BITS: Final = 32
+_FLAG_MASK: Final = (1 << FLAG_BITS) - 1
+#: What one SYN, SYN-ACK, reset or drop adds to an edge's packed counters.
+FLAG_ONE: Final = tuple(1 << (FLAG_BITS * i) for i in (SYN, SYN_ACK, RST, DROP))
+
+
+def unpack_flags(packed: int) -> tuple[int, int, int, int]:
+    """(SYNs, SYN-ACKs, resets, drops) of an edge's packed counters."""
+    return (
+        packed & _FLAG_MASK,
+        (packed >> FLAG_BITS) & _FLAG_MASK,
+        (packed >> 2 * FLAG_BITS) & _FLAG_MASK,
+        packed >> 3 * FLAG_BITS,
+    )
+
+
 #: Connection start times kept per internet edge and window (for the rhythm of beacons).
 EDGE_TIMES: Final = 16
 #: Example (peer, port) pairs and DNS names kept per side for explanations.
@@ -49,6 +73,27 @@ EXAMPLE_PAIRS: Final = 8
 EXAMPLE_NAMES: Final = 5
 #: Pending (peer, port) pairs per side before they are folded into the sketches.
 PENDING_LIMIT: Final = 4096
+#: A pending edge's value is its flows plus its packed counters (FLAG_ONE) shifted left by this
+#: many bits: one dict entry per edge while the window is open, split by :meth:`SideStats.fold`.
+PENDING_FLAGS_SHIFT: Final = 32
+_FLOWS_MASK: Final = (1 << PENDING_FLAGS_SHIFT) - 1
+#: An edge (peer, port key) is one int: ``peer_hash << EDGE_KEY_SHIFT | (port_key + 1)``, with
+#: ``port_key`` = ``protocol << 16 | port``, or -1 without a port (ICMP). One int costs a third of
+#: a tuple and its port int, hashes without recomputing, and sorts exactly as (peer, port key).
+EDGE_KEY_SHIFT: Final = 25
+_PORT_MASK: Final = (1 << EDGE_KEY_SHIFT) - 1
+
+
+def edge_key(peer_hash: int, port_key: int) -> int:
+    """The int key of edge (peer, ``protocol << 16 | port`` or -1); see EDGE_KEY_SHIFT."""
+    return (peer_hash << EDGE_KEY_SHIFT) | (port_key + 1)
+
+
+def split_edge_key(key: int) -> tuple[int, int]:
+    """(peer hash, port key) of an :func:`edge_key`."""
+    return key >> EDGE_KEY_SHIFT, (key & _PORT_MASK) - 1
+
+
 _SKETCH_PRECISION: Final = 10
 _SKETCH_EXACT: Final = 32
 
@@ -106,6 +151,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
     ),
 )
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES)
+_ZEROS: Final = (0.0,) * len(FEATURE_NAMES)
 
 
 def feature_columns() -> list[str]:
@@ -131,6 +177,8 @@ def _entropy(counts: dict[int, int]) -> float:
 
 
 _SMALL_FOLD: Final = 64
+#: An open side keeps up to this many pods in a list (cheap to scan), more in a set.
+_PODS_AS_LIST: Final = 8
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -238,30 +286,98 @@ class SideStats:
         self.dns_names: DistinctSketch | None = None
         self.world_peers: DistinctSketch | None = None
         self.world_fqdns: DistinctSketch | None = None
-        #: (peer hash, protocol << 16 | port, or -1) -> flows: every edge of the window, for
+        #: edge_key(peer hash, protocol << 16 | port, or -1) -> flows: every edge of the window, for
         #: the detector's edge memory; pruned to the smallest EDGES_PER_WINDOW keys. Internet
         #: addresses are renamed to their DNS name or network only when the window is read
         #: (ClosedWindow.edges), so the result does not depend on which flow carried the name.
-        self.edges: dict[tuple[int, int], int] = {}
-        #: The same keys -> [SYN, SYN-ACK, RST, DROP] counts, only for edges that had any.
-        self.edge_flags: dict[tuple[int, int], list[int]] = {}
+        self.edges: dict[int, int] = {}
+        #: The same keys -> SYN, SYN-ACK, RST, DROP counts packed in one int (FLAG_ONE,
+        #: unpack_flags), only for edges that had any.
+        self.edge_flags: dict[int, int] = {}
         #: Internet address hash -> the hash of a DNS name a flow to it carried (the smallest,
         #: should flows carry several).
         self.edge_alias: dict[int, int] = {}
         #: Internet edges -> the first EDGE_TIMES connection start times (Unix seconds).
-        self.edge_times: dict[tuple[int, int], list[float]] = {}
+        self.edge_times: dict[int, list[float]] = {}
         #: Pods of the subject that opened connections or sent UDP (DNS) on this side: a pod
         #: new to the identity explains a start-up burst (netwarden.detector.judge).
         self.pods: set[str] = set()
-        #: (peer hash, protocol << 16 | port, or -1 without a port) -> flows, not yet folded into
-        #: the sketches and the port histogram. Folding in bulk is what keeps the per-flow cost
+        #: edge_key(peer hash, protocol << 16 | port, or -1 without a port) -> flows (plus the
+        #: edge's counters, PENDING_FLAGS_SHIFT), not yet folded into the sketches and the port
+        #: histogram. Folding in bulk is what keeps the per-flow cost
         #: at one dict update; :meth:`fold` runs when it grows past PENDING_LIMIT and before
         #: anything reads the state, so the result is the same as updating flow by flow.
-        self.pending: dict[tuple[int, int], int] = {}
+        self.pending: dict[int, int] = {}
         #: Examples, not features (approximate, not part of the merge contract): the busiest
         #: (peer hash, port key) pairs and the first few DNS names queried.
-        self.top_pairs: dict[tuple[int, int], int] = {}
+        self.top_pairs: dict[int, int] = {}
         self.sample_names: list[str] = []
+
+    @classmethod
+    def lean(cls) -> SideStats:
+        """An empty side whose containers are None until first used, for the window builder's
+        open windows: most sides of most windows use a few of them, and an empty dict costs 64
+        bytes. Only the builder writes to a lean side; :meth:`finish` makes it a full one."""
+        # Straight assignments, not loops over _SUMS: a window makes two (tested equal to
+        # SideStats() once finished).
+        side = cls.__new__(cls)
+        side.flows = side.new_conns = side.syn_acks = side.drops = side.policy_drops = 0
+        side.tcp_resets = side.icmp = side.dns_queries = side.dns_responses = 0
+        side.dns_nxdomain = side.qname_len_sum = side.qname_len_max = 0
+        side.http_requests = side.http_responses = side.http_4xx = side.http_5xx = 0
+        side.world_flows = side.bytes_sent = side.bytes_received = 0
+        side.qname_entropy_sum = 0.0
+        side.peers = side.dst_ports = side.dns_names = side.world_peers = None
+        side.world_fqdns = None
+        side.drop_reasons = side.port_hist = side.edges = side.edge_flags = None  # type: ignore[assignment]
+        side.edge_alias = side.edge_times = side.pods = side.pending = None  # type: ignore[assignment]
+        side.top_pairs = side.sample_names = None  # type: ignore[assignment]
+        return side
+
+    def finish(self) -> SideStats:
+        """Fold what is pending and give a lean side every container (pods as a set), so that a
+        closed window reads exactly like one built from full sides; returns ``self``."""
+        if self.pending:
+            self.fold()
+        if self.pending is None:
+            self.pending = {}
+        if self.drop_reasons is None:
+            self.drop_reasons = {}
+        if self.port_hist is None:
+            self.port_hist = {}
+        if self.edges is None:
+            self.edges = {}
+        if self.edge_flags is None:
+            self.edge_flags = {}
+        if self.edge_alias is None:
+            self.edge_alias = {}
+        if self.edge_times is None:
+            self.edge_times = {}
+        if self.top_pairs is None:
+            self.top_pairs = {}
+        if self.sample_names is None:
+            self.sample_names = []
+        pods: Any = self.pods
+        if pods is None:
+            self.pods = set()
+        elif type(pods) is not set:
+            self.pods = set(pods)
+        return self
+
+    def add_pod(self, pod: str) -> None:
+        """A pod of the subject opened a connection or sent UDP on this side. Kept as a short
+        list while the window is open (a set costs 216 bytes for one pod)."""
+        pods: Any = self.pods
+        if pods is None:
+            self.pods = [pod]  # type: ignore[assignment]
+        elif pod in pods:
+            return
+        elif isinstance(pods, set):
+            pods.add(pod)
+        elif len(pods) < _PODS_AS_LIST:
+            pods.append(pod)
+        else:
+            self.pods = {*pods, pod}
 
     _SUMS = (
         "flows",
@@ -294,23 +410,50 @@ class SideStats:
         return found
 
     def add_reason(self, reason: str, n: int) -> None:
-        self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + n
+        reasons = self.drop_reasons
+        if reasons is None:
+            reasons = self.drop_reasons = {}
+        reasons[reason] = reasons.get(reason, 0) + n
 
     def fold(self) -> None:
         """Move the pending (peer, port) counts into the sketches, histogram and peer sample."""
         pending = self.pending
         if not pending:
             return
-        peers = {h for h, _ in pending}
-        ports = {pk for _, pk in pending if pk >= 0}
+        if self.port_hist is None:
+            self.port_hist = {}
+        if self.top_pairs is None:
+            self.top_pairs = {}
+        if self.edges is None:
+            self.edges = {}
+        flows_mask = _FLOWS_MASK
+        if any(v > flows_mask for v in pending.values()):  # packed counters: to edge_flags
+            flags = self.edge_flags
+            if flags is None:
+                flags = self.edge_flags = {}
+            shift = PENDING_FLAGS_SHIFT
+            for pair, v in list(pending.items()):
+                if v > flows_mask:
+                    flags[pair] = flags.get(pair, 0) + (v >> shift)
+                    if v & flows_mask:
+                        pending[pair] = v & flows_mask
+                    else:  # an edge seen only in replies: counters, no flow
+                        del pending[pair]
+            if not pending:
+                return
+        shift, mask = EDGE_KEY_SHIFT, _PORT_MASK
+        peers = {k >> shift for k in pending}
+        ports = {(k & mask) - 1 for k in pending if k & mask}
         if len(pending) < _SMALL_FOLD:  # numpy's fixed cost dominates small folds
-            add = self.sketch("peers").add
-            for h in peers:
-                add(h)
+            sketch = self.peers
+            if sketch is None:
+                sketch = self.peers = _sketch()
+            sketch.add_hashes(peers)
             if ports:
-                add = self.sketch("dst_ports").add
-                for pk in ports:
-                    add(_port_hash(pk))
+                sketch = self.dst_ports
+                if sketch is None:
+                    sketch = self.dst_ports = _sketch()
+                sketch.add_hashes([_port_hash(pk) for pk in ports])
         else:
             self.sketch("peers").update(np.fromiter(peers, dtype=np.uint64, count=len(peers)))
             if ports:
@@ -323,9 +466,8 @@ class SideStats:
         for pair, n in pending.items():
             top[pair] = top.get(pair, 0) + n
             edges[pair] = edges.get(pair, 0) + n
-            pk = pair[1]
-            if pk >= 0:
-                bucket = (((pk & 0xFFFF) * 40503) & 0xFFFF) >> 6  # port_bucket(), inlined
+            if pair & mask:  # has a port
+                bucket = ((((pair & mask) - 1 & 0xFFFF) * 40503) & 0xFFFF) >> 6  # port_bucket()
                 hist[bucket] = hist.get(bucket, 0) + n
         if len(top) > EXAMPLE_PAIRS:
             self.top_pairs = dict(
@@ -335,8 +477,8 @@ class SideStats:
         pending.clear()
 
     def __iadd__(self, other: SideStats) -> SideStats:
-        self.fold()
-        other.fold()
+        self.finish()
+        other.finish()
         for name in self._SUMS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.qname_len_max = max(self.qname_len_max, other.qname_len_max)
@@ -357,13 +499,8 @@ class SideStats:
         for key, n in other.edges.items():
             edges[key] = edges.get(key, 0) + n
         flags = self.edge_flags
-        for key, counts in other.edge_flags.items():
-            mine = flags.get(key)
-            if mine is None:
-                flags[key] = list(counts)
-            else:
-                for i, c in enumerate(counts):
-                    mine[i] += c
+        for key, packed in other.edge_flags.items():
+            flags[key] = flags.get(key, 0) + packed
         self.pods |= other.pods
         alias = self.edge_alias
         for h, named in other.edge_alias.items():
@@ -386,7 +523,7 @@ class SideStats:
         return out
 
     @property
-    def empty(self) -> bool:
+    def empty(self) -> bool:  # counters only: safe on a lean side
         return not (
             self.flows
             or self.drops
@@ -403,7 +540,7 @@ class SideStats:
 
     def prune_edges(self) -> None:
         """Keep the smallest edge keys (bottom-k): the same set however the stream was split."""
-        if len(self.edges) > EDGES_PER_WINDOW:
+        if self.edges is not None and len(self.edges) > EDGES_PER_WINDOW:
             edges = self.edges
             self.edges = {k: edges[k] for k in sorted(edges)[:EDGES_PER_WINDOW]}
             kept = self.edges
@@ -414,9 +551,12 @@ class SideStats:
 
     def started(self, key: tuple[int, int], t: float) -> None:
         """A connection on an internet edge started at ``t``: keep the first few times."""
-        times = self.edge_times.get(key)
+        edge_times = self.edge_times
+        if edge_times is None:
+            edge_times = self.edge_times = {}
+        times = edge_times.get(key)
         if times is None:
-            self.edge_times[key] = [t]
+            edge_times[key] = [t]
         elif len(times) < EDGE_TIMES:
             times.append(t)
         elif t < times[-1]:
@@ -425,70 +565,60 @@ class SideStats:
 
     def flag(self, key: tuple[int, int], which: int, n: int = 1) -> None:
         """Count a SYN, SYN-ACK, reset or drop on one edge."""
-        counts = self.edge_flags.get(key)
-        if counts is None:
-            counts = self.edge_flags[key] = [0, 0, 0, 0]
-        counts[which] += n
+        flags = self.edge_flags
+        if flags is None:
+            flags = self.edge_flags = {}
+        flags[key] = flags.get(key, 0) + n * FLAG_ONE[which]
 
     def features(self) -> dict[str, float]:
         """The documented features (:data:`FEATURES`), by bare name."""
-        self.fold()
-        flows = self.flows
+        return dict(zip(FEATURE_NAMES, self.feature_values(), strict=True))
+
+    def feature_values(self) -> tuple[float, ...]:
+        """The documented features' values in :data:`FEATURES` order (what :meth:`features`
+        names; writers zip them with their own column names)."""
+        self.finish()
+        if self.empty:  # nothing counted: every feature is 0 (each implies a counter above 0)
+            return _ZEROS
+        q = self.dns_queries
         dns_resp = self.dns_responses
         http_resp = self.http_responses
-        q = self.dns_queries
-        return {
-            "flows": float(flows),
-            "new_conns": float(self.new_conns),
-            "distinct_peers": _count(self.peers),
-            "distinct_dst_ports": _count(self.dst_ports),
-            "dst_port_entropy": round(_entropy(self.port_hist), 9),
-            "drops": float(self.drops),
-            "policy_drops": float(self.policy_drops),
-            "tcp_resets": float(self.tcp_resets),
-            "unanswered_syns": float(max(self.new_conns - self.syn_acks, 0)),
-            "icmp": float(self.icmp),
-            "dns_queries": float(q),
-            "dns_nxdomain_share": _share(self.dns_nxdomain, dns_resp),
-            "dns_qname_len_mean": round(self.qname_len_sum / q, 9) if q else 0.0,
-            "dns_qname_len_max": float(self.qname_len_max),
-            "dns_qname_entropy_mean": round(self.qname_entropy_sum / q, 9) if q else 0.0,
-            "dns_distinct_names": _count(self.dns_names),
-            "http_requests": float(self.http_requests),
-            "http_4xx_share": _share(self.http_4xx, http_resp),
-            "http_5xx_share": _share(self.http_5xx, http_resp),
-            "world_flows": float(self.world_flows),
-            "world_distinct_peers": _count(self.world_peers),
-            "world_distinct_fqdns": _count(self.world_fqdns),
-            "bytes_sent": float(self.bytes_sent),
-            "bytes_received": float(self.bytes_received),
-        }
+        return (
+            float(self.flows),
+            float(self.new_conns),
+            _count(self.peers),
+            _count(self.dst_ports),
+            round(_entropy(self.port_hist), 9) if self.port_hist else 0.0,
+            float(self.drops),
+            float(self.policy_drops),
+            float(self.tcp_resets),
+            float(max(self.new_conns - self.syn_acks, 0)),
+            float(self.icmp),
+            float(q),
+            _share(self.dns_nxdomain, dns_resp),
+            round(self.qname_len_sum / q, 9) if q else 0.0,
+            float(self.qname_len_max),
+            round(self.qname_entropy_sum / q, 9) if q else 0.0,
+            _count(self.dns_names),
+            float(self.http_requests),
+            _share(self.http_4xx, http_resp),
+            _share(self.http_5xx, http_resp),
+            float(self.world_flows),
+            _count(self.world_peers),
+            _count(self.world_fqdns),
+            float(self.bytes_sent),
+            float(self.bytes_received),
+        )
 
     def nbytes(self) -> int:
-        """Approximate memory held by this side's state."""
-        sketches = sum(
-            getattr(self, name).nbytes()
-            for name in self._SKETCHES
-            if getattr(self, name) is not None
-        )
-        return (
-            64
-            + 8 * len(self.__slots__)
-            + sketches
-            + 100 * (len(self.port_hist) + len(self.drop_reasons))
-            + 90 * len(self.edges)
-            + 150 * len(self.edge_flags)
-            + 60 * len(self.edge_alias)
-            + sum(70 + 32 * len(v) for v in self.edge_times.values())
-            + 80 * len(self.pods)
-            + 120 * len(self.pending)
-        )
+        """Memory held by this side's state, measured (:func:`deep_size`)."""
+        return deep_size([self])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SideStats):
             return NotImplemented
-        self.fold()
-        other.fold()
+        self.finish()
+        other.finish()
         return (
             all(getattr(self, n) == getattr(other, n) for n in self._SUMS)
             and self.qname_len_max == other.qname_len_max
@@ -509,14 +639,12 @@ class SideStats:
         )
 
     @staticmethod
-    def _pruned(edges: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    def _pruned(edges: dict[int, int]) -> dict[int, int]:
         return {k: edges[k] for k in sorted(edges)[:EDGES_PER_WINDOW]}
 
     @staticmethod
-    def _pruned_flags(
-        flags: dict[tuple[int, int], list[int]], edges: dict[tuple[int, int], int]
-    ) -> dict[tuple[int, int], list[int]]:
+    def _pruned_flags(flags: dict[int, int], edges: dict[int, int]) -> dict[int, int]:
         kept = set(sorted(edges)[:EDGES_PER_WINDOW])
-        return {k: v for k, v in flags.items() if k in kept and any(v)}
+        return {k: v for k, v in flags.items() if k in kept and v}
 
     __hash__ = None  # type: ignore[assignment]

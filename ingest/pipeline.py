@@ -11,13 +11,15 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netwarden.ingest.compact import CompactFlow
 from netwarden.ingest.inputfiles import STDIN
-from netwarden.ingest.metrics import IngestMetrics
 from netwarden.ingest.reader import FlowReader, ReadStats
 from netwarden.ingest.windows import BuilderStats, ClosedWindow, WindowBuilder, WindowConfig
+
+if TYPE_CHECKING:  # prometheus_client is imported only by callers that keep metrics
+    from netwarden.ingest.metrics import IngestMetrics
 
 __all__ = ["IngestResult", "build_windows", "input_size"]
 
@@ -31,7 +33,11 @@ class IngestResult:
     build: BuilderStats
     windows: int
     identities: int
-    max_open_bytes: int
+    #: Measured state of the open windows (``sample_memory``; else 0): the largest sample, the
+    #: windows open then, and the mean bytes per open identity-window over all samples.
+    max_open_bytes: int = 0
+    max_open_bytes_windows: int = 0
+    bytes_per_window: float = 0.0
 
     def summary_lines(self) -> list[str]:
         b = self.build
@@ -92,18 +98,24 @@ def build_windows(
     builder: WindowBuilder | None = None,
     progress: Callable[[int], Any] | None = None,
     metrics: IngestMetrics | None = None,
+    sample_memory: bool = False,
 ) -> IngestResult:
     """Read every input in order, build windows, hand each group of closed windows to ``on_windows``.
 
     ``progress`` is called with the number of input bytes consumed so far (on disk, so gzip
-    inputs report compressed bytes).
+    inputs report compressed bytes). ``sample_memory`` measures the open windows' state every
+    few batches (a walk over all of it: for benchmarks, not for production runs).
     """
     reader = reader or FlowReader(flow_type=CompactFlow)
     builder = builder or WindowBuilder(config)
     windows = 0
     identities: set[str] = set()
-    max_open_bytes = 0
+    samples: list[tuple[int, int]] = []  # (bytes, open windows)
     batches = 0
+
+    def sample() -> None:
+        if sample_memory and builder.open_windows:
+            samples.append((builder.open_bytes(), builder.open_windows))
 
     def emit(closed: list[ClosedWindow]) -> None:
         nonlocal windows
@@ -117,11 +129,15 @@ def build_windows(
             emit(builder.add(batch))
             batches += 1
             if batches % _SAMPLE_EVERY == 0:  # sampling keeps this bookkeeping off the hot path
-                max_open_bytes = max(max_open_bytes, builder.open_bytes())
+                sample()
                 if metrics is not None:
                     metrics.observe(reader.stats, builder.stats, builder.open_windows)
-    max_open_bytes = max(max_open_bytes, builder.open_bytes())
+    sample()
     emit(builder.flush())
     if metrics is not None:
         metrics.observe(reader.stats, builder.stats, builder.open_windows)
-    return IngestResult(reader.stats, builder.stats, windows, len(identities), max_open_bytes)
+    result = IngestResult(reader.stats, builder.stats, windows, len(identities))
+    if samples:
+        result.max_open_bytes, result.max_open_bytes_windows = max(samples)
+        result.bytes_per_window = sum(b for b, _ in samples) / sum(n for _, n in samples)
+    return result

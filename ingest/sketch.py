@@ -375,6 +375,19 @@ class DistinctSketch:
         if rho > registers[bucket]:
             registers[bucket] = rho
 
+    def add_hashes(self, hashes: Iterable[int]) -> None:
+        """Add a few hashes that are known to be valid (Python ints from :func:`stable_hash64`):
+        no numpy and no checks, the cheap way for the handful a window side folds at a time.
+        Same result as ``add`` on each."""
+        exact = self._exact
+        if exact is None:
+            for h in hashes:
+                self.add(h)
+            return
+        exact.update(hashes)
+        if len(exact) > self._exact_limit:
+            self._to_registers()
+
     def update(self, hashes: np.ndarray | Iterable[int]) -> None:
         """Add a batch of 64-bit hashes (a ``uint64`` array, e.g. from
         :func:`stable_hash64_many`); vectorised. Same result as ``add`` on each element."""

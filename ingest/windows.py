@@ -53,15 +53,22 @@ from netwarden.ingest.direction import (
 )
 from netwarden.ingest.features import (
     DROP,
+    EDGE_KEY_SHIFT,
     EDGES_PER_WINDOW,
     EXAMPLE_NAMES,
+    FEATURE_NAMES,
+    FLAG_ONE,
+    PENDING_FLAGS_SHIFT,
     PENDING_LIMIT,
     RST,
     SYN,
     SYN_ACK,
     SideStats,
+    split_edge_key,
+    unpack_flags,
 )
 from netwarden.ingest.flow import DROP_REASONS, EARLIEST_EVENT_TIME, LATEST_EVENT_TIME
+from netwarden.ingest.footprint import deep_size
 from netwarden.ingest.identity import IdentityResolver, Peer, Subject
 from netwarden.ingest.sketch import stable_hash64
 from netwarden.validation import check_ranges
@@ -164,7 +171,10 @@ class BuilderStats:
     watermark: float = -math.inf
 
 
-_NO_FLAGS: Final = (0, 0, 0, 0)
+_EGRESS_COLUMNS: Final = tuple(f"egress_{n}" for n in FEATURE_NAMES)
+_INGRESS_COLUMNS: Final = tuple(f"ingress_{n}" for n in FEATURE_NAMES)
+#: One SYN, SYN-ACK, reset, drop in an edge's packed counters (features.FLAG_ONE).
+_SYN, _SYN_ACK, _RST, _DROP = (FLAG_ONE[i] for i in (SYN, SYN_ACK, RST, DROP))
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +235,8 @@ class ClosedWindow:
 
     def features(self) -> dict[str, float]:
         """``egress_*`` then ``ingress_*`` features, in :func:`feature_columns` order."""
-        out = {f"egress_{k}": v for k, v in self.client.features().items()}
-        out.update({f"ingress_{k}": v for k, v in self.server.features().items()})
+        out = dict(zip(_EGRESS_COLUMNS, self.client.feature_values(), strict=True))
+        out.update(zip(_INGRESS_COLUMNS, self.server.feature_values(), strict=True))
         return out
 
     def drop_reasons(self) -> tuple[dict[str, int], dict[str, int]]:
@@ -269,7 +279,7 @@ class ClosedWindow:
         alias = side.edge_alias
         merged: dict[tuple[str, int], list[Any]] = {}
         for key, n in side.edges.items():
-            h, pk = key
+            h, pk = split_edge_key(key)
             name = names.get(h, f"peer:{h:016x}")
             if h in alias:
                 h = alias[h]
@@ -277,7 +287,7 @@ class ClosedWindow:
             elif name.startswith("world:"):
                 edge_peer = _cidr_peer(name)
                 h, name = edge_peer.hash, edge_peer.key
-            counts = flags.get(key) or _NO_FLAGS
+            counts = unpack_flags(flags.get(key, 0))
             entry = merged.get((name, pk))
             if entry is None:
                 merged[(name, pk)] = [h, n, *counts, list(times.get(key, ()))]
@@ -314,7 +324,8 @@ class ClosedWindow:
         def pairs(side: SideStats) -> list[dict[str, Any]]:
             side.fold()
             out = []
-            for (h, pk), n in sorted(side.top_pairs.items(), key=lambda kv: (-kv[1], kv[0])):
+            for key, n in sorted(side.top_pairs.items(), key=lambda kv: (-kv[1], kv[0])):
+                h, pk = split_edge_key(key)
                 port = "" if pk < 0 else f"{_PROTO_NAMES.get(pk >> 16, pk >> 16)}/{pk & 0xFFFF}"
                 out.append({"peer": names.get(h, f"peer:{h:016x}"), "port": port, "flows": n})
             return out
@@ -334,11 +345,15 @@ class ClosedWindow:
 
 
 class _Open:
-    __slots__ = ("client", "server")
+    """An open window's two sides, each made (lean) when a flow first counts for it: many
+    subjects are only clients or only servers in a window."""
 
-    def __init__(self) -> None:
-        self.client = SideStats()
-        self.server = SideStats()
+    __slots__ = ("client", "server", "subject")
+
+    def __init__(self, subject: Subject) -> None:
+        self.subject = subject
+        self.client: SideStats | None = None
+        self.server: SideStats | None = None
 
 
 def _add_bytes(side: SideStats, stats: Any, subject_is_source: bool) -> None:
@@ -374,7 +389,8 @@ class WindowBuilder:
         self._width = float(self.config.window_seconds)
         self._lateness = float(self.config.allowed_lateness)
         self._skew = float(self.config.max_skew)
-        self._open: dict[int, dict[Subject, _Open]] = {}
+        #: Window index -> subject id -> its open window (keyed by the id: a str hashes once).
+        self._open: dict[int, dict[str, _Open]] = {}
         #: The stream's time: the newest event time it has confirmed.
         self._max_time = -math.inf
         #: Flows held for being more than max_skew ahead of it, in arrival order, as [time,
@@ -434,12 +450,9 @@ class WindowBuilder:
         return sum(len(v) for v in self._open.values())
 
     def open_bytes(self) -> int:
-        """Approximate memory held by the open windows."""
-        return sum(
-            120 + o.client.nbytes() + o.server.nbytes()
-            for wins in self._open.values()
-            for o in wins.values()
-        )
+        """Memory held by the open windows' state, measured (:func:`deep_size`): the objects
+        themselves, each counted once; a walk over every open window, so callers sample it."""
+        return deep_size(o for wins in self._open.values() for o in wins.values())
 
     # -- hot path -------------------------------------------------------------------------
 
@@ -464,9 +477,10 @@ class WindowBuilder:
         open_windows = self._open
         not_counted = stats.not_counted
         count_side = self._count_side
+        lean = SideStats.lean
         seen = late = counted = no_subject = 0
         last_widx = None
-        wins: dict[Subject, _Open] = {}
+        wins: dict[str, _Open] = {}
         for f in flows:
             seen += 1
             t = f.time.timestamp()
@@ -566,11 +580,14 @@ class WindowBuilder:
             if sides & CLIENT:
                 subject = client[0]
                 if subject is not None:
-                    acc = wins.get(subject)
+                    acc = wins.get(subject.id)
                     if acc is None:
-                        acc = wins[subject] = _Open()
+                        acc = wins[subject.id] = _Open(subject)
+                    side = acc.client
+                    if side is None:
+                        side = acc.client = lean()
                     count_side(
-                        acc.client,
+                        side,
                         server[1],
                         reply,
                         proto,
@@ -580,20 +597,23 @@ class WindowBuilder:
                         f.source_names if reply else f.destination_names,
                     )
                     if nw is not None:
-                        _add_bytes(acc.client, nw, not reply)
+                        _add_bytes(side, nw, not reply)
                     if not reply and (flags & 3 == 1 or proto == _PROTO_UDP):
                         pod = f.source.pod_name if f.source is not None else ""
                         if pod:  # pods opening connections or resolving names
-                            acc.client.pods.add(pod)
+                            side.add_pod(pod)
                     did = True
             if sides & SERVER:
                 subject = server[0]
                 if subject is not None:
-                    acc = wins.get(subject)
+                    acc = wins.get(subject.id)
                     if acc is None:
-                        acc = wins[subject] = _Open()
+                        acc = wins[subject.id] = _Open(subject)
+                    side = acc.server
+                    if side is None:
+                        side = acc.server = lean()
                     count_side(
-                        acc.server,
+                        side,
                         client[1],
                         reply,
                         proto,
@@ -603,7 +623,7 @@ class WindowBuilder:
                         f.destination_names if reply else f.source_names,
                     )
                     if nw is not None:
-                        _add_bytes(acc.server, nw, reply)
+                        _add_bytes(side, nw, reply)
                     did = True
             if did:
                 counted += 1
@@ -745,14 +765,17 @@ class WindowBuilder:
                 and (l7 is None or l7.type not in _RESPONSE)
             ):
                 # the edge a request travels (Hubble may show a proxied connection only at L7)
-                edge = (peer.hash, (proto << 16) | port)
-                side.edges[edge] = side.edges.get(edge, 0) + 1
-                if len(side.edges) > 2 * EDGES_PER_WINDOW:
+                edge = (peer.hash << EDGE_KEY_SHIFT) | ((proto << 16) | port) + 1
+                edges = side.edges
+                if edges is None:
+                    edges = side.edges = {}
+                edges[edge] = edges.get(edge, 0) + 1
+                if len(edges) > 2 * EDGES_PER_WINDOW:
                     side.prune_edges()
             return
-        marks = 0  # per-edge counters this flow adds to (1 << SYN | 1 << RST ...)
+        marks = 0  # what this flow adds to its edge's packed counters (_SYN + _RST ...)
         if dropped:
-            marks = 1 << DROP
+            marks = _DROP
             side.drops += 1
             reason = f.drop_reason_desc or f.drop_reason
             if not reason and f.netwarden is not None and f.netwarden.kernel_drop_reason:
@@ -765,35 +788,34 @@ class WindowBuilder:
         if proto == _PROTO_TCP:
             if flags & 4:
                 side.tcp_resets += 1
-                marks |= 1 << RST
+                marks += _RST
             if flags & 1:
                 if flags & 2:
                     if reply:
                         side.syn_acks += 1
-                        marks |= 1 << SYN_ACK
+                        marks += _SYN_ACK
                 elif not reply:
                     side.new_conns += 1
-                    marks |= 1 << SYN
+                    marks += _SYN
         elif proto == _PROTO_ICMP and not reply:
             side.icmp += 1
         pk = (proto << 16) | port if proto and proto != _PROTO_ICMP else -1
         if peer_names and peer.is_world:
             self._name_world(peer, peer_names, side)
-        if marks:
-            edge = (peer.hash, pk)
-            for which in (SYN, SYN_ACK, RST, DROP):
-                if marks & (1 << which):
-                    side.flag(edge, which)
-        if reply:
+        pkey = (peer.hash << EDGE_KEY_SHIFT) | (pk + 1)  # features.edge_key
+        pending = side.pending
+        if pending is None:
+            pending = side.pending = {}
+        if reply:  # no flow of the side; its SYN-ACK, reset or drop still counts on the edge
+            if marks:
+                pending[pkey] = pending.get(pkey, 0) + (marks << PENDING_FLAGS_SHIFT)
             return
         side.flows += 1
-        pending = side.pending
-        pkey = (peer.hash, pk)
-        pending[pkey] = pending.get(pkey, 0) + 1
+        pending[pkey] = pending.get(pkey, 0) + 1 + (marks << PENDING_FLAGS_SHIFT)
         if len(pending) > PENDING_LIMIT:
             side.fold()
         if peer.is_world:
-            if proto != _PROTO_TCP or marks & (1 << SYN):
+            if proto != _PROTO_TCP or marks & 0xFFFFFFFF:  # a SYN
                 side.started(pkey, f.time.timestamp())
             side.world_flows += 1
             sketch = side.world_peers
@@ -827,7 +849,9 @@ class WindowBuilder:
                 sketch = side.sketch("dns_names")
             sketch.add(h)
             names = side.sample_names
-            if len(names) < EXAMPLE_NAMES and query not in names:
+            if names is None:
+                side.sample_names = [query]
+            elif len(names) < EXAMPLE_NAMES and query not in names:
                 names.append(query)
             return
         http = l7.http
@@ -869,18 +893,19 @@ class WindowBuilder:
         for widx in ready:
             wins = open_windows.pop(widx)
             start = widx * width
-            for subject in sorted(wins, key=lambda s: s.id):
-                acc = wins[subject]
-                acc.client.fold()
-                acc.server.fold()
+            for subject_id in sorted(wins):
+                acc = wins[subject_id]
+                subject = acc.subject
+                client = acc.client.finish() if acc.client is not None else SideStats()
+                server = acc.server.finish() if acc.server is not None else SideStats()
                 closed.append(
                     ClosedWindow(
                         subject,
                         start,
                         start + width,
-                        acc.client,
-                        acc.server,
-                        self._names_of(acc.client, acc.server),
+                        client,
+                        server,
+                        self._names_of(client, server),
                     )
                 )
         self.stats.windows_closed += len(closed)
@@ -893,7 +918,8 @@ class WindowBuilder:
         old = self._old_peer_names
         out: dict[int, str] = {}
         for side in sides:
-            hashes = {k[0] for k in side.edges} | {k[0] for k in side.top_pairs}
+            shift = EDGE_KEY_SHIFT
+            hashes = {k >> shift for k in side.edges} | {k >> shift for k in side.top_pairs}
             for h in hashes | set(side.edge_alias.values()):
                 name = names.get(h) or old.get(h)
                 if name is not None:
@@ -910,6 +936,8 @@ class WindowBuilder:
             named = self._world_names[name] = world_edge_peer(peer.key, name)
         self._peer_names[named.hash] = named.key
         alias = side.edge_alias
+        if alias is None:
+            alias = side.edge_alias = {}
         known = alias.get(peer.hash)
         if known is None or named.hash < known:
             alias[peer.hash] = named.hash

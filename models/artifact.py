@@ -8,6 +8,8 @@ Layout of ``MODEL_DIR``::
                                 baseline
     <version>/models/<n>.skops  scaling + IsolationForest pipelines (skops, never pickle)
     <version>/edges.json        the edge memory (netwarden.models.edges)
+    <version>/drift.json        training distributions per model (netwarden.models.drift);
+                                absent in versions saved before it existed
 
 Loading never runs code from the files: skops rebuilds only the types it is told to trust, and
 netwarden trusts exactly the scikit-learn types of its pipeline. Every file's SHA-256 is checked
@@ -40,6 +42,7 @@ import skops.io as sio
 
 from netwarden import __version__
 from netwarden.ingest.windows import WindowConfig
+from netwarden.models.drift import DriftReference, DriftReferenceError
 from netwarden.models.edges import EdgeMemory
 from netwarden.models.forest import FittedModel
 from netwarden.models.signing import sign, signature_problem
@@ -154,8 +157,11 @@ def _libraries() -> dict[str, str]:
     }
 
 
-def save_bundle(bundle: ModelBundle, model_dir: str | Path, *, key: bytes | None = None) -> Path:
-    """Write ``bundle`` as a new version under ``model_dir`` and make it current; signed with
+def save_bundle(
+    bundle: ModelBundle, model_dir: str | Path, *, key: bytes | None = None, current: bool = True
+) -> Path:
+    """Write ``bundle`` as a new version under ``model_dir`` and make it current (unless
+    ``current`` is False: a retraining candidate waiting for the promotion gate); signed with
     ``key`` (see :mod:`netwarden.models.signing`), or marked unsigned without one."""
     root = Path(model_dir)
     created = datetime.now(UTC)
@@ -185,6 +191,10 @@ def save_bundle(bundle: ModelBundle, model_dir: str | Path, *, key: bytes | None
         )
     edges = folder / "edges.json"
     edges.write_bytes(orjson.dumps(bundle.edges.to_json()))
+    drift = None
+    if bundle.drift is not None:  # the drift reference (netwarden.models.drift)
+        (folder / "drift.json").write_bytes(orjson.dumps(bundle.drift.to_json()))
+        drift = {"file": "drift.json", "sha256": _sha256(folder / "drift.json")}
     manifest = {
         "format": FORMAT,
         "version": version,
@@ -201,27 +211,30 @@ def save_bundle(bundle: ModelBundle, model_dir: str | Path, *, key: bytes | None
         "data_hash": bundle.data_hash,
         "namespaces": bundle.namespaces,
         "edges": {"file": "edges.json", "sha256": _sha256(edges)},
+        **({"drift": drift} if drift is not None else {}),
         "models": entries,
     }
     manifest = json.loads(json.dumps(manifest))  # sign exactly what a reader will parse
     manifest["signature"] = sign(manifest, key) if key is not None else None
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    if not current:
+        return folder
     tmp = root / "CURRENT.tmp"
     tmp.write_text(version + "\n")
     os.replace(tmp, root / "CURRENT")  # atomic: readers see the old or the new version
     return folder
 
 
-def _read_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
+def _read_manifest(root: Path, version: str | None = None) -> tuple[Path, dict[str, Any]]:
     if not root.is_dir():
         raise ArtifactError(f"{root}: no such model folder; create one with `netwarden train`")
     current = root / "CURRENT"
-    if not current.is_file():
+    if version is None and not current.is_file():
         raise ArtifactError(
             f"{root}: holds no trained model (no CURRENT file); "
             "run `netwarden train --model-dir` first"
         )
-    version = current.read_text().strip()
+    version = version or current.read_text().strip()
     folder = root / version
     if not version or "/" in version or not (folder / "manifest.json").is_file():
         raise ArtifactError(f"{root}: CURRENT names version {version!r}, which has no manifest")
@@ -383,6 +396,8 @@ def _check_fields(m: dict[str, Any]) -> None:
     if "libraries" in m:
         _need(isinstance(m["libraries"], dict), "libraries", "an object", m["libraries"])
     _file_entry(m.get("edges"), "edges")
+    if "drift" in m:
+        _file_entry(m["drift"], "drift")
     models = m.get("models")
     _need(isinstance(models, list) and len(models) > 0, "models", "a non-empty list", models)
     keys: set[str] = set()
@@ -432,16 +447,21 @@ def _file_entry(entry: Any, where: str) -> None:
 
 
 def load_bundle(
-    model_dir: str | Path, *, key: bytes | None = None, require_signature: bool | None = None
+    model_dir: str | Path,
+    *,
+    key: bytes | None = None,
+    require_signature: bool | None = None,
+    version: str | None = None,
 ) -> ModelBundle:
-    """Load the current version of ``model_dir``, verifying it before trusting any of it.
+    """Load the current version of ``model_dir`` (or ``version``), verifying it before
+    trusting any of it.
 
     With ``key``, a signed manifest must carry that key's signature, and an unsigned one is
     refused unless ``require_signature`` is False (by default it is required exactly when a
     key is given). Without a key, signatures cannot be checked: the file digests still are.
     """
     root = Path(model_dir)
-    folder, manifest = _read_manifest(root)
+    folder, manifest = _read_manifest(root, version)
     required = key is not None if require_signature is None else require_signature
     problem = signature_problem(manifest, key, required=required)
     if problem is not None:
@@ -482,6 +502,15 @@ def load_bundle(
         edges = EdgeMemory.from_json(
             orjson.loads(_verified(folder, entry["file"], entry["sha256"]).read_bytes())
         )
+        drift = None  # versions saved before drift references: drift unavailable
+        if "drift" in manifest:
+            entry = manifest["drift"]
+            try:
+                drift = DriftReference.from_json(
+                    orjson.loads(_verified(folder, entry["file"], entry["sha256"]).read_bytes())
+                )
+            except DriftReferenceError as exc:
+                raise ArtifactError(f"{folder / entry['file']}: malformed: {exc}") from None
         return ModelBundle(
             models=models,
             columns=tuple(manifest["columns"]),
@@ -493,6 +522,7 @@ def load_bundle(
             data_hash=str(manifest["data_hash"]),
             namespaces=dict(manifest["namespaces"]),
             edges=edges,
+            drift=drift,
         )
     except ArtifactError:
         raise

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from netwarden.ingest.windows import WindowConfig
+from netwarden.models.drift import DriftReference, build_group
 from netwarden.models.edges import EdgeMemory
 from netwarden.models.forest import GLOBAL, FittedModel, fit_model
 from netwarden.models.spec import (
@@ -85,6 +86,9 @@ class ModelBundle:
     namespaces: dict[str, str] = field(default_factory=dict)  # identity -> namespace
     #: Every edge seen in training (and, in the service, since), so scoring starts from it.
     edges: EdgeMemory = field(default_factory=EdgeMemory)
+    #: Each model's training distributions (netwarden.models.drift); None in versions saved
+    #: before they were kept: their drift is unavailable.
+    drift: DriftReference | None = None
 
     def model_for(self, identity: str, namespace: str) -> tuple[FittedModel, bool]:
         """The model that scores ``identity``, and whether it is a fallback."""
@@ -137,11 +141,13 @@ def train(
     all_rows = [row for items in kept.values() for row in items]
     groups[GLOBAL] = all_rows
     models: dict[str, FittedModel] = {}
+    drift = DriftReference({})
     for done, (key, items) in enumerate(groups.items()):
         raw = raw_matrix(items)
+        x = transform(raw)
         models[key] = fit_model(
             key,
-            transform(raw),
+            x,
             raw,
             expected_rate=config.expected_rate,
             n_estimators=config.n_estimators,
@@ -149,6 +155,8 @@ def train(
             seed=config.seed,
             floor=DEVIATION_FLOOR,
         )
+        # the drift reference: what live windows of this model's identities are compared with
+        drift.groups[key] = build_group(raw, models[key].score(x), models[key].threshold)
         if progress is not None:
             progress(done + 1, len(groups))
     all_raw = raw_matrix(sorted(all_rows, key=lambda r: (r["identity"], r["window_start"])))
@@ -162,4 +170,5 @@ def train(
         rows=len(all_rows),
         data_hash=data_hash(all_raw),
         namespaces=namespaces,
+        drift=drift,
     )

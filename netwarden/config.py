@@ -235,6 +235,14 @@ class ModelsConfig(_Section):
             "source only; other sources wait for `netwarden train`)"
         ),
     )
+    keep_versions: int = Field(
+        10,
+        ge=1,
+        description=(
+            "model versions kept after a retraining (the current one and its rollback target "
+            "always)"
+        ),
+    )
     signing_key_file: Path | None = Field(
         None,
         description=(
@@ -245,11 +253,78 @@ class ModelsConfig(_Section):
     )
 
 
+class HistoryConfig(_Section):
+    enabled: bool = Field(
+        True,
+        description=(
+            "keep every scored window (features, score, verdict, model version) as Parquet "
+            "under <data_dir>/history/windows, partitioned by day: what retraining learns from"
+        ),
+    )
+    flows: bool = Field(
+        False, description="also keep compact flow records under <data_dir>/history/flows"
+    )
+    retention_days: float = Field(
+        30.0, gt=0, description="day folders of the history older than this are deleted"
+    )
+    flush_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "seconds between writes of the buffered history (and of the labels snapshot); "
+            "what is buffered is written on stop too"
+        ),
+    )
+
+
+class RetrainConfig(_Section):
+    schedule: str | None = Field(
+        None,
+        description=(
+            "cron schedule (UTC) of retraining in the service, e.g. '0 3 * * *' (daily at "
+            "03:00); none: retrain with `netwarden retrain` (e.g. a Kubernetes CronJob)"
+        ),
+    )
+    days: float = Field(14.0, gt=0, description="days of history a retraining uses")
+    validation_days: float = Field(
+        1.0, gt=0, description="the most recent days, held out for the promotion gate"
+    )
+    gate_ratio: float = Field(
+        1.1,
+        ge=1.0,
+        description="false alerts per identity-day a candidate may have, as a multiple of the "
+        "current model's ...",
+    )
+    gate_tolerance: float = Field(
+        0.05, ge=0, description="... plus this many false alerts per identity-day"
+    )
+    promote: bool = Field(
+        True, description="make a candidate that passes the gate current (false: keep it only)"
+    )
+    timeout_seconds: float = Field(
+        3600.0, gt=0, description="a retraining running longer is stopped and counted failed"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r} (e.g. '0 3 * * *')")
+        return value.strip()
+
+
 class StoreConfig(_Section):
     url: str | None = Field(
         None,
         description=(
-            "SQLAlchemy URL of the anomaly store (default: sqlite:///<data_dir>/netwarden.db)"
+            "SQLAlchemy URL of the store (anomalies, changes, proposals, alerts): SQLite, "
+            "the default, sqlite:///<data_dir>/netwarden.db; or PostgreSQL in cluster mode, "
+            "postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE (usually set as "
+            "NETWARDEN_STORE__URL from a Secret). Migrated to the newest schema on start"
         ),
     )
     window_retention_days: float = Field(
@@ -422,6 +497,8 @@ class ServiceConfig(BaseSettings):
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     api_tokens: str = Field(
         "",
@@ -470,6 +547,10 @@ class ServiceConfig(BaseSettings):
     def model_signing_key_file(self) -> Path:
         """The configured signing key file, or the embedded default's in the data folder."""
         return self.models.signing_key_file or self.data_dir / "model-signing.key"
+
+    @property
+    def history_dir(self) -> Path:
+        return self.data_dir / "history"
 
     @property
     def store_url(self) -> str:

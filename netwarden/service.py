@@ -57,12 +57,16 @@ from prometheus_client.registry import Collector
 from rich.console import Console
 
 from netwarden.api.auth import TokenTable, load_tokens, new_token
+from netwarden.commands.lifecycle import history_rows, labels_of
+from netwarden.commands.retraining import ALERT_KEY as RETRAIN_ALERT_KEY
+from netwarden.commands.retraining import RetrainSchedule, retrain_alert
 from netwarden.config import ServiceConfig
-from netwarden.detector.alerts.alerting import Alerter, AlertSettings
+from netwarden.detector.alerts.alerting import ALERTMANAGER, Alerter, AlertSettings
 from netwarden.detector.change_store import ACCEPTED, REJECTED, ChangeRecord, ChangeStore
 from netwarden.detector.change_store import OPEN as CHANGE_OPEN
 from netwarden.detector.change_store import STATES as CHANGE_STATES
 from netwarden.detector.changes import Change
+from netwarden.detector.drift import DriftMonitor
 from netwarden.detector.incidents import VICTIM
 from netwarden.detector.lifecycle import OPEN, STATES
 from netwarden.detector.live import DetectorMetrics, LiveDetector
@@ -74,12 +78,13 @@ from netwarden.ingest.sources import Source, SourceStatus, open_source
 from netwarden.ingest.windows import WindowBuilder, WindowConfig
 from netwarden.models.artifact import ModelVersion
 from netwarden.models.edges import load_memory, save_memory
-from netwarden.models.registry import CurrentModel
+from netwarden.models.registry import CurrentModel, read_gate, rollback_target, set_current
 from netwarden.remediation.apply import PolicyApplier
 from netwarden.remediation.normal import NormalEdges
 from netwarden.remediation.proposals import ProposalStore, propose_containment
 from netwarden.remediation.propose import Proposer as FlowLearner
 from netwarden.remediation.propose import policy_name
+from netwarden.storage.history import HistoryWriter, flow_record
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -329,6 +334,11 @@ class Service:
         self._history_lock = threading.Lock()
         #: What the containments of one batch of anomalies share (see _containment_inputs).
         self._containment_batch: tuple[tuple[Any, ...], _ContainmentInputs] | None = None
+        #: Whether the model still fits each identity (netwarden.detector.drift): metrics, API
+        #: (GET /api/v1/drift) and, with an alerter, NetwardenModelDrift alerts.
+        self.drift = DriftMonitor(model, registry=registry)
+        if alerter is not None:
+            alerter.follow_drift(self.drift)
         self.detector = LiveDetector(
             self.builder,
             model,
@@ -336,6 +346,33 @@ class Service:
             metrics=DetectorMetrics(registry, source.kind),
             on_recorded=self.proposer.submit if config.remediation.propose_containment else None,
             memory=load_memory(self._memory_path, log),
+            on_judged=self._judged,
+        )
+        #: The window history (netwarden.storage.history): what retraining learns from.
+        self.history: HistoryWriter | None = None
+        if config.history.enabled:
+            h = config.history
+            self.history = HistoryWriter(
+                config.history_dir,
+                flush_seconds=h.flush_seconds,
+                retention_days=h.retention_days,
+                flows=h.flows,
+                labels=lambda: labels_of(self._store, self.change_store),
+                log=log,
+            )
+        #: Retraining on retrain.schedule (netwarden.commands.retraining), when set.
+        self.retraining = (
+            RetrainSchedule(
+                config.retrain.schedule,
+                retrain_command(config),
+                registry,
+                timeout=config.retrain.timeout_seconds,
+                log=log,
+                alert=self._retrain_alert if alerter is not None else None,
+                before=self.history.flush if self.history is not None else None,
+            )
+            if config.retrain.schedule
+            else None
         )
         #: Windows scored and recorded by the pipeline (builder.stats counts those closed).
         self.windows_recorded = 0
@@ -384,10 +421,65 @@ class Service:
     def current_model(self) -> ModelVersion | None:
         return self.model.current()
 
+    def model_gate(self, version: str) -> dict[str, Any] | None:
+        """The promotion gate's report of ``version`` (None: not made by retraining)."""
+        return read_gate(self.model.model_dir, version)
+
+    def switch_model(
+        self, version: str | None, *, action: str, actor: str, reason: str = ""
+    ) -> tuple[str | None, str]:
+        """Promote ``version``, or roll back (to ``version`` or the previous one), then load
+        it at once; (previous, now current). ValueError when it cannot be made current (the
+        current model stays)."""
+        target = version or rollback_target(self.model.model_dir)
+        previous = set_current(
+            self.model.model_dir,
+            target,
+            actor=actor,
+            action=action,
+            reason=reason,
+            key=self.model.key,
+        )
+        self.model.refresh()  # thread-safe; the pipeline's next batch scores with it
+        self.log(f"model {target} made current by {actor} ({action}; was {previous})")
+        return previous, target
+
     # -- threads --------------------------------------------------------------------------
+
+    def _judged(self, closed: list[Any], scored: list[Any]) -> None:
+        """The pipeline's judged windows: counted for drift, kept in the history."""
+        try:
+            self.drift.observe(closed, scored)
+        except Exception as exc:  # drift is a side view: never hold up recording and alerts
+            self.log(f"drift: windows not counted: {type(exc).__name__}: {exc}")
+        self._to_history(closed, scored)
+
+    def _to_history(self, closed: list[Any], scored: list[Any]) -> None:
+        """The pipeline's judged windows into the history buffer (written on its own thread)."""
+        if self.history is not None:
+            loaded = self.model.loaded
+            self.history.add_windows(
+                history_rows(closed, scored, loaded.version if loaded is not None else "")
+            )
+
+    def _retrain_alert(self, firing: bool, summary: str) -> None:
+        """Failing scheduled retraining, as an alert through the outbox (Alertmanager)."""
+        assert self.alerter is not None
+        if not self.alerter.settings.alertmanager_url:
+            return
+        now = datetime.now(UTC)
+        alert = retrain_alert(
+            firing=firing, summary=summary, now=now, public_url=self.alerter.settings.public_url
+        )
+        with self.alerter.outbox.transaction(now) as tx:
+            tx.enqueue(ALERTMANAGER, [alert], key=RETRAIN_ALERT_KEY)
 
     def start(self) -> None:
         self._restore_changes()
+        if self.history is not None:
+            self.history.start()
+        if self.retraining is not None:
+            self.retraining.start()
         self._threads = {
             "source": threading.Thread(target=self._run_source, name="source", daemon=True),
             "pipeline": threading.Thread(target=self._run_pipeline, name="pipeline", daemon=True),
@@ -434,6 +526,13 @@ class Service:
             self._halt.set()  # time is up: skip the batches still queued
             pipeline = self._join("pipeline", 2.0)
         proposer = self.proposer.close(left())
+        if self.retraining is not None:
+            self.retraining.stop(min(5.0, left()))
+        if self.history is not None:
+            try:
+                self.history.close(min(5.0, left()))
+            except Exception as exc:
+                self.log(f"history not written at shutdown: {type(exc).__name__}: {exc}")
         self._stop_alerts.set()
         alerts = self._join("alerts", left())
         if not alerts:
@@ -515,6 +614,8 @@ class Service:
                     if self._history.maxlen:
                         with self._history_lock:
                             self._history.extend(batch)
+                    if self.history is not None and self.history.keep_flows:
+                        self.history.add_flows([flow_record(f) for f in batch])
                     scored = self.detector.add(batch, more=not self.queue.empty())
                     self.windows_recorded += len(scored)
                 else:
@@ -724,6 +825,36 @@ class Service:
 
 
 # -- setting up -------------------------------------------------------------------------------
+
+
+def retrain_command(config: ServiceConfig) -> list[str]:
+    """The ``netwarden retrain`` arguments of scheduled retraining: this service's model
+    folder, history, store, live edge memory, signing key and retrain.* settings."""
+    r = config.retrain
+    command = [
+        "retrain",
+        "--model-dir",
+        str(config.model_dir),
+        "--history",
+        str(config.history_dir),
+        "--store",
+        config.store_url,
+        "--edges",
+        str(config.data_dir / "edges.json"),
+        "--signing-key",
+        str(config.model_signing_key_file),
+        "--days",
+        f"{r.days:g}",
+        "--validation-days",
+        f"{r.validation_days:g}",
+        "--gate-ratio",
+        f"{r.gate_ratio:g}",
+        "--gate-tolerance",
+        f"{r.gate_tolerance:g}",
+        "--keep-versions",
+        str(config.models.keep_versions),
+    ]
+    return command if r.promote else [*command, "--no-promote"]
 
 
 def _alert_settings(config: ServiceConfig, public_url: str) -> AlertSettings | None:

@@ -76,9 +76,9 @@ API server and records that, and applies only if both pass, against the object t
 
 The store shares the anomaly store's database URL, engine settings and ORM base
 (:mod:`netwarden.storage`); its ``proposals`` table is its own, so either store can run without
-the other. A database of an older netwarden, whose proposal events are in ``proposal_events``,
-has them copied to ``audit_events`` once on open. Callers get frozen dataclasses, never ORM
-objects.
+the other. The schema is migrated on open (:mod:`netwarden.storage.migrate`), which also copies
+the events of a database from before ``audit_events`` (``proposal_events``) over once. Callers
+get frozen dataclasses, never ORM objects.
 """
 
 from __future__ import annotations
@@ -112,7 +112,6 @@ from netwarden.remediation.simulate import SimulationReport
 from netwarden.remediation.target import IDENTITY_ANNOTATION, target_problems
 from netwarden.storage.audit import AuditEventRow
 from netwarden.storage.base import Base, record_of
-from netwarden.storage.columns import add_missing_columns
 from netwarden.storage.database import SqlStore, required_text
 from netwarden.storage.database import UTCDateTime as _UTCDateTime
 from netwarden.storage.lifecycle import AuditedLifecycle, SubjectNotFound, TransitionError
@@ -299,8 +298,7 @@ class ApplyRefused(Exception):
         self.cause = cause
 
 
-#: The proposal lifecycle: created ``proposed`` (action ``propose``); databases of netwarden
-#: before the shared audit table kept these events in ``proposal_events``.
+#: The proposal lifecycle: created ``proposed`` (action ``propose``).
 LIFECYCLE: Final = AuditedLifecycle(
     kind="proposal",
     states=STATES,
@@ -308,8 +306,6 @@ LIFECYCLE: Final = AuditedLifecycle(
     error=ProposalLifecycleError,
     initial=PROPOSED,
     create_action="propose",
-    legacy_table="proposal_events",
-    legacy_subject="proposal_id",
 )
 
 
@@ -414,14 +410,14 @@ class _ProposalRow(Base):
     current: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16))
     problems: Mapped[list[dict[str, str]]] = mapped_column(JSON)
-    # added after the first release: databases without it get it on open (server_default)
+    # added after the first release (server_default: the rows already there get [])
     warnings: Mapped[list[str]] = mapped_column(JSON, server_default=text("'[]'"))
     dry_run: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     change: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(_UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(_UTCDateTime())
-    # added with recover: older databases get it on open (nullable)
+    # added with recover (nullable: older rows have none)
     claim: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
@@ -460,7 +456,7 @@ def problems_of(policy: Any) -> list[dict[str, str]]:
 class ProposalStore(SqlStore):
     """Persist proposals and run their lifecycle, one short transaction per call.
 
-    ``url`` is a SQLAlchemy URL (normally the anomaly store's); tables are created if missing.
+    ``url`` is a SQLAlchemy URL (normally the anomaly store's), migrated on open.
     ``now`` is the clock, injected by tests. ``require_second_approver``: a proposal's author
     cannot approve it (see the module docstring).
     """
@@ -469,9 +465,6 @@ class ProposalStore(SqlStore):
                  require_second_approver: bool = True) -> None:  # fmt: skip
         super().__init__(url, now=now)
         self.require_second_approver = require_second_approver
-        with self._begin() as (session, _):
-            add_missing_columns(session, _ProposalRow.__table__)  # type: ignore[arg-type]
-            LIFECYCLE.adopt_legacy(session)
 
     _transaction = SqlStore._begin
 

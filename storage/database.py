@@ -2,8 +2,13 @@
 
 SQLite is the embedded default (one file, WAL, a busy timeout, ``BEGIN IMMEDIATE`` so that a
 read-then-write transaction never fails to upgrade its lock; the calls of one store are
-serialized by a lock); PostgreSQL replaces it in cluster mode, so stores use only portable types.
+serialized by a lock); PostgreSQL (``postgresql+psycopg://...``) replaces it in cluster mode, so
+stores use only portable types and statements: JSON (kept as text, key order and all: not
+JSONB), :data:`BigId` for ids of tables that grow without bound, row locks
+(``with_for_update``: claims, decisions, suppression expiries; SQLite's one writer needs none).
 Timestamps are stored in UTC and read back timezone-aware; naive datetimes are refused.
+The schema is Alembic's (:mod:`netwarden.storage.migrate`): every store upgrades the database
+to the newest revision when it opens.
 """
 
 from __future__ import annotations
@@ -14,17 +19,30 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, Final, Self
 
-from sqlalchemy import DateTime, create_engine, event
+from sqlalchemy import BigInteger, DateTime, Integer, create_engine, event
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
-from netwarden.storage.base import Base
+from netwarden.storage.migrate import upgrade
 
-__all__ = ["SqlStore", "UTCDateTime", "make_engine", "required_text", "system_clock", "utc"]
+__all__ = [
+    "BigId",
+    "SqlStore",
+    "UTCDateTime",
+    "make_engine",
+    "required_text",
+    "system_clock",
+    "utc",
+]
 
 _SQLITE_BUSY_TIMEOUT_S: Final = 30.0
+
+#: The id type of a table that grows without bound: ``BIGINT`` (``BIGSERIAL``) on PostgreSQL,
+#: whose ``SERIAL`` would stop at 2**31 - 1; on SQLite ``INTEGER``, which as a primary key is
+#: the 64-bit rowid (a ``BIGINT`` primary key would not be, and would get no automatic ids).
+BigId: Final = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utc(value: datetime, what: str) -> datetime:
@@ -108,8 +126,8 @@ def system_clock() -> datetime:
 
 
 class SqlStore:
-    """A store on a SQLAlchemy URL: the tables of :class:`~netwarden.storage.base.Base`
-    created if missing (every one imported so far: stores sharing a database share one
+    """A store on a SQLAlchemy URL: the database upgraded to the newest migration on open
+    (:func:`netwarden.storage.migrate.upgrade`: every table of every store, which share one
     schema), one short transaction per call (:meth:`_begin`), an injectable clock, and
     :meth:`close`."""
 
@@ -120,7 +138,11 @@ class SqlStore:
         self._lock: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._closed = False
-        Base.metadata.create_all(self._engine)
+        try:
+            upgrade(self._engine)
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     def __enter__(self) -> Self:
         return self

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from netwarden.storage.audit import AuditEventRow, adopt_legacy
+from netwarden.storage.audit import AuditEventRow
 
 __all__ = [
     "AuditedLifecycle",
@@ -112,14 +112,11 @@ class AuditedLifecycle(StateMachine):
     """A state machine whose every transition is recorded in ``audit_events``.
 
     ``initial`` is the state a subject is created in and ``create_action`` the action of that
-    first event (from no state). ``legacy_table``/``legacy_subject`` name the event table (and
-    its subject column) that an older netwarden wrote, for :meth:`adopt_legacy`.
+    first event (from no state).
     """
 
     initial: str
     create_action: str
-    legacy_table: str | None = None
-    legacy_subject: str = ""
 
     def __post_init__(self) -> None:
         StateMachine.__post_init__(self)
@@ -218,10 +215,3 @@ class AuditedLifecycle(StateMachine):
                 .order_by(AuditEventRow.id)
             )
         )
-
-    def adopt_legacy(self, session: Session) -> int:
-        """Copy this kind's legacy event table into ``audit_events`` once (see
-        :func:`netwarden.storage.audit.adopt_legacy`); returns how many events were copied."""
-        if self.legacy_table is None:
-            return 0
-        return adopt_legacy(session, self.kind, self.legacy_table, self.legacy_subject)

@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 
 from tests.netns import pods  # noqa: F401 - the stand-in pods fixture of the eBPF tests
+from tests.storage_backends import (  # noqa: F401 - store tests on SQLite and PostgreSQL
+    backend_url,
+    postgres,
+    postgres_url,
+)
 
 #: Reference data copied into the repository (sources and licences in tests/data/README.md):
 #: tests never read outside it.

@@ -50,14 +50,24 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/v1/anomalies/{anomaly_id}/acknowledge"): Role.operator,
     ("POST", "/api/v1/anomalies/{anomaly_id}/suppress"): Role.operator,
     ("POST", "/api/v1/anomalies/{anomaly_id}/resolve"): Role.operator,
+    ("POST", "/api/v1/anomalies/{anomaly_id}/verdict"): Role.operator,
     ("GET", "/api/v1/changes"): Role.viewer,
     ("GET", "/api/v1/changes/{change_id}"): Role.viewer,
     ("POST", "/api/v1/changes/{change_id}/accept"): Role.operator,
     ("POST", "/api/v1/changes/{change_id}/reject"): Role.operator,
     ("GET", "/api/v1/identities"): Role.viewer,
     ("GET", "/api/v1/identities/{namespace}/{workload}/windows"): Role.viewer,
+    ("GET", "/api/v1/identities/{namespace}/{workload}/score.png"): Role.viewer,
+    ("GET", "/api/v1/incidents"): Role.viewer,
+    ("GET", "/api/v1/incidents/{incident_id}"): Role.viewer,
+    ("GET", "/api/v1/identities/{namespace}/{workload}/drift"): Role.viewer,
+    ("GET", "/api/v1/drift"): Role.viewer,
     ("GET", "/api/v1/models"): Role.viewer,
     ("GET", "/api/v1/models/current"): Role.viewer,
+    ("GET", "/api/v1/models/candidate"): Role.viewer,
+    ("GET", "/api/v1/models/{version}"): Role.viewer,
+    ("POST", "/api/v1/models/{version}/promote"): Role.admin,
+    ("POST", "/api/v1/models/rollback"): Role.admin,
     ("GET", "/api/v1/proposals"): Role.viewer,
     ("GET", "/api/v1/proposals/{proposal_id}"): Role.viewer,
     ("POST", "/api/v1/proposals"): Role.reviewer,
@@ -75,11 +85,14 @@ PATH_VALUES = {
     "workload": "cart",
     "proposal_id": "1",
     "change_id": "chg-0123456789ab",
+    "incident_id": "inc-0123456789ab",
     "name": "swagger-ui.css",
+    "version": "v1",
 }
 BODIES: dict[str, Any] = {
     "suppress": {"reason": "maintenance", "duration_seconds": 600},
     "proposals": {"anomaly_id": 1},
+    "verdict": {"verdict": "expected"},
 }
 
 
@@ -372,7 +385,8 @@ def test_openapi_document_lists_every_route(api) -> None:
                     assert response["content"]["application/problem+json"]["schema"] == {
                         "$ref": "#/components/schemas/ProblemPublic"
                     }
-            if path != "/metrics":  # every JSON route declares a *Public response model
+            # every JSON route declares a *Public response model (not the metrics, the pictures)
+            if path != "/metrics" and not path.endswith(".png"):
                 success = next(s for s in ("200", "201") if s in op["responses"])
                 schema = op["responses"][success]["content"]["application/json"]["schema"]
                 assert schema["$ref"].endswith("Public"), path
@@ -390,4 +404,13 @@ def test_openapi_names_the_public_url(tmp_path) -> None:
 def test_every_route_module_is_documented(api) -> None:
     paths = api.client.get("/openapi.json", headers=api.auth()).json()["paths"]
     tags = {op["tags"][0] for ops in paths.values() for op in ops.values()}
-    assert tags == {"anomalies", "changes", "identities", "models", "proposals", "health"}
+    assert tags == {
+        "anomalies",
+        "incidents",
+        "changes",
+        "identities",
+        "drift",
+        "models",
+        "proposals",
+        "health",
+    }

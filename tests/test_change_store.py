@@ -91,8 +91,9 @@ class Clock:
 
 
 @pytest.fixture
-def url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'netwarden.db'}"
+def url(backend_url) -> str:
+    """A SQLite file, then a PostgreSQL database (tests/storage_backends.py)."""
+    return backend_url
 
 
 @pytest.fixture

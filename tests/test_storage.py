@@ -181,9 +181,8 @@ def test_a_transition_and_its_event_share_one_transaction() -> None:
     ]
 
 
-def test_a_failed_transaction_keeps_neither_the_state_nor_the_event(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path / 'netwarden.db'}"
-    with AnomalyStore(url, now=lambda: LATER) as store:
+def test_a_failed_transaction_keeps_neither_the_state_nor_the_event(backend_url) -> None:
+    with AnomalyStore(backend_url, now=lambda: LATER) as store:
         (a,) = store.record([_window()])
         with pytest.raises(RuntimeError), store._transaction() as (session, now):
             row = session.get(anomaly_store._AnomalyRow, a.id)
@@ -395,22 +394,20 @@ def test_an_old_database_keeps_its_audit_trail(old_db) -> None:
     raw.close()
 
 
-def test_each_kind_is_copied_when_its_own_store_first_opens(old_db) -> None:
+def test_the_first_store_to_open_copies_both_kinds(old_db) -> None:
+    """The migration runs once, for the whole schema: whichever store opens first."""
     url = f"sqlite:///{old_db}"
     with AnomalyStore(url, now=lambda: LATER) as store:  # the proposal store not opened yet
         store.resolve(1, actor="bob")
     with sqlite3.connect(old_db) as raw:
         kinds = raw.execute("SELECT subject_kind, count(*) FROM audit_events GROUP BY 1")
-        assert dict(kinds.fetchall()) == {"anomaly": 3}
+        assert dict(kinds.fetchall()) == {"anomaly": 3, "proposal": 2}
     raw.close()
     with ProposalStore(url) as review:
         assert [e.action for e in review.events(1)] == ["propose", "reject"]
 
 
-def test_copying_needs_the_old_table_and_no_events_of_its_kind(old_db, tmp_path) -> None:
-    with SqlStore(f"sqlite:///{tmp_path / 'new.db'}") as fresh, fresh._begin() as (session, _):
-        assert anomaly_lifecycle.LIFECYCLE.adopt_legacy(session) == 0  # no old table
-        assert JOBS.adopt_legacy(session) == 0  # a lifecycle without one
+def test_an_old_table_written_again_after_the_migration_is_not_copied(old_db) -> None:
     url = f"sqlite:///{old_db}"
     AnomalyStore(url, now=lambda: LATER).close()
     with sqlite3.connect(old_db) as raw:  # an older netwarden writes to its table again
@@ -419,9 +416,7 @@ def test_copying_needs_the_old_table_and_no_events_of_its_kind(old_db, tmp_path)
             " 'resolve', 'acknowledged', 'resolved', 'late')"
         )
     raw.close()
-    with AnomalyStore(url, now=lambda: LATER) as store:
-        with store._begin() as (session, _):
-            assert anomaly_lifecycle.LIFECYCLE.adopt_legacy(session) == 0
+    with AnomalyStore(url, now=lambda: LATER) as store:  # versioned now: nothing to adopt
         assert [e.action for e in store.events(1)] == ["open", "acknowledge"]
 
 
@@ -434,12 +429,12 @@ def _columns(path, table: str) -> list[str]:
 
 def test_an_old_proposals_table_gets_the_warnings_column_on_open(old_db) -> None:
     """A database written before proposals kept warnings opens: the column is added (its rows
-    get ``[]``), once, and new proposals store theirs."""
+    get ``[]``), once, by any store, and new proposals store theirs."""
     url = f"sqlite:///{old_db}"
     assert "warnings" not in _columns(old_db, "proposals")
-    with AnomalyStore(url, now=lambda: LATER):  # another store leaves the table alone
+    with AnomalyStore(url, now=lambda: LATER):  # the migration is the whole schema's
         pass
-    assert "warnings" not in _columns(old_db, "proposals")
+    assert _columns(old_db, "proposals").count("warnings") == 1
     with ProposalStore(url) as review:
         assert review.get(1).warnings == []  # type: ignore[union-attr]
         created = review.create(
@@ -449,7 +444,6 @@ def test_an_old_proposals_table_gets_the_warnings_column_on_open(old_db) -> None
             actor="rita",
             warnings=["would drop shop/frontend -> shop/cart TCP/8080 (12 flows)"],
         )
-    assert _columns(old_db, "proposals").count("warnings") == 1
     with ProposalStore(url) as review:  # reopening adds nothing twice
         assert review.get(created.id).warnings == [  # type: ignore[union-attr]
             "would drop shop/frontend -> shop/cart TCP/8080 (12 flows)"
@@ -458,27 +452,15 @@ def test_an_old_proposals_table_gets_the_warnings_column_on_open(old_db) -> None
     assert _columns(old_db, "proposals").count("warnings") == 1
 
 
-def test_a_column_without_a_value_for_old_rows_is_not_added(tmp_path) -> None:
-    from sqlalchemy import Column, Integer, MetaData, Table
-
-    from netwarden.storage.columns import add_missing_columns
-
-    with sqlite3.connect(tmp_path / "x.db") as raw:
-        raw.execute("CREATE TABLE things (id INTEGER PRIMARY KEY)")
+def test_a_missing_column_without_a_value_for_old_rows_stops_the_migration(old_db) -> None:
+    """A column the old rows would have no value for cannot be added: the migration fails
+    naming it, and the database is left exactly as it was (one transaction)."""
+    with sqlite3.connect(old_db) as raw:
+        raw.execute("ALTER TABLE scored_windows DROP COLUMN summary")
+        before = list(raw.iterdump())
     raw.close()
-
-    def things(*extra: Column) -> Table:
-        return Table("things", MetaData(), Column("id", Integer, primary_key=True), *extra)
-
-    with SqlStore(f"sqlite:///{tmp_path / 'x.db'}") as plain:
-        late = things(Column("note", Integer, nullable=True), Column("size", Integer))
-        late.c.size.nullable = False
-        with pytest.raises(ValueError, match="things.size"), plain._begin() as (session, _):
-            add_missing_columns(session, late)
-        assert _columns(tmp_path / "x.db", "things") == ["id"]  # all or nothing: rolled back
-        with plain._begin() as (session, _):
-            assert add_missing_columns(session, things(Column("note", Integer))) == ["note"]
-            assert add_missing_columns(session, things(Column("note", Integer))) == []
-        with plain._begin() as (session, _):  # a table not there yet is create_all's
-            assert add_missing_columns(session, Table("other", MetaData())) == []
-    assert _columns(tmp_path / "x.db", "things") == ["id", "note"]
+    with pytest.raises(ValueError, match=r"scored_windows\.summary"):
+        AnomalyStore(f"sqlite:///{old_db}", now=lambda: LATER)
+    with sqlite3.connect(old_db) as raw:
+        assert list(raw.iterdump()) == before
+    raw.close()

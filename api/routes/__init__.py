@@ -9,10 +9,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from netwarden.api.deps import require_viewer
-from netwarden.api.routes import anomalies, changes, identities, models, proposals
+from netwarden.api.routes import (
+    anomalies,
+    changes,
+    drift,
+    identities,
+    incidents,
+    models,
+    pictures,
+    proposals,
+)
 
 __all__ = ["api_router"]
 
 api_router = APIRouter(dependencies=[Depends(require_viewer)])
-for _resource in (anomalies, changes, identities, models, proposals):
+for _resource in (anomalies, changes, identities, drift, pictures, incidents, models, proposals):
     api_router.include_router(_resource.router)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from netwarden.api.deps import OperatorDep, PagerDep, StoreDep
 from netwarden.api.problems import found, problem_responses, store_refusals
@@ -114,3 +115,26 @@ def resolve_anomaly(
 ) -> AnomalyDetailPublic:
     """Close it for good; a later anomalous window of the identity starts a new anomaly."""
     return _act(store, lambda: store.resolve(anomaly_id, actor=token.name, note=note_of(body)))
+
+
+class VerdictRequest(BaseModel):
+    """What the anomaly is, as the next retraining uses it: ``confirmed`` (real: kept out of
+    training, a positive the promotion gate makes every new model catch) or ``expected``
+    (normal: trained on, so it stops alerting)."""
+
+    model_config = ConfigDict(extra="forbid")
+    verdict: Literal["confirmed", "expected"]
+    note: str = Field("", max_length=2000, description="why, for the record")
+
+
+@router.post("/{anomaly_id}/verdict", response_model=AnomalyDetailPublic, responses=_ACTION_ERRORS)
+def set_anomaly_verdict(
+    anomaly_id: RecordId, store: StoreDep, token: OperatorDep, body: VerdictRequest
+) -> AnomalyDetailPublic:
+    """Say whether it is real (confirmed) or expected; the state stays as it is (an audit event
+    ``verdict`` records it; the latest one counts). Suppressing with a reason also counts as
+    expected, unless a verdict says otherwise."""
+    return _act(
+        store,
+        lambda: store.set_verdict(anomaly_id, body.verdict, actor=token.name, note=body.note),
+    )

@@ -44,6 +44,9 @@ The rules, per anomaly (an anomaly is one incident however many windows it spans
   ``change_alert_seconds`` after it starts, and a Slack message (the changes of one pass
   together), neither rate-limited with the anomalies' messages nor counted against them. Which
   changes were announced is written with their messages, in one transaction.
+- **Drift** (:mod:`netwarden.detector.alerts.drift`, after :meth:`Alerter.follow_drift`): an
+  Alertmanager alert ``alertname=NetwardenModelDrift`` per identity whose model no longer fits,
+  re-sent while it lasts and resolved when it fits again.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from netwarden.detector.alerts import alertmanager, slack
+from netwarden.detector.alerts.drift import DriftAlerts
 from netwarden.detector.alerts.outbox import (
     SLACK_CLOSED,
     SLACK_CLOSING,
@@ -78,6 +82,7 @@ from netwarden.detector.alerts.outbox import (
 from netwarden.detector.change_store import CLOSED as CHANGE_CLOSED
 from netwarden.detector.change_store import OPEN as CHANGE_OPEN
 from netwarden.detector.change_store import ChangeRecord, ChangeStore
+from netwarden.detector.drift import DriftMonitor
 from netwarden.detector.incidents import VICTIM
 from netwarden.detector.lifecycle import ACKNOWLEDGED, OPEN, RESOLVED, SUPPRESSED
 from netwarden.detector.store import AnomalyRecord, AnomalyStore
@@ -368,7 +373,20 @@ class Alerter:
         self._sync_lock = threading.Lock()
         self._deliver_lock = threading.Lock()
         self._purged_at: datetime | None = None
+        #: Alerts for models that no longer fit an identity (see follow_drift).
+        self.drift: DriftAlerts | None = None
         self._refresh_pending()
+
+    def follow_drift(self, monitor: DriftMonitor) -> None:
+        """Alert (Alertmanager) on the identities whose model no longer fits them
+        (:mod:`netwarden.detector.alerts.drift`), from the next pass on."""
+        s = self.settings
+        self.drift = DriftAlerts(
+            monitor,
+            public_url=s.public_url,
+            resend_interval=s.resend_interval,
+            lifetime=s.resend_lifetime,
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -429,6 +447,8 @@ class Alerter:
                     over = self._flush_slack_over(tx, records, now)
                 enqueued[SLACK] += bool(group) + bool(over)
                 enqueued += self._announce(tx, fresh, now)
+                if self.drift is not None and ALERTMANAGER in self._senders:
+                    enqueued[ALERTMANAGER] += self.drift.sync(tx, now)
                 if newest is not None and (cursor is None or newest > cursor):
                     tx.set_cursor(_CURSOR, newest)
                 if newest_change is not None and (

@@ -5,7 +5,8 @@ An alert's labels are its identity in Alertmanager (its fingerprint): ``alertnam
 last so that two anomalies of one workload (one resolved, the next one firing) never overwrite
 each other; an anomaly that is part of an incident (:mod:`netwarden.detector.incidents`) also
 carries ``incident``. Annotations say what happened in words (for an incident: its attacker and
-victims); ``generatorURL`` points at the anomaly in netwarden's API.
+victims); ``generatorURL`` points at the anomaly in netwarden's API and the ``score_plot``
+annotation at its identity's score picture (PNG).
 
 A new change (:mod:`netwarden.detector.change_store`) is one informational alert
 (:func:`change_alert`): ``alertname=NetwardenChange``, ``severity=info``, ``change_id``, and the
@@ -31,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
+from urllib.parse import quote
 
 import httpx
 
@@ -57,6 +59,7 @@ __all__ = [
     "is_firing",
     "labels",
     "listed",
+    "score_plot_url",
     "timestamp",
 ]
 
@@ -78,6 +81,14 @@ LabelSet = tuple[tuple[str, str], ...]
 def anomaly_url(public_url: str, anomaly_id: int) -> str:
     """Where a person (or a script) finds the anomaly in netwarden's API."""
     return f"{public_url.rstrip('/')}/api/v1/anomalies/{anomaly_id}"
+
+
+def score_plot_url(public_url: str, identity: str) -> str:
+    """The identity's score-over-time picture (PNG) in netwarden's API, for a person to look
+    at before reading (``/api/v1/identities/{namespace}/{workload}/score.png``)."""
+    namespace, _, workload = identity.partition("/")
+    path = f"{quote(namespace, safe='')}/{quote(workload, safe='')}"
+    return f"{public_url.rstrip('/')}/api/v1/identities/{path}/score.png"
 
 
 def timestamp(value: datetime) -> str:
@@ -146,7 +157,10 @@ def alert(
     starts_at = a.first_window_start
     return {
         "labels": dict(alert_labels if alert_labels is not None else labels(a)),
-        "annotations": _annotations(a, victims),
+        "annotations": {
+            **_annotations(a, victims),
+            "score_plot": score_plot_url(public_url, a.identity),
+        },
         "startsAt": timestamp(starts_at),
         "endsAt": timestamp(max(ends_at, starts_at)),
         "generatorURL": anomaly_url(public_url, a.id),

@@ -25,7 +25,12 @@ from typing import Any, Final
 
 import httpx
 
-from netwarden.detector.alerts.alertmanager import anomaly_url, change_url, listed
+from netwarden.detector.alerts.alertmanager import (
+    anomaly_url,
+    change_url,
+    listed,
+    score_plot_url,
+)
 from netwarden.detector.alerts.outbox import post_json
 from netwarden.detector.change_store import ChangeRecord
 from netwarden.detector.explain import examples_text
@@ -134,7 +139,10 @@ def _detail(a: AnomalyRecord, public_url: str, victims: Victims = _no_victims) -
         {
             "type": "context",
             "elements": [
-                _mrkdwn(f"<{link}|Anomaly #{a.id}> · {model}`{_esc(a.model)}` · netwarden")
+                _mrkdwn(
+                    f"<{link}|Anomaly #{a.id}> · <{score_plot_url(public_url, a.identity)}|score "
+                    f"plot> · {model}`{_esc(a.model)}` · netwarden"
+                )
             ],
         }
     )

@@ -20,7 +20,7 @@ from typing import Any, Final, NoReturn
 from rich.text import Text
 
 from netwarden import __version__
-from netwarden.cli import detection, remediation, serving, traffic
+from netwarden.cli import db, detection, lifecycle, remediation, serving, traffic
 from netwarden.cli.consoles import stderr
 
 __all__ = ["main"]
@@ -32,6 +32,9 @@ _COMMANDS: Final[tuple[tuple[str, ModuleType], ...]] = (
     ("windows", traffic),
     ("train", detection),
     ("score", detection),
+    ("retrain", lifecycle),
+    ("models", lifecycle),
+    ("history", lifecycle),
     ("serve", serving),
     ("observer", serving),
     ("agent", serving),
@@ -39,6 +42,7 @@ _COMMANDS: Final[tuple[tuple[str, ModuleType], ...]] = (
     ("propose", remediation),
     ("simulate", remediation),
     ("features", traffic),
+    ("db", db),
 )
 
 

@@ -126,9 +126,6 @@ def windows(
 
     An input without one valid flow, or whose flows make no window, is a UserError after the
     summary (which shows the bad lines), and ``out`` is removed: exit 2 means nothing written."""
-    from prometheus_client import write_to_textfile
-
-    from netwarden.ingest.metrics import IngestMetrics
     from netwarden.ingest.output import WindowWriter
 
     check_flow_paths(flows)
@@ -142,12 +139,18 @@ def windows(
         if keep is not None:
             keep.extend(closed)
 
-    metrics = IngestMetrics()
+    metrics = None
+    if metrics_file is not None:  # prometheus_client is imported only when metrics are asked for
+        from netwarden.ingest.metrics import IngestMetrics
+
+        metrics = IngestMetrics()
     with writer:
         result = ingest_with_progress(
             flows, sink, console=console, builder=WindowBuilder(window_config), metrics=metrics
         )
-    if metrics_file is not None:
+    if metrics_file is not None and metrics is not None:
+        from prometheus_client import write_to_textfile
+
         try:
             write_to_textfile(str(metrics_file), metrics.registry)
         except OSError as exc:
