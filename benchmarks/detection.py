@@ -15,8 +15,10 @@ the end of that alert's first window); "within three windows" means by the end o
 third whole window. An alert not naming an attacker during its attack is *false*: *during
 change* when it touches an identity the change touched, within the change's span plus an hour,
 else *elsewhere*; alerts on other identities during an attack are counted apart (*victim
-alerts*). Changes reported per benign change: change records (``score --changes``) whose
-identities and time overlap the labelled change (the previous release reports none).
+alerts*). Changes reported per benign change: each change record (``score --changes``) counts
+for one labelled change, of those whose identities and time it overlaps the one sharing most
+identities, then the latest to start before the record appeared (the previous release reports
+none).
 
     python benchmarks/detection.py [--seeds 11 12 13] [--clusters demo fintech] [--jobs 2]
 """
@@ -223,18 +225,30 @@ def evaluate(
     if changes is not None and changes.exists():
         records = [orjson.loads(line) for line in changes.read_bytes().splitlines()]
         records = [r for r in records if r.get("status") != "escalated"]
-        matched = set()
-        for c in benign:
+        # each record counts for one change: of those it overlaps (identities and time), the
+        # one sharing most identities, then the latest to start before the record appeared
+        result.changes_per_change = {c.name: 0 for c in benign}
+        for r in records:
+            first, last = _t(r["first_seen"]), _t(r["last_seen"])
             mine = [
-                i
-                for i, r in enumerate(records)
+                c
+                for c in benign
                 if set(r["identities"]) & set(c.identities)
-                and _t(r["first_seen"]) < c.end + CHANGE_TAIL
-                and _t(r["last_seen"]) + WINDOW > c.start
+                and first < c.end + CHANGE_TAIL
+                and last + WINDOW > c.start
             ]
-            result.changes_per_change[c.name] = len(mine)
-            matched.update(mine)
-        result.unlabelled_changes = len(records) - len(matched)
+            if not mine:
+                result.unlabelled_changes += 1
+                continue
+            best = max(
+                mine,
+                key=lambda c: (
+                    len(set(r["identities"]) & set(c.identities)),
+                    c.start <= first + WINDOW,
+                    c.start if c.start <= first + WINDOW else -c.start,
+                ),
+            )
+            result.changes_per_change[best.name] += 1
     else:
         result.changes_per_change = {c.name: 0 for c in benign}
     return result
