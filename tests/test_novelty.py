@@ -436,8 +436,9 @@ class _ModelSays:
     """The model's verdict held fixed (past the threshold, with ``features`` as its reasons), so
     that what the judge makes of it is what is tested."""
 
-    def __init__(self, *features: str) -> None:
+    def __init__(self, *features: str, score: float = 1.2) -> None:
         self.features = features
+        self.value = score
 
     def score(self, windows: list[ClosedWindow]) -> list[ScoredWindow]:
         return [
@@ -447,7 +448,7 @@ class _ModelSays:
                 workload=w.subject.workload,
                 window_start=datetime.fromtimestamp(w.start, UTC),
                 window_end=datetime.fromtimestamp(w.end, UTC),
-                score=1.2,
+                score=self.value,
                 threshold=1.0,
                 anomalous=True,
                 model=f"identity:{w.subject.id}",
@@ -459,9 +460,9 @@ class _ModelSays:
 
 
 def test_a_change_in_progress_explains_the_traffic_to_its_new_peer() -> None:
-    """Payments starts calling a new vendor: three windows in a row past the model's threshold
-    for its internet flows and name lookups are the change's, not an alert; the same run for
-    bytes sent is still the model's alert, and so is the run without anything new."""
+    """Payments starts calling a new vendor: three windows in a row just past the model's
+    threshold for its internet flows and name lookups are the change's, not an alert; a clear
+    score (1.5 thresholds) is not, nor a run for bytes sent, nor the run without anything new."""
     vendor = [
         line
         for minute in range(3)
@@ -471,8 +472,11 @@ def test_a_change_in_progress_explains_the_traffic_to_its_new_peer() -> None:
     windows = [w for w in windows_of(vendor) if w.identity == "checkout/payments"]
     assert len(windows) == 3
 
-    def verdicts(*features: str, lines_windows: list[ClosedWindow] = windows) -> list[bool]:
-        judge = WindowJudge(_ModelSays(*features), trained(normal_day()))  # type: ignore[arg-type]
+    def verdicts(
+        *features: str, lines_windows: list[ClosedWindow] = windows, score: float = 1.2
+    ) -> list[bool]:
+        model = _ModelSays(*features, score=score)
+        judge = WindowJudge(model, trained(normal_day()))  # type: ignore[arg-type]
         return [s.anomalous for w in lines_windows for s in judge.judge([w])]
 
     assert verdicts("egress_world_flows", "egress_dns_queries", "egress_dns_nxdomain_share") == [
@@ -480,6 +484,7 @@ def test_a_change_in_progress_explains_the_traffic_to_its_new_peer() -> None:
         False,
         False,
     ]
+    assert verdicts("egress_world_flows", "egress_dns_queries", score=1.6) == [True] * 3
     assert verdicts("egress_bytes_sent", "egress_world_flows") == [False, False, True]
     known = [  # the same calls to a vendor it knows: nothing new, the model's run alerts
         w
