@@ -17,7 +17,8 @@ same verdicts as one window at a time):
    of normal traffic (a busy spell, a surge) as often as it is an attack, while attacks that
    only the model sees (a tunnel, a flood) go far past it or last. While a change is in
    progress on the identity (new edges that met no rule), the traffic of reaching its new peer
-   is the change's, short of a clear score (:data:`CHANGE_EXPLAINS`).
+   is the change's, unless it is more than any of its known edges carries
+   (:data:`CHANGE_EXPLAINS`).
 2. **The novelty rules** (:class:`~netwarden.detector.novelty.NoveltyDetector`): do the
    window's new edges meet a rule that only attacks meet? Then the window is an anomaly, scored
    at least the rule's strength, with the rule first among its reasons.
@@ -103,12 +104,13 @@ STARTUP: Final = frozenset(
 
 #: What reaching a new peer adds to a window (the start-up features, and the internet flows and
 #: peers): with a change in progress on the identity (new edges that met no rule), a model
-#: verdict made only of these, short of a clear score, is the change's: the model learned the
-#: identity without that peer, so its calls push the identity's totals a little past what it was
-#: trained on, window after window, until the change is accepted; the rules judge the new edges
-#: (volume against the identity's busiest known edge, rhythm, failures). A clear score is more
-#: than a new dependency adds (a bulk upload), and bytes, drops, resets and the shape of names
-#: stay the model's whatever the score: a new dependency does not explain them.
+#: verdict made only of these is the change's: the model learned the identity without that peer,
+#: so its calls push the identity past what it was trained on (far past, where it never used the
+#: internet), window after window, until the change is accepted; the rules judge the new edges
+#: (volume against the identity's busiest known edge, rhythm, failures). A clear score with more
+#: flows to the new peers than the identity's busiest known edge carries is more than a new
+#: dependency adds (a new dependency runs at the rate of the requests that call it, like the
+#: others): a bulk upload stays the model's. So do bytes, drops, resets and the shape of names.
 CHANGE_EXPLAINS: Final = STARTUP | {
     "egress_world_flows",
     "egress_world_distinct_peers",
@@ -216,11 +218,15 @@ class WindowJudge:
             return False
         if self.memory.new_pods(window) and all(r.feature in STARTUP for r in scored.reasons[:3]):
             return False  # a pod starting: it resolves its dependencies and connects to them
+        new_flows = sum(n.edge.flows for n in novelty.new if n.egress)
         if (
-            scored.score < CLEAR_SCORE
+            new_flows
             and not novelty.suspicious
-            and any(n.egress for n in novelty.new)
             and all(r.feature in CHANGE_EXPLAINS for r in scored.reasons[:3])
+            and (
+                scored.score < CLEAR_SCORE
+                or new_flows <= self.memory.busiest_egress(window.subject.id)
+            )
         ):
             return False  # a change in progress: its new peer's traffic (see CHANGE_EXPLAINS)
         return scored.score >= CLEAR_SCORE or run >= CLEAR_RUN

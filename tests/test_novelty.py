@@ -204,25 +204,32 @@ def _answered(
     ]  # fmt: skip
 
 
+def _calls_rules(
+    memory: EdgeMemory, times: list[float], ip: str, names: list[str] | None = None
+) -> list[str]:
+    """The rules payments' answered connections to ``ip`` at ``times`` meet, window by window."""
+    detector = NoveltyDetector(memory)
+    out: list[str] = []
+    for minute in range(int(max(times) // 60) + 1):
+        lines = [
+            line
+            for i, t in enumerate(times)
+            if minute * 60 <= t < minute * 60 + 60
+            for line in _answered(PAYMENTS, world(ip), t, 41000 + i, names)
+        ]
+        if lines:
+            w = one(windows_of(lines), "checkout/payments")
+            out += [e.rule for e in detector.inspect(w).evidence]
+    return out
+
+
 def test_beacon_rhythm_versus_user_driven_calls() -> None:
     """A check-in every 32 s (jitter +-1.5 s) is a beacon from its eighth connection on; calls
     at random times (Poisson, the same mean rate) are not, however long they go on."""
     memory = trained(normal_day())
 
     def rule_after(times: list[float], ip: str) -> list[str]:
-        detector = NoveltyDetector(memory)
-        out: list[str] = []
-        for minute in range(int(max(times) // 60) + 1):
-            lines = [
-                line
-                for i, t in enumerate(times)
-                if minute * 60 <= t < minute * 60 + 60
-                for line in _answered(PAYMENTS, world(ip), t, 41000 + i)
-            ]
-            if lines:
-                w = one(windows_of(lines), "checkout/payments")
-                out += [e.rule for e in detector.inspect(w).evidence]
-        return out
+        return _calls_rules(memory, times, ip)
 
     timer = [1 + 32 * i + random.Random(i).uniform(-1.5, 1.5) for i in range(12)]
     assert rule_after(timer, "192.0.2.61") == ["beacon"] * 3  # from the eighth check-in
@@ -283,19 +290,7 @@ def test_a_tight_beacon_to_a_domain_new_to_the_cluster_is_found_at_its_fifth_che
     memory = trained(normal_day())
 
     def rule_after(times: list[float], name: str) -> list[str]:
-        detector = NoveltyDetector(memory)
-        out: list[str] = []
-        for minute in range(int(max(times) // 60) + 1):
-            lines = [
-                line
-                for i, t in enumerate(times)
-                if minute * 60 <= t < minute * 60 + 60
-                for line in _answered(PAYMENTS, world("192.0.2.70"), t, 41000 + i, [name])
-            ]
-            if lines:
-                w = one(windows_of(lines), "checkout/payments")
-                out += [e.rule for e in detector.inspect(w).evidence]
-        return out
+        return _calls_rules(memory, times, "192.0.2.70", [name])
 
     tight = [1 + 45 * i + random.Random(i).uniform(-0.5, 0.5) for i in range(8)]  # ~1%
     assert rule_after(tight, "cdn-sync-3f2a.example.org") == ["beacon"] * 3  # 181 s: minute 3
@@ -460,9 +455,11 @@ class _ModelSays:
 
 
 def test_a_change_in_progress_explains_the_traffic_to_its_new_peer() -> None:
-    """Payments starts calling a new vendor: three windows in a row just past the model's
-    threshold for its internet flows and name lookups are the change's, not an alert; a clear
-    score (1.5 thresholds) is not, nor a run for bytes sent, nor the run without anything new."""
+    """Payments starts calling a new vendor: three windows in a row past the model's threshold
+    for its internet flows and name lookups are the change's, not an alert, even at a clear score
+    (1.5 thresholds) while the vendor gets no more flows than payments' busiest known edge; a
+    clear score with more is the model's alert (a bulk upload), and so are a run for bytes sent
+    and the run without anything new."""
     vendor = [
         line
         for minute in range(3)
@@ -484,7 +481,27 @@ def test_a_change_in_progress_explains_the_traffic_to_its_new_peer() -> None:
         False,
         False,
     ]
-    assert verdicts("egress_world_flows", "egress_dns_queries", score=1.6) == [True] * 3
+    assert verdicts("egress_world_flows", "egress_dns_queries", score=1.6) == [False] * 3
+    bulk = [  # six connections a minute: its busiest known edge carries one
+        w
+        for w in windows_of(
+            [
+                line
+                for minute in range(3)
+                for k in range(6)
+                for line in _answered(
+                    PAYMENTS,
+                    world("203.0.113.77"),
+                    60 * minute + 5 + 8 * k,
+                    43000 + 10 * minute + k,
+                    ["api2.amplitude.com"],
+                )
+            ]
+        )
+        if w.identity == "checkout/payments"
+    ]
+    assert verdicts("egress_world_flows", score=1.6, lines_windows=bulk) == [True] * 3
+    assert verdicts("egress_world_flows", lines_windows=bulk) == [False] * 3
     assert verdicts("egress_bytes_sent", "egress_world_flows") == [False, False, True]
     known = [  # the same calls to a vendor it knows: nothing new, the model's run alerts
         w

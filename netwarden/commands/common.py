@@ -143,3 +143,15 @@ def ingest_with_progress(
         return build_windows(
             flows, on_windows, builder=builder, progress=on_position, metrics=metrics
         )
+
+
+def signing_key(path: Path | None) -> bytes | None:
+    """The key in ``path`` (``--signing-key``), or None; a user error when it cannot be read."""
+    if path is None:
+        return None
+    from netwarden.models.signing import SigningKeyError, load_key
+
+    try:
+        return load_key(path)
+    except SigningKeyError as exc:
+        raise UserError(f"--signing-key: {exc}") from None

@@ -39,6 +39,7 @@ from netwarden.commands.common import (
     progress_bar,
     time_span,
 )
+from netwarden.commands.common import signing_key as signing_key_from
 from netwarden.detector.explain import examples_text
 from netwarden.detector.results import ScoredWindow
 from netwarden.errors import UserError
@@ -69,7 +70,7 @@ def train(
     from netwarden.models.training import train as train_models
 
     check_flow_paths(flows)
-    key = _signing_key(signing_key)
+    key = signing_key_from(signing_key)
     try:
         config = TrainConfig(expected_rate=expected_rate, min_windows=min_windows, seed=seed)
     except ValueError as exc:
@@ -152,18 +153,6 @@ def _rfc3339(value: Any) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def _signing_key(path: Path | None) -> bytes | None:
-    """The key in ``path`` (``--signing-key``), or None; a user error when it cannot be read."""
-    if path is None:
-        return None
-    from netwarden.models.signing import SigningKeyError, load_key
-
-    try:
-        return load_key(path)
-    except SigningKeyError as exc:
-        raise UserError(f"--signing-key: {exc}") from None
-
-
 def score(
     model_dir: Path,
     flows: Sequence[str],
@@ -182,7 +171,7 @@ def score(
     from netwarden.models.artifact import ArtifactError, library_mismatch, load_bundle
 
     check_flow_paths(flows)
-    key = _signing_key(signing_key)
+    key = signing_key_from(signing_key)
     try:
         bundle = load_bundle(model_dir, key=key)
         warning = library_mismatch(model_dir)

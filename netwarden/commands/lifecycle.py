@@ -30,6 +30,7 @@ from typing import Any
 
 from rich.console import Console
 
+from netwarden.commands.common import signing_key as signing_key_from
 from netwarden.errors import UserError
 from netwarden.models.artifact import ArtifactError, ModelVersion, list_versions, load_bundle
 from netwarden.models.edges import EdgeMemory, load_memory
@@ -235,17 +236,6 @@ def _edge_memory(
     return memory
 
 
-def _key(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    from netwarden.models.signing import SigningKeyError, load_key
-
-    try:
-        return load_key(path)
-    except SigningKeyError as exc:
-        raise UserError(f"--signing-key: {exc}") from None
-
-
 # ------------------------------------------------------------------------------- retrain
 
 
@@ -276,7 +266,7 @@ def retrain(
             "with the validation slice shorter than the history used"
         )
     log = lambda line: console.print(line, markup=False)  # noqa: E731
-    key = _key(signing_key)
+    key = signing_key_from(signing_key)
     current: ModelBundle | None = None
     current_name = current_version(model_dir)
     if current_name is not None:
@@ -463,7 +453,7 @@ def promote(
             actor=actor,
             action="promote",
             reason=reason or "promoted by hand",
-            key=key if key is not None else _key(signing_key),
+            key=key if key is not None else signing_key_from(signing_key),
         )
     except RegistryError as exc:
         raise UserError(str(exc)) from None
@@ -488,7 +478,7 @@ def rollback(
             actor=actor,
             action="rollback",
             reason=reason or "rolled back",
-            key=key if key is not None else _key(signing_key),
+            key=key if key is not None else signing_key_from(signing_key),
         )
     except RegistryError as exc:
         raise UserError(str(exc)) from None
@@ -521,7 +511,7 @@ def backfill(
     from netwarden.storage.history import WINDOW_SCHEMA, write_rows
 
     check_flow_paths(flows)
-    key = _key(signing_key)
+    key = signing_key_from(signing_key)
     name = current_version(model_dir)
     try:
         bundle = load_bundle(model_dir, key=key)
