@@ -222,6 +222,8 @@ class ClosedWindow:
     peer_names: dict[int, str] = field(default_factory=dict, repr=False)
     #: :meth:`edges` per side, computed once (a closed window does not change).
     _edges: dict[bool, list[Edge]] = field(default_factory=dict, repr=False)
+    #: :meth:`features`, computed once: the scorer, drift and the history all read them.
+    _features: dict[str, float] | None = field(default=None, repr=False)
 
     @property
     def identity(self) -> str:
@@ -234,10 +236,13 @@ class ClosedWindow:
         return datetime.fromtimestamp(self.end, tz=UTC)
 
     def features(self) -> dict[str, float]:
-        """``egress_*`` then ``ingress_*`` features, in :func:`feature_columns` order."""
-        out = dict(zip(_EGRESS_COLUMNS, self.client.feature_values(), strict=True))
-        out.update(zip(_INGRESS_COLUMNS, self.server.feature_values(), strict=True))
-        return out
+        """``egress_*`` then ``ingress_*`` features, in :func:`feature_columns` order (a copy:
+        the values are computed once per window)."""
+        if self._features is None:
+            out = dict(zip(_EGRESS_COLUMNS, self.client.feature_values(), strict=True))
+            out.update(zip(_INGRESS_COLUMNS, self.server.feature_values(), strict=True))
+            self._features = out
+        return dict(self._features)
 
     def drop_reasons(self) -> tuple[dict[str, int], dict[str, int]]:
         return dict(self.client.drop_reasons), dict(self.server.drop_reasons)
