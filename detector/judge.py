@@ -17,8 +17,8 @@ same verdicts as one window at a time):
    of normal traffic (a busy spell, a surge) as often as it is an attack, while attacks that
    only the model sees (a tunnel, a flood) go far past it or last. While a change is in
    progress on the identity (new edges that met no rule), the traffic of reaching its new peer
-   is the change's, unless it is more than any of its known edges carries
-   (:data:`CHANGE_EXPLAINS`).
+   is the change's, unless it is more than any of its known edges carries and more than the
+   requests it served (:data:`CHANGE_EXPLAINS`).
 2. **The novelty rules** (:class:`~netwarden.detector.novelty.NoveltyDetector`): do the
    window's new edges meet a rule that only attacks meet? Then the window is an anomaly, scored
    at least the rule's strength, with the rule first among its reasons.
@@ -108,9 +108,12 @@ STARTUP: Final = frozenset(
 #: so its calls push the identity past what it was trained on (far past, where it never used the
 #: internet), window after window, until the change is accepted; the rules judge the new edges
 #: (volume against the identity's busiest known edge, rhythm, failures). A clear score with more
-#: flows to the new peers than the identity's busiest known edge carries is more than a new
-#: dependency adds (a new dependency runs at the rate of the requests that call it, like the
-#: others): a bulk upload stays the model's. So do bytes, drops, resets and the shape of names.
+#: flows to the new peers than the identity's busiest known edge carries, and than the requests
+#: it served in the window, is more than a new dependency adds (a new dependency runs at the
+#: rate of the requests that call it, like the others: a call to a new API per request served
+#: is at most the requests' rate, whatever the identity's other edges carry, pooled connections
+#: to a store or a broker among them): a bulk upload stays the model's. So do bytes, drops,
+#: resets and the shape of names.
 CHANGE_EXPLAINS: Final = STARTUP | {
     "egress_world_flows",
     "egress_world_distinct_peers",
@@ -225,7 +228,11 @@ class WindowJudge:
             and all(r.feature in CHANGE_EXPLAINS for r in scored.reasons[:3])
             and (
                 scored.score < CLEAR_SCORE
-                or new_flows <= self.memory.busiest_egress(window.subject.id)
+                or new_flows
+                <= max(
+                    self.memory.busiest_egress(window.subject.id),
+                    window.features()["ingress_flows"],
+                )
             )
         ):
             return False  # a change in progress: its new peer's traffic (see CHANGE_EXPLAINS)

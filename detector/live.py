@@ -142,11 +142,15 @@ class LiveDetector:
         idle = self.clock() - self._last_flow_wall
         closed: list[ClosedWindow] = []
         if idle >= idle_close:
+            before = self.builder.stats.watermark
             closed = self.builder.settle()
-            self._last_event = max(
-                self._last_event,
-                self.builder.stats.watermark + self.builder.config.allowed_lateness,
-            )
+            if self.builder.stats.watermark > before:  # held flows decided: flows' own time
+                self._last_event = max(
+                    self._last_event,
+                    self.builder.stats.watermark + self.builder.config.allowed_lateness,
+                )
+            # from the last flow's event time, never from a time a tick moved to: each tick
+            # adds the whole quiet spell to the last flow, not to the previous tick's time
             if self._last_event != float("-inf"):
                 closed += self.builder.advance(self._last_event + idle)
         return self._score(closed, now=True)

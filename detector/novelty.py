@@ -27,10 +27,15 @@ Egress (the identity as client), a new edge to:
   workload new to the cluster (itself a change under review) whose namespace already has that
   access, i.e. a new deployment joining its namespace's data path.
 * **far more traffic than the identity's known edges carry**: a new edge with at least
-  :data:`VOLUME_FACTOR` times the flows per window of the identity's busiest known edge (and
-  :data:`VOLUME_MIN_FLOWS`). A new dependency's calls come from the same requests as the
-  identity's other calls, so they run at the same order of rate; a bulk upload does not. (A
-  workload with no known edge has no rate to compare with: a new job's bulk read is its job.)
+  :data:`VOLUME_FACTOR` times the flows per window of the identity's busiest known edge of the
+  same class (a new internet peer against the internet peers it knows, where it knows any;
+  otherwise against all its edges), and :data:`VOLUME_MIN_FLOWS`. A new dependency's calls come
+  from the same requests as the identity's other calls, so they run at the same order of rate
+  as its other calls of that kind (a new SaaS API like its other SaaS APIs); a bulk upload does
+  not. Internal edges are the wrong yardstick for the internet: a worker's pooled Kafka or
+  database connections carry far more flow records than any API call, and data leaves to the
+  internet. (A workload with no known edge has no rate to compare with: a new job's bulk read
+  is its job.)
 * **a workload in another namespace, both known, for the first time** (on a port the peer
   serves), unless the client already reaches :data:`CROSSING_NAMESPACES` or more other
   namespaces besides kube-system (an ingress controller, a scraper, a mesh gateway: crossing
@@ -71,7 +76,13 @@ Either direction, over the last hour (``horizon_seconds``) of this identity's ne
   an implant's check-in is a timer, and the jitter implants add to it is a few percent
   (uniform jitter of 10% of the period passes the first test always and the second about half
   the time, 5% both nearly always). The fast test catches a check-in every 30-45 s within three
-  minutes; a beacon to a named host has no other tell.
+  minutes; a beacon to a named host has no other tell. From pods that ran unchanged for
+  :data:`ESTABLISHED_SECONDS` it starts at :data:`BEACON_EARLY_CONNECTIONS` (three random
+  intervals fall within 5% once in 330 tries, and it is tried once per new domain: at the fourth
+  connection), so a check-in every minute is found within three minutes too. Code decides what
+  a pod calls, and new code comes in new pods: a new SaaS agent's timer (a metrics pusher, a
+  flag poller) starts with its pods, where only the longer tests apply; an implant in a pod
+  that was running before has no release to explain its new domain.
 
 Internet peers on the ingress side are not novelty at all: a public endpoint meets new client
 networks all day. Nor are a new workload's refused callers: it refuses its first callers and
@@ -131,6 +142,9 @@ BEACON_CONNECTIONS: Final = 8
 BEACON_JITTER: Final = 0.15
 BEACON_FAST_CONNECTIONS: Final = 5
 BEACON_FAST_JITTER: Final = 0.05
+#: From pods that ran unchanged for :data:`ESTABLISHED_SECONDS`, to a domain new to the
+#: cluster, the fast test starts at this many connections (three intervals).
+BEACON_EARLY_CONNECTIONS: Final = 4
 BEACON_PERIOD: Final = (10.0, 900.0)
 #: Other namespaces (kube-system aside) an identity reaches when crossing namespaces is its
 #: job: an ingress controller, a scraper, a mesh gateway reach most of them; an application
@@ -312,14 +326,19 @@ class NoveltyDetector:
         random_names: list[NewEdge] = []
         heavy: list[NewEdge] = []
         busiest = memory.busiest_egress(identity)
+        # the peer class's norm: a new internet peer against the internet peers it knows
+        busiest_internet = memory.busiest_egress(identity, internet=True)
+        heavy_norm = ""
         for item in new:
             e = item.edge
-            if (
-                busiest
-                and item.egress
-                and e.flows >= max(VOLUME_FACTOR * busiest, VOLUME_MIN_FLOWS)
-            ):
+            internet = _is_world(e.peer) and busiest_internet > 0
+            norm = busiest_internet if internet else busiest
+            if norm and item.egress and e.flows >= max(VOLUME_FACTOR * norm, VOLUME_MIN_FLOWS):
                 heavy.append(item)
+                heavy_norm = heavy_norm or (
+                    f"its busiest known {'internet ' if internet else ''}edge carries "
+                    f"{norm:,.1f} a window"
+                )
             if item.egress and _is_world(e.peer):
                 named, unnamed_known = world_ports.get((e.protocol, e.port), (0, 0))
                 if e.peer.startswith("fqdn:") and random_looking(e.peer):
@@ -403,7 +422,7 @@ class NoveltyDetector:
                 Evidence(
                     "volume",
                     f"sent {sum(i.edge.flows for i in heavy):,} flows to {_list(heavy)}, new "
-                    f"to it: its busiest known edge carries {busiest:,.1f} a window",
+                    f"to it: {heavy_norm}",
                     tuple(heavy),
                 )
             )
@@ -415,7 +434,7 @@ class NoveltyDetector:
                     tuple(random_names),
                 )
             )
-        out += self._horizon_rules(identity, new, recent)
+        out += self._horizon_rules(window, new, recent)
         return out
 
     def _crosses_to_data_store(self, identity: str, namespace: str, item: NewEdge) -> bool:
@@ -471,10 +490,23 @@ class NoveltyDetector:
             return False  # not a service there: a probe, for the failing/sweep rules
         seen = recent.get((True, e.peer, e.protocol, e.port))
         first = seen.first if seen is not None else window.start
+        peer_since = memory.known_since(e.peer)
+        if peer_since is None or peer_since > first - ESTABLISHED_SECONDS:
+            return False  # a new service's first callers: a change
+        if not self._settled(window, first):
+            return False  # a new workload, a release, restart or scale-up: a change
+        return len(memory.internal_peers(identity)) < HUB_PEERS
+
+    def _settled(self, window: ClosedWindow, first: float) -> bool:
+        """Whether the window's client identity was known, and each of its pods in the window
+        running, for :data:`ESTABLISHED_SECONDS` before ``first`` (when a new edge first
+        appeared): no new workload, release, restart or scale-up explains what it does."""
+        identity = window.subject.id
+        memory = self.memory
         settled = first - ESTABLISHED_SECONDS
-        since, peer_since = memory.known_since(identity), memory.known_since(e.peer)
-        if since is None or peer_since is None or since > settled or peer_since > settled:
-            return False  # a new workload, or a new service's first callers: a change
+        since = memory.known_since(identity)
+        if since is None or since > settled:
+            return False
         newest = memory.newest_pod(identity)
         if not window.client.pods or newest is None or newest > settled:
             return False  # a release, restart or scale-up within the hour (or pods unknown)
@@ -482,15 +514,16 @@ class NoveltyDetector:
             started = memory.pod_first_seen(identity, pod)
             if started is None or started > settled:
                 return False
-        return len(memory.internal_peers(identity)) < HUB_PEERS
+        return True
 
     def _horizon_rules(
         self,
-        identity: str,
+        window: ClosedWindow,
         new: list[NewEdge],
         recent: dict[tuple[bool, str, int, int], _Seen],
     ) -> list[Evidence]:
         out: list[Evidence] = []
+        identity = window.subject.id
         in_window = {(i.egress, i.edge.peer, i.edge.protocol, i.edge.port): i for i in new}
         newcomer = not self.memory.knows_identity(identity)
         for egress in (True, False):
@@ -543,11 +576,12 @@ class NoveltyDetector:
                     )
                 )
             if egress:
-                out += self._beacons(keys, recent, in_window)
+                out += self._beacons(window, keys, recent, in_window)
         return out
 
     def _beacons(
         self,
+        window: ClosedWindow,
         keys: list[tuple[bool, str, int, int]],
         recent: dict[tuple[bool, str, int, int], _Seen],
         in_window: dict[tuple[bool, str, int, int], NewEdge],
@@ -558,7 +592,7 @@ class NoveltyDetector:
                 continue
             times = sorted(recent[k].times)
             gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 0.5]
-            if len(gaps) < BEACON_FAST_CONNECTIONS - 1:
+            if len(gaps) < BEACON_EARLY_CONNECTIONS - 1:
                 continue
             period = statistics.fmean(gaps)
             jitter = statistics.pstdev(gaps)
@@ -566,8 +600,10 @@ class NoveltyDetector:
                 limit = BEACON_JITTER
             elif k[1].startswith("fqdn:") and self.memory.knows_domain(registrable_domain(k[1])):
                 continue  # a domain the cluster uses: its pollers get the longer test
-            else:
+            elif len(gaps) >= BEACON_FAST_CONNECTIONS - 1 or self._settled(window, recent[k].first):
                 limit = BEACON_FAST_JITTER
+            else:
+                continue  # a new workload or pod: a new agent's timer gets the longer tests
             if BEACON_PERIOD[0] <= period <= BEACON_PERIOD[1] and jitter <= limit * period:
                 out.append(
                     Evidence(

@@ -98,6 +98,11 @@ class EdgeStat:
 _SECOND_LEVEL: Final = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or"})
 
 
+def is_internet(peer: str) -> bool:
+    """Whether an edge's peer key names an internet peer (a DNS name, a network, the world)."""
+    return peer.startswith(("fqdn:", "cidr:", "world:"))
+
+
 def registrable_domain(name: str) -> str:
     """``api.eu.stripe.com`` -> ``stripe.com``; ``x.example.co.uk`` -> ``example.co.uk``."""
     labels = name.removeprefix("fqdn:").rstrip(".").lower().split(".")
@@ -207,10 +212,15 @@ class EdgeMemory:
         """Whether ``identity`` is known to accept connections on (protocol, port)."""
         return self._serves.get((identity, protocol, port), 0) > 0
 
-    def busiest_egress(self, identity: str) -> float:
-        """Mean flows per window of the identity's busiest known egress edge (0 if none)."""
+    def busiest_egress(self, identity: str, *, internet: bool = False) -> float:
+        """Mean flows per window of the identity's busiest known egress edge (0 if none);
+        ``internet``: of its edges to internet peers only."""
         return max(
-            (s.flows / max(s.windows, 1) for k, s in self._edges.get(identity, {}).items() if k[0]),
+            (
+                s.flows / max(s.windows, 1)
+                for k, s in self._edges.get(identity, {}).items()
+                if k[0] and (not internet or is_internet(k[1]))
+            ),
             default=0.0,
         )
 

@@ -205,9 +205,14 @@ def _answered(
 
 
 def _calls_rules(
-    memory: EdgeMemory, times: list[float], ip: str, names: list[str] | None = None
+    memory: EdgeMemory,
+    times: list[float],
+    ip: str,
+    names: list[str] | None = None,
+    client: dict | None = None,
 ) -> list[str]:
-    """The rules payments' answered connections to ``ip`` at ``times`` meet, window by window."""
+    """The rules payments' (or its ``client`` pod's) answered connections to ``ip`` at
+    ``times`` meet, window by window."""
     detector = NoveltyDetector(memory)
     out: list[str] = []
     for minute in range(int(max(times) // 60) + 1):
@@ -215,7 +220,7 @@ def _calls_rules(
             line
             for i, t in enumerate(times)
             if minute * 60 <= t < minute * 60 + 60
-            for line in _answered(PAYMENTS, world(ip), t, 41000 + i, names)
+            for line in _answered(client or PAYMENTS, world(ip), t, 41000 + i, names)
         ]
         if lines:
             w = one(windows_of(lines), "checkout/payments")
@@ -283,20 +288,29 @@ def test_a_running_pod_calling_a_service_of_its_namespace_it_never_used() -> Non
     assert rules(hub, call, "checkout/orders") == []
 
 
-def test_a_tight_beacon_to_a_domain_new_to_the_cluster_is_found_at_its_fifth_check_in() -> None:
-    """Intervals within a few percent: five check-ins are enough for a domain nobody in the
-    cluster uses; a domain the cluster knows (a vendor's new host) waits for the eighth, and a
-    rhythm of 9% deviation too."""
+def test_a_tight_beacon_to_a_domain_new_to_the_cluster_is_found_at_its_fourth_check_in() -> None:
+    """Intervals within a few percent: from pods that ran unchanged for an hour, four check-ins
+    are enough for a domain nobody in the cluster uses; from a pod started within the hour (a
+    new agent's timer comes with its pods) five; a domain the cluster knows (a vendor's new
+    host) waits for the eighth, and a rhythm of 9% deviation too."""
     memory = trained(normal_day())
 
     def rule_after(times: list[float], name: str) -> list[str]:
         return _calls_rules(memory, times, "192.0.2.70", [name])
 
     tight = [1 + 45 * i + random.Random(i).uniform(-0.5, 0.5) for i in range(8)]  # ~1%
-    assert rule_after(tight, "cdn-sync-3f2a.example.org") == ["beacon"] * 3  # 181 s: minute 3
+    assert rule_after(tight, "cdn-sync-3f2a.example.org") == ["beacon"] * 4  # 136 s: minute 2
     assert rule_after(tight, "hooks.stripe.com") == ["beacon"]  # 8th at 316 s
     looser = [1 + 32 * i + (2.9 if i % 2 else 0) for i in range(12)]  # 9% deviation
     assert rule_after(looser, "cdn-sync-3f2a.example.org") == ["beacon"] * 3  # 8th at 227 s
+
+    rolled = pod("checkout", "payments", 30002, "10.244.2.23", replica="5f6c7d8e9f-fghij")
+    restarted = EdgeMemory.from_windows(
+        windows_of(normal_day(), -86_400)
+        + windows_of(connection(rolled, POSTGRES, seconds=1, dport=5432), -1800)
+    )  # payments' new pod started 30 minutes ago
+    found = _calls_rules(restarted, tight, "192.0.2.70", ["cdn-sync-3f2a.example.org"], rolled)
+    assert found == ["beacon"] * 3  # the fifth check-in, at 181 s
 
 
 def test_volume_far_above_the_identitys_known_edges() -> None:
@@ -307,6 +321,36 @@ def test_volume_far_above_the_identitys_known_edges() -> None:
         for i in range(60)
     ]  # fmt: skip
     assert "volume" in rules(memory, upload, "checkout/payments")
+
+
+def test_volume_to_a_new_internet_peer_is_measured_against_the_internet_peers_it_knows() -> None:
+    """A worker whose pooled database connections carry many flow records a window, and whose
+    one vendor gets a call or two: an upload of 60 flows a window to a new domain is far past
+    its internet norm (though under ten times its database edge); a new vendor at its old
+    vendor's rate is a change, not evidence."""
+    pooled = [
+        flow(PAYMENTS, POSTGRES, seconds=2 + i * 0.5, sport=40100, dport=5432,
+             flags=("ACK", "PSH"))
+        for i in range(40)
+    ]  # fmt: skip
+    memory = trained(normal_day(), pooled)
+    assert memory.busiest_egress("checkout/payments") >= 40
+    assert memory.busiest_egress("checkout/payments", internet=True) == 1
+
+    def to(name: str, ip: str, n: int) -> list[dict]:
+        return [
+            flow(PAYMENTS, world(ip), seconds=1 + i * 0.5, sport=42000 + i, dport=443,
+                 destination_names=[name])
+            for i in range(n)
+        ]  # fmt: skip
+
+    assert "volume" in rules(memory, to("backup-a1b4.example.net", "192.0.2.158", 60),
+                             "checkout/payments")  # fmt: skip
+    assert rules(memory, to("api.avalara.com", "192.0.2.77", 2), "checkout/payments") == []
+    no_vendor = trained(connection(PAYMENTS, POSTGRES, seconds=2, dport=5432), pooled)
+    assert "volume" not in rules(
+        no_vendor, to("backup-a1b4.example.net", "192.0.2.158", 60), "checkout/payments"
+    )  # no internet peer known: its busiest edge (40 a window) is the norm
 
 
 # -- changes -----------------------------------------------------------------------------------
@@ -457,9 +501,9 @@ class _ModelSays:
 def test_a_change_in_progress_explains_the_traffic_to_its_new_peer() -> None:
     """Payments starts calling a new vendor: three windows in a row past the model's threshold
     for its internet flows and name lookups are the change's, not an alert, even at a clear score
-    (1.5 thresholds) while the vendor gets no more flows than payments' busiest known edge; a
-    clear score with more is the model's alert (a bulk upload), and so are a run for bytes sent
-    and the run without anything new."""
+    (1.5 thresholds) while the vendor gets no more flows than payments' busiest known edge or
+    than the requests it served; a clear score with more is the model's alert (a bulk upload),
+    and so are a run for bytes sent and the run without anything new."""
     vendor = [
         line
         for minute in range(3)
@@ -502,6 +546,26 @@ def test_a_change_in_progress_explains_the_traffic_to_its_new_peer() -> None:
     ]
     assert verdicts("egress_world_flows", score=1.6, lines_windows=bulk) == [True] * 3
     assert verdicts("egress_world_flows", lines_windows=bulk) == [False] * 3
+    requests = [
+        line
+        for minute in range(3)
+        for k in range(8)
+        for line in connection(ORDERS, PAYMENTS, seconds=60 * minute + 2 + 7 * k, dport=8080,
+                               sport=45000 + 10 * minute + k)
+    ]  # fmt: skip
+    calls = [
+        line
+        for minute in range(3)
+        for k in range(6)
+        for line in _answered(PAYMENTS, world("203.0.113.77"), 60 * minute + 5 + 8 * k,
+                              43000 + 10 * minute + k, ["api2.amplitude.com"])
+    ]  # fmt: skip
+    serving = [  # the same six calls a minute, made for the eight requests it served each minute
+        w
+        for w in windows_of(sorted(requests + calls, key=lambda line: line["time"]))
+        if w.identity == "checkout/payments"
+    ]
+    assert verdicts("egress_world_flows", score=1.6, lines_windows=serving) == [False] * 3
     assert verdicts("egress_bytes_sent", "egress_world_flows") == [False, False, True]
     known = [  # the same calls to a vendor it knows: nothing new, the model's run alerts
         w

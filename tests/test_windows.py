@@ -638,6 +638,39 @@ def test_the_live_detectors_idle_tick_settles_held_flows(tmp_path) -> None:
     assert metrics.windows_unscored._value.get() == 1  # cart's window (seen at the client only)
 
 
+def test_the_idle_tick_moves_event_time_with_the_wall_clock(tmp_path) -> None:
+    """A quiet stream ticked every second for ten minutes: event time moves ten minutes past
+    the last flow (each tick measures the quiet spell from the last flow, not from the time the
+    previous tick moved to), so the next flow, a minute later, is not late."""
+    from prometheus_client import CollectorRegistry
+
+    from netwarden.detector.live import DetectorMetrics, LiveDetector
+    from netwarden.detector.store import AnomalyStore
+    from netwarden.models.registry import CurrentModel
+
+    now = [1000.0]
+    config = WindowConfig()
+    builder = WindowBuilder(config)
+    with AnomalyStore(f"sqlite:///{tmp_path / 'q.db'}") as store:
+        live = LiveDetector(
+            builder,
+            CurrentModel(tmp_path, windows=config),
+            store,
+            metrics=DetectorMetrics(CollectorRegistry(), "file"),
+            clock=lambda: now[0],
+        )
+        live.add(decode(connection(CART, REDIS, seconds=1)))
+        now[0] += 30
+        live.tick(30.0)  # quiet for 30 s: the held flows are decided, time moves 30 s on
+        first = builder.stats.watermark
+        for _ in range(570):
+            now[0] += 1
+            live.tick(30.0)
+        assert builder.stats.watermark - first == pytest.approx(570)
+        live.add(decode(connection(CART, REDIS, seconds=1 + 660)))
+    assert builder.stats.late_flows == 0
+
+
 def test_future_flows_in_the_summary_and_the_metric(tmp_path) -> None:
     import orjson
     from prometheus_client import generate_latest
