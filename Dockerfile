@@ -24,6 +24,7 @@ COPY generator ./generator
 COPY models ./models
 COPY storage ./storage
 COPY detector ./detector
+COPY cluster ./cluster
 COPY remediation ./remediation
 COPY client ./client
 COPY api ./api

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-fast lint format notebooks bench bench-detection bench-service bench-remediation bench-hubble bench-agent proto system-bcc clean venv
+.PHONY: run test test-fast lint format notebooks bench bench-detection bench-score bench-service bench-remediation bench-hubble bench-agent proto system-bcc clean venv
 
 run: $(VENV)/.installed system-bcc  ## install and start the service on its embedded default (no cluster): live generated traffic, API on :8080
 	$(BIN)/netwarden serve
@@ -42,6 +42,9 @@ bench: $(VENV)/.installed  ## ingest benchmark: parse-only vs in-process vs `net
 
 bench-detection: $(VENV)/.installed  ## detection under change: this tree vs the previous release, 3 seeds x 2 clusters (about 15 minutes, 10 GB)
 	$(BIN)/python benchmarks/detection.py
+
+bench-score: $(VENV)/.installed  ## `netwarden score` vs `netwarden windows` as whole processes, demo and fintech
+	$(BIN)/python benchmarks/score.py
 
 bench-service: $(VENV)/.installed  ## ingest rate with and without API load, listing latency
 	$(BIN)/python benchmarks/service.py

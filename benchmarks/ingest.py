@@ -8,7 +8,9 @@ For each input (a generated day of each generator cluster, ``demo`` and ``fintec
 (b) the in-process path: the reader (msgspec, lean struct) and the window builder, bytes to
     closed windows, timed inside its process (no start-up, no output);
 (c) the user's command as a whole process: ``netwarden windows --flows F --out W.jsonl``
-    (start-up, imports, progress, writing the windows included).
+    (start-up, imports, progress, writing the windows included);
+(s) its fixed cost: the same command on the file's first line only (interpreter start-up,
+    imports, parser, output file), to read (c) against (b).
 
 The best time of each is reported in flows per second with the ratios (c)/(a) and (b)/(a)
 (>= 1.0: at least as fast as parsing alone). Timings on a shared machine are noisy: compare
@@ -27,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -36,7 +40,7 @@ import time
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / ".data"
-PHASES = ("parse", "inproc", "command")
+PHASES = ("parse", "inproc", "command", "startup")
 
 
 def _pin(cpu: int) -> None:
@@ -108,22 +112,28 @@ def _netwarden() -> list[str]:
 
 
 def _run(phase: str, path: Path, cpu: int, out: Path) -> dict:
-    """One measurement in its own process pinned to ``cpu``; ``seconds`` is the whole process."""
-    if phase == "command":
-        argv = [*_netwarden(), "windows", "--flows", str(path), "--out", str(out)]
+    """One measurement in its own process pinned to ``cpu``; ``seconds`` is the whole process
+    (``startup``: the command on the one-line file beside ``out``)."""
+    if phase in ("command", "startup"):
+        flows = out.with_name("first-line.jsonl") if phase == "startup" else path
+        argv = [*_netwarden(), "windows", "--flows", str(flows), "--out", str(out)]
     else:
         argv = [sys.executable, __file__, "--child", phase, "--file", str(path)]
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         argv, capture_output=True, text=True, check=False, preexec_fn=lambda: _pin(cpu)
     )
     seconds = time.perf_counter() - start
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
     if proc.returncode != 0:
         raise SystemExit(f"benchmark {phase} failed ({' '.join(argv)}):\n{proc.stderr}")
-    if phase == "command":
-        return {"seconds": seconds}
+    if phase in ("command", "startup"):
+        return {"seconds": seconds, "cpu_seconds": cpu_seconds}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["seconds"] = seconds
+    result["cpu_seconds"] = cpu_seconds
     return result
 
 
@@ -150,19 +160,27 @@ def _ensure_data(cluster: str, hours: float, rate: float, seed: int) -> Path:
 def _measure(name: str, path: Path, repeat: int, cpu: int, scratch: Path) -> dict:
     size = path.stat().st_size
     out = scratch / "windows.jsonl"
+    with open(path, "rb") as f:
+        out.with_name("first-line.jsonl").write_bytes(f.readline())
     best: dict[str, dict] = {}
+    least_cpu: dict[str, float] = {}  # a shared machine's wall times are noisy; CPU time less
     flows = 0
     for i in range(repeat):
         for phase in PHASES:
             r = _run(phase, path, cpu, out)
             flows = r.get("flows", flows)
-            rate = flows / r["seconds"] if flows else 0.0
-            print(f"  {name} run {i + 1} {phase:8s} {r['seconds']:8.2f} s {rate:>10,.0f} flows/s")
+            rate = flows / r["seconds"] if flows and phase != "startup" else 0.0
+            shown = f"{rate:>10,.0f} flows/s" if rate else "(one flow)"
+            print(
+                f"  {name} run {i + 1} {phase:8s} {r['seconds']:8.2f} s {shown}"
+                f"   (CPU {r['cpu_seconds']:.2f} s)"
+            )
             if phase not in best or r["seconds"] < best[phase]["seconds"]:
                 best[phase] = r
+            least_cpu[phase] = min(least_cpu.get(phase, math.inf), r["cpu_seconds"])
     memory = _run("memory", path, cpu, out)
-    a, b, c = best["parse"], best["inproc"], best["command"]
-    rate = {p: flows / best[p]["seconds"] for p in PHASES}
+    a, b, c, s = best["parse"], best["inproc"], best["command"], best["startup"]
+    rate = {p: flows / best[p]["seconds"] for p in ("parse", "inproc", "command")}
     rate["inproc"] = flows / b["inner_seconds"]
     print()
     print(
@@ -182,6 +200,15 @@ def _measure(name: str, path: Path, repeat: int, cpu: int, scratch: Path) -> dic
         f"   ({c['seconds']:.2f} s)   (c)/(a) {rate['command'] / rate['parse']:.2f}"
     )
     print(
+        f"  (s) its fixed cost: the same command on one flow      : {s['seconds']:.2f} s"
+        f"   (parse only's process outside parsing: {a['seconds'] - a['inner_seconds']:.2f} s)"
+    )
+    print(
+        f"  CPU seconds of the whole processes (least of {repeat}): (a) {least_cpu['parse']:.2f},"
+        f" (c) {least_cpu['command']:.2f}, (s) {least_cpu['startup']:.2f};"
+        f" (c)/(a) by CPU time {least_cpu['parse'] / least_cpu['command']:.2f}"
+    )
+    print(
         f"  windows closed: {b['windows']:,} for {b['identities']:,} identities; late flows "
         f"{b['late']:,}; bad lines {b['errors']:,}; at most {b['max_open_windows']:,} open"
     )
@@ -193,7 +220,14 @@ def _measure(name: str, path: Path, repeat: int, cpu: int, scratch: Path) -> dic
         "windows)"
     )
     print()
-    return {"name": name, "flows": flows, "rate": rate, "memory": memory}
+    return {
+        "name": name,
+        "flows": flows,
+        "rate": rate,
+        "memory": memory,
+        "startup": s["seconds"],
+        "cpu_ratio": least_cpu["parse"] / least_cpu["command"],
+    }
 
 
 def main() -> None:
@@ -235,13 +269,14 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"summary (best of {args.repeat}, one core; ratios are of the same run):")
     print(f"  {'input':<24} {'flows':>10} {'parse':>9} {'(b) inproc':>11} {'(c) command':>12}"
-          f" {'(b)/(a)':>8} {'(c)/(a)':>8} {'B/window':>9}")  # fmt: skip
+          f" {'(b)/(a)':>8} {'(c)/(a)':>8} {'B/window':>9} {'(s) s':>6} {'CPU (c)/(a)':>12}")  # fmt: skip
     for r in results:
         rate = r["rate"]
         print(
             f"  {r['name']:<24} {r['flows']:>10,} {rate['parse']:>9,.0f} {rate['inproc']:>11,.0f}"
             f" {rate['command']:>12,.0f} {rate['inproc'] / rate['parse']:>8.2f}"
             f" {rate['command'] / rate['parse']:>8.2f} {r['memory']['bytes_per_window']:>9,.0f}"
+            f" {r['startup']:>6.2f} {r['cpu_ratio']:>12.2f}"
         )
 
 

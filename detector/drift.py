@@ -31,6 +31,10 @@ Windows that met a novelty rule (an attack's evidence) are not counted: they are
 anomalies, and one attack must not read as the model's misfit. A new model version starts the
 counts afresh (its bins are other bins).
 
+Every number here is a :class:`~netwarden.detector.drift_config.DriftConfig` option, set in the
+service's ``drift:`` configuration section (``NETWARDEN_DRIFT__<OPTION>``) and given to the
+monitor by ``netwarden serve``.
+
 Thread-safety: the pipeline thread calls :meth:`DriftMonitor.observe`; the API, the metrics
 scrape and the alerter read reports, all under one lock.
 """
@@ -48,6 +52,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from netwarden.detector.drift_config import DriftConfig
 from netwarden.detector.results import ScoredWindow
 from netwarden.ingest.windows import ClosedWindow
 from netwarden.models.drift import (
@@ -61,7 +66,6 @@ from netwarden.models.drift import (
 from netwarden.models.forest import GLOBAL
 from netwarden.models.registry import CurrentModel
 from netwarden.models.spec import MODEL_COLUMNS, raw_matrix
-from netwarden.validation import check_ranges
 
 __all__ = [
     "DRIFTED",
@@ -87,71 +91,6 @@ STATES: Final = (FITS, SHIFTING, DRIFTED, WARMING_UP, FALLBACK, UNAVAILABLE)
 
 _DRIFT_INDEX: Final = np.array([MODEL_COLUMNS.index(c) for c in DRIFT_COLUMNS])
 _ROWS: Final = len(DRIFT_COLUMNS) + 1  # every feature, then the score
-
-_CONSTRAINTS: Final[dict[str, tuple[float, float]]] = {
-    "horizon_seconds": (600.0, 30 * 86400.0),
-    "buckets": (2, 96),
-    "min_windows": (30, 1_000_000),
-    "psi_alert": (0.01, 10.0),
-    "psi_clear": (0.0, 10.0),
-    "above_share_alert": (1e-4, 1.0),
-    "above_ratio": (1.0, 1e6),
-    "min_above": (1, 1_000_000),
-    "top_features": (1, len(DRIFT_COLUMNS)),
-    "metric_identities": (0, 10_000),
-    "max_identities": (1, 10_000_000),
-}
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    """How drift is measured and judged (see the module docstring for why these numbers).
-
-    Parameters
-    ----------
-    horizon_seconds:
-        How far back (event time) live windows are counted (default 24 h: a whole daily cycle).
-    buckets:
-        Steps the horizon slides in (default 8: 3 h each, so between 21 and 24 h are counted).
-    min_windows:
-        Windows an identity needs in the horizon before it is judged (default 240).
-    psi_alert, psi_clear:
-        Score PSI from which the model no longer fits, and under which it fits again.
-    above_share_alert, above_ratio, min_above:
-        The share of windows above the threshold that says the same: at least
-        ``above_share_alert`` and ``above_ratio`` times the training share, ``min_above``
-        windows at least.
-    top_features:
-        Drifting features named per identity (alert, API summary, metrics).
-    metric_identities:
-        Identities with ``netwarden_drift_psi`` and ``netwarden_drift_score_psi`` series: the
-        most drifting ones, so the series stay bounded however large the cluster.
-    max_identities:
-        Identities tracked at most; past it the one quiet longest is forgotten.
-    """
-
-    horizon_seconds: float = 86400.0
-    buckets: int = 8
-    min_windows: int = 240
-    psi_alert: float = 0.25
-    psi_clear: float = 0.1
-    above_share_alert: float = 0.01
-    above_ratio: float = 10.0
-    min_above: int = 5
-    top_features: int = 3
-    metric_identities: int = 50
-    max_identities: int = 20_000
-
-    def __post_init__(self) -> None:
-        check_ranges(self, _CONSTRAINTS)
-        if self.psi_clear > self.psi_alert:
-            raise ValueError(
-                f"psi_clear ({self.psi_clear:g}) must not be above psi_alert ({self.psi_alert:g})"
-            )
-
-    @property
-    def bucket_seconds(self) -> float:
-        return self.horizon_seconds / self.buckets
 
 
 @dataclass(frozen=True, slots=True)

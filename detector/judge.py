@@ -18,7 +18,7 @@ same verdicts as one window at a time):
    only the model sees (a tunnel, a flood) go far past it or last. While a change is in
    progress on the identity (new edges that met no rule), the traffic of reaching its new peer
    is the change's, unless it is more than any of its known edges carries and more than the
-   requests it served (:data:`CHANGE_EXPLAINS`).
+   volume rule's floor (:data:`CHANGE_EXPLAINS`).
 2. **The novelty rules** (:class:`~netwarden.detector.novelty.NoveltyDetector`): do the
    window's new edges meet a rule that only attacks meet? Then the window is an anomaly, scored
    at least the rule's strength, with the rule first among its reasons.
@@ -49,7 +49,7 @@ from netwarden.detector.incidents import (
     IncidentTracker,
     role_of,
 )
-from netwarden.detector.novelty import Novelty, NoveltyDetector
+from netwarden.detector.novelty import VOLUME_MIN_FLOWS, Novelty, NoveltyDetector
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.scorer import Scorer
 from netwarden.ingest.windows import ClosedWindow
@@ -108,12 +108,14 @@ STARTUP: Final = frozenset(
 #: so its calls push the identity past what it was trained on (far past, where it never used the
 #: internet), window after window, until the change is accepted; the rules judge the new edges
 #: (volume against the identity's busiest known edge, rhythm, failures). A clear score with more
-#: flows to the new peers than the identity's busiest known edge carries, and than the requests
-#: it served in the window, is more than a new dependency adds (a new dependency runs at the
-#: rate of the requests that call it, like the others: a call to a new API per request served
-#: is at most the requests' rate, whatever the identity's other edges carry, pooled connections
-#: to a store or a broker among them): a bulk upload stays the model's. So do bytes, drops,
-#: resets and the shape of names.
+#: flows to the new peers than the identity's busiest known edge carries, and than the volume
+#: rule's floor (:data:`~netwarden.detector.novelty.VOLUME_MIN_FLOWS`), is more than a new
+#: dependency adds (a new dependency runs at the rate of the requests that call it, like the
+#: others): a bulk upload stays the model's. Below that floor (about five short connections a
+#: minute) any new dependency fits, however light the identity's known edges look: pooled
+#: connections to a store or a broker carry a few flow records a minute whatever the load,
+#: while each call to an internet API opens a connection of its own. So bytes, drops, resets
+#: and the shape of names stay the model's.
 CHANGE_EXPLAINS: Final = STARTUP | {
     "egress_world_flows",
     "egress_world_distinct_peers",
@@ -228,11 +230,7 @@ class WindowJudge:
             and all(r.feature in CHANGE_EXPLAINS for r in scored.reasons[:3])
             and (
                 scored.score < CLEAR_SCORE
-                or new_flows
-                <= max(
-                    self.memory.busiest_egress(window.subject.id),
-                    window.features()["ingress_flows"],
-                )
+                or new_flows <= max(self.memory.busiest_egress(window.subject.id), VOLUME_MIN_FLOWS)
             )
         ):
             return False  # a change in progress: its new peer's traffic (see CHANGE_EXPLAINS)

@@ -17,6 +17,7 @@ import numpy as np
 from netwarden.detector.explain import reason_text, summary
 from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.ingest.windows import ClosedWindow
+from netwarden.models.forest import FittedModel
 from netwarden.models.spec import MODEL_COLUMNS, raw_matrix, transform
 from netwarden.models.training import ModelBundle
 
@@ -33,40 +34,55 @@ class Scorer:
         self.max_reasons = max_reasons
 
     def score(self, windows: Sequence[ClosedWindow]) -> list[ScoredWindow]:
-        """Score windows (any identities, any order); results keep the input order."""
+        """Score windows (any identities, any order); results keep the input order.
+
+        Per model, one forest call scores all of its windows and one more explains those of
+        them past the threshold: scikit-learn's cost is mostly per call, and a forest scores
+        each row on its own, so a batch gives exactly what one window at a time gives. Only
+        the anomalous windows get reasons, examples and a summary.
+        """
         if not windows:
             return []
         rows = [_row(w) for w in windows]
         raw = raw_matrix(rows)
         x = transform(raw)
+        model_for = self.bundle.model_for
         groups: dict[str, list[int]] = defaultdict(list)
         chosen = []
         for i, w in enumerate(windows):
-            model, fallback = self.bundle.model_for(w.subject.id, w.subject.namespace)
+            subject = w.subject
+            model, fallback = model_for(subject.id, subject.namespace)
             chosen.append((model, fallback))
             groups[model.key].append(i)
         scores = np.empty(len(windows))
+        explained: dict[int, np.ndarray] = {}
         for indices in groups.values():
             model = chosen[indices[0]][0]
-            scores[indices] = model.score(x[indices])
+            members = np.asarray(indices)
+            mine = model.score(x[members])
+            scores[members] = mine
+            flagged = members[mine > model.threshold]
+            if len(flagged):
+                explained.update(zip(flagged.tolist(), model.contributions_many(x[flagged])))
         out = []
-        for i, w in enumerate(windows):
-            model, fallback = chosen[i]
-            score = float(scores[i])
-            anomalous = score > model.threshold
+        for i, (w, row, (model, fallback), score) in enumerate(
+            zip(windows, rows, chosen, scores.tolist(), strict=True)
+        ):
+            subject = w.subject
             reasons: tuple[Reason, ...] = ()
             examples: dict[str, Any] = {}
             text = ""
+            anomalous = score > model.threshold
             if anomalous:
-                reasons = self._reasons(model, x[i], raw[i])
+                reasons = self._reasons(model, explained[i], raw[i])
                 examples = w.examples()
-                text = summary(w.subject.workload, [r.text for r in reasons[:3]], fallback=fallback)
+                text = summary(subject.workload, [r.text for r in reasons[:3]], fallback=fallback)
             out.append(
                 ScoredWindow(
-                    identity=w.subject.id,
-                    namespace=w.subject.namespace,
-                    workload=w.subject.workload,
-                    window_start=w.start_datetime(),
+                    identity=subject.id,
+                    namespace=subject.namespace,
+                    workload=subject.workload,
+                    window_start=row["window_start"],
                     window_end=w.end_datetime(),
                     score=score,
                     threshold=model.threshold,
@@ -80,8 +96,11 @@ class Scorer:
             )
         return out
 
-    def _reasons(self, model: Any, x_row: np.ndarray, raw_row: np.ndarray) -> tuple[Reason, ...]:
-        contributions = model.contributions(x_row)
+    def _reasons(
+        self, model: FittedModel, contributions: np.ndarray, raw_row: np.ndarray
+    ) -> tuple[Reason, ...]:
+        """The columns that contribute most (see :meth:`FittedModel.contributions`), largest
+        first, at most ``max_reasons``."""
         order = np.argsort(-contributions, kind="stable")
         reasons = []
         for j in order[: self.max_reasons]:

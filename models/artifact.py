@@ -7,14 +7,21 @@ Layout of ``MODEL_DIR``::
                                 hash, library versions, and per model: file, sha256, threshold,
                                 baseline
     <version>/models/<n>.skops  scaling + IsolationForest pipelines (skops, never pickle)
+    <version>/models/<n>.npz    the same pipeline as flat numpy arrays (netwarden.models.flatforest),
+                                what scoring reads; absent in versions saved before it existed
     <version>/edges.json        the edge memory (netwarden.models.edges)
     <version>/drift.json        training distributions per model (netwarden.models.drift);
                                 absent in versions saved before it existed
 
-Loading never runs code from the files: skops rebuilds only the types it is told to trust, and
-netwarden trusts exactly the scikit-learn types of its pipeline. Every file's SHA-256 is checked
-against the manifest first, so a changed or truncated file is refused with its name, and a
-manifest from another format or with other feature columns is refused with what differs.
+Loading never runs code from the files: a model's ``.npz`` is read with
+``np.load(allow_pickle=False)`` (plain arrays, checked for shape and consistency), and where
+there is none (versions saved before it existed) skops rebuilds only the types it is told to
+trust, and netwarden trusts exactly the scikit-learn types of its pipeline. With the arrays,
+neither scikit-learn nor skops is imported: the skops file is read only if something asks for
+the scikit-learn pipeline itself (:class:`~netwarden.models.forest.FittedModel`). Every file's
+SHA-256 is checked against the manifest first (the ``.npz`` is parsed from the very bytes
+checked), so a changed or truncated file is refused with its name, and a manifest from another
+format or with other feature columns is refused with what differs.
 
 With a signing key (:mod:`netwarden.models.signing`) the manifest is signed when saved and its
 signature is checked before anything in it is used, so an edited threshold or a swapped file
@@ -30,6 +37,7 @@ import json
 import math
 import os
 import platform
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -38,12 +46,12 @@ from typing import Any, Final
 
 import numpy as np
 import orjson
-import skops.io as sio
 
 from netwarden import __version__
 from netwarden.ingest.windows import WindowConfig
 from netwarden.models.drift import DriftReference, DriftReferenceError
 from netwarden.models.edges import EdgeMemory
+from netwarden.models.flatforest import FlatForest, FlatForestError
 from netwarden.models.forest import FittedModel
 from netwarden.models.signing import sign, signature_problem
 from netwarden.models.spec import MODEL_COLUMNS
@@ -144,17 +152,39 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _libraries() -> dict[str, str]:
-    import sklearn
-    import skops
+def _installed(distribution: str) -> str:
+    """The installed version of ``distribution``, without importing it ("" when absent)."""
+    from importlib import metadata
 
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _libraries() -> dict[str, str]:
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "skops": skops.__version__,
+        "scikit-learn": _installed("scikit-learn"),
+        "skops": _installed("skops"),
         "netwarden": __version__,
     }
+
+
+def _flat_of(model: FittedModel) -> FlatForest | None:
+    """The flat arrays to save beside ``model``'s skops file, or None (with a warning) when its
+    pipeline cannot be held by them exactly; that version then loads through skops."""
+    if model.flat is not None:
+        return model.flat
+    try:
+        return FlatForest.from_pipeline(model.pipeline)  # checked against scikit-learn
+    except FlatForestError as exc:
+        warnings.warn(
+            f"model {model.key}: saved without flat arrays ({exc}); it will load through skops",
+            stacklevel=3,
+        )
+        return None
 
 
 def save_bundle(
@@ -163,6 +193,8 @@ def save_bundle(
     """Write ``bundle`` as a new version under ``model_dir`` and make it current (unless
     ``current`` is False: a retraining candidate waiting for the promotion gate); signed with
     ``key`` (see :mod:`netwarden.models.signing`), or marked unsigned without one."""
+    import skops.io as sio
+
     root = Path(model_dir)
     created = datetime.now(UTC)
     version = f"v{created:%Y%m%dT%H%M%S}Z-{bundle.data_hash[:8]}"
@@ -172,11 +204,18 @@ def save_bundle(
     for n, (model_key, model) in enumerate(sorted(bundle.models.items())):
         rel = f"models/{n:04d}.skops"
         sio.dump(model.pipeline, folder / rel, compression=zipfile.ZIP_DEFLATED)
+        flat = _flat_of(model)
+        flat_entry = {}
+        if flat is not None:  # what loading reads instead of the skops file
+            flat_rel = f"models/{n:04d}.npz"
+            flat.save(folder / flat_rel)
+            flat_entry = {"flat": {"file": flat_rel, "sha256": _sha256(folder / flat_rel)}}
         entries.append(
             {
                 "key": model_key,
                 "file": rel,
                 "sha256": _sha256(folder / rel),
+                **flat_entry,
                 "rows": model.rows,
                 "forest_threshold": model.forest_threshold,
                 "deviation_limits": [
@@ -283,22 +322,65 @@ def _check_compatible(folder: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def _verified(folder: Path, rel: str, expected: str) -> Path:
+def _inside(folder: Path, rel: str) -> Path:
     path = (folder / rel).resolve()
     if folder.resolve() not in path.parents:
         raise ArtifactError(f"{folder}: manifest points outside the model folder: {rel!r}")
     if not path.is_file():
         raise ArtifactError(f"{path}: missing from the model folder")
-    actual = _sha256(path)
+    return path
+
+
+def _refuse_changed(path: Path, actual: str, expected: str) -> None:
     if actual != expected:
         raise ArtifactError(
             f"{path}: changed since it was written (sha256 {actual[:12]}..., "
             f"manifest says {str(expected)[:12]}...); refusing to load it"
         )
+
+
+def _verified(folder: Path, rel: str, expected: str) -> Path:
+    path = _inside(folder, rel)
+    _refuse_changed(path, _sha256(path), expected)
     return path
 
 
+def _verified_bytes(folder: Path, rel: str, expected: str) -> tuple[Path, bytes]:
+    """The bytes of a checked file: what is parsed is exactly what was checked."""
+    path = _inside(folder, rel)
+    data = path.read_bytes()
+    _refuse_changed(path, hashlib.sha256(data).hexdigest(), expected)
+    return path, data
+
+
+def _load_flat(folder: Path, entry: dict[str, Any]) -> FlatForest:
+    path, data = _verified_bytes(folder, entry["file"], entry["sha256"])
+    try:
+        flat = FlatForest.load(path, data=data)
+    except FlatForestError as exc:
+        raise ArtifactError(f"{path}: cannot be loaded ({exc})") from None
+    if flat.n_features != len(MODEL_COLUMNS):
+        raise ArtifactError(
+            f"{path}: holds a forest of {flat.n_features} columns, the model has "
+            f"{len(MODEL_COLUMNS)}; refusing to load it"
+        )
+    return flat
+
+
+class _PipelineReader:
+    """Reads a model's skops file when its scikit-learn pipeline is first asked for (a model
+    loaded from its flat arrays), checking its digest again: the file is read then, not now."""
+
+    def __init__(self, folder: Path, rel: str, expected: str) -> None:
+        self.folder, self.rel, self.expected = folder, rel, expected
+
+    def __call__(self) -> Any:
+        return _load_pipeline(_verified(self.folder, self.rel, self.expected))
+
+
 def _load_pipeline(path: Path) -> Any:
+    import skops.io as sio
+
     try:
         untrusted = set(sio.get_untrusted_types(file=path))
     except Exception as exc:
@@ -404,6 +486,8 @@ def _check_fields(m: dict[str, Any]) -> None:
     for i, entry in enumerate(models):
         where = f"models[{i}]"
         _file_entry(entry, where)
+        if "flat" in entry:
+            _file_entry(entry["flat"], f"{where}.flat")
         key = entry.get("key")
         _need(isinstance(key, str) and key not in keys, f"{where}.key", "a unique model key", key)
         keys.add(key)
@@ -486,9 +570,17 @@ def load_bundle(
         models: dict[str, FittedModel] = {}
         for entry in manifest["models"]:
             path = _verified(folder, entry["file"], entry["sha256"])
+            flat = reader = pipeline = None
+            if "flat" in entry:  # scored from its arrays; the skops file only if asked for
+                flat = _load_flat(folder, entry["flat"])
+                reader = _PipelineReader(folder, entry["file"], entry["sha256"])
+            else:  # saved before flat arrays existed
+                pipeline = _load_pipeline(path)
             models[entry["key"]] = FittedModel(
                 key=entry["key"],
-                pipeline=_load_pipeline(path),
+                pipeline=pipeline,
+                flat=flat,
+                load_pipeline=reader,
                 forest_threshold=float(entry["forest_threshold"]),
                 deviation_limits=_floats(entry["deviation_limits"]),
                 rows=int(entry["rows"]),
@@ -533,8 +625,13 @@ def load_bundle(
 
 
 def library_mismatch(model_dir: str | Path) -> str | None:
-    """A warning when the current version was written with another scikit-learn release."""
+    """A warning when the current version was written with another scikit-learn release and
+    is scored with scikit-learn (saved without flat arrays: their scores are the saved
+    forest's whatever scikit-learn is installed)."""
     _, manifest = _read_manifest(Path(model_dir))
+    models = manifest.get("models")
+    if isinstance(models, list) and all(isinstance(m, dict) and "flat" in m for m in models):
+        return None
     libraries = manifest.get("libraries")
     theirs = libraries.get("scikit-learn", "") if isinstance(libraries, dict) else ""
     theirs = theirs if isinstance(theirs, str) else ""

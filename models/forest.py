@@ -23,14 +23,17 @@ are isolated quickly (anomalous) and values well below 0.5 are ordinary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.ensemble import IsolationForest
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import RobustScaler
+
+from netwarden.models.flatforest import FlatForest, FlatForestError
+
+if TYPE_CHECKING:  # scikit-learn is imported only to fit, or to load a model without its arrays
+    from sklearn.pipeline import Pipeline
 
 __all__ = ["GLOBAL", "FittedModel", "anomaly_score", "fit_model"]
 
@@ -45,16 +48,39 @@ def anomaly_score(pipeline: Pipeline, x: np.ndarray) -> np.ndarray:
     return -pipeline.score_samples(x)
 
 
+class _LazyPipeline:
+    """:attr:`FittedModel.pipeline`: the scikit-learn pipeline given, or else read on first use
+    with the model's ``load_pipeline`` (a model loaded from its flat arrays scores without it)."""
+
+    _slot: Final = "_pipeline"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return None  # the field's default
+        value = obj.__dict__.get(self._slot)
+        if value is None and obj.load_pipeline is not None:
+            value = obj.__dict__[self._slot] = obj.load_pipeline()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self._slot] = value
+
+
 @dataclass
 class FittedModel:
     """A pipeline with the threshold calibrated on its training scores and its baseline.
 
     ``median`` and ``spread`` are per model column, in raw units (before log/scaling): the
     baseline an explanation compares a window with.
+
+    The forest is scored from its flat arrays (:class:`~netwarden.models.flatforest.FlatForest`,
+    scikit-learn's scores bit for bit without scikit-learn): ``flat`` when the model was loaded
+    with them, else made from the fitted pipeline. ``pipeline`` is the scikit-learn pipeline;
+    a loaded model reads it (``load_pipeline``) only if something asks for it: a row the flat
+    arrays leave to scikit-learn (not float64, or not finite), or a pipeline they cannot hold.
     """
 
     key: str  # "identity:<ns>/<wl>", "namespace:<ns>" or "global"
-    pipeline: Pipeline
     forest_threshold: float
     deviation_limits: np.ndarray  # per column, z-score units
     rows: int
@@ -64,9 +90,27 @@ class FittedModel:
     t_scale: np.ndarray  # transformed units, spread with its floor
     train_score_quantiles: dict[str, float] = field(default_factory=dict)
     threshold: float = 1.0
+    pipeline: Pipeline | None = _LazyPipeline()  # type: ignore[assignment]
+    flat: FlatForest | None = field(default=None, repr=False, compare=False)
+    load_pipeline: Callable[[], Pipeline] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def _flat(self) -> FlatForest | None:
+        if self.flat is not None:
+            return self.flat
+        try:
+            return FlatForest.from_pipeline(self.pipeline)  # type: ignore[arg-type]
+        except FlatForestError:
+            return None  # another pipeline than fit_model's, or another scikit-learn
 
     def forest_score(self, x: np.ndarray) -> np.ndarray:
-        return anomaly_score(self.pipeline, x)
+        """The forest's anomaly score of transformed rows ``x``; one call for any number of
+        rows costs little more than for one, so callers batch."""
+        flat = self._flat
+        if flat is None or x.dtype != np.float64 or not np.isfinite(x).all():
+            # scikit-learn's own conversions, checks and errors
+            return anomaly_score(self.pipeline, x)  # type: ignore[arg-type]
+        return flat.score(x)
 
     def deviations(self, x: np.ndarray) -> np.ndarray:
         """Per-column robust z-scores above the median, in units of each column's limit."""
@@ -80,13 +124,34 @@ class FittedModel:
     def contributions(self, x_row: np.ndarray) -> np.ndarray:
         """Each column's share of the verdict, in threshold units: the larger of its own
         deviation and how much the forest score falls when it alone is reset to the median
-        (occlusion: one batched call of ``len(x_row)`` rows)."""
-        center = self.pipeline.named_steps["scale"].center_
-        probes = np.repeat(x_row[None, :], len(x_row), axis=0)
-        np.fill_diagonal(probes, center)
-        base = self.forest_score(x_row[None, :])[0]
-        occlusion = (base - self.forest_score(probes)) / self.forest_threshold
-        return np.maximum(occlusion, self.deviations(x_row[None, :])[0])
+        (occlusion)."""
+        return self.contributions_many(x_row[None, :])[0]
+
+    def contributions_many(self, x: np.ndarray, *, chunk: int = 256) -> np.ndarray:
+        """:meth:`contributions` of each row of ``x`` (shape rows x columns), with one forest
+        call per ``chunk`` rows instead of two per row: the forest scores each row on its own,
+        so the numbers are those of one row at a time. ``chunk`` bounds the probe matrix
+        (``chunk * (columns + 1)`` rows)."""
+        rows, cols = x.shape
+        out = np.empty((rows, cols))
+        if not rows:
+            return out
+        flat = self._flat
+        # the scaler's centre: the median each column is reset to
+        if flat is not None:
+            center = flat.center
+        else:
+            center = self.pipeline.named_steps["scale"].center_  # type: ignore[union-attr]
+        eye = np.eye(cols, dtype=bool)
+        for at in range(0, rows, chunk):
+            part = x[at : at + chunk]
+            # per row: the row itself, then the row with column j reset to the median, j = 0..
+            probes = np.repeat(part[:, None, :], cols + 1, axis=1)
+            probes[:, 1:, :][:, eye] = center
+            scores = self.forest_score(probes.reshape(-1, cols)).reshape(len(part), cols + 1)
+            occlusion = (scores[:, :1] - scores[:, 1:]) / self.forest_threshold
+            out[at : at + chunk] = np.maximum(occlusion, self.deviations(part))
+        return out
 
 
 def _held_out_threshold(pipeline: Pipeline, x: np.ndarray, q: float, seed: int) -> float:
@@ -97,6 +162,8 @@ def _held_out_threshold(pipeline: Pipeline, x: np.ndarray, q: float, seed: int) 
     below the in-sample one). A forest's scores for its own training windows run slightly low,
     so an in-sample threshold would flag ordinary new windows too often.
     """
+    from sklearn.base import clone
+
     in_sample = float(np.quantile(anomaly_score(pipeline, x), q, method="higher"))
     if len(x) < 64:
         return in_sample
@@ -129,6 +196,10 @@ def fit_model(
     rate, about one window in 5,000 of normal traffic scores above it. Each tree sees only a
     subsample (``max_samples``), so in-sample scores are close to out-of-sample ones.
     """
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import RobustScaler
+
     pipeline = Pipeline(
         [
             ("scale", RobustScaler(quantile_range=(25.0, 75.0), unit_variance=False)),

@@ -16,6 +16,7 @@ defaults and ranges come from there, and :attr:`ServiceConfig.window_config` bui
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Final
 
 import yaml
@@ -26,10 +27,14 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from netwarden.detector.drift_config import RANGES as _DRIFT_RANGES
+from netwarden.detector.drift_config import DriftConfig
 from netwarden.ingest.windows import WindowConfig
+from netwarden.validation import check_ranges
 
 __all__ = ["ConfigError", "ServiceConfig", "defaults_yaml", "load_config"]
 
@@ -317,6 +322,92 @@ class RetrainConfig(_Section):
         return value.strip()
 
 
+_DRIFT_DEFAULTS: Final = DriftConfig()
+
+
+class DriftSection(_Section):
+    """The ``drift:`` section: DriftConfig's options, defaults and ranges (one source)."""
+
+    horizon_seconds: float = Field(
+        _DRIFT_DEFAULTS.horizon_seconds,
+        description=(
+            "how far back (event time) each identity's scored windows are counted against the "
+            "model's training windows (86400: a whole daily cycle)"
+        ),
+    )
+    buckets: int = Field(
+        _DRIFT_DEFAULTS.buckets,
+        description=(
+            "steps the horizon slides in (8: 3 h each); memory per identity grows with them"
+        ),
+    )
+    min_windows: int = Field(
+        _DRIFT_DEFAULTS.min_windows,
+        description="windows an identity needs in the horizon before its drift is judged",
+    )
+    psi_alert: float = Field(
+        _DRIFT_DEFAULTS.psi_alert,
+        description=(
+            "score PSI (population stability index, live vs training) from which the model no "
+            "longer fits an identity (and above what sampling alone reaches one time in 1,000): "
+            "the NetwardenModelDrift alert"
+        ),
+    )
+    psi_clear: float = Field(
+        _DRIFT_DEFAULTS.psi_clear,
+        description="score PSI under which a drifted identity fits again (at most psi_alert)",
+    )
+    above_share_alert: float = Field(
+        _DRIFT_DEFAULTS.above_share_alert,
+        description=(
+            "the model no longer fits either when at least this share of the identity's "
+            "windows scores above the threshold ..."
+        ),
+    )
+    above_ratio: float = Field(
+        _DRIFT_DEFAULTS.above_ratio,
+        description="... and at least this many times the share in training ...",
+    )
+    min_above: int = Field(
+        _DRIFT_DEFAULTS.min_above, description="... and at least this many windows"
+    )
+    top_features: int = Field(
+        _DRIFT_DEFAULTS.top_features,
+        description="drifting features named per identity (alert, API, metrics)",
+    )
+    metric_identities: int = Field(
+        _DRIFT_DEFAULTS.metric_identities,
+        description=(
+            "the most drifting identities with their own netwarden_drift_score_psi and "
+            "netwarden_drift_psi series: the series cap, however large the cluster (0: none)"
+        ),
+    )
+    max_identities: int = Field(
+        _DRIFT_DEFAULTS.max_identities,
+        description="identities tracked at most; past it the one quiet longest is forgotten",
+    )
+
+    @field_validator(*_DRIFT_RANGES)
+    @classmethod
+    def _drift_range(cls, value: float, info: ValidationInfo) -> float:
+        """DriftConfig's range (its error names the option and the range)."""
+        assert info.field_name is not None
+        check_ranges(
+            SimpleNamespace(**{info.field_name: value}),
+            {info.field_name: _DRIFT_RANGES[info.field_name]},
+        )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DriftSection:
+        self.drift_config()  # psi_clear above psi_alert, say
+        return self
+
+    def drift_config(self) -> DriftConfig:
+        """The DriftConfig these options make (ValueError: they do not go together)."""
+        return DriftConfig(**self.model_dump())
+
+
 class StoreConfig(_Section):
     url: str | None = Field(
         None,
@@ -499,6 +590,7 @@ class ServiceConfig(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    drift: DriftSection = Field(default_factory=DriftSection)
     api: ApiConfig = Field(default_factory=ApiConfig)
     api_tokens: str = Field(
         "",
@@ -538,6 +630,11 @@ class ServiceConfig(BaseSettings):
             allowed_lateness=self.windows.lateness,
             max_skew=self.windows.max_skew,
         )
+
+    @property
+    def drift_config(self) -> DriftConfig:
+        """How the service measures drift (valid: the drift section was checked by DriftConfig)."""
+        return self.drift.drift_config()
 
     @property
     def model_dir(self) -> Path:

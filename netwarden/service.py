@@ -61,7 +61,8 @@ from netwarden.commands.lifecycle import history_rows, labels_of
 from netwarden.commands.retraining import ALERT_KEY as RETRAIN_ALERT_KEY
 from netwarden.commands.retraining import RetrainSchedule, retrain_alert
 from netwarden.config import ServiceConfig
-from netwarden.detector.alerts.alerting import ALERTMANAGER, Alerter, AlertSettings
+from netwarden.detector.alerts import slack
+from netwarden.detector.alerts.alerting import Alerter, AlertSettings
 from netwarden.detector.change_store import ACCEPTED, REJECTED, ChangeRecord, ChangeStore
 from netwarden.detector.change_store import OPEN as CHANGE_OPEN
 from netwarden.detector.change_store import STATES as CHANGE_STATES
@@ -335,8 +336,9 @@ class Service:
         #: What the containments of one batch of anomalies share (see _containment_inputs).
         self._containment_batch: tuple[tuple[Any, ...], _ContainmentInputs] | None = None
         #: Whether the model still fits each identity (netwarden.detector.drift): metrics, API
-        #: (GET /api/v1/drift) and, with an alerter, NetwardenModelDrift alerts.
-        self.drift = DriftMonitor(model, registry=registry)
+        #: (GET /api/v1/drift) and, with an alerter, NetwardenModelDrift alerts; judged as the
+        #: drift section of the configuration says.
+        self.drift = DriftMonitor(model, config.drift_config, registry=registry)
         if alerter is not None:
             alerter.follow_drift(self.drift)
         self.detector = LiveDetector(
@@ -463,16 +465,24 @@ class Service:
             )
 
     def _retrain_alert(self, firing: bool, summary: str) -> None:
-        """Failing scheduled retraining, as an alert through the outbox (Alertmanager)."""
+        """Failing scheduled retraining, through the outbox: the Alertmanager alert, and in
+        Slack a message when it starts failing and one when it succeeds again."""
         assert self.alerter is not None
-        if not self.alerter.settings.alertmanager_url:
-            return
-        now = datetime.now(UTC)
-        alert = retrain_alert(
-            firing=firing, summary=summary, now=now, public_url=self.alerter.settings.public_url
+        url = self.alerter.settings.public_url
+        alert = retrain_alert(firing=firing, summary=summary, now=datetime.now(UTC), public_url=url)
+        title = (
+            ":warning: Scheduled retraining is failing"
+            if firing
+            else ":white_check_mark: Scheduled retraining succeeds again"
         )
-        with self.alerter.outbox.transaction(now) as tx:
-            tx.enqueue(ALERTMANAGER, [alert], key=RETRAIN_ALERT_KEY)
+        message = slack.notice(
+            title=title,
+            text=summary,
+            lines=[summary, "The current model keeps scoring." if firing else "Runs go on."],
+            link=(f"{url.rstrip('/')}/api/v1/models", "Models"),
+            footer="netwarden_retrain_runs_total, the service's log · netwarden",
+        )
+        self.alerter.condition(RETRAIN_ALERT_KEY, firing=firing, alert=alert, slack_message=message)
 
     def start(self) -> None:
         self._restore_changes()

@@ -246,11 +246,11 @@ def test_bad_start_time(tmp_path) -> None:
 
 
 def test_every_command_of_every_group_is_registered_once() -> None:
-    from netwarden.cli import db, detection, lifecycle, remediation, serving, traffic
+    from netwarden.cli import cluster, db, detection, lifecycle, remediation, serving, traffic
     from netwarden.cli.main import _COMMANDS, _build_parser
 
     registered = [command for command, _ in _COMMANDS]
-    groups = [traffic, detection, lifecycle, remediation, serving, db]
+    groups = [traffic, detection, lifecycle, remediation, serving, cluster, db]
     assert sorted(registered) == sorted(c for g in groups for c in g.COMMANDS)
     assert all(command in group.COMMANDS for command, group in _COMMANDS)
     sub = next(a for a in _build_parser()._actions if a.dest == "command")

@@ -35,6 +35,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from netwarden.api.routes.health import PUBLIC_PATHS
 from netwarden.cli.main import _build_parser
+from netwarden.cluster.partials import server_mappings
+from netwarden.commands.cluster import owned_partitions
 from netwarden.config import load_config
 from netwarden.detector.alerts.alerting import AlertMetrics
 from netwarden.detector.live import DetectorMetrics
@@ -51,7 +53,11 @@ RELEASE, NAMESPACE = "nw", "netwarden"
 #: the oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas
 KUBE_VERSIONS = ("1.30", "1.37")
 #: what kubelet fills in for the downward API fields, for $(VAR) expansion
-FIELD_VALUES = {"spec.nodeName": "node-1", "status.hostIP": "192.0.2.11"}
+FIELD_VALUES = {
+    "spec.nodeName": "node-1",
+    "status.hostIP": "192.0.2.11",
+    "metadata.name": "nw-netwarden-shard-1",
+}
 TOKENS = "ops:admin:" + hashlib.sha256(b"token").hexdigest()
 #: placeholder contents of the Secrets the value sets name, by the variable they feed
 SECRET_VALUES = {
@@ -60,6 +66,13 @@ SECRET_VALUES = {
     "NETWARDEN_ALERTS__SLACK_WEBHOOK_URL": "https://hooks.slack.example/services/T0/B0/x",
 }
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection", "*"})
+
+CLUSTER: dict[str, Any] = {
+    "cluster": {"enabled": True, "models": {"existingClaim": "netwarden-models"}},
+    "nats": {"url": "nats://nats.nats.svc.cluster.local:4222"},
+    "store": {"existingSecret": "netwarden-store"},
+    "models": {"signingKey": {"existingSecret": "netwarden-signing"}},
+}
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -115,6 +128,30 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "retrain": {"timeZone": "Etc/UTC"},
         "nats": {"url": "nats://nats.nats.svc.cluster.local:4222"},
+    },
+    # cluster mode: what it needs (NATS, the shared store, the signing key, the models' claim)
+    "cluster": CLUSTER,
+    "cluster-ebpf-monitoring": {
+        **CLUSTER,
+        "flows": {"source": "ebpf"},
+        "cluster": {
+            **CLUSTER["cluster"],
+            "partitions": 8,
+            "shards": 3,
+            "metricsPort": 9400,
+            "shard": {"lateness": 60, "ackWait": 120},
+            "models": {"existingClaim": "netwarden-models", "subPath": "models"},
+        },
+        "detector": {"config": {"windows": {"seconds": 30, "lateness": 5}}},
+        "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    },
+    "cluster-socket-namespaces": {
+        **CLUSTER,
+        "flows": {
+            "source": "hubble-socket",
+            "hubbleSocket": {"groupId": 998},
+            "namespaces": ["shop"],
+        },
     },
 }
 
@@ -245,10 +282,28 @@ def mounted(
     return table[max(best, key=lambda m: len(m.parts))] if best else None
 
 
+def part(docs: list[dict[str, Any]], kind: str, component: str) -> list[dict[str, Any]]:
+    """The objects of ``kind`` of one component (app.kubernetes.io/component)."""
+    return [
+        d
+        for d in of_kind(docs, kind)
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+
+
 def detector(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    sts = one(docs, "StatefulSet")
+    (sts,) = part(docs, "StatefulSet", "detector")
     (c,) = pod_spec(sts)["containers"]
     return sts, c
+
+
+def detector_config_map(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (config_map,) = part(docs, "ConfigMap", "detector")
+    return config_map
+
+
+def clustered(name: str) -> bool:
+    return bool(VALUE_SETS[name].get("cluster", {}).get("enabled"))
 
 
 def detector_config(
@@ -260,7 +315,7 @@ def detector_config(
     assert c["args"][:2] == ["serve", "--config"]
     path = PurePosixPath(c["args"][2])
     mount, volume = mounted(path, mounts(sts, c)) or pytest.fail(f"{path} is not mounted")
-    config_map = one(docs, "ConfigMap")
+    config_map = detector_config_map(docs)
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
     assert mount["subPath"] in config_map["data"] and PurePosixPath(mount["mountPath"]) == path
     file = tmp_path / "netwarden.yaml"
@@ -292,6 +347,10 @@ def test_helm_lint_passes_with_every_value_set(name: str) -> None:
         ({"remediation": {"apply": "yes"}}, "/remediation/apply"),
         ({"api": {"port": 80}}, "/api/port"),
         ({"monitoring": {"prometheusRule": {"noFlowsFor": "ten minutes"}}}, "noFlowsFor"),
+        ({"cluster": {"partitions": 0}}, "/cluster/partitions"),
+        ({"cluster": {"shards": "two"}}, "/cluster/shards"),
+        ({"cluster": {"shard": {"ackWait": 0}}}, "/cluster/shard/ackWait"),
+        ({"cluster": {"models": {"subPath": "../x"}}}, "/cluster/models/subPath"),
     ],
 )
 def test_the_values_schema_refuses_bad_values(values: dict[str, Any], complaint: str) -> None:
@@ -391,11 +450,12 @@ def test_monitoring_objects_match_the_prometheus_operator_crds(
 
 def test_monitoring_objects_only_when_asked(rendered_sets: dict[str, list[dict[str, Any]]]) -> None:
     for name, docs in rendered_sets.items():
-        kinds = {d["kind"] for d in docs}
-        monitoring = {"ServiceMonitor", "PrometheusRule"} & kinds
-        assert monitoring == (
-            {"ServiceMonitor", "PrometheusRule"} if name == "monitoring" else set()
-        )
+        asked = VALUE_SETS[name].get("monitoring", {})
+        for kind, key in (
+            ("ServiceMonitor", "serviceMonitor"),
+            ("PrometheusRule", "prometheusRule"),
+        ):
+            assert bool(of_kind(docs, kind)) == asked.get(key, {}).get("enabled", False), name
 
 
 # --------------------------------------------------------------------------- privileges
@@ -432,7 +492,7 @@ def test_policies_are_writable_only_when_apply_is_enabled(
             if d["metadata"]["name"] == pod_spec(sts)["serviceAccountName"]
         ]
         assert len(sa) == 1 and sa[0]["automountServiceAccountToken"] is apply, name
-        config = yaml.safe_load(one(docs, "ConfigMap")["data"]["netwarden.yaml"])
+        config = yaml.safe_load(detector_config_map(docs)["data"]["netwarden.yaml"])
         assert config["remediation"]["kubernetes"] == ("in-cluster" if apply else "off"), name
         # nobody but the apply roles writes anything, and no rule grants everything
         for rule in rules_granted(docs):
@@ -602,7 +662,7 @@ def test_the_ebpf_agent_has_its_capabilities_and_read_only_host_paths(
     rendered_sets: dict[str, list[dict[str, Any]]],
 ) -> None:
     for name, docs in rendered_sets.items():
-        agents = of_kind(docs, "DaemonSet")
+        agents = part(docs, "DaemonSet", "agent")
         assert bool(agents) == (VALUE_SETS[name].get("flows", {}).get("source") == "ebpf"), name
         for ds in agents:
             (c,) = pod_spec(ds)["containers"]
@@ -704,8 +764,11 @@ def test_the_detector_config_loads_and_names_mounted_paths(
         "hubble-socket": "unix:///var/run/cilium/hubble.sock",
         "ebpf": f"{FIELD_VALUES['status.hostIP']}:4244",  # the agent on the detector's node
     }
-    assert config.source.spec == ("generator" if source == "generator" else "hubble")
-    if source != "generator":
+    if clustered(name):  # the shards read the flows; the detector serves the API over the store
+        assert config.source.spec == "file:/dev/null" and "hubble" not in c.get("args", ())
+    else:
+        assert config.source.spec == ("generator" if source == "generator" else "hubble")
+    if source != "generator" and not clustered(name):
         assert config.hubble.server == expected[source]
         target(config.hubble.server)  # an address the Hubble source accepts
     # the data folder is the volume claim, and every file the service reads is mounted
@@ -720,7 +783,7 @@ def test_the_detector_config_loads_and_names_mounted_paths(
     ]
     for path in [p for p in paths if p is not None]:
         assert mounted(path, table) is not None, path
-    if source == "hubble-socket":
+    if source == "hubble-socket" and not clustered(name):
         _, volume = mounted(config.hubble.server.removeprefix("unix://"), table)
         assert volume["hostPath"]["type"] == "Socket"
     # the API listens where the Service and the probes send requests
@@ -732,7 +795,8 @@ def test_the_detector_config_loads_and_names_mounted_paths(
     assert config.store_url == (
         SECRET_VALUES["NETWARDEN_STORE__URL"] if secrets else "sqlite:////data/netwarden.db"
     )
-    assert config.api_tokens == (TOKENS if secrets else "")
+    tokens = VALUE_SETS[name].get("api", {}).get("tokens", {}).get("existingSecret")
+    assert config.api_tokens == (TOKENS if tokens else "")
 
 
 def test_the_probes_ask_the_apis_health_routes(docs: list[dict[str, Any]]) -> None:
@@ -756,6 +820,8 @@ def test_services_select_the_detector_and_name_its_port(docs: list[dict[str, Any
     assert sts["spec"]["serviceName"] in services
     assert services[sts["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
     for svc in services.values():
+        if svc["spec"]["selector"]["app.kubernetes.io/component"] != "detector":
+            continue  # cluster mode's publishers and shards: the next test
         assert svc["spec"]["selector"].items() <= labels.items()
         assert {p["targetPort"] for p in svc["spec"]["ports"]} <= {p["name"] for p in c["ports"]}
         assert svc["spec"]["publishNotReadyAddresses"] is True  # /readyz's reasons stay reachable
@@ -779,6 +845,175 @@ def test_the_detector_runs_one_replica(rendered_sets: dict[str, list[dict[str, A
         assert args.command == "serve"
 
 
+def test_every_service_selects_one_workload_and_its_named_ports(
+    docs: list[dict[str, Any]],
+) -> None:
+    for svc in of_kind(docs, "Service"):
+        selector = svc["spec"]["selector"].items()
+        (w,) = [w for w in workloads(docs) if selector <= pod_labels(w).items()]
+        named = {p["name"] for _, c in containers([w]) for p in c.get("ports", ())}
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= named, svc["metadata"]["name"]
+
+
+# --------------------------------------------------------------------------- cluster mode
+
+CLUSTER_SETS = sorted(n for n in VALUE_SETS if clustered(n))
+
+
+def test_cluster_mode_only_when_enabled(rendered_sets: dict[str, list[dict[str, Any]]]) -> None:
+    for name, docs in rendered_sets.items():
+        shards, publishers = part(docs, "StatefulSet", "shard"), part(docs, "DaemonSet", "partials")
+        assert len(shards) == len(publishers) == int(clustered(name)), name
+        assert len(part(docs, "ConfigMap", "shard")) == int(clustered(name)), name
+
+
+@pytest.mark.parametrize("name", CLUSTER_SETS)
+def test_every_node_publishes_its_own_flows_as_partials(
+    name: str, rendered_sets: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The DaemonSet runs `netwarden partials publish` on the node's own flows (its Hubble
+    socket, or the eBPF agent on the node), in the model's windows, to the NATS of nats.url,
+    its metrics on the port its Service names; as the image's user, no capability, no token."""
+    values, docs = VALUE_SETS[name], rendered_sets[name]
+    (ds,) = part(docs, "DaemonSet", "partials")
+    (c,) = pod_spec(ds)["containers"]
+    args = parse_args(c)
+    assert (args.command, args.partials_command) == ("partials", "publish")
+    assert args.flows is None and args.nats == values["nats"]["url"]
+    assert args.node == FIELD_VALUES["spec.nodeName"]
+    windows = values.get("detector", {}).get("config", {}).get("windows", {})
+    assert (args.window, args.lateness) == (windows.get("seconds", 60), windows.get("lateness", 15))
+    kind, _, address = args.source.partition(":")
+    assert kind == "hubble"
+    target(address)  # an address the Hubble source accepts
+    table = mounts(ds, c)
+    if values.get("flows", {}).get("source") == "ebpf":  # the agent of this node, on its address
+        assert address == f"{FIELD_VALUES['status.hostIP']}:4244" and not table
+        (agent,) = part(docs, "DaemonSet", "agent")
+        assert pod_spec(agent)["hostNetwork"] is True
+        assert pod_spec(ds).get("hostNetwork") is not True
+    else:  # the node's Hubble socket, the only host path, read-only
+        socket_path = values.get("flows", {}).get("hubbleSocket", {}).get("path", "")
+        socket_path = socket_path or "/var/run/cilium/hubble.sock"
+        assert address == f"unix://{socket_path}"
+        ((mount, volume),) = table.values()
+        assert volume["hostPath"] == {"path": socket_path, "type": "Socket"}
+        assert mount["readOnly"] is True
+        group = values.get("flows", {}).get("hubbleSocket", {}).get("groupId", 0)
+        assert pod_spec(ds)["securityContext"]["supplementalGroups"] == [group]
+    port = values["cluster"].get("metricsPort", 9091)
+    assert args.metrics_listen == f":{port}"
+    assert c["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    assert pod_spec(ds)["automountServiceAccountToken"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod_spec(ds)["securityContext"]["runAsNonRoot"] is True
+    # it publishes its open windows on SIGTERM and waits for their acknowledgements
+    assert pod_spec(ds)["terminationGracePeriodSeconds"] > args.flush_timeout
+
+
+@pytest.mark.parametrize("name", CLUSTER_SETS)
+def test_the_shards_own_every_partition_once_and_score_into_the_shared_store(
+    name: str, rendered_sets: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values, docs = VALUE_SETS[name], rendered_sets[name]
+    (sts,) = part(docs, "StatefulSet", "shard")
+    (c,) = pod_spec(sts)["containers"]
+    args = parse_args(c)
+    partitions = values["cluster"].get("partitions", 16)
+    shards = values["cluster"].get("shards", 2)
+    assert args.command == "shard" and sts["spec"]["replicas"] == shards
+    assert (args.partitions, args.replicas, args.ordinal) == (partitions, shards, "auto")
+    assert args.nats == values["nats"]["url"]
+    # each pod's ordinal comes from its name: together they own each partition exactly once
+    owners: list[int] = []
+    for k in range(shards):
+        pod = f"{sts['metadata']['name']}-{k}"
+        monkeypatch.setattr("netwarden.commands.cluster.socket.gethostname", lambda pod=pod: pod)
+        owners += owned_partitions(args.partitions, args.ordinal, args.replicas, args.owns)
+    assert sorted(owners) == list(range(partitions))
+    # scored with the model's windows, the model versions of the claim verified with the key,
+    # into the detector's own store (the same Secret): the API lists what the shards found
+    windows = values.get("detector", {}).get("config", {}).get("windows", {})
+    assert args.window == windows.get("seconds", 60)
+    table = mounts(sts, c)
+    mount, volume = mounted(args.model_dir, table)
+    assert volume["persistentVolumeClaim"] == {
+        "claimName": values["cluster"]["models"]["existingClaim"],
+        "readOnly": True,
+    }
+    assert mount["readOnly"] is True
+    assert mount.get("subPath", "") == values["cluster"]["models"].get("subPath", "")
+    _, key_volume = mounted(args.signing_key, table)
+    assert key_volume["secret"]["secretName"] == values["models"]["signingKey"]["existingSecret"]
+    assert args.store == SECRET_VALUES["NETWARDEN_STORE__URL"]
+    _, d = detector(docs)
+    store_ref = {e["name"]: e.get("valueFrom") for e in d["env"]}["NETWARDEN_STORE__URL"]
+    assert {e["name"]: e.get("valueFrom") for e in c["env"]}["NETWARDEN_STORE__URL"] == store_ref
+    port = values["cluster"].get("metricsPort", 9091)
+    assert args.metrics_listen == f":{port}"
+    assert pod_spec(sts)["automountServiceAccountToken"] is False
+    assert "volumeClaimTemplates" not in sts["spec"]  # the state is in NATS and the store
+    (headless,) = [
+        s for s in of_kind(docs, "Service") if s["metadata"]["name"] == sts["spec"]["serviceName"]
+    ]
+    assert headless["spec"]["clusterIP"] == "None"
+
+
+@pytest.mark.parametrize("name", CLUSTER_SETS)
+def test_the_nats_mapping_is_what_partials_mapping_prints(
+    name: str, rendered_sets: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    (config_map,) = part(rendered_sets[name], "ConfigMap", "shard")
+    partitions = VALUE_SETS[name]["cluster"].get("partitions", 16)
+    assert config_map["data"] == {"mappings.conf": server_mappings(partitions)}
+
+
+def test_cluster_monitoring_scrapes_publishers_and_shards(
+    rendered_sets: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered_sets["cluster-ebpf-monitoring"]
+    monitors = {
+        m["metadata"]["labels"]["app.kubernetes.io/component"]: m
+        for m in of_kind(docs, "ServiceMonitor")
+    }
+    assert set(monitors) == {"detector", "partials", "shard"}
+    for component in ("partials", "shard"):
+        selector = monitors[component]["spec"]["selector"]["matchLabels"].items()
+        (svc,) = [
+            s for s in of_kind(docs, "Service") if selector <= s["metadata"]["labels"].items()
+        ]
+        assert svc["spec"]["selector"]["app.kubernetes.io/component"] == component
+        assert [e["port"] for e in monitors[component]["spec"]["endpoints"]] == ["metrics"]
+        schema = crd_schema("ServiceMonitor", "v1")
+        body = {k: v for k, v in monitors[component].items() if k != "metadata"}
+        assert not list(jsonschema.Draft7Validator(schema).iter_errors(body))
+
+
+@pytest.mark.parametrize(
+    ("drop", "complaint"),
+    [
+        ("nats", "needs nats.url"),
+        ("store", "needs store.existingSecret"),
+        ("models", "needs models.signingKey.existingSecret"),
+        ("claim", "needs cluster.models.existingClaim"),
+        ("shards", "cluster.shards (17) is more than cluster.partitions (16)"),
+        ("generator", "not the generator"),
+    ],
+)
+def test_cluster_mode_refuses_to_render_without_what_it_needs(drop: str, complaint: str) -> None:
+    values = copy.deepcopy(CLUSTER)
+    if drop == "claim":
+        values["cluster"]["models"] = {}
+    elif drop == "shards":
+        values["cluster"]["shards"] = 17
+    elif drop == "generator":
+        values["flows"] = {"source": "generator"}
+    else:
+        del values[drop]
+    with pytest.raises(helm.HelmRenderError, match=re.escape(complaint)):
+        render(values)
+
+
 # --------------------------------------------------------------------------- retraining
 
 
@@ -799,6 +1034,16 @@ def test_the_retraining_job_runs_retrain_on_the_detectors_volume(
             assert str(args.model_dir) == str(config.model_dir)
             assert str(args.history) == str(config.data_dir / "history")
             assert str(args.signing_key) == str(config.model_signing_key_file)
+            # the people's verdicts: from the detector's store when it is PostgreSQL, its URL
+            # from the same Secret (never in the pod spec); else the history's labels
+            if VALUE_SETS[name].get("store", {}).get("existingSecret"):
+                assert args.store == config.store_url == SECRET_VALUES["NETWARDEN_STORE__URL"]
+                assert "$(NETWARDEN_STORE__URL)" in c["args"]
+                _, d = detector(docs)
+                secret = {e["name"]: e.get("valueFrom") for e in d["env"]}["NETWARDEN_STORE__URL"]
+                assert c["env"] == [{"name": "NETWARDEN_STORE__URL", "valueFrom": secret}]
+            else:
+                assert args.store is None and "env" not in c
             table = mounts(job, c)
             _, data = mounted(args.model_dir, table)
             sts, _ = detector(docs)
@@ -920,6 +1165,136 @@ def test_promtool_checks_and_runs_the_alert_rules(
             [],
         ),
         case(healthy, "NetwardenAlertDeliveriesFailing", []),
+    ]
+    spec = tmp_path / "rules_test.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests},
+            sort_keys=False,
+        )
+    )
+    run = subprocess.run(
+        [promtool, "test", "rules", str(spec)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_cluster_alert_rules_use_the_publishers_and_shards_metrics_and_fire(
+    rendered_sets: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """In cluster mode flows are counted by the publishers (the detector reads none), and the
+    publishers' and shards' failures alert: every metric named is one they export, the rules
+    match the CRD and pass promtool, and each cluster alert fires on the series that should
+    fire it and stays quiet on healthy ones."""
+    from netwarden.cluster.metrics import PublisherCollector, ShardCollector
+    from netwarden.cluster.publisher import PartialPublisher
+    from netwarden.cluster.shard import DetectorShard, ShardConfig
+    from netwarden.ingest.metrics import IngestMetrics
+
+    docs = rendered_sets["cluster-ebpf-monitoring"]
+    rule = one(docs, "PrometheusRule")
+    body = {k: v for k, v in rule.items() if k != "metadata"}
+    assert not list(
+        jsonschema.Draft7Validator(crd_schema("PrometheusRule", "v1")).iter_errors(body)
+    )
+    registry = CollectorRegistry()
+    IngestMetrics(registry)
+    registry.register(PublisherCollector(PartialPublisher("nats://127.0.0.1:1", "n")))
+    registry.register(ShardCollector(DetectorShard("nats://127.0.0.1:1", ShardConfig((0,)), None)))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    names = exported_metric_names()
+    names |= {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    cluster_alerts = {
+        "NetwardenShardsDown",
+        "NetwardenPartialsDropped",
+        "NetwardenShardHandoffFailing",
+        "NetwardenLatePartials",
+    }
+    assert set(alerts) == cluster_alerts | {
+        "NetwardenDown",
+        "NetwardenFlowsNotArriving",
+        "NetwardenAlertDeliveriesFailing",
+    }
+    for name, alert in alerts.items():
+        used = set(re.findall(r"\b(netwarden_\w+|up)\s*\{", alert["expr"]))
+        assert used and used <= names, (name, used - names)
+    assert "netwarden_flows_total" not in alerts["NetwardenFlowsNotArriving"]["expr"]
+
+    promtool = require("promtool", "prometheus")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    def job(name: str, pod: str = "") -> str:
+        extra = f', pod="{pod}"' if pod else ""
+        return f'job="{RELEASE}-netwarden-{name}", namespace="{NAMESPACE}"{extra}'
+
+    def expect(alert: str, labels: dict[str, str]) -> dict[str, Any]:
+        texts = {
+            k: v.replace("{{ $labels.pod }}", labels.get("pod", ""))
+            for k, v in alerts[alert]["annotations"].items()
+        }
+        return {"exp_labels": labels, "exp_annotations": texts}
+
+    pod, shard = "nw-netwarden-partials-x1", "nw-netwarden-shard-1"
+    ns = {"namespace": NAMESPACE}
+    up_shards = {
+        f"up{{{job('shard-headless', f'nw-netwarden-shard-{k}')}}}": "1x60" for k in range(3)
+    }
+    flows = f"netwarden_ingest_flows_total{{{job('partials', pod)}}}"
+    healthy = {
+        **up_shards,
+        f"up{{{job('partials', pod)}}}": "1x60",
+        flows: "0+50x60",
+        f"netwarden_partials_dropped_total{{{job('partials', pod)}}}": "0x60",
+        f"netwarden_shard_handoff_failures_total{{{job('shard-headless', shard)}}}": "0x60",
+        f"netwarden_shard_late_partials_total{{{job('shard-headless', shard)}}}": "0x60",
+    }
+
+    def case(series: dict[str, str], alert: str, fired: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "interval": "1m",
+            "input_series": [{"series": k, "values": v} for k, v in series.items()],
+            "alert_rule_test": [{"eval_time": "40m", "alertname": alert, "exp_alerts": fired}],
+        }
+
+    tests = [
+        case(healthy, alert, []) for alert in [*sorted(cluster_alerts), "NetwardenFlowsNotArriving"]
+    ]
+    tests += [
+        case(
+            {**healthy, f"up{{{job('shard-headless', 'nw-netwarden-shard-2')}}}": "0x60"},
+            "NetwardenShardsDown",
+            [expect("NetwardenShardsDown", {**ns, "severity": "critical"})],
+        ),
+        case(
+            {**healthy, f"netwarden_partials_dropped_total{{{job('partials', pod)}}}": "0+3x60"},
+            "NetwardenPartialsDropped",
+            [expect("NetwardenPartialsDropped", {**ns, "pod": pod, "severity": "warning"})],
+        ),
+        case(
+            {
+                **healthy,
+                f"netwarden_shard_handoff_failures_total{{{job('shard-headless', shard)}}}": "0+1x60",
+            },
+            "NetwardenShardHandoffFailing",
+            [expect("NetwardenShardHandoffFailing", {**ns, "pod": shard, "severity": "warning"})],
+        ),
+        case(
+            {
+                **healthy,
+                f"netwarden_shard_late_partials_total{{{job('shard-headless', shard)}}}": "0+1x60",
+            },
+            "NetwardenLatePartials",
+            [expect("NetwardenLatePartials", {**ns, "severity": "info"})],
+        ),
+        case(
+            {**healthy, flows: "100x60"},
+            "NetwardenFlowsNotArriving",
+            [expect("NetwardenFlowsNotArriving", {**ns, "severity": "warning"})],
+        ),
     ]
     spec = tmp_path / "rules_test.yaml"
     spec.write_text(

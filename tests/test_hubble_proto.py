@@ -7,10 +7,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, json_format
 
 from netwarden.hubble import flow_pb2, observer_pb2, relay_pb2
 from netwarden.hubble.generate import HERE, generate
+from netwarden.ingest import leanproto, protoflow
 from netwarden.ingest.compact import CompactFlow
 from netwarden.ingest.flow import (
     DROP_REASONS,
@@ -19,8 +20,9 @@ from netwarden.ingest.flow import (
     VERDICTS,
 )
 from netwarden.ingest.identity import _first_workload, _label_list
-from netwarden.ingest.protoflow import compact_flow, parse_response
+from netwarden.ingest.protoflow import compact_flow
 from netwarden.ingest.reader import FlowReader
+from netwarden.ingest.sources.hubble import HubbleSource
 from tests.conftest import DATA
 
 SAMPLES = DATA / "hubble"
@@ -152,29 +154,168 @@ def _normalised(flow: CompactFlow) -> dict:
     return data
 
 
+def _source() -> HubbleSource:
+    return HubbleSource("localhost:4245", log=lambda _: None)
+
+
+def _responses(lines: list[bytes]) -> list[bytes]:
+    """Hubble JSON lines as the serialized GetFlowsResponse messages a server sends."""
+    return [
+        json_format.Parse(
+            line, observer_pb2.GetFlowsResponse(), ignore_unknown_fields=True
+        ).SerializeToString()
+        for line in lines
+    ]
+
+
+def _from_json(lines: list[bytes]) -> list[dict]:
+    return [
+        _normalised(f) for f in FlowReader(flow_type=CompactFlow).decode_lines(lines, 1, "json")
+    ]
+
+
 @pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name)
 def test_protobuf_flows_equal_json_flows(path: Path) -> None:
-    """Every real sample: JSON -> protobuf bytes -> record equals JSON -> record."""
+    """Every real sample: JSON -> protobuf bytes -> record equals JSON -> record, through the
+    Hubble source (twice: the second pass comes from the decoder's caches) and through
+    compact_flow (a full flow_pb2.Flow)."""
     lines = path.read_bytes().splitlines()
-    from_json = FlowReader(flow_type=CompactFlow).decode_lines(lines, 1, path.name)
-    from_proto = []
-    for line in lines:
-        message = json_format.Parse(
-            line, observer_pb2.GetFlowsResponse(), ignore_unknown_fields=True
-        )
-        decoded = parse_response(message.SerializeToString())
-        if decoded.WhichOneof("response_types") == "flow":
-            from_proto.append(compact_flow(decoded.flow))
-    assert len(from_proto) == len(from_json) > 0
-    assert [_normalised(f) for f in from_proto] == [_normalised(f) for f in from_json]
+    expected = _from_json(lines)
+    assert expected
+    source = _source()
+    for _ in range(2):
+        from_source = [source._message(data) for data in _responses(lines)]
+        assert [_normalised(f) for f in from_source if f is not None] == expected
+    source.tracker = _source().tracker  # forget the flows' uuids: deliver them again
+    messages = [observer_pb2.GetFlowsResponse.FromString(data) for data in _responses(lines)]
+    from_full = [compact_flow(m.flow) for m in messages if m.HasField("flow")]
+    assert [_normalised(f) for f in from_full] == expected
+
+
+def test_caches_are_bounded_and_do_not_change_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [line for path in sample_files() for line in path.read_bytes().splitlines()]
+    expected = _from_json(lines)
+    monkeypatch.setattr(protoflow, "CACHE_LIMIT", 3)
+    source = _source()
+    got = [source._message(data) for data in _responses(lines)]
+    assert [_normalised(f) for f in got if f is not None] == expected
+    decoder = source._decoder
+    caches = (decoder.rests, decoder.endpoints, decoder.ips, decoder.event_types, decoder.flags)
+    assert all(0 < len(c) <= 3 for c in caches), [len(c) for c in caches]
+
+
+def _one_way_and_other(response: observer_pb2.GetFlowsResponse) -> tuple[dict, dict]:
+    """A response through the Hubble source, and its protojson through the JSON reader."""
+    record = _source()._message(response.SerializeToString())
+    assert record is not None
+    line = json_format.MessageToJson(
+        response, indent=None, preserving_proto_field_name=True
+    ).encode()
+    (from_json,) = FlowReader(flow_type=CompactFlow).decode_lines([line], 1, "json")
+    return _normalised(record), _normalised(from_json)
+
+
+def test_present_but_empty_messages_differ_from_absent_ones() -> None:
+    """Sub-messages the lean schema reads as bytes: empty (``{}`` in JSON) is not absent."""
+    response = observer_pb2.GetFlowsResponse()
+    flow = response.flow
+    flow.time.seconds = 1_767_614_400
+    flow.IP.SetInParent()
+    flow.source.SetInParent()
+    flow.event_type.SetInParent()
+    flow.is_reply.SetInParent()  # present and false
+    flow.l4.TCP.flags.SetInParent()
+    flow.l7.SetInParent()
+    got, expected = _one_way_and_other(response)
+    assert got == expected
+    assert got["IP"] == {"source": "", "destination": ""} and got["is_reply"] is False
+    assert got["l4"]["TCP"]["flags"] is not None and got["destination"] is None
+    assert got["netwarden"] is None
+    flow.ClearField("is_reply")
+    flow.l4.Clear()
+    flow.l4.UDP.destination_port = 53
+    flow.netwarden.bytes_sent = 7
+    flow.netwarden.kernel_drop_reason = "NETFILTER_DROP"
+    got, expected = _one_way_and_other(response)
+    assert got == expected and got["is_reply"] is None
+    assert got["l4"]["UDP"]["destination_port"] == 53 and got["netwarden"]["bytes_sent"] == 7
+
+
+def test_the_responses_time_stands_in_for_a_missing_flow_time() -> None:
+    response = observer_pb2.GetFlowsResponse()
+    response.flow.verdict = flow_pb2.FORWARDED
+    response.time.seconds, response.time.nanos = 1_767_614_400, 999_999_600  # rounds up
+    record = _source()._message(response.SerializeToString())
+    assert record is not None
+    assert record.time.isoformat() == "2026-01-05T12:00:01+00:00"
+
+
+def test_a_malformed_sub_message_is_a_bad_message_and_the_stream_goes_on() -> None:
+    """The lean parse skips the bytes of sub-messages it reads later (an endpoint): a bad one
+    is still a bad message, not an error that ends the stream."""
+    good = observer_pb2.GetFlowsResponse()
+    good.flow.time.seconds = 1_767_614_400
+    good.flow.uuid = "a"
+    good.flow.source.namespace = "shop"
+    data = good.SerializeToString()
+    endpoint = good.flow.source.SerializeToString()
+    assert endpoint == b"\x1a\x04shop"  # namespace (3), 4 bytes
+    broken = data.replace(endpoint, b"\x1a\x05shop")  # claims 5: overruns the endpoint
+    assert protoflow.parse_response(broken).flow.uuid == "a"  # the lean parse accepts it
+    source = _source()
+    assert source._message(broken) is None
+    good.flow.uuid = "b"
+    assert source._message(good.SerializeToString()) is not None
+    assert source.stats.errors == {"bad_message": 1} and source.stats.flows == 1
+
+
+_COMPATIBLE = {  # lean wire type -> full types with the same wire type and meaning here
+    descriptor_pb2.FieldDescriptorProto.TYPE_BYTES: {"TYPE_MESSAGE", "TYPE_BYTES"},
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT32: {"TYPE_INT32", "TYPE_ENUM"},
+}
+
+
+def test_the_lean_schema_reads_hubbles_fields() -> None:
+    """Every lean field is the full message's field of that number: same name, repeated or
+    not, same oneof, and a type with the same wire format (bytes for a sub-message, int32 for
+    an enum)."""
+    pools = [flow_pb2.DESCRIPTOR.pool, observer_pb2.DESCRIPTOR.pool]
+    names = descriptor_pb2.FieldDescriptorProto.Type.Name
+    checked = 0
+    for lean_name, full_names in leanproto.FULL_TYPES.items():
+        for full_name in full_names:
+            full = next(
+                p.FindMessageTypeByName(full_name) for p in pools if _has_message(p, full_name)
+            )
+            for name, number, kind, repeated, oneof in leanproto.SCHEMA[lean_name]:
+                other = full.fields_by_number[number]
+                assert other.name == name, (lean_name, full_name, number)
+                assert other.is_repeated == repeated, (full_name, name)
+                assert (other.containing_oneof.name if other.containing_oneof else None) == (
+                    oneof
+                ), (full_name, name)
+                full_type = names(other.type)
+                if isinstance(kind, str):
+                    assert full_type == "TYPE_MESSAGE", (full_name, name)
+                    assert full_name.split(".")[-1] != kind or other.message_type.name == kind
+                else:
+                    assert full_type in _COMPATIBLE.get(kind, {names(kind)}), (full_name, name)
+                checked += 1
+    assert checked > 40
+
+
+def _has_message(pool: object, name: str) -> bool:
+    try:
+        pool.FindMessageTypeByName(name)  # type: ignore[attr-defined]
+    except KeyError:
+        return False
+    return True
 
 
 def test_unknown_enum_numbers_stay_numbers() -> None:
     """A newer Hubble may send a verdict or drop reason this definition does not know."""
     flow = flow_pb2.Flow(verdict=42, drop_reason_desc=250)
     flow.time.seconds = 1
-    converted = compact_flow(
-        parse_response(observer_pb2.GetFlowsResponse(flow=flow).SerializeToString()).flow
-    )
+    converted = compact_flow(flow)
     assert converted.verdict == 42 and converted.drop_reason_desc == 250
     assert converted.IP is None and converted.l4 is None and converted.is_reply is None

@@ -111,6 +111,30 @@ def test_a_swapped_file_with_a_fixed_digest_is_refused(trained, tmp_path, key) -
     assert "changed after it was signed" in refused(tmp_path / "m", key=key)
 
 
+def test_swapped_or_tampered_flat_arrays_are_refused_with_a_key(trained, tmp_path, key) -> None:
+    """A model's .npz is named in the signed manifest like its skops file: another model's
+    arrays with the digest fixed load without a key (digests alone cannot tell) and are
+    refused with one; a changed byte is refused either way."""
+    bundle, _ = trained
+    folder = save_bundle(bundle, tmp_path / "m", key=key)
+    signed = manifest_of(folder)
+    manifest = copy.deepcopy(signed)
+    assert all(entry["flat"]["file"].endswith(".npz") for entry in manifest["models"])
+    victim, other = sorted((folder / "models").glob("*.npz"))[:2]
+    original = victim.read_bytes()
+    shutil.copyfile(other, victim)
+    for entry in manifest["models"]:
+        if entry["flat"]["file"] == f"models/{victim.name}":
+            entry["flat"]["sha256"] = hashlib.sha256(victim.read_bytes()).hexdigest()
+    write_manifest(folder, manifest)
+    assert load_bundle(tmp_path / "m").rows == bundle.rows
+    assert "changed after it was signed" in refused(tmp_path / "m", key=key)
+    victim.write_bytes(original[:-1])  # truncated, the manifest as it was signed
+    write_manifest(folder, signed)
+    reason = refused(tmp_path / "m", key=key)
+    assert victim.name in reason and "changed since it was written" in reason
+
+
 def test_unsigned_or_foreign_versions_are_refused_when_a_key_is_configured(
     trained, unsigned_dir, tmp_path, key
 ) -> None:

@@ -132,11 +132,57 @@ def test_tampered_model_file_is_refused(trained, tmp_path) -> None:
         load_bundle(tmp_path / "m")
 
 
+def test_tampered_flat_arrays_are_refused(trained, tmp_path) -> None:
+    """A model's .npz is checked like its skops file: a changed byte is refused with its name;
+    with the digest fixed too (no signing key), arrays that are not a flat forest (a pickled
+    object, a tree that loops) are refused, never run or walked."""
+    import hashlib
+    import io
+
+    bundle, _, _ = trained
+    folder = save_bundle(bundle, tmp_path / "m")
+    victim = sorted((folder / "models").glob("*.npz"))[0]
+    original = victim.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=rf"{victim.name}: changed since it was written"):
+        load_bundle(tmp_path / "m")
+
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+
+    def planted(content: bytes) -> str:
+        victim.write_bytes(content)
+        for entry in manifest["models"]:  # an attacker able to rewrite the manifest too
+            if entry["flat"]["file"] == f"models/{victim.name}":
+                entry["flat"]["sha256"] = hashlib.sha256(content).hexdigest()
+        path.write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError) as info:
+            load_bundle(tmp_path / "m")
+        return str(info.value)
+
+    assert "cannot be loaded" in planted(bytes(data))
+    with np.load(io.BytesIO(original)) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    evil = io.BytesIO()
+    np.savez(evil, **{**arrays, "center": np.array([Evil()], dtype=object)})
+    assert "cannot be loaded" in planted(evil.getvalue())
+    loop = dict(arrays)
+    loop["children_left"] = loop["children_left"].copy()
+    loop["children_left"][1 if loop["children_left"][1] >= 0 else 0] = 0  # back to the root
+    looped = io.BytesIO()
+    np.savez(looped, **loop)
+    assert "not after their parent" in planted(looped.getvalue())
+
+
 class Evil:
     """Stands for any type an attacker could ask skops to rebuild."""
 
 
 def test_untrusted_types_are_refused_even_with_a_matching_checksum(trained, tmp_path) -> None:
+    """Refused when the skops file is read: at once for a version without flat arrays, and
+    when its pipeline is first asked for when the model is scored from its arrays."""
     bundle, _, _ = trained
     folder = save_bundle(bundle, tmp_path / "m")
     victim = sorted((folder / "models").glob("*.skops"))[0]
@@ -147,6 +193,13 @@ def test_untrusted_types_are_refused_even_with_a_matching_checksum(trained, tmp_
     for entry in manifest["models"]:  # an attacker able to rewrite the manifest too
         if entry["file"] == f"models/{victim.name}":
             entry["sha256"] = hashlib.sha256(victim.read_bytes()).hexdigest()
+            key = entry["key"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model = load_bundle(tmp_path / "m").models[key]  # scored from its arrays: not read yet
+    with pytest.raises(ArtifactError, match="types netwarden does not trust"):
+        _ = model.pipeline
+    for entry in manifest["models"]:  # as a version saved before the arrays existed
+        del entry["flat"]
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="types netwarden does not trust"):
         load_bundle(tmp_path / "m")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import tomllib
 from pathlib import Path
 
@@ -29,6 +30,15 @@ def test_every_python_package_folder_is_listed() -> None:
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT)
             assert "netwarden." + ".".join(rel.parts) in listed, rel
+
+
+def test_the_docker_image_copies_every_mapped_folder() -> None:
+    """The image builds its wheel from the folders it copies: one left out builds a wheel
+    without that subpackage, and the image fails only when the command that needs it runs."""
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    for folder in set(_config()["package-dir"].values()) - {""}:
+        top = folder.split("/")[0]
+        assert top in copied, f"the Dockerfile does not COPY {top}/"
 
 
 def test_import_netwarden_does_not_import_bcc() -> None:

@@ -46,7 +46,13 @@ The rules, per anomaly (an anomaly is one incident however many windows it spans
   changes were announced is written with their messages, in one transaction.
 - **Drift** (:mod:`netwarden.detector.alerts.drift`, after :meth:`Alerter.follow_drift`): an
   Alertmanager alert ``alertname=NetwardenModelDrift`` per identity whose model no longer fits,
-  re-sent while it lasts and resolved when it fits again.
+  re-sent while it lasts and resolved when it fits again; in Slack, one message when it stops
+  fitting and one when it fits again.
+- **Conditions** of netwarden itself (failing scheduled retraining, :meth:`Alerter.condition`):
+  the caller's Alertmanager alert, keyed, whose newer state supersedes a pending older one;
+  in Slack, one message when it starts and one when it ends. Drift's and the conditions' Slack
+  messages (:mod:`netwarden.detector.alerts.notices`) are neither grouped nor rate-limited with
+  the anomalies', and a condition's end is sent only after its start was delivered.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from netwarden.detector.alerts import alertmanager, slack
 from netwarden.detector.alerts.drift import DriftAlerts
+from netwarden.detector.alerts.notices import SlackNotices
 from netwarden.detector.alerts.outbox import (
     SLACK_CLOSED,
     SLACK_CLOSING,
@@ -375,10 +382,12 @@ class Alerter:
         self._purged_at: datetime | None = None
         #: Alerts for models that no longer fit an identity (see follow_drift).
         self.drift: DriftAlerts | None = None
+        #: Which drift and conditions Slack was told of (start and end messages).
+        self.notices = SlackNotices()
         self._refresh_pending()
 
     def follow_drift(self, monitor: DriftMonitor) -> None:
-        """Alert (Alertmanager) on the identities whose model no longer fits them
+        """Alert (Alertmanager, Slack) on the identities whose model no longer fits them
         (:mod:`netwarden.detector.alerts.drift`), from the next pass on."""
         s = self.settings
         self.drift = DriftAlerts(
@@ -387,6 +396,31 @@ class Alerter:
             resend_interval=s.resend_interval,
             lifetime=s.resend_lifetime,
         )
+
+    def condition(
+        self, key: str, *, firing: bool, alert: dict[str, Any], slack_message: dict[str, Any]
+    ) -> dict[str, int]:
+        """Tell a condition of netwarden itself (failing scheduled retraining) to the sinks at
+        once, through the outbox: Alertmanager gets ``alert``, its state now (keyed ``key``: it
+        supersedes a pending older state); Slack gets ``slack_message`` when the condition
+        starts (``firing``, once) and when it ends (after the start was delivered). Returns
+        the messages enqueued by sink; thread-safe."""
+        now = self._now()
+        enqueued: Tally[str] = Tally()
+        with self.outbox.transaction(now) as tx:
+            if ALERTMANAGER in self._senders:
+                tx.enqueue(ALERTMANAGER, [alert], key=key)
+                enqueued[ALERTMANAGER] += 1
+            if SLACK in self._senders:
+                tell = self.notices.start if firing else self.notices.end
+                enqueued[SLACK] += tell(tx, key, slack_message)
+            superseded = list(tx.superseded)
+        for sink, n in enqueued.items():
+            self.metrics.enqueued.labels(sink).inc(n)
+        for sink in superseded:
+            self.metrics.superseded.labels(sink).inc()
+        self._refresh_pending()
+        return {sink: n for sink, n in enqueued.items() if n}
 
     def __enter__(self) -> Self:
         return self
@@ -447,8 +481,13 @@ class Alerter:
                     over = self._flush_slack_over(tx, records, now)
                 enqueued[SLACK] += bool(group) + bool(over)
                 enqueued += self._announce(tx, fresh, now)
-                if self.drift is not None and ALERTMANAGER in self._senders:
-                    enqueued[ALERTMANAGER] += self.drift.sync(tx, now)
+                notices = self.notices if SLACK in self._senders else None
+                if self.drift is not None:
+                    enqueued += self.drift.sync(
+                        tx, now, alertmanager=ALERTMANAGER in self._senders, notices=notices
+                    )
+                if notices is not None:  # ends that waited for their start's delivery
+                    enqueued[SLACK] += notices.flush(tx)
                 if newest is not None and (cursor is None or newest > cursor):
                     tx.set_cursor(_CURSOR, newest)
                 if newest_change is not None and (

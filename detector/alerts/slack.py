@@ -12,6 +12,10 @@ anomaly that is part of an incident names it, its attacker and its victims.
 New changes (ordinary-looking new traffic waiting for review, not alerts) are announced in
 their own message (:func:`change_message`), marked as information.
 
+Conditions of the models rather than of the traffic (a model that no longer fits an identity,
+failing scheduled retraining) are short notices (:func:`notice`): one when the condition
+starts, one when it ends (:mod:`netwarden.detector.alerts.notices`).
+
 Block Kit limits respected here: 50 blocks per message, 150 characters in a header, 3000 in a
 section's text, 10 fields of 2000 characters.
 """
@@ -38,7 +42,7 @@ from netwarden.detector.lifecycle import RESOLVED, SUPPRESSED
 from netwarden.detector.severity import severity
 from netwarden.detector.store import AnomalyRecord
 
-__all__ = ["MAX_DETAIL", "SlackSender", "change_message", "message", "over_message"]
+__all__ = ["MAX_DETAIL", "SlackSender", "change_message", "message", "notice", "over_message"]
 
 #: The most anomalies one message shows in full (each takes up to 6 of Slack's 50 blocks).
 MAX_DETAIL: Final = 8
@@ -353,6 +357,26 @@ def change_message(
         }
     )
     return {"text": _clip(_esc(text), _SECTION_CHARS), "blocks": blocks}
+
+
+def notice(
+    *, title: str, text: str, lines: Sequence[str], link: tuple[str, str] | None, footer: str
+) -> dict[str, Any]:
+    """The webhook payload of a short notice: a header (``title``, may hold an emoji code),
+    ``lines`` (plain text, escaped here; `backticks` stay code), a ``(url, label)`` link and a
+    ``footer``; ``text`` is the notification's fallback."""
+    context = _esc(footer) if link is None else f"<{link[0]}|{_esc(link[1])}> · {_esc(footer)}"
+    return {
+        "text": _clip(_esc(text), _SECTION_CHARS),
+        "blocks": [
+            {
+                "type": "header",
+                "text": {"type": "plain_text", "text": _clip(title, _HEADER_CHARS), "emoji": True},
+            },
+            _section("\n".join(_esc(line) for line in lines) or _esc(text)),
+            {"type": "context", "elements": [_mrkdwn(context)]},
+        ],
+    }
 
 
 class SlackSender:

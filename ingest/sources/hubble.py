@@ -50,7 +50,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from netwarden.hubble import flow_pb2, observer_pb2, relay_pb2
-from netwarden.ingest.protoflow import OutOfRange, compact_flow, enum_names, flow_time_ns
+from netwarden.ingest.leanproto import LeanResponse
+from netwarden.ingest.protoflow import FlowDecoder, OutOfRange, enum_names, full_response
 from netwarden.ingest.reader import ErrorReason, ReadStats
 from netwarden.ingest.sources.base import SourceStatus
 from netwarden.ingest.sources.resume import ResumeTracker
@@ -424,6 +425,7 @@ class HubbleSource:
         self.linger = linger
         self.tracker = ResumeTracker(overlap_seconds=resume_overlap, limit=dedupe_limit)
         self.stats = ReadStats(max_examples=max_examples)
+        self._decoder = FlowDecoder()  # its caches of repeating sub-messages live with us
         self.hubble = HubbleStats()
         self.log = log
         self._clock = clock
@@ -642,37 +644,43 @@ class HubbleSource:
         self._flows += len(batch)
         self._last_flow_at = self._clock()
 
+    def _bad_message(self, data: bytes, exc: DecodeError) -> None:
+        self.stats.record_error(
+            self.name,
+            self._message_no,
+            ErrorReason.BAD_MESSAGE,
+            f"not a GetFlowsResponse ({len(data)} bytes): {exc}",
+        )
+
     def _message(self, data: bytes) -> Any:
         """One GetFlowsResponse: the flow to deliver, or None (counted otherwise)."""
         self._message_no += 1
         stats = self.stats
         stats.lines += 1
         try:
-            response = observer_pb2.GetFlowsResponse.FromString(data)
+            response = LeanResponse.FromString(data)  # lean: only what windows read
         except DecodeError as exc:
-            stats.record_error(
-                self.name,
-                self._message_no,
-                ErrorReason.BAD_MESSAGE,
-                f"not a GetFlowsResponse ({len(data)} bytes): {exc}",
-            )
+            self._bad_message(data, exc)
             return None
         kind = response.WhichOneof("response_types")
         if kind == "flow":
             flow = response.flow
-            if flow.HasField("time"):
-                time_ns = flow_time_ns(flow)
-            elif response.HasField("time"):
-                flow.time.CopyFrom(response.time)
-                time_ns = flow_time_ns(flow)
-            else:
-                stats.record_error(
-                    self.name,
-                    self._message_no,
-                    ErrorReason.MISSING_TIME,
-                    "flow has no event time (neither flow.time nor the response's time)",
-                )
-                return None
+            ts = flow.time
+            seconds = ts.seconds
+            nanos = ts.nanos
+            if not (seconds or nanos or flow.HasField("time")):  # rare: check presence
+                if not response.HasField("time"):
+                    stats.record_error(
+                        self.name,
+                        self._message_no,
+                        ErrorReason.MISSING_TIME,
+                        "flow has no event time (neither flow.time nor the response's time)",
+                    )
+                    return None
+                ts = response.time
+                seconds = ts.seconds
+                nanos = ts.nanos
+            time_ns = seconds * _NS + nanos
             if self._gap_check is not None:
                 self._check_gap(time_ns)
             key = flow.uuid or hashlib.blake2b(data, digest_size=16).digest()
@@ -680,12 +688,21 @@ class HubbleSource:
                 self.hubble.duplicates += 1
                 return None
             try:
-                record = compact_flow(flow)
+                record = self._decoder.record(data, flow, seconds, nanos)
             except OutOfRange as exc:
                 stats.record_error(self.name, self._message_no, exc.reason, str(exc))
                 return None
+            except DecodeError as exc:  # a malformed sub-message the lean parse skipped
+                self._bad_message(data, exc)
+                return None
             stats.flows += 1
             return record
+        if kind is not None:  # rare: parse in full
+            try:
+                response = full_response(data)
+            except DecodeError as exc:
+                self._bad_message(data, exc)
+                return None
         if kind == "lost_events":
             lost = response.lost_events
             source = (

@@ -20,7 +20,7 @@ from typing import Any, Final, NoReturn
 from rich.text import Text
 
 from netwarden import __version__
-from netwarden.cli import db, detection, lifecycle, remediation, serving, traffic
+from netwarden.cli import cluster, db, detection, lifecycle, remediation, serving, traffic
 from netwarden.cli.consoles import stderr
 
 __all__ = ["main"]
@@ -39,14 +39,21 @@ _COMMANDS: Final[tuple[tuple[str, ModuleType], ...]] = (
     ("observer", serving),
     ("agent", serving),
     ("token", serving),
+    ("partials", cluster),
+    ("shard", cluster),
     ("propose", remediation),
     ("simulate", remediation),
     ("features", traffic),
     ("db", db),
 )
 
+_NAMES: Final = frozenset(command for command, _ in _COMMANDS)
 
-def _build_parser() -> argparse.ArgumentParser:
+
+def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``only`` (a command's name) of that command alone:
+    a command's options may import what its choice lists and defaults come from (``generate``
+    the generator, the window options the window builder), so a run builds only its own."""
     parser = argparse.ArgumentParser(
         prog="netwarden",
         description="Network anomaly detection for Kubernetes: Hubble/eBPF flows in, per-identity "
@@ -55,8 +62,17 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"netwarden {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command, group in _COMMANDS:
-        group.add_parser(sub, command)
+        if only is None or command == only:
+            group.add_parser(sub, command)
     return parser
+
+
+def _invoked(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs when it starts with one (the top level has only ``--version``
+    and ``--help``, so anything else before a command is handled by the full parser)."""
+    if argv and argv[0] in _NAMES:
+        return argv[0]
+    return None
 
 
 def _fail(message: str) -> NoReturn:
@@ -70,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from netwarden.errors import UserError
     from netwarden.ingest.inputfiles import InputError
 
-    parser = _build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = _build_parser(_invoked(argv))
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], Any] = args.handler
     try:

@@ -10,10 +10,12 @@ name the option.
 from __future__ import annotations
 
 import argparse
-from typing import Final
+from typing import TYPE_CHECKING
 
 from netwarden.errors import UserError
-from netwarden.ingest.windows import WindowConfig
+
+if TYPE_CHECKING:
+    from netwarden.ingest.windows import WindowConfig
 
 __all__ = [
     "add_flows_option",
@@ -22,8 +24,6 @@ __all__ = [
     "positive_float",
     "window_config",
 ]
-
-_DEFAULTS: Final = WindowConfig()
 
 
 def _number(text: str, *, allow_zero: bool) -> float:
@@ -60,11 +60,17 @@ def add_flows_option(parser: argparse.ArgumentParser) -> None:
 def add_window_options(
     parser: argparse.ArgumentParser, *, note: str = "", lateness: bool = False
 ) -> None:
-    """``--window`` (its help ending in ``note``) and, with ``lateness``, ``--lateness``."""
+    """``--window`` (its help ending in ``note``) and, with ``lateness``, ``--lateness``.
+
+    The window builder is imported here, when a command that has these options is built, not
+    when the command line starts (other commands do not need it)."""
+    from netwarden.ingest.windows import WindowConfig
+
+    defaults = WindowConfig()
     parser.add_argument(
         "--window",
         type=positive_float,
-        default=_DEFAULTS.window_seconds,
+        default=defaults.window_seconds,
         metavar="SECONDS",
         help=f"window length in seconds (default: %(default)s){note}",
     )
@@ -72,7 +78,7 @@ def add_window_options(
         parser.add_argument(
             "--lateness",
             type=non_negative_float,
-            default=_DEFAULTS.allowed_lateness,
+            default=defaults.allowed_lateness,
             metavar="SECONDS",
             help="allowed lateness of flows behind the newest event time (default: %(default)s)",
         )
@@ -81,6 +87,8 @@ def add_window_options(
 def window_config(args: argparse.Namespace) -> WindowConfig:
     """The WindowConfig of a command's window options (``WindowConfig``'s defaults for those it
     lacks); a value out of range is a UserError naming the parameter and its range."""
+    from netwarden.ingest.windows import WindowConfig
+
     values = {"window_seconds": args.window}
     if hasattr(args, "lateness"):
         values["allowed_lateness"] = args.lateness

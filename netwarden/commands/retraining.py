@@ -9,8 +9,8 @@ and the pipeline's next :meth:`~netwarden.models.registry.CurrentModel.refresh` 
 Per run: one log line, ``netwarden_retrain_runs_total{result}`` (``promoted``, ``kept``: the
 gate refused the candidate, ``failed``), ``netwarden_retrain_last_success_timestamp_seconds``
 (a run that finished, promoted or not). An alert (``NetwardenRetrainingFailing``, through the
-alert outbox to Alertmanager) fires when a run fails or when no run succeeded for two periods
-of the schedule, and is resolved by the next success.
+alert outbox to Alertmanager and Slack) fires when a run fails or when no run succeeded for two
+periods of the schedule, and is resolved by the next success.
 """
 
 from __future__ import annotations

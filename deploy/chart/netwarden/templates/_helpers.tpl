@@ -57,6 +57,41 @@ app.kubernetes.io/component: {{ .part }}
 {{- printf "%s-agent" (include "netwarden.fullname" .) -}}
 {{- end -}}
 
+{{- define "netwarden.partialsName" -}}
+{{- printf "%s-partials" (include "netwarden.fullname" .) -}}
+{{- end -}}
+
+{{- define "netwarden.shardName" -}}
+{{- printf "%s-shard" (include "netwarden.fullname" .) -}}
+{{- end -}}
+
+{{/*
+Cluster mode needs what several machines share: NATS, the store (PostgreSQL), the key model
+versions are signed with, and the model versions themselves. Rendered by every cluster-mode
+template; fails the install with what is missing.
+*/}}
+{{- define "netwarden.clusterChecks" -}}
+{{- $v := .Values -}}
+{{- if not $v.nats.url -}}
+{{- fail "cluster.enabled needs nats.url: the NATS JetStream server(s) the agents and shards use" -}}
+{{- end -}}
+{{- if not $v.store.existingSecret -}}
+{{- fail "cluster.enabled needs store.existingSecret: the shards and the API share one store (PostgreSQL)" -}}
+{{- end -}}
+{{- if not $v.models.signingKey.existingSecret -}}
+{{- fail "cluster.enabled needs models.signingKey.existingSecret: the shards verify model versions with it" -}}
+{{- end -}}
+{{- if not $v.cluster.models.existingClaim -}}
+{{- fail "cluster.enabled needs cluster.models.existingClaim: a ReadOnlyMany/ReadWriteMany claim with the model versions the shards score with" -}}
+{{- end -}}
+{{- if gt (int $v.cluster.shards) (int $v.cluster.partitions) -}}
+{{- fail (printf "cluster.shards (%d) is more than cluster.partitions (%d): some shards would own nothing" (int $v.cluster.shards) (int $v.cluster.partitions)) -}}
+{{- end -}}
+{{- if eq $v.flows.source "generator" -}}
+{{- fail "cluster.enabled reads each node's own flows (flows.source hubble-relay, hubble-socket or ebpf), not the generator" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The first detector pod's volume claim, named by the StatefulSet's volumeClaimTemplate. */}}
 {{- define "netwarden.dataClaim" -}}
 {{- printf "data-%s-0" (include "netwarden.detectorName" .) -}}
@@ -80,7 +115,11 @@ Secrets are not in it: they arrive as NETWARDEN_* variables from Secrets (detect
 {{- $v := .Values -}}
 {{- $hubble := dict -}}
 {{- $source := dict "spec" "hubble" -}}
-{{- if eq $v.flows.source "hubble-relay" -}}
+{{- if $v.cluster.enabled -}}
+{{- /* the shards score the flows (as the nodes' partials); the detector only serves the API
+over the shared store: its source is a file that never grows (always up, never a flow) */ -}}
+{{- $_ := set $source "spec" "file:/dev/null" -}}
+{{- else if eq $v.flows.source "hubble-relay" -}}
 {{- $_ := set $hubble "server" $v.flows.hubbleRelay.address -}}
 {{- if $v.flows.hubbleRelay.tls.enabled -}}
 {{- $_ := set $hubble "tls" true -}}
@@ -100,8 +139,10 @@ Secrets are not in it: they arrive as NETWARDEN_* variables from Secrets (detect
 {{- else if eq $v.flows.source "generator" -}}
 {{- $_ := set $source "spec" "generator" -}}
 {{- end -}}
+{{- if not $v.cluster.enabled -}}
 {{- with $v.flows.namespaces -}}
 {{- $_ := set $hubble "namespaces" . -}}
+{{- end -}}
 {{- end -}}
 {{- $api := dict "host" "0.0.0.0" "port" (int $v.api.port) -}}
 {{- $url := printf "http://%s.%s.svc:%d" (include "netwarden.apiName" .) .Release.Namespace (int $v.api.port) -}}
@@ -135,8 +176,8 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
-{{/* NETWARDEN_* variables from Secrets: the store URL and the API tokens. */}}
-{{- define "netwarden.secretEnv" -}}
+{{/* The store URL from its Secret (store.existingSecret), for the detector and the retraining job. */}}
+{{- define "netwarden.storeEnv" -}}
 {{- if .Values.store.existingSecret }}
 - name: NETWARDEN_STORE__URL
   valueFrom:
@@ -144,6 +185,11 @@ capabilities:
       name: {{ .Values.store.existingSecret }}
       key: {{ .Values.store.key }}
 {{- end }}
+{{- end -}}
+
+{{/* NETWARDEN_* variables from Secrets: the store URL and the API tokens. */}}
+{{- define "netwarden.secretEnv" -}}
+{{- include "netwarden.storeEnv" . }}
 {{- if .Values.api.tokens.existingSecret }}
 - name: NETWARDEN_API_TOKENS
   valueFrom:
@@ -155,7 +201,7 @@ capabilities:
 
 {{/* The detector's environment: its node's agent (eBPF), the secrets, detector.extraEnv. */}}
 {{- define "netwarden.detectorEnv" -}}
-{{- if eq .Values.flows.source "ebpf" }}
+{{- if and (eq .Values.flows.source "ebpf") (not .Values.cluster.enabled) }}
 # the eBPF agent of this node: hostNetwork, its Observer API on the node's address
 - name: HOST_IP
   valueFrom:
