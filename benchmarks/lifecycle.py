@@ -12,7 +12,11 @@ runs ``netwarden retrain`` every ``--every`` days (the schedule), on the last ``
 days of its history (the training day is history too) with the last day held out for the gate;
 the *static* arm never retrains.
 
-Every netwarden step is a process, as a user or the CronJob runs it. Printed per day and arm:
+Every netwarden step is a process, as a user or the CronJob runs it, of one snapshot of the
+working tree taken at the start (``<work>/site``): the steps of a run take minutes and the
+checkout may be edited meanwhile, and an arm that ran a day on other code than the other arm
+differs from it from that day on (through its store and edge memory), before any retraining.
+Printed per day and arm:
 anomalies (alerts) per identity-day; then the totals after the first retraining, which is
 where the arms can differ, and each retraining's gate decision.
 
@@ -35,13 +39,46 @@ from pathlib import Path
 import orjson
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[1]
+#: The netwarden the steps run: this checkout's (the editable install) until :func:`main`
+#: points it at its snapshot.
+SITE: Path | None = None
+
+
+def snapshot(folder: Path, root: Path = ROOT) -> Path:
+    """Copy the netwarden package as the working tree at ``root`` holds it now into
+    ``folder``, laid out as installed (each folder of ``[tool.setuptools.package-dir]`` in
+    pyproject.toml at its package's path); the folder to put first on ``sys.path``."""
+    import tomllib
+
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.rmtree(folder, ignore_errors=True)
+    # parents before their subpackages ("netwarden" sorts before "netwarden.detector")
+    for package, source in sorted(setuptools["package-dir"].items()):
+        target = folder.joinpath(*package.split("."))
+        shutil.copytree(root / source, target, ignore=skip, dirs_exist_ok=True)
+    return folder
+
+
+def command(*args: str) -> list[str]:
+    """The command line of one netwarden step: the snapshot's (:data:`SITE`) when taken,
+    ahead of the editable install of this checkout."""
+    if SITE is None:
+        return [sys.executable, "-m", "netwarden", *args]
+    return [
+        sys.executable,
+        "-c",
+        "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+        "runpy.run_module('netwarden', run_name='__main__')",
+        str(SITE),
+        *args,
+    ]
 
 
 def netwarden(*args: str) -> str:
     """Run one netwarden command as a process; its stdout (stderr shown on failure)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "netwarden", *args], capture_output=True, text=True
-    )
+    done = subprocess.run(command(*args), capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"netwarden {args[0]} failed ({done.returncode})")
@@ -138,6 +175,10 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="netwarden-lifecycle-"))
     work.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
+    # one version of the code for every step of both arms, and for this script's own reads
+    global SITE
+    SITE = snapshot(work / "site")
+    sys.path.insert(0, str(SITE))
     hours = 24 * (args.days + 1)
     netwarden(
         "generate",

@@ -285,7 +285,7 @@ class EdgeMemory:
             self.touch(identity, start)
         if window.client.pods:
             pods = self._pods.setdefault(identity, {})
-            for pod in window.client.pods:
+            for pod in sorted(window.client.pods):
                 pods[pod] = min(pods.pop(pod, start), start)  # first seen; now most recent
             while len(pods) > MAX_PODS:
                 del pods[next(iter(pods))]
