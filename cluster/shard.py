@@ -7,6 +7,16 @@ pull consumer, named by the partition (``netwarden-p<p>``), not by the replica: 
 ``p`` continues from what the last owner acknowledged. Changing ``R`` (scale up or down) hands
 partitions to other replicas the same way; ``P`` is fixed for the stream's life.
 
+**Leases** (``ShardConfig.leases``): ownership is dynamic instead, held by leases in a key-value
+bucket (:mod:`netwarden.cluster.leases`: the live members sorted, ``p`` to
+``members[p % n]``). Once a round (``ttl / 4``) the shard heartbeats, renews its leases, gives
+up the partitions no longer assigned to it and takes those that are and are free. Giving a
+partition up (or losing its lease to another shard) stops its fetching at once, negatively
+acknowledges the partials of its open windows (redelivered at once, to the next holder) and
+only then deletes the lease; nothing of it is handed off any more. A partition taken closes
+none of its windows for the start-up grace (what a dead holder held is redelivered meanwhile),
+and a lease not renewed for ``ttl / 2`` is not used (nothing fetched or closed) until it is.
+
 **Merging and closing.** Partials merge per (identity, window start) as they come, whatever node
 sent them. The shard's watermark is the newest window end it has seen; a window closes when the
 watermark passes its end by ``lateness`` (by then every node has moved on by that much event
@@ -35,7 +45,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import nats
@@ -45,6 +55,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import BadRequestError
 from nats.js.errors import Error as JetStreamError
 
+from netwarden.cluster.leases import LeaseConfig, LeaseKeeper
 from netwarden.cluster.partials import (
     STREAM,
     Partial,
@@ -81,9 +92,12 @@ class ShardConfig:
     max_ack_pending: int = 50_000
     fetch_batch: int = 256
     name: str = "shard"
+    #: Take partitions through leases (:mod:`netwarden.cluster.leases`) instead of
+    #: ``partitions``, which then only reports the ones held.
+    leases: LeaseConfig | None = None
 
     def __post_init__(self) -> None:
-        if not self.partitions:
+        if not self.partitions and self.leases is None:
             raise ValueError("a shard needs at least one partition")
         if self.lateness < 0 or self.idle_close <= 0 or self.ack_wait <= 0:
             raise ValueError("lateness must be >= 0, idle_close and ack_wait > 0")
@@ -107,14 +121,21 @@ class ShardStats:
     #: Hand-offs the sink failed (retried; nothing acknowledged meanwhile).
     handoff_failures: int = 0
     open_windows: int = 0
+    #: Lease mode: partitions taken, given up (rebalanced away) and lost (taken by another).
+    acquired: int = 0
+    released: int = 0
+    lost: int = 0
+    #: Partials of open windows negatively acknowledged on giving a partition up.
+    nakked: int = 0
     watermark: float = float("-inf")
     nodes: set[str] = field(default_factory=set)
 
 
 class _Open:
-    __slots__ = ("ids", "msgs", "nodes", "window")
+    __slots__ = ("ids", "msgs", "nodes", "partition", "window")
 
-    def __init__(self, partial: Partial, msg: Any) -> None:
+    def __init__(self, partial: Partial, msg: Any, partition: int) -> None:
+        self.partition = partition
         self.window: ClosedWindow = partial.window
         self.ids = {partial.msg_id}
         self.nodes = [partial.node]
@@ -154,6 +175,10 @@ class DetectorShard:
         self._started = time.monotonic()
         #: Acknowledgements (or terminations) due for messages taken, sent after each fetch.
         self._settle: list[Callable[[], Any]] = []
+        self.leases = None if config.leases is None else LeaseKeeper(config.leases)
+        #: partition -> its pull subscription; lease mode: -> no closing before (monotonic)
+        self._subs: dict[int, Any] = {}
+        self._grace_until: dict[int, float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then close nothing more (open windows stay unacked
@@ -164,13 +189,24 @@ class DetectorShard:
         try:
             js = nc.jetstream()
             await ensure_stream(js, self.limits)
-            subs = [await self._subscribe(js, p) for p in self.config.partitions]
+            if self.leases is None:
+                for p in self.config.partitions:
+                    self._subs[p] = await self._subscribe(js, p)
+            else:
+                await self.leases.open(js)
             self._started = self._last_arrival = time.monotonic()
+            next_round = 0.0
             while not stop.is_set():
-                batches = await asyncio.gather(*(self._fetch(s) for s in subs))
-                for msgs in batches:
+                if self.leases is not None and time.monotonic() >= next_round:
+                    await self._lease_round(js)
+                    next_round = time.monotonic() + self.leases.config.renew_every
+                subs = [(p, s) for p, s in self._subs.items() if self._usable(p)]
+                if not subs:
+                    await asyncio.sleep(0.25)
+                batches = await asyncio.gather(*(self._fetch(s) for _, s in subs))
+                for (p, _), msgs in zip(subs, batches):
                     for msg in msgs:
-                        self._take(msg)
+                        self._take(msg, p)
                 settle, self._settle = self._settle, []
                 for send in settle:
                     with contextlib.suppress(NatsError, JetStreamError):
@@ -178,9 +214,68 @@ class DetectorShard:
                 if not nc.is_connected:  # an outage of the server is not a quiet cluster:
                     self._last_arrival = time.monotonic()  # idle time counts from reconnecting
                 await self._close_ready()
+            if self.leases is not None and nc.is_connected:  # a clean stop: hand over at once
+                for p in list(self._subs):
+                    await self._give_up(p, release=True)
+                with contextlib.suppress(NatsError, JetStreamError, TimeoutError):
+                    await self.leases.leave()
         finally:
             with contextlib.suppress(NatsError, JetStreamError, OSError, TimeoutError):
                 await nc.close()
+
+    def _usable(self, partition: int) -> bool:
+        return self.leases is None or self.leases.fresh(partition)
+
+    async def _lease_round(self, js: Any) -> None:
+        """Heartbeat, renew, give up what is no longer ours, take what is and is free."""
+        keeper = self.leases
+        assert keeper is not None
+        st = self.stats
+        try:
+            await keeper.heartbeat()
+            for p in await keeper.renew():
+                st.lost += 1
+                await self._give_up(p, release=False)
+            desired = keeper.desired()
+            for p in sorted(set(self._subs) - desired):
+                st.released += 1
+                await self._give_up(p, release=True)
+            for p in sorted(desired - set(self._subs)):
+                if await keeper.acquire(p):
+                    try:
+                        self._subs[p] = await self._subscribe(js, p)
+                    except (NatsError, JetStreamError, TimeoutError):
+                        await keeper.release(p)
+                        raise
+                    st.acquired += 1
+                    # what a dead holder held comes back ack_wait after its delivery
+                    self._grace_until[p] = time.monotonic() + self.config.grace
+                    _log.info("%s: took partition %d", self.config.name, p)
+        except (NatsError, JetStreamError, TimeoutError) as exc:
+            _log.info("lease round: %s", exc)
+        self.config = replace(self.config, partitions=tuple(sorted(self._subs)))
+
+    async def _give_up(self, partition: int, *, release: bool) -> None:
+        """Stop consuming ``partition``; its open windows' partials go back to the stream
+        (nak: redelivered at once, to the next holder); then release the lease."""
+        sub = self._subs.pop(partition, None)
+        if sub is not None:
+            with contextlib.suppress(NatsError, JetStreamError, ValueError, TimeoutError):
+                await sub.unsubscribe()
+        settle, self._settle = self._settle, []  # acks due for messages already dealt with
+        for send in settle:
+            with contextlib.suppress(NatsError, JetStreamError):
+                await send()
+        for key in [k for k, o in self._open.items() if o.partition == partition]:
+            for msg in self._open.pop(key).msgs:
+                self.stats.nakked += 1
+                with contextlib.suppress(NatsError, JetStreamError):
+                    await msg.nak()
+        self.stats.open_windows = len(self._open)
+        self._grace_until.pop(partition, None)
+        if release and self.leases is not None:
+            await self.leases.release(partition)
+        _log.info("%s: gave partition %d up", self.config.name, partition)
 
     async def _connect(self, stop: asyncio.Event) -> Any:
         async def error(exc: Exception) -> None:
@@ -228,7 +323,7 @@ class DetectorShard:
             await asyncio.sleep(0.25)
             return []
 
-    def _take(self, msg: Any) -> None:
+    def _take(self, msg: Any, partition: int) -> None:
         st = self.stats
         try:
             partial = decode_partial(msg.data)
@@ -237,7 +332,6 @@ class DetectorShard:
             _log.warning("partial on %s dropped: %s", msg.subject, exc)
             self._settle.append(msg.term)
             return
-        self._last_arrival = time.monotonic()
         with contextlib.suppress(Exception):  # metadata is parsed from the reply subject
             st.redelivered += msg.metadata.num_delivered > 1
         key = partial.key
@@ -259,7 +353,7 @@ class DetectorShard:
             return
         found = self._open.get(key)
         if found is None:
-            self._open[key] = _Open(partial, msg)
+            self._open[key] = _Open(partial, msg, partition)
         elif partial.msg_id in found.ids:
             st.duplicates += 1
             found.msgs.append(msg)  # acked with the window: either delivery acks it
@@ -270,19 +364,28 @@ class DetectorShard:
             found.nodes.append(partial.node)
             found.msgs.append(msg)
         st.partials += 1
+        # a new partial, not a redelivered copy (held past ack_wait): the cluster is not quiet
+        self._last_arrival = time.monotonic()
         st.watermark = max(st.watermark, partial.window.end)
         st.open_windows = len(self._open)
 
     async def _close_ready(self) -> None:
         cfg = self.config
         now = time.monotonic()
-        if not self._open or now - self._started < cfg.grace:
+        if not self._open or (self.leases is None and now - self._started < cfg.grace):
             return
         if now - self._last_arrival >= cfg.idle_close:
             ready = list(self._open)
         else:
             limit = self.stats.watermark - cfg.lateness
             ready = [k for k, o in self._open.items() if o.window.end <= limit]
+        if self.leases is not None:  # only partitions held, past the grace of their taking
+            ready = [
+                k
+                for k in ready
+                if self._usable(p := self._open[k].partition)
+                and now >= self._grace_until.get(p, 0.0)
+            ]
         if not ready:
             return
         try:

@@ -145,6 +145,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "detector": {"config": {"windows": {"seconds": 30, "lateness": 5}}},
         "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     },
+    "cluster-leases": {
+        **CLUSTER,
+        "cluster": {**CLUSTER["cluster"], "shards": 3, "shard": {"leases": True, "leaseTTL": 20}},
+    },
     "cluster-socket-namespaces": {
         **CLUSTER,
         "flows": {
@@ -922,15 +926,22 @@ def test_the_shards_own_every_partition_once_and_score_into_the_shared_store(
     partitions = values["cluster"].get("partitions", 16)
     shards = values["cluster"].get("shards", 2)
     assert args.command == "shard" and sts["spec"]["replicas"] == shards
-    assert (args.partitions, args.replicas, args.ordinal) == (partitions, shards, "auto")
     assert args.nats == values["nats"]["url"]
-    # each pod's ordinal comes from its name: together they own each partition exactly once
-    owners: list[int] = []
-    for k in range(shards):
-        pod = f"{sts['metadata']['name']}-{k}"
-        monkeypatch.setattr("netwarden.commands.cluster.socket.gethostname", lambda pod=pod: pod)
-        owners += owned_partitions(args.partitions, args.ordinal, args.replicas, args.owns)
-    assert sorted(owners) == list(range(partitions))
+    leases = values["cluster"].get("shard", {}).get("leases", False)
+    if leases:  # ownership by leases among the live shards (tests/test_nats_partials.py)
+        assert args.leases and args.lease_ttl == values["cluster"]["shard"]["leaseTTL"]
+        assert (args.partitions, args.ordinal) == (partitions, None)
+    else:
+        assert (args.partitions, args.replicas, args.ordinal) == (partitions, shards, "auto")
+        # each pod's ordinal comes from its name: together they own each partition exactly once
+        owners: list[int] = []
+        for k in range(shards):
+            pod = f"{sts['metadata']['name']}-{k}"
+            monkeypatch.setattr(
+                "netwarden.commands.cluster.socket.gethostname", lambda pod=pod: pod
+            )
+            owners += owned_partitions(args.partitions, args.ordinal, args.replicas, args.owns)
+        assert sorted(owners) == list(range(partitions))
     # scored with the model's windows, the model versions of the claim verified with the key,
     # into the detector's own store (the same Secret): the API lists what the shards found
     windows = values.get("detector", {}).get("config", {}).get("windows", {})

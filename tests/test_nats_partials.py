@@ -14,14 +14,17 @@ with one line, unless ``NETWARDEN_TEST_REQUIRE_NATS=1`` (CI) makes that a failur
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,8 +34,10 @@ from typing import Any, Final
 import httpx
 import nats
 import pytest
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
+from netwarden.cluster.leases import assignment
 from netwarden.cluster.metrics import parse_listen
 from netwarden.cluster.node import NodeWindows
 from netwarden.cluster.partials import (
@@ -96,7 +101,10 @@ class Nats:
         conf.write_text(
             f"listen: 127.0.0.1:{self.port}\n"
             f"http: 127.0.0.1:{self.monitor}\n"
-            f'jetstream {{ store_dir: "{self.workdir / "js"}" }}\n' + server_mappings(PARTITIONS)
+            # an explicit bound: by default JetStream allows 75 % of the free disk and reserves a
+            # stream's max_bytes (8 GiB) against it, refusing the stream on a fuller disk
+            f'jetstream {{ store_dir: "{self.workdir / "js"}", max_file_store: 64G }}\n'
+            + server_mappings(PARTITIONS)
         )
         self.server = start(
             "nats-server",
@@ -272,9 +280,11 @@ def wait_for_empty_stream(url: str, timeout: float = 15.0) -> None:
     assert n == 0, f"{n} partials never acknowledged"
 
 
-def check_merged(rows: list, expected: dict[Key, ClosedWindow], nodes: int) -> None:
-    """Every window once, equal to the one-place window; merged from distinct partials; handed
-    off by the shard that owns its partition."""
+def check_merged(
+    rows: list, expected: dict[Key, ClosedWindow], nodes: int, *, static: bool = True
+) -> None:
+    """Every window once, equal to the one-place window; merged from distinct partials; with
+    ``static`` ownership, handed off by the shard that owns its partition."""
     got = {(w.subject.id, w.start): (w, ns, ids, shard) for w, ns, ids, shard in rows}
     assert len(got) == len(rows)
     assert set(got) == set(expected)
@@ -285,7 +295,7 @@ def check_merged(rows: list, expected: dict[Key, ClosedWindow], nodes: int) -> N
         assert len(set(node_names)) == len(node_names) <= nodes, key  # one partial per node
         merged_from_several += len(node_names) > 1
         p = partition_of(window.subject.namespace, window.subject.workload, PARTITIONS)
-        assert shard.split("-")[0] == shard_name(p % 2).split("-")[0], (key, shard)
+        assert not static or shard.split("-")[0] == shard_name(p % 2).split("-")[0], (key, shard)
     assert merged_from_several > len(got) // 2  # the test really merges across nodes
 
 
@@ -562,6 +572,157 @@ def test_a_killed_shard_is_replaced_without_loss_or_double(
     for *_, shard in rows:
         by_shard[shard] += 1
     assert by_shard[shard_name(0)] > 0 and by_shard[shard_name(0, 1)] > 0, dict(by_shard)
+
+
+# -- dynamic ownership: leases in the key-value bucket ----------------------------------------
+
+#: A member silent for 3 s has left, its leases are taken over. A quiet stream closes windows
+#: after 10 s here, not 2: the test waits for leases to move between minutes of flows, and a
+#: node's window still open on its side (no flows of the next minute yet) must not close.
+#: The stream's bound is 1 GiB: nats-server reserves it on the disk, for three shards at once.
+LEASE_ARGS: Final = ("--leases", "--lease-ttl", "3", "--idle-close", "10", "--stream-max-gb", "1")
+
+
+def start_lease_shard(url: str, db: Path, name: str, log: Path) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "netwarden", "shard", "--nats", url]
+    argv += ["--partitions", str(PARTITIONS), "--windows-db", str(db), "--name", name]
+    argv += [*SHARD_ARGS, *LEASE_ARGS]
+    return subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def final_counts(log: Path) -> dict[str, int]:
+    """A lease shard's last progress line: windows handed off, new (to the sink), taken, given
+    up, lost, returned (partials of open windows nakked when giving a partition up)."""
+    found = re.findall(
+        r"([\d,]+) windows handed off \(([\d,]+) new\).*\((\d+) taken, (\d+) given up, "
+        r"(\d+) lost, (\d+) partials of open windows returned\)",
+        log.read_text(),
+    )
+    assert found, log.read_text()[-1500:]
+    names = ("windows", "new", "taken", "given_up", "lost", "returned")
+    return dict(zip(names, (int(n.replace(",", "")) for n in found[-1])))
+
+
+def lease_holders(url: str) -> dict[int, str]:
+    """partition -> the member holding its lease, as the bucket says."""
+
+    async def read() -> dict[int, str]:
+        nc = await nats.connect(url)
+        try:
+            try:
+                kv = await nc.jetstream().key_value("netwarden-shards")
+            except BucketNotFoundError:  # no shard has started yet
+                return {}
+            out = {}
+            for p in range(PARTITIONS):
+                with contextlib.suppress(KeyNotFoundError):
+                    out[p] = json.loads((await kv.get(f"lease.{p}")).value)["holder"]
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def wait_for_holders(url: str, members: list[str], logs: list[Path], timeout: float = 30.0):
+    """Until every partition's lease is held as the sorted live ``members`` divide them."""
+    want = assignment(members, PARTITIONS)
+    deadline = time.monotonic() + timeout
+    while (got := lease_holders(url)) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    tails = "\n".join(p.read_text()[-1500:] for p in logs if p.exists())
+    assert got == want, f"leases {got}, want {want}:\n{tails}"
+
+
+def test_assignment_spreads_partitions_over_sorted_members() -> None:
+    assert assignment(["b", "a"], 4) == {0: "a", 1: "b", 2: "a", 3: "b"}
+    assert assignment(["shard-10", "shard-9", "shard-2"], 3) == {
+        0: "shard-2",
+        1: "shard-9",
+        2: "shard-10",
+    }
+    assert assignment([], 4) == {}
+    for n in (1, 2, 3, 5):
+        owners = assignment([f"m{i}" for i in range(n)], 16)
+        assert sorted(owners) == list(range(16)) and len(set(owners.values())) == n
+
+
+def run_rebalance(
+    nats_server: Nats, flows: list[Any], tmp_path: Path, change: str
+) -> tuple[list, dict[str, Path]]:
+    """Lease shards consume; mid-stream one joins, leaves (SIGTERM) or dies (SIGKILL); every
+    window must come out once and equal to the one-place window."""
+    nodes = by_node(flows)
+    expected = reference(flows)
+    db = tmp_path / "windows.db"
+    names = ["sa", "sb"] if change == "join" else ["sa", "sb", "sc"]
+    logs = {n: tmp_path / f"{n}.log" for n in ["sa", "sb", "sc"]}
+    shards = {n: start_lease_shard(nats_server.url, db, n, logs[n]) for n in names}
+    agents = Agents(nats_server.url, nodes)
+    try:
+        wait_for_holders(nats_server.url, names, list(logs.values()))
+        agents.step(len(agents.minutes) // 2)
+        wait_until_handed_off(db, "sb", list(logs.values()))
+        agents.step(1)  # sb holds open windows now
+        if change == "join":
+            shards["sc"] = start_lease_shard(nats_server.url, db, "sc", logs["sc"])
+            live = ["sa", "sb", "sc"]
+        elif change == "leave":
+            stop_shard(shards["sb"], logs["sb"])
+            assert shards["sb"].returncode == 0
+            live = ["sa", "sc"]
+        else:
+            shards["sb"].kill()  # its leases stay until they expire, unrenewed
+            shards["sb"].wait(timeout=10)
+            live = ["sa", "sc"]
+        agents.step(2)
+        wait_for_holders(nats_server.url, live, list(logs.values()))
+        agents.finish()
+        rows = wait_for_windows(db, len(expected), list(logs.values()))
+        wait_for_empty_stream(nats_server.url)
+    finally:
+        agents.close()
+        for name, process in shards.items():
+            stop_shard(process, logs[name])
+    check_merged(rows, expected, len(nodes), static=False)
+    return rows, {n: logs[n] for n in shards if shards[n].returncode == 0}
+
+
+@pytest.mark.slow
+def test_a_joining_shard_takes_its_partitions_over(
+    nats_server: Nats, flows: list[Any], tmp_path: Path
+) -> None:
+    rows, stopped = run_rebalance(nats_server, flows, tmp_path, "join")
+    by_shard = Counter(shard for *_, shard in rows)
+    assert by_shard["sc"] > 0 and by_shard["sa"] > 0 and by_shard["sb"] > 0, by_shard
+    counts = {name: final_counts(log) for name, log in stopped.items()}
+    for c in counts.values():  # no shard handed a window off that another already had
+        assert c["windows"] == c["new"] and c["lost"] == 0, counts
+    # sc joined (the leases moved as run_rebalance checked: 2 from sa to sc, 3 from sb to sa;
+    # the shards stopping one by one at the end move them again)
+    assert counts["sc"]["taken"] >= 1 and counts["sa"]["given_up"] >= 1, counts
+
+
+@pytest.mark.slow
+def test_a_leaving_shard_hands_its_partitions_over(
+    nats_server: Nats, flows: list[Any], tmp_path: Path
+) -> None:
+    _, stopped = run_rebalance(nats_server, flows, tmp_path, "leave")
+    assert set(stopped) == {"sa", "sb", "sc"}
+    counts = {name: final_counts(log) for name, log in stopped.items()}
+    for c in counts.values():
+        assert c["windows"] == c["new"] and c["lost"] == 0, counts
+    # sb left holding open windows: their partials went back for sa and sc to merge
+    assert counts["sb"]["returned"] > 0, counts
+
+
+@pytest.mark.slow
+def test_a_killed_shard_s_leases_expire_and_are_taken_over(
+    nats_server: Nats, flows: list[Any], tmp_path: Path
+) -> None:
+    _, stopped = run_rebalance(nats_server, flows, tmp_path, "kill")
+    assert "sb" not in stopped
+    assert any("took over the lease" in log.read_text() for log in stopped.values())
 
 
 @pytest.mark.slow

@@ -159,6 +159,22 @@ def _add_shard(sub: argparse._SubParsersAction) -> None:
     shard.add_argument(
         "--replicas", type=_positive_int, default=None, metavar="R", help="detector replicas"
     )
+    shard.add_argument(
+        "--leases",
+        action="store_true",
+        help="take partitions dynamically instead of --owns/--ordinal: register as a member "
+        "in the 'netwarden-shards' key-value bucket, hold a lease per partition, partitions "
+        "spread over the live members (sorted, p to members[p %% n]) and rebalanced when one "
+        "joins or leaves; --name is the member id (default: the host name)",
+    )
+    shard.add_argument(
+        "--lease-ttl",
+        type=positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="with --leases: a member silent this long has left, its leases are taken over "
+        "(default: %(default)s)",
+    )
     shard.add_argument("--name", default="", metavar="NAME", help="shard name in logs and output")
     where = shard.add_argument_group("where merged windows go")
     where.add_argument(
@@ -273,10 +289,17 @@ def _cmd_mapping(args: argparse.Namespace) -> int:
 def _cmd_shard(args: argparse.Namespace) -> int:
     from netwarden.cluster.partials import StreamLimits
     from netwarden.cluster.shard import ShardConfig
-    from netwarden.commands.cluster import owned_partitions, run_shard
+    from netwarden.commands.cluster import lease_config, owned_partitions, run_shard
 
-    owned = owned_partitions(args.partitions, args.ordinal, args.replicas, args.owns)
+    leases = None
+    if args.leases:
+        leases = lease_config(args.partitions, args.name, args.lease_ttl)
+        owned = []
+        args.name = leases.member
+    else:
+        owned = owned_partitions(args.partitions, args.ordinal, args.replicas, args.owns)
     config = ShardConfig(
+        leases=leases,
         partitions=tuple(owned),
         lateness=args.shard_lateness,
         idle_close=args.idle_close,

@@ -27,6 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
+from netwarden.cluster.leases import LeaseConfig
 from netwarden.cluster.metrics import PublisherCollector, ShardCollector, serve_metrics
 from netwarden.cluster.node import NodeWindows
 from netwarden.cluster.partials import StreamLimits, partitions_of_replica, server_mappings
@@ -40,7 +41,7 @@ from netwarden.ingest.reader import FlowReader
 from netwarden.ingest.sources import open_source
 from netwarden.ingest.windows import WindowBuilder, WindowConfig
 
-__all__ = ["mapping", "owned_partitions", "publish", "run_shard"]
+__all__ = ["lease_config", "mapping", "owned_partitions", "publish", "run_shard"]
 
 
 def mapping(partitions: int) -> str:
@@ -176,6 +177,14 @@ def _publisher_line(publisher: PartialPublisher, builder: WindowBuilder) -> str:
     )
 
 
+def lease_config(partitions: int, name: str, ttl: float) -> LeaseConfig:
+    """``--leases``: this shard a member named ``name`` (default: the host name)."""
+    try:
+        return LeaseConfig(member=name or socket.gethostname(), partitions=partitions, ttl=ttl)
+    except ValueError as exc:
+        raise UserError(f"--leases: {exc}") from None
+
+
 def owned_partitions(
     partitions: int, ordinal: str | None, replicas: int | None, owns: str | None
 ) -> list[int]:
@@ -243,11 +252,12 @@ def run_shard(
         raise UserError(f"--metrics-listen {metrics_listen}: {exc}") from None
     if server is not None:
         console.print(f"metrics on http://{server.host}:{server.port}/metrics", markup=False)
-    console.print(
-        f"shard {config.name}: partitions {','.join(map(str, partitions))} from "
-        f"{','.join(nats_url)}",
-        markup=False,
+    held = (
+        "partitions by lease (members of the 'netwarden-shards' bucket)"
+        if config.leases is not None
+        else f"partitions {','.join(map(str, partitions))}"
     )
+    console.print(f"shard {config.name}: {held} from {','.join(nats_url)}", markup=False)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -284,4 +294,11 @@ def _shard_line(shard: DetectorShard) -> str:
         f"shard {shard.config.name}: {st.partials:,} partials from {len(st.nodes)} nodes, "
         f"{st.windows:,} windows handed off ({st.handed_off:,} new), {st.open_windows:,} open, "
         f"{st.duplicates:,} duplicates, {st.late:,} late"
+        + (
+            f"; partitions {','.join(map(str, shard.config.partitions)) or 'none'} "
+            f"({st.acquired} taken, {st.released} given up, {st.lost} lost, "
+            f"{st.nakked} partials of open windows returned)"
+            if shard.config.leases is not None
+            else ""
+        )
     )
