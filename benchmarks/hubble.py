@@ -239,22 +239,27 @@ def _start_server(path: Path, cpu: int) -> tuple[subprocess.Popen, int]:
     return server, int(server.stdout.readline())
 
 
+def _raw_flows(channel: object) -> Iterator[bytes]:
+    """GetFlows (follow) on ``channel`` as raw response bytes: the stream without decoding."""
+    from netwarden.hubble import observer_pb2
+
+    return channel.unary_stream(  # type: ignore[attr-defined]
+        "/observer.Observer/GetFlows",
+        request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
+        response_deserializer=None,
+    )(observer_pb2.GetFlowsRequest(follow=True))
+
+
 def _stream_sync(port: int, total: int, single_threaded: bool) -> int:
     import grpc
     import grpc.experimental
-
-    from netwarden.hubble import observer_pb2
 
     options = [("grpc.max_receive_message_length", 16 << 20)]
     if single_threaded:
         options.append((grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1))
     n = 0
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-        call = channel.unary_stream(
-            "/observer.Observer/GetFlows",
-            request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
-            response_deserializer=None,
-        )(observer_pb2.GetFlowsRequest(follow=True))
+        call = _raw_flows(channel)
         for _ in call:
             n += 1
             if n == total:
@@ -323,18 +328,12 @@ def _forward(port: int, count: int) -> None:
     import grpc
     import grpc.experimental
 
-    from netwarden.hubble import observer_pb2
-
     out = sys.stdout.buffer
     options = [(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
     pending: list[bytes] = []
     n = 0
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-        call = channel.unary_stream(
-            "/observer.Observer/GetFlows",
-            request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
-            response_deserializer=None,
-        )(observer_pb2.GetFlowsRequest(follow=True))
+        call = _raw_flows(channel)
         pack = _LEN.pack
         for data in call:
             pending.append(pack(len(data)))

@@ -17,7 +17,7 @@ from netwarden.detector.scorer import Scorer
 from netwarden.ingest.windows import ClosedWindow, windows_to_rows
 from netwarden.models import artifact
 from netwarden.models.artifact import library_mismatch, load_bundle, save_bundle
-from netwarden.models.flatforest import FlatForest, FlatForestError
+from netwarden.models.flatforest import _ARRAYS, FlatForest, FlatForestError
 from netwarden.models.spec import raw_matrix, transform
 from netwarden.models.training import ModelBundle
 from tests.modelfactory import train_on_generated
@@ -155,21 +155,7 @@ def test_a_version_saved_without_flat_arrays_loads_through_skops(
 def test_arrays_a_walk_could_go_wrong_on_are_refused(trained) -> None:
     bundle, _, _ = trained
     flat = FlatForest.from_pipeline(bundle.models["global"].pipeline)
-    fields = {
-        name: getattr(flat, name)
-        for name in (
-            "center",
-            "scale",
-            "tree_offsets",
-            "children_left",
-            "children_right",
-            "feature",
-            "threshold",
-            "node_depth",
-            "average_path_length",
-            "denominator",
-        )
-    }
+    fields = {name: getattr(flat, name) for name in _ARRAYS}
 
     def refused(**changes: object) -> str:
         with pytest.raises(FlatForestError) as info:
