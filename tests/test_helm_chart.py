@@ -1177,17 +1177,7 @@ def test_promtool_checks_and_runs_the_alert_rules(
         ),
         case(healthy, "NetwardenAlertDeliveriesFailing", []),
     ]
-    spec = tmp_path / "rules_test.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests},
-            sort_keys=False,
-        )
-    )
-    run = subprocess.run(
-        [promtool, "test", "rules", str(spec)], capture_output=True, text=True, cwd=tmp_path
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    _promtool_test_rules(promtool, tmp_path, rules, tests)
 
 
 def test_cluster_alert_rules_use_the_publishers_and_shards_metrics_and_fire(
@@ -1307,7 +1297,13 @@ def test_cluster_alert_rules_use_the_publishers_and_shards_metrics_and_fire(
             [expect("NetwardenFlowsNotArriving", {**ns, "severity": "warning"})],
         ),
     ]
-    spec = tmp_path / "rules_test.yaml"
+    _promtool_test_rules(promtool, tmp_path, rules, tests)
+
+
+def _promtool_test_rules(promtool: str, folder: Path, rules: Path, tests: list[dict]) -> None:
+    """Run ``tests`` (promtool's rule unit tests) against the rule file ``rules`` in
+    ``folder``: every expected alert fires, and no other."""
+    spec = folder / "rules_test.yaml"
     spec.write_text(
         yaml.safe_dump(
             {"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests},
@@ -1315,6 +1311,6 @@ def test_cluster_alert_rules_use_the_publishers_and_shards_metrics_and_fire(
         )
     )
     run = subprocess.run(
-        [promtool, "test", "rules", str(spec)], capture_output=True, text=True, cwd=tmp_path
+        [promtool, "test", "rules", str(spec)], capture_output=True, text=True, cwd=folder
     )
     assert run.returncode == 0, run.stdout + run.stderr

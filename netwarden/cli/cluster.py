@@ -13,6 +13,7 @@ from netwarden.cli.options import (
     add_window_options,
     non_negative_float,
     positive_float,
+    positive_int,
     window_config,
 )
 
@@ -22,20 +23,10 @@ COMMANDS: Final = ("partials", "shard")
 _NATS_HELP: Final = "NATS server URL(s), comma-separated (default: %(default)s)"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def _add_partitions(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--partitions",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         metavar="N",
         help="partitions of the stream, fixed for its life; the same number as in the "
@@ -95,7 +86,7 @@ def _add_partials(sub: argparse._SubParsersAction) -> None:
     add_window_options(pub, lateness=True)
     pub.add_argument(
         "--buffer-messages",
-        type=_positive_int,
+        type=positive_int,
         default=200_000,
         metavar="N",
         help="partials kept while the server does not acknowledge (default: %(default)s)",
@@ -157,7 +148,7 @@ def _add_shard(sub: argparse._SubParsersAction) -> None:
         help="this replica's ordinal, or 'auto': the number ending the host name (StatefulSet)",
     )
     shard.add_argument(
-        "--replicas", type=_positive_int, default=None, metavar="R", help="detector replicas"
+        "--replicas", type=positive_int, default=None, metavar="R", help="detector replicas"
     )
     shard.add_argument(
         "--leases",
@@ -229,7 +220,7 @@ def _add_shard(sub: argparse._SubParsersAction) -> None:
     )
     shard.add_argument(
         "--max-ack-pending",
-        type=_positive_int,
+        type=positive_int,
         default=50_000,
         metavar="N",
         help="partials a partition may hold in open windows (default: %(default)s)",

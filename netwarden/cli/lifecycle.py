@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from netwarden.cli.consoles import stderr
-from netwarden.cli.options import add_flows_option, positive_float
+from netwarden.cli.options import add_flows_option, positive_float, positive_int
 
 __all__ = ["COMMANDS", "add_parser"]
 
@@ -24,16 +24,6 @@ def _timestamp(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _add_model_dir(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -115,7 +105,7 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     )
     rt.add_argument(
         "--keep-versions",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="afterwards delete all but the N newest versions (never the current one nor "
@@ -128,7 +118,7 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     )
     rt.add_argument(
         "--min-windows",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="windows an identity needs for its own model (default: the current model's)",

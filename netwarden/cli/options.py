@@ -46,6 +46,17 @@ def non_negative_float(text: str) -> float:
     return _number(text, allow_zero=True)
 
 
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (counts: partitions, replicas, versions, days)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_flows_option(parser: argparse.ArgumentParser) -> None:
     """``--flows PATH [PATH ...]``: several files after one flag, which scripts rely on."""
     parser.add_argument(

@@ -28,7 +28,12 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from netwarden.cluster.leases import LeaseConfig
-from netwarden.cluster.metrics import PublisherCollector, ShardCollector, serve_metrics
+from netwarden.cluster.metrics import (
+    MetricsServer,
+    PublisherCollector,
+    ShardCollector,
+    serve_metrics,
+)
 from netwarden.cluster.node import NodeWindows
 from netwarden.cluster.partials import StreamLimits, partitions_of_replica, server_mappings
 from netwarden.cluster.publisher import BufferLimits, PartialPublisher
@@ -97,12 +102,7 @@ def publish(
     agent = NodeWindows(builder, publisher, idle_close=idle_close)
     ingest = IngestMetrics(registry)
     registry.register(PublisherCollector(publisher))
-    try:
-        server = serve_metrics(registry, metrics_listen)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"--metrics-listen {metrics_listen}: {exc}") from None
-    if server is not None:
-        console.print(f"metrics on http://{server.host}:{server.port}/metrics", markup=False)
+    server = _metrics_server(registry, metrics_listen, console)
     next_report = time.monotonic() + progress_interval
 
     def progress() -> None:
@@ -246,12 +246,7 @@ def run_shard(
     shard = DetectorShard(nats_url, config, sink, limits=limits)
     registry = CollectorRegistry()
     registry.register(ShardCollector(shard))
-    try:
-        server = serve_metrics(registry, metrics_listen)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"--metrics-listen {metrics_listen}: {exc}") from None
-    if server is not None:
-        console.print(f"metrics on http://{server.host}:{server.port}/metrics", markup=False)
+    server = _metrics_server(registry, metrics_listen, console)
     held = (
         "partitions by lease (members of the 'netwarden-shards' bucket)"
         if config.leases is not None
@@ -302,3 +297,17 @@ def _shard_line(shard: DetectorShard) -> str:
             else ""
         )
     )
+
+
+def _metrics_server(
+    registry: CollectorRegistry, listen: str | None, console: Console
+) -> MetricsServer | None:
+    """``/metrics`` on ``--metrics-listen`` (None: off), said on the console; a bad address or
+    a port in use is the user's error."""
+    try:
+        server = serve_metrics(registry, listen)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--metrics-listen {listen}: {exc}") from None
+    if server is not None:
+        console.print(f"metrics on http://{server.host}:{server.port}/metrics", markup=False)
+    return server
