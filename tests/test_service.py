@@ -526,6 +526,12 @@ def test_benign_changes_are_reviewed_through_the_api(tmp_path, model_dir) -> Non
             _wait(lambda: service.source.status().flows == len(lines) - cut, 30, "every flow read")
             _wait(lambda: service.builder.open_windows == 0, 30, "the last windows to close")
             after = T0 + timedelta(hours=4, minutes=21)  # windows judged after the decisions
+            # the builder closes them, then the pipeline thread scores and records them
+            _wait(
+                lambda: all(service.store.windows(i, since=after) for i in workload["identities"]),
+                30,
+                "the last windows recorded",
+            )
             for identity in workload["identities"]:
                 later = service.store.windows(identity, since=after)
                 assert later, identity
