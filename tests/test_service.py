@@ -113,6 +113,11 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
         assert report.flows_judged > 0
         # the last window closes without new flows (idle_close), so every flow is scored
         _wait(lambda: service.builder.open_windows == 0, 30, "the last windows to close")
+        _wait(
+            lambda: service.windows_recorded == service.builder.stats.windows_closed,
+            30,
+            "every closed window recorded",
+        )
         # Every incident is answered by one proposal for the workload that misbehaved, made
         # for its attacker's (or a subject's) anomaly: the victims of the scan are linked to
         # the scanner's incident, get no proposal of their own, and alert nothing of their own.
