@@ -149,6 +149,36 @@ class ShardCollector(Collector):
                 "The newest window end seen (Unix time).",
                 st.watermark,
             )
+        keeper = self.shard.leases
+        if keeper is not None:  # dynamic ownership (--leases): how partitions moved
+            yield _counter(
+                f"{p}_leases_taken",
+                "Partition leases this shard took (at start, on a rebalance, or over a shard "
+                "seen stopped).",
+                st.acquired,
+            )
+            yield _counter(
+                f"{p}_leases_given_up",
+                "Partitions given up because the assignment moved them to another live shard.",
+                st.released,
+            )
+            yield _counter(
+                f"{p}_leases_lost",
+                "Leases another shard took over (this shard's renewals were late): a shard "
+                "losing leases without rebalancing is starved or cut off from NATS.",
+                st.lost,
+            )
+            yield _counter(
+                f"{p}_partials_returned",
+                "Partials of open windows negatively acknowledged on giving a partition up "
+                "(redelivered at once to its next holder).",
+                st.nakked,
+            )
+            yield _gauge(
+                f"{p}_members",
+                "Live shards this shard sees in the lease bucket (itself included).",
+                len(keeper.members),
+            )
         owned = GaugeMetricFamily(
             f"{p}_partition", "1 for each partition this shard consumes.", labels=["partition"]
         )

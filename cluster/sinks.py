@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from netwarden.cluster.partials import Partial, decode_partial, encode_partial
 from netwarden.ingest.windows import ClosedWindow
@@ -131,12 +131,21 @@ class ScoringSink:
     partials wait in the stream).
     """
 
-    def __init__(self, model: CurrentModel, store: AnomalyStore) -> None:
+    def __init__(
+        self,
+        model: CurrentModel,
+        store: AnomalyStore,
+        *,
+        on_judged: Callable[[list[ClosedWindow], list[Any], str], Any] | None = None,
+    ) -> None:
         from netwarden.detector.judge import WindowJudge
         from netwarden.models.edges import EdgeMemory
 
         self.model = model
         self.store = store
+        #: Called with the windows recorded, their verdicts and the model version (after the
+        #: store has them): the shard's window history.
+        self.on_judged = on_judged
         self.judge = WindowJudge(None, EdgeMemory())
         self._version: str | None = None
         self.late_partials = 0
@@ -158,6 +167,8 @@ class ScoringSink:
         scored = self.judge.judge(fresh)
         self.store.record(scored)
         self.store.end_silent_runs(max(s.window_end for s in scored))
+        if self.on_judged is not None:
+            self.on_judged(fresh, scored, loaded.version)
         return len(fresh)
 
     def _stored(self, w: ClosedWindow) -> bool:

@@ -32,6 +32,7 @@ import yaml
 from croniter import croniter
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
 from netwarden.api.routes.health import PUBLIC_PATHS
 from netwarden.cli.main import _build_parser
@@ -68,7 +69,11 @@ SECRET_VALUES = {
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection", "*"})
 
 CLUSTER: dict[str, Any] = {
-    "cluster": {"enabled": True, "models": {"existingClaim": "netwarden-models"}},
+    "cluster": {
+        "enabled": True,
+        "models": {"existingClaim": "netwarden-models"},
+        "history": {"existingClaim": "netwarden-history"},
+    },
     "nats": {"url": "nats://nats.nats.svc.cluster.local:4222"},
     "store": {"existingSecret": "netwarden-store"},
     "models": {"signingKey": {"existingSecret": "netwarden-signing"}},
@@ -141,13 +146,30 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "metricsPort": 9400,
             "shard": {"lateness": 60, "ackWait": 120},
             "models": {"existingClaim": "netwarden-models", "subPath": "models"},
+            "history": {"existingClaim": "netwarden-history", "subPath": "history"},
         },
-        "detector": {"config": {"windows": {"seconds": 30, "lateness": 5}}},
+        "detector": {
+            "config": {"windows": {"seconds": 30, "lateness": 5}, "history": {"retention_days": 14}}
+        },
         "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     },
+    # leases, and their alert (NetwardenShardLeasesLost) in the PrometheusRule
     "cluster-leases": {
         **CLUSTER,
-        "cluster": {**CLUSTER["cluster"], "shards": 3, "shard": {"leases": True, "leaseTTL": 20}},
+        "cluster": {
+            **CLUSTER["cluster"],
+            "shards": 3,
+            "shard": {"leases": True, "leaseTTL": 20},
+            "api": {"replicas": 3},
+        },
+        "monitoring": {"prometheusRule": {"enabled": True}},
+    },
+    # the API Deployment applies approved policies; no history: none kept, no retraining job
+    "cluster-apply-no-history": {
+        **CLUSTER,
+        "cluster": {**CLUSTER["cluster"], "history": {}, "api": {"replicas": 0}},
+        "remediation": {"apply": True, "namespaces": ["shop"]},
+        "api": {"tokens": {"existingSecret": "netwarden-tokens"}},
     },
     "cluster-socket-namespaces": {
         **CLUSTER,
@@ -296,13 +318,18 @@ def part(docs: list[dict[str, Any]], kind: str, component: str) -> list[dict[str
 
 
 def detector(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    (sts,) = part(docs, "StatefulSet", "detector")
-    (c,) = pod_spec(sts)["containers"]
-    return sts, c
+    """The workload running `netwarden serve` and its container: the detector StatefulSet, or
+    in cluster mode the API Deployment (never both)."""
+    (w,) = [*part(docs, "StatefulSet", "detector"), *part(docs, "Deployment", "api")]
+    (c,) = pod_spec(w)["containers"]
+    return w, c
 
 
 def detector_config_map(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (config_map,) = part(docs, "ConfigMap", "detector")
+    """The ConfigMap the serving workload mounts its configuration file from."""
+    w, _ = detector(docs)
+    (name,) = [v["configMap"]["name"] for v in pod_spec(w)["volumes"] if "configMap" in v]
+    (config_map,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == name]
     return config_map
 
 
@@ -355,6 +382,8 @@ def test_helm_lint_passes_with_every_value_set(name: str) -> None:
         ({"cluster": {"shards": "two"}}, "/cluster/shards"),
         ({"cluster": {"shard": {"ackWait": 0}}}, "/cluster/shard/ackWait"),
         ({"cluster": {"models": {"subPath": "../x"}}}, "/cluster/models/subPath"),
+        ({"cluster": {"history": {"subPath": "/abs"}}}, "/cluster/history/subPath"),
+        ({"cluster": {"api": {"replicas": -1}}}, "/cluster/api/replicas"),
     ],
 )
 def test_the_values_schema_refuses_bad_values(values: dict[str, Any], complaint: str) -> None:
@@ -498,6 +527,9 @@ def test_policies_are_writable_only_when_apply_is_enabled(
         assert len(sa) == 1 and sa[0]["automountServiceAccountToken"] is apply, name
         config = yaml.safe_load(detector_config_map(docs)["data"]["netwarden.yaml"])
         assert config["remediation"]["kubernetes"] == ("in-cluster" if apply else "off"), name
+        if apply:  # bound to the account of `netwarden serve` (cluster mode: the API's)
+            token = detector_token(docs)
+            assert "create" in token.verbs and "ciliumnetworkpolicies" in token.resources, name
         # nobody but the apply roles writes anything, and no rule grants everything
         for rule in rules_granted(docs):
             assert "*" not in rule.get("verbs", ()) and "*" not in rule.get("resources", ())
@@ -775,9 +807,22 @@ def test_the_detector_config_loads_and_names_mounted_paths(
     if source != "generator" and not clustered(name):
         assert config.hubble.server == expected[source]
         target(config.hubble.server)  # an address the Hubble source accepts
-    # the data folder is the volume claim, and every file the service reads is mounted
+    # the data folder is the volume claim (cluster mode: scratch, the store is PostgreSQL), and
+    # every file the service reads is mounted
     data = mounted(config.data_dir, table)
-    assert data is not None and data[1]["claim"]["metadata"]["name"] == "data"
+    if clustered(name):
+        assert data is not None and "emptyDir" in data[1]
+        # the shards' models claim, read-write: the API promotes and rolls back versions there
+        mount, models = mounted(config.model_dir, table)
+        assert PurePosixPath(mount["mountPath"]) == PurePosixPath(config.model_dir)
+        assert models["persistentVolumeClaim"] == {
+            "claimName": VALUE_SETS[name]["cluster"]["models"]["existingClaim"]
+        }
+        assert not mount.get("readOnly")
+        subpath = VALUE_SETS[name]["cluster"]["models"].get("subPath", "")
+        assert mount.get("subPath", "") == subpath
+    else:
+        assert data is not None and data[1]["claim"]["metadata"]["name"] == "data"
     paths = [
         config.model_dir,
         config.model_signing_key_file,
@@ -821,10 +866,16 @@ def test_services_select_the_detector_and_name_its_port(docs: list[dict[str, Any
     assert sts["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert "app.kubernetes.io/version" not in sts["spec"]["selector"]["matchLabels"]
     services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
-    assert sts["spec"]["serviceName"] in services
-    assert services[sts["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
+    api = services[f"{RELEASE}-netwarden-api"]
+    assert api["spec"]["selector"].items() <= labels.items()  # the API is `netwarden serve`'s
+    if sts["kind"] == "StatefulSet":
+        assert sts["spec"]["serviceName"] in services
+        assert services[sts["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
+    else:  # cluster mode's API Deployment: no headless Service of its own
+        assert not [s for s in services if s.startswith(f"{RELEASE}-netwarden-detector")]
+    component = labels["app.kubernetes.io/component"]
     for svc in services.values():
-        if svc["spec"]["selector"]["app.kubernetes.io/component"] != "detector":
+        if svc["spec"]["selector"]["app.kubernetes.io/component"] != component:
             continue  # cluster mode's publishers and shards: the next test
         assert svc["spec"]["selector"].items() <= labels.items()
         assert {p["targetPort"] for p in svc["spec"]["ports"]} <= {p["name"] for p in c["ports"]}
@@ -841,12 +892,70 @@ def test_services_select_the_detector_and_name_its_port(docs: list[dict[str, Any
         assert [e["path"] for e in monitor["spec"]["endpoints"]] == ["/metrics"]
 
 
-def test_the_detector_runs_one_replica(rendered_sets: dict[str, list[dict[str, Any]]]) -> None:
-    for docs in rendered_sets.values():
-        sts, c = detector(docs)
-        assert sts["spec"]["replicas"] == 1
+def test_serve_runs_once_or_as_a_rolling_api_deployment(
+    rendered_sets: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The detector StatefulSet runs one `netwarden serve` at most (each replica would read the
+    whole stream). In cluster mode the API Deployment runs cluster.api.replicas (default 2) and
+    rolls them one at a time, a new pod ready before an old one stops: every replica runs the
+    alerter over the shared outbox (tests/test_outbox_shared.py, tests/test_cluster_api.py)."""
+    for name, docs in rendered_sets.items():
+        w, c = detector(docs)
         args = parse_args(c)
         assert args.command == "serve"
+        if clustered(name):
+            assert w["kind"] == "Deployment" and w["metadata"]["name"] == f"{RELEASE}-netwarden-api"
+            replicas = VALUE_SETS[name]["cluster"].get("api", {}).get("replicas", 2)
+            assert w["spec"]["replicas"] == replicas
+            assert w["spec"]["strategy"] == {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            }
+            # spread over nodes where possible: a node drain leaves the others serving
+            (spread,) = pod_spec(w)["topologySpreadConstraints"]
+            assert spread["topologyKey"] == "kubernetes.io/hostname"
+            assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+            assert spread["labelSelector"]["matchLabels"] == w["spec"]["selector"]["matchLabels"]
+            assert not part(docs, "StatefulSet", "detector")
+            assert not [d for d in of_kind(docs, "PersistentVolumeClaim") if "detector" in str(d)]
+        else:
+            assert w["kind"] == "StatefulSet" and w["spec"]["replicas"] == 1
+            assert not of_kind(docs, "Deployment")
+    # the schema has no upper bound on the API's replicas
+    many = copy.deepcopy(CLUSTER)
+    many["cluster"]["api"] = {"replicas": 5}
+    (deployment,) = of_kind(objects(render(many)), "Deployment")
+    assert deployment["spec"]["replicas"] == 5
+
+
+def test_the_api_deployment_runs_serve_as_the_detector_did(
+    rendered_sets: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Cluster mode's API Deployment has the detector's container but for the volumes: same
+    image, args, probes, security contexts, environment (the store URL and tokens from their
+    Secrets), resources and grace period; the signing key from its Secret."""
+    reference, ref_c = detector(rendered_sets["secrets"])
+    for name in CLUSTER_SETS:
+        docs = rendered_sets[name]
+        w, c = detector(docs)
+        for key in ("args", "ports", "startupProbe", "livenessProbe", "readinessProbe"):
+            assert c[key] == ref_c[key], (name, key)
+        for key in ("securityContext", "resources", "image", "imagePullPolicy"):
+            assert c[key] == ref_c[key], (name, key)
+        for key in ("securityContext", "terminationGracePeriodSeconds"):
+            assert pod_spec(w)[key] == pod_spec(reference)[key], (name, key)
+        env = {e["name"]: e.get("valueFrom") for e in c["env"]}
+        ref_env = {e["name"]: e.get("valueFrom") for e in ref_c["env"]}
+        assert env["NETWARDEN_STORE__URL"] == ref_env["NETWARDEN_STORE__URL"], name
+        tokens = VALUE_SETS[name].get("api", {}).get("tokens", {}).get("existingSecret")
+        assert ("NETWARDEN_API_TOKENS" in env) == bool(tokens), name
+        if tokens:
+            assert env["NETWARDEN_API_TOKENS"]["secretKeyRef"]["name"] == tokens
+        volumes = {v["name"]: v for v in pod_spec(w)["volumes"]}
+        assert volumes["signing-key"]["secret"]["secretName"] == "netwarden-signing"
+        assert not [v for v in volumes.values() if "hostPath" in v], name
+        checksum = pod_labels(w) and w["spec"]["template"]["metadata"]["annotations"]
+        assert "checksum/config" in checksum
 
 
 def test_every_service_selects_one_workload_and_its_named_ports(
@@ -862,6 +971,33 @@ def test_every_service_selects_one_workload_and_its_named_ports(
 # --------------------------------------------------------------------------- cluster mode
 
 CLUSTER_SETS = sorted(n for n in VALUE_SETS if clustered(n))
+
+
+@pytest.mark.parametrize("name", CLUSTER_SETS)
+def test_api_replicas_do_nothing_that_must_happen_once(
+    name: str,
+    rendered_sets: dict[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Several `netwarden serve` over one store and one models claim: no retraining in the
+    service (the CronJob's), no model bootstrapped into the shared claim, no admin token made in
+    each pod's scratch /data (the tokens are api.tokens.existingSecret's, or none), no window
+    history of their own (the shards write it)."""
+    config = detector_config(rendered_sets[name], monkeypatch, tmp_path)
+    assert config.retrain.schedule is None
+    assert config.models.bootstrap is False
+    assert config.api.tokens_file == Path("/dev/null")
+    assert config.history.enabled is False  # the shards keep the window history
+    tokens = VALUE_SETS[name].get("api", {}).get("tokens", {}).get("existingSecret")
+    assert config.api_tokens == (TOKENS if tokens else "")
+    # the service's own token loading: exactly the Secret's tokens, nothing written to /data
+    from netwarden.service import _tokens
+
+    config = config.model_copy(update={"data_dir": tmp_path / "data"})
+    table = _tokens(config, Console(quiet=True))
+    assert not (tmp_path / "data").exists()
+    assert bool(table.authenticate("token")) == bool(tokens)
 
 
 def test_cluster_mode_only_when_enabled(rendered_sets: dict[str, list[dict[str, Any]]]) -> None:
@@ -964,6 +1100,24 @@ def test_the_shards_own_every_partition_once_and_score_into_the_shared_store(
     assert args.metrics_listen == f":{port}"
     assert pod_spec(sts)["automountServiceAccountToken"] is False
     assert "volumeClaimTemplates" not in sts["spec"]  # the state is in NATS and the store
+    # the window history: every shard adds the windows it scored to the history claim,
+    # read-write (tests/test_shard_history.py); without the claim, none is kept
+    history = values["cluster"].get("history", {})
+    if history.get("existingClaim"):
+        assert args.history == PurePosixPath("/data/history")
+        days = values.get("detector", {}).get("config", {}).get("history", {})
+        assert args.history_days == days.get("retention_days", 30)
+        mount, volume = mounted(args.history, table)
+        assert PurePosixPath(mount["mountPath"]) == args.history
+        assert volume["persistentVolumeClaim"] == {"claimName": history["existingClaim"]}
+        assert not mount.get("readOnly")
+        assert mount.get("subPath", "") == history.get("subPath", "")
+        # the image's user owns what it writes there
+        security = pod_spec(sts)["securityContext"]
+        assert (security["runAsUser"], security["fsGroup"]) == (10001, 10001)
+    else:
+        assert args.history is None
+        assert not [v for v in pod_spec(sts)["volumes"] if v["name"] == "history"]
     (headless,) = [
         s for s in of_kind(docs, "Service") if s["metadata"]["name"] == sts["spec"]["serviceName"]
     ]
@@ -1009,6 +1163,7 @@ def test_cluster_monitoring_scrapes_publishers_and_shards(
         ("claim", "needs cluster.models.existingClaim"),
         ("shards", "cluster.shards (17) is more than cluster.partitions (16)"),
         ("generator", "not the generator"),
+        ("schedule", "detector.config.retrain.schedule would retrain in every API replica"),
     ],
 )
 def test_cluster_mode_refuses_to_render_without_what_it_needs(drop: str, complaint: str) -> None:
@@ -1019,6 +1174,8 @@ def test_cluster_mode_refuses_to_render_without_what_it_needs(drop: str, complai
         values["cluster"]["shards"] = 17
     elif drop == "generator":
         values["flows"] = {"source": "generator"}
+    elif drop == "schedule":  # retraining is the CronJob's, not every API replica's
+        values["detector"] = {"config": {"retrain": {"schedule": "0 3 * * *"}}}
     else:
         del values[drop]
     with pytest.raises(helm.HelmRenderError, match=re.escape(complaint)):
@@ -1033,7 +1190,11 @@ def test_the_retraining_job_runs_retrain_on_the_detectors_volume(
 ) -> None:
     for name, docs in rendered_sets.items():
         jobs = of_kind(docs, "CronJob")
-        assert bool(jobs) == VALUE_SETS[name].get("retrain", {}).get("enabled", True), name
+        wanted = VALUE_SETS[name].get("retrain", {}).get("enabled", True)
+        if clustered(name):  # the windows come from a history claim: no claim, no job
+            history = VALUE_SETS[name]["cluster"].get("history", {}).get("existingClaim")
+            wanted = wanted and bool(history)
+        assert bool(jobs) == wanted, name
         for job in jobs:
             assert croniter.is_valid(job["spec"]["schedule"])
             assert job["spec"]["concurrencyPolicy"] == "Forbid"
@@ -1056,6 +1217,47 @@ def test_the_retraining_job_runs_retrain_on_the_detectors_volume(
             else:
                 assert args.store is None and "env" not in c
             table = mounts(job, c)
+            assert mounted(args.signing_key, table) is not None
+            assert pod_spec(job)["automountServiceAccountToken"] is False
+            if clustered(name):
+                # new versions go to the shards' models claim, read-write, where the shards and
+                # the API read them; the windows from the history claim, read-only
+                values = VALUE_SETS[name]["cluster"]
+                mount, models = mounted(args.model_dir, table)
+                assert PurePosixPath(mount["mountPath"]) == args.model_dir
+                assert models["persistentVolumeClaim"] == {
+                    "claimName": values["models"]["existingClaim"]
+                }
+                assert not mount.get("readOnly")
+                assert mount.get("subPath", "") == values["models"].get("subPath", "")
+                (shards,) = part(docs, "StatefulSet", "shard")
+                _, shard_models = mounted(
+                    "/models", mounts(shards, pod_spec(shards)["containers"][0])
+                )
+                assert (
+                    shard_models["persistentVolumeClaim"]["claimName"]
+                    == (models["persistentVolumeClaim"]["claimName"])
+                )
+                # the windows the shards keep: the same claim and folder they write, read-only
+                mount, history = mounted(args.history, table)
+                assert PurePosixPath(mount["mountPath"]) == args.history
+                assert history["persistentVolumeClaim"] == {
+                    "claimName": values["history"]["existingClaim"],
+                    "readOnly": True,
+                }
+                assert mount["readOnly"] is True
+                shard_c = pod_spec(shards)["containers"][0]
+                shard_mount, shard_history = mounted(
+                    parse_args(shard_c).history, mounts(shards, shard_c)
+                )
+                assert (
+                    shard_history["persistentVolumeClaim"]["claimName"]
+                    == (history["persistentVolumeClaim"]["claimName"])
+                )
+                assert shard_mount.get("subPath") == mount.get("subPath")
+                assert "affinity" not in pod_spec(job)  # ReadWriteMany: any node
+                assert not [v for v in pod_spec(job)["volumes"] if "detector" in str(v)]
+                continue
             _, data = mounted(args.model_dir, table)
             sts, _ = detector(docs)
             claim = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
@@ -1296,6 +1498,94 @@ def test_cluster_alert_rules_use_the_publishers_and_shards_metrics_and_fire(
             "NetwardenFlowsNotArriving",
             [expect("NetwardenFlowsNotArriving", {**ns, "severity": "warning"})],
         ),
+    ]
+    _promtool_test_rules(promtool, tmp_path, rules, tests)
+
+
+def test_a_shard_losing_its_leases_alerts_only_with_leases(
+    rendered_sets: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """With cluster.shard.leases, NetwardenShardLeasesLost fires when a shard's leases are taken
+    over (its renewals were late: starved of CPU or cut off from NATS), on the metric the shard
+    really exports with leases; a rebalance, which gives leases up, does not fire it. Without
+    leases the alert is not rendered."""
+    from netwarden.cluster.leases import LeaseConfig
+    from netwarden.cluster.metrics import ShardCollector
+    from netwarden.cluster.shard import DetectorShard, ShardConfig
+
+    for name in ("cluster-ebpf-monitoring", "monitoring"):  # static ownership, or no cluster
+        (other,) = of_kind(rendered_sets[name], "PrometheusRule")
+        assert "NetwardenShardLeasesLost" not in str(other), name
+    docs = rendered_sets["cluster-leases"]
+    rule = one(docs, "PrometheusRule")
+    body = {k: v for k, v in rule.items() if k != "metadata"}
+    assert not list(
+        jsonschema.Draft7Validator(crd_schema("PrometheusRule", "v1")).iter_errors(body)
+    )
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    lost = alerts["NetwardenShardLeasesLost"]
+    config = ShardConfig(partitions=(), leases=LeaseConfig("shard-0", partitions=4), name="s0")
+    registry = CollectorRegistry()
+    registry.register(ShardCollector(DetectorShard("nats://127.0.0.1:1", config, None)))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    used = set(re.findall(r"\b(netwarden_\w+)\s*\{", lost["expr"]))
+    assert used == {"netwarden_shard_leases_lost_total"} <= exported
+    assert "20 s" in lost["annotations"]["description"]  # cluster.shard.leaseTTL of the set
+
+    promtool = require("promtool", "prometheus")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    def series(metric: str, pod: str) -> str:
+        return (
+            f'{metric}{{job="{RELEASE}-netwarden-shard-headless", namespace="{NAMESPACE}", '
+            f'pod="{pod}"}}'
+        )
+
+    shard = "nw-netwarden-shard-1"
+    steady = {
+        series("netwarden_shard_leases_lost_total", shard): "0x60",
+        series("netwarden_shard_leases_taken_total", shard): "4x60",
+        series("netwarden_shard_leases_given_up_total", shard): "0x60",
+    }
+    # a rebalance: a shard joined, this one gave two partitions up and took one
+    rebalanced = {
+        **steady,
+        series("netwarden_shard_leases_taken_total", shard): "4x30 5x30",
+        series("netwarden_shard_leases_given_up_total", shard): "0x30 2x30",
+    }
+    # at minute 35 two leases were taken over by another shard, and it took others back later
+    starved = {
+        **steady,
+        series("netwarden_shard_leases_lost_total", shard): "0x34 2x26",
+        series("netwarden_shard_leases_taken_total", shard): "4x36 6x24",
+    }
+    texts = {k: v.replace("{{ $labels.pod }}", shard) for k, v in lost["annotations"].items()}
+    fired = [
+        {
+            "exp_labels": {"namespace": NAMESPACE, "pod": shard, "severity": "warning"},
+            "exp_annotations": texts,
+        }
+    ]
+
+    def case(values: dict[str, str], at: str, expected: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "interval": "1m",
+            "input_series": [{"series": k, "values": v} for k, v in values.items()],
+            "alert_rule_test": [
+                {"eval_time": at, "alertname": "NetwardenShardLeasesLost", "exp_alerts": expected}
+            ],
+        }
+
+    tests = [
+        case(steady, "40m", []),
+        case(rebalanced, "40m", []),
+        case(starved, "33m", []),  # before the loss
+        case(starved, "40m", fired),
+        case(starved, "50m", []),  # 10 minutes on, and nothing lost since
     ]
     _promtool_test_rules(promtool, tmp_path, rules, tests)
 

@@ -1,11 +1,14 @@
 """Past one machine: node partials over a real nats-server (JetStream), merged by detector shards.
 
-The same generated flows are split by node: each node's agent (a :class:`PartialPublisher` with
-its own connection) builds and publishes its partial windows, two ``netwarden shard`` processes
-merge them, and the merged windows must equal, feature for feature, the windows one builder
-makes of all the flows. Then a shard is killed mid-stream and replaced, and nats-server is
-killed and restarted on its store: nothing may be lost or doubled. The agents advance in step,
-one minute of flows at a time, as nodes on synchronised clocks do.
+The same generated flows are split by node: each node's agent builds and publishes its partial
+windows, two ``netwarden shard`` processes merge them, and the merged windows must equal,
+feature for feature, the windows one builder makes of all the flows. The agents are either
+separate ``netwarden partials publish`` processes, one per node's file, started together and
+each replaying at its own speed (so the shards wait for the whole file: ``REPLAY_SHARD_ARGS``),
+or publisher threads in this process (a :class:`PartialPublisher` with its own connection per
+node) advancing in step, one minute of flows at a time, as nodes on synchronised clocks do.
+With the threads, a shard is killed mid-stream and replaced, shards join and leave (leases),
+and nats-server is killed and restarted on its store: nothing may be lost or doubled.
 
 nats-server comes from Debian (``apt-get install nats-server``); without it these tests skip
 with one line, unless ``NETWARDEN_TEST_REQUIRE_NATS=1`` (CI) makes that a failure.
@@ -25,7 +28,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +37,7 @@ from typing import Any, Final
 import httpx
 import nats
 import pytest
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
 from netwarden.cluster.leases import assignment
@@ -52,7 +55,7 @@ from netwarden.cluster.partials import (
     server_mappings,
 )
 from netwarden.cluster.publisher import BufferLimits, PartialPublisher
-from netwarden.cluster.shard import ensure_stream
+from netwarden.cluster.shard import consumer_name, ensure_stream
 from netwarden.cluster.sinks import MergedWindow, ScoringSink, WindowFileSink
 from netwarden.generator import generate
 from netwarden.ingest.features import SideStats
@@ -210,11 +213,18 @@ class Agents:
 
 
 def start_shard(
-    url: str, owns: list[int], db: Path, name: str, log: Path, metrics_port: int | None = None
+    url: str,
+    owns: list[int],
+    db: Path,
+    name: str,
+    log: Path,
+    metrics_port: int | None = None,
+    *,
+    args: Sequence[str] = SHARD_ARGS,
 ) -> subprocess.Popen:
     argv = [sys.executable, "-m", "netwarden", "shard", "--nats", url]
     argv += ["--partitions", str(PARTITIONS), "--owns", ",".join(map(str, owns))]
-    argv += ["--windows-db", str(db), "--name", name, *SHARD_ARGS]
+    argv += ["--windows-db", str(db), "--name", name, *args]
     if metrics_port is not None:
         argv += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
     return subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -794,6 +804,152 @@ def test_publish_and_shard_commands(
         assert nodes == (node,)
         assert_same(w, expected[(w.subject.id, w.start)])
     assert "windows handed off" in log.read_text()
+
+
+def split_by_node(flows_file: Path, out: Path) -> dict[str, Path]:
+    """One Hubble JSON file per node, its lines in the order of ``flows_file``."""
+    lines: dict[str, list[bytes]] = defaultdict(list)
+    for line in flows_file.read_bytes().splitlines():
+        event = json.loads(line)
+        lines[(event.get("flow") or event)["node_name"]].append(line)
+    files = {}
+    for i, (node, own) in enumerate(sorted(lines.items())):
+        files[node] = out / f"node{i}.jsonl"
+        files[node].write_bytes(b"\n".join(own) + b"\n")
+    return files
+
+
+def wait_for_consumers(url: str, logs: list[Path], timeout: float = 60.0) -> None:
+    """Until every partition's durable consumer exists: the shards are subscribed."""
+
+    async def missing() -> list[int]:
+        nc = await nats.connect(url)
+        try:
+            js, absent = nc.jetstream(), []
+            for p in range(PARTITIONS):
+                try:
+                    await js.consumer_info(STREAM, consumer_name(p))
+                except NotFoundError:
+                    absent.append(p)
+            return absent
+        finally:
+            await nc.close()
+
+    deadline = time.monotonic() + timeout
+    while (absent := asyncio.run(missing())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    tails = "\n".join(p.read_text()[-1500:] for p in logs if p.exists())
+    assert not absent, f"no consumer for partitions {absent} after {timeout:g} s:\n{tails}"
+
+
+def handed_off(db: Path) -> int:
+    if not db.exists():
+        return 0
+    sink = WindowFileSink(db)
+    try:
+        return len(sink.read())
+    finally:
+        sink.close()
+
+
+#: Shards merging agent *processes* that replay a file. A shard closes a window when its
+#: watermark (the newest window end it has seen, from any node) passes the window's end by
+#: --lateness. Real agents are paced by the wall clock: on synchronised clocks every node's
+#: event time is within seconds of the others', and 120 s covers that. Replaying agents are not
+#: in step: each process reads its 15 minutes as fast as it can, at its own speed, and one may
+#: have published its last window (12:15) before another, still importing on a busy machine,
+#: has published its first: with 120 s that node's early partials would be late. So the
+#: lateness covers the whole file (checked below), the watermark closes nothing, and windows
+#: close only by --idle-close, once no partial has come for that long: after the last agent
+#: finished. The agents are started together once the shards are subscribed; the only silence
+#: while they run is the start-up of a slow agent process after a fast one has published all
+#: of its partials (about a second here, a few on a loaded 2-core runner), so 20 s is ample; and
+#: the test checks that nothing was handed off before every agent had exited, which tells a
+#: timing problem from a merging one. --ack-wait beyond the run: the partials of open windows
+#: are not redelivered while they wait (no redelivery noise); --startup-grace 0: a first start.
+REPLAY_LATENESS: Final = 3600.0
+REPLAY_IDLE_CLOSE: Final = 20.0
+REPLAY_SHARD_ARGS: Final = (
+    "--lateness",
+    f"{REPLAY_LATENESS:g}",
+    "--idle-close",
+    f"{REPLAY_IDLE_CLOSE:g}",
+    "--ack-wait",
+    "300",
+    "--startup-grace",
+    "0",
+)
+
+
+@pytest.mark.slow
+def test_agent_processes_and_two_shards_merge_what_one_place_builds(
+    nats_server: Nats, flows: list[Any], flows_file: Path, tmp_path: Path
+) -> None:
+    """One `netwarden partials publish` process per node, each reading its node's Hubble JSON,
+    all running at once, and two `netwarden shard` processes (static ownership) merging into
+    one --windows-db: the merged windows are the one-place windows, none late, every partial
+    acknowledged by the shards, and each agent reports every one of its partials acknowledged."""
+    nodes = by_node(flows)
+    assert len(nodes) >= 3
+    span = max(f.time for f in flows).timestamp() - min(f.time for f in flows).timestamp()
+    assert span + 2 * WINDOWS.window_seconds < REPLAY_LATENESS  # the watermark closes nothing
+    expected = reference(flows)
+    files = split_by_node(flows_file, tmp_path)
+    assert set(files) == set(nodes)
+    own: dict[str, int] = {}  # each agent's partials: the windows of its node's flows alone
+    for node, path in files.items():
+        read = list(read_flows([path]))
+        assert len(read) == len(nodes[node])
+        builder = WindowBuilder(WINDOWS)
+        own[node] = len(builder.add(read) + builder.flush())
+
+    asyncio.run(create_stream(nats_server.url))
+    db = tmp_path / "windows.db"
+    logs = [tmp_path / "shard0.log", tmp_path / "shard1.log"]
+    shards = [
+        start_shard(nats_server.url, owned(k), db, shard_name(k), logs[k], args=REPLAY_SHARD_ARGS)
+        for k in (0, 1)
+    ]
+    agents: dict[str, subprocess.Popen] = {}
+    errs = {node: tmp_path / f"agent{i}.err" for i, node in enumerate(files)}
+    try:
+        wait_for_consumers(nats_server.url, logs)
+        started = time.monotonic()
+        for node, path in files.items():
+            command = [sys.executable, "-m", "netwarden", "partials", "publish"]
+            command += ["--flows", str(path), "--nats", nats_server.url, "--node", node]
+            # the file's flows, not the wall clock, close the agent's windows: a replay stalled
+            # by a busy machine is not a quiet node
+            command += ["--idle-close", "600"]
+            with errs[node].open("wb") as err:
+                agents[node] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        took: dict[str, float] = {}  # seconds from the start to each agent's exit
+        while len(took) < len(agents) and time.monotonic() < started + 180:
+            for node, agent in agents.items():
+                if node not in took and agent.poll() is not None:
+                    took[node] = round(time.monotonic() - started, 1)
+            time.sleep(0.05)
+        for node, agent in agents.items():
+            assert agent.poll() == 0, f"{node}: {agent.returncode}\n{errs[node].read_text()}"
+        # no window may close before the last agent's partials (by the watermark or idling)
+        early = handed_off(db)
+        tails = "\n".join(p.read_text()[-1500:] for p in logs)
+        assert early == 0, f"{early} windows closed before the agents exited {took}:\n{tails}"
+        rows = wait_for_windows(db, len(expected), logs, timeout=REPLAY_IDLE_CLOSE + 60)
+        wait_for_empty_stream(nats_server.url)
+    finally:
+        for agent in agents.values():
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait(timeout=10)
+        for process, log in zip(shards, logs):
+            stop_shard(process, log)
+    for node, n in own.items():
+        err = errs[node].read_text()
+        assert f"{n:,} acknowledged, 0 buffered, 0 dropped" in err, err
+    check_merged(rows, expected, len(nodes))
+    assert {shard for *_, shard in rows} == {shard_name(0), shard_name(1)}
+    assert sum(len(ns) for _, ns, *_ in rows) == sum(own.values())  # every partial merged
 
 
 @pytest.mark.slow

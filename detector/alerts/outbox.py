@@ -58,6 +58,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -112,6 +113,8 @@ SLACK_CLOSING: Final = "closing"  # it ended after its message: an "is over" not
 SLACK_CLOSED: Final = "closed"  # its end was told (in its message, or in an "is over" notice)
 
 _ERROR_CHARS: Final = 2000
+#: The advisory lock (PostgreSQL) that serializes alerter passes of several processes: b"nwalerts".
+_PASS_LOCK: Final = int.from_bytes(b"nwalerts", "big")
 
 
 class DeliveryError(Exception):
@@ -423,6 +426,7 @@ class Outbox(SqlStore):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
+        self._shared = self._engine.dialect.name == "postgresql"
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -431,8 +435,18 @@ class Outbox(SqlStore):
 
     @contextmanager
     def transaction(self, now: datetime) -> Iterator[OutboxTransaction]:
-        """One transaction for a whole alerter pass (no other database calls inside it)."""
+        """One transaction for a whole alerter pass (no other database calls inside it).
+
+        Several processes may alert over one database (the API Deployment's replicas in cluster
+        mode). On SQLite the write lock, taken here at the start, serializes their passes; on
+        PostgreSQL (read committed) two passes could read the same alert state and both enqueue,
+        so each pass first takes a transaction-scoped advisory lock: passes run one after
+        another, each deciding on what the last one committed.
+        """
         with self._session() as session:
+            session.connection()  # begin now (SQLite: BEGIN IMMEDIATE), not at the first query
+            if self._shared:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PASS_LOCK})
             yield OutboxTransaction(session, _utc(now, "now"))
 
     def due(
@@ -455,6 +469,9 @@ class Outbox(SqlStore):
         if sinks is not None:
             stmt = stmt.where(_OutboxRow.sink.in_(sorted(sinks)))
         stmt = stmt.order_by(_OutboxRow.next_attempt_at, _OutboxRow.id).limit(limit)
+        # another process claiming at the same moment skips the rows this one locks (PostgreSQL;
+        # on SQLite the write lock taken up front already serializes the claims)
+        stmt = stmt.with_for_update(skip_locked=True)
         with self._session() as session:
             rows = session.scalars(stmt).all()
             for row in rows:

@@ -185,6 +185,23 @@ def _add_shard(sub: argparse._SubParsersAction) -> None:
         help="load only model versions signed with this key (as `netwarden serve` does with "
         "models.signing_key_file; default: not checked)",
     )
+    where.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --model-dir and --store: also keep the scored windows as a window history "
+        "(Parquet, the layout `netwarden serve` writes), what `netwarden retrain --history` "
+        "learns from; several shards may share one folder (file names are unique)",
+    )
+    where.add_argument(
+        "--history-days",
+        type=positive_float,
+        default=30.0,
+        metavar="DAYS",
+        help="with --history: day folders older than this are deleted (as `netwarden serve`'s "
+        "history.retention_days; default: %(default)s)",
+    )
     add_window_options(shard, note="; the model's")
     shard.add_argument(
         "--lateness",
@@ -308,6 +325,8 @@ def _cmd_shard(args: argparse.Namespace) -> int:
         windows_db=args.windows_db,
         model_dir=args.model_dir,
         store_url=args.store,
+        history_dir=args.history,
+        history_days=args.history_days,
         signing_key_file=args.signing_key,
         window_config=window_config(args),
         metrics_listen=args.metrics_listen,

@@ -223,14 +223,20 @@ def run_shard(
     model_dir: Path | None,
     store_url: str | None,
     window_config: WindowConfig,
+    history_dir: Path | None = None,
+    history_days: float = 30.0,
     signing_key_file: Path | None = None,
     console: Console,
     metrics_listen: str | None = None,
     progress_interval: float = 10.0,
 ) -> int:
     """Consume until SIGINT/SIGTERM; 0 on a clean stop. ``metrics_listen``: serve the shard's
-    metrics on ``/metrics`` there."""
+    metrics on ``/metrics`` there; ``history_dir``: keep the scored windows there as well (the
+    window history retraining learns from)."""
     sink: WindowSink
+    history = None
+    if history_dir is not None and (windows_db is not None or model_dir is None):
+        raise UserError("--history keeps scored windows: it needs --model-dir and --store")
     if windows_db is not None:
         sink = WindowFileSink(windows_db, shard=config.name)
     elif model_dir is not None and store_url is not None:
@@ -238,8 +244,12 @@ def run_shard(
         from netwarden.models.registry import CurrentModel
 
         key = signing_key(signing_key_file)
+        if history_dir is not None:
+            history = _history_writer(history_dir, history_days, console)
         sink = ScoringSink(
-            CurrentModel(model_dir, windows=window_config, key=key), AnomalyStore(store_url)
+            CurrentModel(model_dir, windows=window_config, key=key),
+            AnomalyStore(store_url),
+            on_judged=None if history is None else _keep_history(history),
         )
     else:
         raise UserError("where do merged windows go: --windows-db FILE, or --model-dir and --store")
@@ -271,8 +281,39 @@ def run_shard(
     finally:
         if server is not None:
             server.close()
+        if history is not None:  # what the last hand-offs scored, written before exiting
+            history.close()
     console.print(_shard_line(shard), markup=False)
     return 0
+
+
+def _history_writer(root: Path, days: float, console: Console) -> Any:
+    """The scored windows' history under ``root``, flushed every minute (a shard restarted
+    loses at most its last minute of history, never a verdict: those are in the store)."""
+    from netwarden.storage.history import HistoryWriter
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--history {root}: {exc}") from None
+    writer = HistoryWriter(
+        root,
+        flush_seconds=60.0,
+        retention_days=days,
+        log=lambda line: console.print(line, markup=False),
+    )
+    writer.start()
+    console.print(f"window history in {root}", markup=False)
+    return writer
+
+
+def _keep_history(writer: Any) -> Any:
+    from netwarden.commands.lifecycle import history_rows
+
+    def keep(closed: list[Any], scored: list[Any], version: str) -> None:
+        writer.add_windows(history_rows(closed, scored, version))
+
+    return keep
 
 
 async def _report(shard: DetectorShard, console: Console, every: float, stop: Any) -> None:

@@ -53,6 +53,23 @@ app.kubernetes.io/component: {{ .part }}
 {{- printf "%s-api" (include "netwarden.fullname" .) -}}
 {{- end -}}
 
+{{/*
+The workload running `netwarden serve` (the API, the alerter): the detector StatefulSet, or in
+cluster mode the API Deployment (the shards detect). Its ConfigMap and ServiceAccount share its
+name, and "netwarden.serverPart" is its component label.
+*/}}
+{{- define "netwarden.serverName" -}}
+{{- if .Values.cluster.enabled -}}
+{{- include "netwarden.apiName" . -}}
+{{- else -}}
+{{- include "netwarden.detectorName" . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "netwarden.serverPart" -}}
+{{- ternary "api" "detector" .Values.cluster.enabled -}}
+{{- end -}}
+
 {{- define "netwarden.agentName" -}}
 {{- printf "%s-agent" (include "netwarden.fullname" .) -}}
 {{- end -}}
@@ -82,7 +99,7 @@ template; fails the install with what is missing.
 {{- fail "cluster.enabled needs models.signingKey.existingSecret: the shards verify model versions with it" -}}
 {{- end -}}
 {{- if not $v.cluster.models.existingClaim -}}
-{{- fail "cluster.enabled needs cluster.models.existingClaim: a ReadOnlyMany/ReadWriteMany claim with the model versions the shards score with" -}}
+{{- fail "cluster.enabled needs cluster.models.existingClaim: a ReadWriteMany claim with the model versions the shards score with (the API and the retraining job write to it)" -}}
 {{- end -}}
 {{- if gt (int $v.cluster.shards) (int $v.cluster.partitions) -}}
 {{- fail (printf "cluster.shards (%d) is more than cluster.partitions (%d): some shards would own nothing" (int $v.cluster.shards) (int $v.cluster.partitions)) -}}
@@ -116,8 +133,8 @@ Secrets are not in it: they arrive as NETWARDEN_* variables from Secrets (detect
 {{- $hubble := dict -}}
 {{- $source := dict "spec" "hubble" -}}
 {{- if $v.cluster.enabled -}}
-{{- /* the shards score the flows (as the nodes' partials); the detector only serves the API
-over the shared store: its source is a file that never grows (always up, never a flow) */ -}}
+{{- /* the shards score the flows (as the nodes' partials); the API Deployment only serves
+the API over the shared store: its source is a file that never grows (always up, never a flow) */ -}}
 {{- $_ := set $source "spec" "file:/dev/null" -}}
 {{- else if eq $v.flows.source "hubble-relay" -}}
 {{- $_ := set $hubble "server" $v.flows.hubbleRelay.address -}}
@@ -153,7 +170,31 @@ over the shared store: its source is a file that never grows (always up, never a
 {{- if $hubble -}}
 {{- $_ := set $chart "hubble" $hubble -}}
 {{- end -}}
-{{- toYaml (mergeOverwrite (deepCopy $v.detector.config) $chart) -}}
+{{- $config := mergeOverwrite (deepCopy $v.detector.config) $chart -}}
+{{- if $v.cluster.enabled -}}
+{{- /* cluster.api.replicas processes run this file over one store and one models claim: what
+one of them would do on its own is set here after the merge (mergeOverwrite never writes a false
+over a true). Retraining is the CronJob's: retrain.schedule would retrain in every replica, into
+the shared claim; a first model is never bootstrapped into the shared claim (the source is no
+generator anyway); and no admin token is made in the pod's scratch /data (each replica would make
+its own): the tokens are api.tokens.existingSecret's, or none. The window history is the shards'
+(history.retention_days reaches them as --history-days). */ -}}
+{{- if dig "retrain" "schedule" "" $config -}}
+{{- fail "cluster.enabled retrains with the CronJob (retrain.*): detector.config.retrain.schedule would retrain in every API replica, into the shared models claim" -}}
+{{- end -}}
+{{- $_ := set $config.models "bootstrap" false -}}
+{{- /* the shards keep the window history (cluster.history); the API replicas read no flows */ -}}
+{{- $history := dict -}}
+{{- if hasKey $config "history" -}}
+{{- $history = $config.history -}}
+{{- end -}}
+{{- $_ := set $history "enabled" false -}}
+{{- $_ := set $config "history" $history -}}
+{{- if not (dig "api" "tokens_file" "" $config) -}}
+{{- $_ := set $config.api "tokens_file" "/dev/null" -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $config -}}
 {{- end -}}
 
 {{/* The pod security context of the detector and the retraining job (the image's user). */}}
