@@ -1,12 +1,16 @@
-"""Service benchmark: does ingest keep up while the API is busy?
+"""Service benchmark: does ingest keep up while the API is busy, and does the API stay quick?
 
-Runs `netwarden serve` twice on the same recorded flows (a followed file, read as fast as the
-service can; a model trained on the same cluster's history), once alone and once while
-concurrent clients list anomalies through the API as fast as they can. Prints the ingest rate
-(flows per second from bytes to scored, stored windows) of both runs, their ratio, and the
-p50/p99 latency of the anomaly listing under load. Both runs happen here, now, on this machine.
+Runs `netwarden serve` on the same recorded flows (a followed file, read as fast as the service
+can; a model trained on the same cluster's history), once alone and once while concurrent
+clients list anomalies through the API as fast as they can, with the pipeline in a process of
+its own (``api.pipeline_process``, the default) and, for comparison, in the API's process.
+Prints the ingest rate (flows per second delivered to the pipeline, which the bounded queue
+holds to the rate it scores and stores windows) of each run, its ratio to `netwarden score`
+on the same file and model (windows + scoring, the whole command, timed in the same run: the
+baseline), and the p50/p99 latency of the anomaly listing under load. Everything runs here,
+now, on this machine.
 
-    python benchmarks/service.py [--hours 6] [--clients 8]
+    python benchmarks/service.py [--hours 6] [--clients 8] [--repeat 3] [--modes split,single]
 """
 
 from __future__ import annotations
@@ -84,12 +88,37 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _score_rate(models: Path, flows_file: Path, flows: int, work: Path) -> float:
+    """`netwarden score` (windows + scoring) on the same file and model: flows per second of
+    the whole command, start-up included."""
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "netwarden", "score", "--model-dir", str(models)),
+            *("--flows", str(flows_file), "--out", str(work / "scored.jsonl")),
+            *("--signing-key", str(KEY)),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return flows / (time.perf_counter() - started)
+
+
 def _run(
-    models: Path, flows_file: Path, flows: int, clients: int, token: str, entry: str, work: Path
+    models: Path,
+    flows_file: Path,
+    flows: int,
+    clients: int,
+    token: str,
+    entry: str,
+    work: Path,
+    *,
+    split: bool,
 ) -> tuple[float, list[float]]:
     """One service run; returns (flows per second, listing latencies in seconds)."""
     port = _free_port()
-    data = work / f"run-{clients}"
+    data = work / f"run-{clients}-{'split' if split else 'single'}"
     env = {
         **os.environ,
         "NETWARDEN_DATA_DIR": str(data),
@@ -99,6 +128,7 @@ def _run(
         "NETWARDEN_MODELS__BOOTSTRAP": "false",
         "NETWARDEN_MODELS__SIGNING_KEY_FILE": str(KEY),
         "NETWARDEN_API_TOKENS": entry,
+        "NETWARDEN_API__PIPELINE_PROCESS": "true" if split else "false",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "netwarden", "serve"],
@@ -157,45 +187,67 @@ def main() -> None:
         "--repeat",
         type=int,
         default=3,
-        help="pairs of runs; the medians are printed (threads share one GIL, so single runs vary)",
+        help="rounds of runs; the medians are printed (the machine's other work varies)",
+    )
+    parser.add_argument(
+        "--modes",
+        default="split,single",
+        help="split (the pipeline in its own process), single (one process), or both",
     )
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in ("split", "single") for m in modes):
+        parser.error("--modes: split, single, or split,single")
     models, flows_file, flows = _prepare(args.hours)
     token, entry = new_token("bench", "viewer")
     import tempfile
 
-    alone_runs, loaded_runs, p50s, p99s, requests = [], [], [], [], 0
+    scores: list[float] = []
+    runs: dict[str, dict[str, list[float]]] = {
+        m: {"alone": [], "loaded": [], "p50": [], "p99": [], "requests": []} for m in modes
+    }
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="netwarden-bench-") as tmp:
-            alone, _ = _run(models, flows_file, flows, 0, token, entry.line, Path(tmp))
-            loaded, latencies = _run(
-                models, flows_file, flows, args.clients, token, entry.line, Path(tmp)
-            )
-        q = statistics.quantiles(latencies, n=100)
-        alone_runs.append(alone)
-        loaded_runs.append(loaded)
-        p50s.append(q[49])
-        p99s.append(q[98])
-        requests += len(latencies)
-        print(
-            f"run {i + 1}: alone {alone:,.0f} flows/s, with load {loaded:,.0f} flows/s "
-            f"(ratio {loaded / alone:.2f}), listing p50 {q[49] * 1000:.0f} ms "
-            f"p99 {q[98] * 1000:.0f} ms",
-            flush=True,
-        )
-    alone, loaded = statistics.median(alone_runs), statistics.median(loaded_runs)
-    ratio = statistics.median(b / a for a, b in zip(alone_runs, loaded_runs))
+            work = Path(tmp)
+            scores.append(_score_rate(models, flows_file, flows, work))
+            line = [f"round {i + 1}: score {scores[-1]:,.0f} flows/s"]
+            for mode in modes:
+                split = mode == "split"
+                alone, _ = _run(models, flows_file, flows, 0, token, entry.line, work, split=split)
+                loaded, latencies = _run(
+                    models, flows_file, flows, args.clients, token, entry.line, work, split=split
+                )
+                q = statistics.quantiles(latencies, n=100)
+                r = runs[mode]
+                r["alone"].append(alone)
+                r["loaded"].append(loaded)
+                r["p50"].append(q[49])
+                r["p99"].append(q[98])
+                r["requests"].append(len(latencies))
+                line.append(
+                    f"{mode}: alone {alone:,.0f}, with load {loaded:,.0f} flows/s, "
+                    f"listing p50 {q[49] * 1000:.0f} ms p99 {q[98] * 1000:.0f} ms"
+                )
+        print("; ".join(line), flush=True)
+    score = statistics.median(scores)
     print(
         f"{flows:,} flows ({args.hours:g} h of generated traffic with every attack), "
-        f"{os.cpu_count()} cores, medians of {args.repeat} pairs of runs"
+        f"{os.cpu_count()} cores, medians of {args.repeat} rounds"
     )
-    print(f"ingest alone:                  {alone:12,.0f} flows/s")
-    print(f"ingest with {args.clients} API clients:     {loaded:12,.0f} flows/s")
-    print(f"ratio (with load / alone):     {ratio:12.2f}")
+    print(f"baseline `netwarden score` (windows + scoring): {score:,.0f} flows/s")
     print(
-        f"anomaly listing under load:    p50 {statistics.median(p50s) * 1000:.0f} ms, "
-        f"p99 {statistics.median(p99s) * 1000:.0f} ms ({requests:,} requests)"
+        f"| pipeline | serve alone (flows/s) | / score | with {args.clients} API clients "
+        "| / score | listing p50 | listing p99 |"
     )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for mode, r in runs.items():
+        alone, loaded = statistics.median(r["alone"]), statistics.median(r["loaded"])
+        name = "own process" if mode == "split" else "API's process"
+        print(
+            f"| {name} | {alone:,.0f} | {alone / score:.2f} | {loaded:,.0f} | "
+            f"{loaded / score:.2f} | {statistics.median(r['p50']) * 1000:.0f} ms | "
+            f"{statistics.median(r['p99']) * 1000:.0f} ms |"
+        )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ import nats
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import APIError, BadRequestError
 from nats.js.errors import Error as JetStreamError
 
 from netwarden.cluster.leases import LeaseConfig, LeaseKeeper
@@ -67,7 +67,14 @@ from netwarden.cluster.partials import (
 from netwarden.cluster.sinks import MergedWindow, WindowSink
 from netwarden.ingest.windows import ClosedWindow
 
-__all__ = ["DetectorShard", "ShardConfig", "ShardStats", "consumer_name", "ensure_stream"]
+__all__ = [
+    "DetectorShard",
+    "ShardConfig",
+    "ShardStats",
+    "StreamRefused",
+    "consumer_name",
+    "ensure_stream",
+]
 
 _log = logging.getLogger(__name__)
 #: Windows remembered after hand-off, to tell a redelivered duplicate from a late partial.
@@ -142,13 +149,34 @@ class _Open:
         self.msgs = [msg]
 
 
+class StreamRefused(RuntimeError):
+    """nats-server refused to create the partials stream or to change its settings."""
+
+
+#: JetStream's error code when the stream's byte limit does not fit its storage reservation.
+_INSUFFICIENT_STORAGE: Final = 10047
+
+
 async def ensure_stream(js: Any, limits: StreamLimits | None = None) -> None:
-    """Create the partials stream, or bring an existing one to these limits."""
+    """Create the partials stream, or bring an existing one to these limits; StreamRefused
+    (saying what to change) when the server will not."""
     config = StreamConfig(**stream_config(limits))
     try:
-        await js.add_stream(config)
-    except BadRequestError:  # exists with other settings
-        await js.update_stream(config)
+        try:
+            await js.add_stream(config)
+        except BadRequestError:  # exists with other settings
+            await js.update_stream(config)
+    except APIError as exc:
+        hint = ""
+        if exc.err_code == _INSUFFICIENT_STORAGE:
+            hint = (
+                f" (JetStream reserves the stream's byte limit, {config.max_bytes / 2**30:g} GiB, "
+                "against the server's jetstream max_file_store and free disk: lower "
+                "--stream-max-gb or raise max_file_store)"
+            )
+        raise StreamRefused(
+            f"nats-server refused the stream {STREAM}: {exc.description or exc}{hint}"
+        ) from exc
 
 
 class DetectorShard:

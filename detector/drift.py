@@ -416,6 +416,12 @@ class DriftMonitor:
         return self._version
 
     @property
+    def loaded_version(self) -> str | None:
+        """The model version loaded now (drift is judged for it from its next window on)."""
+        loaded = self.model.loaded
+        return loaded.version if loaded is not None else None
+
+    @property
     def available(self) -> bool:
         """Whether the loaded model version carries a drift reference."""
         loaded = self.model.loaded

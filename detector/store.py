@@ -329,6 +329,10 @@ def _checked_window(w: ScoredWindow) -> ScoredWindow:
     return replace(w, window_start=start, window_end=end)
 
 
+#: The filters of an anomaly query (:func:`_anomaly_conditions`), each None when not given.
+_FILTERS: Final = ("identity", "namespace", "state", "since", "until", "min_score", "max_score")
+
+
 def _anomaly_conditions(
     *,
     identity: str | None,
@@ -407,6 +411,23 @@ class AnomalyStore(SqlStore):
             self._expire_suppressions(session, now)
             yield session, now
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[tuple[Session, datetime]]:
+        """A read: without the write lock (:meth:`SqlStore._read`), unless a suppression is due
+        to expire, when that is written first, in a transaction of its own (rare: a person's
+        suppression ran out), so what is read never shows an expired suppression."""
+        with self._read() as (session, now):
+            due = session.scalar(
+                select(_AnomalyRow.id)
+                .where(_AnomalyRow.state == SUPPRESSED, _AnomalyRow.suppressed_until <= now)
+                .limit(1)
+            )
+            if due is None:
+                yield session, now
+                return
+        with self._transaction() as (session, now):
+            yield session, now
+
     def _expire_suppressions(self, session: Session, now: datetime) -> None:
         # Locked: of two transactions finding one expiry due, the second waits and then, on
         # PostgreSQL, no longer finds it (its row is open by then): one event, not two.
@@ -481,7 +502,7 @@ class AnomalyStore(SqlStore):
 
     def get(self, anomaly_id: int) -> AnomalyRecord | None:
         """The anomaly with this id, or None."""
-        with self._transaction() as (session, _):
+        with self._snapshot() as (session, _):
             row = session.get(_AnomalyRow, anomaly_id)
             return None if row is None else _to_record(row)
 
@@ -518,7 +539,7 @@ class AnomalyStore(SqlStore):
             raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
         stmt = select(_AnomalyRow).where(*conditions)
         stmt = stmt.order_by(_AnomalyRow.last_window_end.desc(), _AnomalyRow.id.desc())
-        with self._transaction() as (session, _):
+        with self._snapshot() as (session, _):
             return [_to_record(r) for r in session.scalars(stmt.limit(limit).offset(offset))]
 
     def windows(
@@ -544,7 +565,7 @@ class AnomalyStore(SqlStore):
             stmt = stmt.where(_WindowRow.window_start < _utc(until, "until"))
         order = _WindowRow.window_start.desc() if newest_first else _WindowRow.window_start
         stmt = stmt.order_by(order).limit(limit)
-        with self._transaction() as (session, _):
+        with self._snapshot() as (session, _):
             return [_to_window(r) for r in session.scalars(stmt)]
 
     def count(
@@ -569,8 +590,26 @@ class AnomalyStore(SqlStore):
             max_score=max_score,
         )
         stmt = select(func.count()).select_from(_AnomalyRow).where(*conditions)
-        with self._transaction() as (session, _):
+        with self._snapshot() as (session, _):
             return int(session.scalar(stmt) or 0)
+
+    def page(
+        self, *, limit: int = 100, offset: int = 0, **filters: Any
+    ) -> tuple[list[AnomalyRecord], int]:
+        """One page of :meth:`list` and what :meth:`count` says of the same ``filters`` (those
+        of :meth:`list`), read from one snapshot: the API's listing, one transaction not two."""
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+        unknown = sorted(set(filters) - set(_FILTERS))
+        if unknown:
+            raise TypeError(f"page() got unknown filters: {', '.join(unknown)}")
+        conditions = _anomaly_conditions(**{name: filters.get(name) for name in _FILTERS})
+        stmt = select(_AnomalyRow).where(*conditions)
+        stmt = stmt.order_by(_AnomalyRow.last_window_end.desc(), _AnomalyRow.id.desc())
+        total = select(func.count()).select_from(_AnomalyRow).where(*conditions)
+        with self._snapshot() as (session, _):
+            items = [_to_record(r) for r in session.scalars(stmt.limit(limit).offset(offset))]
+            return items, int(session.scalar(total) or 0)
 
     def identities(self, *, namespace: str | None = None) -> list[IdentitySummary]:
         """Every identity with a scored window (of ``namespace`` if given), sorted by identity.
@@ -616,7 +655,7 @@ class AnomalyStore(SqlStore):
             .outerjoin(opened, opened.c.identity == _WindowRow.identity)
             .order_by(_WindowRow.identity)
         )
-        with self._transaction() as (session, _):
+        with self._snapshot() as (session, _):
             return [
                 IdentitySummary(
                     identity=ident,
@@ -637,7 +676,7 @@ class AnomalyStore(SqlStore):
 
     def events(self, anomaly_id: int) -> list[LifecycleEvent]:
         """The audit trail of one anomaly, oldest first; AnomalyNotFound for an unknown id."""
-        with self._transaction() as (session, _):
+        with self._snapshot() as (session, _):
             if session.get(_AnomalyRow, anomaly_id) is None:
                 raise AnomalyNotFound(anomaly_id)
             return [_to_event(r) for r in LIFECYCLE.events(session, anomaly_id)]
@@ -663,14 +702,14 @@ class AnomalyStore(SqlStore):
             .order_by(_AnomalyRow.updated_at, _AnomalyRow.id)
             .limit(limit)
         )
-        with self._transaction() as (session, _):
+        with self._snapshot() as (session, _):
             return [_to_record(r) for r in session.scalars(stmt)]
 
     def get_many(self, ids: Iterable[int]) -> list[AnomalyRecord]:
         """The anomalies with these ids, by id; unknown ids are left out."""
         wanted = sorted(set(ids))
         found: list[AnomalyRecord] = []
-        with self._transaction() as (session, _):
+        with self._snapshot() as (session, _):
             for i in range(0, len(wanted), _IN_CHUNK):
                 stmt = (
                     select(_AnomalyRow)
@@ -712,7 +751,7 @@ class AnomalyStore(SqlStore):
         """Every anomaly with its verdict and the note that came with it: the latest
         ``verdict`` event's, else ``expected`` for one ever suppressed (a suppression states
         why it is not worth an alert), else "" (nobody said)."""
-        with self._transaction() as (session, _):
+        with self._snapshot() as (session, _):
             said: dict[int, tuple[str, str]] = {}
             events = session.execute(
                 select(

@@ -454,6 +454,15 @@ class ApiConfig(_Section):
             "policy proposal, and Kubernetes stores objects up to about 1.5 MiB)"
         ),
     )
+    pipeline_process: bool = Field(
+        True,
+        description=(
+            "run the pipeline (source, windows, scoring, changes, proposals, alerts, history) in "
+            "a process of its own beside the API's, sharing the store, so a busy API does not "
+            "slow ingest and a replay does not slow the API; false: one process (always so for "
+            "a stdin source)"
+        ),
+    )
 
 
 class AlertsConfig(_Section):

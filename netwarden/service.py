@@ -17,6 +17,11 @@ Threads, each with one job, joined by a bounded queue and the store:
 * the main thread serves the HTTP API (uvicorn) until SIGINT/SIGTERM, then stops the others in
   the order data flows (:meth:`Service.shutdown`): source, pipeline, proposer, alerts, stores.
 
+With ``api.pipeline_process`` (the default) the threads above run in a process of their own and
+the API in the parent, sharing the store (:mod:`netwarden.pipeline_process`): the parent's
+main thread serves the API, and on SIGINT/SIGTERM stops the pipeline process, which shuts its
+service down as above.
+
 **Changes** (:mod:`netwarden.detector.change_store`): after each judged batch the pipeline
 writes the changes its tracker created or touched to the store; people accept or reject them
 through the API, which records the decision at once; the pipeline, the only thread that
@@ -107,6 +112,9 @@ SHUTDOWN_SECONDS = 20.0
 #: (another process on the database); decisions made through this process's API are applied
 #: on its next turn.
 DECISION_POLL = 5.0
+#: Seconds the workloads' selector labels learned from the recent flows are reused by the
+#: containments proposed meanwhile.
+SELECTORS_TTL = 60.0
 #: Incidents remembered as having their containment proposal (one per incident).
 _INCIDENTS_KEPT = 10_000
 #: Put in the pipeline's queue after the last batch: process what came before, then stop.
@@ -335,6 +343,8 @@ class Service:
         self._history_lock = threading.Lock()
         #: What the containments of one batch of anomalies share (see _containment_inputs).
         self._containment_batch: tuple[tuple[Any, ...], _ContainmentInputs] | None = None
+        #: (when, selectors) learned from the recent flows (see _selectors).
+        self._selectors_cache: tuple[float, dict[str, dict[str, str]]] | None = None
         #: Whether the model still fits each identity (netwarden.detector.drift): metrics, API
         #: (GET /api/v1/drift) and, with an alerter, NetwardenModelDrift alerts; judged as the
         #: drift section of the configuration says.
@@ -799,13 +809,22 @@ class Service:
         normal = NormalEdges.from_memory(loaded.bundle.edges) if loaded else NormalEdges()
         if flows:
             normal = NormalEdges.from_flows(flows, before=before).merge(normal)
-        inputs = _ContainmentInputs(
-            normal=normal,
-            flows=flows,
-            selectors=FlowLearner().add_all(flows).selectors() if flows else None,
-        )
+        inputs = _ContainmentInputs(normal=normal, flows=flows, selectors=self._selectors(flows))
         self._containment_batch = (key, inputs)
         return inputs
+
+    def _selectors(self, flows: list[Any] | None) -> dict[str, dict[str, str]] | None:
+        """The workloads' selector labels learned from the recent flows, learned again at most
+        every :data:`SELECTORS_TTL` seconds: a workload's labels change with a release, not
+        from one batch of anomalies to the next, and learning them is a pass over every recent
+        flow (during an attack on many workloads it was most of the proposer's time)."""
+        if not flows:
+            return None
+        now = time.monotonic()
+        cached = self._selectors_cache
+        if cached is None or now - cached[0] > SELECTORS_TTL:
+            cached = self._selectors_cache = (now, FlowLearner().add_all(flows).selectors())
+        return cached[1]
 
     def _reload_model(self) -> None:
         changed = self.model.refresh()
@@ -1150,10 +1169,14 @@ def serve(config: ServiceConfig, *, console: Console) -> None:
     import uvicorn
 
     from netwarden.api.app import create_app
+    from netwarden.pipeline_process import separate
 
     sock = _listen(config.api.host, config.api.port)
     port = int(sock.getsockname()[1])
     public = config.public_url(port)
+    if separate(config):
+        _serve_beside_pipeline(config, console, sock, public)
+        return
     try:
         service, tokens = build_service(config, console, public_url=public)
     except BaseException:
@@ -1164,16 +1187,7 @@ def serve(config: ServiceConfig, *, console: Console) -> None:
         uvicorn.Config(app, host=config.api.host, port=port, log_level="warning", access_log=False)
     )
     service.start()
-    token_hint = ""
-    if config.api.tokens_file is None and (config.data_dir / "admin.token").exists():
-        token_hint = f' -H "Authorization: Bearer $(cat {config.data_dir / "admin.token"})"'
-    console.print(f"netwarden is serving {service.source.name} on {public}", markup=False)
-    console.print(f"  anomalies:  curl{token_hint} {public}/api/v1/anomalies", markup=False)
-    console.print(
-        f"  health:     {public}/readyz   metrics: {public}/metrics   "
-        f"API description (viewer token): {public}/openapi.json",
-        markup=False,
-    )
+    _say_serving(config, console, service.source.name, public)
     # uvicorn captures SIGINT/SIGTERM while it runs and re-raises them after its shutdown; a
     # no-op handler there lets the threads below stop cleanly and the command exit 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1184,5 +1198,71 @@ def serve(config: ServiceConfig, *, console: Console) -> None:
         if service.shutdown():
             service.store.close()
         sock.close()
+        if not server.started:
+            raise UserError(f"the HTTP API did not start on {config.api.host}:{port}")
+
+
+def _say_serving(config: ServiceConfig, console: Console, source: str, public: str) -> None:
+    token_hint = ""
+    if config.api.tokens_file is None and (config.data_dir / "admin.token").exists():
+        token_hint = f' -H "Authorization: Bearer $(cat {config.data_dir / "admin.token"})"'
+    console.print(f"netwarden is serving {source} on {public}", markup=False)
+    console.print(f"  anomalies:  curl{token_hint} {public}/api/v1/anomalies", markup=False)
+    console.print(
+        f"  health:     {public}/readyz   metrics: {public}/metrics   "
+        f"API description (viewer token): {public}/openapi.json",
+        markup=False,
+    )
+
+
+def _serve_beside_pipeline(
+    config: ServiceConfig, console: Console, sock: socket.socket, public: str
+) -> None:
+    """``serve`` with the pipeline in a process of its own (netwarden.pipeline_process): this
+    process serves the API until SIGINT/SIGTERM, then stops the pipeline process, which shuts
+    its service down in order."""
+    import uvicorn
+
+    from netwarden.api.app import create_app
+    from netwarden.pipeline_process import PipelineProcess, RemoteService
+
+    def log(line: str) -> None:
+        console.print(line, markup=False)
+
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        tokens = _tokens(config, console)
+        applier = _policy_applier(config, log)
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"data_dir {config.data_dir}: cannot create: {exc.strerror}") from None
+    except BaseException:
+        sock.close()
+        raise
+    pipeline = PipelineProcess(build_service, config, public, console)
+    try:
+        pipeline.wait_ready()
+    except BaseException:
+        pipeline.stop()
+        sock.close()
+        raise
+    state = RemoteService(config, pipeline, applier=applier)
+    app = create_app(state, tokens, public_url=public, max_body_bytes=config.api.max_body_bytes)
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.api.host, port=port, log_level="warning", access_log=False)
+    )
+    log(f"pipeline running in process {pipeline.process.pid}; the API in process {os.getpid()}")
+    _say_serving(config, console, state.source_status().name, public)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        code = pipeline.stop(SHUTDOWN_SECONDS + 10.0)
+        state.close()
+        sock.close()
+        if code not in (0, None):
+            log(f"the pipeline process ended with exit code {code}")
         if not server.started:
             raise UserError(f"the HTTP API did not start on {config.api.host}:{port}")

@@ -75,14 +75,22 @@ def _edges(
         )
 
 
+def _peer_ports() -> defaultdict[str, set[Port]]:
+    """A factory by name, not a lambda: normal edges cross process boundaries (pickled from
+    the pipeline process to the API's, netwarden.pipeline_process)."""
+    return defaultdict(set)
+
+
+def _by_side() -> defaultdict[tuple[str, str], defaultdict[str, set[Port]]]:
+    return defaultdict(_peer_ports)
+
+
 @dataclass
 class NormalEdges:
     """Normal edges by (identity, side): peer key -> ports, and peer hashes (normal on every
     port)."""
 
-    ports: dict[tuple[str, str], dict[str, set[Port]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(set))
-    )
+    ports: dict[tuple[str, str], dict[str, set[Port]]] = field(default_factory=_by_side)
     hashes: dict[tuple[str, str], set[int]] = field(default_factory=lambda: defaultdict(set))
     #: identity -> DNS names it resolved (a DNS containment keeps them resolvable).
     names: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))

@@ -13,12 +13,14 @@ to the newest revision when it opens.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, Final, Self
 
+import orjson
 from sqlalchemy import BigInteger, DateTime, Integer, create_engine, event
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -98,22 +100,43 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any, *, wal: bool) -> Non
         cursor.close()
 
 
+#: Set on a connection's info for its next transaction: a read (SqlStore._read).
+_READ: Final = "netwarden_read_only"
+
+
 def _sqlite_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front (see above)
+    if connection.info.pop(_READ, False):
+        # a read: a deferred transaction is a snapshot (WAL) that neither waits for the writer
+        # nor holds it up
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front (see above)
+
+
+def _json_loads(text: str | bytes) -> Any:
+    """JSON columns read with orjson (several times faster than the standard library: an
+    anomaly listing decodes two JSON columns a row); text it refuses (``NaN``, which the
+    standard library writes for a float that is not a number) falls back to ``json``."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def make_engine(url: str) -> tuple[Engine, bool]:
     """The engine for ``url`` and whether it is SQLite (whose calls are then serialized)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True), False
+        return create_engine(parsed, pool_pre_ping=True, json_deserializer=_json_loads), False
     memory = _is_memory_sqlite(parsed.database, dict(parsed.query))
     connect_args: dict[str, Any] = {"check_same_thread": False}
     if memory:  # one shared connection, or every thread would see its own empty database
-        engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
+        engine = create_engine(
+            parsed, connect_args=connect_args, poolclass=StaticPool, json_deserializer=_json_loads
+        )
     else:
         connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT_S
-        engine = create_engine(parsed, connect_args=connect_args)
+        engine = create_engine(parsed, connect_args=connect_args, json_deserializer=_json_loads)
     event.listen(
         engine, "connect", lambda conn, record: _sqlite_on_connect(conn, record, wal=not memory)
     )
@@ -160,6 +183,23 @@ class SqlStore:
             raise RuntimeError(f"the {type(self).__name__} is closed")
         with self._lock, self._sessions.begin() as session:
             yield session, self.now()
+
+    @contextmanager
+    def _read(self) -> Iterator[tuple[Session, datetime]]:
+        """One read-only transaction and the clock's time: on SQLite a snapshot that does not
+        take the write lock (a busy writer in another process, the pipeline recording windows,
+        holds up no reader, and no reader holds it up); rolled back at the end. On PostgreSQL
+        an ordinary transaction (readers never wait there)."""
+        if self._closed:
+            raise RuntimeError(f"the {type(self).__name__} is closed")
+        with self._lock, self._engine.connect() as connection:
+            connection.info[_READ] = True
+            try:
+                with Session(bind=connection, expire_on_commit=False) as session:
+                    yield session, self.now()
+            finally:
+                connection.info.pop(_READ, None)  # never begun (nothing was read)
+                connection.rollback()
 
     def now(self) -> datetime:
         """The store's clock (UTC): the time its transactions stamp, so a caller turning "for

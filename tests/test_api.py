@@ -737,7 +737,7 @@ def test_internal_errors_leak_nothing(api) -> None:
     def broken(**kwargs: Any) -> Any:
         raise RuntimeError("database at /var/lib/secret.db is corrupt")
 
-    api.service.store.list = broken  # type: ignore[method-assign]
+    api.service.store.page = broken  # type: ignore[method-assign]
     r = api.get("/api/v1/anomalies")
     body = assert_problem(r, 500, type="about:blank")
     assert body["title"] == "Internal Server Error"

@@ -28,9 +28,9 @@ from tests.test_alerts import STEP, win
 from tests.test_service_apply import start_serve, stop_serve
 
 
-def recent(i: int, identity: str) -> Any:
-    """Window ``i`` of a run whose window 0 ends now: Alertmanager judges by its own clock."""
-    now = datetime.now(UTC).replace(microsecond=0)
+def recent(i: int, identity: str, now: datetime) -> Any:
+    """Window ``i`` of a run whose window 0 ends at ``now`` (Alertmanager judges firing by its
+    own clock; one ``now`` for all windows, so consecutive ones are consecutive)."""
     w = win(0, identity)
     start = now - STEP + i * STEP
     return replace(w, window_start=start, window_end=start + STEP)
@@ -73,10 +73,11 @@ def test_api_replicas_alert_once_on_what_the_shards_record(
                 replicas.append(start_serve(folder, config, {"NETWARDEN_API_TOKENS": entry.line}))
             # a shard records (another process, the same store): three anomalous windows of
             # one workload, one of another
+            now = datetime.now(UTC).replace(microsecond=0)
             with AnomalyStore(postgres_url) as store:
-                (cart,) = store.record([recent(-2, "shop/cart"), recent(-1, "shop/cart")])
-                store.record([recent(0, "shop/cart")])
-                (pay,) = store.record([recent(0, "pay/ledger")])
+                (cart,) = store.record([recent(-2, "shop/cart", now), recent(-1, "shop/cart", now)])
+                store.record([recent(0, "shop/cart", now)])
+                (pay,) = store.record([recent(0, "pay/ledger", now)])
 
             def firing(alerts: list[dict[str, Any]]) -> set[str]:
                 return {a["labels"]["anomaly_id"] for a in alerts}
@@ -88,7 +89,7 @@ def test_api_replicas_alert_once_on_what_the_shards_record(
                 if got == {str(cart.id), str(pay.id)}:
                     break
                 time.sleep(0.2)
-            assert got == {str(cart.id), str(pay.id)}
+            assert got == {str(cart.id), str(pay.id)}, (got, slack.notifications)
             links = [f"/api/v1/anomalies/{a.id}|" for a in (cart, pay)]
             slack.wait_for(lambda seen: all(link in str(seen) for link in links))
             _, base = replicas[1]

@@ -231,6 +231,23 @@ def test_shutdown_under_load_loses_no_closed_window(tmp_path, model_dir, monkeyp
     store.close()
 
 
+def generator_config(folder: Path, model_dir: Path, **api: Any) -> dict[str, Any]:
+    """`netwarden serve` on the generator at 60x with an attack at once (windows, anomalies and
+    changes come fast), scoring with ``model_dir``; ``api`` settings over port 0."""
+    return {
+        "data_dir": str(folder / "data"),
+        "source": {"spec": "generator"},
+        "generator": {"seed": 31, "rate": 10.0, "speed": 60.0, "first_attack_after": 0},
+        "models": {
+            "dir": str(model_dir),
+            "bootstrap": False,
+            "signing_key_file": str(model_dir.parent / "signing.key"),
+        },
+        "windows": {"idle_close": 0.5},
+        "api": {"port": 0, **api},
+    }
+
+
 _STOPPED = re.compile(r"pipeline stopped: (\d+) windows closed, (\d+) recorded;")
 
 
@@ -242,24 +259,11 @@ def test_sigterm_under_load_records_every_closed_window(tmp_path, model_dir) -> 
     for run in range(3):
         folder = tmp_path / f"run{run}"
         folder.mkdir()
-        proc, base = start_serve(
-            folder,
-            {
-                "data_dir": str(folder / "data"),
-                "source": {"spec": "generator"},
-                "generator": {"seed": 31, "rate": 10.0, "speed": 60.0, "first_attack_after": 0},
-                "models": {
-                    "dir": str(model_dir),
-                    "bootstrap": False,
-                    "signing_key_file": str(model_dir.parent / "signing.key"),
-                },
-                "windows": {"idle_close": 0.5},
-                # an unreachable Alertmanager: the alerter's last pass fails and keeps its
-                # messages in the outbox
-                "alerts": {"alertmanager_url": "http://127.0.0.1:9", "request_timeout": 1},
-            },
-            {},
-        )
+        config = generator_config(folder, model_dir)
+        # an unreachable Alertmanager: the alerter's last pass fails and keeps its messages in
+        # the outbox
+        config["alerts"] = {"alertmanager_url": "http://127.0.0.1:9", "request_timeout": 1}
+        proc, base = start_serve(folder, config, {})
         try:
             with httpx.Client(base_url=base, timeout=5) as http:
                 _wait(lambda: http.get("/readyz").status_code == 200, 60, "/readyz")

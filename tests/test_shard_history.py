@@ -3,7 +3,8 @@
 A `netwarden shard` scoring into a store (``--model-dir``, ``--store``) with ``--history DIR``
 writes every window it scored as a history row (Parquet, the layout `netwarden serve` writes),
 with the verdict the store got; a shard stopped on SIGTERM writes what it still holds. Runs
-against a real nats-server (tests/test_nats_partials.py's fixture).
+against a real nats-server (tests/test_nats_partials.py's fixture). Also: a shard whose stream
+the server refuses says why and what to change.
 """
 
 from __future__ import annotations
@@ -119,3 +120,32 @@ def test_history_needs_a_scoring_shard(tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "--history keeps scored windows: it needs --model-dir and --store" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_shard_says_why_the_server_refuses_its_stream(tmp_path: Path) -> None:
+    """JetStream reserves a stream's byte limit against its max_file_store: a server with less
+    than the default 8 GiB refuses the stream, and the shard says what to change, no traceback."""
+    from tests.servers import free_port, start
+    from tests.test_nats_partials import nats_binary
+
+    port, monitor = free_port(), free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n"
+        f'jetstream {{ store_dir: "{tmp_path / "js"}", max_file_store: 1G }}\n'
+    )
+    argv = [sys.executable, "-m", "netwarden", "shard", "--nats", f"nats://127.0.0.1:{port}"]
+    argv += ["--owns", "0", "--windows-db", str(tmp_path / "w.db")]
+    with start(
+        "nats-server",
+        [nats_binary(), "-c", str(conf)],
+        port=monitor,
+        workdir=tmp_path,
+        ready_path="/healthz?js-enabled-only=true",
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "refused the stream NETWARDEN_PARTIALS" in done.stderr, done.stderr
+        assert "lower --stream-max-gb or raise max_file_store" in done.stderr

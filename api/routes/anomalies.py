@@ -61,11 +61,11 @@ def read_anomalies(
     filters = query.filters()
     severity = filters.pop("severity")
     filters["min_score"], filters["max_score"] = score_range(severity) if severity else (None, None)
-    items = store.list(**filters, limit=query.limit, offset=query.offset)
+    items, total = store.page(**filters, limit=query.limit, offset=query.offset)
     return pager.page(
         AnomalyPagePublic,
         [AnomalyPublic.from_record(a) for a in items],
-        total=store.count(**filters),
+        total=total,
         query=query,
     )
 

@@ -14,14 +14,14 @@ without one answers 404 here, and a model version saved before drift references 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Protocol, Self
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from netwarden.api.deps import StateDep
 from netwarden.api.problems import ProblemError, problem_responses
-from netwarden.detector.drift import STATES, DriftMonitor, DriftReport, FeatureDrift
+from netwarden.detector.drift import STATES, DriftReport, FeatureDrift
 
 __all__ = ["DriftListPublic", "DriftPublic", "DriftSummaryPublic", "router"]
 
@@ -134,16 +134,37 @@ class DriftListPublic(_Public):
     total: int = Field(description="identities matching, before the limit")
 
 
-def _monitor(state: StateDep) -> DriftMonitor:
-    monitor = getattr(state, "drift", None)
-    if not isinstance(monitor, DriftMonitor):
+class DriftView(Protocol):
+    """What these routes read of a :class:`DriftMonitor` (in this process, or the pipeline's
+    through :class:`netwarden.pipeline_process.RemoteDrift`)."""
+
+    @property
+    def loaded_version(self) -> str | None: ...
+
+    @property
+    def available(self) -> bool: ...
+
+    @property
+    def version(self) -> str | None: ...
+
+    def report(self, identity: str) -> DriftReport | None: ...
+
+    def reports(self) -> list[DriftReport]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+
+def _monitor(state: StateDep) -> DriftView:
+    monitor: DriftView | None = getattr(state, "drift", None)
+    if monitor is None:
         raise ProblemError(404, "this service does not measure drift")
-    if monitor.model.loaded is None:
+    loaded = monitor.loaded_version
+    if loaded is None:
         raise ProblemError(404, "no model loaded: nothing to measure drift against")
     if not monitor.available:
         raise ProblemError(
             409,
-            f"drift is unavailable: model version {monitor.model.loaded.version} has no drift "
+            f"drift is unavailable: model version {loaded} has no drift "
             "reference (it was saved before netwarden kept one); retrain to measure drift",
         )
     return monitor

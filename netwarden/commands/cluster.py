@@ -37,7 +37,7 @@ from netwarden.cluster.metrics import (
 from netwarden.cluster.node import NodeWindows
 from netwarden.cluster.partials import StreamLimits, partitions_of_replica, server_mappings
 from netwarden.cluster.publisher import BufferLimits, PartialPublisher
-from netwarden.cluster.shard import DetectorShard, ShardConfig
+from netwarden.cluster.shard import DetectorShard, ShardConfig, StreamRefused
 from netwarden.cluster.sinks import ScoringSink, WindowFileSink, WindowSink
 from netwarden.commands.common import check_flow_paths, signing_key
 from netwarden.errors import UserError
@@ -278,6 +278,8 @@ def run_shard(
 
     try:
         asyncio.run(main())
+    except StreamRefused as exc:
+        raise UserError(str(exc)) from None
     finally:
         if server is not None:
             server.close()
