@@ -19,8 +19,10 @@ pipeline's turn. So ``netwarden serve`` runs two processes that share the store:
 
 Stopping: SIGTERM (or SIGINT) to the API process stops uvicorn, then the pipeline process is
 sent SIGTERM and runs its own orderly :meth:`~netwarden.service.Service.shutdown` (source,
-pipeline, proposer, alerts, stores) before the API process exits; a pipeline process whose
-parent is gone (killed) stops itself the same way.
+pipeline, proposer, alerts, stores) before the API process exits (the pipeline process ignores
+SIGINT: a Ctrl-C reaches both, and the API process leads); a pipeline process whose parent is
+gone (killed) stops itself the same way; a pipeline process that dies takes the API process
+down with it (exit code 1), so a supervisor restarts the service as a whole.
 """
 
 from __future__ import annotations
@@ -135,12 +137,15 @@ def run_pipeline(
     """The pipeline process: build the service (``build``: :func:`netwarden.service.
     build_service`, passed by the caller so this module does not import the service) and
     start it, serve its facade at ``address``, say ``ready`` (or the error) on ``parent``, and
-    run until SIGTERM/SIGINT or until the parent is gone; then shut the service down in order."""
+    run until SIGTERM or until the parent is gone; then shut the service down in order."""
     # as the command line's stderr (netwarden.cli.consoles): lines as they are, never wrapped
     console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C reaches the whole process group: the API process stops first and then sends
+    # SIGTERM here (an API still serving over a pipeline that already stopped would read as a
+    # dead pipeline)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         service, _ = build(config, console, public_url=public_url)
     except UserError as exc:

@@ -1256,9 +1256,21 @@ def _serve_beside_pipeline(
     _say_serving(config, console, state.source_status().name, public)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
+    died = threading.Event()
+
+    def watch() -> None:
+        """A pipeline process that dies on its own takes the API down with it: an API over a
+        pipeline that reads nothing would answer /healthz forever (no restart)."""
+        pipeline.process.join()
+        if not server.should_exit:
+            died.set()
+            server.should_exit = True
+
+    threading.Thread(target=watch, name="pipeline-watch", daemon=True).start()
     try:
         server.run(sockets=[sock])
     finally:
+        server.should_exit = True
         code = pipeline.stop(SHUTDOWN_SECONDS + 10.0)
         state.close()
         sock.close()
@@ -1266,3 +1278,8 @@ def _serve_beside_pipeline(
             log(f"the pipeline process ended with exit code {code}")
         if not server.started:
             raise UserError(f"the HTTP API did not start on {config.api.host}:{port}")
+    if died.is_set():
+        raise UserError(
+            f"the pipeline process {pipeline.process.pid} died (exit code {code}): the API "
+            "stopped with it, so the service is restarted as a whole"
+        )

@@ -151,3 +151,37 @@ def test_one_process_when_asked(tmp_path: Path, model_dir: Path) -> None:
     assert code == 0, output
     assert not _PIDS.search(output)
     assert _STOPPED.search(output)
+
+
+@pytest.mark.slow
+def test_a_dead_pipeline_process_takes_the_api_down(tmp_path: Path, model_dir: Path) -> None:
+    """An API over a pipeline that reads nothing would answer /healthz forever: when the
+    pipeline process dies on its own, `netwarden serve` exits non-zero, saying so."""
+    proc, _ = start_serve(tmp_path, generator_config(tmp_path, model_dir), {})
+    found = _PIDS.search((tmp_path / "serve.log").read_text())
+    assert found
+    os.kill(int(found[1]), signal.SIGKILL)
+    code = proc.wait(timeout=60)
+    output = (tmp_path / "serve.log").read_text()
+    assert code != 0, output
+    assert f"the pipeline process {found[1]} died (exit code -9)" in output, output
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_both_in_order(tmp_path: Path, model_dir: Path) -> None:
+    """SIGINT to the whole process group (a Ctrl-C in a terminal): exit 0, every closed window
+    recorded, not taken for a dead pipeline."""
+    proc, base = start_serve(tmp_path, generator_config(tmp_path, model_dir), {})
+    with httpx.Client(base_url=base, timeout=10) as http:
+        _wait(lambda: http.get("/readyz").status_code == 200, 60, "/readyz")
+    found = _PIDS.search((tmp_path / "serve.log").read_text())
+    assert found
+    for pid in found.groups():
+        os.kill(int(pid), signal.SIGINT)
+    code = proc.wait(timeout=60)
+    output = (tmp_path / "serve.log").read_text()
+    assert code == 0, output
+    assert "died" not in output, output
+    (stopped,) = _STOPPED.findall(output)
+    closed, recorded = map(int, stopped)
+    assert closed == recorded == _stored_windows(tmp_path / "data"), output
