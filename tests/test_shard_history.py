@@ -69,6 +69,8 @@ def test_a_scoring_shard_keeps_the_history_retraining_reads(
     argv = [sys.executable, "-m", "netwarden", "shard", "--nats", nats_server.url]
     argv += ["--partitions", str(PARTITIONS), "--ordinal", "0", "--replicas", "1"]
     argv += ["--model-dir", str(models), "--store", store_url, "--history", str(history)]
+    # the flows are of March 2026: retention counts from today, so keep every day here
+    argv += ["--history-days", "100000"]
     # the nodes publish one after another, each its whole quarter hour, before the shard
     # starts: a lateness beyond that span (windows close when the stream goes quiet) merges
     # every node's partial, as nodes publishing in step do
