@@ -329,6 +329,17 @@ def _checked_window(w: ScoredWindow) -> ScoredWindow:
     return replace(w, window_start=start, window_end=end)
 
 
+def _newest_first(conditions: list[ColumnElement[bool]]) -> Any:
+    """The anomalies matching ``conditions``, most recent first (list and page)."""
+    stmt = select(_AnomalyRow).where(*conditions)
+    return stmt.order_by(_AnomalyRow.last_window_end.desc(), _AnomalyRow.id.desc())
+
+
+def _counted(conditions: list[ColumnElement[bool]]) -> Any:
+    """How many anomalies match ``conditions`` (count and page)."""
+    return select(func.count()).select_from(_AnomalyRow).where(*conditions)
+
+
 #: The filters of an anomaly query (:func:`_anomaly_conditions`), each None when not given.
 _FILTERS: Final = ("identity", "namespace", "state", "since", "until", "min_score", "max_score")
 
@@ -537,10 +548,9 @@ class AnomalyStore(SqlStore):
         )
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
-        stmt = select(_AnomalyRow).where(*conditions)
-        stmt = stmt.order_by(_AnomalyRow.last_window_end.desc(), _AnomalyRow.id.desc())
+        stmt = _newest_first(conditions).limit(limit).offset(offset)
         with self._snapshot() as (session, _):
-            return [_to_record(r) for r in session.scalars(stmt.limit(limit).offset(offset))]
+            return [_to_record(r) for r in session.scalars(stmt)]
 
     def windows(
         self,
@@ -589,9 +599,8 @@ class AnomalyStore(SqlStore):
             min_score=min_score,
             max_score=max_score,
         )
-        stmt = select(func.count()).select_from(_AnomalyRow).where(*conditions)
         with self._snapshot() as (session, _):
-            return int(session.scalar(stmt) or 0)
+            return int(session.scalar(_counted(conditions)) or 0)
 
     def page(
         self, *, limit: int = 100, offset: int = 0, **filters: Any
@@ -604,12 +613,10 @@ class AnomalyStore(SqlStore):
         if unknown:
             raise TypeError(f"page() got unknown filters: {', '.join(unknown)}")
         conditions = _anomaly_conditions(**{name: filters.get(name) for name in _FILTERS})
-        stmt = select(_AnomalyRow).where(*conditions)
-        stmt = stmt.order_by(_AnomalyRow.last_window_end.desc(), _AnomalyRow.id.desc())
-        total = select(func.count()).select_from(_AnomalyRow).where(*conditions)
+        stmt = _newest_first(conditions).limit(limit).offset(offset)
         with self._snapshot() as (session, _):
-            items = [_to_record(r) for r in session.scalars(stmt.limit(limit).offset(offset))]
-            return items, int(session.scalar(total) or 0)
+            items = [_to_record(r) for r in session.scalars(stmt)]
+            return items, int(session.scalar(_counted(conditions)) or 0)
 
     def identities(self, *, namespace: str | None = None) -> list[IdentitySummary]:
         """Every identity with a scored window (of ``namespace`` if given), sorted by identity.

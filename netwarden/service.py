@@ -1080,6 +1080,17 @@ def _policy_applier(config: ServiceConfig, log: Callable[[str], Any]) -> PolicyA
     return PolicyApplier(api_client)
 
 
+def _api_side(config: ServiceConfig, console: Console) -> tuple[TokenTable, PolicyApplier | None]:
+    """What the API needs of its own: the data folder, the tokens and the Kubernetes client for
+    applying (a bad kubeconfig fails here, before any model is trained)."""
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"data_dir {config.data_dir}: cannot create: {exc.strerror}") from None
+    tokens = _tokens(config, console)
+    return tokens, _policy_applier(config, lambda line: console.print(line, markup=False))
+
+
 def build_service(
     config: ServiceConfig,
     console: Console,
@@ -1090,16 +1101,11 @@ def build_service(
     """Everything but the HTTP server: store, model (bootstrapped if needed), source, alerts,
     the Kubernetes client. ``public_url`` is the API's (links in alerts), default from the
     configuration."""
-    try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"data_dir {config.data_dir}: cannot create: {exc.strerror}") from None
-    tokens = _tokens(config, console)
+    tokens, applier = _api_side(config, console)  # before the bootstrap: fail fast
 
     def log(line: str) -> None:
         console.print(line, markup=False)
 
-    applier = _policy_applier(config, log)  # before the bootstrap: a bad kubeconfig fails fast
     windows = config.window_config
     key = _signing_key(config)
     model = CurrentModel(config.model_dir, windows=windows, key=key)
@@ -1230,12 +1236,7 @@ def _serve_beside_pipeline(
         console.print(line, markup=False)
 
     try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        tokens = _tokens(config, console)
-        applier = _policy_applier(config, log)
-    except OSError as exc:
-        sock.close()
-        raise UserError(f"data_dir {config.data_dir}: cannot create: {exc.strerror}") from None
+        tokens, applier = _api_side(config, console)
     except BaseException:
         sock.close()
         raise
