@@ -95,7 +95,13 @@ def test_the_api_serves_what_the_pipeline_process_knows(tmp_path: Path, model_di
             proposed = http.post("/api/v1/proposals", json={"identity": identity})
             assert proposed.status_code == 201, proposed.text
             # and a containment from the pipeline's inputs (normal edges, flows, labels)
-            anomaly = anomalies()[-1]["id"]
+            # (the attacker's: a victim's has nothing of its own to contain, a 422)
+            attacker = _wait(
+                lambda: [a for a in anomalies() if a["role"] == "attacker"],
+                90,
+                "the attacker's anomaly",
+            )
+            anomaly = attacker[0]["id"]
             contained = http.post("/api/v1/proposals", json={"anomaly_id": anomaly})
             assert contained.status_code in (201, 409), contained.text  # 409: proposed already
             # the models the API lists are the folder's; the current one is what the pipeline
