@@ -14,7 +14,9 @@ to the newest revision when it opens.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -93,11 +95,29 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any, *, wal: bool) -> Non
     cursor = dbapi_connection.cursor()
     try:
         if wal:
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            _journal_mode_wal(cursor)  # readers do not block the writer
             cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def _journal_mode_wal(cursor: Any) -> None:
+    """Put the database in WAL mode (kept in the file: later openers find it set). Switching
+    needs a lock SQLite takes without its busy handler, so processes opening a new database
+    together can be told "database is locked" at once, timeout or not: wait and ask again, for
+    as long as the busy timeout would have waited."""
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 #: Set on a connection's info for its next transaction: a read (SqlStore._read).
