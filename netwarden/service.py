@@ -86,7 +86,7 @@ from netwarden.models.artifact import ModelVersion
 from netwarden.models.edges import load_memory, save_memory
 from netwarden.models.registry import CurrentModel, read_gate, rollback_target, set_current
 from netwarden.remediation.apply import PolicyApplier
-from netwarden.remediation.normal import NormalEdges
+from netwarden.remediation.normal import NormalEdges, RecentFlows
 from netwarden.remediation.proposals import ProposalStore, propose_containment
 from netwarden.remediation.propose import Proposer as FlowLearner
 from netwarden.remediation.propose import policy_name
@@ -166,7 +166,7 @@ class _ContainmentInputs:
     """What the containment of an anomaly is built from, besides the anomaly."""
 
     normal: NormalEdges
-    flows: list[Any] | None
+    flows: RecentFlows | None
     selectors: dict[str, dict[str, str]] | None
 
 
@@ -341,8 +341,10 @@ class Service:
         #: the pipeline appends while the proposer and API requests copy.
         self._history: deque[Any] = deque(maxlen=config.remediation.flow_history)
         self._history_lock = threading.Lock()
+        self._history_added = 0  # flows ever put in the history: numbers its flows in the stream
         #: What the containments of one batch of anomalies share (see _containment_inputs).
         self._containment_batch: tuple[tuple[Any, ...], _ContainmentInputs] | None = None
+        self._resolved: RecentFlows | None = None  # the last batch's, see _recent_resolved
         #: (when, selectors) learned from the recent flows (see _selectors).
         self._selectors_cache: tuple[float, dict[str, dict[str, str]]] | None = None
         #: Whether the model still fits each identity (netwarden.detector.drift): metrics, API
@@ -634,6 +636,7 @@ class Service:
                     if self._history.maxlen:
                         with self._history_lock:
                             self._history.extend(batch)
+                            self._history_added += len(batch)
                     if self.history is not None and self.history.keep_flows:
                         self.history.add_flows([flow_record(f) for f in batch])
                     scored = self.detector.add(batch, more=not self.queue.empty())
@@ -792,20 +795,23 @@ class Service:
         at ``before``: the same normal edges, flows and labels the proposer thread uses, for the
         containments reviewers ask for through the API."""
         inputs = self._containment_inputs(before)
-        return {"normal": inputs.normal, "flows": inputs.flows, "selectors": inputs.selectors}
+        flows = inputs.flows.flows if inputs.flows is not None else None  # plain: it is pickled
+        return {"normal": inputs.normal, "flows": flows, "selectors": inputs.selectors}
 
     def _containment_inputs(self, before: datetime) -> _ContainmentInputs:
         """The recent flows, the workloads' labels learned from them and the normal edges (the
         model's baselines and the flows before ``before``, the anomaly's first window), shared
         by the anomalies of one batch: those opened by the same windows have the same first
         window, so they are built once per batch (a pass over up to ``flow_history`` flows
-        each), not once per anomaly. A first window was closed when it was scored, so the
-        flows before it are all in the history already: reusing them misses nothing."""
+        each), not once per anomaly; the flows' ends are resolved once for the batch
+        (:class:`RecentFlows`), so each anomaly's containment reads only the flows of its
+        workloads. A first window was closed when it was scored, so the flows before it are all
+        in the history already: reusing them misses nothing."""
         loaded = self.model.loaded
         key = (loaded.version if loaded is not None else None, before)
         if self._containment_batch is not None and self._containment_batch[0] == key:
             return self._containment_batch[1]
-        flows = self.recent_flows()
+        flows = self._recent_resolved()
         normal = NormalEdges.from_memory(loaded.bundle.edges) if loaded else NormalEdges()
         if flows:
             normal = NormalEdges.from_flows(flows, before=before).merge(normal)
@@ -813,7 +819,18 @@ class Service:
         self._containment_batch = (key, inputs)
         return inputs
 
-    def _selectors(self, flows: list[Any] | None) -> dict[str, dict[str, str]] | None:
+    def _recent_resolved(self) -> RecentFlows | None:
+        """The recent flows with their ends resolved, reusing what the last batch resolved for
+        the flows still in the history (the proposer's thread only)."""
+        if not self._history.maxlen:
+            return None
+        with self._history_lock:
+            flows = list(self._history)
+            start = self._history_added - len(flows)
+        self._resolved = RecentFlows(flows, start=start, previous=self._resolved)
+        return self._resolved
+
+    def _selectors(self, flows: RecentFlows | None) -> dict[str, dict[str, str]] | None:
         """The workloads' selector labels learned from the recent flows, learned again at most
         every :data:`SELECTORS_TTL` seconds: a workload's labels change with a release, not
         from one batch of anomalies to the next, and learning them is a pass over every recent

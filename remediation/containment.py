@@ -51,7 +51,7 @@ import jsonpatch
 from netwarden.detector.store import AnomalyRecord
 from netwarden.ingest.identity import IdentityResolver
 from netwarden.remediation.matcher import fqdn_pattern, l4_key
-from netwarden.remediation.normal import EVERY_PORT, NormalEdges, activity
+from netwarden.remediation.normal import EVERY_PORT, NormalEdges, RecentFlows, activity
 from netwarden.remediation.propose import (
     DNS_SELECTOR,
     MANAGED_BY,
@@ -146,7 +146,9 @@ def containment(
     (recent flows, the anomaly's included) show everything the anomaly did.
     Raises :class:`ValueError` when there is nothing to deny.
     """
-    flow_list = list(flows) if flows is not None else None
+    flow_list: list[Any] | RecentFlows | None = (
+        flows if isinstance(flows, RecentFlows) or flows is None else list(flows)
+    )
     features = {r.feature.split("_", 1)[1] for r in anomaly.reasons if "_" in r.feature}
     side = _primary_side(anomaly)
     # DNS only when the workload's own egress stands out: a scan victim whose lookups also
@@ -205,7 +207,11 @@ def containment(
     if flow_list:
         attack = _AttackFlows(anomaly, target, tside, offending, action, normal)
         # A policy selecting ``target`` can only drop flows from or to it.
-        mine = [f for f in flow_list if attack.involves(f)]
+        mine = (
+            flow_list.of(target).flows
+            if isinstance(flow_list, RecentFlows)
+            else [f for f in flow_list if attack.involves(f)]
+        )
         warnings = drop_warnings(base, mine, current=current, part_of_anomaly=attack)
     return Containment(action, base, patch, tuple(notes), target, warnings)
 
@@ -283,7 +289,7 @@ def _is_workload(key: str) -> bool:
 
 
 def _evidence(
-    anomaly: AnomalyRecord, side: str, flows: list[Any] | None
+    anomaly: AnomalyRecord, side: str, flows: list[Any] | RecentFlows | None
 ) -> dict[str, dict[Port, int]]:
     """Peer key -> port -> flows of ``side`` during the anomaly: from ``flows`` when they cover
     it (everything it did), else from its examples (the busiest pairs only)."""

@@ -16,8 +16,9 @@ Peers are named as :class:`~netwarden.ingest.identity.IdentityResolver` names th
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -27,7 +28,7 @@ from netwarden.ingest.sketch import stable_hash64
 from netwarden.models.edges import EdgeMemory
 from netwarden.remediation.matcher import l4_key
 
-__all__ = ["EVERY_PORT", "NormalEdges", "Port", "activity"]
+__all__ = ["EVERY_PORT", "NormalEdges", "Port", "RecentFlows", "activity"]
 
 #: (protocol, port or ICMP type), as :mod:`netwarden.remediation.propose` writes it.
 Port = tuple[str, int]
@@ -45,12 +46,100 @@ def _is_reply(flow: Any) -> bool:
     return bool(getattr(flow, "reply", False))
 
 
+#: A flow's resolved ends: (source subject, source peer, destination subject, destination peer).
+Ends = tuple[Any, Any, Any, Any]
+
+
+class RecentFlows:
+    """Flows with each one's ends resolved once, and which flows concern which workload.
+
+    A batch of containments makes several passes over the same recent flows (the normal edges
+    before the batch, then for each anomaly what it did and the flows its policy could drop):
+    with the ends resolved here once, those passes read them instead of resolving every flow
+    again, and an anomaly's passes read only the flows of the workloads it concerns (a policy
+    selecting a workload can drop nothing else). Iterating gives the flows, oldest first, so it
+    stands wherever a flow list does."""
+
+    __slots__ = ("_by", "_ends", "flows", "start")
+
+    def __init__(
+        self, flows: Iterable[Any], *, start: int = 0, previous: RecentFlows | None = None
+    ) -> None:
+        """``start`` numbers the first flow in the stream the flows come from; a ``previous``
+        window of the same stream lends the ends it already resolved for the flows both hold
+        (a history of recent flows slides: most of a batch's flows were in the batch before)."""
+        self.flows: list[Any] = list(flows)
+        self.start = start
+        self._ends: list[Ends] = []
+        self._by: dict[str, list[int]] = defaultdict(list)  # identity -> stream numbers
+        shared = self._shared(previous)
+        if shared and previous is not None:
+            offset = start - previous.start
+            self._ends = previous._ends[offset : offset + shared]
+            end = start + shared
+            for identity, numbers in previous._by.items():
+                kept = numbers[bisect_left(numbers, start) : bisect_left(numbers, end)]
+                if kept:
+                    self._by[identity] = kept
+        resolver = IdentityResolver()
+        for i in range(shared, len(self.flows)):
+            flow = self.flows[i]
+            ip = getattr(flow, "IP", None)
+            src, src_peer = resolver.resolve(flow.source, ip.source if ip else "")
+            dst, dst_peer = resolver.resolve(flow.destination, ip.destination if ip else "")
+            self._ends.append((src, src_peer, dst, dst_peer))
+            if src is not None:
+                self._by[src.id].append(start + i)
+            if dst is not None and (src is None or dst.id != src.id):
+                self._by[dst.id].append(start + i)
+
+    def _shared(self, previous: RecentFlows | None) -> int:
+        """How many of the first flows here ``previous`` holds too (as the same objects)."""
+        if previous is None or not self.flows:
+            return 0
+        offset = self.start - previous.start
+        if not 0 <= offset < len(previous.flows):
+            return 0
+        shared = min(len(previous.flows) - offset, len(self.flows))
+        ends_match = (
+            previous.flows[offset] is self.flows[0]
+            and previous.flows[offset + shared - 1] is self.flows[shared - 1]
+        )
+        return shared if ends_match else 0
+
+    @classmethod
+    def _view(cls, flows: list[Any], ends: list[Ends]) -> RecentFlows:
+        out = cls.__new__(cls)
+        out.flows, out._ends, out._by, out.start = flows, ends, {}, 0
+        return out
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.flows)
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def __bool__(self) -> bool:
+        return bool(self.flows)
+
+    def with_ends(self) -> Iterator[tuple[Any, Ends]]:
+        return zip(self.flows, self._ends, strict=True)
+
+    def of(self, identity: str) -> RecentFlows:
+        """The flows from or to ``identity`` (oldest first, their ends resolved)."""
+        picked = [n - self.start for n in self._by.get(identity, ())]
+        return RecentFlows._view([self.flows[i] for i in picked], [self._ends[i] for i in picked])
+
+
 def _edges(
     flows: Iterable[Any], resolver: IdentityResolver, *, forwarded_only: bool
 ) -> Iterable[tuple[Any, str | None, str, str | None, str, Port]]:
     """(flow, source subject id, source peer key, destination subject id, destination peer key,
-    port) of every request flow with L4."""
-    for flow in flows:
+    port) of every request flow with L4 (ends resolved here unless ``flows`` has them)."""
+    pairs: Iterable[tuple[Any, Ends | None]] = (
+        flows.with_ends() if isinstance(flows, RecentFlows) else ((f, None) for f in flows)
+    )
+    for flow, ends in pairs:
         if _is_reply(flow):
             continue
         if forwarded_only and flow.verdict not in ("FORWARDED", 1):
@@ -62,9 +151,12 @@ def _edges(
         if not l4.protocol:
             continue
         port: Port = (l4.protocol, l4.icmp_type if l4.protocol in _ICMP else l4.port)
-        ip = getattr(flow, "IP", None)
-        src, src_peer = resolver.resolve(flow.source, ip.source if ip else "")
-        dst, dst_peer = resolver.resolve(flow.destination, ip.destination if ip else "")
+        if ends is None:
+            ip = getattr(flow, "IP", None)
+            src, src_peer = resolver.resolve(flow.source, ip.source if ip else "")
+            dst, dst_peer = resolver.resolve(flow.destination, ip.destination if ip else "")
+        else:
+            src, src_peer, dst, dst_peer = ends
         yield (
             flow,
             src.id if src is not None else None,
@@ -194,6 +286,8 @@ def activity(
     request flows, dropped ones included (an attempt the policy refused is still the attack)."""
     out: dict[str, dict[Port, int]] = defaultdict(lambda: defaultdict(int))
     resolver = IdentityResolver()
+    if isinstance(flows, RecentFlows):
+        flows = flows.of(identity)  # the same flows' edges, without a pass over the others
     for flow, src, src_key, dst, dst_key, port in _edges(flows, resolver, forwarded_only=False):
         t = getattr(flow, "time", None)
         if t is not None and ((start is not None and t < start) or (end is not None and t >= end)):

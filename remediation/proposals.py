@@ -105,7 +105,7 @@ from netwarden.remediation.apply import (
     Unreachable,
     diverged,
 )
-from netwarden.remediation.normal import NormalEdges
+from netwarden.remediation.normal import NormalEdges, RecentFlows
 from netwarden.remediation.propose import Proposer, policy_name
 from netwarden.remediation.schema import validate_policy
 from netwarden.remediation.simulate import SimulationReport
@@ -1291,7 +1291,9 @@ def propose_containment(
     the policy would not select the contained workload alone."""
     from netwarden.remediation.containment import containment
 
-    flow_list = list(flows) if flows is not None else None
+    flow_list: list[Any] | RecentFlows | None = (
+        flows if isinstance(flows, RecentFlows) or flows is None else list(flows)
+    )
     if selectors is None and flow_list:
         selectors = Proposer().add_all(flow_list).selectors()
     lookup = current_for or (lambda identity: _applied_baseline(store, identity))

@@ -27,7 +27,7 @@ from netwarden.ingest.windows import WindowBuilder
 from netwarden.models.edges import EdgeMemory
 from netwarden.remediation.containment import Containment, containment
 from netwarden.remediation.matcher import l4_key
-from netwarden.remediation.normal import EVERY_PORT, NormalEdges, activity
+from netwarden.remediation.normal import EVERY_PORT, NormalEdges, RecentFlows, activity
 from netwarden.remediation.proposals import ProposalStore, propose_containment
 from netwarden.remediation.propose import Proposer
 from netwarden.remediation.schema import validate_policy
@@ -120,6 +120,27 @@ def test_the_scene_has_both_attacks_and_their_victims(scene) -> None:
         annotations = c.policy["metadata"]["annotations"]
         assert annotations["netwarden.io/identity"] == c.identity
         assert annotations["netwarden.io/anomaly"] == str(a.id)
+
+
+@pytest.mark.slow
+def test_resolved_recent_flows_give_the_same_containments(scene) -> None:
+    """The service hands containments :class:`RecentFlows` (ends resolved once, slid along the
+    history from the batch before): every containment of the scene is the one the plain flow
+    list gives, policy, notes and warnings."""
+    flows = scene.benign + scene.attack  # not in time order: the index must not care
+    half = len(flows) // 2
+    earlier = RecentFlows(flows[:half], start=1000)
+    recent = RecentFlows(flows[10:], start=1010, previous=earlier)
+
+    def made(anomaly: AnomalyRecord, given: Any) -> Containment | str:
+        try:
+            return containment(anomaly, normal=scene.normal, flows=given)
+        except ValueError as exc:
+            return str(exc)
+
+    assert scene.anomalies
+    for anomaly in scene.anomalies:
+        assert made(anomaly, recent) == made(anomaly, flows[10:]), anomaly.identity
 
 
 @pytest.mark.slow
@@ -456,6 +477,36 @@ def test_dns_containment_keeps_every_normal_name() -> None:
 
 
 # -- as a proposal -------------------------------------------------------------------------------
+
+
+def test_recent_flows_slide_and_index_their_workloads() -> None:
+    """A :class:`RecentFlows` slid from the one before reuses its resolved ends for the flows
+    both hold and resolves the rest: each workload's flows are exactly those from or to it, and
+    the edges they give are the plain list's."""
+    flows = _normal_day() + _scan(range(6000, 6040))
+    first = RecentFlows(flows[:50], start=7)
+    slid = RecentFlows(flows[20:], start=27, previous=first)
+    fresh = RecentFlows(flows[20:])
+    resolver = IdentityResolver()
+
+    def ends(f: Any) -> tuple[str | None, str | None]:
+        src, _ = resolver.resolve(f.source, f.IP.source)
+        dst, _ = resolver.resolve(f.destination, f.IP.destination)
+        return (src.id if src else None, dst.id if dst else None)
+
+    for identity in ("shop/mailer", "db/redis", "monitoring/prometheus", "nobody/here"):
+        expected = [f for f in flows[20:] if identity in ends(f)]
+        assert slid.of(identity).flows == expected == fresh.of(identity).flows, identity
+        assert activity(slid, identity, "egress") == activity(flows[20:], identity, "egress")
+        assert activity(slid, identity, "ingress") == activity(flows[20:], identity, "ingress")
+    assert list(slid.with_ends()) == list(fresh.with_ends())
+    assert NormalEdges.from_flows(slid).ports == NormalEdges.from_flows(flows[20:]).ports
+    # Not the same stream (other flows at the shared numbers): nothing is reused wrongly.
+    backwards = flows[::-1]
+    other = RecentFlows(backwards, start=27, previous=first)
+    assert list(other.with_ends()) == list(RecentFlows(backwards).with_ends())
+    anomaly = _anomaly("shop/mailer", ["egress_distinct_dst_ports", "egress_unanswered_syns"])
+    assert containment(anomaly, flows=slid) == containment(anomaly, flows=flows[20:])
 
 
 def _victim() -> AnomalyRecord:
