@@ -147,7 +147,7 @@ def run_pipeline(
     # dead pipeline)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        service, _ = build(config, console, public_url=public_url)
+        service, _ = build(config, console, public_url=public_url, api_side=False)
     except UserError as exc:
         parent.send(("error", str(exc)))
         return

@@ -1114,11 +1114,16 @@ def build_service(
     *,
     registry: CollectorRegistry | None = None,
     public_url: str | None = None,
-) -> tuple[Service, TokenTable]:
+    api_side: bool = True,
+) -> tuple[Service, TokenTable | None]:
     """Everything but the HTTP server: store, model (bootstrapped if needed), source, alerts,
     the Kubernetes client. ``public_url`` is the API's (links in alerts), default from the
-    configuration."""
-    tokens, applier = _api_side(config, console)  # before the bootstrap: fail fast
+    configuration. Without ``api_side`` (the pipeline in a process of its own, whose API
+    process has them) there are no tokens and no Kubernetes client: the pipeline applies
+    nothing."""
+    tokens, applier = (
+        _api_side(config, console) if api_side else (None, None)
+    )  # before the bootstrap: fail fast
 
     def log(line: str) -> None:
         console.print(line, markup=False)
@@ -1202,6 +1207,7 @@ def serve(config: ServiceConfig, *, console: Console) -> None:
         return
     try:
         service, tokens = build_service(config, console, public_url=public)
+        assert tokens is not None
     except BaseException:
         sock.close()
         raise
