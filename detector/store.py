@@ -73,6 +73,7 @@ from sqlalchemy import (
     and_,
     delete,
     func,
+    insert,
     select,
     update,
 )
@@ -854,6 +855,10 @@ class _BatchRecorder:
         self.touched: dict[int, _AnomalyRow] = {}  # id(row) -> row, in first-touch order
         self.opened: list[tuple[_AnomalyRow, ScoredWindow]] = []  # new, awaiting their event
         self.rescored: dict[int, _AnomalyRow] = {}  # anomalies whose windows were re-scored
+        #: New normal windows, inserted as plain rows after the ORM's flush: most of a batch,
+        #: and nothing refers to them (no anomaly, no relationship to load), so the unit of
+        #: work's per-object bookkeeping is skipped for them.
+        self.plain: dict[tuple[str, datetime], dict[str, Any]] = {}
 
     def run(self, batch: Sequence[ScoredWindow]) -> list[_AnomalyRow]:
         session = self.session
@@ -894,9 +899,19 @@ class _BatchRecorder:
         # identity -> the anomaly holding its latest window (None: the latest is normal)
         run_of: dict[str, _AnomalyRow | None] = {}
         for w in batch:
-            row = existing.get((w.identity, w.window_start))
+            key = (w.identity, w.window_start)
+            row = existing.get(key)
+            if row is None and key in self.plain:  # twice in one batch: the ORM's way after all
+                row = existing[key] = _WindowRow(**self.plain.pop(key))
+                session.add(row)
+            if row is None and not w.anomalous:
+                self.plain[key] = _window_values(w)
+                if w.identity not in latest or w.window_start >= latest[w.identity]:
+                    latest[w.identity] = w.window_start
+                    run_of[w.identity] = None
+                continue
             if row is None:
-                row = existing[w.identity, w.window_start] = _WindowRow(identity=w.identity)
+                row = existing[key] = _WindowRow(identity=w.identity)
                 session.add(row)
             previous = row.anomaly
             _fill_window(row, w)
@@ -922,6 +937,8 @@ class _BatchRecorder:
                 run_of[w.identity] = anomaly
 
         session.flush()  # ids for new anomalies, anomaly_id for windows
+        if self.plain:
+            session.execute(insert(_WindowRow), list(self.plain.values()))
         for anomaly, w in self.opened:
             LIFECYCLE.created(
                 session,
@@ -1020,16 +1037,35 @@ class _BatchRecorder:
             self.session.execute(stmt)
 
 
+def _window_values(w: ScoredWindow) -> dict[str, Any]:
+    """The columns of ``w``'s row (its anomaly aside): one place for both ways of writing it."""
+    return {
+        "identity": w.identity,
+        "namespace": w.namespace,
+        "workload": w.workload,
+        "window_start": w.window_start,
+        "window_end": w.window_end,
+        "score": float(w.score),
+        "threshold": float(w.threshold),
+        "anomalous": bool(w.anomalous),
+        "model": w.model,
+        "fallback": bool(w.fallback),
+        "summary": w.summary,
+        "reasons": _reasons_json(w.reasons),
+        "examples": dict(w.examples),
+        "evidence": list(w.evidence),
+        "changes": list(w.changes),
+        "new_edges": int(w.new_edges),
+        "model_anomalous": bool(w.model_anomalous),
+        "incident": w.incident or None,
+        "role": w.role or None,
+        "attacker": w.attacker or None,
+    }
+
+
 def _fill_window(row: _WindowRow, w: ScoredWindow) -> None:
-    row.identity, row.namespace, row.workload = w.identity, w.namespace, w.workload
-    row.window_start, row.window_end = w.window_start, w.window_end
-    row.score, row.threshold, row.anomalous = float(w.score), float(w.threshold), bool(w.anomalous)
-    row.model, row.fallback, row.summary = w.model, bool(w.fallback), w.summary
-    row.reasons, row.examples = _reasons_json(w.reasons), dict(w.examples)
-    row.evidence, row.changes = list(w.evidence), list(w.changes)
-    row.new_edges, row.model_anomalous = int(w.new_edges), bool(w.model_anomalous)
-    row.incident, row.role = w.incident or None, w.role or None
-    row.attacker = w.attacker or None
+    for name, value in _window_values(w).items():
+        setattr(row, name, value)
 
 
 def _set_peak(anomaly: _AnomalyRow, w: ScoredWindow) -> None:

@@ -212,6 +212,20 @@ def test_re_recording_is_idempotent(store) -> None:
     assert [e.action for e in store.events(first[0].id)] == ["open"]
 
 
+def test_a_window_twice_in_one_batch_is_stored_once_as_its_last_verdict(store) -> None:
+    """New normal windows are written as plain rows after the anomalies; the same window twice
+    in one batch (normal, then anomalous) still ends as one row holding the last verdict, in
+    the anomaly it opened; and the other way round, it leaves that anomaly again."""
+    (a,) = store.record([normal(0), normal(1), win(1), normal(2)])
+    assert (a.first_window_start, a.window_count) == (T0 + STEP, 1)
+    assert store.windows("shop/cart") == [normal(0), win(1), normal(2)]
+    (b,) = store.record([win(5), normal(5)])
+    assert b.window_count == 0 and store.windows("shop/cart")[-1] == normal(5)
+    # what is left after purging every normal window: the one window in an anomaly
+    assert store.purge_windows(T0 + timedelta(days=1)) == 3
+    assert store.windows("shop/cart") == [win(1)]
+
+
 def test_re_scoring_updates_the_window_and_the_peak(store) -> None:
     store.record([win(0, score=0.9), win(1, score=0.7), win(2, score=0.8)])
     (a,) = store.record([win(1, score=0.99)])
