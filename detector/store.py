@@ -904,34 +904,14 @@ class _BatchRecorder:
             if row is None and key in self.plain:  # twice in one batch: the ORM's way after all
                 row = existing[key] = _WindowRow(**self.plain.pop(key))
                 session.add(row)
+            anomaly: _AnomalyRow | None = None
             if row is None and not w.anomalous:
                 self.plain[key] = _window_values(w)
-                if w.identity not in latest or w.window_start >= latest[w.identity]:
-                    latest[w.identity] = w.window_start
-                    run_of[w.identity] = None
-                continue
-            if row is None:
-                row = existing[key] = _WindowRow(identity=w.identity)
-                session.add(row)
-            previous = row.anomaly
-            _fill_window(row, w)
-            anomaly: _AnomalyRow | None = None
-            if w.anomalous:
-                if previous is not None:  # re-scored, still anomalous: stays where it was
-                    anomaly = previous
-                    self._touch(previous, rescored=True)
-                else:
-                    anomaly = extendable.get((w.identity, w.window_start))
-                    if anomaly is None:
-                        anomaly = self._open(w)
-                    else:
-                        self._extend(anomaly, w)
-                    row.anomaly = anomaly
-                if anomaly.state != RESOLVED and w.window_end >= anomaly.last_window_end:
-                    extendable[w.identity, w.window_end] = anomaly
-            elif previous is not None:  # re-scored as normal: leaves its anomaly
-                row.anomaly = None
-                self._touch(previous, rescored=True)
+            else:
+                if row is None:
+                    row = existing[key] = _WindowRow(identity=w.identity)
+                    session.add(row)
+                anomaly = self._merge(row, w, extendable)
             if w.identity not in latest or w.window_start >= latest[w.identity]:
                 latest[w.identity] = w.window_start
                 run_of[w.identity] = anomaly
@@ -952,6 +932,35 @@ class _BatchRecorder:
         self._set_ongoing(run_of)
         session.flush()
         return list(self.touched.values())
+
+    def _merge(
+        self,
+        row: _WindowRow,
+        w: ScoredWindow,
+        extendable: dict[tuple[str, datetime], _AnomalyRow],
+    ) -> _AnomalyRow | None:
+        """Write ``w`` into its ORM ``row`` and into the anomaly it opens, extends or stays in
+        (or leaves, re-scored as normal); returns the anomaly now holding it."""
+        previous = row.anomaly
+        _fill_window(row, w)
+        if not w.anomalous:
+            if previous is not None:  # re-scored as normal: leaves its anomaly
+                row.anomaly = None
+                self._touch(previous, rescored=True)
+            return None
+        if previous is not None:  # re-scored, still anomalous: stays where it was
+            anomaly = previous
+            self._touch(previous, rescored=True)
+        else:
+            anomaly = extendable.get((w.identity, w.window_start))
+            if anomaly is None:
+                anomaly = self._open(w)
+            else:
+                self._extend(anomaly, w)
+            row.anomaly = anomaly
+        if anomaly.state != RESOLVED and w.window_end >= anomaly.last_window_end:
+            extendable[w.identity, w.window_end] = anomaly
+        return anomaly
 
     def _touch(self, anomaly: _AnomalyRow, *, rescored: bool = False) -> None:
         self.touched.setdefault(id(anomaly), anomaly)

@@ -209,6 +209,14 @@ class IdentityResolver:
         result = self.cache[key] = self._resolve(endpoint, ip)
         return result
 
+    def ends(self, flow: Any) -> tuple[Subject | None, Peer, Subject | None, Peer]:
+        """Both ends of ``flow`` resolved: (source subject, source peer, destination subject,
+        destination peer), each with the flow's IP of that end."""
+        ip = getattr(flow, "IP", None)
+        src, src_peer = self.resolve(flow.source, ip.source if ip else "")
+        dst, dst_peer = self.resolve(flow.destination, ip.destination if ip else "")
+        return src, src_peer, dst, dst_peer
+
     def trim(self) -> None:
         """Bound the cache: empty it once it holds ``cache_limit`` endpoints."""
         if len(self.cache) >= self._cache_limit:

@@ -576,18 +576,12 @@ class _AttackFlows:
         self.peers = {p.value for p in offending}
         self.resolver = IdentityResolver()
 
-    def _ends(self, flow: Any) -> tuple[Any, Any, Any, Any]:
-        ip = getattr(flow, "IP", None)
-        src, src_peer = self.resolver.resolve(flow.source, ip.source if ip else "")
-        dst, dst_peer = self.resolver.resolve(flow.destination, ip.destination if ip else "")
-        return src, src_peer, dst, dst_peer
-
     def involves(self, flow: Any) -> bool:
-        src, _, dst, _ = self._ends(flow)
+        src, _, dst, _ = self.resolver.ends(flow)
         return self.target in (src and src.id, dst and dst.id)
 
     def __call__(self, flow: Any) -> bool:
-        src, src_peer, dst, dst_peer = self._ends(flow)
+        src, src_peer, dst, dst_peer = self.resolver.ends(flow)
         own, peer = (src, dst_peer) if self.side == "egress" else (dst, src_peer)
         if own is None or own.id != self.target:
             return False

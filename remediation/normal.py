@@ -83,11 +83,9 @@ class RecentFlows:
                     self._by[identity] = kept
         resolver = IdentityResolver()
         for i in range(shared, len(self.flows)):
-            flow = self.flows[i]
-            ip = getattr(flow, "IP", None)
-            src, src_peer = resolver.resolve(flow.source, ip.source if ip else "")
-            dst, dst_peer = resolver.resolve(flow.destination, ip.destination if ip else "")
-            self._ends.append((src, src_peer, dst, dst_peer))
+            ends = resolver.ends(self.flows[i])
+            self._ends.append(ends)
+            src, _, dst, _ = ends
             if src is not None:
                 self._by[src.id].append(start + i)
             if dst is not None and (src is None or dst.id != src.id):
@@ -151,12 +149,7 @@ def _edges(
         if not l4.protocol:
             continue
         port: Port = (l4.protocol, l4.icmp_type if l4.protocol in _ICMP else l4.port)
-        if ends is None:
-            ip = getattr(flow, "IP", None)
-            src, src_peer = resolver.resolve(flow.source, ip.source if ip else "")
-            dst, dst_peer = resolver.resolve(flow.destination, ip.destination if ip else "")
-        else:
-            src, src_peer, dst, dst_peer = ends
+        src, src_peer, dst, dst_peer = ends if ends is not None else resolver.ends(flow)
         yield (
             flow,
             src.id if src is not None else None,

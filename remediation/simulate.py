@@ -155,9 +155,7 @@ def simulate(
             report.dropped_by_default_deny += 1
         if _is_recorded_drop(flow):
             report.already_dropped += 1
-        ip = getattr(flow, "IP", None)
-        src_subject, src_peer = resolver.resolve(flow.source, ip.source if ip else "")
-        dst_subject, dst_peer = resolver.resolve(flow.destination, ip.destination if ip else "")
+        src_subject, src_peer, dst_subject, dst_peer = resolver.ends(flow)
         if point.direction == EGRESS:
             subject = src_subject.id if src_subject else src_peer.key
             peer = dst_peer.key

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -294,29 +296,40 @@ def test_a_failed_upgrade_changes_nothing(backend_url) -> None:
 # ------------------------------------------------------------------------------ concurrency
 
 
-def test_processes_opening_a_new_database_together_migrate_it_once(backend_url) -> None:
-    """Replicas start together: one upgrades (under PostgreSQL's advisory lock, or SQLite's
-    write lock), the others find it done."""
-    errors: list[BaseException] = []
-    results: list[migrate.Upgrade] = []
-    start = threading.Barrier(4)
+T = TypeVar("T")
 
-    def open_it() -> None:
-        engine = _engine(backend_url)
+
+def _together(url: str, n: int, use: Callable[[sa.Engine], T]) -> list[T]:
+    """``use`` on ``n`` engines of ``url`` at once (threads released together, as replicas
+    that start together); what they returned, or the first error any of them raised."""
+    errors: list[BaseException] = []
+    results: list[T] = []
+    start = threading.Barrier(n)
+
+    def run() -> None:
+        engine = _engine(url)
         try:
             start.wait()
-            results.append(migrate.upgrade(engine))
-        except BaseException as exc:  # reported below
+            results.append(use(engine))
+        except BaseException as exc:  # raised below
             errors.append(exc)
         finally:
             engine.dispose()
 
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    threads = [threading.Thread(target=run) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert errors == []
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_processes_opening_a_new_database_together_migrate_it_once(backend_url) -> None:
+    """Replicas start together: one upgrades (under PostgreSQL's advisory lock, or SQLite's
+    write lock), the others find it done."""
+    results = _together(backend_url, 4, migrate.upgrade)
     assert sorted(r.changed for r in results) == [False, False, False, True]
     _at_head_and_as_the_models(backend_url)
 
@@ -325,30 +338,14 @@ def test_connections_opening_a_new_sqlite_file_together_all_get_in(tmp_path: Pat
     """The first connections to a new SQLite file each switch it to WAL; SQLite can answer that
     switch "database is locked" at once, busy timeout or not (CI met it once in the test above:
     about one round in twenty here). Every connection must get in; 300 rounds of 8."""
+
+    def journal_mode(engine: sa.Engine) -> Any:
+        with engine.connect() as connection:
+            return connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+
     for round_ in range(300):
         url = f"sqlite:///{tmp_path / f'{round_}.db'}"
-        errors: list[BaseException] = []
-        start = threading.Barrier(8)
-
-        def connect(
-            url: str = url, errors: list[BaseException] = errors, start: threading.Barrier = start
-        ) -> None:
-            engine = _engine(url)
-            try:
-                start.wait()
-                with engine.connect() as connection:
-                    assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            finally:
-                engine.dispose()
-
-        threads = [threading.Thread(target=connect) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert errors == [], f"round {round_}"
+        assert _together(url, 8, journal_mode) == ["wal"] * 8, f"round {round_}"
 
 
 # ------------------------------------------------------------------------------------ `db`
