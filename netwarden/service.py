@@ -86,6 +86,7 @@ from netwarden.models.artifact import ModelVersion
 from netwarden.models.edges import load_memory, save_memory
 from netwarden.models.registry import CurrentModel, read_gate, rollback_target, set_current
 from netwarden.remediation.apply import PolicyApplier
+from netwarden.remediation.containment import Containment, peer_rules
 from netwarden.remediation.normal import NormalEdges, RecentFlows
 from netwarden.remediation.proposals import ProposalStore, propose_containment
 from netwarden.remediation.propose import Proposer as FlowLearner
@@ -177,8 +178,9 @@ class Proposer:
     with ``maxsize`` anomalies already waiting, a new one is skipped, counted in
     ``netwarden_proposals_skipped_total`` and logged once per burst (it is offered again the
     next time the pipeline updates it; a reviewer can always propose through the API). Only
-    an attacker's or a subject's anomaly is proposed, once per incident: a victim's is linked
-    to its attacker's incident, whose containment targets the attacker.
+    an attacker's or a subject's anomaly is proposed: a victim's is linked to its attacker's
+    incident, whose containment targets the attacker (see :meth:`Service.propose_containment`
+    for the later anomalies of an incident).
     :meth:`close` lets the worker finish what is queued, within a time limit.
     """
 
@@ -204,7 +206,6 @@ class Proposer:
             registry=registry,
         ).set_function(self.queue.qsize)
         self._submitted: set[int] = set()  # pipeline thread only
-        self._incidents: dict[str, None] = {}  # incidents proposed for (pipeline thread only)
         self._burst = 0  # anomalies skipped since the queue last had room
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="proposer", daemon=True)
@@ -215,10 +216,8 @@ class Proposer:
     def submit(self, records: list[AnomalyRecord]) -> None:
         """Queue the open anomalies not queued before; never blocks (the pipeline calls it)."""
         for record in records:
-            role, incident = getattr(record, "role", ""), getattr(record, "incident", "")
+            role = getattr(record, "role", "")
             if record.state != OPEN or record.id in self._submitted or role == VICTIM:
-                continue
-            if incident and incident in self._incidents:
                 continue
             try:
                 self.queue.put_nowait(record)
@@ -233,10 +232,6 @@ class Proposer:
                 self._burst += 1
                 continue
             self._submitted.add(record.id)
-            if incident:
-                self._incidents[incident] = None
-                if len(self._incidents) > _INCIDENTS_KEPT:
-                    del self._incidents[next(iter(self._incidents))]
             if self._burst:
                 self.log(f"proposer caught up; {self._burst} anomalies were skipped")
                 self._burst = 0
@@ -345,6 +340,9 @@ class Service:
         #: What the containments of one batch of anomalies share (see _containment_inputs).
         self._containment_batch: tuple[tuple[Any, ...], _ContainmentInputs] | None = None
         self._resolved: RecentFlows | None = None  # the last batch's, see _recent_resolved
+        #: incident -> contained workload -> the peer rules of its proposals so far (the
+        #: proposer's thread only; see propose_containment).
+        self._incident_rules: dict[str, dict[str, frozenset[str]]] = {}
         #: (when, selectors) learned from the recent flows (see _selectors).
         self._selectors_cache: tuple[float, dict[str, dict[str, str]]] | None = None
         #: Whether the model still fits each identity (netwarden.detector.drift): metrics, API
@@ -766,15 +764,31 @@ class Service:
     def propose_containment(self, record: AnomalyRecord) -> None:
         """A new anomaly comes with the policy change that would contain it, as a proposal a
         reviewer approves (or not) through the API; nothing is applied here. Runs on the
-        proposer's thread."""
+        proposer's thread.
+
+        A later anomaly of an incident already proposed for is proposed only when its
+        containment names a peer none of the incident's proposals for that workload name (an
+        exfiltration minutes after a lateral movement by the same attacker): the same peers
+        again (a scan going on) are one decision, already offered."""
         if record.state != OPEN or self.proposal_store.list(anomaly_id=record.id, limit=1):
             return
+        incident = getattr(record, "incident", "")
+        offered = self._incident_rules.get(incident, {}) if incident else {}
+
+        def novel(change: Containment) -> str:
+            if not peer_rules(change.policy) - offered.get(change.identity, frozenset()):
+                return (
+                    f"incident {incident}'s proposals for {change.identity} already name every "
+                    "peer its containment would"
+                )
+            return ""
+
         current = self.proposal_store.latest_applied(
             record.namespace, policy_name(record.workload, "baseline")
         )
         inputs = self._containment_inputs(record.first_window_start)
         try:
-            propose_containment(
+            made = propose_containment(
                 self.proposal_store,
                 record,
                 current=current.policy if current is not None else None,
@@ -783,9 +797,16 @@ class Service:
                 normal=inputs.normal,
                 flows=inputs.flows,
                 selectors=inputs.selectors,
+                novel=novel if offered else None,
             )
         except ValueError as exc:  # e.g. nothing to contain in its examples: say so, go on
             self.log(f"no containment proposed for anomaly {record.id}: {exc}")
+            return
+        if incident:
+            rules = self._incident_rules.setdefault(incident, {})
+            rules[made.identity] = rules.get(made.identity, frozenset()) | peer_rules(made.policy)
+            if len(self._incident_rules) > _INCIDENTS_KEPT:
+                del self._incident_rules[next(iter(self._incident_rules))]
         # No simulation here: one records nothing (remediation.proposals), so a reviewer runs
         # it on demand (POST /api/v1/proposals/{id}/simulate, against recent_flows()); the
         # proposal keeps the warnings its containment's replay found.

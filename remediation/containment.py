@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import jsonpatch
+import orjson
 
 from netwarden.detector.store import AnomalyRecord
 from netwarden.ingest.identity import IdentityResolver
@@ -66,7 +67,7 @@ from netwarden.remediation.propose import (
 from netwarden.remediation.schema import API_VERSION, check_policy
 from netwarden.remediation.simulate import drop_warnings
 
-__all__ = ["Containment", "containment"]
+__all__ = ["Containment", "containment", "peer_rules"]
 
 _DNS_FEATURES: Final = (
     "dns_distinct_names",
@@ -214,6 +215,27 @@ def containment(
         )
         warnings = drop_warnings(base, mine, current=current, part_of_anomaly=attack)
     return Containment(action, base, patch, tuple(notes), target, warnings)
+
+
+#: Keys of a rule that say which ports it is about; what is left says which peers.
+_PORT_KEYS: Final = ("toPorts", "icmps")
+
+
+def peer_rules(policy: Mapping[str, Any]) -> frozenset[str]:
+    """What ``policy`` says about peers, one item per rule: the peer part of each deny rule
+    (its ports left out) and each allow rule whole, as canonical JSON with its section.
+
+    Two containments of one incident that name the same peers are one decision for a reviewer
+    (a scan that went on to more ports of the same hosts); one naming a peer the other does not
+    (an exfiltration after a lateral movement) is another."""
+    spec = policy.get("spec") or {}
+    out: set[str] = set()
+    for section in ("egressDeny", "ingressDeny", "egress", "ingress"):
+        deny = section.endswith("Deny")
+        for rule in spec.get(section) or ():
+            part = {k: v for k, v in rule.items() if not (deny and k in _PORT_KEYS)}
+            out.add(section + orjson.dumps(part, option=orjson.OPT_SORT_KEYS).decode())
+    return frozenset(out)
 
 
 def _primary_side(anomaly: AnomalyRecord) -> str:

@@ -87,7 +87,7 @@ import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import JSON, ColumnElement, Index, Integer, String, Text, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -116,6 +116,9 @@ from netwarden.storage.database import SqlStore, required_text
 from netwarden.storage.database import UTCDateTime as _UTCDateTime
 from netwarden.storage.lifecycle import AuditedLifecycle, SubjectNotFound, TransitionError
 
+if TYPE_CHECKING:
+    from netwarden.remediation.containment import Containment
+
 __all__ = [
     "ACTIONS",
     "CLAIMED",
@@ -126,6 +129,7 @@ __all__ = [
     "PROPOSAL_ANNOTATION",
     "RECOVERIES",
     "STATES",
+    "AlreadyProposed",
     "ApplyRefused",
     "ClaimInProgress",
     "InvalidProposal",
@@ -265,6 +269,11 @@ class TargetMismatch(ValueError):
         super().__init__(f"the policy does not target {identity} alone: {'; '.join(problems)}")
         self.identity = identity
         self.problems = problems
+
+
+class AlreadyProposed(ValueError):
+    """The containment adds nothing a reviewer has not been offered already (see
+    :func:`propose_containment`'s ``novel``); it is not stored."""
 
 
 class InvalidProposal(ValueError):
@@ -1272,6 +1281,7 @@ def propose_containment(
     flows: Iterable[Any] | None = None,
     selectors: Mapping[str, Mapping[str, str]] | None = None,
     current_for: Callable[[str], Mapping[str, Any] | None] | None = None,
+    novel: Callable[[Containment], str] | None = None,
 ) -> ProposalRecord:
     """Store the containment of ``anomaly`` (see :mod:`netwarden.remediation.containment`) as a
     proposal for the workload it contains: the anomaly's own for what it did (egress), the
@@ -1288,7 +1298,9 @@ def propose_containment(
     given). The labels the target check holds the policy to: the selector of a current policy
     netwarden built for the workload, else the workload's stable labels from the flows.
     Raises :class:`ValueError` when there is nothing to contain, :class:`TargetMismatch` when
-    the policy would not select the contained workload alone."""
+    the policy would not select the contained workload alone. ``novel(containment)`` (the
+    service's, for a later anomaly of an incident) says why the containment is not worth a
+    proposal of its own, or ``""`` when it is; :class:`AlreadyProposed` is raised then."""
     from netwarden.remediation.containment import containment
 
     flow_list: list[Any] | RecentFlows | None = (
@@ -1312,6 +1324,8 @@ def propose_containment(
         flows=flow_list,
         current_for=other_current,
     )
+    if novel is not None and (why := novel(change)):
+        raise AlreadyProposed(why)
     identity = change.identity or anomaly.identity
     if identity != anomaly.identity:
         current = other_current(identity)

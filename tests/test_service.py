@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from netwarden.config import ServiceConfig
+from netwarden.detector.results import Reason, ScoredWindow
 from netwarden.detector.store import AnomalyStore
 from netwarden.generator import generate
 from netwarden.ingest.sources import FollowFile
@@ -26,6 +27,7 @@ from netwarden.ingest.windows import WindowConfig
 from netwarden.models.artifact import save_bundle
 from netwarden.models.registry import CurrentModel
 from netwarden.models.signing import ensure_key
+from netwarden.remediation.containment import peer_rules
 from netwarden.remediation.proposals import simulate_proposal
 from netwarden.service import Service, build_service
 from tests.modelfactory import train_on_generated
@@ -67,6 +69,75 @@ def _config(tmp_path: Path, model_dir: Path, source: Path, **extra: Any) -> Serv
         windows={"idle_close": 0.5},
         **extra,
     )
+
+
+def _attacker_window(
+    minute: int, to: list[tuple[str, str]], features: list[str], incident: str
+) -> ScoredWindow:
+    """An anomalous window of shop/mailer, the attacker of ``incident``, whose egress went
+    ``to`` (peer, port) pairs ``minute`` minutes after T0."""
+    start = T0 + timedelta(minutes=minute)
+    return ScoredWindow(
+        identity="shop/mailer",
+        namespace="shop",
+        workload="mailer",
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+        score=0.9,
+        threshold=0.5,
+        anomalous=True,
+        model="identity:shop/mailer",
+        fallback=False,
+        reasons=tuple(
+            Reason(feature=f, value=50.0, baseline=1.0, spread=1.0, contribution=1.0, text=f)
+            for f in features
+        ),
+        examples={"egress": {"to": [{"peer": p, "port": port, "flows": 5} for p, port in to]}},
+        summary="mailer did something",
+        incident=incident,
+        role="attacker",
+    )
+
+
+def test_a_later_anomaly_of_an_incident_is_proposed_when_it_names_a_new_peer(
+    tmp_path, model_dir
+) -> None:
+    """One attacker, one incident: lateral movement to another namespace's database, more of
+    it on another port (the same peer: the incident's proposal already names it), then an
+    exfiltration to an internet address 12 minutes later (a peer no proposal names): two
+    proposals, and the middle anomaly says why it has none."""
+    log = io.StringIO()
+    service, _ = build_service(
+        _config(tmp_path, model_dir, tmp_path / "none.jsonl"), Console(file=log, width=300)
+    )
+    try:
+        lateral = ["egress_new_peers", "egress_distinct_dst_ports"]
+        windows = [
+            _attacker_window(0, [("db/postgres", "TCP/5432")], lateral, "inc-1"),
+            _attacker_window(3, [("db/postgres", "TCP/5433")], lateral, "inc-1"),
+            _attacker_window(
+                15, [("world:192.0.2.77", "TCP/443")], ["egress_world_flows"], "inc-1"
+            ),
+        ]
+        records = [r for w in windows for r in service.store.record([w])]
+        assert len({r.id for r in records}) == 3 and {r.incident for r in records} == {"inc-1"}
+        for record in records:
+            service.propose_containment(record)
+        made = {p.anomaly_id: p for p in service.proposal_store.list(limit=10)}
+        assert sorted(made) == [records[0].id, records[2].id], log.getvalue()
+        assert "db" in str(made[records[0].id].policy["spec"]["egressDeny"])
+        assert "192.0.2.77" in str(made[records[2].id].policy["spec"]["egressDeny"])
+        assert (
+            f"no containment proposed for anomaly {records[1].id}: incident inc-1" in log.getvalue()
+        )
+        # another incident of the same attacker is its own decision
+        again = service.store.record(
+            [_attacker_window(40, [("db/postgres", "TCP/5432")], lateral, "inc-2")]
+        )
+        service.propose_containment(again[0])
+        assert service.proposal_store.list(anomaly_id=again[0].id)
+    finally:
+        service.store.close()
 
 
 def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
@@ -118,8 +189,9 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
             30,
             "every closed window recorded",
         )
-        # Every incident is answered by one proposal for the workload that misbehaved, made
-        # for its attacker's (or a subject's) anomaly: the victims of the scan are linked to
+        # Every incident is answered by a proposal for the workload that misbehaved, made for
+        # its attacker's (or a subject's) anomaly, and by more only for peers the first did
+        # not name (see the test above): the victims of the scan are linked to
         # the scanner's incident, get no proposal of their own, and alert nothing of their own.
         # No proposal is refused for its target; an incident without one says why.
         anomalies = {a.id: a for a in service.store.list(limit=1000)}
@@ -139,8 +211,12 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
         assert all(
             anomalies[p.anomaly_id].role != "victim" for p in made if p.anomaly_id in anomalies
         )
-        per_incident = [anomalies[p.anomaly_id].incident for p in made if p.anomaly_id in anomalies]
-        assert len(per_incident) == len(set(per_incident))  # one per incident
+        # a later proposal of an incident names a peer the earlier ones for that workload do not
+        offered: dict[tuple[str, str], frozenset[str]] = {}
+        for p in sorted(made, key=lambda p: p.id):
+            key = (anomalies[p.anomaly_id].incident, p.identity)
+            assert key not in offered or peer_rules(p.policy) - offered[key], p.note
+            offered[key] = offered.get(key, frozenset()) | peer_rules(p.policy)
         (scanner,) = {
             a.incident
             for a in anomalies.values()
@@ -156,7 +232,9 @@ def test_followed_file_to_anomalies_in_the_store(tmp_path, model_dir) -> None:
             for a in anomalies.values()
             if a.identity in victims and a.incident == scanner
         )
-        (of_scan,) = [p for p in made if anomalies[p.anomaly_id].incident == scanner]
+        of_scan = min(
+            (p for p in made if anomalies[p.anomaly_id].incident == scanner), key=lambda p: p.id
+        )
         assert of_scan.identity == label.identity, of_scan.note
         assert of_scan.policy["metadata"]["annotations"]["netwarden.io/identity"] == label.identity
         assert of_scan.kind == "containment" and not of_scan.problems
