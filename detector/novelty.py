@@ -82,7 +82,14 @@ Either direction, over the last hour (``horizon_seconds``) of this identity's ne
   connection), so a check-in every minute is found within three minutes too. Code decides what
   a pod calls, and new code comes in new pods: a new SaaS agent's timer (a metrics pusher, a
   flag poller) starts with its pods, where only the longer tests apply; an implant in a pod
-  that was running before has no release to explain its new domain.
+  that was running before has no release to explain its new domain. When, besides, the
+  workload reached no new internet destination for a whole day (:data:`CLOSED_SECONDS`: its
+  vendors are a closed set, unlike a webhook sender's or a crawler's), it starts at
+  :data:`BEACON_CLOSED_CONNECTIONS`: two intervals within 5%, at most
+  :data:`BEACON_CLOSED_PERIOD` apart (random calls: once in 20 tries, tried once per new
+  domain, and a settled workload with a closed set calling a new domain at all is already
+  rare: a feature flag without a release). A check-in every 60 s that starts at a window
+  boundary has only three connections in three windows.
 
 Internet peers on the ingress side are not novelty at all: a public endpoint meets new client
 networks all day. Nor are a new workload's refused callers: it refuses its first callers and
@@ -145,6 +152,18 @@ BEACON_FAST_JITTER: Final = 0.05
 #: From pods that ran unchanged for :data:`ESTABLISHED_SECONDS`, to a domain new to the
 #: cluster, the fast test starts at this many connections (three intervals).
 BEACON_EARLY_CONNECTIONS: Final = 4
+#: ... and at this many (two intervals) when the workload's internet destinations also held
+#: still for :data:`CLOSED_SECONDS`.
+BEACON_CLOSED_CONNECTIONS: Final = 3
+#: ... for check-ins this often or more (seconds): a timer of a minute (and its jitter) shows
+#: only three times in three windows; a slower one has time for its fourth before it is late,
+#: and calls that follow users come this slowly most often at night, so the weaker test is
+#: tried on them least.
+BEACON_CLOSED_PERIOD: Final = 90.0
+#: A whole daily cycle: a workload that reached no new internet destination in one has a
+#: closed set of them (its code's vendors); one that meets new ones daily (webhooks, crawlers,
+#: link previews) does not.
+CLOSED_SECONDS: Final = 86_400.0
 BEACON_PERIOD: Final = (10.0, 900.0)
 #: Other namespaces (kube-system aside) an identity reaches when crossing namespaces is its
 #: job: an ingress controller, a scraper, a mesh gateway reach most of them; an application
@@ -516,6 +535,21 @@ class NoveltyDetector:
                 return False
         return True
 
+    def _closed(self, window: ClosedWindow, first: float) -> bool:
+        """Whether the window's identity, known for :data:`CLOSED_SECONDS` before ``first``,
+        reached no internet destination in that time that it had not reached before it: its
+        internet peers are a closed set (see the module docstring)."""
+        identity = window.subject.id
+        memory = self.memory
+        since = first - CLOSED_SECONDS
+        known = memory.known_since(identity)
+        if known is None or known > since:
+            return False
+        return not any(
+            key[0] and _is_world(key[1]) and since < stat.first_seen < first
+            for key, stat in memory.edges_of(identity).items()
+        )
+
     def _horizon_rules(
         self,
         window: ClosedWindow,
@@ -592,18 +626,29 @@ class NoveltyDetector:
                 continue
             times = sorted(recent[k].times)
             gaps = [b - a for a, b in itertools.pairwise(times) if b - a > 0.5]
-            if len(gaps) < BEACON_EARLY_CONNECTIONS - 1:
+            if len(gaps) < BEACON_CLOSED_CONNECTIONS - 1:
                 continue
             period = statistics.fmean(gaps)
             jitter = statistics.pstdev(gaps)
+            first = recent[k].first
             if len(gaps) >= BEACON_CONNECTIONS - 1:
                 limit = BEACON_JITTER
             elif k[1].startswith("fqdn:") and self.memory.knows_domain(registrable_domain(k[1])):
                 continue  # a domain the cluster uses: its pollers get the longer test
-            elif len(gaps) >= BEACON_FAST_CONNECTIONS - 1 or self._settled(window, recent[k].first):
+            elif len(gaps) >= BEACON_FAST_CONNECTIONS - 1:
                 limit = BEACON_FAST_JITTER
-            else:
+            elif not self._settled(window, first):
                 continue  # a new workload or pod: a new agent's timer gets the longer tests
+            elif len(gaps) >= BEACON_EARLY_CONNECTIONS - 1:
+                limit = BEACON_FAST_JITTER
+            elif (
+                k[1].startswith("fqdn:")
+                and period <= BEACON_CLOSED_PERIOD
+                and self._closed(window, first)
+            ):
+                limit = BEACON_FAST_JITTER  # a named host: the rhythm is its only tell
+            else:
+                continue
             if BEACON_PERIOD[0] <= period <= BEACON_PERIOD[1] and jitter <= limit * period:
                 out.append(
                     Evidence(
