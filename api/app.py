@@ -32,6 +32,7 @@ from netwarden.api.deps import bind, require_viewer
 from netwarden.api.docs import is_docs_path
 from netwarden.api.docs import router as docs_router
 from netwarden.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
+from netwarden.api.listing_cache import ListingCache, WritesInvalidate
 from netwarden.api.problems import install_problem_handlers, use_problem_media_type
 from netwarden.api.routes import api_router, health
 from netwarden.api.state import ServiceState
@@ -78,12 +79,15 @@ def create_app(
     *,
     public_url: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    listing_cache_seconds: float = 0.0,
 ) -> FastAPI:
     """The API of the service ``state``, for the callers in ``tokens``.
 
     ``public_url`` is where clients reach the API (scheme, host and any path prefix of a
     proxy); when given, ``next`` links are absolute URLs under it and the OpenAPI document
     names it as the server. A request body over ``max_body_bytes`` is refused with a 413.
+    A listing asked for again within ``listing_cache_seconds`` is answered from memory (see
+    :mod:`netwarden.api.listing_cache`; 0: never).
     """
     public_url = _checked_public_url(public_url)
     if max_body_bytes < 1:  # checked now: the middleware is built on the first request
@@ -97,7 +101,9 @@ def create_app(
         redoc_url=None,
         generate_unique_id_function=_operation_id,
     )
-    bind(app, state, tokens, public_url)
+    cache = ListingCache(listing_cache_seconds)
+    bind(app, state, tokens, public_url, cache)
+    app.add_middleware(WritesInvalidate, cache=cache)
     app.add_middleware(
         RequestGuard, tokens=tokens, is_public=is_public, max_body_bytes=max_body_bytes
     )

@@ -19,17 +19,18 @@ so no handler looks at ``app.state`` and each app has its own service and tokens
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Protocol, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from netwarden.api.auth import Role, TokenEntry, TokenTable
+from netwarden.api.listing_cache import ListingCache
 from netwarden.api.problems import ProblemError
 from netwarden.api.state import ServiceState
 from netwarden.detector.change_store import ChangeStore
@@ -68,9 +69,16 @@ BEARER_CHALLENGE: Final = 'Bearer realm="netwarden"'
 # ------------------------------------------------------------------------------ app state
 
 
-def bind(app: FastAPI, state: ServiceState, tokens: TokenTable, public_url: str | None) -> None:
+def bind(
+    app: FastAPI,
+    state: ServiceState,
+    tokens: TokenTable,
+    public_url: str | None,
+    listing_cache: ListingCache | None = None,
+) -> None:
     """Keep on ``app`` what its dependencies read."""
     app.state.service = state
+    app.state.listing_cache = listing_cache if listing_cache is not None else ListingCache(0)
     app.state.tokens = tokens
     app.state.public_url = public_url
     # proposal and change stores opened for a service without its own (see get_review)
@@ -295,16 +303,36 @@ class Pager:
     request: Request
 
     def page(
-        self, model: type[PageT], items: Sequence[Any], *, total: int, query: PageQuery
-    ) -> PageT:
-        """``items`` (one page of the ``total`` matches of ``query``) as a ``model`` page."""
-        return model(
-            items=items,
-            total=total,
-            limit=query.limit,
-            offset=query.offset,
-            next=self.next(query, returned=len(items), total=total),
-        )
+        self,
+        model: type[PageT],
+        fetch: Callable[[], tuple[Sequence[Any], int]],
+        *,
+        query: PageQuery,
+    ) -> Response:
+        """The ``model`` page, in JSON, of the items and total ``fetch()`` reads for ``query``
+        (the same request within a second is answered from the app's
+        :class:`~netwarden.api.listing_cache.ListingCache` without reading again). The page is
+        validated as it is built, so it leaves as it is: FastAPI would validate it again on a
+        second worker thread and encode it once more. The route's ``response_model`` still
+        documents it."""
+
+        def build() -> bytes:
+            items, total = fetch()
+            return (
+                model(
+                    items=items,
+                    total=total,
+                    limit=query.limit,
+                    offset=query.offset,
+                    next=self.next(query, returned=len(items), total=total),
+                )
+                .model_dump_json()
+                .encode()
+            )
+
+        cache: ListingCache = self.request.app.state.listing_cache
+        key = f"{self.request.url.path}?{self.request.url.query}"
+        return Response(cache.answer(key, build), media_type="application/json")
 
     def next(self, query: PageQuery, *, returned: int, total: int) -> str | None:
         """The URL of the page after this one (same filters), or None on the last page.

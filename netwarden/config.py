@@ -454,6 +454,16 @@ class ApiConfig(_Section):
             "policy proposal, and Kubernetes stores objects up to about 1.5 MiB)"
         ),
     )
+    listing_cache_seconds: float = Field(
+        1.0,
+        ge=0.0,
+        le=60.0,
+        description=(
+            "a list (anomalies, changes, proposals, identities) asked for again within this many "
+            "seconds is answered from memory: what the pipeline records shows this much later, "
+            "what is done through the API at once (0: every request reads the store)"
+        ),
+    )
     pipeline_process: bool = Field(
         True,
         description=(

@@ -1232,7 +1232,13 @@ def serve(config: ServiceConfig, *, console: Console) -> None:
     except BaseException:
         sock.close()
         raise
-    app = create_app(service, tokens, public_url=public, max_body_bytes=config.api.max_body_bytes)
+    app = create_app(
+        service,
+        tokens,
+        public_url=public,
+        max_body_bytes=config.api.max_body_bytes,
+        listing_cache_seconds=config.api.listing_cache_seconds,
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host=config.api.host, port=port, log_level="warning", access_log=False)
     )
@@ -1292,7 +1298,13 @@ def _serve_beside_pipeline(
         sock.close()
         raise
     state = RemoteService(config, pipeline, applier=applier)
-    app = create_app(state, tokens, public_url=public, max_body_bytes=config.api.max_body_bytes)
+    app = create_app(
+        state,
+        tokens,
+        public_url=public,
+        max_body_bytes=config.api.max_body_bytes,
+        listing_cache_seconds=config.api.listing_cache_seconds,
+    )
     port = int(sock.getsockname()[1])
     server = uvicorn.Server(
         uvicorn.Config(app, host=config.api.host, port=port, log_level="warning", access_log=False)

@@ -131,7 +131,9 @@ class Api:
         return self.client.post(url, headers=self.auth(role), **kwargs)
 
 
-def make_api(tmp_path: Path, *, public_url: str | None = None) -> Api:
+def make_api(
+    tmp_path: Path, *, public_url: str | None = None, listing_cache_seconds: float = 0.0
+) -> Api:
     clock = Clock()
     store = AnomalyStore(f"sqlite:///{tmp_path / 'netwarden.db'}", now=clock)
     service = FakeService(
@@ -142,7 +144,12 @@ def make_api(tmp_path: Path, *, public_url: str | None = None) -> Api:
     for role in Role:
         tokens[role], entry = new_token(f"{role.name}-bot", role)
         entries.append(entry)
-    app = create_app(service, TokenTable(entries), public_url=public_url)
+    app = create_app(
+        service,
+        TokenTable(entries),
+        public_url=public_url,
+        listing_cache_seconds=listing_cache_seconds,
+    )
     return Api(TestClient(app, raise_server_exceptions=False), service, clock, tokens)
 
 

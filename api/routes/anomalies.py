@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from netwarden.api.deps import OperatorDep, PagerDep, StoreDep
@@ -56,18 +56,17 @@ def _act(store: AnomalyStore, action: Callable[[], AnomalyRecord]) -> AnomalyDet
 @router.get("", response_model=AnomalyPagePublic)
 def read_anomalies(
     store: StoreDep, pager: PagerDep, query: Annotated[AnomalyQuery, Query()]
-) -> AnomalyPagePublic:
+) -> Response:
     """Anomalies matching every filter given, most recent first, one page at a time."""
     filters = query.filters()
     severity = filters.pop("severity")
     filters["min_score"], filters["max_score"] = score_range(severity) if severity else (None, None)
-    items, total = store.page(**filters, limit=query.limit, offset=query.offset)
-    return pager.page(
-        AnomalyPagePublic,
-        [AnomalyPublic.from_record(a) for a in items],
-        total=total,
-        query=query,
-    )
+
+    def fetch() -> tuple[list[AnomalyPublic], int]:
+        items, total = store.page(**filters, limit=query.limit, offset=query.offset)
+        return [AnomalyPublic.from_record(a) for a in items], total
+
+    return pager.page(AnomalyPagePublic, fetch, query=query)
 
 
 @router.get("/{anomaly_id}", response_model=AnomalyDetailPublic, responses=problem_responses(404))

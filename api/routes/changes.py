@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from netwarden.api.deps import Changes, ChangesDep, OperatorDep, PagerDep, StoreDep
 from netwarden.api.problems import problem_responses, store_refusals
@@ -62,15 +62,17 @@ def _detail(changes: Changes, record: ChangeRecord) -> ChangeDetailPublic:
 @router.get("", response_model=ChangePagePublic)
 def read_changes(
     changes: ChangesDep, pager: PagerDep, query: Annotated[ChangeQuery, Query()]
-) -> ChangePagePublic:
+) -> Response:
     """Changes matching every filter given, the most recently seen first, a page at a time."""
     filters = query.filters()
-    with _refusals():
-        items = changes.store.list(**filters, limit=query.limit, offset=query.offset)
-        total = changes.store.count(**filters)
-    return pager.page(
-        ChangePagePublic, [ChangePublic.from_record(c) for c in items], total=total, query=query
-    )
+
+    def fetch() -> tuple[list[ChangePublic], int]:
+        with _refusals():
+            items = changes.store.list(**filters, limit=query.limit, offset=query.offset)
+            total = changes.store.count(**filters)
+        return [ChangePublic.from_record(c) for c in items], total
+
+    return pager.page(ChangePagePublic, fetch, query=query)
 
 
 @router.get("/{change_id}", response_model=ChangeDetailPublic, responses=problem_responses(404))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from netwarden.api.deps import PagerDep, StoreDep
 from netwarden.api.problems import ProblemError, problem_responses
@@ -27,17 +27,16 @@ router = APIRouter(
 @router.get("", response_model=IdentityPagePublic)
 def read_identities(
     store: StoreDep, pager: PagerDep, query: Annotated[IdentityQuery, Query()]
-) -> IdentityPagePublic:
+) -> Response:
     """Every scored identity (of one namespace if given), sorted, with its latest score and
     open anomalies."""
-    everything = store.identities(**query.filters())  # one aggregate query: all rows
-    page = everything[query.offset : query.offset + query.limit]
-    return pager.page(
-        IdentityPagePublic,
-        [IdentityPublic.from_summary(i) for i in page],
-        total=len(everything),
-        query=query,
-    )
+
+    def fetch() -> tuple[list[IdentityPublic], int]:
+        everything = store.identities(**query.filters())  # one aggregate query: all rows
+        page = everything[query.offset : query.offset + query.limit]
+        return [IdentityPublic.from_summary(i) for i in page], len(everything)
+
+    return pager.page(IdentityPagePublic, fetch, query=query)
 
 
 @router.get(

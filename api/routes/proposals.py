@@ -294,16 +294,15 @@ def _metadata(policy: Mapping[str, Any]) -> tuple[str | None, str | None]:
 @router.get("", response_model=ProposalPagePublic)
 def read_proposals(
     review: ReviewDep, pager: PagerDep, query: Annotated[ProposalQuery, Query()]
-) -> ProposalPagePublic:
+) -> Response:
     """Proposals matching every filter given, newest first, one page at a time."""
     filters = query.filters()
-    items = review.proposals.list(**filters, limit=query.limit, offset=query.offset)
-    return pager.page(
-        ProposalPagePublic,
-        [ProposalPublic.from_record(p) for p in items],
-        total=review.proposals.count(**filters),
-        query=query,
-    )
+
+    def fetch() -> tuple[list[ProposalPublic], int]:
+        items = review.proposals.list(**filters, limit=query.limit, offset=query.offset)
+        return [ProposalPublic.from_record(p) for p in items], review.proposals.count(**filters)
+
+    return pager.page(ProposalPagePublic, fetch, query=query)
 
 
 @router.get("/{proposal_id}", response_model=ProposalDetailPublic, responses=problem_responses(404))
