@@ -310,8 +310,9 @@ class Pager:
         query: PageQuery,
     ) -> Response:
         """The ``model`` page, in JSON, of the items and total ``fetch()`` reads for ``query``
-        (the same request within a second is answered from the app's
-        :class:`~netwarden.api.listing_cache.ListingCache` without reading again). The page is
+        (the same request again within the app's
+        :class:`~netwarden.api.listing_cache.ListingCache` time to live is answered without
+        reading). The page is
         validated as it is built, so it leaves as it is: FastAPI would validate it again on a
         second worker thread and encode it once more. The route's ``response_model`` still
         documents it."""

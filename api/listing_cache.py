@@ -11,9 +11,9 @@ What is kept: the JSON body of a page, by path and query string, for ``ttl`` sec
 pipeline (another process) writes shows within ``ttl``; what this API writes shows at once:
 every request that may write (any method but GET, HEAD and OPTIONS) starts a new generation
 when it arrives and again when it is answered, and a page is kept only under the generation
-it was read in, so no page read before a write is served after it. Each entry holds one page
-(``limit`` is at most 1,000 items); ``max_entries`` bounds the memory, the oldest entries
-going first.
+it was read in, so no page read before a write is served after it. ``max_bytes`` bounds the
+memory (a page of 1,000 anomalies is about a megabyte): expired pages go when a page is kept,
+then the oldest until the rest fits.
 """
 
 from __future__ import annotations
@@ -39,17 +39,19 @@ class ListingCache:
         self,
         ttl: float = DEFAULT_TTL_SECONDS,
         *,
-        max_entries: int = 256,
+        max_bytes: int = 32 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if ttl < 0 or max_entries < 1:
-            raise ValueError(f"ttl must be >= 0 and max_entries >= 1, got {ttl}, {max_entries}")
+        if ttl < 0 or max_bytes < 1:
+            raise ValueError(f"ttl must be >= 0 and max_bytes >= 1, got {ttl}, {max_bytes}")
         self.ttl = ttl
-        self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._clock = clock
         self._lock = threading.Lock()
         self._generation = 0
+        #: key -> (expires, generation, body), oldest first (one ttl: also the first to expire)
         self._entries: OrderedDict[str, tuple[float, int, bytes]] = OrderedDict()
+        self._bytes = 0
 
     @property
     def generation(self) -> int:
@@ -60,6 +62,7 @@ class ListingCache:
         with self._lock:
             self._generation += 1
             self._entries.clear()
+            self._bytes = 0
 
     def get(self, key: str) -> bytes | None:
         """The body kept for ``key``, if it is younger than ``ttl`` and of this generation."""
@@ -71,22 +74,31 @@ class ListingCache:
                 return None
             expires, generation, body = found
             if generation != self._generation or self._clock() >= expires:
-                del self._entries[key]
+                self._drop(key)
                 return None
             return body
 
     def put(self, key: str, body: bytes, *, generation: int) -> None:
         """Keep ``body``, read while the generation was ``generation`` (not if one started
         since: a write may have landed between the read and now)."""
-        if not self.ttl:
+        if not self.ttl or len(body) > self.max_bytes:
             return
         with self._lock:
             if generation != self._generation:
                 return
-            self._entries[key] = (self._clock() + self.ttl, generation, body)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            now = self._clock()
+            if key in self._entries:
+                self._drop(key)
+            while self._entries:
+                oldest, (expires, _, _) = next(iter(self._entries.items()))
+                if expires > now and self._bytes + len(body) <= self.max_bytes:
+                    break
+                self._drop(oldest)
+            self._entries[key] = (now + self.ttl, generation, body)
+            self._bytes += len(body)
+
+    def _drop(self, key: str) -> None:
+        self._bytes -= len(self._entries.pop(key)[2])
 
     def answer(self, key: str, build: Callable[[], bytes]) -> bytes:
         """The kept body for ``key``, else ``build()``'s, kept."""

@@ -50,14 +50,22 @@ def test_a_page_read_before_a_write_is_never_kept_after_it() -> None:
     assert cache.get("/a") == b"new"
 
 
-def test_off_keeps_nothing_and_the_oldest_entries_go_first() -> None:
+def test_off_keeps_nothing_and_memory_is_bounded_oldest_first() -> None:
     off = ListingCache(0)
     off.put("/a", b"x", generation=off.generation)
     assert off.get("/a") is None
-    small = ListingCache(60.0, max_entries=2)
+    clock = _Clock()
+    small = ListingCache(60.0, max_bytes=20, clock=clock)
     for key in ("/a", "/b", "/c"):
-        small.put(key, key.encode(), generation=small.generation)
-    assert small.get("/a") is None and small.get("/b") == b"/b" and small.get("/c") == b"/c"
+        small.put(key, key.encode() * 3, generation=small.generation)  # 6 bytes each
+        clock.now += 1
+    small.put("/d", b"/d" * 3, generation=small.generation)  # 24 bytes: /a goes
+    assert small.get("/a") is None and small.get("/b") == b"/b" * 3 and small.get("/d")
+    small.put("/big", b"x" * 21, generation=small.generation)  # larger than all: not kept
+    assert small.get("/big") is None and small.get("/c")
+    clock.now += 60  # all expired: they go when the next page is kept
+    small.put("/e", b"e", generation=small.generation)
+    assert list(small._entries) == ["/e"] and small._bytes == 1
     with pytest.raises(ValueError):
         ListingCache(-1)
 
