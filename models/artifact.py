@@ -57,7 +57,15 @@ from netwarden.models.signing import sign, signature_problem
 from netwarden.models.spec import MODEL_COLUMNS
 from netwarden.models.training import ModelBundle, TrainConfig
 
-__all__ = ["FORMAT", "ArtifactError", "ModelVersion", "list_versions", "load_bundle", "save_bundle"]
+__all__ = [
+    "FORMAT",
+    "ArtifactError",
+    "ModelVersion",
+    "list_versions",
+    "load_bundle",
+    "read_version",
+    "save_bundle",
+]
 
 #: 2: baselines hold first-use times; 3: byte features; 4: the edge memory replaces the peer
 #: baselines and the novelty features are gone
@@ -96,39 +104,54 @@ def list_versions(model_dir: str | Path) -> list[ModelVersion]:
     root = Path(model_dir)
     if not root.is_dir():
         return []
-    current_file = root / "CURRENT"
-    current = current_file.read_text().strip() if current_file.is_file() else ""
-    out = []
-    for folder in root.iterdir():
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text())
-            out.append(
-                ModelVersion(
-                    version=folder.name,
-                    created=datetime.fromisoformat(manifest["created"]),
-                    current=folder.name == current,
-                    format=str(manifest.get("format", "")),
-                    window_seconds=_windows(manifest).window_seconds,
-                    rows=int(manifest["rows"]),
-                    models=len(manifest["models"]),
-                    identities=tuple(
-                        sorted(
-                            m["key"].split(":", 1)[1]
-                            for m in manifest["models"]
-                            if m["key"].startswith("identity:")
-                        )
-                    ),
-                    training_start=datetime.fromisoformat(manifest["training_start"]),
-                    training_end=datetime.fromisoformat(manifest["training_end"]),
-                    data_hash=str(manifest.get("data_hash", "")),
-                    libraries=dict(manifest.get("libraries", {})),
-                    path=folder,
-                    signed=manifest.get("signature") is not None,
+    current = _current_name(root)
+    found = (read_version(folder, current=current) for folder in root.iterdir())
+    return sorted(
+        (v for v in found if v is not None), key=lambda v: (v.created, v.version), reverse=True
+    )
+
+
+def read_version(folder: str | Path, *, current: str | None = None) -> ModelVersion | None:
+    """The version in ``folder`` from its manifest alone, or None when it has no readable one
+    (not a version folder, or a broken one: loading says why). ``current``: the name
+    ``CURRENT`` holds, read from the folder's parent when not given."""
+    folder = Path(folder)
+    if current is None:
+        current = _current_name(folder.parent)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return ModelVersion(
+            version=folder.name,
+            created=datetime.fromisoformat(manifest["created"]),
+            current=folder.name == current,
+            format=str(manifest.get("format", "")),
+            window_seconds=_windows(manifest).window_seconds,
+            rows=int(manifest["rows"]),
+            models=len(manifest["models"]),
+            identities=tuple(
+                sorted(
+                    m["key"].split(":", 1)[1]
+                    for m in manifest["models"]
+                    if m["key"].startswith("identity:")
                 )
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue  # not a version folder (or a broken one: load_bundle says why)
-    return sorted(out, key=lambda v: (v.created, v.version), reverse=True)
+            ),
+            training_start=datetime.fromisoformat(manifest["training_start"]),
+            training_end=datetime.fromisoformat(manifest["training_end"]),
+            data_hash=str(manifest.get("data_hash", "")),
+            libraries=dict(manifest.get("libraries", {})),
+            path=folder,
+            signed=manifest.get("signature") is not None,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _current_name(root: Path) -> str:
+    current_file = root / "CURRENT"
+    try:
+        return current_file.read_text().strip() if current_file.is_file() else ""
+    except OSError:
+        return ""
 
 
 def _windows(manifest: dict[str, Any]) -> WindowConfig:

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from netwarden.ingest.windows import WindowConfig
-from netwarden.models.artifact import ArtifactError, ModelVersion, list_versions, load_bundle
+from netwarden.models.artifact import (
+    ArtifactError,
+    ModelVersion,
+    list_versions,
+    load_bundle,
+    read_version,
+)
 from netwarden.models.spec import MODEL_COLUMNS
 from netwarden.models.training import ModelBundle
 
@@ -103,10 +109,12 @@ class CurrentModel:
         return list_versions(self.model_dir)
 
     def current(self) -> ModelVersion | None:
+        """The loaded version, from its manifest alone (the status asks for it often: not a
+        read of every version's manifest each time)."""
         loaded = self.loaded
         if loaded is None:
             return None
-        return next((v for v in self.versions() if v.version == loaded.version), None)
+        return read_version(Path(self.model_dir) / loaded.version)
 
 
 # -- versions: promotion, rollback, retention ------------------------------------------------

@@ -173,6 +173,9 @@ def test_the_service_keeps_its_model_when_a_new_version_is_refused(trained, tmp_
     third = save_bundle(dataclasses.replace(bundle, data_hash="e" * 64), models)  # unsigned
     assert not current.refresh() and current.loaded.version == first.name
     assert "unsigned" in (current.error or "") and third.name in (current.error or "")
+    # what the status shows: the version in service, as the list of versions has it
+    (listed,) = [v for v in list_versions(models) if v.version == first.name]
+    assert current.current() == listed and current.current() is not None
     unchecked = CurrentModel(models, windows=WindowConfig(window_seconds=60))  # no key: as before
     assert unchecked.refresh() and unchecked.loaded is not None
 
