@@ -52,6 +52,8 @@ class ListingCache:
         #: key -> (expires, generation, body), oldest first (one ttl: also the first to expire)
         self._entries: OrderedDict[str, tuple[float, int, bytes]] = OrderedDict()
         self._bytes = 0
+        #: one page is built at a time per stripe (see answer)
+        self._building = tuple(threading.Lock() for _ in range(16))
 
     @property
     def generation(self) -> int:
@@ -101,12 +103,18 @@ class ListingCache:
         self._bytes -= len(self._entries.pop(key)[2])
 
     def answer(self, key: str, build: Callable[[], bytes]) -> bytes:
-        """The kept body for ``key``, else ``build()``'s, kept."""
+        """The kept body for ``key``, else ``build()``'s, kept. Requests that find the same
+        page missing together (every poller, the moment it expires) build it once: the others
+        wait for it instead of each querying the store."""
         body = self.get(key)
-        if body is None:
-            generation = self._generation
-            body = build()
-            self.put(key, body, generation=generation)
+        if body is not None or not self.ttl:
+            return body if body is not None else build()
+        with self._building[hash(key) % len(self._building)]:
+            body = self.get(key)
+            if body is None:
+                generation = self._generation
+                body = build()
+                self.put(key, body, generation=generation)
         return body
 
 

@@ -3,6 +3,8 @@ records shows within the time to live, what is done through the API at once."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from netwarden.api.auth import Role
@@ -34,6 +36,31 @@ def test_a_page_is_kept_for_its_time_to_live_only() -> None:
     clock.now += 0.2
     assert cache.answer("/a?limit=50", build) == b"page 3"  # expired: read again
     assert len(reads) == 3
+
+
+def test_requests_missing_the_same_page_together_build_it_once() -> None:
+    cache = ListingCache(60.0)
+    started, release = threading.Event(), threading.Event()
+    builds: list[int] = []
+
+    def build() -> bytes:
+        builds.append(1)
+        started.set()
+        release.wait(5)
+        return b"page"
+
+    answers: list[bytes] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(cache.answer("/a", build))) for _ in range(8)
+    ]
+    threads[0].start()
+    assert started.wait(5)
+    for t in threads[1:]:
+        t.start()
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert answers == [b"page"] * 8 and len(builds) == 1
 
 
 def test_a_page_read_before_a_write_is_never_kept_after_it() -> None:
