@@ -116,7 +116,7 @@ DECISION_POLL = 5.0
 #: Seconds the workloads' selector labels learned from the recent flows are reused by the
 #: containments proposed meanwhile.
 SELECTORS_TTL = 60.0
-#: Incidents remembered as having their containment proposal (one per incident).
+#: Incidents whose proposals' peer rules the proposer remembers (see Service.propose_containment).
 _INCIDENTS_KEPT = 10_000
 #: Put in the pipeline's queue after the last batch: process what came before, then stop.
 _DRAIN: Final[list[Any]] = []
