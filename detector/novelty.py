@@ -523,8 +523,7 @@ class NoveltyDetector:
         identity = window.subject.id
         memory = self.memory
         settled = first - ESTABLISHED_SECONDS
-        since = memory.known_since(identity)
-        if since is None or since > settled:
+        if not self._known_since(identity, settled):
             return False
         newest = memory.newest_pod(identity)
         if not window.client.pods or newest is None or newest > settled:
@@ -540,15 +539,16 @@ class NoveltyDetector:
         reached no internet destination in that time that it had not reached before it: its
         internet peers are a closed set (see the module docstring)."""
         identity = window.subject.id
-        memory = self.memory
         since = first - CLOSED_SECONDS
-        known = memory.known_since(identity)
-        if known is None or known > since:
-            return False
-        return not any(
+        return self._known_since(identity, since) and not any(
             key[0] and _is_world(key[1]) and since < stat.first_seen < first
-            for key, stat in memory.edges_of(identity).items()
+            for key, stat in self.memory.edges_of(identity).items()
         )
+
+    def _known_since(self, identity: str, when: float) -> bool:
+        """Whether the memory has known ``identity`` since ``when`` or before."""
+        known = self.memory.known_since(identity)
+        return known is not None and known <= when
 
     def _horizon_rules(
         self,

@@ -61,6 +61,7 @@ __all__ = [
     "FORMAT",
     "ArtifactError",
     "ModelVersion",
+    "current_name",
     "list_versions",
     "load_bundle",
     "read_version",
@@ -104,7 +105,7 @@ def list_versions(model_dir: str | Path) -> list[ModelVersion]:
     root = Path(model_dir)
     if not root.is_dir():
         return []
-    current = _current_name(root)
+    current = current_name(root)
     found = (read_version(folder, current=current) for folder in root.iterdir())
     return sorted(
         (v for v in found if v is not None), key=lambda v: (v.created, v.version), reverse=True
@@ -117,7 +118,7 @@ def read_version(folder: str | Path, *, current: str | None = None) -> ModelVers
     ``CURRENT`` holds, read from the folder's parent when not given."""
     folder = Path(folder)
     if current is None:
-        current = _current_name(folder.parent)
+        current = current_name(folder.parent)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
         return ModelVersion(
@@ -146,8 +147,9 @@ def read_version(folder: str | Path, *, current: str | None = None) -> ModelVers
         return None
 
 
-def _current_name(root: Path) -> str:
-    current_file = root / "CURRENT"
+def current_name(root: str | Path) -> str:
+    """The version ``CURRENT`` in ``root`` names ("" when there is none)."""
+    current_file = Path(root) / "CURRENT"
     try:
         return current_file.read_text().strip() if current_file.is_file() else ""
     except OSError:

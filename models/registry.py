@@ -24,6 +24,7 @@ from netwarden.ingest.windows import WindowConfig
 from netwarden.models.artifact import (
     ArtifactError,
     ModelVersion,
+    current_name,
     list_versions,
     load_bundle,
     read_version,
@@ -132,10 +133,7 @@ class RegistryError(ValueError):
 
 def current_version(model_dir: Path) -> str | None:
     """The version ``CURRENT`` names, or None."""
-    try:
-        return (Path(model_dir) / "CURRENT").read_text().strip() or None
-    except OSError:
-        return None
+    return current_name(model_dir) or None
 
 
 def _check_version(model_dir: Path, version: str) -> None:

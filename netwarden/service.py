@@ -1215,9 +1215,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def serve(config: ServiceConfig, *, console: Console) -> None:
     """Run until interrupted: the pipeline threads and the HTTP API."""
-    import uvicorn
-
-    from netwarden.api.app import create_app
     from netwarden.pipeline_process import separate
 
     sock = _listen(config.api.host, config.api.port)
@@ -1232,16 +1229,7 @@ def serve(config: ServiceConfig, *, console: Console) -> None:
     except BaseException:
         sock.close()
         raise
-    app = create_app(
-        service,
-        tokens,
-        public_url=public,
-        max_body_bytes=config.api.max_body_bytes,
-        listing_cache_seconds=config.api.listing_cache_seconds,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.api.host, port=port, log_level="warning", access_log=False)
-    )
+    server = _api_server(config, service, tokens, public, port)
     service.start()
     _say_serving(config, console, service.source.name, public)
     # uvicorn captures SIGINT/SIGTERM while it runs and re-raises them after its shutdown; a
@@ -1271,15 +1259,33 @@ def _say_serving(config: ServiceConfig, console: Console, source: str, public: s
     )
 
 
+def _api_server(
+    config: ServiceConfig, state: Any, tokens: TokenTable, public: str, port: int
+) -> Any:
+    """The uvicorn server of the API of ``state`` (this process's service, or the API's view
+    of the pipeline process), as the configuration's api section says."""
+    import uvicorn
+
+    from netwarden.api.app import create_app
+
+    app = create_app(
+        state,
+        tokens,
+        public_url=public,
+        max_body_bytes=config.api.max_body_bytes,
+        listing_cache_seconds=config.api.listing_cache_seconds,
+    )
+    return uvicorn.Server(
+        uvicorn.Config(app, host=config.api.host, port=port, log_level="warning", access_log=False)
+    )
+
+
 def _serve_beside_pipeline(
     config: ServiceConfig, console: Console, sock: socket.socket, public: str
 ) -> None:
     """``serve`` with the pipeline in a process of its own (netwarden.pipeline_process): this
     process serves the API until SIGINT/SIGTERM, then stops the pipeline process, which shuts
     its service down in order."""
-    import uvicorn
-
-    from netwarden.api.app import create_app
     from netwarden.pipeline_process import PipelineProcess, RemoteService
 
     def log(line: str) -> None:
@@ -1298,17 +1304,8 @@ def _serve_beside_pipeline(
         sock.close()
         raise
     state = RemoteService(config, pipeline, applier=applier)
-    app = create_app(
-        state,
-        tokens,
-        public_url=public,
-        max_body_bytes=config.api.max_body_bytes,
-        listing_cache_seconds=config.api.listing_cache_seconds,
-    )
     port = int(sock.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.api.host, port=port, log_level="warning", access_log=False)
-    )
+    server = _api_server(config, state, tokens, public, port)
     log(f"pipeline running in process {pipeline.process.pid}; the API in process {os.getpid()}")
     _say_serving(config, console, state.source_status().name, public)
     for sig in (signal.SIGINT, signal.SIGTERM):
