@@ -94,16 +94,24 @@ def test_the_api_serves_what_the_pipeline_process_knows(tmp_path: Path, model_di
             identity = anomalies()[0]["identity"]
             proposed = http.post("/api/v1/proposals", json={"identity": identity})
             assert proposed.status_code == 201, proposed.text
+
             # and a containment from the pipeline's inputs (normal edges, flows, labels)
             # (the attacker's: a victim's has nothing of its own to contain, a 422)
-            attacker = _wait(
-                lambda: [a for a in anomalies() if a["role"] == "attacker"],
-                90,
-                "the attacker's anomaly",
-            )
-            anomaly = attacker[0]["id"]
-            contained = http.post("/api/v1/proposals", json={"anomaly_id": anomaly})
-            assert contained.status_code in (201, 409), contained.text  # 409: proposed already
+            # an attacker's anomaly whose peers are all normal ones has nothing to contain (a
+            # 422 saying so): the live generator decides which comes first, so ask for each
+            # attacker's anomaly until one is contained
+            def contained() -> Any:
+                for a in anomalies():
+                    if a["role"] != "attacker":
+                        continue
+                    answer = http.post("/api/v1/proposals", json={"anomaly_id": a["id"]})
+                    if answer.status_code != 422:
+                        return answer
+                    assert "nothing to contain" in answer.text, answer.text
+                return None
+
+            answer = _wait(contained, 90, "an attacker's anomaly with something to contain")
+            assert answer.status_code in (201, 409), answer.text  # 409: proposed already
             # the models the API lists are the folder's; the current one is what the pipeline
             # loaded
             listed = http.get("/api/v1/models").json()
